@@ -1,0 +1,341 @@
+//! Executing a plan: store lookups, then the missing derivations, in parallel.
+//!
+//! Owns the execution order (dependencies first; independent derivations run at the same time
+//! on rayon's pool, whose size is `--jobs`), the store ▸ execute lookup stack, the per-derivation
+//! build lock (two processes never build the same derivation twice), progress reporting through
+//! [`Reporter`], and assembling a finished image (the blobs an export needs) from store records.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use petgraph::graph::NodeIndex;
+use rayon::prelude::*;
+
+use crate::hash::{ContentHash, Sha256};
+use crate::image::{self, ConfigFields, Descriptor, Finished};
+use crate::layer::{self, LayerWriter};
+use crate::plan::{Content, Derivation, DrvKind, EntryKind, ImageDrv, LayerDrv, Plan};
+use crate::store::{self, Output, Record, Store, StoreError, RECORD_VERSION};
+
+/// How a derivation's output was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Found in the local store.
+    Local,
+    /// Found in a shared cache.
+    Remote,
+    /// Executed here.
+    Built,
+}
+
+/// Progress events. Library code never prints; the CLI implements this.
+pub trait Reporter: Sync {
+    /// The plan is known: `total` derivations, `to_build` of them not in the store.
+    fn planned(&self, _total: usize, _to_build: usize) {}
+    fn started(&self, _drv: &Derivation) {}
+    /// `bytes` is the size of the main output.
+    fn finished(&self, _drv: &Derivation, _outcome: Outcome, _bytes: u64) {}
+}
+
+/// A reporter that reports nothing.
+pub struct Silent;
+impl Reporter for Silent {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("failed to build {name}")]
+    Layer {
+        name: String,
+        #[source]
+        source: layer::LayerError,
+    },
+    #[error("failed to read `{path}`")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{path}` changed during the build; build again")]
+    Changed { path: PathBuf },
+    #[error("failed to write {name} into the store")]
+    Write {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("derivation {0} has no output `{1}` (damaged store record?)")]
+    MissingOutput(String, &'static str),
+}
+
+/// Counts for `--json` and the summary line.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Counts {
+    pub total: usize,
+    pub built: usize,
+    pub local: usize,
+    pub remote: usize,
+}
+
+/// The result of executing a plan: a record for every node.
+pub struct Executed {
+    pub records: HashMap<NodeIndex, Record>,
+    pub counts: Counts,
+}
+
+/// Run `plan` against `store`.
+pub fn execute(plan: &Plan, store: &Store, reporter: &dyn Reporter) -> Result<Executed, BuildError> {
+    let order = plan.topo_order();
+    let mut records: HashMap<NodeIndex, Record> = HashMap::new();
+    let mut counts = Counts { total: order.len(), ..Counts::default() };
+    for &n in &order {
+        if let Some(r) = store.lookup(&plan.graph[n].hash)? {
+            records.insert(n, r);
+        }
+    }
+    reporter.planned(order.len(), order.len() - records.len());
+    for &n in &order {
+        if let Some(r) = records.get(&n) {
+            counts.local += 1;
+            reporter.finished(&plan.graph[n], Outcome::Local, main_size(r));
+        }
+    }
+    // Waves by depth: every node's dependencies are in earlier waves.
+    let mut depth: HashMap<NodeIndex, usize> = HashMap::new();
+    for &n in &order {
+        let d = plan.dependencies(n).iter().map(|p| depth[p] + 1).max().unwrap_or(0);
+        depth.insert(n, d);
+    }
+    let max_depth = depth.values().copied().max().unwrap_or(0);
+    let records = Mutex::new(records);
+    for wave in 0..=max_depth {
+        let todo: Vec<NodeIndex> = {
+            let done = records.lock().unwrap_or_else(|e| e.into_inner());
+            order.iter().copied().filter(|n| depth[n] == wave && !done.contains_key(n)).collect()
+        };
+        let results: Vec<Result<(NodeIndex, Record, Outcome), BuildError>> = todo
+            .par_iter()
+            .map(|&n| {
+                let drv = &plan.graph[n];
+                let deps: Vec<(NodeIndex, Record)> = {
+                    let done = records.lock().unwrap_or_else(|e| e.into_inner());
+                    plan.dependencies(n).into_iter().filter_map(|d| done.get(&d).map(|r| (d, r.clone()))).collect()
+                };
+                let deps: HashMap<NodeIndex, Record> = deps.into_iter().collect();
+                let _guard = store.lock_derivation(&drv.hash)?;
+                // Another process may have built it while we waited for the lock.
+                if let Some(r) = store.lookup(&drv.hash)? {
+                    return Ok((n, r, Outcome::Local));
+                }
+                reporter.started(drv);
+                let r = run(plan, drv, &deps, store)?;
+                store.put_record(&r)?;
+                Ok((n, r, Outcome::Built))
+            })
+            .collect();
+        let mut done = records.lock().unwrap_or_else(|e| e.into_inner());
+        for r in results {
+            let (n, rec, outcome) = r?;
+            match outcome {
+                Outcome::Built => counts.built += 1,
+                Outcome::Local => counts.local += 1,
+                Outcome::Remote => counts.remote += 1,
+            }
+            reporter.finished(&plan.graph[n], outcome, main_size(&rec));
+            done.insert(n, rec);
+        }
+    }
+    Ok(Executed { records: records.into_inner().unwrap_or_else(|e| e.into_inner()), counts })
+}
+
+fn main_size(r: &Record) -> u64 {
+    r.outputs.values().map(|o| o.size).max().unwrap_or(0)
+}
+
+fn output<'r>(r: &'r Record, key: &'static str) -> Result<&'r Output, BuildError> {
+    r.outputs.get(key).ok_or_else(|| BuildError::MissingOutput(r.drv.to_string(), key))
+}
+
+fn run(plan: &Plan, drv: &Derivation, deps: &HashMap<NodeIndex, Record>, store: &Store) -> Result<Record, BuildError> {
+    let mut outputs = BTreeMap::new();
+    match &drv.kind {
+        DrvKind::Layer(l) => {
+            outputs.insert("layer".to_string(), build_layer(&drv.name, l, store)?);
+        }
+        DrvKind::Image(img) => {
+            let (config, manifest) = build_image(plan, img, deps, store)?;
+            outputs.insert("config".to_string(), config);
+            outputs.insert("manifest".to_string(), manifest);
+        }
+        DrvKind::Index(ix) => {
+            let mut manifests = Vec::new();
+            for &i in &ix.images {
+                let rec = deps.get(&i).ok_or_else(|| BuildError::MissingOutput(plan.graph[i].name.clone(), "manifest"))?;
+                let m = output(rec, "manifest")?;
+                let mut d = Descriptor::new(image::MANIFEST_MEDIA_TYPE, m.digest, m.size);
+                if let DrvKind::Image(img) = &plan.graph[i].kind {
+                    d.platform = Some(oci_platform(&img.platform));
+                }
+                manifests.push(d);
+            }
+            let bytes = image::index_json(&manifests);
+            let digest = store.put_bytes(&bytes)?;
+            outputs.insert(
+                "index".to_string(),
+                Output { digest, size: bytes.len() as u64, media_type: image::INDEX_MEDIA_TYPE.into(), diff_id: None },
+            );
+        }
+    }
+    Ok(Record { version: RECORD_VERSION, drv: drv.hash, kind: drv.kind.name().into(), outputs, inputs: vec![] })
+}
+
+fn oci_platform(p: &crate::spec::Platform) -> image::Platform {
+    image::Platform { os: p.os.clone(), architecture: p.architecture.clone(), variant: p.variant.clone() }
+}
+
+/// A reader that hashes what passes through, to check a local file still has the planned content.
+struct CheckedReader<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+}
+
+impl<R: Read> Read for CheckedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn build_layer(name: &str, l: &LayerDrv, store: &Store) -> Result<Output, BuildError> {
+    let tmp = store.temp_file()?;
+    let sink = store::buffered(&tmp)?;
+    let mut w = LayerWriter::new(sink);
+    let layer_err = |source| BuildError::Layer { name: name.to_string(), source };
+    for e in &l.entries {
+        let (kind, data): (layer::EntryKind, Option<&Content>) = match &e.kind {
+            EntryKind::Dir => (layer::EntryKind::Dir, None),
+            EntryKind::Symlink { target } => (layer::EntryKind::Symlink { target: target.clone() }, None),
+            EntryKind::File { size, content } => (layer::EntryKind::File { size: *size }, Some(content)),
+        };
+        let entry = layer::Entry { path: e.path.clone(), kind, mode: e.mode, uid: e.uid, gid: e.gid, mtime: l.epoch };
+        match data {
+            None => w.append(&entry, None).map_err(layer_err)?,
+            Some(Content::Inline(bytes)) => {
+                let mut r: &[u8] = bytes;
+                w.append(&entry, Some(&mut r)).map_err(layer_err)?
+            }
+            Some(Content::Local { abs, hash }) => {
+                let f = File::open(abs).map_err(|source| BuildError::Read { path: abs.clone(), source })?;
+                let mut r = CheckedReader { inner: io::BufReader::with_capacity(256 * 1024, f), hasher: blake3::Hasher::new() };
+                w.append(&entry, Some(&mut r)).map_err(|source| match source {
+                    layer::LayerError::DataLength { .. } => BuildError::Changed { path: abs.clone() },
+                    other => layer_err(other),
+                })?;
+                // The file must be at its end and have the planned content.
+                let mut probe = [0u8; 1];
+                let extra = r.inner.read(&mut probe).map_err(|source| BuildError::Read { path: abs.clone(), source })?;
+                if extra != 0 || ContentHash(*r.hasher.finalize().as_bytes()) != *hash {
+                    return Err(BuildError::Changed { path: abs.clone() });
+                }
+            }
+        }
+    }
+    let (mut sink, digests) = w.finish().map_err(layer_err)?;
+    sink.flush().map_err(|source| BuildError::Write { name: name.to_string(), source })?;
+    drop(sink);
+    let digest = Sha256(digests.digest);
+    store.commit_blob(tmp, &digest)?;
+    Ok(Output {
+        digest,
+        size: digests.size,
+        media_type: layer::GZIP_MEDIA_TYPE.into(),
+        diff_id: Some(Sha256(digests.diff_id)),
+    })
+}
+
+fn build_image(plan: &Plan, img: &ImageDrv, deps: &HashMap<NodeIndex, Record>, store: &Store) -> Result<(Output, Output), BuildError> {
+    let mut diff_ids = Vec::new();
+    let mut layers = Vec::new();
+    let mut history = Vec::new();
+    for &l in &img.layers {
+        let rec = deps.get(&l).ok_or_else(|| BuildError::MissingOutput(plan.graph[l].name.clone(), "layer"))?;
+        let o = output(rec, "layer")?;
+        let diff_id = o.diff_id.ok_or_else(|| BuildError::MissingOutput(plan.graph[l].name.clone(), "diff_id"))?;
+        diff_ids.push(diff_id);
+        layers.push(Descriptor::new(&o.media_type, o.digest, o.size));
+        if let DrvKind::Layer(ld) = &plan.graph[l].kind {
+            history.push(ld.created_by.clone());
+        }
+    }
+    let c = &img.config;
+    let fields = ConfigFields {
+        env: c.env.clone(),
+        entrypoint: c.entrypoint.clone(),
+        cmd: c.cmd.clone(),
+        workdir: c.workdir.clone(),
+        user: c.user.clone(),
+        exposed: c.exposed.iter().cloned().collect(),
+        volumes: c.volumes.iter().cloned().collect(),
+        labels: c.labels.clone(),
+        stop_signal: c.stop_signal.clone(),
+    };
+    let config = image::config_json(&oci_platform(&img.platform), &fields, &diff_ids, &history, img.epoch);
+    let config_digest = store.put_bytes(&config)?;
+    let config_desc = Descriptor::new(image::CONFIG_MEDIA_TYPE, config_digest, config.len() as u64);
+    let manifest = image::manifest_json(&config_desc, &layers);
+    let manifest_digest = store.put_bytes(&manifest)?;
+    Ok((
+        Output { digest: config_digest, size: config.len() as u64, media_type: image::CONFIG_MEDIA_TYPE.into(), diff_id: None },
+        Output { digest: manifest_digest, size: manifest.len() as u64, media_type: image::MANIFEST_MEDIA_TYPE.into(), diff_id: None },
+    ))
+}
+
+/// Gather what an export of planned image `root` needs from the executed records.
+pub fn finished(plan: &Plan, ex: &Executed, name: &str, tag: &str, root: NodeIndex) -> Result<Finished, BuildError> {
+    let rec = |n: NodeIndex| ex.records.get(&n).ok_or_else(|| BuildError::MissingOutput(plan.graph[n].name.clone(), "record"));
+    let mut blobs: Vec<(Sha256, u64)> = Vec::new();
+    let mut platforms = Vec::new();
+    let mut epoch = crate::plan::DEFAULT_EPOCH;
+    let images: Vec<NodeIndex> = match &plan.graph[root].kind {
+        DrvKind::Index(ix) => ix.images.clone(),
+        _ => vec![root],
+    };
+    for &i in &images {
+        let DrvKind::Image(img) = &plan.graph[i].kind else { continue };
+        epoch = img.epoch;
+        let r = rec(i)?;
+        let config = output(r, "config")?;
+        let manifest = output(r, "manifest")?;
+        let mut layer_digests = Vec::new();
+        for &l in &img.layers {
+            let o = output(rec(l)?, "layer")?;
+            blobs.push((o.digest, o.size));
+            layer_digests.push(o.digest);
+        }
+        blobs.push((config.digest, config.size));
+        blobs.push((manifest.digest, manifest.size));
+        platforms.push((config.digest, layer_digests));
+    }
+    let root_desc = match &plan.graph[root].kind {
+        DrvKind::Index(_) => {
+            let o = output(rec(root)?, "index")?;
+            blobs.push((o.digest, o.size));
+            Descriptor::new(image::INDEX_MEDIA_TYPE, o.digest, o.size)
+        }
+        DrvKind::Image(img) => {
+            let o = output(rec(root)?, "manifest")?;
+            let mut d = Descriptor::new(image::MANIFEST_MEDIA_TYPE, o.digest, o.size);
+            d.platform = Some(oci_platform(&img.platform));
+            d
+        }
+        DrvKind::Layer(_) => return Err(BuildError::MissingOutput(plan.graph[root].name.clone(), "manifest")),
+    };
+    let mut seen = std::collections::HashSet::new();
+    blobs.retain(|(d, _)| seen.insert(*d));
+    Ok(Finished { name: name.to_string(), tag: tag.to_string(), root: root_desc, blobs, platforms, epoch })
+}

@@ -1,0 +1,16 @@
+//! compose: a declarative, Nix-style OCI image composer.
+//!
+//! Data flow, left to right: [`spec`] (KDL → typed spec) → [`source`] (fingerprint local files) →
+//! [`plan`] (DAG of derivations with [`hash::DrvHash`]es) → [`build`] (store ▸ execute, in
+//! parallel, writing [`layer`]s into the [`store`]) → [`image`] (config, manifest, index; exports).
+//! [`ops`] strings them together for each command; `main.rs` is the only place that prints.
+
+pub mod build;
+pub mod hash;
+pub mod image;
+pub mod layer;
+pub mod ops;
+pub mod plan;
+pub mod source;
+pub mod spec;
+pub mod store;

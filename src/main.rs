@@ -1,0 +1,344 @@
+//! The `compose` command line: parse flags, call one operation of `compose::ops`, print.
+//! This is the only place that prints; progress arrives through [`compose::build::Reporter`].
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use compose::build::{Outcome, Reporter};
+use compose::image::Format;
+use compose::ops::{self, BuildOptions, SpecOptions};
+use compose::plan::Derivation;
+
+#[derive(Parser)]
+#[command(name = "compose", version, about = "Declarative, reproducible OCI image composer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct SpecArgs {
+    /// The spec file.
+    #[arg(default_value = "compose.kdl")]
+    spec: PathBuf,
+    /// Only this image of the spec (and what it needs).
+    #[arg(long)]
+    image: Option<String>,
+    /// The store (default `cache/` in the current directory).
+    #[arg(long, env = "COMPOSE_CACHE_DIR", default_value = "cache")]
+    cache_dir: PathBuf,
+    /// Worker threads (default: one per core).
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Oci,
+    OciArchive,
+    DockerArchive,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the images of a spec into `out/`.
+    Build {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Output directory.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "oci")]
+        format: FormatArg,
+        /// Fail rather than change the lockfile.
+        #[arg(long)]
+        locked: bool,
+        /// Use no network.
+        #[arg(long)]
+        offline: bool,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the derivation DAG and what is cached.
+    Plan {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Graphviz output.
+        #[arg(long, conflicts_with = "json")]
+        dot: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and maintain the store.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Re-hash every blob and check every record.
+    Verify {
+        #[arg(long, env = "COMPOSE_CACHE_DIR", default_value = "cache")]
+        cache_dir: PathBuf,
+        /// Remove what is damaged (it will be rebuilt).
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Remove what no build used recently.
+    Gc {
+        #[arg(long, env = "COMPOSE_CACHE_DIR", default_value = "cache")]
+        cache_dir: PathBuf,
+        /// Keep what was used within this many days.
+        #[arg(long, default_value_t = 7.0)]
+        max_age_days: f64,
+    },
+    /// Sizes and counts.
+    Stats {
+        #[arg(long, env = "COMPOSE_CACHE_DIR", default_value = "cache")]
+        cache_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Progress on stderr: a live bar on a terminal, plain lines otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    start: Instant,
+    lines: Mutex<()>,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} [{elapsed}] {bar:30} {pos}/{len} {wide_msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b.enable_steady_tick(Duration::from_millis(100));
+            b
+        });
+        Progress { bar, start: Instant::now(), lines: Mutex::new(()) }
+    }
+
+    fn line(&self, s: String) {
+        match &self.bar {
+            Some(b) => b.println(s),
+            None => {
+                let _g = self.lines.lock();
+                let _ = writeln!(std::io::stderr(), "{s}");
+            }
+        }
+    }
+
+    fn done(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn human(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", units[u]) }
+}
+
+impl Reporter for Progress {
+    fn planned(&self, total: usize, to_build: usize) {
+        if let Some(b) = &self.bar {
+            b.set_length(total as u64);
+        }
+        self.line(format!("plan: {total} derivations, {to_build} to build"));
+    }
+    fn started(&self, drv: &Derivation) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!("building {}", drv.name));
+        } else {
+            self.line(format!("building {}", drv.name));
+        }
+    }
+    fn finished(&self, drv: &Derivation, outcome: Outcome, bytes: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        }
+        let what = match outcome {
+            Outcome::Built => "built",
+            Outcome::Local => "cached",
+            Outcome::Remote => "fetched",
+        };
+        if outcome != Outcome::Local {
+            self.line(format!(
+                "{what:>7} {} ({}) in {:.2}s",
+                drv.name,
+                human(bytes),
+                self.start.elapsed().as_secs_f64()
+            ));
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let result = run(cli);
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = e.exit_code();
+            eprintln!("{:?}", miette::Report::new(e));
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn spec_options(a: &SpecArgs) -> Result<SpecOptions, ops::Error> {
+    if let Some(j) = a.jobs {
+        if j == 0 {
+            return Err(ops::Error::Usage("--jobs must be at least 1".into()));
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(j)
+            .build_global()
+            .map_err(|e| ops::Error::Usage(format!("cannot start {j} worker threads: {e}")))?;
+    }
+    Ok(SpecOptions { spec: a.spec.clone(), image: a.image.clone(), cache_dir: a.cache_dir.clone() })
+}
+
+fn run(cli: Cli) -> Result<u8, ops::Error> {
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Build { spec, out, format, locked: _, offline: _, json } => {
+            let format = match format {
+                FormatArg::Oci => Format::Oci,
+                FormatArg::OciArchive => Format::OciArchive,
+                FormatArg::DockerArchive => Format::DockerArchive,
+            };
+            let opts = BuildOptions { spec: spec_options(&spec)?, out, format };
+            let progress = Progress::new();
+            let summary = ops::build(&opts, &progress);
+            progress.done();
+            let summary = summary?;
+            let c = summary.derivations;
+            progress.line(format!(
+                "done in {:.2}s: {} derivations, {} built, {} cached, {} from the remote cache",
+                progress.start.elapsed().as_secs_f64(),
+                c.total,
+                c.built,
+                c.local,
+                c.remote
+            ));
+            if json {
+                let _ = writeln!(stdout, "{}", serde_json::to_string(&summary).unwrap_or_default());
+            } else {
+                for img in &summary.images {
+                    progress.line(format!("{}:{} → {}", img.name, img.tag, img.output));
+                    let _ = writeln!(stdout, "{}", img.digest);
+                }
+            }
+        }
+        Command::Plan { spec, dot, json } => {
+            let report = ops::plan_report(&spec_options(&spec)?)?;
+            if json {
+                let _ = writeln!(stdout, "{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else if dot {
+                let _ = writeln!(stdout, "digraph plan {{\n  rankdir=LR;");
+                for n in &report.nodes {
+                    let style = if n.cached { "filled" } else { "solid" };
+                    let _ = writeln!(
+                        stdout,
+                        "  n{} [label=\"{}\\n{}\", style={style}];",
+                        n.id,
+                        n.name.replace('"', "\\\""),
+                        &n.hash[..16]
+                    );
+                    for d in &n.deps {
+                        let _ = writeln!(stdout, "  n{d} -> n{};", n.id);
+                    }
+                }
+                let _ = writeln!(stdout, "}}");
+            } else {
+                for n in &report.nodes {
+                    let state = if n.cached { "cached" } else { "build " };
+                    let deps: Vec<String> = n.deps.iter().map(|d| format!("#{d}")).collect();
+                    let after = if deps.is_empty() { String::new() } else { format!(" ← {}", deps.join(" ")) };
+                    let _ = writeln!(stdout, "#{:<3} {state} {:<7} {} {}{after}", n.id, n.kind, &n.hash[4..20], n.name);
+                }
+            }
+        }
+        Command::Cache { action } => match action {
+            CacheAction::Verify { cache_dir, repair } => {
+                let store = ops::open_store(&cache_dir)?;
+                let r = store.verify(repair).map_err(ops::Error::from)?;
+                for d in &r.damage {
+                    let _ = writeln!(stdout, "damaged: {d}");
+                }
+                let _ = writeln!(
+                    stdout,
+                    "checked {} blobs ({}) and {} records: {} problems{}",
+                    r.blobs_checked,
+                    human(r.bytes_checked),
+                    r.records_checked,
+                    r.damage.len(),
+                    if repair { format!(", {} removed", r.repaired) } else { String::new() }
+                );
+                if !r.damage.is_empty() {
+                    return Ok(1);
+                }
+            }
+            CacheAction::Gc { cache_dir, max_age_days } => {
+                let store = ops::open_store(&cache_dir)?;
+                let age = Duration::from_secs_f64((max_age_days.max(0.0)) * 86_400.0);
+                let r = store.gc(age).map_err(ops::Error::from)?;
+                let _ = writeln!(
+                    stdout,
+                    "removed {} records and {} blobs ({}), {} temporary files; kept {} records and {} blobs",
+                    r.records_removed,
+                    r.blobs_removed,
+                    human(r.bytes_freed),
+                    r.temp_removed,
+                    r.records_kept,
+                    r.blobs_kept
+                );
+            }
+            CacheAction::Stats { cache_dir, json } => {
+                let store = ops::open_store(&cache_dir)?;
+                let s = store.stats().map_err(ops::Error::from)?;
+                if json {
+                    let _ = writeln!(stdout, "{}", serde_json::to_string(&s).unwrap_or_default());
+                } else {
+                    let _ = writeln!(
+                        stdout,
+                        "{}: {} blobs ({}), {} records, {} stat caches, {} temporary files",
+                        cache_dir.display(),
+                        s.blobs,
+                        human(s.blob_bytes),
+                        s.records,
+                        s.stat_caches,
+                        s.temp_files
+                    );
+                }
+            }
+        },
+    }
+    Ok(0)
+}

@@ -1,0 +1,323 @@
+//! Local sources: walking and fingerprinting the files a spec copies into an image.
+//!
+//! Owns the rules for reading the user's tree (symlinks inside a copied directory are copied as
+//! links and never followed; a copy source that resolves outside the spec directory is refused;
+//! only regular files, directories and symlinks are accepted; names must be UTF-8) and the *stat
+//! cache*: per spec directory, a map from absolute path to (size, mtime, ctime, inode) → blake3,
+//! kept in the store, so an unchanged tree is stat'ed but not re-read (git's index does the same).
+//! Entries whose mtime is within [`RACY_WINDOW_NS`] of the moment the cache is saved are not cached,
+//! so a file changed within the filesystem's timestamp granularity is always re-hashed.
+//!
+//! This runs before planning: `plan` itself does no I/O and takes the fingerprints from here.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::hash::ContentHash;
+use crate::store::{read_optional, Store, StoreError};
+
+/// Files modified this close (in ns) to the cache save time are not cached.
+pub const RACY_WINDOW_NS: i128 = 2_000_000_000;
+const STAT_CACHE_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("`{path}` does not exist")]
+    Missing { path: PathBuf },
+    #[error("`{path}` resolves to `{resolved}`, outside the spec directory `{dir}`; symlinks out of the spec directory are not followed")]
+    Escapes { path: PathBuf, resolved: PathBuf, dir: PathBuf },
+    #[error("`{path}` is a {kind}; only regular files, directories and symlinks can be copied")]
+    Unsupported { path: PathBuf, kind: &'static str },
+    #[error("`{path}` has a name that is not valid UTF-8")]
+    NonUtf8 { path: PathBuf },
+    #[error("failed to {action} `{path}`")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SourceError + '_ {
+    move |source| SourceError::Io { action, path: path.to_path_buf(), source }
+}
+
+/// What a source entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    Dir,
+    File { size: u64, hash: ContentHash, executable: bool },
+    Symlink { target: String },
+}
+
+/// One entry of a scanned copy source.
+#[derive(Debug, Clone)]
+pub struct SourceEntry {
+    /// Path relative to the copy's root, `/`-separated; empty for the root itself.
+    pub rel: String,
+    pub kind: SourceKind,
+    /// Where to read it (never part of any hash).
+    pub abs: PathBuf,
+}
+
+/// A scanned copy source: the root entry first, then everything below it, byte-sorted by `rel`.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    pub entries: Vec<SourceEntry>,
+}
+
+impl Scanned {
+    pub fn root_is_dir(&self) -> bool {
+        matches!(self.entries.first().map(|e| &e.kind), Some(SourceKind::Dir))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Fingerprint {
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+    dev: u64,
+    hash: ContentHash,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StatCacheFile {
+    version: u32,
+    entries: Vec<(String, Fingerprint)>,
+}
+
+/// Walks copy sources below one spec directory, with the store's stat cache.
+pub struct Scanner {
+    dir: PathBuf,
+    cache_path: PathBuf,
+    old: HashMap<String, Fingerprint>,
+    seen: Vec<(String, Fingerprint)>,
+    /// Files whose content was read (not answered by the stat cache).
+    pub hashed_files: u64,
+    pub hashed_bytes: u64,
+}
+
+struct Pending {
+    rel: String,
+    abs: PathBuf,
+    meta: fs::Metadata,
+}
+
+impl Scanner {
+    /// A scanner for sources relative to `spec_dir`, with the stat cache of the store at
+    /// `store_root` (read only; nothing is written until [`Scanner::save`]).
+    pub fn new(store_root: &Path, spec_dir: &Path) -> Result<Scanner, SourceError> {
+        let dir = fs::canonicalize(spec_dir).map_err(io_err("resolve", spec_dir))?;
+        let key = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex()[..32].to_string();
+        let cache_path = Store::stat_cache_path_in(store_root, &key);
+        let old = read_optional(&cache_path)?
+            .and_then(|b| serde_json::from_slice::<StatCacheFile>(&b).ok())
+            .filter(|f| f.version == STAT_CACHE_VERSION)
+            .map(|f| f.entries.into_iter().collect())
+            .unwrap_or_default();
+        Ok(Scanner { dir, cache_path, old, seen: Vec::new(), hashed_files: 0, hashed_bytes: 0 })
+    }
+
+    /// The canonical spec directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Resolve a copy source as written in the spec, refusing one that leaves the spec directory.
+    pub fn resolve(&self, src: &str) -> Result<PathBuf, SourceError> {
+        let given = Path::new(src);
+        let joined = if given.is_absolute() { given.to_path_buf() } else { self.dir.join(given) };
+        match fs::symlink_metadata(&joined) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SourceError::Missing { path: joined });
+            }
+            Err(e) => return Err(SourceError::Io { action: "read", path: joined, source: e }),
+            Ok(_) => {}
+        }
+        let resolved = match fs::canonicalize(&joined) {
+            Ok(p) => p,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // A dangling symlink as the copy source.
+                return Err(SourceError::Missing { path: joined });
+            }
+            Err(e) => return Err(SourceError::Io { action: "resolve", path: joined, source: e }),
+        };
+        if !given.is_absolute() && !resolved.starts_with(&self.dir) {
+            return Err(SourceError::Escapes { path: joined, resolved, dir: self.dir.clone() });
+        }
+        Ok(resolved)
+    }
+
+    /// Scan one copy source (a file or a directory tree).
+    pub fn scan(&mut self, src: &str) -> Result<Scanned, SourceError> {
+        let root = self.resolve(src)?;
+        let meta = fs::metadata(&root).map_err(io_err("read", &root))?;
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut entries: Vec<SourceEntry> = Vec::new();
+        if meta.is_dir() {
+            entries.push(SourceEntry { rel: String::new(), kind: SourceKind::Dir, abs: root.clone() });
+            let walker = walkdir::WalkDir::new(&root)
+                .follow_links(false)
+                .min_depth(1)
+                .sort_by(|a, b| a.file_name().cmp(b.file_name()));
+            for item in walker {
+                let item = item.map_err(|e| {
+                    let path = e.path().unwrap_or(&root).to_path_buf();
+                    let source = e.into_io_error().unwrap_or_else(|| io::Error::other("filesystem loop"));
+                    SourceError::Io { action: "walk", path, source }
+                })?;
+                let path = item.path();
+                let rel_path = path.strip_prefix(&root).unwrap_or(path);
+                let rel = rel_string(rel_path)?;
+                let ft = item.file_type();
+                if ft.is_dir() {
+                    entries.push(SourceEntry { rel, kind: SourceKind::Dir, abs: path.to_path_buf() });
+                } else if ft.is_symlink() {
+                    let target = fs::read_link(path).map_err(io_err("read link", path))?;
+                    let target = target
+                        .to_str()
+                        .ok_or_else(|| SourceError::NonUtf8 { path: path.to_path_buf() })?
+                        .to_string();
+                    entries.push(SourceEntry { rel, kind: SourceKind::Symlink { target }, abs: path.to_path_buf() });
+                } else if ft.is_file() {
+                    let meta = item.metadata().map_err(|e| SourceError::Io {
+                        action: "stat",
+                        path: path.to_path_buf(),
+                        source: e.into_io_error().unwrap_or_else(|| io::Error::other("stat failed")),
+                    })?;
+                    pending.push(Pending { rel, abs: path.to_path_buf(), meta });
+                } else {
+                    return Err(SourceError::Unsupported { path: path.to_path_buf(), kind: kind_name(&ft) });
+                }
+            }
+        } else if meta.is_file() {
+            pending.push(Pending { rel: String::new(), abs: root.clone(), meta });
+        } else {
+            return Err(SourceError::Unsupported { path: root, kind: kind_name(&meta.file_type()) });
+        }
+        let files = self.fingerprint(pending)?;
+        entries.extend(files);
+        entries.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
+        Ok(Scanned { entries })
+    }
+
+    fn fingerprint(&mut self, pending: Vec<Pending>) -> Result<Vec<SourceEntry>, SourceError> {
+        let mut out = Vec::with_capacity(pending.len());
+        let mut to_hash: Vec<Pending> = Vec::new();
+        for p in pending {
+            let key = p.abs.to_string_lossy().into_owned();
+            let fp = stat_of(&p.meta);
+            match self.old.get(&key) {
+                Some(c) if c.size == fp.size && c.mtime_ns == fp.mtime_ns && c.ctime_ns == fp.ctime_ns
+                    && c.ino == fp.ino && c.dev == fp.dev =>
+                {
+                    let fp = Fingerprint { hash: c.hash, ..fp };
+                    self.seen.push((key, fp));
+                    out.push(file_entry(p.rel, p.abs, &p.meta, fp.hash));
+                }
+                _ => to_hash.push(p),
+            }
+        }
+        let hashed: Vec<Result<(Pending, ContentHash), SourceError>> = to_hash
+            .into_par_iter()
+            .map(|p| {
+                let f = fs::File::open(&p.abs).map_err(io_err("read", &p.abs))?;
+                let (h, n) = ContentHash::of_reader(f).map_err(io_err("read", &p.abs))?;
+                if n != p.meta.len() {
+                    return Err(SourceError::Io {
+                        action: "read",
+                        path: p.abs.clone(),
+                        source: io::Error::other("the file changed while it was read"),
+                    });
+                }
+                Ok((p, h))
+            })
+            .collect();
+        for r in hashed {
+            let (p, h) = r?;
+            self.hashed_files += 1;
+            self.hashed_bytes += p.meta.len();
+            let fp = Fingerprint { hash: h, ..stat_of(&p.meta) };
+            self.seen.push((p.abs.to_string_lossy().into_owned(), fp));
+            out.push(file_entry(p.rel, p.abs, &p.meta, h));
+        }
+        Ok(out)
+    }
+
+    /// Save the stat cache (only what this scan saw, minus racy entries), if it changed.
+    pub fn save(mut self, store: &Store) -> Result<(), SourceError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
+        self.seen.retain(|(_, fp)| fp.mtime_ns + RACY_WINDOW_NS < now && fp.ctime_ns + RACY_WINDOW_NS < now);
+        self.seen.sort_by(|a, b| a.0.cmp(&b.0));
+        self.seen.dedup_by(|a, b| a.0 == b.0);
+        let unchanged = self.seen.len() == self.old.len()
+            && self.seen.iter().all(|(k, fp)| self.old.get(k) == Some(fp));
+        if unchanged {
+            return Ok(());
+        }
+        let file = StatCacheFile { version: STAT_CACHE_VERSION, entries: self.seen };
+        let bytes = serde_json::to_vec(&file).map_err(|e| SourceError::Io {
+            action: "encode",
+            path: self.cache_path.clone(),
+            source: io::Error::other(e),
+        })?;
+        store.write_atomic(&self.cache_path, &bytes)?;
+        Ok(())
+    }
+}
+
+fn stat_of(m: &fs::Metadata) -> Fingerprint {
+    Fingerprint {
+        size: m.len(),
+        mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+        ino: m.ino(),
+        dev: m.dev(),
+        hash: ContentHash([0; 32]),
+    }
+}
+
+fn file_entry(rel: String, abs: PathBuf, meta: &fs::Metadata, hash: ContentHash) -> SourceEntry {
+    let executable = meta.mode() & 0o111 != 0;
+    SourceEntry { rel, kind: SourceKind::File { size: meta.len(), hash, executable }, abs }
+}
+
+fn rel_string(p: &Path) -> Result<String, SourceError> {
+    let mut parts = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => {
+                parts.push(s.to_str().ok_or_else(|| SourceError::NonUtf8 { path: p.to_path_buf() })?)
+            }
+            _ => continue,
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+fn kind_name(ft: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "named pipe (FIFO)"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() {
+        "block device"
+    } else if ft.is_char_device() {
+        "character device"
+    } else {
+        "special file"
+    }
+}

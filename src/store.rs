@@ -1,0 +1,545 @@
+//! The local content-addressed store (default `cache/`).
+//!
+//! Owns the on-disk layout below, atomic writes, locking, `verify`, `gc` and `stats`:
+//!
+//! ```text
+//! cache/
+//! ├── README.md                      (describes this layout; not used by compose)
+//! └── v1/                            store format version; another version lives beside it
+//!     ├── lock                       shared-locked by every build, exclusively by `gc`
+//!     ├── blobs/sha256/<hex>         content-addressed blobs (layers, configs, manifests), mode 0444
+//!     ├── records/<xx>/<drv-hex>.json  derivation → outputs records; mtime = last use (for gc)
+//!     ├── stat/<key>.json            stat caches of local source trees (size, mtime, inode → blake3)
+//!     ├── locks/<drv-hex>            per-derivation build locks (two processes never build one twice)
+//!     └── tmp/                       temporary files, renamed into place when complete
+//! ```
+//!
+//! Every write goes to a temporary file in `tmp/` (same filesystem) and is renamed into place, so a
+//! build killed at any moment leaves either nothing or a complete file. Blobs are written before the
+//! records that name them, so a record never points at a missing blob unless someone deleted it;
+//! [`Store::lookup`] checks that and treats such a record as a miss.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::hash::{DrvHash, Sha256};
+
+/// Store format version; the store lives in `<root>/v<STORE_VERSION>/`.
+pub const STORE_VERSION: u32 = 1;
+/// Version of the record JSON format.
+pub const RECORD_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("failed to {action} `{path}`")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("store record `{path}` is damaged: {message}")]
+    BadRecord { path: PathBuf, message: String },
+    #[error("blob {expected} was written with the wrong content (got {actual})")]
+    DigestMismatch { expected: Sha256, actual: Sha256 },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { action, path: path.to_path_buf(), source }
+}
+
+/// One output of a derivation: a blob in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    pub digest: Sha256,
+    pub size: u64,
+    pub media_type: String,
+    /// For layers: sha256 of the uncompressed tar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_id: Option<Sha256>,
+}
+
+/// What a derivation produced, and (for `plan`/explanations) what it was built from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub version: u32,
+    pub drv: DrvHash,
+    pub kind: String,
+    pub outputs: BTreeMap<String, Output>,
+    /// Human-readable description of the inputs (e.g. changed file list); informational only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
+}
+
+/// An open store. Holds a shared lock on the store for its lifetime.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    dir: PathBuf,
+    _lock: File,
+}
+
+/// Counts reported by `compose cache stats`.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Stats {
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub records: u64,
+    pub stat_caches: u64,
+    pub temp_files: u64,
+}
+
+/// What `compose cache verify` found.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct VerifyReport {
+    pub blobs_checked: u64,
+    pub bytes_checked: u64,
+    pub records_checked: u64,
+    /// Human-readable descriptions of each problem found.
+    pub damage: Vec<String>,
+    pub repaired: u64,
+}
+
+/// What `compose cache gc` removed.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct GcReport {
+    pub records_removed: u64,
+    pub blobs_removed: u64,
+    pub bytes_freed: u64,
+    pub temp_removed: u64,
+    pub records_kept: u64,
+    pub blobs_kept: u64,
+}
+
+impl Store {
+    /// Open (creating if needed) the store at `root`, taking a shared lock.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let dir = root.join(format!("v{STORE_VERSION}"));
+        for sub in ["blobs/sha256", "records", "stat", "locks", "tmp"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(io_err("create store directory", &p))?;
+        }
+        let lock_path = dir.join("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("open store lock", &lock_path))?;
+        lock.lock_shared().map_err(io_err("lock", &lock_path))?;
+        Ok(Store { root: root.to_path_buf(), dir, _lock: lock })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, d: &Sha256) -> PathBuf {
+        self.dir.join("blobs/sha256").join(d.hex())
+    }
+
+    fn record_path(&self, d: &DrvHash) -> PathBuf {
+        let h = d.hex();
+        self.dir.join("records").join(&h[..2]).join(format!("{h}.json"))
+    }
+
+    /// Where the stat cache `key` of the store at `root` lives (the store need not exist yet).
+    pub fn stat_cache_path_in(root: &Path, key: &str) -> PathBuf {
+        root.join(format!("v{STORE_VERSION}")).join("stat").join(format!("{key}.json"))
+    }
+
+    pub fn has_blob(&self, d: &Sha256) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// A new temporary file in the store's `tmp/` directory.
+    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
+        let tmp = self.dir.join("tmp");
+        tempfile::Builder::new()
+            .prefix("w-")
+            .tempfile_in(&tmp)
+            .map_err(io_err("create a temporary file in", &tmp))
+    }
+
+    /// Move a finished temporary file into place as blob `digest`. The caller vouches for the
+    /// digest (it hashed the bytes as it wrote them).
+    pub fn commit_blob(&self, tmp: tempfile::NamedTempFile, digest: &Sha256) -> Result<PathBuf, StoreError> {
+        let dest = self.blob_path(digest);
+        set_readonly(tmp.path())?;
+        if dest.exists() {
+            // Same content already present (another build won the race); drop ours.
+            return Ok(dest);
+        }
+        tmp.persist(&dest).map_err(|e| StoreError::Io {
+            action: "move blob into",
+            path: dest.clone(),
+            source: e.error,
+        })?;
+        Ok(dest)
+    }
+
+    /// Store a small blob held in memory.
+    pub fn put_bytes(&self, data: &[u8]) -> Result<Sha256, StoreError> {
+        let digest = Sha256::of(data);
+        if self.has_blob(&digest) {
+            return Ok(digest);
+        }
+        let mut tmp = self.temp_file()?;
+        tmp.write_all(data).map_err(io_err("write", tmp.path()))?;
+        self.commit_blob(tmp, &digest)?;
+        Ok(digest)
+    }
+
+    pub fn read_blob(&self, d: &Sha256) -> Result<Vec<u8>, StoreError> {
+        let p = self.blob_path(d);
+        fs::read(&p).map_err(io_err("read blob", &p))
+    }
+
+    /// The record of `drv`, if present and all its output blobs exist. Marks it used (for gc).
+    pub fn lookup(&self, drv: &DrvHash) -> Result<Option<Record>, StoreError> {
+        let p = self.record_path(drv);
+        let bytes = match fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::Io { action: "read record", path: p, source: e }),
+        };
+        let record: Record = match serde_json::from_slice(&bytes) {
+            Ok(r) => r,
+            // A damaged record is a miss: the derivation is rebuilt and the record rewritten.
+            Err(_) => return Ok(None),
+        };
+        if record.version != RECORD_VERSION || record.drv != *drv {
+            return Ok(None);
+        }
+        for out in record.outputs.values() {
+            match fs::metadata(self.blob_path(&out.digest)) {
+                Ok(m) if m.len() == out.size => {}
+                _ => return Ok(None),
+            }
+        }
+        // Touch for gc; failure to touch is harmless.
+        if let Ok(f) = File::options().write(true).open(&p) {
+            let _ = f.set_modified(SystemTime::now());
+        }
+        Ok(Some(record))
+    }
+
+    /// Write `record` atomically. Its blobs must already be in the store.
+    pub fn put_record(&self, record: &Record) -> Result<(), StoreError> {
+        let p = self.record_path(&record.drv);
+        let parent = p.parent().unwrap_or(&self.dir).to_path_buf();
+        fs::create_dir_all(&parent).map_err(io_err("create directory", &parent))?;
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError::BadRecord {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+        self.write_atomic(&p, &bytes)
+    }
+
+    /// Write a small file atomically (temporary file + rename).
+    pub fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut tmp = self.temp_file()?;
+        tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
+        tmp.persist(dest).map_err(|e| StoreError::Io { action: "write", path: dest.to_path_buf(), source: e.error })?;
+        Ok(())
+    }
+
+    /// Take the per-derivation build lock (blocks while another process builds `drv`).
+    pub fn lock_derivation(&self, drv: &DrvHash) -> Result<File, StoreError> {
+        let p = self.dir.join("locks").join(drv.hex());
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io_err("open derivation lock", &p))?;
+        f.lock().map_err(io_err("lock", &p))?;
+        Ok(f)
+    }
+
+    fn list_blobs(&self) -> Result<Vec<(Sha256, PathBuf)>, StoreError> {
+        let dir = self.dir.join("blobs/sha256");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
+            let e = e.map_err(io_err("list", &dir))?;
+            let name = e.file_name();
+            if let Some(d) = name.to_str().and_then(|n| Sha256::from_hex(n).ok()) {
+                out.push((d, e.path()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn list_records(&self) -> Result<Vec<PathBuf>, StoreError> {
+        let dir = self.dir.join("records");
+        let mut out = Vec::new();
+        for shard in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
+            let shard = shard.map_err(io_err("list", &dir))?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for e in fs::read_dir(&shard).map_err(io_err("list", &shard))? {
+                let e = e.map_err(io_err("list", &shard))?;
+                if e.path().extension().is_some_and(|x| x == "json") {
+                    out.push(e.path());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn count_dir(&self, sub: &str) -> u64 {
+        fs::read_dir(self.dir.join(sub)).map(|r| r.count() as u64).unwrap_or(0)
+    }
+
+    pub fn stats(&self) -> Result<Stats, StoreError> {
+        let mut s = Stats::default();
+        for (_, p) in self.list_blobs()? {
+            s.blobs += 1;
+            s.blob_bytes += fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        }
+        s.records = self.list_records()?.len() as u64;
+        s.stat_caches = self.count_dir("stat");
+        s.temp_files = self.count_dir("tmp");
+        Ok(s)
+    }
+
+    /// Re-hash every blob and check every record. With `repair`, damaged blobs and records that
+    /// name missing or damaged blobs are removed (they will be rebuilt).
+    pub fn verify(&self, repair: bool) -> Result<VerifyReport, StoreError> {
+        let blobs = self.list_blobs()?;
+        let results: Vec<(Sha256, PathBuf, Result<(Sha256, u64), io::Error>)> = blobs
+            .into_par_iter()
+            .map(|(d, p)| {
+                let r = File::open(&p).and_then(Sha256::of_reader);
+                (d, p, r)
+            })
+            .collect();
+        let mut report = VerifyReport::default();
+        let mut bad: BTreeSet<Sha256> = BTreeSet::new();
+        for (d, p, r) in results {
+            report.blobs_checked += 1;
+            match r {
+                Ok((actual, n)) => {
+                    report.bytes_checked += n;
+                    if actual != d {
+                        report.damage.push(format!("blob {d} has content {actual}"));
+                        bad.insert(d);
+                        if repair && fs::remove_file(&p).is_ok() {
+                            report.repaired += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    report.damage.push(format!("blob {d} cannot be read: {e}"));
+                    bad.insert(d);
+                }
+            }
+        }
+        for p in self.list_records()? {
+            report.records_checked += 1;
+            let problem = match fs::read(&p).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok()) {
+                None => Some(format!("record {} cannot be parsed", p.display())),
+                Some(r) => r.outputs.values().find_map(|o| {
+                    if bad.contains(&o.digest) {
+                        Some(format!("record {} names damaged blob {}", r.drv, o.digest))
+                    } else if !self.has_blob(&o.digest) {
+                        Some(format!("record {} names missing blob {}", r.drv, o.digest))
+                    } else {
+                        None
+                    }
+                }),
+            };
+            if let Some(msg) = problem {
+                report.damage.push(msg);
+                if repair && fs::remove_file(&p).is_ok() {
+                    report.repaired += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Remove records not used within `max_age`, blobs no remaining record names (and not
+    /// written within `max_age`), and leftover temporary files. Waits for running builds to end:
+    /// it upgrades this store's shared lock to an exclusive one.
+    pub fn gc(&self, max_age: Duration) -> Result<GcReport, StoreError> {
+        let lock_path = self.dir.join("lock");
+        self._lock.lock().map_err(io_err("lock", &lock_path))?;
+        let result = self.gc_locked(max_age);
+        // Back to shared, as the rest of this store's life expects.
+        let _ = self._lock.lock_shared();
+        result
+    }
+
+    fn gc_locked(&self, max_age: Duration) -> Result<GcReport, StoreError> {
+        let now = SystemTime::now();
+        let is_old = |p: &Path| -> bool {
+            fs::metadata(p)
+                .and_then(|m| m.modified())
+                .map(|t| now.duration_since(t).unwrap_or_default() > max_age)
+                .unwrap_or(true)
+        };
+        let mut report = GcReport::default();
+        let mut live: BTreeSet<Sha256> = BTreeSet::new();
+        for p in self.list_records()? {
+            let rec = fs::read(&p).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok());
+            match rec {
+                Some(r) if !is_old(&p) => {
+                    report.records_kept += 1;
+                    live.extend(r.outputs.values().map(|o| o.digest));
+                }
+                _ => {
+                    fs::remove_file(&p).map_err(io_err("remove", &p))?;
+                    report.records_removed += 1;
+                }
+            }
+        }
+        for (d, p) in self.list_blobs()? {
+            if live.contains(&d) || !is_old(&p) {
+                report.blobs_kept += 1;
+                continue;
+            }
+            let n = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(&p).map_err(io_err("remove", &p))?;
+            report.blobs_removed += 1;
+            report.bytes_freed += n;
+        }
+        for sub in ["tmp", "locks"] {
+            let d = self.dir.join(sub);
+            for e in fs::read_dir(&d).map_err(io_err("list", &d))?.flatten() {
+                if fs::remove_file(e.path()).is_ok() && sub == "tmp" {
+                    report.temp_removed += 1;
+                }
+            }
+        }
+        let stat = self.dir.join("stat");
+        for e in fs::read_dir(&stat).map_err(io_err("list", &stat))?.flatten() {
+            if is_old(&e.path()) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn set_readonly(p: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p, fs::Permissions::from_mode(0o444)).map_err(io_err("set permissions of", p))
+}
+
+/// Read a whole small file; `None` if it does not exist.
+pub fn read_optional(p: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match File::open(p) {
+        Ok(mut f) => {
+            let mut v = Vec::new();
+            f.read_to_end(&mut v).map_err(io_err("read", p))?;
+            Ok(Some(v))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::Io { action: "read", path: p.to_path_buf(), source: e }),
+    }
+}
+
+/// A writer to a store temporary file that hashes what it writes.
+pub struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: sha2::Sha256,
+    written: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        use sha2::Digest;
+        HashingWriter { inner, hasher: sha2::Sha256::new(), written: 0 }
+    }
+    pub fn finish(self) -> (W, Sha256, u64) {
+        use sha2::Digest;
+        (self.inner, Sha256(self.hasher.finalize().into()), self.written)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Buffered writer over a temp file, for streaming large blobs into the store.
+pub fn buffered(tmp: &tempfile::NamedTempFile) -> Result<BufWriter<File>, StoreError> {
+    let f = tmp.reopen().map_err(io_err("open", tmp.path()))?;
+    Ok(BufWriter::with_capacity(1 << 20, f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_missing_blob_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = store.put_bytes(b"hello").unwrap();
+        let drv = DrvHash([7; 32]);
+        let mut outputs = BTreeMap::new();
+        outputs.insert(
+            "blob".to_string(),
+            Output { digest: d, size: 5, media_type: "x".into(), diff_id: None },
+        );
+        let rec = Record { version: RECORD_VERSION, drv, kind: "t".into(), outputs, inputs: vec![] };
+        store.put_record(&rec).unwrap();
+        assert_eq!(store.lookup(&drv).unwrap(), Some(rec));
+        assert!(store.verify(false).unwrap().damage.is_empty());
+        let p = store.blob_path(&d);
+        fs::remove_file(&p).unwrap();
+        assert_eq!(store.lookup(&drv).unwrap(), None);
+        let report = store.verify(true).unwrap();
+        assert_eq!(report.damage.len(), 1, "{:?}", report.damage);
+    }
+
+    #[test]
+    fn verify_detects_corrupt_blob() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = store.put_bytes(b"hello").unwrap();
+        let p = store.blob_path(&d);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&p, b"jello").unwrap();
+        let report = store.verify(true).unwrap();
+        assert_eq!(report.damage.len(), 1);
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn gc_keeps_recent_and_removes_unreferenced_old_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = store.put_bytes(b"orphan").unwrap();
+        let p = store.blob_path(&d);
+        let old = SystemTime::now() - Duration::from_secs(3600 * 24 * 30);
+        File::options().write(true).open(&p).map(|f| f.set_modified(old)).ok();
+        // 0444 file: open for write as root works; otherwise skip the age change.
+        let report = store.gc(Duration::from_secs(3600 * 24 * 7)).unwrap();
+        if fs::metadata(&p).is_ok() {
+            assert_eq!(report.blobs_removed, 0);
+        } else {
+            assert_eq!(report.blobs_removed, 1);
+        }
+    }
+}

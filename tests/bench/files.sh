@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Benchmark: compose on a ~200 MiB, ~5,000-file tree, against `tar | gzip -6` in the same run.
+#
+#   tests/bench/files.sh [WORKDIR]
+#
+# Prints every figure as a ratio to a baseline measured in this run (hyperfine, several runs):
+#   cold build / (tar -c | gzip -6)      goal <= 0.6 on 2 cores
+#   no-op rebuild wall time              goal < 50 ms
+#   one-file-change rebuild / cold       goal < 5% (tree split over 8 `layer` blocks)
+#   peak RSS of a cold build             goal < 200 MiB
+set -euo pipefail
+here=$(cd "$(dirname "$0")/../.." && pwd)
+work=${1:-$(mktemp -d /tmp/compose-bench.XXXXXX)}
+runs=${RUNS:-3}
+command -v hyperfine >/dev/null || { echo "needs hyperfine (apt-get install hyperfine)" >&2; exit 1; }
+
+cargo build --release --locked --manifest-path "$here/Cargo.toml" >&2
+compose="$here/target/release/compose"
+mkdir -p "$work"
+cd "$work"
+
+if [ ! -f tree.done ]; then
+    echo "generating the tree in $work/tree ..." >&2
+    python3 - <<'PY'
+import os, random
+random.seed(7)
+words = [("w%04d" % i).encode() for i in range(3000)]
+total = 0
+for part in range(8):
+    for d in range(25):
+        base = f"tree/part-{part}/dir-{d:02}"
+        os.makedirs(base, exist_ok=True)
+        for f in range(25):
+            size = random.choice([2_000, 8_000, 30_000, 60_000, 90_000])
+            if f % 3 == 0:
+                data = os.urandom(size)                  # incompressible (media, archives)
+            else:
+                out = bytearray()
+                while len(out) < size:                   # text-like
+                    out += random.choice(words) + b" "
+                data = bytes(out[:size])
+            with open(f"{base}/file-{f:02}.dat", "wb") as fh:
+                fh.write(data)
+            total += size
+print(f"{8*25*25} files, {total/2**20:.0f} MiB")
+PY
+    {
+        echo 'image "bench" {'
+        for p in 0 1 2 3 4 5 6 7; do echo "    layer \"part-$p\" { copy \"tree/part-$p/\" to=\"/data/part-$p\" }"; done
+        echo '}'
+    } > spec.kdl
+    touch -d '2 minutes ago' $(find tree -type f) 2>/dev/null || find tree -type f -exec touch -d '2 minutes ago' {} +
+    touch tree.done
+fi
+files=$(find tree -type f | wc -l)
+mib=$(du -sm tree | cut -f1)
+echo "tree: $files files, $mib MiB; $(nproc) cores" >&2
+
+hyperfine --style basic --runs "$runs" --export-json baseline.json \
+    'tar -C tree -c . | gzip -6 > /dev/null' >&2
+hyperfine --style basic --runs "$runs" --export-json cold.json \
+    --prepare 'rm -rf cache out' \
+    "$compose build spec.kdl --cache-dir cache" >&2
+"$compose" build spec.kdl --cache-dir cache >/dev/null 2>&1
+hyperfine --style basic --warmup 2 --runs 20 --export-json noop.json \
+    "$compose build spec.kdl --cache-dir cache" >&2
+# One changed file: alternate its content so every run changes it.
+hyperfine --style basic --runs 10 --export-json change.json \
+    --prepare 'head -c 1000 /dev/urandom > tree/part-3/dir-07/file-05.dat' \
+    "$compose build spec.kdl --cache-dir cache" >&2
+
+# Peak RSS of a cold build.
+rss_kib=$(python3 - "$compose" <<'PY'
+import resource, subprocess, sys, shutil
+shutil.rmtree("cache", ignore_errors=True); shutil.rmtree("out", ignore_errors=True)
+subprocess.run([sys.argv[1], "build", "spec.kdl", "--cache-dir", "cache"], check=True,
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+PY
+)
+
+python3 - "$rss_kib" <<'PY'
+import json, sys
+med = lambda f: json.load(open(f))["results"][0]["median"]
+base, cold, noop, change = med("baseline.json"), med("cold.json"), med("noop.json"), med("change.json")
+rss = int(sys.argv[1]) / 1024
+print(f"baseline tar|gzip -6         {base:8.3f} s")
+print(f"cold build                   {cold:8.3f} s   ratio to baseline {cold/base:5.2f}   (goal <= 0.6)")
+print(f"no-op rebuild                {noop*1000:8.1f} ms  ratio to cold     {noop/cold:7.4f} (goal < 50 ms)")
+print(f"one-file-change rebuild      {change*1000:8.1f} ms  ratio to cold     {change/cold:7.4f} (goal < 0.05)")
+print(f"peak RSS, cold build         {rss:8.1f} MiB (goal < 200 MiB)")
+PY

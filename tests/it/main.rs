@@ -1,0 +1,10 @@
+//! compose's integration tests: the real binary against real tools (umoci, skopeo,
+//! oci-image-tool, podman). `.ci/run` installs the tools.
+
+mod support;
+
+mod cli_errors;
+mod incremental;
+mod outputs;
+mod repro;
+mod store;

@@ -1,0 +1,167 @@
+//! Our output is accepted by real tools: oci-image-tool, umoci, skopeo, podman.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::*;
+
+const SPEC: &str = r#"
+image "tools" {
+    tag "2.0"
+    accounts {
+        group "app" gid=10001
+        user "app" uid=10001 gid=10001 home="/home/app"
+    }
+    files {
+        copy "site/" to="/srv/www"
+        copy "run.sh" to="/usr/local/bin/run"
+        text "/etc/motd" "motd\n" mode=0o600 owner="app"
+        dir "/var/cache/app" mode=0o750 owner="app"
+        symlink "/srv/current" target="/srv/www"
+        copy "setuid" to="/usr/bin/su-ish" mode=0o4755
+    }
+    layer "extra" {
+        text "/opt/extra/a name with spaces.txt" "extra\n"
+        copy "long/" to="/opt/long"
+    }
+    config {
+        env PATH="/usr/local/bin:/usr/bin:/bin"
+        workdir "/srv/www"
+        user "app"
+        entrypoint "/usr/local/bin/run"
+        cmd "x"
+        expose 8080 "53/udp"
+        volume "/data"
+        label "org.opencontainers.image.title"="tools"
+        stop-signal "SIGINT"
+    }
+}
+"#;
+
+fn fixture(ctx: &TestContext) {
+    ctx.write("spec.kdl", SPEC);
+    ctx.write("site/index.html", "<h1>hi</h1>\n");
+    ctx.write("site/sub/dir/deep.txt", "deep\n");
+    ctx.write_exec("run.sh", "#!/bin/sh\necho run\n");
+    ctx.write("setuid", "binary\n");
+    // A path longer than 100 bytes exercises long-name headers.
+    let long = format!("long/{}/{}.txt", "d".repeat(60), "f".repeat(70));
+    ctx.write(&long, "long\n");
+    // A symlink inside a copied directory pointing outside the spec dir: copied as a link,
+    // never followed.
+    std::os::unix::fs::symlink("/etc/hostname", ctx.path("site/escape")).unwrap();
+}
+
+fn tool_ok(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&run(cmd).stdout).into_owned()
+}
+
+#[test]
+fn oci_layout_passes_oci_image_tool_umoci_and_skopeo() {
+    let ctx = TestContext::new();
+    fixture(&ctx);
+    let digest = ctx.build(&["spec.kdl"]);
+    let layout = ctx.path("out/tools");
+
+    tool_ok(Command::new("oci-image-tool").args(["validate", "--type", "imageLayout"]).arg(&layout));
+    tool_ok(Command::new("oci-image-tool").args(["validate", "--type", "image", "--ref", "2.0"]).arg(&layout));
+
+    // skopeo sees the same manifest digest and our config.
+    let inspect = tool_ok(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:2.0", layout.display())));
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v["Digest"], digest.as_str());
+    assert_eq!(v["Architecture"], "amd64");
+    assert_eq!(v["Os"], "linux");
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 3, "accounts, files, extra");
+    assert_eq!(v["Labels"]["org.opencontainers.image.title"], "tools");
+    let config = tool_ok(Command::new("skopeo").arg("inspect").arg("--config").arg(format!("oci:{}:2.0", layout.display())));
+    let c: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(c["config"]["Entrypoint"], serde_json::json!(["/usr/local/bin/run"]));
+    assert_eq!(c["config"]["Cmd"], serde_json::json!(["x"]));
+    assert_eq!(c["config"]["User"], "app");
+    assert_eq!(c["config"]["WorkingDir"], "/srv/www");
+    assert_eq!(c["config"]["StopSignal"], "SIGINT");
+    assert_eq!(c["config"]["ExposedPorts"], serde_json::json!({"53/udp": {}, "8080/tcp": {}}));
+    assert_eq!(c["config"]["Volumes"], serde_json::json!({"/data": {}}));
+    assert_eq!(c["created"], "1980-01-01T00:00:00Z");
+
+    // umoci checks diff_ids while unpacking; then the rootfs must match the spec exactly.
+    let bundle = ctx.tmp.path().join("bundle");
+    tool_ok(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:2.0", layout.display())).arg(&bundle));
+    let rootfs = bundle.join("rootfs");
+    let check = |rel: &str, mode: u32, uid: u32, gid: u32| {
+        let m = fs::symlink_metadata(rootfs.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert_eq!(m.permissions().mode() & 0o7777, mode, "{rel} mode");
+        assert_eq!((m.uid(), m.gid()), (uid, gid), "{rel} owner");
+    };
+    check("srv/www", 0o755, 0, 0);
+    check("srv/www/index.html", 0o644, 0, 0);
+    check("srv/www/sub/dir/deep.txt", 0o644, 0, 0);
+    check("usr/local/bin/run", 0o755, 0, 0);
+    check("etc/motd", 0o600, 10001, 10001);
+    check("var/cache/app", 0o750, 10001, 10001);
+    check("usr/bin/su-ish", 0o4755, 0, 0);
+    check("home/app", 0o755, 10001, 10001);
+    check("root", 0o700, 0, 0);
+    assert_eq!(fs::read_to_string(rootfs.join("srv/www/sub/dir/deep.txt")).unwrap(), "deep\n");
+    assert_eq!(fs::read_to_string(rootfs.join("opt/extra/a name with spaces.txt")).unwrap(), "extra\n");
+    assert_eq!(fs::read_link(rootfs.join("srv/current")).unwrap(), Path::new("/srv/www"));
+    assert_eq!(fs::read_link(rootfs.join("srv/www/escape")).unwrap(), Path::new("/etc/hostname"));
+    let long = format!("opt/long/{}/{}.txt", "d".repeat(60), "f".repeat(70));
+    assert_eq!(fs::read_to_string(rootfs.join(long)).unwrap(), "long\n");
+    assert_eq!(
+        fs::read_to_string(rootfs.join("etc/passwd")).unwrap(),
+        "root:x:0:0:root:/root:/sbin/nologin\napp:x:10001:10001::/home/app:/sbin/nologin\n"
+    );
+    assert_eq!(fs::read_to_string(rootfs.join("etc/group")).unwrap(), "root:x:0:\napp:x:10001:\n");
+    // The mtimes are the epoch.
+    assert_eq!(fs::symlink_metadata(rootfs.join("etc/motd")).unwrap().mtime(), 315_532_800);
+}
+
+#[test]
+fn busybox_image_runs_under_podman_from_a_docker_archive() {
+    let busybox = Path::new("/bin/busybox");
+    assert!(busybox.exists(), "busybox-static is not installed (see .ci/run)");
+    let ctx = TestContext::new();
+    ctx.write(
+        "spec.kdl",
+        r#"
+image "bbx" {
+    tag "t1"
+    files {
+        copy "/bin/busybox" to="/bin/busybox" mode=0o755
+        symlink "/bin/sh" target="busybox"
+        text "/etc/greeting" "hello from compose\n"
+    }
+    config {
+        env PATH="/bin"
+        entrypoint "/bin/sh" "-c"
+        cmd "cat /etc/greeting; id -u"
+        user "1234:1234"
+    }
+}
+"#,
+    );
+    let digest = ctx.build(&["spec.kdl", "--format", "docker-archive"]);
+    let archive = ctx.path("out/bbx.tar");
+    let podman = Podman::new(ctx.tmp.path());
+    let load = run(podman.cmd().arg("load").arg("-i").arg(&archive));
+    let loaded = String::from_utf8_lossy(&load.stdout);
+    assert!(loaded.contains("bbx:t1"), "{loaded}");
+    let inspect = run(podman.cmd().args(["image", "inspect", "localhost/bbx:t1"]));
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v[0]["Config"]["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    let out = run(podman.cmd().args(["run", "--rm", "localhost/bbx:t1"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from compose\n1234\n");
+    let out = run(podman.cmd().args(["run", "--rm", "localhost/bbx:t1", "echo $((6*7))"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "42\n");
+
+    // The oci-archive of the same image has the same manifest digest, and podman loads it too.
+    let d2 = ctx.build(&["spec.kdl", "--format", "oci-archive"]);
+    assert_eq!(digest, d2);
+    let load = run(podman.cmd().arg("load").arg("-i").arg(&archive));
+    assert!(load.status.success());
+    tool_ok(Command::new("skopeo").arg("inspect").arg(format!("oci-archive:{}:t1", archive.display())));
+}
