@@ -40,7 +40,7 @@ pub enum ImageError {
     MissingBlob(Sha256),
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
+fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> ImageError + 'p {
     move |source| ImageError::Io { action, path: path.to_path_buf(), source }
 }
 

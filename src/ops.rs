@@ -165,7 +165,7 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
     let inputs = plan::PlanInputs {
         sources: &sources,
         source_date_epoch: source_date_epoch()?,
-        layer_format: crate::layer::COMPRESSOR_ID,
+        layer_format: crate::layer::LAYER_FORMAT_ID,
     };
     let plan = match plan::plan(&spec, opts.image.as_deref(), &inputs) {
         Ok(p) => p,

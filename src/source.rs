@@ -48,7 +48,7 @@ pub enum SourceError {
     Store(#[from] StoreError),
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SourceError + '_ {
+fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> SourceError + 'p {
     move |source| SourceError::Io { action, path: path.to_path_buf(), source }
 }
 

@@ -50,7 +50,7 @@ pub enum StoreError {
     DigestMismatch { expected: Sha256, actual: Sha256 },
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreError + 'p {
     move |source| StoreError::Io { action, path: path.to_path_buf(), source }
 }
 

@@ -116,5 +116,5 @@ fn multi_platform_spec_gives_an_index_and_shares_layers() {
         serde_json::from_slice(&fs::read(ctx.path(&format!("out/mp/blobs/sha256/{digest}"))).unwrap()).unwrap();
     let archs: Vec<&str> = inner["manifests"].as_array().unwrap().iter().map(|m| m["platform"]["architecture"].as_str().unwrap()).collect();
     assert_eq!(archs, ["amd64", "arm64"]);
-    run(std::process::Command::new("oci-image-tool").args(["validate", "--type", "imageLayout"]).arg(ctx.path("out/mp")));
+    run(std::process::Command::new("oci-image-tool").args(["validate", "--type", "image"]).arg(ctx.path("out/mp")));
 }

@@ -65,8 +65,8 @@ fn oci_layout_passes_oci_image_tool_umoci_and_skopeo() {
     let digest = ctx.build(&["spec.kdl"]);
     let layout = ctx.path("out/tools");
 
-    tool_ok(Command::new("oci-image-tool").args(["validate", "--type", "imageLayout"]).arg(&layout));
-    tool_ok(Command::new("oci-image-tool").args(["validate", "--type", "image", "--ref", "2.0"]).arg(&layout));
+    tool_ok(Command::new("oci-image-tool").args(["validate", "--type", "image"]).arg(&layout));
+    tool_ok(Command::new("oci-image-tool").args(["validate", "--type", "image", "--ref", "name=2.0"]).arg(&layout));
 
     // skopeo sees the same manifest digest and our config.
     let inspect = tool_ok(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:2.0", layout.display())));

@@ -1,0 +1,1793 @@
+//! Reproducible OCI layer writing: a deterministic tar stream fed into a
+//! deterministic, parallel, streaming gzip compressor.
+//!
+//! [`LayerWriter`] turns a sorted sequence of [`Entry`]s into a
+//! `application/vnd.oci.image.layer.v1.tar+gzip` blob and, in the same pass,
+//! computes the OCI `diff_id` (sha256 of the uncompressed tar), the `digest`
+//! (sha256 of the gzip bytes) and both sizes. Memory use does not grow with the
+//! size of the layer's data: it is bounded by the number of gzip chunks in
+//! flight (about `2 × threads + 1` chunks of 1 MiB, input plus output), plus
+//! the set of paths appended so far (needed to check parents and hardlink
+//! targets), which grows with the number of entries, not with their bytes.
+//!
+//! # Tar format (fixed; part of the byte identity of every layer)
+//!
+//! Every entry is one POSIX **ustar** header (`magic = "ustar\0"`,
+//! `version = "00"`), preceded, only when needed, by one **PAX extended
+//! header** (typeflag `x`, name `././@PaxHeader`, mode `0644`, uid/gid/mtime 0).
+//! No GNU extensions (no `././@LongLink`, no base-256 numbers) and the ustar
+//! `prefix` field is never used, so there is exactly one encoding per entry:
+//!
+//! * the name is the image path without its leading `/`, directories with a
+//!   trailing `/` (`etc/`, `etc/passwd`);
+//! * a PAX `path` record is written when that name is longer than 100 bytes
+//!   or is not pure ASCII; a PAX `linkpath` record when the link target is
+//!   longer than 100 bytes or not pure ASCII; `size`, `uid`, `gid`, `mtime`
+//!   records when the value does not fit the octal field (sizes and mtimes
+//!   ≥ 8^11, ids ≥ 8^7). Records are in byte order of their keys. The ustar
+//!   field then holds a fallback: the name/target with non-ASCII bytes
+//!   dropped and cut to 100 bytes, or 0 for numbers;
+//! * numeric fields are zero-padded octal followed by NUL (`0000755\0`), the
+//!   checksum is six octal digits, NUL, space (as GNU tar and Go write it);
+//! * `uname`/`gname` are empty, device major/minor are octal 0, no
+//!   atime/ctime; the mode is exactly the caller's (setuid, setgid and
+//!   sticky kept; bits above `0o7777` are rejected, not masked); symlinks
+//!   get mode `0777` and size 0, their target written as given; hardlinks
+//!   (typeflag `1`, link name = target image path without its leading `/`)
+//!   and directories (typeflag `5`) have size 0;
+//! * the archive ends with two 512-byte zero blocks.
+//!
+//! Entries must arrive in byte order of their full path (which puts parents
+//! before children) with every parent directory appended before (except `/`,
+//! which is never an entry); violations are errors, never silently fixed.
+//! Paths must be absolute and normalized (no empty, `.` or `..` component,
+//! no trailing `/`, no NUL).
+//!
+//! # Gzip format (fixed; identified by [`COMPRESSOR_ID`])
+//!
+//! The 10-byte header is `1f 8b 08 00 00000000 00 ff` (no name, mtime 0,
+//! XFL 0, OS 255). The uncompressed stream is cut into chunks at every
+//! [`CHUNK_SIZE`] (1 MiB) boundary of input, whatever the sizes of the
+//! `write` calls. Each chunk is deflated by a fresh `miniz_oxide` raw-deflate
+//! compressor at level 6; every full chunk ends with a SYNC flush (so chunks
+//! concatenate into one deflate stream) and the final chunk, the remainder
+//! after the last full chunk (possibly empty), ends with FINISH. The
+//! trailer is the CRC-32 and the length mod 2^32, little-endian. Chunks are
+//! compressed on the current rayon pool (the global one unless called inside
+//! `ThreadPool::install`) and written in order; the bytes depend neither on
+//! the thread count nor on write sizes. A waiting writer compresses pending
+//! chunks itself, so it never deadlocks, even on a busy or 1-thread pool.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{self, Read, Write};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use miniz_oxide::deflate::core::{
+    compress_to_output, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush, TDEFLStatus,
+};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+/// Identity of the exact bytes [`ParallelGzip`] and [`gzip_bytes`] produce.
+/// Change it whenever the compressed output could change (compressor crate,
+/// level, chunking, flush scheme, header).
+pub const COMPRESSOR_ID: &str = "gzip/miniz_oxide-0.8/level6/chunk1MiB/sync/v1";
+
+/// Identity of the exact tar bytes [`LayerWriter`] produces for a given list
+/// of entries (header format, PAX policy). Change it whenever that could
+/// change.
+pub const TAR_FORMAT_ID: &str = "tar/ustar+pax/v1";
+
+/// Identity of the exact layer bytes (tar format and compressor) that
+/// [`LayerWriter`] produces for a given list of entries: the value to put in
+/// derivation hashes.
+pub const LAYER_FORMAT_ID: &str = "tar/ustar+pax/v1 gzip/miniz_oxide-0.8/level6/chunk1MiB/sync/v1";
+
+/// OCI media type of the layers written here.
+pub const GZIP_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// Uncompressed bytes per independently compressed gzip chunk.
+pub const CHUNK_SIZE: usize = 1 << 20;
+
+/// Deflate level used for every chunk.
+pub const GZIP_LEVEL: u8 = 6;
+
+/// The fixed gzip member header: no file name, mtime 0, XFL 0, OS 255.
+pub const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff];
+
+/// Size of a tar block.
+const BLOCK: usize = 512;
+
+// ---------------------------------------------------------------------------
+// Entries and errors
+// ---------------------------------------------------------------------------
+
+/// What an [`Entry`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A directory.
+    Dir,
+    /// A regular file of `size` bytes; its data is passed to
+    /// [`LayerWriter::append`].
+    File { size: u64 },
+    /// A symbolic link; `target` is written literally (relative or absolute).
+    Symlink { target: String },
+    /// A hardlink; `target` is the image path (`/usr/bin/foo`) of an earlier,
+    /// non-directory entry of the same layer.
+    Hardlink { target: String },
+}
+
+/// One layer entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Absolute, normalized image path: `/etc/passwd`, `/usr/bin`. Never `/`.
+    pub path: String,
+    /// Kind and kind-specific data.
+    pub kind: EntryKind,
+    /// Permission bits including setuid/setgid/sticky (must be `<= 0o7777`).
+    /// Ignored for symlinks, which are always written with `0o777`.
+    pub mode: u32,
+    /// Numeric owner.
+    pub uid: u32,
+    /// Numeric group.
+    pub gid: u32,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: u64,
+}
+
+/// Digests and sizes of a finished layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerDigests {
+    /// sha256 of the uncompressed tar stream (the OCI `diff_id`).
+    pub diff_id: [u8; 32],
+    /// sha256 of the gzip blob (the OCI descriptor `digest`).
+    pub digest: [u8; 32],
+    /// Size of the gzip blob in bytes.
+    pub size: u64,
+    /// Size of the uncompressed tar stream in bytes.
+    pub uncompressed_size: u64,
+}
+
+impl LayerDigests {
+    /// `sha256:<hex>` form of [`diff_id`](Self::diff_id).
+    pub fn diff_id_string(&self) -> String {
+        format!("sha256:{}", hex::encode(self.diff_id))
+    }
+
+    /// `sha256:<hex>` form of [`digest`](Self::digest).
+    pub fn digest_string(&self) -> String {
+        format!("sha256:{}", hex::encode(self.digest))
+    }
+}
+
+/// Errors from [`LayerWriter`].
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// The entry path is not an absolute, normalized image path.
+    #[error("invalid entry path `{path}`: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+    /// The entry does not come after the previous one in byte order.
+    #[error("entry `{path}` is out of order: it must come after `{previous}`")]
+    OutOfOrder { path: String, previous: String },
+    /// The same path was appended twice.
+    #[error("duplicate entry `{path}`")]
+    Duplicate { path: String },
+    /// The parent directory was not appended before the entry.
+    #[error("entry `{path}` comes before its parent directory `{parent}` (parents must be appended first)")]
+    MissingParent { path: String, parent: String },
+    /// The parent exists but is not a directory.
+    #[error("entry `{path}`: its parent `{parent}` is not a directory")]
+    ParentNotDir { path: String, parent: String },
+    /// Mode bits outside `0o7777`.
+    #[error("entry `{path}`: mode {mode:#o} has bits outside 0o7777")]
+    InvalidMode { path: String, mode: u32 },
+    /// Bad symlink or hardlink target.
+    #[error("entry `{path}`: invalid link target `{target}`: {reason}")]
+    InvalidLinkTarget {
+        path: String,
+        target: String,
+        reason: &'static str,
+    },
+    /// A file entry was appended without data, or another kind with data.
+    #[error("entry `{path}`: {reason}")]
+    DataMismatch { path: String, reason: &'static str },
+    /// The file's data did not have its declared size: `actual` is the
+    /// length when it ended early, `None` when it went on past `expected`.
+    #[error("file `{path}`: declared {expected} bytes but its data {}", describe_actual(.actual))]
+    DataLength {
+        path: String,
+        expected: u64,
+        actual: Option<u64>,
+    },
+    /// Reading the file's data failed.
+    #[error("reading data of `{path}`: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Writing or compressing the layer failed.
+    #[error("{context}: {source}")]
+    Write {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// An earlier error left a partial entry in the stream.
+    #[error("layer writer unusable: an earlier error left a partial entry in the stream")]
+    Poisoned,
+}
+
+fn describe_actual(actual: &Option<u64>) -> String {
+    match actual {
+        Some(n) => format!("ended after {n}"),
+        None => "is longer".to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tar headers
+// ---------------------------------------------------------------------------
+
+/// Largest value of an 8-byte octal field (7 digits).
+const MAX_OCTAL_8: u64 = 0o7_777_777;
+/// Largest value of a 12-byte octal field (11 digits).
+const MAX_OCTAL_12: u64 = 0o77_777_777_777;
+
+const TYPE_FILE: u8 = b'0';
+const TYPE_HARDLINK: u8 = b'1';
+const TYPE_SYMLINK: u8 = b'2';
+const TYPE_DIR: u8 = b'5';
+const TYPE_PAX: u8 = b'x';
+
+const PAX_HEADER_NAME: &[u8] = b"././@PaxHeader";
+
+/// Fields of one header. [`ustar_block`] needs every value to fit its
+/// field; [`entry_headers`] moves the ones that do not into PAX records.
+struct Ustar<'a> {
+    name: &'a [u8],
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    size: u64,
+    mtime: u64,
+    typeflag: u8,
+    linkname: &'a [u8],
+}
+
+/// Writes `value` as zero-padded octal into all but the last byte of
+/// `field`, which is NUL.
+fn put_octal(field: &mut [u8], value: u64) {
+    let digits = field.len() - 1;
+    let mut v = value;
+    for slot in field[..digits].iter_mut().rev() {
+        *slot = b'0' + (v & 7) as u8;
+        v >>= 3;
+    }
+    field[digits] = 0;
+    debug_assert_eq!(v, 0, "value {value:#o} does not fit the field");
+}
+
+fn put_bytes(field: &mut [u8], bytes: &[u8]) {
+    let n = bytes.len().min(field.len());
+    field[..n].copy_from_slice(&bytes[..n]);
+}
+
+fn ustar_block(h: &Ustar<'_>) -> [u8; BLOCK] {
+    let mut b = [0u8; BLOCK];
+    put_bytes(&mut b[0..100], h.name);
+    put_octal(&mut b[100..108], u64::from(h.mode));
+    put_octal(&mut b[108..116], h.uid);
+    put_octal(&mut b[116..124], h.gid);
+    put_octal(&mut b[124..136], h.size);
+    put_octal(&mut b[136..148], h.mtime);
+    b[156] = h.typeflag;
+    put_bytes(&mut b[157..257], h.linkname);
+    b[257..263].copy_from_slice(b"ustar\0");
+    b[263..265].copy_from_slice(b"00");
+    // uname 265..297 and gname 297..329 stay empty.
+    put_octal(&mut b[329..337], 0); // devmajor
+    put_octal(&mut b[337..345], 0); // devminor
+                                    // prefix 345..500 and padding stay zero.
+    b[148..156].fill(b' ');
+    let sum: u64 = b.iter().map(|&x| u64::from(x)).sum();
+    put_octal(&mut b[148..155], sum);
+    b[155] = b' ';
+    b
+}
+
+/// Appends one PAX record `"<len> <key>=<value>\n"`.
+fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+    let base = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut total = base;
+    loop {
+        let next = base + total.to_string().len();
+        if next == total {
+            break;
+        }
+        total = next;
+    }
+    out.extend_from_slice(total.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(key.as_bytes());
+    out.push(b'=');
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+/// Whether `s` can be stored in a 100-byte ustar string field (else a PAX
+/// record carries it).
+fn fits_ustar_string(s: &[u8]) -> bool {
+    s.len() <= 100 && s.is_ascii()
+}
+
+/// ASCII-only, 100-byte fallback written in the ustar field when the real
+/// value is carried by a PAX record.
+fn ascii_fallback(s: &[u8]) -> Vec<u8> {
+    s.iter().copied().filter(u8::is_ascii).take(100).collect()
+}
+
+/// Serializes the header block(s) of one entry: an optional PAX header with
+/// its records, then the ustar header.
+fn entry_headers(h: &Ustar<'_>) -> Vec<u8> {
+    let (name, linkname, uid, gid, size, mtime) =
+        (h.name, h.linkname, h.uid, h.gid, h.size, h.mtime);
+    let name_ok = fits_ustar_string(name);
+    let link_ok = fits_ustar_string(linkname);
+    let mut records = Vec::new();
+    // Records in byte order of their keys.
+    if gid > MAX_OCTAL_8 {
+        pax_record(&mut records, "gid", gid.to_string().as_bytes());
+    }
+    if !link_ok {
+        pax_record(&mut records, "linkpath", linkname);
+    }
+    if mtime > MAX_OCTAL_12 {
+        pax_record(&mut records, "mtime", mtime.to_string().as_bytes());
+    }
+    if !name_ok {
+        pax_record(&mut records, "path", name);
+    }
+    if size > MAX_OCTAL_12 {
+        pax_record(&mut records, "size", size.to_string().as_bytes());
+    }
+    if uid > MAX_OCTAL_8 {
+        pax_record(&mut records, "uid", uid.to_string().as_bytes());
+    }
+
+    let mut out = Vec::with_capacity(2 * BLOCK + records.len() + BLOCK);
+    if !records.is_empty() {
+        out.extend_from_slice(&ustar_block(&Ustar {
+            name: PAX_HEADER_NAME,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: records.len() as u64,
+            mtime: 0,
+            typeflag: TYPE_PAX,
+            linkname: b"",
+        }));
+        out.extend_from_slice(&records);
+        out.resize(out.len().next_multiple_of(BLOCK), 0);
+    }
+    let name_field = if name_ok {
+        name.to_vec()
+    } else {
+        ascii_fallback(name)
+    };
+    let link_field = if link_ok {
+        linkname.to_vec()
+    } else {
+        ascii_fallback(linkname)
+    };
+    let fit = |v: u64, max: u64| if v > max { 0 } else { v };
+    out.extend_from_slice(&ustar_block(&Ustar {
+        name: &name_field,
+        mode: h.mode,
+        uid: fit(uid, MAX_OCTAL_8),
+        gid: fit(gid, MAX_OCTAL_8),
+        size: fit(size, MAX_OCTAL_12),
+        mtime: fit(mtime, MAX_OCTAL_12),
+        typeflag: h.typeflag,
+        linkname: &link_field,
+    }));
+    out
+}
+
+/// Checks that `path` is an absolute, normalized image path other than `/`.
+fn check_image_path(path: &str) -> Result<(), &'static str> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err("must start with `/`");
+    };
+    if rest.is_empty() {
+        return Err("`/` itself is never an entry");
+    }
+    if path.contains('\0') {
+        return Err("contains a NUL byte");
+    }
+    for component in rest.split('/') {
+        match component {
+            "" => return Err("has an empty component (`//` or a trailing `/`)"),
+            "." | ".." => return Err("has a `.` or `..` component"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The parent of a checked image path, or `None` for a top-level entry.
+fn parent_of(path: &str) -> Option<&str> {
+    match path.rfind('/') {
+        Some(0) | None => None,
+        Some(i) => Some(&path[..i]),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Layer writer
+// ---------------------------------------------------------------------------
+
+const COPY_BUF: usize = 128 * 1024;
+
+/// Streams a reproducible gzip-compressed tar layer into a sink.
+///
+/// See the module documentation for the exact format and ordering rules.
+pub struct LayerWriter<W: Write> {
+    gz: ParallelGzip<W>,
+    last: Option<String>,
+    dirs: HashSet<Box<str>>,
+    non_dirs: HashSet<Box<str>>,
+    buf: Vec<u8>,
+    poisoned: bool,
+}
+
+impl<W: Write> LayerWriter<W> {
+    /// A layer writer compressing into `sink` on the current rayon pool.
+    pub fn new(sink: W) -> Self {
+        Self::with_gzip(ParallelGzip::new(sink))
+    }
+
+    /// A layer writer over a configured compressor (which must not have been
+    /// written to yet, or the tar stream would not start at offset 0).
+    pub fn with_gzip(gz: ParallelGzip<W>) -> Self {
+        LayerWriter {
+            gz,
+            last: None,
+            dirs: HashSet::new(),
+            non_dirs: HashSet::new(),
+            buf: Vec::new(),
+            poisoned: false,
+        }
+    }
+
+    /// Appends one entry. `data` must be `Some` exactly for files and deliver
+    /// exactly `size` bytes.
+    ///
+    /// Validation errors (order, path, parent, mode, link target, missing or
+    /// unexpected data) are reported before anything is written, so the
+    /// writer stays usable; read, write and data-length errors leave a
+    /// partial entry behind and make every later call fail with
+    /// [`LayerError::Poisoned`].
+    pub fn append(&mut self, entry: &Entry, data: Option<&mut dyn Read>) -> Result<(), LayerError> {
+        if self.poisoned {
+            return Err(LayerError::Poisoned);
+        }
+        let path = entry.path.as_str();
+        check_image_path(path).map_err(|reason| LayerError::InvalidPath {
+            path: path.to_owned(),
+            reason,
+        })?;
+        if let Some(previous) = &self.last {
+            if path == previous.as_str() {
+                return Err(LayerError::Duplicate {
+                    path: path.to_owned(),
+                });
+            }
+            if path < previous.as_str() {
+                return Err(LayerError::OutOfOrder {
+                    path: path.to_owned(),
+                    previous: previous.clone(),
+                });
+            }
+        }
+        if let Some(parent) = parent_of(path) {
+            if !self.dirs.contains(parent) {
+                let (path, parent) = (path.to_owned(), parent.to_owned());
+                return Err(if self.non_dirs.contains(parent.as_str()) {
+                    LayerError::ParentNotDir { path, parent }
+                } else {
+                    LayerError::MissingParent { path, parent }
+                });
+            }
+        }
+        if entry.mode & !0o7777 != 0 {
+            return Err(LayerError::InvalidMode {
+                path: path.to_owned(),
+                mode: entry.mode,
+            });
+        }
+        let link_err = |target: &str, reason| LayerError::InvalidLinkTarget {
+            path: path.to_owned(),
+            target: target.to_owned(),
+            reason,
+        };
+        let (typeflag, mode, size, linkname): (u8, u32, u64, &[u8]) = match &entry.kind {
+            EntryKind::Dir => (TYPE_DIR, entry.mode, 0, b""),
+            EntryKind::File { size } => (TYPE_FILE, entry.mode, *size, b""),
+            EntryKind::Symlink { target } => {
+                if target.is_empty() {
+                    return Err(link_err(target, "symlink target is empty"));
+                }
+                if target.contains('\0') {
+                    return Err(link_err(target, "symlink target contains a NUL byte"));
+                }
+                (TYPE_SYMLINK, 0o777, 0, target.as_bytes())
+            }
+            EntryKind::Hardlink { target } => {
+                check_image_path(target).map_err(|reason| link_err(target, reason))?;
+                if !self.non_dirs.contains(target.as_str()) {
+                    return Err(link_err(
+                        target,
+                        if self.dirs.contains(target.as_str()) {
+                            "hardlink target is a directory"
+                        } else {
+                            "hardlink target was not appended earlier"
+                        },
+                    ));
+                }
+                (TYPE_HARDLINK, entry.mode, 0, &target.as_bytes()[1..])
+            }
+        };
+        let is_file = matches!(entry.kind, EntryKind::File { .. });
+        match (&data, is_file) {
+            (None, true) => {
+                return Err(LayerError::DataMismatch {
+                    path: path.to_owned(),
+                    reason: "a file entry needs data",
+                })
+            }
+            (Some(_), false) => {
+                return Err(LayerError::DataMismatch {
+                    path: path.to_owned(),
+                    reason: "only file entries take data",
+                })
+            }
+            _ => {}
+        }
+
+        // From here on, any failure leaves a partial entry behind.
+        self.poisoned = true;
+        let is_dir = entry.kind == EntryKind::Dir;
+        let mut name = Vec::with_capacity(path.len());
+        name.extend_from_slice(&path.as_bytes()[1..]);
+        if is_dir {
+            name.push(b'/');
+        }
+        let headers = entry_headers(&Ustar {
+            name: &name,
+            mode,
+            uid: u64::from(entry.uid),
+            gid: u64::from(entry.gid),
+            size,
+            mtime: entry.mtime,
+            typeflag,
+            linkname,
+        });
+        self.write_stream(&headers, path)?;
+        if let Some(reader) = data {
+            self.copy_data(reader, size, path)?;
+        }
+        self.poisoned = false;
+
+        let owned: Box<str> = path.into();
+        self.last = Some(path.to_owned());
+        if is_dir {
+            self.dirs.insert(owned);
+        } else {
+            self.non_dirs.insert(owned);
+        }
+        Ok(())
+    }
+
+    fn write_stream(&mut self, bytes: &[u8], path: &str) -> Result<(), LayerError> {
+        self.gz
+            .write_all(bytes)
+            .map_err(|source| LayerError::Write {
+                context: format!("writing entry `{path}`"),
+                source,
+            })
+    }
+
+    /// Copies exactly `size` bytes of file data, then the block padding.
+    fn copy_data(
+        &mut self,
+        reader: &mut dyn Read,
+        size: u64,
+        path: &str,
+    ) -> Result<(), LayerError> {
+        if self.buf.len() < COPY_BUF {
+            self.buf = vec![0; COPY_BUF];
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = self.copy_data_with(reader, size, path, &mut buf);
+        self.buf = buf;
+        result
+    }
+
+    fn copy_data_with(
+        &mut self,
+        reader: &mut dyn Read,
+        size: u64,
+        path: &str,
+        buf: &mut [u8],
+    ) -> Result<(), LayerError> {
+        let read_err = |source| LayerError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let mut done: u64 = 0;
+        while done < size {
+            let want = usize::try_from(size - done).map_or(buf.len(), |r| r.min(buf.len()));
+            let n = match reader.read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Err(LayerError::DataLength {
+                        path: path.to_owned(),
+                        expected: size,
+                        actual: Some(done),
+                    })
+                }
+                Ok(n) => n.min(want),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_err(e)),
+            };
+            self.write_stream(&buf[..n], path)?;
+            done += n as u64;
+        }
+        // The data must end exactly here.
+        let mut probe = [0u8; 1];
+        loop {
+            match reader.read(&mut probe) {
+                Ok(0) => break,
+                Ok(_) => {
+                    return Err(LayerError::DataLength {
+                        path: path.to_owned(),
+                        expected: size,
+                        actual: None,
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_err(e)),
+            }
+        }
+        let pad = (BLOCK - (size % BLOCK as u64) as usize) % BLOCK;
+        self.write_stream(&[0u8; BLOCK][..pad], path)
+    }
+
+    /// Writes the end-of-archive blocks, finishes the gzip stream (flushing
+    /// the sink) and returns the sink with the layer's digests.
+    pub fn finish(mut self) -> Result<(W, LayerDigests), LayerError> {
+        if self.poisoned {
+            return Err(LayerError::Poisoned);
+        }
+        let ctx = |source| LayerError::Write {
+            context: "finishing layer".to_owned(),
+            source,
+        };
+        self.gz.write_all(&[0u8; 2 * BLOCK]).map_err(ctx)?;
+        let (sink, stats) = self.gz.finish().map_err(ctx)?;
+        Ok((
+            sink,
+            LayerDigests {
+                diff_id: stats.uncompressed_sha256,
+                digest: stats.compressed_sha256,
+                size: stats.compressed_size,
+                uncompressed_size: stats.uncompressed_size,
+            },
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parallel gzip
+// ---------------------------------------------------------------------------
+
+/// Totals of a finished gzip stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GzipStats {
+    /// CRC-32 of the uncompressed data (as in the trailer).
+    pub crc32: u32,
+    /// Uncompressed bytes.
+    pub uncompressed_size: u64,
+    /// Compressed bytes, header and trailer included.
+    pub compressed_size: u64,
+    /// sha256 of the uncompressed data.
+    pub uncompressed_sha256: [u8; 32],
+    /// sha256 of the compressed bytes.
+    pub compressed_sha256: [u8; 32],
+}
+
+fn deflate_flags() -> u32 {
+    // Negative window bits: raw deflate, no zlib wrapper.
+    create_comp_flags_from_zip_params(i32::from(GZIP_LEVEL), -15, 0)
+}
+
+/// Deflates one chunk with a fresh compressor; SYNC flush unless `last`.
+fn deflate_chunk(input: &[u8], last: bool) -> Result<Vec<u8>, String> {
+    let mut compressor = CompressorOxide::new(deflate_flags());
+    let mut out = Vec::with_capacity(input.len() / 2 + 64);
+    let flush = if last {
+        TDEFLFlush::Finish
+    } else {
+        TDEFLFlush::Sync
+    };
+    let mut pos = 0;
+    loop {
+        let (status, consumed) =
+            compress_to_output(&mut compressor, &input[pos..], flush, |bytes| {
+                out.extend_from_slice(bytes);
+                true
+            });
+        pos += consumed;
+        match status {
+            TDEFLStatus::Done if last && pos == input.len() => break,
+            TDEFLStatus::Okay if !last && pos == input.len() => break,
+            TDEFLStatus::Okay if consumed > 0 => {}
+            other => {
+                return Err(format!(
+                    "miniz_oxide deflate stopped with {other:?} after {pos} of {} bytes",
+                    input.len()
+                ))
+            }
+        }
+    }
+    // A SYNC flush always ends with an empty stored block: LEN 0, NLEN 0xffff.
+    if !last && !out.ends_with(&[0, 0, 0xff, 0xff]) {
+        return Err("miniz_oxide deflate did not end the chunk with a sync flush".to_owned());
+    }
+    Ok(out)
+}
+
+/// Gzip-compresses an in-memory blob; the bytes are identical to what
+/// [`ParallelGzip`] produces for the same data. Chunks are compressed in
+/// parallel on the current rayon pool.
+///
+/// # Panics
+/// Only if `miniz_oxide` itself fails, which does not happen for in-memory
+/// output (it would be a bug in that crate).
+pub fn gzip_bytes(data: &[u8]) -> Vec<u8> {
+    let full = data.len() / CHUNK_SIZE;
+    let parts: Vec<(&[u8], bool)> = data[..full * CHUNK_SIZE]
+        .chunks(CHUNK_SIZE)
+        .map(|c| (c, false))
+        .chain(std::iter::once((&data[full * CHUNK_SIZE..], true)))
+        .collect();
+    let compressed: Vec<Vec<u8>> = parts
+        .par_iter()
+        .map(|&(chunk, last)| {
+            deflate_chunk(chunk, last)
+                .unwrap_or_else(|e| panic!("gzip_bytes: internal compressor failure: {e}"))
+        })
+        .collect();
+    let body: usize = compressed.iter().map(Vec::len).sum();
+    let mut out = Vec::with_capacity(GZIP_HEADER.len() + body + 8);
+    out.extend_from_slice(&GZIP_HEADER);
+    for part in &compressed {
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
+}
+
+enum JobState {
+    Pending(Vec<u8>),
+    Running,
+    Done(Result<(Vec<u8>, Vec<u8>), String>),
+    Collected,
+}
+
+/// One chunk's compression, runnable by whichever thread claims it first
+/// (a pool worker, or the producer while it waits), so progress never
+/// depends on the pool having a free thread.
+struct Job {
+    last: bool,
+    state: Mutex<JobState>,
+    done: Condvar,
+}
+
+impl Job {
+    fn lock(&self) -> MutexGuard<'_, JobState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs the job if nobody has claimed it yet. Returns whether it ran.
+    fn try_run(&self) -> bool {
+        let input = {
+            let mut state = self.lock();
+            match std::mem::replace(&mut *state, JobState::Running) {
+                JobState::Pending(input) => input,
+                other => {
+                    *state = other;
+                    return false;
+                }
+            }
+        };
+        let last = self.last;
+        let result = catch_unwind(AssertUnwindSafe(|| deflate_chunk(&input, last)))
+            .unwrap_or_else(|_| Err("the deflate task panicked".to_owned()))
+            .map(|out| (input, out));
+        *self.lock() = JobState::Done(result);
+        self.done.notify_all();
+        true
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(*self.lock(), JobState::Done(_))
+    }
+
+    fn is_pending(&self) -> bool {
+        matches!(*self.lock(), JobState::Pending(_))
+    }
+
+    /// Waits for (or runs) the job and takes its `(input, output)`.
+    fn collect(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
+        loop {
+            let mut state = self.lock();
+            match std::mem::replace(&mut *state, JobState::Collected) {
+                JobState::Done(result) => return result,
+                JobState::Pending(input) => {
+                    *state = JobState::Pending(input);
+                    drop(state);
+                    self.try_run();
+                }
+                JobState::Running => {
+                    *state = JobState::Running;
+                    drop(
+                        self.done
+                            .wait(state)
+                            .unwrap_or_else(PoisonError::into_inner),
+                    );
+                }
+                JobState::Collected => return Err("chunk collected twice".to_owned()),
+            }
+        }
+    }
+}
+
+/// A streaming gzip compressor whose output is byte-identical whatever the
+/// thread count and write sizes (see the module documentation for the
+/// format). Full 1 MiB chunks are compressed on the current rayon pool while
+/// the caller keeps writing; at most `max_in_flight` chunks are buffered, and
+/// compressed chunks are written to the sink in order from the calling
+/// thread.
+///
+/// [`Write::flush`] writes every dispatched chunk and flushes the sink, but
+/// cannot emit the partial chunk being filled (that would change the bytes).
+/// Dropping without [`finish`](Self::finish) leaves a truncated stream.
+pub struct ParallelGzip<W: Write> {
+    sink: W,
+    buf: Vec<u8>,
+    spare: Vec<Vec<u8>>,
+    in_flight: VecDeque<Arc<Job>>,
+    max_in_flight: usize,
+    crc: crc32fast::Hasher,
+    in_sha: Sha256,
+    out_sha: Sha256,
+    in_len: u64,
+    out_len: u64,
+    header_written: bool,
+    failed: Option<String>,
+}
+
+impl<W: Write> ParallelGzip<W> {
+    /// A compressor writing into `sink`, keeping up to `2 × threads + 1`
+    /// chunks in flight (threads of the current rayon pool, counted up to
+    /// 16).
+    pub fn new(sink: W) -> Self {
+        let threads = rayon::current_num_threads().clamp(1, 16);
+        Self::with_max_in_flight(sink, 2 * threads + 1)
+    }
+
+    /// A compressor keeping at most `max_in_flight` (at least 1) compressed
+    /// or compressing chunks buffered. Does not affect the output bytes.
+    pub fn with_max_in_flight(sink: W, max_in_flight: usize) -> Self {
+        ParallelGzip {
+            sink,
+            buf: Vec::with_capacity(CHUNK_SIZE),
+            spare: Vec::new(),
+            in_flight: VecDeque::new(),
+            max_in_flight: max_in_flight.max(1),
+            crc: crc32fast::Hasher::new(),
+            in_sha: Sha256::new(),
+            out_sha: Sha256::new(),
+            in_len: 0,
+            out_len: 0,
+            header_written: false,
+            failed: None,
+        }
+    }
+
+    /// The sink.
+    pub fn get_ref(&self) -> &W {
+        &self.sink
+    }
+
+    /// Uncompressed bytes accepted so far.
+    pub fn uncompressed_len(&self) -> u64 {
+        self.in_len
+    }
+
+    fn check(&self) -> io::Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some(msg) => Err(io::Error::other(format!(
+                "gzip stream unusable after an earlier error: {msg}"
+            ))),
+        }
+    }
+
+    fn fail(&mut self, err: io::Error) -> io::Error {
+        if self.failed.is_none() {
+            self.failed = Some(err.to_string());
+        }
+        err
+    }
+
+    fn emit(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if !self.header_written {
+            self.header_written = true;
+            self.emit(&GZIP_HEADER)?;
+        }
+        self.sink.write_all(bytes)?;
+        self.out_sha.update(bytes);
+        self.out_len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Hands the current chunk to the pool (or, for the last one, leaves it
+    /// for the draining thread) and bounds the number in flight.
+    fn dispatch(&mut self, last: bool) -> io::Result<()> {
+        let next = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK_SIZE));
+        let input = std::mem::replace(&mut self.buf, next);
+        let job = Arc::new(Job {
+            last,
+            state: Mutex::new(JobState::Pending(input)),
+            done: Condvar::new(),
+        });
+        // The last chunk is left to the draining thread, which is about to
+        // wait for it anyway. So is every chunk when the caller is the only
+        // worker of its pool: nobody else could run it, and the queued task
+        // would only linger until the caller returns to the pool.
+        let alone = rayon::current_thread_index().is_some() && rayon::current_num_threads() <= 1;
+        if !last && !alone {
+            let job = Arc::clone(&job);
+            rayon::spawn(move || {
+                job.try_run();
+            });
+        }
+        self.in_flight.push_back(job);
+        while self.in_flight.len() > self.max_in_flight {
+            self.drain_one()?;
+        }
+        while self.in_flight.front().is_some_and(|j| j.is_done()) {
+            self.drain_one()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the oldest chunk, helping with pending chunks while it is
+    /// still being compressed elsewhere.
+    fn drain_one(&mut self) -> io::Result<()> {
+        let Some(front) = self.in_flight.front().cloned() else {
+            return Ok(());
+        };
+        while !front.is_done() {
+            let helped = match self.in_flight.iter().find(|j| j.is_pending()) {
+                Some(job) => job.try_run(),
+                None => false,
+            };
+            if !helped {
+                break;
+            }
+        }
+        let (mut input, output) = front.collect().map_err(io::Error::other)?;
+        self.in_flight.pop_front();
+        self.emit(&output)?;
+        input.clear();
+        if self.spare.len() < 2 {
+            self.spare.push(input);
+        }
+        Ok(())
+    }
+
+    fn write_inner(&mut self, data: &[u8]) -> io::Result<()> {
+        self.crc.update(data);
+        self.in_sha.update(data);
+        self.in_len += data.len() as u64;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = (CHUNK_SIZE - self.buf.len()).min(rest.len());
+            self.buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if self.buf.len() == CHUNK_SIZE {
+                self.dispatch(false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_inner(&mut self) -> io::Result<()> {
+        self.dispatch(true)?;
+        while !self.in_flight.is_empty() {
+            self.drain_one()?;
+        }
+        let mut trailer = [0u8; 8];
+        trailer[..4].copy_from_slice(&self.crc.clone().finalize().to_le_bytes());
+        trailer[4..].copy_from_slice(&(self.in_len as u32).to_le_bytes());
+        self.emit(&trailer)?;
+        self.sink.flush()
+    }
+
+    /// Compresses the remaining data, writes the trailer, flushes the sink
+    /// and returns it with the stream's totals.
+    pub fn finish(mut self) -> io::Result<(W, GzipStats)> {
+        self.check()?;
+        if let Err(e) = self.finish_inner() {
+            return Err(self.fail(e));
+        }
+        let stats = GzipStats {
+            crc32: self.crc.clone().finalize(),
+            uncompressed_size: self.in_len,
+            compressed_size: self.out_len,
+            uncompressed_sha256: self.in_sha.clone().finalize().into(),
+            compressed_sha256: self.out_sha.clone().finalize().into(),
+        };
+        Ok((self.sink, stats))
+    }
+}
+
+impl<W: Write> Write for ParallelGzip<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.check()?;
+        match self.write_inner(data) {
+            Ok(()) => Ok(data.len()),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.check()?;
+        let result = (|| {
+            while !self.in_flight.is_empty() {
+                self.drain_one()?;
+            }
+            self.sink.flush()
+        })();
+        result.map_err(|e| self.fail(e))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    /// Deterministic, semi-compressible bytes (text-like with noise).
+    fn sample(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let words: Vec<Vec<u8>> = (0..512)
+            .map(|_| {
+                let n = 2 + (next() % 9) as usize;
+                (0..n).map(|_| b'a' + (next() % 26) as u8).collect()
+            })
+            .collect();
+        let mut out = Vec::with_capacity(len + 16);
+        while out.len() < len {
+            let r = next();
+            if r % 17 == 0 {
+                out.extend_from_slice(&next().to_le_bytes());
+            } else {
+                out.extend_from_slice(&words[(r >> 8) as usize % words.len()]);
+                out.push(if r % 11 == 0 { b'\n' } else { b' ' });
+            }
+        }
+        out.truncate(len);
+        out
+    }
+
+    fn gunzip(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(data)
+            .read_to_end(&mut out)
+            .expect("valid gzip");
+        out
+    }
+
+    fn sha(data: &[u8]) -> [u8; 32] {
+        Sha256::digest(data).into()
+    }
+
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool")
+    }
+
+    fn gzip_streaming(
+        data: &[u8],
+        write_size: usize,
+        max_in_flight: usize,
+    ) -> (Vec<u8>, GzipStats) {
+        let mut gz = ParallelGzip::with_max_in_flight(Vec::new(), max_in_flight);
+        for piece in data.chunks(write_size.max(1)) {
+            gz.write_all(piece).expect("write");
+        }
+        gz.finish().expect("finish")
+    }
+
+    #[test]
+    fn gzip_header_and_trailer_are_fixed() {
+        let out = gzip_bytes(b"hello");
+        assert_eq!(out[..10], GZIP_HEADER);
+        let n = out.len();
+        assert_eq!(out[n - 8..n - 4], crc32fast::hash(b"hello").to_le_bytes());
+        assert_eq!(out[n - 4..], 5u32.to_le_bytes());
+        assert_eq!(gunzip(&out), b"hello");
+    }
+
+    #[test]
+    fn gzip_round_trips_edge_sizes() {
+        let sizes = [
+            0,
+            1,
+            CHUNK_SIZE - 1,
+            CHUNK_SIZE,
+            CHUNK_SIZE + 1,
+            2 * CHUNK_SIZE,
+            3 * CHUNK_SIZE + 12_345,
+        ];
+        for &len in &sizes {
+            let data = sample(len, len as u64);
+            let expected = gzip_bytes(&data);
+            assert_eq!(gunzip(&expected), data, "gzip_bytes len {len}");
+            let mut multi = Vec::new();
+            flate2::read::MultiGzDecoder::new(&expected[..])
+                .read_to_end(&mut multi)
+                .expect("multigz");
+            assert_eq!(multi, data);
+            let (out, stats) = gzip_streaming(&data, 65_536, 3);
+            assert_eq!(out, expected, "streaming len {len}");
+            assert_eq!(stats.uncompressed_size, len as u64);
+            assert_eq!(stats.compressed_size, out.len() as u64);
+            assert_eq!(stats.crc32, crc32fast::hash(&data));
+            assert_eq!(stats.uncompressed_sha256, sha(&data));
+            assert_eq!(stats.compressed_sha256, sha(&out));
+        }
+    }
+
+    #[test]
+    fn gzip_is_independent_of_threads_and_write_sizes() {
+        let data = sample(3 * CHUNK_SIZE + 4321, 7);
+        let expected = gzip_bytes(&data);
+        assert_eq!(gunzip(&expected), data);
+        for threads in [1, 2, 7] {
+            let pool = pool(threads);
+            pool.install(|| {
+                assert_eq!(gzip_bytes(&data), expected, "gzip_bytes, {threads} threads");
+                for (write_size, in_flight) in [
+                    (1, 1),
+                    (4_095, 2),
+                    (CHUNK_SIZE, 3),
+                    (CHUNK_SIZE + 7, 16),
+                    (data.len(), 5),
+                ] {
+                    let (out, _) = gzip_streaming(&data, write_size, in_flight);
+                    assert_eq!(
+                        out, expected,
+                        "{threads} threads, writes of {write_size}, {in_flight} in flight"
+                    );
+                }
+            });
+        }
+        // Also from a thread outside any pool (global pool).
+        let (out, _) = gzip_streaming(&data, 100_000, 5);
+        assert_eq!(out, expected);
+        // Irregular write sizes.
+        let mut gz = ParallelGzip::new(Vec::new());
+        let mut rest = &data[..];
+        let mut i = 0usize;
+        while !rest.is_empty() {
+            i += 1;
+            let n = ((i * 7919) % 300_000).min(rest.len());
+            gz.write_all(&rest[..n]).expect("write");
+            if i.is_multiple_of(5) {
+                gz.flush().expect("flush");
+            }
+            rest = &rest[n..];
+        }
+        assert_eq!(gz.finish().expect("finish").0, expected);
+    }
+
+    #[test]
+    fn gzip_golden() {
+        // Pins the exact compressor output; a dependency upgrade that changes
+        // bytes must change COMPRESSOR_ID (and this literal).
+        let data = sample(CHUNK_SIZE + 1000, 42);
+        let out = gzip_bytes(&data);
+        assert_eq!(
+            hex::encode(sha(&out)),
+            "854e2a45d59a810857949b775edb4c0cbffec39e4a297d8b81f13a4aa6fa7eb9"
+        );
+        assert_eq!(
+            COMPRESSOR_ID,
+            "gzip/miniz_oxide-0.8/level6/chunk1MiB/sync/v1"
+        );
+    }
+
+    struct FailingSink {
+        budget: usize,
+    }
+
+    impl Write for FailingSink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.budget == 0 {
+                return Err(io::Error::other("disk full"));
+            }
+            let n = buf.len().min(self.budget);
+            self.budget -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn gzip_sink_errors_propagate_and_poison() {
+        let data = sample(4 * CHUNK_SIZE, 3);
+        let mut gz = ParallelGzip::with_max_in_flight(FailingSink { budget: 100 }, 1);
+        let err = gz.write_all(&data).expect_err("sink fails");
+        assert!(err.to_string().contains("disk full"), "{err}");
+        assert!(gz.write_all(b"x").is_err());
+        assert!(gz.finish().is_err());
+    }
+
+    // --- layer ---------------------------------------------------------
+
+    fn dir(path: &str, mode: u32) -> Entry {
+        Entry {
+            path: path.to_owned(),
+            kind: EntryKind::Dir,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: 1_700_000_000,
+        }
+    }
+
+    fn file(path: &str, size: u64, mode: u32) -> Entry {
+        Entry {
+            path: path.to_owned(),
+            kind: EntryKind::File { size },
+            mode,
+            uid: 1000,
+            gid: 100,
+            mtime: 1_600_000_000,
+        }
+    }
+
+    fn symlink(path: &str, target: &str) -> Entry {
+        Entry {
+            path: path.to_owned(),
+            kind: EntryKind::Symlink {
+                target: target.to_owned(),
+            },
+            mode: 0o644, // ignored: symlinks are 0o777
+            uid: 0,
+            gid: 0,
+            mtime: 1,
+        }
+    }
+
+    fn hardlink(path: &str, target: &str) -> Entry {
+        Entry {
+            path: path.to_owned(),
+            kind: EntryKind::Hardlink {
+                target: target.to_owned(),
+            },
+            mode: 0o755,
+            uid: 1000,
+            gid: 100,
+            mtime: 1_600_000_000,
+        }
+    }
+
+    /// A layer exercising every feature; returns entries with their data.
+    fn rich_layer() -> Vec<(Entry, Option<Vec<u8>>)> {
+        let long_name = format!("/opt/{}", "n".repeat(145));
+        assert_eq!(long_name.len(), 150);
+        let long_target = format!("../{}/busybox", "t".repeat(120));
+        let mut big = file("/opt/big.bin", 0, 0o644);
+        let big_data = sample(2 * CHUNK_SIZE + 777, 9);
+        big.kind = EntryKind::File {
+            size: big_data.len() as u64,
+        };
+        let mut huge_ids = file("/opt/ids", 3, 0o600);
+        huge_ids.uid = 4_000_000_000;
+        huge_ids.gid = 3_000_000;
+        huge_ids.mtime = 1 << 40;
+        vec![
+            (dir("/bin", 0o755), None),
+            (symlink("/bin/sh", &long_target), None),
+            (symlink("/bin/short", "busybox"), None),
+            (dir("/etc", 0o755), None),
+            (file("/etc/empty", 0, 0o644), Some(Vec::new())),
+            (
+                file("/etc/hosts", 24, 0o644),
+                Some(b"127.0.0.1 localhost\n::1\n".to_vec()),
+            ),
+            (hardlink("/etc/hosts.link", "/etc/hosts"), None),
+            (dir("/opt", 0o2775), None),
+            (big, Some(big_data)),
+            (huge_ids, Some(b"abc".to_vec())),
+            (file(&long_name, 5, 0o640), Some(b"long!".to_vec())),
+            (dir("/opt/日本", 0o755), None),
+            (
+                file("/opt/日本/データ.txt", 6, 0o644),
+                Some("データ".as_bytes()[..6].to_vec()),
+            ),
+            (dir("/tmp", 0o1777), None),
+            (dir("/usr", 0o755), None),
+            (dir("/usr/bin", 0o755), None),
+            (file("/usr/bin/su", 4, 0o4755), Some(b"\x7fELF".to_vec())),
+        ]
+    }
+
+    fn build(entries: &[(Entry, Option<Vec<u8>>)]) -> (Vec<u8>, LayerDigests) {
+        let mut w = LayerWriter::new(Vec::new());
+        for (entry, data) in entries {
+            match data {
+                Some(bytes) => w
+                    .append(entry, Some(&mut Cursor::new(bytes.as_slice())))
+                    .expect("append"),
+                None => w.append(entry, None).expect("append"),
+            }
+        }
+        w.finish().expect("finish")
+    }
+
+    fn pax_value(entry: &mut tar::Entry<'_, &[u8]>, key: &str) -> Option<String> {
+        let exts = entry.pax_extensions().expect("pax")?;
+        for ext in exts {
+            let ext = ext.expect("pax record");
+            if ext.key().ok() == Some(key) {
+                return Some(ext.value().expect("utf8").to_owned());
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn layer_round_trips_every_header_field() {
+        let entries = rich_layer();
+        let (blob, digests) = build(&entries);
+        let tar_bytes = gunzip(&blob);
+        assert_eq!(digests.diff_id, sha(&tar_bytes));
+        assert_eq!(digests.digest, sha(&blob));
+        assert_eq!(digests.size, blob.len() as u64);
+        assert_eq!(digests.uncompressed_size, tar_bytes.len() as u64);
+        assert_eq!(tar_bytes.len() % BLOCK, 0);
+        assert!(tar_bytes[tar_bytes.len() - 2 * BLOCK..]
+            .iter()
+            .all(|&b| b == 0));
+        assert_eq!(
+            digests.diff_id_string(),
+            format!("sha256:{}", hex::encode(digests.diff_id))
+        );
+
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let mut seen = 0;
+        for (got, (want, data)) in archive.entries().expect("entries").zip(&entries) {
+            let mut got = got.expect("entry");
+            seen += 1;
+            let is_dir = want.kind == EntryKind::Dir;
+            let mut name = want.path.as_bytes()[1..].to_vec();
+            if is_dir {
+                name.push(b'/');
+            }
+            assert_eq!(&*got.path_bytes(), &name[..], "{}", want.path);
+            let h = got.header().clone();
+            let ustar = h.as_ustar().expect("ustar header");
+            assert_eq!(&ustar.magic, b"ustar\0");
+            assert_eq!(&ustar.version, b"00");
+            assert!(ustar.prefix.iter().all(|&b| b == 0));
+            assert_eq!(h.username_bytes(), Some(&b""[..]));
+            assert_eq!(h.groupname_bytes(), Some(&b""[..]));
+            assert_eq!(h.device_major().expect("major"), Some(0));
+            assert_eq!(h.device_minor().expect("minor"), Some(0));
+            assert_eq!(h.uid().expect("uid"), u64::from(want.uid));
+            assert_eq!(h.gid().expect("gid"), u64::from(want.gid));
+            if want.mtime > MAX_OCTAL_12 {
+                assert_eq!(h.mtime().expect("mtime"), 0);
+                assert_eq!(pax_value(&mut got, "mtime"), Some(want.mtime.to_string()));
+            } else {
+                assert_eq!(h.mtime().expect("mtime"), want.mtime);
+            }
+            let expected_mode = match want.kind {
+                EntryKind::Symlink { .. } => 0o777,
+                _ => want.mode,
+            };
+            assert_eq!(h.mode().expect("mode"), expected_mode, "{}", want.path);
+            match &want.kind {
+                EntryKind::Dir => {
+                    assert_eq!(h.entry_type(), tar::EntryType::Directory);
+                    assert_eq!(h.size().expect("size"), 0);
+                }
+                EntryKind::File { size } => {
+                    assert_eq!(h.entry_type(), tar::EntryType::Regular);
+                    assert_eq!(got.size(), *size);
+                    let mut body = Vec::new();
+                    got.read_to_end(&mut body).expect("body");
+                    assert_eq!(Some(&body), data.as_ref(), "{}", want.path);
+                }
+                EntryKind::Symlink { target } => {
+                    assert_eq!(h.entry_type(), tar::EntryType::Symlink);
+                    assert_eq!(h.size().expect("size"), 0);
+                    assert_eq!(got.link_name_bytes().as_deref(), Some(target.as_bytes()));
+                }
+                EntryKind::Hardlink { target } => {
+                    assert_eq!(h.entry_type(), tar::EntryType::Link);
+                    assert_eq!(h.size().expect("size"), 0);
+                    assert_eq!(
+                        got.link_name_bytes().as_deref(),
+                        Some(&target.as_bytes()[1..])
+                    );
+                }
+            }
+        }
+        assert_eq!(seen, entries.len());
+    }
+
+    #[test]
+    fn pax_headers_only_when_needed() {
+        let raw_types = |entries: &[(Entry, Option<Vec<u8>>)]| {
+            let (blob, _) = build(entries);
+            let tar_bytes = gunzip(&blob);
+            let mut archive = tar::Archive::new(Cursor::new(tar_bytes));
+            archive
+                .entries()
+                .expect("entries")
+                .raw(true)
+                .map(|e| e.expect("entry").header().entry_type().as_byte())
+                .collect::<Vec<u8>>()
+        };
+        let ascii_100 = format!("/{}", "a".repeat(100));
+        assert_eq!(
+            raw_types(&[(file(&ascii_100, 0, 0o644), Some(Vec::new()))]),
+            vec![b'0']
+        );
+        let ascii_101 = format!("/{}", "a".repeat(101));
+        assert_eq!(
+            raw_types(&[(file(&ascii_101, 0, 0o644), Some(Vec::new()))]),
+            vec![b'x', b'0']
+        );
+        assert_eq!(
+            raw_types(&[(file("/é", 0, 0o644), Some(Vec::new()))]),
+            vec![b'x', b'0']
+        );
+        // 99 name bytes + trailing slash = 100: still plain ustar.
+        assert_eq!(
+            raw_types(&[(dir(&format!("/{}", "d".repeat(99)), 0o755), None)]),
+            vec![b'5']
+        );
+        assert_eq!(
+            raw_types(&[(dir(&format!("/{}", "d".repeat(100)), 0o755), None)]),
+            vec![b'x', b'5']
+        );
+    }
+
+    #[test]
+    fn pax_record_lengths() {
+        let mut out = Vec::new();
+        pax_record(&mut out, "path", b"a");
+        assert_eq!(out, b"9 path=a\n");
+        out.clear();
+        // 3 + 4 + 92 = 99 without the length digits; 2 digits would make
+        // 101, which needs 3 digits: 102.
+        pax_record(&mut out, "path", &[b'x'; 92]);
+        assert!(out.starts_with(b"102 path="));
+        assert_eq!(out.len(), 102);
+    }
+
+    #[test]
+    fn ustar_header_bytes() {
+        let block = ustar_block(&Ustar {
+            name: b"etc/",
+            mode: 0o4755,
+            uid: 1,
+            gid: 2,
+            size: 0,
+            mtime: 0o777,
+            typeflag: TYPE_DIR,
+            linkname: b"",
+        });
+        assert_eq!(&block[100..108], b"0004755\0");
+        assert_eq!(&block[108..116], b"0000001\0");
+        assert_eq!(&block[124..136], b"00000000000\0");
+        assert_eq!(&block[136..148], b"00000000777\0");
+        assert_eq!(&block[329..337], b"0000000\0");
+        assert_eq!(&block[337..345], b"0000000\0");
+        assert_eq!(block[155], b' ');
+        assert_eq!(block[154], 0);
+        let header = tar::Header::from_byte_slice(&block);
+        let mut check = block;
+        check[148..156].fill(b' ');
+        let sum: u32 = check.iter().map(|&b| u32::from(b)).sum();
+        assert_eq!(header.cksum().expect("cksum"), sum);
+    }
+
+    #[test]
+    fn layer_is_independent_of_threads() {
+        let entries = rich_layer();
+        let (expected, digests) = build(&entries);
+        for threads in [1, 2, 7] {
+            let (blob, d) = pool(threads).install(|| build(&entries));
+            assert_eq!(d, digests, "{threads} threads");
+            assert!(blob == expected, "{threads} threads");
+        }
+        // Data delivered in tiny reads gives the same bytes.
+        struct Dribble<'a>(&'a [u8]);
+        impl Read for Dribble<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = buf.len().min(self.0.len()).min(3);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut w = LayerWriter::new(Vec::new());
+        for (entry, data) in &entries {
+            match data {
+                Some(bytes) => w.append(entry, Some(&mut Dribble(bytes))).expect("append"),
+                None => w.append(entry, None).expect("append"),
+            }
+        }
+        let (blob, d) = w.finish().expect("finish");
+        assert_eq!(d, digests);
+        assert!(blob == expected);
+    }
+
+    #[test]
+    fn layers_built_concurrently_on_one_pool() {
+        // Several writers sharing a small pool (as when a build writes layers
+        // from inside rayon tasks) must neither deadlock nor change bytes.
+        let entries = rich_layer();
+        let (expected, digests) = build(&entries);
+        for threads in [1, 2, 3] {
+            let results: Vec<(Vec<u8>, LayerDigests)> =
+                pool(threads).install(|| (0..4).into_par_iter().map(|_| build(&entries)).collect());
+            for (blob, d) in results {
+                assert_eq!(d, digests, "{threads} threads");
+                assert!(blob == expected, "{threads} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn layer_golden() {
+        let entries = vec![
+            (dir("/etc", 0o755), None),
+            (file("/etc/hostname", 5, 0o644), Some(b"box\n\n".to_vec())),
+            (symlink("/etc/localtime", "/usr/share/zoneinfo/UTC"), None),
+            (dir("/usr", 0o755), None),
+            (dir("/usr/bin", 0o755), None),
+            (file("/usr/bin/su", 3, 0o4755), Some(b"su\n".to_vec())),
+            (hardlink("/usr/bin/su2", "/usr/bin/su"), None),
+        ];
+        let (blob, d) = build(&entries);
+        assert_eq!(hex::encode(sha(&blob)), hex::encode(d.digest));
+        assert_eq!(
+            d.diff_id_string(),
+            "sha256:ddd4a7e225c4e2c7f210c45ec7353a9f0a15dabbaceaf5d928e39b346908780d"
+        );
+        assert_eq!(
+            d.digest_string(),
+            "sha256:e823051b06cf7c721b0b52eed33f71d7e0932f5b8df82e4b74e115e0743e6b4b"
+        );
+        assert_eq!((d.size, d.uncompressed_size), (279, 5632));
+        assert_eq!(TAR_FORMAT_ID, "tar/ustar+pax/v1");
+        assert_eq!(LAYER_FORMAT_ID, format!("{TAR_FORMAT_ID} {COMPRESSOR_ID}"));
+    }
+
+    #[test]
+    fn layer_into_a_file() {
+        let entries = rich_layer();
+        let (expected, digests) = build(&entries);
+        let mut w = LayerWriter::new(tempfile::tempfile().expect("tempfile"));
+        for (entry, data) in &entries {
+            match data {
+                Some(bytes) => w
+                    .append(entry, Some(&mut Cursor::new(bytes.as_slice())))
+                    .expect("append"),
+                None => w.append(entry, None).expect("append"),
+            }
+        }
+        let (mut f, d) = w.finish().expect("finish");
+        assert_eq!(d, digests);
+        let mut back = Vec::new();
+        io::Seek::rewind(&mut f).expect("rewind");
+        f.read_to_end(&mut back).expect("read back");
+        assert!(back == expected);
+    }
+
+    #[test]
+    fn empty_layer() {
+        let (blob, d) = LayerWriter::new(Vec::new()).finish().expect("finish");
+        let tar_bytes = gunzip(&blob);
+        assert_eq!(tar_bytes, vec![0u8; 1024]);
+        assert_eq!(d.uncompressed_size, 1024);
+    }
+
+    fn append_err(w: &mut LayerWriter<Vec<u8>>, entry: &Entry, data: Option<&[u8]>) -> LayerError {
+        match data {
+            Some(bytes) => w.append(entry, Some(&mut Cursor::new(bytes))),
+            None => w.append(entry, None),
+        }
+        .expect_err("must be rejected")
+    }
+
+    #[test]
+    fn rejects_order_violations_and_bad_entries() {
+        let mut w = LayerWriter::new(Vec::new());
+        w.append(&dir("/a", 0o755), None).expect("a");
+        w.append(&dir("/a/c", 0o755), None).expect("a/c");
+
+        let e = append_err(&mut w, &dir("/a/b", 0o755), None);
+        assert!(matches!(e, LayerError::OutOfOrder { .. }));
+        assert_eq!(
+            e.to_string(),
+            "entry `/a/b` is out of order: it must come after `/a/c`"
+        );
+
+        let e = append_err(&mut w, &dir("/a/c", 0o755), None);
+        assert!(matches!(e, LayerError::Duplicate { .. }), "{e}");
+
+        let e = append_err(&mut w, &file("/a/d/x", 0, 0o644), Some(b""));
+        assert!(
+            matches!(e, LayerError::MissingParent { ref parent, .. } if parent == "/a/d"),
+            "{e}"
+        );
+
+        w.append(&file("/a/f", 0, 0o644), Some(&mut Cursor::new(&b""[..])))
+            .expect("a/f");
+        let e = append_err(&mut w, &file("/a/f/x", 0, 0o644), Some(b""));
+        assert!(matches!(e, LayerError::ParentNotDir { .. }), "{e}");
+
+        for bad in ["a/g", "/", "/a/g/", "/a//g", "/a/./g", "/a/../g", "/a/g\0"] {
+            let e = append_err(&mut w, &dir(bad, 0o755), None);
+            assert!(matches!(e, LayerError::InvalidPath { .. }), "{bad:?}: {e}");
+        }
+
+        let e = append_err(&mut w, &file("/a/g", 0, 0o100644), Some(b""));
+        assert!(matches!(e, LayerError::InvalidMode { .. }), "{e}");
+
+        let e = append_err(&mut w, &file("/a/g", 0, 0o644), None);
+        assert!(matches!(e, LayerError::DataMismatch { .. }), "{e}");
+        let e = append_err(&mut w, &dir("/a/g", 0o755), Some(b""));
+        assert!(matches!(e, LayerError::DataMismatch { .. }), "{e}");
+
+        let e = append_err(&mut w, &hardlink("/a/h", "/a/nope"), None);
+        assert!(matches!(e, LayerError::InvalidLinkTarget { .. }), "{e}");
+        let e = append_err(&mut w, &hardlink("/a/h", "/a/c"), None);
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        let e = append_err(&mut w, &hardlink("/a/h", "a/f"), None);
+        assert!(matches!(e, LayerError::InvalidLinkTarget { .. }), "{e}");
+        let e = append_err(&mut w, &symlink("/a/s", ""), None);
+        assert!(matches!(e, LayerError::InvalidLinkTarget { .. }), "{e}");
+
+        // Validation errors leave the writer usable and the output intact.
+        w.append(&hardlink("/a/h", "/a/f"), None).expect("hardlink");
+        let (blob, _) = w.finish().expect("finish");
+        let tar_bytes = gunzip(&blob);
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let names: Vec<String> = archive
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(names, ["a/", "a/c/", "a/f", "a/h"]);
+    }
+
+    #[test]
+    fn rejects_wrong_data_length_and_poisons() {
+        let mut w = LayerWriter::new(Vec::new());
+        let e = append_err(&mut w, &file("/short", 10, 0o644), Some(b"12345"));
+        assert!(
+            matches!(
+                e,
+                LayerError::DataLength {
+                    expected: 10,
+                    actual: Some(5),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "file `/short`: declared 10 bytes but its data ended after 5"
+        );
+        assert!(matches!(
+            append_err(&mut w, &dir("/z", 0o755), None),
+            LayerError::Poisoned
+        ));
+        assert!(matches!(w.finish(), Err(LayerError::Poisoned)));
+
+        let mut w = LayerWriter::new(Vec::new());
+        let e = append_err(&mut w, &file("/long", 3, 0o644), Some(b"12345"));
+        assert!(
+            matches!(
+                e,
+                LayerError::DataLength {
+                    expected: 3,
+                    actual: None,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "file `/long`: declared 3 bytes but its data is longer"
+        );
+        assert!(matches!(w.finish(), Err(LayerError::Poisoned)));
+
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("EIO"))
+            }
+        }
+        let mut w = LayerWriter::new(Vec::new());
+        let e = w
+            .append(&file("/f", 3, 0o644), Some(&mut Broken))
+            .expect_err("read error");
+        assert!(matches!(e, LayerError::Read { .. }));
+        assert!(e.to_string().contains("EIO"), "{e}");
+    }
+
+    #[test]
+    fn write_errors_have_context() {
+        let mut w = LayerWriter::new(FailingSink { budget: 0 });
+        let data = sample(3 * CHUNK_SIZE, 1);
+        let result = w
+            .append(
+                &file("/big", data.len() as u64, 0o644),
+                Some(&mut Cursor::new(&data[..])),
+            )
+            .and_then(|()| w.finish().map(|_| ()));
+        let e = result.expect_err("sink fails");
+        assert!(e.to_string().contains("disk full"), "{e}");
+    }
+}
