@@ -3,8 +3,9 @@
 //! Owns the exact bytes of image configs, manifests and indexes (written from our own structs in
 //! canonical JSON: keys sorted, no insignificant whitespace; `oci-spec`'s types use HashMaps and
 //! are for reading only), and writing finished images out of the store: an OCI image layout
-//! directory, an `oci-archive` tar, or a `docker-archive` tar (an OCI layout plus `manifest.json`,
-//! as `docker save` writes since Docker 25, loadable by `docker load` and `podman load`).
+//! directory, an `oci-archive` tar (its `index.json` names the image `name:tag`), or a
+//! `docker-archive` tar (`manifest.json` with `RepoTags` and the blobs under `blobs/sha256/`, the
+//! paths `docker save` uses since Docker 25; loadable by `docker load` and `podman load`).
 //!
 //! Outputs are replaced atomically: written under a temporary name in the same directory, then
 //! renamed into place. Blobs are hard-linked from the store when it shares a filesystem with the
@@ -295,9 +296,13 @@ fn set_mode(p: &Path, mode: u32) -> Result<(), ImageError> {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).map_err(io_err("set permissions of", p))
 }
 
-fn layout_index(img: &Finished) -> Vec<u8> {
+/// The layout's `index.json`. A layout directory names the image by its tag (the contract); an
+/// archive by `name:tag`, so that `podman load` of it gives `localhost/name:tag` rather than
+/// `localhost/tag:latest`.
+fn layout_index(img: &Finished, full_name: bool) -> Vec<u8> {
     let mut root = img.root.clone();
-    root.annotations.insert(REF_NAME.into(), img.tag.clone());
+    let reference = if full_name { format!("{}:{}", img.name, img.tag) } else { img.tag.clone() };
+    root.annotations.insert(REF_NAME.into(), reference);
     index_json(&[root])
 }
 
@@ -335,7 +340,7 @@ fn write_layout(store: &Store, img: &Finished, dir: &Path) -> Result<(), ImageEr
         set_mode(&p, 0o644)
     };
     write("oci-layout", OCI_LAYOUT)?;
-    write("index.json", &layout_index(img))?;
+    write("index.json", &layout_index(img, false))?;
     Ok(())
 }
 
@@ -383,11 +388,13 @@ fn write_archive<W: Write>(store: &Store, img: &Finished, sink: W, docker: bool)
         let mut h = header(*size, 0o644, tar::EntryType::Regular);
         t.append_data(&mut h, format!("blobs/sha256/{}", d.hex()), f)?;
     }
-    let index = layout_index(img);
-    let mut files: Vec<(&str, Vec<u8>)> = vec![("index.json", index), ("oci-layout", OCI_LAYOUT.to_vec())];
-    if docker {
-        files.push(("manifest.json", docker_manifest(img)));
-    }
+    // A docker-archive is `manifest.json` and the blobs only: with an `index.json` beside it,
+    // podman would read it as an OCI archive and ignore `RepoTags`.
+    let mut files: Vec<(&str, Vec<u8>)> = if docker {
+        vec![("manifest.json", docker_manifest(img))]
+    } else {
+        vec![("index.json", layout_index(img, true)), ("oci-layout", OCI_LAYOUT.to_vec())]
+    };
     files.sort_by(|a, b| a.0.cmp(b.0));
     for (name, bytes) in files {
         let mut h = header(bytes.len() as u64, 0o644, tar::EntryType::Regular);

@@ -31,7 +31,7 @@ const STAT_CACHE_VERSION: u32 = 1;
 pub enum SourceError {
     #[error("`{path}` does not exist")]
     Missing { path: PathBuf },
-    #[error("`{path}` resolves to `{resolved}`, outside the spec directory `{dir}`; symlinks out of the spec directory are not followed")]
+    #[error("`{path}` resolves to `{resolved}`, outside the spec directory; symlinks out of the spec directory are not followed")]
     Escapes { path: PathBuf, resolved: PathBuf, dir: PathBuf },
     #[error("`{path}` is a {kind}; only regular files, directories and symlinks can be copied")]
     Unsupported { path: PathBuf, kind: &'static str },
@@ -46,6 +46,24 @@ pub enum SourceError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl SourceError {
+    /// The same error with paths inside `dir` shown relative to it (as the user wrote them).
+    fn relative_to(self, dir: &Path) -> SourceError {
+        let rel = |p: PathBuf| match p.strip_prefix(dir) {
+            Ok(r) if !r.as_os_str().is_empty() => r.to_path_buf(),
+            _ => p,
+        };
+        match self {
+            SourceError::Missing { path } => SourceError::Missing { path: rel(path) },
+            SourceError::Escapes { path, resolved, dir } => SourceError::Escapes { path: rel(path), resolved, dir },
+            SourceError::Unsupported { path, kind } => SourceError::Unsupported { path: rel(path), kind },
+            SourceError::NonUtf8 { path } => SourceError::NonUtf8 { path: rel(path) },
+            SourceError::Io { action, path, source } => SourceError::Io { action, path: rel(path), source },
+            other => other,
+        }
+    }
 }
 
 fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> SourceError + 'p {
@@ -162,6 +180,11 @@ impl Scanner {
 
     /// Scan one copy source (a file or a directory tree).
     pub fn scan(&mut self, src: &str) -> Result<Scanned, SourceError> {
+        let dir = self.dir.clone();
+        self.scan_inner(src).map_err(|e| e.relative_to(&dir))
+    }
+
+    fn scan_inner(&mut self, src: &str) -> Result<Scanned, SourceError> {
         let root = self.resolve(src)?;
         let meta = fs::metadata(&root).map_err(io_err("read", &root))?;
         let mut pending: Vec<Pending> = Vec::new();

@@ -162,6 +162,9 @@ image "bbx" {
     let d2 = ctx.build(&["spec.kdl", "--format", "oci-archive"]);
     assert_eq!(digest, d2);
     let load = run(podman.cmd().arg("load").arg("-i").arg(&archive));
-    assert!(load.status.success());
-    tool_ok(Command::new("skopeo").arg("inspect").arg(format!("oci-archive:{}:t1", archive.display())));
+    let load = String::from_utf8_lossy(&load.stdout).into_owned();
+    assert!(load.contains("localhost/bbx:t1"), "{load}");
+    let inspect = tool_ok(Command::new("skopeo").arg("inspect").arg(format!("oci-archive:{}:bbx:t1", archive.display())));
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v["Digest"], digest.as_str());
 }

@@ -190,4 +190,4 @@ image "golden" {
     assert_ne!(last_line(&out), GOLDEN);
 }
 
-const GOLDEN: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+const GOLDEN: &str = "sha256:0d75dda1ce67bbd04574825b4acdcd069ac6639fffb979f16240091708233b8d";
