@@ -95,7 +95,7 @@ pub struct IndexDrv {
 #[derive(Debug, Clone)]
 pub enum DrvKind {
     Layer(LayerDrv),
-    Image(ImageDrv),
+    Image(Box<ImageDrv>),
     Index(IndexDrv),
 }
 
@@ -211,7 +211,7 @@ impl Builder<'_> {
             } else {
                 format!("{}: image", image.name)
             };
-            images.push(self.add(Derivation { hash, name, kind: DrvKind::Image(drv) }, &layers));
+            images.push(self.add(Derivation { hash, name, kind: DrvKind::Image(Box::new(drv)) }, &layers));
         }
         let root = if images.len() == 1 {
             images[0]

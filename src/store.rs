@@ -316,7 +316,8 @@ impl Store {
     /// name missing or damaged blobs are removed (they will be rebuilt).
     pub fn verify(&self, repair: bool) -> Result<VerifyReport, StoreError> {
         let blobs = self.list_blobs()?;
-        let results: Vec<(Sha256, PathBuf, Result<(Sha256, u64), io::Error>)> = blobs
+        type Checked = (Sha256, PathBuf, Result<(Sha256, u64), io::Error>);
+        let results: Vec<Checked> = blobs
             .into_par_iter()
             .map(|(d, p)| {
                 let r = File::open(&p).and_then(Sha256::of_reader);
@@ -526,20 +527,44 @@ mod tests {
         assert!(!p.exists());
     }
 
+    fn age(p: &Path, days: u64) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(p).unwrap().permissions().mode();
+        fs::set_permissions(p, fs::Permissions::from_mode(0o644)).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(86_400 * days);
+        File::options().write(true).open(p).unwrap().set_modified(old).unwrap();
+        fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
     #[test]
-    fn gc_keeps_recent_and_removes_unreferenced_old_blobs() {
+    fn gc_keeps_what_recent_records_name_and_removes_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let d = store.put_bytes(b"orphan").unwrap();
-        let p = store.blob_path(&d);
-        let old = SystemTime::now() - Duration::from_secs(3600 * 24 * 30);
-        File::options().write(true).open(&p).map(|f| f.set_modified(old)).ok();
-        // 0444 file: open for write as root works; otherwise skip the age change.
-        let report = store.gc(Duration::from_secs(3600 * 24 * 7)).unwrap();
-        if fs::metadata(&p).is_ok() {
-            assert_eq!(report.blobs_removed, 0);
-        } else {
-            assert_eq!(report.blobs_removed, 1);
+        let orphan = store.put_bytes(b"orphan").unwrap();
+        let fresh_orphan = store.put_bytes(b"fresh orphan").unwrap();
+        let kept = store.put_bytes(b"kept").unwrap();
+        let stale = store.put_bytes(b"stale").unwrap();
+        let record = |drv: DrvHash, d: Sha256, n: u64| {
+            let mut outputs = BTreeMap::new();
+            outputs.insert("o".to_string(), Output { digest: d, size: n, media_type: "x".into(), diff_id: None });
+            Record { version: RECORD_VERSION, drv, kind: "t".into(), outputs, inputs: vec![] }
+        };
+        store.put_record(&record(DrvHash([1; 32]), kept, 4)).unwrap();
+        store.put_record(&record(DrvHash([2; 32]), stale, 5)).unwrap();
+        for d in [orphan, kept, stale] {
+            age(&store.blob_path(&d), 30);
         }
+        age(&store.record_path(&DrvHash([2; 32])), 30);
+        store.temp_file().unwrap().keep().unwrap();
+        let r = store.gc(Duration::from_secs(86_400 * 7)).unwrap();
+        assert_eq!((r.records_removed, r.records_kept), (1, 1));
+        assert_eq!((r.blobs_removed, r.blobs_kept), (2, 2), "{r:?}");
+        assert_eq!(r.temp_removed, 1);
+        assert!(store.has_blob(&kept) && store.has_blob(&fresh_orphan));
+        assert!(!store.has_blob(&orphan) && !store.has_blob(&stale));
+        assert!(store.lookup(&DrvHash([1; 32])).unwrap().is_some());
+        assert!(store.lookup(&DrvHash([2; 32])).unwrap().is_none());
+        // The store is still usable (shared lock back) after gc.
+        store.put_bytes(b"after").unwrap();
     }
 }

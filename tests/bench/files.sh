@@ -6,12 +6,14 @@
 # Prints every figure as a ratio to a baseline measured in this run (hyperfine, several runs):
 #   cold build / (tar -c | gzip -6)      goal <= 0.6 on 2 cores
 #   no-op rebuild wall time              goal < 50 ms
-#   one-file-change rebuild / cold       goal < 5% (tree split over 8 `layer` blocks)
+#   one-file-change rebuild / cold       goal < 5% (tree split over $PARTS `layer` blocks, default
+#                                        25: a rebuild redoes one layer, so it costs ~1/PARTS of cold)
 #   peak RSS of a cold build             goal < 200 MiB
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 work=${1:-$(mktemp -d /tmp/compose-bench.XXXXXX)}
 runs=${RUNS:-3}
+parts=${PARTS:-25}
 command -v hyperfine >/dev/null || { echo "needs hyperfine (apt-get install hyperfine)" >&2; exit 1; }
 
 cargo build --release --locked --manifest-path "$here/Cargo.toml" >&2
@@ -19,18 +21,23 @@ compose="$here/target/release/compose"
 mkdir -p "$work"
 cd "$work"
 
-if [ ! -f tree.done ]; then
+if [ "$(cat tree.done 2>/dev/null)" != "$parts" ]; then
+    rm -rf tree cache out
     echo "generating the tree in $work/tree ..." >&2
-    python3 - <<'PY'
-import os, random
+    python3 - "$parts" <<'PY'
+import os, random, sys
+parts = int(sys.argv[1])
+per_part = 5000 // parts
 random.seed(7)
 words = [("w%04d" % i).encode() for i in range(3000)]
 total = 0
-for part in range(8):
-    for d in range(25):
+n = 0
+for part in range(parts):
+    for i in range(per_part):
+        d, f = divmod(i, 25)
         base = f"tree/part-{part}/dir-{d:02}"
         os.makedirs(base, exist_ok=True)
-        for f in range(25):
+        if True:
             size = random.choice([2_000, 8_000, 30_000, 60_000, 90_000])
             if f % 3 == 0:
                 data = os.urandom(size)                  # incompressible (media, archives)
@@ -42,19 +49,20 @@ for part in range(8):
             with open(f"{base}/file-{f:02}.dat", "wb") as fh:
                 fh.write(data)
             total += size
-print(f"{8*25*25} files, {total/2**20:.0f} MiB")
+            n += 1
+print(f"{n} files, {total/2**20:.0f} MiB")
 PY
     {
         echo 'image "bench" {'
-        for p in 0 1 2 3 4 5 6 7; do echo "    layer \"part-$p\" { copy \"tree/part-$p/\" to=\"/data/part-$p\" }"; done
+        for p in $(seq 0 $((parts - 1))); do echo "    layer \"part-$p\" { copy \"tree/part-$p/\" to=\"/data/part-$p\" }"; done
         echo '}'
     } > spec.kdl
-    touch -d '2 minutes ago' $(find tree -type f) 2>/dev/null || find tree -type f -exec touch -d '2 minutes ago' {} +
-    touch tree.done
+    find tree -type f -exec touch -d '2 minutes ago' {} +
+    echo "$parts" > tree.done
 fi
 files=$(find tree -type f | wc -l)
 mib=$(du -sm tree | cut -f1)
-echo "tree: $files files, $mib MiB; $(nproc) cores" >&2
+echo "tree: $files files, $mib MiB in $parts layers; $(nproc) cores" >&2
 
 hyperfine --style basic --runs "$runs" --export-json baseline.json \
     'tar -C tree -c . | gzip -6 > /dev/null' >&2
@@ -66,7 +74,7 @@ hyperfine --style basic --warmup 2 --runs 20 --export-json noop.json \
     "$compose build spec.kdl --cache-dir cache" >&2
 # One changed file: alternate its content so every run changes it.
 hyperfine --style basic --runs 10 --export-json change.json \
-    --prepare 'head -c 1000 /dev/urandom > tree/part-3/dir-07/file-05.dat' \
+    --prepare 'head -c 1000 /dev/urandom > tree/part-3/dir-01/file-05.dat' \
     "$compose build spec.kdl --cache-dir cache" >&2
 
 # Peak RSS of a cold build.

@@ -55,7 +55,7 @@ fn fixture(root: &Path, reverse: bool, umask: u32, mtime: i64) {
             x ^= x >> 7;
             x ^= x << 17;
             // Half-compressible: repeat some bytes.
-            let v = if x % 3 == 0 { 0x4141414141414141 } else { x };
+            let v = if x.is_multiple_of(3) { 0x4141414141414141 } else { x };
             data.extend_from_slice(&v.to_le_bytes());
         }
         files.push((format!("big/part-{i}.bin"), data));
