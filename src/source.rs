@@ -18,14 +18,14 @@ use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::hash::ContentHash;
 use crate::store::{read_optional, Store, StoreError};
 
 /// Files modified this close (in ns) to the cache save time are not cached.
 pub const RACY_WINDOW_NS: i128 = 2_000_000_000;
-const STAT_CACHE_VERSION: u32 = 1;
+/// Magic and version of the binary stat-cache format.
+const STAT_CACHE_MAGIC: &[u8; 8] = b"CSTAT\x00\x00\x02";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -100,7 +100,7 @@ impl Scanned {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Fingerprint {
     size: u64,
     mtime_ns: i128,
@@ -110,10 +110,55 @@ struct Fingerprint {
     hash: ContentHash,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StatCacheFile {
-    version: u32,
-    entries: Vec<(String, Fingerprint)>,
+/// Size of one encoded entry after its path: size, mtime, ctime, ino, dev, hash.
+const ENTRY_FIXED: usize = 8 + 16 + 16 + 8 + 8 + 32;
+
+/// The stat cache's binary encoding (a no-op build reads it whole, so it is kept compact and
+/// cheap to decode): magic, then per entry a u32 path length, the path, and the fixed fields,
+/// all little-endian.
+fn encode_stat_cache(entries: &[(String, Fingerprint)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + entries.len() * (ENTRY_FIXED + 64));
+    out.extend_from_slice(STAT_CACHE_MAGIC);
+    for (path, fp) in entries {
+        out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+        out.extend_from_slice(path.as_bytes());
+        out.extend_from_slice(&fp.size.to_le_bytes());
+        out.extend_from_slice(&fp.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&fp.ctime_ns.to_le_bytes());
+        out.extend_from_slice(&fp.ino.to_le_bytes());
+        out.extend_from_slice(&fp.dev.to_le_bytes());
+        out.extend_from_slice(&fp.hash.0);
+    }
+    out
+}
+
+/// Decode a stat cache; `None` for anything unexpected (the cache is then simply rebuilt).
+fn decode_stat_cache(bytes: &[u8]) -> Option<HashMap<String, Fingerprint>> {
+    let mut rest = bytes.strip_prefix(STAT_CACHE_MAGIC.as_slice())?;
+    let mut map = HashMap::new();
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if rest.len() < n {
+            return None;
+        }
+        let (a, b) = rest.split_at(n);
+        *rest = b;
+        Some(a)
+    }
+    while !rest.is_empty() {
+        let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().ok()?) as usize;
+        let path = std::str::from_utf8(take(&mut rest, len)?).ok()?.to_string();
+        let f = take(&mut rest, ENTRY_FIXED)?;
+        let fp = Fingerprint {
+            size: u64::from_le_bytes(f[0..8].try_into().ok()?),
+            mtime_ns: i128::from_le_bytes(f[8..24].try_into().ok()?),
+            ctime_ns: i128::from_le_bytes(f[24..40].try_into().ok()?),
+            ino: u64::from_le_bytes(f[40..48].try_into().ok()?),
+            dev: u64::from_le_bytes(f[48..56].try_into().ok()?),
+            hash: ContentHash(f[56..88].try_into().ok()?),
+        };
+        map.insert(path, fp);
+    }
+    Some(map)
 }
 
 /// Walks copy sources below one spec directory, with the store's stat cache.
@@ -141,9 +186,7 @@ impl Scanner {
         let key = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex()[..32].to_string();
         let cache_path = Store::stat_cache_path_in(store_root, &key);
         let old = read_optional(&cache_path)?
-            .and_then(|b| serde_json::from_slice::<StatCacheFile>(&b).ok())
-            .filter(|f| f.version == STAT_CACHE_VERSION)
-            .map(|f| f.entries.into_iter().collect())
+            .and_then(|b| decode_stat_cache(&b))
             .unwrap_or_default();
         Ok(Scanner { dir, cache_path, old, seen: Vec::new(), hashed_files: 0, hashed_bytes: 0 })
     }
@@ -188,6 +231,7 @@ impl Scanner {
         let root = self.resolve(src)?;
         let meta = fs::metadata(&root).map_err(io_err("read", &root))?;
         let mut pending: Vec<Pending> = Vec::new();
+        let mut files: Vec<(String, PathBuf)> = Vec::new();
         let mut entries: Vec<SourceEntry> = Vec::new();
         if meta.is_dir() {
             entries.push(SourceEntry { rel: String::new(), kind: SourceKind::Dir, abs: root.clone() });
@@ -215,15 +259,21 @@ impl Scanner {
                         .to_string();
                     entries.push(SourceEntry { rel, kind: SourceKind::Symlink { target }, abs: path.to_path_buf() });
                 } else if ft.is_file() {
-                    let meta = item.metadata().map_err(|e| SourceError::Io {
-                        action: "stat",
-                        path: path.to_path_buf(),
-                        source: e.into_io_error().unwrap_or_else(|| io::Error::other("stat failed")),
-                    })?;
-                    pending.push(Pending { rel, abs: path.to_path_buf(), meta });
+                    // Stat'ed below, in parallel: on a no-op build these stats are most of the work.
+                    files.push((rel, path.to_path_buf()));
                 } else {
                     return Err(SourceError::Unsupported { path: path.to_path_buf(), kind: kind_name(&ft) });
                 }
+            }
+            let stated: Vec<Result<Pending, SourceError>> = files
+                .into_par_iter()
+                .map(|(rel, abs)| match fs::symlink_metadata(&abs) {
+                    Ok(meta) => Ok(Pending { rel, abs, meta }),
+                    Err(e) => Err(SourceError::Io { action: "stat", path: abs, source: e }),
+                })
+                .collect();
+            for p in stated {
+                pending.push(p?);
             }
         } else if meta.is_file() {
             pending.push(Pending { rel: String::new(), abs: root.clone(), meta });
@@ -290,12 +340,7 @@ impl Scanner {
         if unchanged {
             return Ok(());
         }
-        let file = StatCacheFile { version: STAT_CACHE_VERSION, entries: self.seen };
-        let bytes = serde_json::to_vec(&file).map_err(|e| SourceError::Io {
-            action: "encode",
-            path: self.cache_path.clone(),
-            source: io::Error::other(e),
-        })?;
+        let bytes = encode_stat_cache(&self.seen);
         store.write_atomic(&self.cache_path, &bytes)?;
         Ok(())
     }
@@ -342,5 +387,23 @@ fn kind_name(ft: &fs::FileType) -> &'static str {
         "character device"
     } else {
         "special file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_cache_round_trips_and_rejects_garbage() {
+        let fp = Fingerprint { size: 5, mtime_ns: -3, ctime_ns: 1 << 70, ino: 9, dev: 2, hash: ContentHash([7; 32]) };
+        let entries = vec![("/a/b".to_string(), fp), ("/caf\u{e9}".to_string(), Fingerprint { size: 0, ..fp })];
+        let bytes = encode_stat_cache(&entries);
+        let map = decode_stat_cache(&bytes).unwrap();
+        assert_eq!(map.len(), 2);
+        assert_eq!(map["/a/b"], fp);
+        assert!(decode_stat_cache(&bytes[..bytes.len() - 1]).is_none());
+        assert!(decode_stat_cache(b"not a cache").is_none());
+        assert_eq!(decode_stat_cache(STAT_CACHE_MAGIC).unwrap().len(), 0);
     }
 }

@@ -9,7 +9,7 @@
 //!     ├── lock                       shared-locked by every build, exclusively by `gc`
 //!     ├── blobs/sha256/<hex>         content-addressed blobs (layers, configs, manifests), mode 0444
 //!     ├── records/<xx>/<drv-hex>.json  derivation → outputs records; mtime = last use (for gc)
-//!     ├── stat/<key>.json            stat caches of local source trees (size, mtime, inode → blake3)
+//!     ├── stat/<key>.bin             stat caches of local source trees (size, mtime, inode → blake3)
 //!     ├── locks/<drv-hex>            per-derivation build locks (two processes never build one twice)
 //!     └── tmp/                       temporary files, renamed into place when complete
 //! ```
@@ -151,7 +151,7 @@ impl Store {
 
     /// Where the stat cache `key` of the store at `root` lives (the store need not exist yet).
     pub fn stat_cache_path_in(root: &Path, key: &str) -> PathBuf {
-        root.join(format!("v{STORE_VERSION}")).join("stat").join(format!("{key}.json"))
+        root.join(format!("v{STORE_VERSION}")).join("stat").join(format!("{key}.bin"))
     }
 
     pub fn has_blob(&self, d: &Sha256) -> bool {
