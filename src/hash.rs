@@ -102,21 +102,27 @@ impl Sha256 {
     }
 
     /// Hash a reader to its end, streaming.
-    pub fn of_reader(mut r: impl Read) -> io::Result<(Sha256, u64)> {
+    pub fn of_reader(r: impl Read) -> io::Result<(Sha256, u64)> {
         let mut h = sha2::Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut n = 0u64;
-        loop {
-            let k = match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(k) => k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            h.update(&buf[..k]);
-            n += k as u64;
-        }
+        let n = for_each_chunk(r, |c| h.update(c))?;
         Ok((Sha256(h.finalize().into()), n))
+    }
+}
+
+/// Feed everything `r` yields to `f`, in chunks; returns the byte count.
+fn for_each_chunk(mut r: impl Read, mut f: impl FnMut(&[u8])) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Ok(n),
+            Ok(k) => {
+                f(&buf[..k]);
+                n += k as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -126,20 +132,11 @@ impl ContentHash {
     }
 
     /// Hash a reader to its end, streaming; returns the hash and the byte count.
-    pub fn of_reader(mut r: impl Read) -> io::Result<(ContentHash, u64)> {
+    pub fn of_reader(r: impl Read) -> io::Result<(ContentHash, u64)> {
         let mut h = blake3::Hasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut n = 0u64;
-        loop {
-            let k = match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(k) => k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            h.update(&buf[..k]);
-            n += k as u64;
-        }
+        let n = for_each_chunk(r, |c| {
+            h.update(c);
+        })?;
         Ok((ContentHash(*h.finalize().as_bytes()), n))
     }
 }
