@@ -2271,6 +2271,30 @@ impl Decoder {
         out
     }
 
+
+    /// Records an account's name and id, reporting a name or id defined before. True when both
+    /// are new.
+    fn unique_account(
+        &mut self,
+        kind: &str,
+        (name, name_at): (&String, SourceSpan),
+        (id, id_at): (u32, SourceSpan),
+        names: &mut Seen<String>,
+        ids: &mut Seen<u32>,
+    ) -> bool {
+        let mut ok = true;
+        if let Some(first) = names.first(name.clone(), name_at) {
+            ok = false;
+            let msg = format!("{kind} `{name}` is defined more than once");
+            self.duplicate("compose::spec::duplicate_account", msg, name_at, first, "defined");
+        }
+        if let Some(first) = ids.first(id, id_at) {
+            ok = false;
+            let msg = format!("{kind} id {id} is used by more than one {kind}");
+            self.duplicate("compose::spec::duplicate_account", msg, id_at, first, "used");
+        }
+        ok
+    }
     fn accounts(&mut self, kdl: &KdlNode) -> Accounts {
         let node = self.open(kdl, USAGE_ACCOUNTS);
         self.props(&node, &[]);
@@ -2291,28 +2315,8 @@ impl Decoder {
                     let Some((g, name_at, id_at)) = self.group(c) else {
                         continue;
                     };
-                    let mut ok = true;
-                    if let Some(first) = group_names.first(g.name.clone(), name_at) {
-                        ok = false;
-                        self.duplicate(
-                            "compose::spec::duplicate_account",
-                            format!("group `{}` is defined more than once", g.name),
-                            name_at,
-                            first,
-                            "defined",
-                        );
-                    }
-                    if let Some(first) = gids.first(g.gid, id_at) {
-                        ok = false;
-                        self.duplicate(
-                            "compose::spec::duplicate_account",
-                            format!("group id {} is used by more than one group", g.gid),
-                            id_at,
-                            first,
-                            "used",
-                        );
-                    }
-                    if ok {
+                    let ids = (g.gid, id_at);
+                    if self.unique_account("group", (&g.name, name_at), ids, &mut group_names, &mut gids) {
                         acc.groups.push(g);
                     }
                 }
@@ -2320,28 +2324,8 @@ impl Decoder {
                     let Some((u, name_at, id_at)) = self.user(c) else {
                         continue;
                     };
-                    let mut ok = true;
-                    if let Some(first) = user_names.first(u.name.clone(), name_at) {
-                        ok = false;
-                        self.duplicate(
-                            "compose::spec::duplicate_account",
-                            format!("user `{}` is defined more than once", u.name),
-                            name_at,
-                            first,
-                            "defined",
-                        );
-                    }
-                    if let Some(first) = uids.first(u.uid, id_at) {
-                        ok = false;
-                        self.duplicate(
-                            "compose::spec::duplicate_account",
-                            format!("user id {} is used by more than one user", u.uid),
-                            id_at,
-                            first,
-                            "used",
-                        );
-                    }
-                    if ok {
+                    let ids = (u.uid, id_at);
+                    if self.unique_account("user", (&u.name, name_at), ids, &mut user_names, &mut uids) {
                         acc.users.push(u);
                     }
                 }
