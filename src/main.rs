@@ -132,8 +132,8 @@ impl Progress {
 
     fn line(&self, s: String) {
         match &self.bar {
-            Some(b) => b.println(s),
-            None => {
+            Some(b) if !b.is_finished() => b.println(s),
+            _ => {
                 let _g = self.lines.lock();
                 let _ = writeln!(std::io::stderr(), "{s}");
             }
