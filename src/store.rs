@@ -196,11 +196,6 @@ impl Store {
         Ok(digest)
     }
 
-    pub fn read_blob(&self, d: &Sha256) -> Result<Vec<u8>, StoreError> {
-        let p = self.blob_path(d);
-        fs::read(&p).map_err(io_err("read blob", &p))
-    }
-
     /// The record of `drv`, if present and all its output blobs exist. Marks it used (for gc).
     pub fn lookup(&self, drv: &DrvHash) -> Result<Option<Record>, StoreError> {
         let p = self.record_path(drv);
@@ -447,37 +442,6 @@ pub fn read_optional(p: &Path) -> Result<Option<Vec<u8>>, StoreError> {
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StoreError::Io { action: "read", path: p.to_path_buf(), source: e }),
-    }
-}
-
-/// A writer to a store temporary file that hashes what it writes.
-pub struct HashingWriter<W: Write> {
-    inner: W,
-    hasher: sha2::Sha256,
-    written: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
-        use sha2::Digest;
-        HashingWriter { inner, hasher: sha2::Sha256::new(), written: 0 }
-    }
-    pub fn finish(self) -> (W, Sha256, u64) {
-        use sha2::Digest;
-        (self.inner, Sha256(self.hasher.finalize().into()), self.written)
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        use sha2::Digest;
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 
