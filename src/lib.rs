@@ -5,12 +5,17 @@
 //! parallel, writing [`layer`]s into the [`store`]) → [`image`] (config, manifest, index; exports).
 //! [`ops`] strings them together for each command; `main.rs` is the only place that prints.
 
+pub mod apt;
 pub mod build;
 pub mod hash;
+pub mod http;
 pub mod image;
 pub mod layer;
+pub mod lock;
 pub mod ops;
 pub mod plan;
+pub mod resolution;
+pub mod sbom;
 pub mod source;
 pub mod spec;
 pub mod store;

@@ -34,6 +34,23 @@ struct SpecArgs {
     /// Worker threads (default: one per core).
     #[arg(long, short = 'j')]
     jobs: Option<usize>,
+    /// Where to download a repository's packages from: NAME=URL (repeatable). Before
+    /// COMPOSE_MIRROR_<NAME> and the host's apt sources.
+    #[arg(long = "mirror", value_name = "NAME=URL", value_parser = parse_mirror)]
+    mirrors: Vec<(String, String)>,
+    /// Fail rather than change the lockfile.
+    #[arg(long)]
+    locked: bool,
+    /// Use no network: everything must be locked and in the store.
+    #[arg(long)]
+    offline: bool,
+    /// Most layers an image may have (packages are merged past it).
+    #[arg(long, default_value_t = compose::plan::DEFAULT_MAX_LAYERS as u64, value_parser = clap::value_parser!(u64).range(2..=127))]
+    max_layers: u64,
+}
+
+fn parse_mirror(s: &str) -> Result<(String, String), String> {
+    compose::apt::sources::parse_mirror_flag(s).map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -54,15 +71,17 @@ enum Command {
         out: PathBuf,
         #[arg(long, value_enum, default_value = "oci")]
         format: FormatArg,
-        /// Fail rather than change the lockfile.
-        #[arg(long)]
-        locked: bool,
-        /// Use no network.
-        #[arg(long)]
-        offline: bool,
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
+    },
+    /// Resolve the spec's packages and write its lockfile (`SPEC.lock`).
+    Lock {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Re-resolve to the newest versions: every image, or those holding these packages.
+        #[arg(long, num_args = 0.., value_name = "PKG")]
+        update: Option<Vec<String>>,
     },
     /// Show the derivation DAG and what is cached.
     Plan {
@@ -200,6 +219,9 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    // On a terminal, reports wrap to its width; in logs and pipes, lines stay whole (greppable).
+    let wrap = std::io::stderr().is_terminal();
+    let _ = miette::set_hook(Box::new(move |_| Box::new(miette::MietteHandlerOpts::new().wrap_lines(wrap).build())));
     let result = run(cli);
     match result {
         Ok(code) => ExitCode::from(code),
@@ -221,13 +243,28 @@ fn spec_options(a: &SpecArgs) -> Result<SpecOptions, ops::Error> {
             .build_global()
             .map_err(|e| ops::Error::Usage(format!("cannot start {j} worker threads: {e}")))?;
     }
-    Ok(SpecOptions { spec: a.spec.clone(), image: a.image.clone(), cache_dir: a.cache_dir.clone() })
+    let mut o = SpecOptions::new(a.spec.clone(), a.cache_dir.clone());
+    o.image = a.image.clone();
+    o.mirrors = a.mirrors.clone();
+    o.locked = a.locked;
+    o.offline = a.offline;
+    o.max_layers = a.max_layers as usize;
+    Ok(o)
 }
 
 fn run(cli: Cli) -> Result<u8, ops::Error> {
     let mut stdout = std::io::stdout().lock();
     match cli.command {
-        Command::Build { spec, out, format, locked: _, offline: _, json } => {
+        Command::Lock { spec, update } => {
+            let opts = spec_options(&spec)?;
+            let mode = match update {
+                None => ops::LockMode::Build,
+                Some(names) => ops::LockMode::Update(names),
+            };
+            let path = ops::lock(&opts, mode)?;
+            let _ = writeln!(stdout, "{}", path.display());
+        }
+        Command::Build { spec, out, format, json } => {
             let format = match format {
                 FormatArg::Oci => Format::Oci,
                 FormatArg::OciArchive => Format::OciArchive,

@@ -9,6 +9,8 @@ use crate::image::{self, Format, ImageError};
 use crate::plan::{self, Plan};
 use crate::source::{Scanned, Scanner, SourceError};
 use crate::spec::{self, Base, FileOp, SpecDiagnostic, SpecError, SpecFile};
+use crate::lock::{self, LockError, Lockfile};
+use crate::resolution::{self, MirrorConfig, ResolutionError};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -35,13 +37,27 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(code(compose::output))]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    #[diagnostic(code(compose::lock))]
+    Lock(#[from] LockError),
+    #[error("the lockfile `{path}` is out of date for image `{image}` ({why}), and --locked forbids changing it")]
+    #[diagnostic(code(compose::lock::locked), help("run `compose lock` (or build without --locked) to update it"))]
+    Locked { path: PathBuf, image: String, why: String },
+    #[error("cannot resolve the packages of image `{image}`")]
+    #[diagnostic(code(compose::resolve))]
+    Resolution {
+        image: String,
+        #[source]
+        source: Box<ResolutionError>,
+    },
 }
 
 impl Error {
     /// User errors (the spec, lockfile or command line is wrong) exit with 2, the rest with 1.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Spec(_) | Error::Usage(_) => 2,
+            Error::Spec(_) | Error::Usage(_) | Error::Locked { .. } | Error::Lock(LockError::Parse { .. } | LockError::Version { .. }) => 2,
+            Error::Resolution { source, .. } if matches!(**source, ResolutionError::Spec(_) | ResolutionError::Mirror(_)) => 2,
             _ => 1,
         }
     }
@@ -54,11 +70,27 @@ impl From<StoreError> for Error {
 }
 
 /// Options shared by commands that load a spec.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SpecOptions {
     pub spec: PathBuf,
     pub image: Option<String>,
     pub cache_dir: PathBuf,
+    /// `--mirror NAME=URL`.
+    pub mirrors: Vec<(String, String)>,
+    /// Fail rather than change the lockfile.
+    pub locked: bool,
+    /// Use no network.
+    pub offline: bool,
+    /// Layer budget per image.
+    pub max_layers: usize,
+    /// Root of the filesystem whose apt sources give mirrors (`/`).
+    pub host_root: PathBuf,
+}
+
+impl SpecOptions {
+    pub fn new(spec: PathBuf, cache_dir: PathBuf) -> SpecOptions {
+        SpecOptions { spec, cache_dir, max_layers: crate::plan::DEFAULT_MAX_LAYERS, host_root: PathBuf::from("/"), ..Default::default() }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +119,7 @@ pub struct BuildSummary {
 
 /// A loaded, planned spec.
 pub struct Planned {
+    pub lock: Option<Lockfile>,
     pub spec: SpecFile,
     pub store: Store,
     pub plan: Plan,
@@ -134,15 +167,6 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
                 Some("registry, OCI-layout and same-file bases are not implemented yet".into()),
             )),
         }
-        if let Some(p) = img.packages.first() {
-            errors.push(spec.diagnostic(
-                "compose::spec::unsupported",
-                p.span,
-                "Debian packages are not supported by this version of compose",
-                "unsupported",
-                None,
-            ));
-        }
     }
     spec.report(std::mem::take(&mut errors))?;
     let mut scanner = Scanner::new(&opts.cache_dir, &spec.dir)?;
@@ -162,21 +186,120 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
         }
     }
     spec.report(std::mem::take(&mut errors))?;
+    let epoch = source_date_epoch()?;
+    let env = |name: &str| std::env::var(name).ok();
+    let mirrors = MirrorConfig { flags: &opts.mirrors, env: &env, root: &opts.host_root };
+    let lockfile = ensure_locked(&spec, &selected, opts, &mirrors, LockMode::Build)?;
+    let mirror = |repo: &str, suite: &str| -> Result<String, String> {
+        if opts.offline {
+            return Err("--offline is set and the package is not in the store".into());
+        }
+        mirrors.mirror(repo, suite).map(|m| m.url).map_err(|e| e.to_string())
+    };
     let inputs = plan::PlanInputs {
         sources: &sources,
-        source_date_epoch: source_date_epoch()?,
+        source_date_epoch: epoch,
         layer_format: crate::layer::LAYER_FORMAT_ID,
+        lock: lockfile.as_ref(),
+        mirror: &mirror,
+        max_layers: opts.max_layers,
     };
     let plan = match plan::plan(&spec, opts.image.as_deref(), &inputs) {
         Ok(p) => p,
         Err(diagnostics) => return Err(spec.report(diagnostics).err().map(Error::Spec).unwrap_or_else(|| Error::Usage("planning failed".into()))),
     };
-    // Only a valid spec touches the store.
-    let store = Store::open(&opts.cache_dir).map_err(|source| Error::Store { path: opts.cache_dir.clone(), source })?;
+    // Only a valid spec touches the store (resolution, above, opens it when it must).
+    let store = open_store(&opts.cache_dir)?;
     let scanner_stats = (scanner.hashed_files, scanner.hashed_bytes);
     scanner.save(&store)?;
     drop(sources);
-    Ok(Planned { spec, store, plan, scanner_stats })
+    Ok(Planned { spec, store, plan, scanner_stats, lock: lockfile })
+}
+
+/// What to do about lockfile entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockMode {
+    /// Resolve images whose entry is missing or stale (build, and `compose lock`).
+    Build,
+    /// Re-resolve every selected image with packages (`compose lock --update`), or only those
+    /// holding one of these packages.
+    Update(Vec<String>),
+}
+
+/// Make sure every selected image with packages has a current lockfile entry, resolving (and
+/// writing the lockfile) as needed. Returns the lockfile, if any image needs one.
+pub fn ensure_locked(
+    spec: &SpecFile,
+    selected: &[&spec::ImageSpec],
+    opts: &SpecOptions,
+    mirrors: &MirrorConfig<'_>,
+    mode: LockMode,
+) -> Result<Option<Lockfile>, Error> {
+    let mut store: Option<Store> = None;
+    let path = lock::path_for(&opts.spec);
+    let existing = Lockfile::read(&path)?;
+    if selected.iter().all(|i| i.packages.is_empty()) {
+        return Ok(existing);
+    }
+    let mut lockfile = existing.clone().unwrap_or_else(Lockfile::new);
+    for image in selected.iter().filter(|i| !i.packages.is_empty()) {
+        let stale = !lockfile.is_current(image);
+        let wanted = match &mode {
+            LockMode::Build => stale,
+            LockMode::Update(names) if names.is_empty() => true,
+            LockMode::Update(names) => {
+                stale
+                    || lockfile.images.get(&image.name).is_some_and(|l| {
+                        l.platforms.values().any(|p| p.packages.iter().any(|pkg| names.contains(&pkg.name)))
+                    })
+            }
+        };
+        if !wanted {
+            continue;
+        }
+        if opts.locked {
+            let why = if lockfile.images.contains_key(&image.name) {
+                "the spec's repositories, packages or platforms changed"
+            } else {
+                "it has no entry for this image"
+            };
+            return Err(Error::Locked { path: path.clone(), image: image.name.clone(), why: why.into() });
+        }
+        if opts.offline {
+            return Err(Error::Usage(format!(
+                "image `{}` needs its packages resolved, which needs the network, but --offline is set",
+                image.name
+            )));
+        }
+        if store.is_none() {
+            store = Some(open_store(&opts.cache_dir)?);
+        }
+        let Some(store) = store.as_ref() else { continue };
+        let entry = resolution::resolve_image(spec, image, mirrors, store)
+            .map_err(|source| match source {
+                ResolutionError::Spec(e) => Error::Spec(e),
+                source => Error::Resolution { image: image.name.clone(), source: Box::new(source) },
+            })?;
+        lockfile.images.insert(image.name.clone(), entry);
+    }
+    // Entries of images no longer in the spec are dropped.
+    let names: Vec<&str> = spec.images.iter().map(|i| i.name.as_str()).collect();
+    lockfile.images.retain(|k, _| names.contains(&k.as_str()));
+    if existing.as_ref() != Some(&lockfile) {
+        lockfile.write(&path)?;
+    }
+    Ok(Some(lockfile))
+}
+
+/// `compose lock`: resolve and write the lockfile; returns its path.
+pub fn lock(opts: &SpecOptions, mode: LockMode) -> Result<PathBuf, Error> {
+    let spec = spec::parse_file(&opts.spec)?;
+    let selected: Vec<&spec::ImageSpec> =
+        spec.images.iter().filter(|i| opts.image.as_ref().is_none_or(|n| *n == i.name)).collect();
+    let env = |name: &str| std::env::var(name).ok();
+    let mirrors = MirrorConfig { flags: &opts.mirrors, env: &env, root: &opts.host_root };
+    ensure_locked(&spec, &selected, opts, &mirrors, mode)?;
+    Ok(lock::path_for(&opts.spec))
 }
 
 fn source_error(spec: &SpecFile, span: miette::SourceSpan, e: SourceError) -> SpecDiagnostic {
@@ -208,6 +331,7 @@ pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummar
     for pi in &planned.plan.images {
         let fin = build::finished(&planned.plan, &ex, &pi.name, &pi.tag, pi.root)?;
         let path = image::export(&planned.store, &fin, &opts.out, opts.format)?;
+        write_sbom(&planned, &ex, pi, &fin, &opts.out)?;
         images.push(BuiltImage {
             name: pi.name.clone(),
             tag: pi.tag.clone(),
@@ -216,6 +340,34 @@ pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummar
         });
     }
     Ok(BuildSummary { images, derivations: ex.counts, hashed_files: planned.scanner_stats.0 })
+}
+
+/// `out/<image>.spdx.json`, for images with packages.
+fn write_sbom(planned: &Planned, ex: &build::Executed, pi: &plan::PlannedImage, fin: &image::Finished, out: &Path) -> Result<(), Error> {
+    let Some(lock) = planned.lock.as_ref().and_then(|l| l.images.get(&pi.name)) else { return Ok(()) };
+    if lock.platforms.values().all(|p| p.packages.is_empty()) {
+        return Ok(());
+    }
+    let mut licences: HashMap<String, Vec<String>> = HashMap::new();
+    for n in planned.plan.graph.node_indices() {
+        if let plan::DrvKind::DebLayer(d) = &planned.plan.graph[n].kind {
+            if let Some(rec) = ex.records.get(&n) {
+                licences.insert(d.package.clone(), build::packages::licences_of(&planned.store, rec));
+            }
+        }
+    }
+    let lookup = |p: &lock::PackageLock| licences.get(&format!("{}={}", p.name, p.version)).cloned().unwrap_or_default();
+    let bytes = crate::sbom::document(&pi.name, &pi.tag, &fin.root.digest.to_string(), fin.epoch, Some(lock), &lookup);
+    let dest = out.join(format!("{}.spdx.json", pi.name));
+    let io = |source| Error::Image(ImageError::Io { action: "write", path: dest.clone(), source });
+    let mut tmp = tempfile::Builder::new().prefix(".sbom-").tempfile_in(out).map_err(io)?;
+    std::io::Write::write_all(&mut tmp, &bytes).map_err(io)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+    }
+    tmp.persist(&dest).map_err(|e| io(e.error))?;
+    Ok(())
 }
 
 /// One node of `compose plan`.

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use miette::SourceSpan;
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::hash::{ContentHash, DrvHash, Encoder};
+use crate::hash::{ContentHash, DrvHash, Encoder, Sha256};
+use crate::lock::{Lockfile, PackageLock};
 use crate::source::{Scanned, SourceKind};
 use crate::spec::{Accounts, FileOp, ImageSpec, Owner, OwnerSpec, Platform, SpecDiagnostic, SpecFile};
 
@@ -82,6 +83,8 @@ pub struct RuntimeConfig {
 pub struct ImageDrv {
     pub platform: Platform,
     pub layers: Vec<NodeIndex>,
+    /// The package layers among `layers`.
+    pub packages: Vec<PackageLayer>,
     pub config: RuntimeConfig,
     pub epoch: u64,
 }
@@ -92,9 +95,54 @@ pub struct IndexDrv {
     pub images: Vec<NodeIndex>,
 }
 
+/// A fixed-output download: a `.deb` identified by its sha256.
+#[derive(Debug, Clone)]
+pub struct FetchDrv {
+    /// `name=version` (for messages).
+    pub package: String,
+    pub sha256: Sha256,
+    pub size: u64,
+    /// Where to get it: the mirror URL + archive path, or why there is no mirror. Never hashed.
+    pub url: Result<String, String>,
+    /// The mirror's name for messages (`debian`).
+    pub repository: String,
+}
+
+/// One package's data as a normalized layer, with its dpkg database entry.
+#[derive(Debug, Clone)]
+pub struct DebLayerDrv {
+    pub package: String,
+    pub fetch: NodeIndex,
+    pub epoch: u64,
+    pub merged_usr: bool,
+}
+
+/// Several package layers merged into one (past the layer budget).
+#[derive(Debug, Clone)]
+pub struct MergedLayerDrv {
+    pub parts: Vec<NodeIndex>,
+}
+
+/// The generated metadata layer of an image with packages: passwd/group (base-passwd's masters
+/// merged with `accounts`), the CA bundle, the time zone, merged-/usr links and `/tmp`.
+#[derive(Debug, Clone)]
+pub struct MetaDrv {
+    pub accounts: Option<Accounts>,
+    pub base_passwd: Option<NodeIndex>,
+    pub ca_certificates: Option<NodeIndex>,
+    /// The time zone, when tzdata is installed.
+    pub timezone: Option<String>,
+    pub symlinks: Vec<(String, String)>,
+    pub epoch: u64,
+}
+
 #[derive(Debug, Clone)]
 pub enum DrvKind {
     Layer(LayerDrv),
+    Fetch(FetchDrv),
+    DebLayer(DebLayerDrv),
+    MergedLayer(MergedLayerDrv),
+    Meta(Box<MetaDrv>),
     Image(Box<ImageDrv>),
     Index(IndexDrv),
 }
@@ -103,10 +151,28 @@ impl DrvKind {
     pub fn name(&self) -> &'static str {
         match self {
             DrvKind::Layer(_) => "layer",
+            DrvKind::Fetch(_) => "fetch",
+            DrvKind::DebLayer(_) => "deb",
+            DrvKind::MergedLayer(_) => "merged",
+            DrvKind::Meta(_) => "meta",
             DrvKind::Image(_) => "image",
             DrvKind::Index(_) => "index",
         }
     }
+
+    /// Does this derivation produce an image layer?
+    pub fn is_layer(&self) -> bool {
+        matches!(self, DrvKind::Layer(_) | DrvKind::DebLayer(_) | DrvKind::MergedLayer(_) | DrvKind::Meta(_))
+    }
+}
+
+/// A package layer of an image, for the conflict check: which packages it holds.
+#[derive(Debug, Clone)]
+pub struct PackageLayer {
+    pub layer: NodeIndex,
+    pub packages: Vec<String>,
+    /// Packages (in this image) that these declare `Replaces:` on.
+    pub replaces: Vec<String>,
 }
 
 /// A node of the plan.
@@ -142,7 +208,16 @@ pub struct PlanInputs<'a> {
     pub source_date_epoch: Option<u64>,
     /// Identity of the layer format (tar rules + compressor).
     pub layer_format: &'a str,
+    /// Pins of images with packages.
+    pub lock: Option<&'a Lockfile>,
+    /// Mirror URL of a repository (name, suite), or why there is none. Never hashed.
+    pub mirror: &'a dyn Fn(&str, &str) -> Result<String, String>,
+    /// Most layers an image may have; packages are merged past it.
+    pub max_layers: usize,
 }
+
+/// Default layer budget: below 100 layers in all.
+pub const DEFAULT_MAX_LAYERS: usize = 99;
 
 struct Builder<'a> {
     spec: &'a SpecFile,
@@ -185,26 +260,52 @@ impl Builder<'_> {
     fn image(&mut self, image: &ImageSpec) {
         let epoch = self.inputs.source_date_epoch.or(image.epoch).unwrap_or(DEFAULT_EPOCH);
         let ids = Ids::new(image.accounts.as_ref());
-        let mut layers: Vec<NodeIndex> = Vec::new();
+        let packaged = !image.packages.is_empty();
+        let mut common: Vec<NodeIndex> = Vec::new();
 
-        if let Some(accounts) = &image.accounts {
+        if let (Some(accounts), false) = (&image.accounts, packaged) {
             let entries = accounts_entries(accounts);
-            layers.push(self.layer(&image.name, "accounts", entries, epoch));
+            common.push(self.layer(&image.name, "accounts", entries, epoch));
         }
         if !image.files.is_empty() {
-            if let Some(entries) = self.merge_ops(&image.files, &ids) {
-                layers.push(self.layer(&image.name, "files", entries, epoch));
+            if let Some(entries) = self.merge_ops(&image.files, &ids, packaged) {
+                common.push(self.layer(&image.name, "files", entries, epoch));
             }
         }
         for l in &image.layers {
-            if let Some(entries) = self.merge_ops(&l.ops, &ids) {
-                layers.push(self.layer(&image.name, &format!("layer \"{}\"", l.name), entries, epoch));
+            if let Some(entries) = self.merge_ops(&l.ops, &ids, packaged) {
+                common.push(self.layer(&image.name, &format!("layer \"{}\"", l.name), entries, epoch));
             }
         }
         let config = self.runtime_config(image, &ids);
         let mut images = Vec::new();
         for platform in &image.platforms {
-            let drv = ImageDrv { platform: platform.clone(), layers: layers.clone(), config: config.clone(), epoch };
+            let mut layers = Vec::new();
+            let mut packages = Vec::new();
+            if packaged {
+                let pins = self
+                    .inputs
+                    .lock
+                    .and_then(|l| l.images.get(&image.name))
+                    .and_then(|l| l.platforms.get(&platform.to_string()));
+                let Some(pins) = pins else {
+                    self.errors.push(self.spec.diagnostic(
+                        "compose::lock::missing",
+                        image.span,
+                        format!("the lockfile has no packages for image `{}` on {platform}", image.name),
+                        "this image",
+                        Some("run `compose lock` to resolve them".into()),
+                    ));
+                    continue;
+                };
+                let tz = config.env.iter().find_map(|e| e.strip_prefix("TZ=")).unwrap_or("Etc/UTC").to_string();
+                let (pkg_layers, meta) = self.package_layers(image, platform, &pins.packages, epoch, common.len(), tz);
+                layers.extend(pkg_layers.iter().map(|p| p.layer));
+                layers.push(meta);
+                packages = pkg_layers;
+            }
+            layers.extend(common.iter().copied());
+            let drv = ImageDrv { platform: platform.clone(), layers: layers.clone(), packages, config: config.clone(), epoch };
             let hash = self.image_hash(&drv);
             let name = if image.platforms.len() > 1 {
                 format!("{}: image {}", image.name, platform)
@@ -212,6 +313,9 @@ impl Builder<'_> {
                 format!("{}: image", image.name)
             };
             images.push(self.add(Derivation { hash, name, kind: DrvKind::Image(Box::new(drv)) }, &layers));
+        }
+        if images.is_empty() {
+            return;
         }
         let root = if images.len() == 1 {
             images[0]
@@ -229,6 +333,132 @@ impl Builder<'_> {
             self.add(drv, &images)
         };
         self.plan.images.push(PlannedImage { name: image.name.clone(), tag: image.tag.clone(), root });
+    }
+
+    /// Fetch and layer derivations for one platform's pinned packages, and the metadata layer.
+    /// Packages get a layer each while the image stays within the layer budget; past it, the
+    /// least depended-upon packages share one merged layer (Nix's popularity layering).
+    fn package_layers(
+        &mut self,
+        image: &ImageSpec,
+        platform: &Platform,
+        pins: &[PackageLock],
+        epoch: u64,
+        other_layers: usize,
+        tz: String,
+    ) -> (Vec<PackageLayer>, NodeIndex) {
+        let merged_usr = true;
+        let mut fetches: BTreeMap<&str, NodeIndex> = BTreeMap::new();
+        for p in pins {
+            let suite = image.repositories.iter().find(|r| r.name == p.repository).map(|r| r.suite.as_str()).unwrap_or("");
+            let url = (self.inputs.mirror)(&p.repository, suite).map(|m| format!("{}/{}", m.trim_end_matches('/'), p.filename));
+            let sha256 = match Sha256::from_hex(&p.sha256) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.errors.push(self.spec.diagnostic(
+                        "compose::lock::damaged",
+                        image.span,
+                        format!("the lockfile's sha256 of `{}` is invalid: {e}", p.name),
+                        "this image",
+                        Some("run `compose lock` to rewrite the lockfile".into()),
+                    ));
+                    continue;
+                }
+            };
+            let drv = Derivation {
+                hash: Encoder::new("fetch").sha256(&sha256).finish(),
+                name: format!("fetch {}={} ({})", p.name, p.version, p.architecture),
+                kind: DrvKind::Fetch(FetchDrv {
+                    package: format!("{}={}", p.name, p.version),
+                    sha256,
+                    size: p.size,
+                    url,
+                    repository: p.repository.clone(),
+                }),
+            };
+            fetches.insert(p.name.as_str(), self.add(drv, &[]));
+        }
+        // Popularity: how many pinned packages depend on each, directly or not.
+        let popularity = popularity(pins);
+        let mut order: Vec<&PackageLock> = pins.iter().filter(|p| fetches.contains_key(p.name.as_str())).collect();
+        order.sort_by(|a, b| popularity[b.name.as_str()].cmp(&popularity[a.name.as_str()]).then(a.name.cmp(&b.name)));
+        let budget = self.inputs.max_layers.saturating_sub(other_layers + 1).max(1);
+        let own = if order.len() <= budget { order.len() } else { budget.saturating_sub(1).max(1) };
+        let mut layers = Vec::new();
+        let deb_layer = |b: &mut Self, p: &PackageLock| -> NodeIndex {
+            let fetch = fetches[p.name.as_str()];
+            let mut e = Encoder::new("deb-layer");
+            e.str(b.inputs.layer_format).u64(epoch).u64(merged_usr as u64).sha256(&sha_of(&b.plan.graph[fetch]));
+            let drv = Derivation {
+                hash: e.finish(),
+                name: format!("{}: package {}={}", image.name, p.name, p.version),
+                kind: DrvKind::DebLayer(DebLayerDrv { package: format!("{}={}", p.name, p.version), fetch, epoch, merged_usr }),
+            };
+            b.add(drv, &[fetch])
+        };
+        for p in &order[..own] {
+            let layer = deb_layer(self, p);
+            layers.push(PackageLayer { layer, packages: vec![p.name.clone()], replaces: p.replaces.clone() });
+        }
+        if order.len() > own {
+            let rest = &order[own..];
+            let parts: Vec<NodeIndex> = rest.iter().map(|p| deb_layer(self, p)).collect();
+            let mut e = Encoder::new("merged-layer");
+            e.str(self.inputs.layer_format).list(parts.len());
+            for &n in &parts {
+                e.drv(&self.plan.graph[n].hash);
+            }
+            let drv = Derivation {
+                hash: e.finish(),
+                name: format!("{}: {} packages merged", image.name, rest.len()),
+                kind: DrvKind::MergedLayer(MergedLayerDrv { parts: parts.clone() }),
+            };
+            let layer = self.add(drv, &parts);
+            layers.push(PackageLayer {
+                layer,
+                packages: rest.iter().map(|p| p.name.clone()).collect(),
+                replaces: rest.iter().flat_map(|p| p.replaces.iter().cloned()).collect(),
+            });
+        }
+        // The metadata layer.
+        let mut symlinks = vec![
+            ("/bin".to_string(), "usr/bin".to_string()),
+            ("/lib".to_string(), "usr/lib".to_string()),
+            ("/sbin".to_string(), "usr/sbin".to_string()),
+        ];
+        if platform.architecture == "amd64" {
+            symlinks.push(("/lib64".to_string(), "usr/lib64".to_string()));
+        }
+        let meta = MetaDrv {
+            accounts: image.accounts.clone(),
+            base_passwd: fetches.get("base-passwd").copied(),
+            ca_certificates: fetches.get("ca-certificates").copied(),
+            timezone: fetches.contains_key("tzdata").then_some(tz),
+            symlinks,
+            epoch,
+        };
+        let mut e = Encoder::new("meta-layer");
+        e.str(self.inputs.layer_format).u64(epoch);
+        for dep in [meta.base_passwd, meta.ca_certificates] {
+            match dep {
+                Some(n) => e.sha256(&sha_of(&self.plan.graph[n])),
+                None => e.opt_str(None),
+            };
+        }
+        e.opt_str(meta.timezone.as_deref());
+        e.list(meta.symlinks.len());
+        for (a, b) in &meta.symlinks {
+            e.str(a).str(b);
+        }
+        encode_accounts(&mut e, meta.accounts.as_ref());
+        let deps: Vec<NodeIndex> = [meta.base_passwd, meta.ca_certificates].into_iter().flatten().collect();
+        let drv = Derivation {
+            hash: e.finish(),
+            name: format!("{}: metadata ({platform})", image.name),
+            kind: DrvKind::Meta(Box::new(meta)),
+        };
+        let meta = self.add(drv, &deps);
+        (layers, meta)
     }
 
     fn layer(&mut self, image: &str, what: &str, entries: Vec<PlannedEntry>, epoch: u64) -> NodeIndex {
@@ -268,6 +498,13 @@ impl Builder<'_> {
         e.list(drv.layers.len());
         for &l in &drv.layers {
             e.drv(&self.plan.graph[l].hash);
+        }
+        e.list(drv.packages.len());
+        for p in &drv.packages {
+            e.drv(&self.plan.graph[p.layer].hash).list(p.packages.len());
+            for n in p.packages.iter().chain(p.replaces.iter()) {
+                e.str(n);
+            }
         }
         let c = &drv.config;
         e.list(c.env.len());
@@ -329,8 +566,8 @@ impl Builder<'_> {
     }
 
     /// Merge file operations into one layer's sorted entry list.
-    fn merge_ops(&mut self, ops: &[FileOp], ids: &Ids) -> Option<Vec<PlannedEntry>> {
-        let mut layer = LayerEntries::default();
+    fn merge_ops(&mut self, ops: &[FileOp], ids: &Ids, merged_usr: bool) -> Option<Vec<PlannedEntry>> {
+        let mut layer = LayerEntries { merged_usr, ..LayerEntries::default() };
         let errors_before = self.errors.len();
         for op in ops {
             match op {
@@ -449,10 +686,30 @@ struct Conflict {
 struct LayerEntries {
     /// path → (entry, span of the op that wrote it; None for implicit parents)
     map: BTreeMap<String, (PlannedEntry, Option<SourceSpan>)>,
+    /// Write `/bin`, `/sbin`, `/lib*` paths under `/usr` (the image has merged-/usr links).
+    merged_usr: bool,
+}
+
+/// `/bin/x` → `/usr/bin/x` (and `/sbin`, `/lib`, `/lib32`, `/lib64`, `/libx32`); other paths as they are.
+pub fn merged_usr_path(path: &str) -> Option<String> {
+    for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+        if path == top {
+            return Some(format!("/usr{top}"));
+        }
+        if let Some(rest) = path.strip_prefix(top).filter(|r| r.starts_with('/')) {
+            return Some(format!("/usr{top}{rest}"));
+        }
+    }
+    None
 }
 
 impl LayerEntries {
-    fn insert(&mut self, entry: PlannedEntry, span: SourceSpan) -> Result<(), Conflict> {
+    fn insert(&mut self, mut entry: PlannedEntry, span: SourceSpan) -> Result<(), Conflict> {
+        if self.merged_usr {
+            if let Some(p) = merged_usr_path(&entry.path) {
+                entry.path = p;
+            }
+        }
         // Parents: implicit directories, unless something is already there.
         let mut p = parent(&entry.path);
         let mut missing = Vec::new();
@@ -514,6 +771,153 @@ fn kind_word(k: &EntryKind) -> &'static str {
         EntryKind::File { .. } => "file",
         EntryKind::Symlink { .. } => "symlink",
     }
+}
+
+fn sha_of(d: &Derivation) -> Sha256 {
+    match &d.kind {
+        DrvKind::Fetch(f) => f.sha256,
+        _ => Sha256([0; 32]),
+    }
+}
+
+/// For each pinned package, how many pinned packages depend on it, directly or transitively.
+fn popularity(pins: &[PackageLock]) -> BTreeMap<&str, usize> {
+    let deps: BTreeMap<&str, Vec<&str>> =
+        pins.iter().map(|p| (p.name.as_str(), p.depends.iter().map(String::as_str).collect())).collect();
+    let mut count: BTreeMap<&str, usize> = pins.iter().map(|p| (p.name.as_str(), 0)).collect();
+    for p in pins {
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        let mut stack: Vec<&str> = deps.get(p.name.as_str()).cloned().unwrap_or_default();
+        while let Some(d) = stack.pop() {
+            if d == p.name || !seen.insert(d) {
+                continue;
+            }
+            if let Some(next) = deps.get(d) {
+                stack.extend(next.iter().copied());
+            }
+        }
+        for d in seen {
+            if let Some(c) = count.get_mut(d) {
+                *c += 1;
+            }
+        }
+    }
+    count
+}
+
+fn encode_accounts(e: &mut Encoder, a: Option<&Accounts>) {
+    let Some(a) = a else {
+        e.opt_str(None);
+        return;
+    };
+    e.list(a.groups.len());
+    for g in &a.groups {
+        e.str(&g.name).u64(g.gid as u64).list(g.members.len());
+        for m in &g.members {
+            e.str(m);
+        }
+    }
+    e.list(a.users.len());
+    for u in &a.users {
+        e.str(&u.name).u64(u.uid as u64).u64(u.gid as u64).str(&u.gecos).str(&u.home).str(&u.shell);
+    }
+}
+
+/// The metadata layer's entries, from what the build read out of the packages.
+pub struct MetaInputs<'a> {
+    pub accounts: Option<&'a Accounts>,
+    /// base-passwd's `passwd.master` and `group.master`.
+    pub masters: Option<(String, String)>,
+    /// `(path, PEM)` of every certificate ca-certificates ships, sorted by path.
+    pub certificates: Vec<(String, Vec<u8>)>,
+    pub timezone: Option<&'a str>,
+    pub symlinks: &'a [(String, String)],
+}
+
+/// Entries of the metadata layer (sorted, parents first).
+pub fn meta_entries(m: &MetaInputs<'_>) -> Vec<PlannedEntry> {
+    let (mut passwd, mut group) = match &m.masters {
+        Some((p, g)) => (p.clone(), g.clone()),
+        None => ("root:x:0:0:root:/root:/sbin/nologin\n".to_string(), "root:x:0:\n".to_string()),
+    };
+    if let Some(a) = m.accounts {
+        passwd = merge_db(&passwd, a.users.iter().map(|u| {
+            (u.name.clone(), format!("{}:x:{}:{}:{}:{}:{}", u.name, u.uid, u.gid, u.gecos, u.home, u.shell))
+        }));
+        group = merge_db(&group, a.groups.iter().map(|g| (g.name.clone(), format!("{}:x:{}:{}", g.name, g.gid, g.members.join(",")))));
+    }
+    let file = |path: &str, bytes: Vec<u8>, mode: u32| PlannedEntry {
+        path: path.into(),
+        kind: EntryKind::File { size: bytes.len() as u64, content: Content::Inline(Arc::new(bytes)) },
+        mode,
+        uid: 0,
+        gid: 0,
+    };
+    let dir = |path: &str, mode: u32, uid: u32, gid: u32| PlannedEntry { path: path.into(), kind: EntryKind::Dir, mode, uid, gid };
+    let mut layer = LayerEntries::default();
+    let span = SourceSpan::from(0..0);
+    let mut push = |e: PlannedEntry| {
+        let _ = layer.insert(e, span);
+    };
+    for (link, target) in m.symlinks {
+        push(PlannedEntry { path: link.clone(), kind: EntryKind::Symlink { target: target.clone() }, mode: 0o777, uid: 0, gid: 0 });
+    }
+    push(dir("/tmp", 0o1777, 0, 0));
+    push(dir("/root", 0o700, 0, 0));
+    push(file("/etc/passwd", passwd.into_bytes(), 0o644));
+    push(file("/etc/group", group.into_bytes(), 0o644));
+    if let Some(a) = m.accounts {
+        for u in &a.users {
+            if u.home == "/" || u.home == "/nonexistent" || !u.home.starts_with('/') || u.home.contains("/..") || u.uid == 0 {
+                continue;
+            }
+            push(dir(&u.home, 0o755, u.uid, u.gid));
+        }
+    }
+    if !m.certificates.is_empty() {
+        // update-ca-certificates: every certificate, PEM, in the order of its sorted list.
+        let mut bundle = Vec::new();
+        for (_, pem) in &m.certificates {
+            bundle.extend_from_slice(pem);
+            if !pem.ends_with(b"\n") {
+                bundle.push(b'\n');
+            }
+        }
+        push(file("/etc/ssl/certs/ca-certificates.crt", bundle, 0o644));
+        let conf: String = m
+            .certificates
+            .iter()
+            .filter_map(|(p, _)| p.strip_prefix("/usr/share/ca-certificates/"))
+            .map(|p| format!("{p}\n"))
+            .collect();
+        push(file("/etc/ca-certificates.conf", conf.into_bytes(), 0o644));
+    }
+    if let Some(tz) = m.timezone {
+        push(PlannedEntry {
+            path: "/etc/localtime".into(),
+            kind: EntryKind::Symlink { target: format!("/usr/share/zoneinfo/{tz}") },
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+        });
+        push(file("/etc/timezone", format!("{tz}\n").into_bytes(), 0o644));
+    }
+    layer.finish()
+}
+
+/// Replace lines of a passwd/group-style file by name, appending new names in order.
+fn merge_db(base: &str, entries: impl Iterator<Item = (String, String)>) -> String {
+    let mut lines: Vec<String> = base.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
+    for (name, line) in entries {
+        let prefix = format!("{name}:");
+        match lines.iter_mut().find(|l| l.starts_with(&prefix)) {
+            Some(l) => *l = line,
+            None => lines.push(line),
+        }
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
 }
 
 /// Users and groups known to an image: `root` plus `accounts`.

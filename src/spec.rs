@@ -416,6 +416,12 @@ fn invalid_message(path: &Path, diagnostics: &[SpecDiagnostic]) -> String {
 }
 
 impl SpecError {
+    /// An error made of one diagnostic (from a later stage).
+    pub fn from_diagnostic(d: SpecDiagnostic) -> SpecError {
+        let path = PathBuf::from(d.source.name());
+        finish(&path, vec![d])
+    }
+
     /// The located problems (empty for [`SpecError::Read`]).
     pub fn diagnostics(&self) -> &[SpecDiagnostic] {
         match self {

@@ -158,6 +158,11 @@ impl Store {
         self.blob_path(d).is_file()
     }
 
+    /// The store's directory for temporary files (same filesystem as the blobs).
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
     /// A new temporary file in the store's `tmp/` directory.
     pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
         let tmp = self.dir.join("tmp");
@@ -194,6 +199,11 @@ impl Store {
         tmp.write_all(data).map_err(io_err("write", tmp.path()))?;
         self.commit_blob(tmp, &digest)?;
         Ok(digest)
+    }
+
+    pub fn read_blob(&self, d: &Sha256) -> Result<Vec<u8>, StoreError> {
+        let p = self.blob_path(d);
+        fs::read(&p).map_err(io_err("read blob", &p))
     }
 
     /// The record of `drv`, if present and all its output blobs exist. Marks it used (for gc).

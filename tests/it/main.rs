@@ -4,7 +4,10 @@
 mod support;
 
 mod cli_errors;
+mod debian;
 mod incremental;
+mod aptrepo;
 mod outputs;
+mod packages;
 mod repro;
 mod store;

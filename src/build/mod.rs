@@ -17,8 +17,10 @@ use rayon::prelude::*;
 use crate::hash::{ContentHash, Sha256};
 use crate::image::{self, ConfigFields, Descriptor, Finished};
 use crate::layer::{self, LayerWriter};
-use crate::plan::{Content, Derivation, DrvKind, EntryKind, ImageDrv, LayerDrv, Plan};
+use crate::plan::{Content, Derivation, DrvKind, EntryKind, ImageDrv, Plan, PlannedEntry};
 use crate::store::{self, Output, Record, Store, StoreError, RECORD_VERSION};
+
+pub mod packages;
 
 /// How a derivation's output was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +72,8 @@ pub enum BuildError {
     },
     #[error("derivation {0} has no output `{1}` (damaged store record?)")]
     MissingOutput(String, &'static str),
+    #[error(transparent)]
+    Package(#[from] packages::PackageError),
 }
 
 /// Counts for `--json` and the summary line.
@@ -156,7 +160,7 @@ fn main_size(r: &Record) -> u64 {
     r.outputs.values().map(|o| o.size).max().unwrap_or(0)
 }
 
-fn output<'r>(r: &'r Record, key: &'static str) -> Result<&'r Output, BuildError> {
+pub(crate) fn output<'r>(r: &'r Record, key: &'static str) -> Result<&'r Output, BuildError> {
     r.outputs.get(key).ok_or_else(|| BuildError::MissingOutput(r.drv.to_string(), key))
 }
 
@@ -164,7 +168,25 @@ fn run(plan: &Plan, drv: &Derivation, deps: &HashMap<NodeIndex, Record>, store: 
     let mut outputs = BTreeMap::new();
     match &drv.kind {
         DrvKind::Layer(l) => {
-            outputs.insert("layer".to_string(), build_layer(&drv.name, l, store)?);
+            outputs.insert("layer".to_string(), build_layer(&drv.name, &l.entries, l.epoch, store)?);
+        }
+        DrvKind::Fetch(f) => {
+            outputs.insert("file".to_string(), packages::fetch(f, store)?);
+        }
+        DrvKind::DebLayer(d) => {
+            let (layer, files, licences) = packages::deb_layer(plan, d, deps, store)?;
+            outputs.insert("layer".to_string(), layer);
+            outputs.insert("files".to_string(), files);
+            outputs.insert("licences".to_string(), licences);
+        }
+        DrvKind::MergedLayer(m) => {
+            let (layer, files) = packages::merged_layer(&drv.name, plan, m, deps, store)?;
+            outputs.insert("layer".to_string(), layer);
+            outputs.insert("files".to_string(), files);
+        }
+        DrvKind::Meta(m) => {
+            let entries = packages::meta_entries(m, deps, store)?;
+            outputs.insert("layer".to_string(), build_layer(&drv.name, &entries, m.epoch, store)?);
         }
         DrvKind::Image(img) => {
             let (config, manifest) = build_image(plan, img, deps, store)?;
@@ -211,18 +233,18 @@ impl<R: Read> Read for CheckedReader<R> {
     }
 }
 
-fn build_layer(name: &str, l: &LayerDrv, store: &Store) -> Result<Output, BuildError> {
+pub(crate) fn build_layer(name: &str, entries: &[PlannedEntry], epoch: u64, store: &Store) -> Result<Output, BuildError> {
     let tmp = store.temp_file()?;
     let sink = store::buffered(&tmp)?;
     let mut w = LayerWriter::new(sink);
     let layer_err = |source| BuildError::Layer { name: name.to_string(), source };
-    for e in &l.entries {
+    for e in entries {
         let (kind, data): (layer::EntryKind, Option<&Content>) = match &e.kind {
             EntryKind::Dir => (layer::EntryKind::Dir, None),
             EntryKind::Symlink { target } => (layer::EntryKind::Symlink { target: target.clone() }, None),
             EntryKind::File { size, content } => (layer::EntryKind::File { size: *size }, Some(content)),
         };
-        let entry = layer::Entry { path: e.path.clone(), kind, mode: e.mode, uid: e.uid, gid: e.gid, mtime: l.epoch };
+        let entry = layer::Entry { path: e.path.clone(), kind, mode: e.mode, uid: e.uid, gid: e.gid, mtime: epoch };
         match data {
             None => w.append(&entry, None).map_err(layer_err)?,
             Some(Content::Inline(bytes)) => {
@@ -262,15 +284,20 @@ fn build_image(plan: &Plan, img: &ImageDrv, deps: &HashMap<NodeIndex, Record>, s
     let mut diff_ids = Vec::new();
     let mut layers = Vec::new();
     let mut history = Vec::new();
+    packages::check_conflicts(plan, img, deps, store)?;
     for &l in &img.layers {
         let rec = deps.get(&l).ok_or_else(|| BuildError::MissingOutput(plan.graph[l].name.clone(), "layer"))?;
         let o = output(rec, "layer")?;
         let diff_id = o.diff_id.ok_or_else(|| BuildError::MissingOutput(plan.graph[l].name.clone(), "diff_id"))?;
         diff_ids.push(diff_id);
         layers.push(Descriptor::new(&o.media_type, o.digest, o.size));
-        if let DrvKind::Layer(ld) = &plan.graph[l].kind {
-            history.push(ld.created_by.clone());
-        }
+        history.push(match &plan.graph[l].kind {
+            DrvKind::Layer(ld) => ld.created_by.clone(),
+            DrvKind::DebLayer(d) => format!("compose: package {}", d.package),
+            DrvKind::MergedLayer(m) => format!("compose: {} packages", m.parts.len()),
+            DrvKind::Meta(_) => "compose: metadata".to_string(),
+            _ => "compose".to_string(),
+        });
     }
     let c = &img.config;
     let fields = ConfigFields {
@@ -333,7 +360,7 @@ pub fn finished(plan: &Plan, ex: &Executed, name: &str, tag: &str, root: NodeInd
             d.platform = Some(oci_platform(&img.platform));
             d
         }
-        DrvKind::Layer(_) => return Err(BuildError::MissingOutput(plan.graph[root].name.clone(), "manifest")),
+        _ => return Err(BuildError::MissingOutput(plan.graph[root].name.clone(), "manifest")),
     };
     let mut seen = std::collections::HashSet::new();
     blobs.retain(|(d, _)| seen.insert(*d));

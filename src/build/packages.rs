@@ -1,0 +1,340 @@
+//! Executing the Debian derivations: fetching `.deb`s (fixed-output, verified by sha256 before
+//! they enter the store), installing a package's data as a layer, merging package layers past the
+//! layer budget, building the metadata layer from what packages ship, and checking that no two
+//! packages of an image ship the same path with different content (unless one `Replaces` the
+//! other).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::PathBuf;
+
+use petgraph::graph::NodeIndex;
+use sha2::Digest as _;
+
+use crate::apt::deb::{self, DebError, InstallOptions};
+use crate::hash::Sha256;
+use crate::http::{Http, HttpError, Sink};
+use crate::layer::{self, LayerWriter};
+use crate::plan::{self, DebLayerDrv, DrvKind, FetchDrv, ImageDrv, MergedLayerDrv, MetaDrv, Plan, PlannedEntry};
+use crate::store::{self, Output, Record, Store, StoreError};
+
+use super::{output, BuildError};
+
+pub const DEB_MEDIA_TYPE: &str = "application/vnd.debian.binary-package";
+pub const FILES_MEDIA_TYPE: &str = "application/vnd.compose.layer-files.v1+json";
+pub const LICENCES_MEDIA_TYPE: &str = "application/vnd.compose.licences.v1+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error("no mirror to download `{package}` from: {reason}")]
+    NoMirror { package: String, reason: String },
+    #[error("the mirror of `{repository}` no longer has `{package}` ({url}); run `compose lock --update` to move to the versions it has now")]
+    Gone { package: String, repository: String, url: String },
+    #[error("cannot download `{package}`")]
+    Download {
+        package: String,
+        #[source]
+        source: HttpError,
+    },
+    #[error("`{package}` from {url} does not match the lockfile: expected sha256 {expected} ({expected_size} bytes), got {actual} ({actual_size} bytes)")]
+    Mismatch {
+        package: String,
+        url: String,
+        expected: String,
+        expected_size: u64,
+        actual: String,
+        actual_size: u64,
+    },
+    #[error("cannot install `{package}`")]
+    Install {
+        package: String,
+        #[source]
+        source: DebError,
+    },
+    #[error("packages `{a}` and `{b}` both ship `{path}` with different content, and neither declares `Replaces` on the other")]
+    Conflict { path: String, a: String, b: String },
+    #[error("cannot merge package layers")]
+    Merge(#[source] io::Error),
+    #[error("cannot merge package layers")]
+    MergeLayer(#[source] layer::LayerError),
+    #[error("the file list of a package layer is damaged: {0}")]
+    Files(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A download sink: a store temporary file that hashes what it gets.
+struct HashingFile {
+    file: File,
+    hasher: sha2::Sha256,
+    n: u64,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let k = self.file.write(buf)?;
+        self.hasher.update(&buf[..k]);
+        self.n += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Sink for HashingFile {
+    fn reset(&mut self) -> io::Result<()> {
+        self.file.reset()?;
+        self.hasher = sha2::Sha256::new();
+        self.n = 0;
+        Ok(())
+    }
+}
+
+/// Download a `.deb` into the store, verified against its pinned sha256 and size.
+pub fn fetch(f: &FetchDrv, store: &Store) -> Result<Output, BuildError> {
+    let out = Output { digest: f.sha256, size: f.size, media_type: DEB_MEDIA_TYPE.into(), diff_id: None };
+    if store.has_blob(&f.sha256) {
+        return Ok(out);
+    }
+    let url = f.url.clone().map_err(|reason| PackageError::NoMirror { package: f.package.clone(), reason })?;
+    let http = Http::shared().map_err(|source| PackageError::Download { package: f.package.clone(), source })?;
+    let tmp = store.temp_file()?;
+    let file = tmp.reopen().map_err(|source| StoreError::Io { action: "open", path: tmp.path().to_path_buf(), source })?;
+    let mut sink = HashingFile { file, hasher: sha2::Sha256::new(), n: 0 };
+    http.download(&url, &mut sink).map_err(|source| match source {
+        HttpError::NotFound { url } => PackageError::Gone { package: f.package.clone(), repository: f.repository.clone(), url },
+        source => PackageError::Download { package: f.package.clone(), source },
+    })?;
+    let actual = Sha256(sink.hasher.finalize().into());
+    if actual != f.sha256 || sink.n != f.size {
+        return Err(PackageError::Mismatch {
+            package: f.package.clone(),
+            url,
+            expected: f.sha256.hex(),
+            expected_size: f.size,
+            actual: actual.hex(),
+            actual_size: sink.n,
+        }
+        .into());
+    }
+    store.commit_blob(tmp, &f.sha256)?;
+    Ok(out)
+}
+
+fn deb_path(plan: &Plan, fetch: NodeIndex, deps: &HashMap<NodeIndex, Record>, store: &Store) -> Result<PathBuf, BuildError> {
+    let rec = deps.get(&fetch).ok_or_else(|| BuildError::MissingOutput(plan.graph[fetch].name.clone(), "file"))?;
+    Ok(store.blob_path(&output(rec, "file")?.digest))
+}
+
+/// Store a layer's file list (path → md5 or link target), for the conflict check.
+fn put_files(store: &Store, files: &BTreeMap<String, String>) -> Result<Output, BuildError> {
+    let bytes = serde_json::to_vec(files).map_err(|e| PackageError::Files(e.to_string()))?;
+    let digest = store.put_bytes(&bytes)?;
+    Ok(Output { digest, size: bytes.len() as u64, media_type: FILES_MEDIA_TYPE.into(), diff_id: None })
+}
+
+fn read_files(store: &Store, o: &Output) -> Result<BTreeMap<String, String>, BuildError> {
+    let bytes = store.read_blob(&o.digest)?;
+    Ok(serde_json::from_slice(&bytes).map_err(|e| PackageError::Files(e.to_string()))?)
+}
+
+/// One package's data as a layer, with its file list and the licences its `copyright` declares.
+pub fn deb_layer(plan: &Plan, d: &DebLayerDrv, deps: &HashMap<NodeIndex, Record>, store: &Store) -> Result<(Output, Output, Output), BuildError> {
+    let deb = deb_path(plan, d.fetch, deps, store)?;
+    let tmp = store.temp_file()?;
+    let sink = store::buffered(&tmp)?;
+    let opts = InstallOptions { epoch: d.epoch, merged_usr: d.merged_usr };
+    let spill = store.tmp_dir();
+    let (mut sink, installed) = deb::install_layer(&deb, &opts, sink, &spill)
+        .map_err(|source| PackageError::Install { package: d.package.clone(), source })?;
+    sink.flush().map_err(|source| BuildError::Write { name: d.package.clone(), source })?;
+    drop(sink);
+    let digest = Sha256(installed.digests.digest);
+    store.commit_blob(tmp, &digest)?;
+    let mut files: BTreeMap<String, String> = BTreeMap::new();
+    for f in &installed.files {
+        let v = installed.file_md5.get(f).cloned().unwrap_or_else(|| "link".to_string());
+        files.insert(f.clone(), v);
+    }
+    let layer = Output {
+        digest,
+        size: installed.digests.size,
+        media_type: layer::GZIP_MEDIA_TYPE.into(),
+        diff_id: Some(Sha256(installed.digests.diff_id)),
+    };
+    let name = d.package.split('=').next().unwrap_or(&d.package).to_string();
+    let copyright = format!("/usr/share/doc/{name}/copyright");
+    let docs = deb::read_files(&deb, &|p: &str| p == copyright)
+        .map_err(|source| PackageError::Install { package: d.package.clone(), source })?;
+    let licences: Vec<String> =
+        docs.first().map(|(_, b)| crate::sbom::dep5_licences(&String::from_utf8_lossy(b))).unwrap_or_default();
+    let bytes = serde_json::to_vec(&licences).map_err(|e| PackageError::Files(e.to_string()))?;
+    let lic_digest = store.put_bytes(&bytes)?;
+    let lic = Output { digest: lic_digest, size: bytes.len() as u64, media_type: LICENCES_MEDIA_TYPE.into(), diff_id: None };
+    Ok((layer, put_files(store, &files)?, lic))
+}
+
+/// Licences recorded for a package layer (empty when unknown).
+pub fn licences_of(store: &Store, rec: &Record) -> Vec<String> {
+    rec.outputs
+        .get("licences")
+        .and_then(|o| store.read_blob(&o.digest).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// One entry of a layer being merged.
+struct Head<'a, R: Read> {
+    path: String,
+    entry: tar::Entry<'a, R>,
+}
+
+fn next_head<'a, R: Read>(it: &mut tar::Entries<'a, R>) -> Result<Option<Head<'a, R>>, PackageError> {
+    match it.next() {
+        None => Ok(None),
+        Some(e) => {
+            let entry = e.map_err(PackageError::Merge)?;
+            let p = entry.path().map_err(PackageError::Merge)?;
+            let s = p.to_str().ok_or_else(|| PackageError::Files("non-UTF-8 path in a layer".into()))?;
+            let path = format!("/{}", s.trim_start_matches("./").trim_end_matches('/'));
+            Ok(Some(Head { path, entry }))
+        }
+    }
+}
+
+/// Merge package layers (each sorted) into one, streaming: a k-way merge by path. For a path in
+/// several layers the last layer's entry wins (directories: the first).
+pub fn merged_layer(
+    name: &str,
+    plan: &Plan,
+    m: &MergedLayerDrv,
+    deps: &HashMap<NodeIndex, Record>,
+    store: &Store,
+) -> Result<(Output, Output), BuildError> {
+    let mut archives = Vec::new();
+    let mut files: BTreeMap<String, String> = BTreeMap::new();
+    for &p in &m.parts {
+        let rec = deps.get(&p).ok_or_else(|| BuildError::MissingOutput(plan.graph[p].name.clone(), "layer"))?;
+        let f = File::open(store.blob_path(&output(rec, "layer")?.digest)).map_err(PackageError::Merge)?;
+        archives.push(tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(f))));
+        files.extend(read_files(store, output(rec, "files")?)?);
+    }
+    let mut iters = Vec::new();
+    for a in archives.iter_mut() {
+        iters.push(a.entries().map_err(PackageError::Merge)?);
+    }
+    let mut heads = Vec::new();
+    for it in iters.iter_mut() {
+        heads.push(next_head(it)?);
+    }
+    let tmp = store.temp_file()?;
+    let mut w = LayerWriter::new(store::buffered(&tmp)?);
+    while let Some(min) = heads.iter().flatten().map(|h| h.path.clone()).min_by(|a, b| a.as_bytes().cmp(b.as_bytes())) {
+        let holders: Vec<usize> = (0..heads.len()).filter(|&i| heads[i].as_ref().is_some_and(|h| h.path == min)).collect();
+        let is_dir = |i: usize| heads[i].as_ref().is_some_and(|h| h.entry.header().entry_type().is_dir());
+        let chosen = if holders.iter().all(|&i| is_dir(i)) { holders[0] } else { holders[holders.len() - 1] };
+        {
+            let Some(head) = heads[chosen].as_mut() else { break };
+            let h = head.entry.header();
+            let t = h.entry_type();
+            let link = || -> Result<String, PackageError> {
+                let l = head.entry.link_name().map_err(PackageError::Merge)?.unwrap_or_default();
+                Ok(l.to_string_lossy().into_owned())
+            };
+            let kind = if t.is_dir() {
+                layer::EntryKind::Dir
+            } else if t.is_symlink() {
+                layer::EntryKind::Symlink { target: link()? }
+            } else if t.is_hard_link() {
+                layer::EntryKind::Hardlink { target: format!("/{}", link()?.trim_start_matches('/')) }
+            } else {
+                layer::EntryKind::File { size: h.size().map_err(PackageError::Merge)? }
+            };
+            let entry = layer::Entry {
+                path: min.clone(),
+                mode: h.mode().map_err(PackageError::Merge)? & 0o7777,
+                uid: h.uid().map_err(PackageError::Merge)? as u32,
+                gid: h.gid().map_err(PackageError::Merge)? as u32,
+                mtime: h.mtime().map_err(PackageError::Merge)?,
+                kind,
+            };
+            let data: Option<&mut dyn Read> = if matches!(entry.kind, layer::EntryKind::File { .. }) { Some(&mut head.entry) } else { None };
+            w.append(&entry, data).map_err(PackageError::MergeLayer)?;
+        }
+        for i in holders {
+            heads[i] = next_head(&mut iters[i])?;
+        }
+    }
+    let (mut sink, digests) = w.finish().map_err(PackageError::MergeLayer)?;
+    sink.flush().map_err(|source| BuildError::Write { name: name.to_string(), source })?;
+    drop(sink);
+    let digest = Sha256(digests.digest);
+    store.commit_blob(tmp, &digest)?;
+    let layer = Output { digest, size: digests.size, media_type: layer::GZIP_MEDIA_TYPE.into(), diff_id: Some(Sha256(digests.diff_id)) };
+    Ok((layer, put_files(store, &files)?))
+}
+
+/// The metadata layer's entries, reading base-passwd's and ca-certificates' files from their debs.
+pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Store) -> Result<Vec<PlannedEntry>, BuildError> {
+    let deb_of = |n: NodeIndex| -> Result<PathBuf, BuildError> {
+        let rec = deps.get(&n).ok_or_else(|| BuildError::MissingOutput("package download".into(), "file"))?;
+        Ok(store.blob_path(&output(rec, "file")?.digest))
+    };
+    let mut masters = None;
+    if let Some(n) = m.base_passwd {
+        let deb = deb_of(n)?;
+        let files = deb::read_files(&deb, &|p: &str| p.starts_with("/usr/share/base-passwd/") && p.ends_with(".master"))
+            .map_err(|source| PackageError::Install { package: "base-passwd".into(), source })?;
+        let get = |name: &str| {
+            files.iter().find(|(p, _)| p.ends_with(name)).map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        };
+        if let (Some(p), Some(g)) = (get("/passwd.master"), get("/group.master")) {
+            masters = Some((p, g));
+        }
+    }
+    let mut certificates = Vec::new();
+    if let Some(n) = m.ca_certificates {
+        let deb = deb_of(n)?;
+        certificates = deb::read_files(&deb, &|p: &str| p.starts_with("/usr/share/ca-certificates/") && p.ends_with(".crt"))
+            .map_err(|source| PackageError::Install { package: "ca-certificates".into(), source })?;
+    }
+    Ok(plan::meta_entries(&plan::MetaInputs {
+        accounts: m.accounts.as_ref(),
+        masters,
+        certificates,
+        timezone: m.timezone.as_deref(),
+        symlinks: &m.symlinks,
+    }))
+}
+
+/// No two package layers of an image may ship one path with different content, unless one of
+/// them declares `Replaces` on the other (then the later layer's copy is what the image has).
+pub fn check_conflicts(plan: &Plan, img: &ImageDrv, deps: &HashMap<NodeIndex, Record>, store: &Store) -> Result<(), BuildError> {
+    let mut seen: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    for (i, pl) in img.packages.iter().enumerate() {
+        let rec = deps.get(&pl.layer).ok_or_else(|| BuildError::MissingOutput(plan.graph[pl.layer].name.clone(), "files"))?;
+        if !matches!(plan.graph[pl.layer].kind, DrvKind::DebLayer(_) | DrvKind::MergedLayer(_)) {
+            continue;
+        }
+        for (path, value) in read_files(store, output(rec, "files")?)? {
+            match seen.get(&path) {
+                Some((j, v)) if *v != value => {
+                    let other = &img.packages[*j];
+                    let declared = pl.replaces.iter().any(|r| other.packages.contains(r))
+                        || other.replaces.iter().any(|r| pl.packages.contains(r));
+                    if !declared {
+                        return Err(PackageError::Conflict { path, a: other.packages.join(", "), b: pl.packages.join(", ") }.into());
+                    }
+                    seen.insert(path, (i, value));
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(path, (i, value));
+                }
+            }
+        }
+    }
+    Ok(())
+}

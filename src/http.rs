@@ -1,0 +1,178 @@
+//! HTTP(S) client for the edges (Debian mirrors now; caches later): one blocking reqwest client
+//! with rustls on ring, time-outs, bounded retries of transient failures, and streaming
+//! downloads. `file://` URLs are read from the local filesystem, so a mirror can be a directory.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("`{url}` was not found (HTTP 404)")]
+    NotFound { url: String },
+    #[error("`{url}` answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("failed to fetch `{url}`")]
+    Transport {
+        url: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("failed to read `{path}`")]
+    File {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to write what `{url}` sent")]
+    Sink {
+        url: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot set up the HTTP client")]
+    Setup(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl HttpError {
+    /// Worth retrying: network trouble, time-outs, 5xx and 429.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HttpError::Transport { .. } => true,
+            HttpError::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            _ => false,
+        }
+    }
+}
+
+/// A download destination that can start over (for retries).
+pub trait Sink: Write {
+    fn reset(&mut self) -> io::Result<()>;
+}
+
+impl Sink for Vec<u8> {
+    fn reset(&mut self) -> io::Result<()> {
+        self.clear();
+        Ok(())
+    }
+}
+
+impl Sink for File {
+    fn reset(&mut self) -> io::Result<()> {
+        use std::io::Seek;
+        self.set_len(0)?;
+        self.seek(io::SeekFrom::Start(0)).map(|_| ())
+    }
+}
+
+/// Attempts per request (first try included).
+pub const ATTEMPTS: u32 = 4;
+
+/// The shared client.
+pub struct Http {
+    client: reqwest::blocking::Client,
+}
+
+static CLIENT: OnceLock<Result<Http, String>> = OnceLock::new();
+
+impl Http {
+    /// The process-wide client (created on first use).
+    pub fn shared() -> Result<&'static Http, HttpError> {
+        CLIENT
+            .get_or_init(|| Http::new().map_err(|e| format!("{e}: {}", e.source_text())))
+            .as_ref()
+            .map_err(|e| HttpError::Setup(e.clone().into()))
+    }
+
+    fn new() -> Result<Http, HttpError> {
+        // rustls needs a process-wide crypto provider; ring keeps the build small.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::blocking::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            // A whole request (a large .deb on a slow mirror included) must finish within this.
+            .timeout(Duration::from_secs(900))
+            .user_agent(concat!("compose/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| HttpError::Setup(Box::new(e)))?;
+        Ok(Http { client })
+    }
+
+    /// GET a small resource into memory, with retries.
+    pub fn get_bytes(&self, url: &str) -> Result<Vec<u8>, HttpError> {
+        let mut out = Vec::new();
+        self.download(url, &mut out)?;
+        Ok(out)
+    }
+
+    /// GET `url` streaming into `sink`. On a transient failure the request is retried (with
+    /// back-off) after `sink.reset()`.
+    pub fn download(&self, url: &str, sink: &mut dyn Sink) -> Result<u64, HttpError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            sink.reset().map_err(|source| HttpError::Sink { url: url.to_string(), source })?;
+            match self.once(url, sink) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                    std::thread::sleep(Duration::from_millis(200 * 4u64.pow(attempt - 1)));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn once(&self, url: &str, w: &mut dyn Sink) -> Result<u64, HttpError> {
+        if let Some(path) = url.strip_prefix("file://") {
+            let mut f = File::open(path).map_err(|source| match source.kind() {
+                io::ErrorKind::NotFound => HttpError::NotFound { url: url.to_string() },
+                _ => HttpError::File { path: path.to_string(), source },
+            })?;
+            return io::copy(&mut f, w).map_err(|source| HttpError::File { path: path.to_string(), source });
+        }
+        let mut resp = self
+            .client
+            .get(url)
+            .send()
+            .map_err(|e| HttpError::Transport { url: url.to_string(), source: Box::new(e) })?;
+        let status = resp.status().as_u16();
+        if status == 404 || status == 410 {
+            return Err(HttpError::NotFound { url: url.to_string() });
+        }
+        if !(200..300).contains(&status) {
+            return Err(HttpError::Status { url: url.to_string(), status });
+        }
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            let k = match resp.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(HttpError::Transport { url: url.to_string(), source: Box::new(e) }),
+            };
+            w.write_all(&buf[..k]).map_err(|source| HttpError::Sink { url: url.to_string(), source })?;
+            n += k as u64;
+        }
+        Ok(n)
+    }
+}
+
+trait SourceText {
+    fn source_text(&self) -> String;
+}
+
+impl SourceText for HttpError {
+    fn source_text(&self) -> String {
+        let mut s = String::new();
+        let mut e: Option<&dyn std::error::Error> = std::error::Error::source(self);
+        while let Some(err) = e {
+            if !s.is_empty() {
+                s.push_str(": ");
+            }
+            s.push_str(&err.to_string());
+            e = err.source();
+        }
+        s
+    }
+}
