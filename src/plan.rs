@@ -166,7 +166,8 @@ impl DrvKind {
     }
 }
 
-/// A package layer of an image, for the conflict check: which packages it holds.
+/// A package of an image, for the conflict check: the layer derivation of that package alone
+/// (in the image itself, or merged into a shared layer), in the order the image applies them.
 #[derive(Debug, Clone)]
 pub struct PackageLayer {
     pub layer: NodeIndex,
@@ -299,10 +300,11 @@ impl Builder<'_> {
                     continue;
                 };
                 let tz = config.env.iter().find_map(|e| e.strip_prefix("TZ=")).unwrap_or("Etc/UTC").to_string();
-                let (pkg_layers, meta) = self.package_layers(image, platform, &pins.packages, epoch, common.len(), tz);
-                layers.extend(pkg_layers.iter().map(|p| p.layer));
+                let (pkg_layers, per_package, meta) =
+                    self.package_layers(image, platform, &pins.packages, epoch, common.len(), tz);
+                layers.extend(pkg_layers);
                 layers.push(meta);
-                packages = pkg_layers;
+                packages = per_package;
             }
             layers.extend(common.iter().copied());
             let drv = ImageDrv { platform: platform.clone(), layers: layers.clone(), packages, config: config.clone(), epoch };
@@ -312,7 +314,10 @@ impl Builder<'_> {
             } else {
                 format!("{}: image", image.name)
             };
-            images.push(self.add(Derivation { hash, name, kind: DrvKind::Image(Box::new(drv)) }, &layers));
+            // The image also needs each package layer's file list (for the conflict check), merged or not.
+            let mut deps = layers.clone();
+            deps.extend(drv.packages.iter().map(|p| p.layer).filter(|n| !layers.contains(n)));
+            images.push(self.add(Derivation { hash, name, kind: DrvKind::Image(Box::new(drv)) }, &deps));
         }
         if images.is_empty() {
             return;
@@ -346,7 +351,7 @@ impl Builder<'_> {
         epoch: u64,
         other_layers: usize,
         tz: String,
-    ) -> (Vec<PackageLayer>, NodeIndex) {
+    ) -> (Vec<NodeIndex>, Vec<PackageLayer>, NodeIndex) {
         let merged_usr = true;
         let mut fetches: BTreeMap<&str, NodeIndex> = BTreeMap::new();
         for p in pins {
@@ -382,6 +387,16 @@ impl Builder<'_> {
         let popularity = popularity(pins);
         let mut order: Vec<&PackageLock> = pins.iter().filter(|p| fetches.contains_key(p.name.as_str())).collect();
         order.sort_by(|a, b| popularity[b.name.as_str()].cmp(&popularity[a.name.as_str()]).then(a.name.cmp(&b.name)));
+        // A package that `Replaces` another comes after it, so its copy of a shared path wins.
+        for _ in 0..order.len() {
+            let Some((i, j)) = (0..order.len()).find_map(|i| {
+                (i + 1..order.len()).rev().find(|&j| order[i].replaces.contains(&order[j].name)).map(|j| (i, j))
+            }) else {
+                break;
+            };
+            let p = order.remove(i);
+            order.insert(j, p);
+        }
         let budget = self.inputs.max_layers.saturating_sub(other_layers + 1).max(1);
         let own = if order.len() <= budget { order.len() } else { budget.saturating_sub(1).max(1) };
         let mut layers = Vec::new();
@@ -396,13 +411,18 @@ impl Builder<'_> {
             };
             b.add(drv, &[fetch])
         };
+        let mut image_layers = Vec::new();
         for p in &order[..own] {
             let layer = deb_layer(self, p);
+            image_layers.push(layer);
             layers.push(PackageLayer { layer, packages: vec![p.name.clone()], replaces: p.replaces.clone() });
         }
         if order.len() > own {
             let rest = &order[own..];
             let parts: Vec<NodeIndex> = rest.iter().map(|p| deb_layer(self, p)).collect();
+            for (p, &layer) in rest.iter().zip(&parts) {
+                layers.push(PackageLayer { layer, packages: vec![p.name.clone()], replaces: p.replaces.clone() });
+            }
             let mut e = Encoder::new("merged-layer");
             e.str(self.inputs.layer_format).list(parts.len());
             for &n in &parts {
@@ -413,12 +433,7 @@ impl Builder<'_> {
                 name: format!("{}: {} packages merged", image.name, rest.len()),
                 kind: DrvKind::MergedLayer(MergedLayerDrv { parts: parts.clone() }),
             };
-            let layer = self.add(drv, &parts);
-            layers.push(PackageLayer {
-                layer,
-                packages: rest.iter().map(|p| p.name.clone()).collect(),
-                replaces: rest.iter().flat_map(|p| p.replaces.iter().cloned()).collect(),
-            });
+            image_layers.push(self.add(drv, &parts));
         }
         // The metadata layer.
         let mut symlinks = vec![
@@ -458,7 +473,7 @@ impl Builder<'_> {
             kind: DrvKind::Meta(Box::new(meta)),
         };
         let meta = self.add(drv, &deps);
-        (layers, meta)
+        (image_layers, layers, meta)
     }
 
     fn layer(&mut self, image: &str, what: &str, entries: Vec<PlannedEntry>, epoch: u64) -> NodeIndex {

@@ -31,6 +31,8 @@ fn universe(dir: &std::path::Path) -> Repo {
     r.add(Pkg::new("middle", "1.0").field("Depends", "missing-lib (>= 3)"));
     r.add(Pkg::new("clash1", "1.0").file("/usr/share/clash.txt", "one\n", 0o644));
     r.add(Pkg::new("clash2", "1.0").file("/usr/share/clash.txt", "two\n", 0o644));
+    r.add(Pkg::new("aa-replacer", "1.0").field("Replaces", "clash1").file("/usr/share/clash.txt", "three\n", 0o644));
+    r.add(Pkg::new("ess", "1.0").field("Essential", "yes").file("/usr/share/ess", "e\n", 0o644));
     r.add(Pkg::new("arch-indep", "1.0").arch("all").file("/usr/share/indep", "all\n", 0o644));
     r.publish(SUITE);
     r
@@ -252,4 +254,39 @@ fn bad_repositories_are_rejected() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("not signed"), "{err}");
     assert!(!f.ctx.path("spec.kdl.lock").exists());
+}
+
+#[test]
+fn replaces_allows_a_shared_path_and_the_layer_budget_merges_packages() {
+    let f = Fixture::new();
+    // aa-replacer declares Replaces: clash1 (and sorts before it), so both may ship /usr/share/clash.txt; the later layer's
+    // copy is what the image has. Essential packages are not added unless asked for.
+    f.ctx.write("spec.kdl", spec(&f.repo, "\"tool\" \"consumer\" \"newlib\" \"arch-indep\" \"clash1\" \"aa-replacer\""));
+    let out = f.compose(&["build", "spec.kdl", "--json"]);
+    assert_success(&out, "build with Replaces");
+    assert!(!f.locked_names().iter().any(|n| n.starts_with("ess=")), "{:?}", f.locked_names());
+    let full: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // 9 packages + metadata = 10 layers; a budget of 4 keeps the 2 most depended-upon packages
+    // in layers of their own and merges the other 7 into one.
+    let out = f.compose(&["build", "spec.kdl", "--json", "--max-layers", "4", "--out", "out4"]);
+    assert_success(&out, "build with a layer budget");
+    let small: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(small["images"][0]["digest"], full["images"][0]["digest"]);
+    let layout = f.ctx.path("out4/pkgs");
+    let inspect = run(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:latest", layout.display())));
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 4, "{v}");
+    let bundle = f.ctx.tmp.path().join("bundle4");
+    run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", layout.display())).arg(&bundle));
+    let rootfs = bundle.join("rootfs");
+    for p in ["usr/bin/tool", "usr/share/newlib/version", "usr/share/indep", "usr/share/consumer", "var/lib/dpkg/status.d/clash1"] {
+        assert!(rootfs.join(p).exists(), "{p} missing from the merged image");
+    }
+    assert_eq!(fs::read_to_string(rootfs.join("usr/share/clash.txt")).unwrap(), "three\n");
+    // The same budget again: nothing to build, same digest.
+    let again = f.compose(&["build", "spec.kdl", "--json", "--max-layers", "4", "--out", "out4"]);
+    let a: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(a["derivations"]["built"], 0);
+    assert_eq!(a["images"][0]["digest"], small["images"][0]["digest"]);
 }
