@@ -7,7 +7,7 @@
 //! ├── README.md                      (describes this layout; not used by compose)
 //! └── v1/                            store format version; another version lives beside it
 //!     ├── lock                       shared-locked by every build, exclusively by `gc`
-//!     ├── blobs/sha256/<hex>         content-addressed blobs (layers, configs, manifests), mode 0444
+//!     ├── blobs/sha256/<hex>         content-addressed blobs (layers, configs, manifests, .debs, indexes), 0444
 //!     ├── records/<xx>/<drv-hex>.json  derivation → outputs records; mtime = last use (for gc)
 //!     ├── stat/<key>.bin             stat caches of local source trees (size, mtime, inode → blake3)
 //!     ├── locks/<drv-hex>            per-derivation build locks (two processes never build one twice)

@@ -248,29 +248,19 @@ fn rel_err(relation: &str, reason: impl Into<String>) -> RelationError {
     }
 }
 
-/// Parses a `Depends:`-style field: `a (>= 1) | b, c:any`. Empty groups (a trailing comma)
-/// are skipped; architecture restrictions (`[amd64]`) and build profiles (`<!nocheck>`),
-/// which binary packages do not carry, are rejected.
+/// Parses a `Depends:`-style field: `a (>= 1) | b, c:any` (the index parser's grammar).
 pub fn parse_relations(s: &str) -> Result<DepList, RelationError> {
-    let mut out = Vec::new();
-    for group in s.split(',') {
-        if group.trim().is_empty() {
-            continue;
-        }
-        let alts = group
-            .split('|')
-            .map(parse_relation)
-            .collect::<Result<Vec<_>, _>>()?;
-        out.push(alts);
-    }
-    Ok(out)
+    super::index::parse_relations(s).map_err(|e| rel_err(s, e.to_string()))
 }
 
 /// Parses a `Conflicts:`/`Breaks:`-style field: a comma-separated list without alternatives.
 pub fn parse_relation_list(s: &str) -> Result<Vec<Dep>, RelationError> {
-    s.split(',')
-        .filter(|r| !r.trim().is_empty())
-        .map(parse_relation)
+    parse_relations(s)?
+        .into_iter()
+        .map(|mut group| match group.len() {
+            1 => Ok(group.remove(0)),
+            _ => Err(rel_err(s, "alternatives (`|`) are not allowed here")),
+        })
         .collect()
 }
 
@@ -279,96 +269,21 @@ pub fn parse_provides(s: &str) -> Result<Vec<Provide>, RelationError> {
     parse_relation_list(s)?
         .into_iter()
         .map(|d| match d.constraint {
-            None => Ok(Provide {
-                name: d.name,
-                version: None,
-            }),
-            Some((Op::Eq, v)) => Ok(Provide {
-                name: d.name,
-                version: Some(v),
-            }),
-            Some((op, v)) => Err(rel_err(
-                &format!("{} ({} {v})", d.name, op.as_str()),
-                "a Provides may only carry `=`",
-            )),
+            None => Ok(Provide { name: d.name, version: None }),
+            Some((Op::Eq, v)) => Ok(Provide { name: d.name, version: Some(v) }),
+            Some((op, v)) => Err(rel_err(&format!("{} ({} {v})", d.name, op.as_str()), "a Provides may only carry `=`")),
         })
         .collect()
 }
 
 /// Parses one relation: `name[:arch] [(op version)]`.
 pub fn parse_relation(s: &str) -> Result<Dep, RelationError> {
-    let rel = s.trim();
-    if rel.is_empty() {
-        return Err(rel_err(s, "empty relation"));
+    let mut list = parse_relation_list(s)?;
+    match list.len() {
+        1 => Ok(list.remove(0)),
+        0 => Err(rel_err(s, "empty relation")),
+        _ => Err(rel_err(s, "expected one relation")),
     }
-    let (head, tail) = match rel.find('(') {
-        Some(i) => (rel[..i].trim(), Some(&rel[i + 1..])),
-        None => (rel, None),
-    };
-    if head.contains(['[', '<']) {
-        return Err(rel_err(
-            rel,
-            "architecture restrictions and build profiles are not allowed",
-        ));
-    }
-    let (name, arch) = match head.split_once(':') {
-        Some((n, a)) => {
-            let arch = match a {
-                "any" => ArchQual::Any,
-                "native" => ArchQual::Native,
-                a if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => {
-                    ArchQual::Arch(a.to_string())
-                }
-                _ => return Err(rel_err(rel, "invalid architecture qualifier")),
-            };
-            (n, Some(arch))
-        }
-        None => (head, None),
-    };
-    let valid_name = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    if !valid_name {
-        return Err(rel_err(rel, "invalid package name"));
-    }
-    let constraint = match tail {
-        None => None,
-        Some(t) => {
-            let Some((inner, after)) = t.split_once(')') else {
-                return Err(rel_err(rel, "missing `)`"));
-            };
-            if !after.trim().is_empty() {
-                return Err(rel_err(
-                    rel,
-                    "unexpected text after the version (architecture restrictions and build profiles are not allowed)",
-                ));
-            }
-            let inner = inner.trim();
-            let (op, rest) = [
-                ("<<", Op::Lt),
-                ("<=", Op::Le),
-                (">=", Op::Ge),
-                (">>", Op::Gt),
-                ("=", Op::Eq),
-                // Obsolete forms, which Debian policy reads as `<=` and `>=`.
-                ("<", Op::Le),
-                (">", Op::Ge),
-            ]
-            .iter()
-            .find_map(|(p, op)| inner.strip_prefix(p).map(|rest| (*op, rest.trim())))
-            .ok_or_else(|| rel_err(rel, "missing version operator"))?;
-            let version = rest
-                .parse::<Version>()
-                .map_err(|e| rel_err(rel, format!("invalid version: {e}")))?;
-            Some((op, version))
-        }
-    };
-    Ok(Dep {
-        name: name.to_string(),
-        arch,
-        constraint,
-    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1724,10 +1639,8 @@ mod tests {
     fn rejects_bad_relations() {
         for bad in [
             "foo (>= )",
-            "foo [amd64]",
             "foo (~ 1)",
             "foo (>= 1",
-            "foo (>= 1) [amd64]",
             "a b",
             "foo:",
         ] {
@@ -1741,7 +1654,9 @@ mod tests {
             "invalid relation `foo (>= 1)`: a Provides may only carry `=`"
         );
         let e = parse_relations("foo (>= 1").expect_err("unclosed");
-        assert_eq!(e.to_string(), "invalid relation `foo (>= 1`: missing `)`");
+        assert!(e.to_string().starts_with("invalid relation `foo (>= 1`: "), "{e}");
+        // Architecture restrictions are dropped, as in Packages indexes.
+        assert_eq!(parse_relations("foo [amd64]").expect("restrictions are ignored")[0][0].name, "foo");
     }
 
     // --- basics -------------------------------------------------------------------------------

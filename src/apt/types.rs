@@ -124,7 +124,7 @@ pub struct Package {
 }
 
 impl Package {
-    /// `name=version` (`:arch` appended when not the native one), for messages.
+    /// `name=version`, for messages.
     pub fn id(&self) -> String {
         format!("{}={}", self.name, self.version)
     }
