@@ -162,15 +162,45 @@ pub fn rfc3339(secs: u64) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
 }
 
-/// The image config blob.
-pub fn config_json(platform: &Platform, fields: &ConfigFields, diff_ids: &[Sha256], history: &[String], epoch: u64) -> Vec<u8> {
+/// The image config blob. With a `base` config, the image starts from it as Docker does: `env`
+/// adds or replaces variables by name, `entrypoint` resets `Cmd` unless `cmd` is also given, every
+/// other field the spec sets replaces the base's, and what the spec leaves alone (including fields
+/// compose does not model, such as `Healthcheck`) is inherited. `diff_ids` are all of the image's,
+/// base first; `history` holds this image's own entries, appended to the base's.
+pub fn config_json(
+    platform: &Platform,
+    fields: &ConfigFields,
+    base: Option<&Value>,
+    diff_ids: &[Sha256],
+    history: &[String],
+    epoch: u64,
+) -> Vec<u8> {
     let created = rfc3339(epoch);
-    let mut config = serde_json::Map::new();
+    let mut config = base
+        .and_then(|b| b.get("config"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     if !fields.env.is_empty() {
-        config.insert("Env".into(), json!(fields.env));
+        let mut env: Vec<String> = config
+            .get("Env")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        for kv in &fields.env {
+            let name = kv.split('=').next().unwrap_or(kv);
+            match env.iter_mut().find(|e| e.split('=').next() == Some(name)) {
+                Some(slot) => *slot = kv.clone(),
+                None => env.push(kv.clone()),
+            }
+        }
+        config.insert("Env".into(), json!(env));
     }
     if let Some(e) = &fields.entrypoint {
         config.insert("Entrypoint".into(), json!(e));
+        if fields.cmd.is_none() {
+            config.remove("Cmd");
+        }
     }
     if let Some(c) = &fields.cmd {
         config.insert("Cmd".into(), json!(c));
@@ -195,14 +225,16 @@ pub fn config_json(platform: &Platform, fields: &ConfigFields, diff_ids: &[Sha25
     if let Some(s) = &fields.stop_signal {
         config.insert("StopSignal".into(), json!(s));
     }
-    let history: Vec<Value> = history.iter().map(|h| json!({"created": created, "created_by": h})).collect();
+    let mut all_history: Vec<Value> =
+        base.and_then(|b| b.get("history")).and_then(Value::as_array).cloned().unwrap_or_default();
+    all_history.extend(history.iter().map(|h| json!({"created": created, "created_by": h})));
     let mut v = json!({
         "created": created,
         "architecture": platform.architecture,
         "os": platform.os,
         "config": Value::Object(config),
         "rootfs": {"type": "layers", "diff_ids": diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>()},
-        "history": history,
+        "history": all_history,
     });
     if let Some(var) = &platform.variant {
         v["variant"] = json!(var);

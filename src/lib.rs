@@ -6,6 +6,7 @@
 //! [`ops`] strings them together for each command; `main.rs` is the only place that prints.
 
 pub mod apt;
+pub mod base;
 pub mod build;
 pub mod hash;
 pub mod http;
@@ -14,6 +15,7 @@ pub mod layer;
 pub mod lock;
 pub mod ops;
 pub mod plan;
+pub mod registry_fetch;
 pub mod resolution;
 pub mod sbom;
 pub mod source;

@@ -152,26 +152,68 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
     let selected: Vec<&spec::ImageSpec> =
         spec.images.iter().filter(|i| opts.image.as_ref().is_none_or(|n| *n == i.name)).collect();
     let mut errors: Vec<SpecDiagnostic> = Vec::new();
-    for img in &selected {
-        match &img.base {
-            Base::Scratch => {}
-            Base::Registry { span, .. }
-            | Base::OciLayout { span, .. }
-            | Base::OciArchive { span, .. }
-            | Base::DockerArchive { span, .. }
-            | Base::Image { span, .. } => errors.push(spec.diagnostic(
-                "compose::spec::unsupported",
-                *span,
-                "only `base \"scratch\"` is supported by this version of compose",
-                "unsupported base",
-                Some("registry, OCI-layout and same-file bases are not implemented yet".into()),
-            )),
+    // Images with a `base image="NAME"` need their ancestors planned too.
+    let mut needed: Vec<&spec::ImageSpec> = selected.clone();
+    let mut i = 0;
+    while i < needed.len() {
+        if let Base::Image { name, .. } = &needed[i].base {
+            if let Some(parent) = spec.image(name) {
+                if !needed.iter().any(|n| n.name == parent.name) {
+                    needed.push(parent);
+                }
+            }
+        }
+        i += 1;
+    }
+    let mut bases: HashMap<(String, String), crate::base::BaseImage> = HashMap::new();
+    for img in &needed {
+        for platform in &img.platforms {
+            let p = platform.to_string();
+            let resolved = |path: &str| {
+                let pb = Path::new(path);
+                if pb.is_absolute() { pb.to_path_buf() } else { spec.dir.join(pb) }
+            };
+            let (loaded, span) = match &img.base {
+                Base::Scratch | Base::Image { .. } => continue,
+                Base::Registry { span, .. } => {
+                    errors.push(spec.diagnostic(
+                        "compose::spec::unsupported",
+                        *span,
+                        "registry bases are not supported by this version of compose",
+                        "unsupported base",
+                        Some("use a local base (`oci:PATH[:TAG]`, `oci-archive:PATH`, `docker-archive:PATH`) or `base image=\"NAME\"`".into()),
+                    ));
+                    continue;
+                }
+                Base::OciLayout { path, tag, span } => {
+                    (crate::base::oci_layout(&format!("oci:{path}"), &resolved(path), tag.as_deref(), &p), span)
+                }
+                Base::OciArchive { path, span } => (crate::base::oci_archive(&format!("oci-archive:{path}"), &resolved(path), &p), span),
+                Base::DockerArchive { path, span } => {
+                    (crate::base::docker_archive(&format!("docker-archive:{path}"), &resolved(path), &p), span)
+                }
+            };
+            match loaded {
+                Ok(b) => {
+                    bases.insert((img.name.clone(), p), b);
+                }
+                Err(e) => {
+                    let mut msg = e.to_string();
+                    let mut src: &dyn std::error::Error = &e;
+                    while let Some(next) = src.source() {
+                        msg.push_str(": ");
+                        msg.push_str(&next.to_string());
+                        src = next;
+                    }
+                    errors.push(spec.diagnostic("compose::spec::base", *span, msg, "this base", None));
+                }
+            }
         }
     }
     spec.report(std::mem::take(&mut errors))?;
     let mut scanner = Scanner::new(&opts.cache_dir, &spec.dir)?;
     let mut sources: HashMap<String, Scanned> = HashMap::new();
-    for img in &selected {
+    for img in &needed {
         for op in img.files.iter().chain(img.layers.iter().flat_map(|l| l.ops.iter())) {
             let FileOp::Copy { src, src_span, .. } = op else { continue };
             if sources.contains_key(src) {
@@ -203,6 +245,7 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
         lock: lockfile.as_ref(),
         mirror: &mirror,
         max_layers: opts.max_layers,
+        bases: &bases,
     };
     let plan = match plan::plan(&spec, opts.image.as_deref(), &inputs) {
         Ok(p) => p,
@@ -329,7 +372,7 @@ pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummar
     let ex = build::execute(&planned.plan, &planned.store, reporter)?;
     let mut images = Vec::new();
     for pi in &planned.plan.images {
-        let fin = build::finished(&planned.plan, &ex, &pi.name, &pi.tag, pi.root)?;
+        let fin = build::finished(&planned.plan, &ex, &planned.store, &pi.name, &pi.tag, pi.root)?;
         let path = image::export(&planned.store, &fin, &opts.out, opts.format)?;
         write_sbom(&planned, &ex, pi, &fin, &opts.out)?;
         images.push(BuiltImage {

@@ -16,10 +16,11 @@ use std::sync::Arc;
 use miette::SourceSpan;
 use petgraph::graph::{DiGraph, NodeIndex};
 
+use crate::base::{BaseImage, BaseLayer, BlobSource};
 use crate::hash::{ContentHash, DrvHash, Encoder, Sha256};
 use crate::lock::{Lockfile, PackageLock};
 use crate::source::{Scanned, SourceKind};
-use crate::spec::{Accounts, FileOp, ImageSpec, Owner, OwnerSpec, Platform, SpecDiagnostic, SpecFile};
+use crate::spec::{Accounts, Base, FileOp, ImageSpec, Owner, OwnerSpec, Platform, SpecDiagnostic, SpecFile};
 
 /// Default epoch when neither `SOURCE_DATE_EPOCH` nor the spec gives one: 1980-01-01T00:00:00Z
 /// (not 0, which some tools read as "missing").
@@ -82,6 +83,7 @@ pub struct RuntimeConfig {
 #[derive(Debug, Clone)]
 pub struct ImageDrv {
     pub platform: Platform,
+    pub base: Option<ImageBase>,
     pub layers: Vec<NodeIndex>,
     /// The package layers among `layers`.
     pub packages: Vec<PackageLayer>,
@@ -106,6 +108,26 @@ pub struct FetchDrv {
     pub url: Result<String, String>,
     /// The mirror's name for messages (`debian`).
     pub repository: String,
+}
+
+/// A base image's layer, by digest (fixed output: reused byte for byte, verified).
+#[derive(Debug, Clone)]
+pub struct BlobDrv {
+    pub layer: BaseLayer,
+    /// Where to read it (never hashed).
+    pub source: BlobSource,
+    /// The base reference, for messages.
+    pub reference: String,
+}
+
+/// What an image starts from.
+#[derive(Debug, Clone)]
+pub enum ImageBase {
+    /// A base from a registry or a local layout/archive: its config and layers (with the nodes that
+    /// bring each layer's blob into the store).
+    External { manifest: Sha256, config: Arc<serde_json::Value>, layers: Vec<(BaseLayer, NodeIndex)> },
+    /// Another image of the same spec (`base image="NAME"`): its image derivation for this platform.
+    Image(NodeIndex),
 }
 
 /// One package's data as a normalized layer, with its dpkg database entry.
@@ -140,6 +162,7 @@ pub struct MetaDrv {
 pub enum DrvKind {
     Layer(LayerDrv),
     Fetch(FetchDrv),
+    Blob(BlobDrv),
     DebLayer(DebLayerDrv),
     MergedLayer(MergedLayerDrv),
     Meta(Box<MetaDrv>),
@@ -152,6 +175,7 @@ impl DrvKind {
         match self {
             DrvKind::Layer(_) => "layer",
             DrvKind::Fetch(_) => "fetch",
+            DrvKind::Blob(_) => "blob",
             DrvKind::DebLayer(_) => "deb",
             DrvKind::MergedLayer(_) => "merged",
             DrvKind::Meta(_) => "meta",
@@ -215,12 +239,16 @@ pub struct PlanInputs<'a> {
     pub mirror: &'a dyn Fn(&str, &str) -> Result<String, String>,
     /// Most layers an image may have; packages are merged past it.
     pub max_layers: usize,
+    /// External bases, by (image name, platform).
+    pub bases: &'a HashMap<(String, String), BaseImage>,
 }
 
 /// Default layer budget: below 100 layers in all.
 pub const DEFAULT_MAX_LAYERS: usize = 99;
 
 struct Builder<'a> {
+    /// Image derivations by (image name, platform), for `base image="NAME"`.
+    image_nodes: HashMap<(String, String), NodeIndex>,
     spec: &'a SpecFile,
     inputs: &'a PlanInputs<'a>,
     plan: Plan,
@@ -230,12 +258,11 @@ struct Builder<'a> {
 
 /// Plan every image of `spec` (or only `only`, and what it needs).
 pub fn plan(spec: &SpecFile, only: Option<&str>, inputs: &PlanInputs<'_>) -> Result<Plan, Vec<SpecDiagnostic>> {
-    let mut b = Builder { spec, inputs, plan: Plan::default(), by_hash: HashMap::new(), errors: Vec::new() };
-    for image in &spec.images {
-        if only.is_some_and(|n| n != image.name) {
-            continue;
-        }
-        b.image(image);
+    let mut b = Builder { image_nodes: HashMap::new(), spec, inputs, plan: Plan::default(), by_hash: HashMap::new(), errors: Vec::new() };
+    // Parents (`base image="NAME"`) before children; with `only`, what it needs is planned too.
+    for image in image_order(spec, only) {
+        let output = only.is_none_or(|n| n == image.name);
+        b.image(image, output);
     }
     if b.errors.is_empty() {
         Ok(b.plan)
@@ -258,7 +285,7 @@ impl Builder<'_> {
         n
     }
 
-    fn image(&mut self, image: &ImageSpec) {
+    fn image(&mut self, image: &ImageSpec, output: bool) {
         let epoch = self.inputs.source_date_epoch.or(image.epoch).unwrap_or(DEFAULT_EPOCH);
         let ids = Ids::new(image.accounts.as_ref());
         let packaged = !image.packages.is_empty();
@@ -283,6 +310,52 @@ impl Builder<'_> {
         for platform in &image.platforms {
             let mut layers = Vec::new();
             let mut packages = Vec::new();
+            let mut base_deps = Vec::new();
+            let base = match &image.base {
+                Base::Scratch => None,
+                Base::Image { name, span } => match self.image_nodes.get(&(name.clone(), platform.to_string())) {
+                    Some(&n) => {
+                        base_deps.push(n);
+                        Some(ImageBase::Image(n))
+                    }
+                    None => {
+                        self.errors.push(self.spec.diagnostic(
+                            "compose::spec::base_platform",
+                            *span,
+                            format!("image `{name}` is not built for {platform}, which `{}` needs", image.name),
+                            "this base",
+                            Some(format!("add \"{platform}\" to the `platforms` of `{name}`")),
+                        ));
+                        continue;
+                    }
+                },
+                _ => match self.inputs.bases.get(&(image.name.clone(), platform.to_string())) {
+                    Some(b) => {
+                        let mut layers = Vec::new();
+                        for l in &b.layers {
+                            let drv = Derivation {
+                                hash: Encoder::new("blob").sha256(&l.digest).finish(),
+                                name: format!("base layer {} of {}", &l.digest.hex()[..12], b.reference),
+                                kind: DrvKind::Blob(BlobDrv { layer: l.clone(), source: b.source.clone(), reference: b.reference.clone() }),
+                            };
+                            let n = self.add(drv, &[]);
+                            base_deps.push(n);
+                            layers.push((l.clone(), n));
+                        }
+                        Some(ImageBase::External { manifest: b.manifest_digest, config: Arc::new(b.config.clone()), layers })
+                    }
+                    None => {
+                        self.errors.push(self.spec.diagnostic(
+                            "compose::spec::base",
+                            image.span,
+                            format!("the base of `{}` was not loaded for {platform}", image.name),
+                            "this image",
+                            None,
+                        ));
+                        continue;
+                    }
+                },
+            };
             if packaged {
                 let pins = self
                     .inputs
@@ -307,7 +380,7 @@ impl Builder<'_> {
                 packages = per_package;
             }
             layers.extend(common.iter().copied());
-            let drv = ImageDrv { platform: platform.clone(), layers: layers.clone(), packages, config: config.clone(), epoch };
+            let drv = ImageDrv { platform: platform.clone(), base, layers: layers.clone(), packages, config: config.clone(), epoch };
             let hash = self.image_hash(&drv);
             let name = if image.platforms.len() > 1 {
                 format!("{}: image {}", image.name, platform)
@@ -317,9 +390,12 @@ impl Builder<'_> {
             // The image also needs each package layer's file list (for the conflict check), merged or not.
             let mut deps = layers.clone();
             deps.extend(drv.packages.iter().map(|p| p.layer).filter(|n| !layers.contains(n)));
-            images.push(self.add(Derivation { hash, name, kind: DrvKind::Image(Box::new(drv)) }, &deps));
+            deps.extend(base_deps);
+            let node = self.add(Derivation { hash, name, kind: DrvKind::Image(Box::new(drv)) }, &deps);
+            self.image_nodes.insert((image.name.clone(), platform.to_string()), node);
+            images.push(node);
         }
-        if images.is_empty() {
+        if images.is_empty() || !output {
             return;
         }
         let root = if images.len() == 1 {
@@ -510,6 +586,17 @@ impl Builder<'_> {
         let mut e = Encoder::new("image");
         e.str(&drv.platform.os).str(&drv.platform.architecture).opt_str(drv.platform.variant.as_deref());
         e.u64(drv.epoch);
+        match &drv.base {
+            None => {
+                e.str("scratch");
+            }
+            Some(ImageBase::External { manifest, .. }) => {
+                e.str("external").sha256(manifest);
+            }
+            Some(ImageBase::Image(n)) => {
+                e.str("image").drv(&self.plan.graph[*n].hash);
+            }
+        }
         e.list(drv.layers.len());
         for &l in &drv.layers {
             e.drv(&self.plan.graph[l].hash);
@@ -786,6 +873,28 @@ fn kind_word(k: &EntryKind) -> &'static str {
         EntryKind::File { .. } => "file",
         EntryKind::Symlink { .. } => "symlink",
     }
+}
+
+/// The images to plan, parents (`base image="NAME"`) first; with `only`, it and its ancestors.
+fn image_order<'s>(spec: &'s SpecFile, only: Option<&str>) -> Vec<&'s ImageSpec> {
+    let mut out: Vec<&ImageSpec> = Vec::new();
+    fn visit<'s>(spec: &'s SpecFile, image: &'s ImageSpec, out: &mut Vec<&'s ImageSpec>, depth: usize) {
+        if depth > spec.images.len() || out.iter().any(|i| i.name == image.name) {
+            return;
+        }
+        if let Base::Image { name, .. } = &image.base {
+            if let Some(parent) = spec.image(name) {
+                visit(spec, parent, out, depth + 1);
+            }
+        }
+        out.push(image);
+    }
+    for image in &spec.images {
+        if only.is_none_or(|n| n == image.name) {
+            visit(spec, image, &mut out, 0);
+        }
+    }
+    out
 }
 
 fn sha_of(d: &Derivation) -> Sha256 {

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use crate::hash::{ContentHash, Sha256};
 use crate::image::{self, ConfigFields, Descriptor, Finished};
 use crate::layer::{self, LayerWriter};
-use crate::plan::{Content, Derivation, DrvKind, EntryKind, ImageDrv, Plan, PlannedEntry};
+use crate::plan::{Content, Derivation, DrvKind, EntryKind, ImageBase, ImageDrv, Plan, PlannedEntry};
 use crate::store::{self, Output, Record, Store, StoreError, RECORD_VERSION};
 
 pub mod packages;
@@ -173,6 +173,9 @@ fn run(plan: &Plan, drv: &Derivation, deps: &HashMap<NodeIndex, Record>, store: 
         DrvKind::Fetch(f) => {
             outputs.insert("file".to_string(), packages::fetch(f, store)?);
         }
+        DrvKind::Blob(b) => {
+            outputs.insert("file".to_string(), packages::base_blob(b, store)?);
+        }
         DrvKind::DebLayer(d) => {
             let (layer, files, licences) = packages::deb_layer(plan, d, deps, store)?;
             outputs.insert("layer".to_string(), layer);
@@ -280,11 +283,57 @@ pub(crate) fn build_layer(name: &str, entries: &[PlannedEntry], epoch: u64, stor
     })
 }
 
+/// A base's config, layer descriptors and diff_ids.
+type BaseParts = (serde_json::Value, Vec<Descriptor>, Vec<Sha256>);
+
+/// The base an image starts from: its config, layer descriptors and diff_ids.
+fn base_of(
+    plan: &Plan,
+    img: &ImageDrv,
+    deps: &HashMap<NodeIndex, Record>,
+    store: &Store,
+) -> Result<Option<BaseParts>, BuildError> {
+    let damaged = |what: &str| BuildError::MissingOutput(format!("base image ({what})"), "config");
+    match &img.base {
+        None => Ok(None),
+        Some(ImageBase::External { config, layers, .. }) => {
+            let descs = layers.iter().map(|(l, _)| Descriptor::new(&l.media_type, l.digest, l.size)).collect();
+            let diff_ids = layers.iter().map(|(l, _)| l.diff_id).collect();
+            Ok(Some(((**config).clone(), descs, diff_ids)))
+        }
+        Some(ImageBase::Image(parent)) => {
+            let rec = deps.get(parent).ok_or_else(|| BuildError::MissingOutput(plan.graph[*parent].name.clone(), "manifest"))?;
+            let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&output(rec, "config")?.digest)?)
+                .map_err(|_| damaged("config"))?;
+            let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(&output(rec, "manifest")?.digest)?)
+                .map_err(|_| damaged("manifest"))?;
+            let mut descs = Vec::new();
+            for l in manifest.get("layers").and_then(|v| v.as_array()).cloned().unwrap_or_default() {
+                let digest = l.get("digest").and_then(|d| d.as_str()).and_then(|d| d.parse().ok()).ok_or_else(|| damaged("layer"))?;
+                let size = l.get("size").and_then(|v| v.as_u64()).ok_or_else(|| damaged("layer"))?;
+                let mt = l.get("mediaType").and_then(|v| v.as_str()).unwrap_or(layer::GZIP_MEDIA_TYPE);
+                descs.push(Descriptor::new(mt, digest, size));
+            }
+            let diff_ids = config
+                .pointer("/rootfs/diff_ids")
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(|d| d.as_str().and_then(|s| s.parse().ok())).collect())
+                .unwrap_or_default();
+            Ok(Some((config, descs, diff_ids)))
+        }
+    }
+}
+
 fn build_image(plan: &Plan, img: &ImageDrv, deps: &HashMap<NodeIndex, Record>, store: &Store) -> Result<(Output, Output), BuildError> {
     let mut diff_ids = Vec::new();
     let mut layers = Vec::new();
     let mut history = Vec::new();
     packages::check_conflicts(plan, img, deps, store)?;
+    let base = base_of(plan, img, deps, store)?;
+    if let Some((_, descs, ids)) = &base {
+        layers.extend(descs.iter().cloned());
+        diff_ids.extend(ids.iter().copied());
+    }
     for &l in &img.layers {
         let rec = deps.get(&l).ok_or_else(|| BuildError::MissingOutput(plan.graph[l].name.clone(), "layer"))?;
         let o = output(rec, "layer")?;
@@ -311,7 +360,7 @@ fn build_image(plan: &Plan, img: &ImageDrv, deps: &HashMap<NodeIndex, Record>, s
         labels: c.labels.clone(),
         stop_signal: c.stop_signal.clone(),
     };
-    let config = image::config_json(&oci_platform(&img.platform), &fields, &diff_ids, &history, img.epoch);
+    let config = image::config_json(&oci_platform(&img.platform), &fields, base.as_ref().map(|b| &b.0), &diff_ids, &history, img.epoch);
     let config_digest = store.put_bytes(&config)?;
     let config_desc = Descriptor::new(image::CONFIG_MEDIA_TYPE, config_digest, config.len() as u64);
     let manifest = image::manifest_json(&config_desc, &layers);
@@ -323,7 +372,7 @@ fn build_image(plan: &Plan, img: &ImageDrv, deps: &HashMap<NodeIndex, Record>, s
 }
 
 /// Gather what an export of planned image `root` needs from the executed records.
-pub fn finished(plan: &Plan, ex: &Executed, name: &str, tag: &str, root: NodeIndex) -> Result<Finished, BuildError> {
+pub fn finished(plan: &Plan, ex: &Executed, store: &Store, name: &str, tag: &str, root: NodeIndex) -> Result<Finished, BuildError> {
     let rec = |n: NodeIndex| ex.records.get(&n).ok_or_else(|| BuildError::MissingOutput(plan.graph[n].name.clone(), "record"));
     let mut blobs: Vec<(Sha256, u64)> = Vec::new();
     let mut platforms = Vec::new();
@@ -338,11 +387,15 @@ pub fn finished(plan: &Plan, ex: &Executed, name: &str, tag: &str, root: NodeInd
         let r = rec(i)?;
         let config = output(r, "config")?;
         let manifest = output(r, "manifest")?;
+        // Every layer the manifest names (the base's included), read back from the store.
+        let doc: serde_json::Value = serde_json::from_slice(&store.read_blob(&manifest.digest)?)
+            .map_err(|_| BuildError::MissingOutput(plan.graph[i].name.clone(), "manifest"))?;
         let mut layer_digests = Vec::new();
-        for &l in &img.layers {
-            let o = output(rec(l)?, "layer")?;
-            blobs.push((o.digest, o.size));
-            layer_digests.push(o.digest);
+        for l in doc.get("layers").and_then(|v| v.as_array()).cloned().unwrap_or_default() {
+            let d: Sha256 = l.get("digest").and_then(|d| d.as_str()).and_then(|d| d.parse().ok())
+                .ok_or_else(|| BuildError::MissingOutput(plan.graph[i].name.clone(), "layer"))?;
+            blobs.push((d, l.get("size").and_then(|v| v.as_u64()).unwrap_or(0)));
+            layer_digests.push(d);
         }
         blobs.push((config.digest, config.size));
         blobs.push((manifest.digest, manifest.size));

@@ -7,6 +7,7 @@ mod cli_errors;
 mod debian;
 mod incremental;
 mod aptrepo;
+mod bases;
 mod outputs;
 mod packages;
 mod repro;
