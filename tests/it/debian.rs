@@ -52,3 +52,55 @@ fn debian_spec_builds_runs_and_reproduces() {
     assert_success(&ctx.compose(&["lock", "debian.kdl"]), "lock");
     assert_eq!(fs::read(ctx.path("debian.kdl.lock")).unwrap(), lock1);
 }
+
+/// The ELF machine of `usr/bin/busybox` in the layers of `manifest` (a blob of `layout`).
+fn busybox_machine(layout: &Path, manifest_digest: &str) -> u16 {
+    let blob = |d: &str| fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&blob(manifest_digest)).unwrap();
+    for l in manifest["layers"].as_array().unwrap() {
+        let bytes = blob(l["digest"].as_str().unwrap());
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap().to_str() == Some("usr/bin/busybox") {
+                let mut head = [0u8; 20];
+                std::io::Read::read_exact(&mut e, &mut head).unwrap();
+                assert_eq!(&head[..4], b"\x7fELF");
+                return u16::from_le_bytes([head[18], head[19]]);
+            }
+        }
+    }
+    panic!("no usr/bin/busybox in {manifest_digest}");
+}
+
+#[test]
+fn two_platforms_resolve_per_architecture_into_one_index() {
+    let ctx = TestContext::new();
+    ctx.write(
+        "mp.kdl",
+        r#"image "mp" {
+    platforms "linux/amd64" "linux/arm64"
+    repository "debian" suite="bookworm" components="main" keyring="/usr/share/keyrings/debian-archive-keyring.gpg"
+    packages "busybox-static"
+    files { text "/etc/motd" "shared by both platforms\n" }
+}
+"#,
+    );
+    let v = ctx.build_json(&["mp.kdl"]);
+    // Per platform: a fetch, a package layer, a metadata layer and an image; one shared files layer; one index.
+    assert_eq!(v["derivations"]["total"], 10, "{v}");
+    let layout = ctx.path("out/mp");
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let root = index["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let inner: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(root.trim_start_matches("sha256:"))).unwrap()).unwrap();
+    let mut machines = Vec::new();
+    for m in inner["manifests"].as_array().unwrap() {
+        machines.push((m["platform"]["architecture"].as_str().unwrap().to_string(), busybox_machine(&layout, m["digest"].as_str().unwrap())));
+    }
+    // EM_X86_64 = 62, EM_AARCH64 = 183.
+    assert_eq!(machines, [("amd64".to_string(), 62), ("arm64".to_string(), 183)]);
+    let lock: serde_json::Value = serde_json::from_slice(&fs::read(ctx.path("mp.kdl.lock")).unwrap()).unwrap();
+    assert_eq!(lock["images"]["mp"]["platforms"]["linux/arm64"]["packages"][0]["architecture"], "arm64");
+    run(std::process::Command::new("skopeo").args(["inspect", "--override-arch", "arm64"]).arg(format!("oci:{}:latest", layout.display())));
+}
