@@ -67,6 +67,8 @@ pub struct BaseImage {
     pub config: Value,
     pub layers: Vec<BaseLayer>,
     pub source: BlobSource,
+    /// `/etc/passwd`, `/etc/group` and the dpkg database, from [`read_base_files`].
+    pub files: BTreeMap<String, Vec<u8>>,
 }
 
 /// OCI media type for a layer media type (Docker's become their OCI equivalents; bytes unchanged).
@@ -248,6 +250,7 @@ fn from_descriptor(
             layers: layers_of(reference, &doc, &config)?,
             config,
             source,
+            files: BTreeMap::new(),
         });
     }
     Err(invalid(reference, "indexes nest too deeply"))
@@ -378,5 +381,95 @@ pub fn docker_archive(reference: &str, path: &Path, platform: &str) -> Result<Ba
         config,
         layers,
         source: BlobSource::Archive { path: path.to_path_buf(), members },
+        files: BTreeMap::new(),
     })
+}
+
+/// Files of the base image's merged filesystem that compose reads: `/etc/passwd`, `/etc/group`
+/// and the dpkg database (`/var/lib/dpkg/status`, `/var/lib/dpkg/status.d/*`). Layers are applied
+/// in order, whiteouts (`.wh.NAME`, `.wh..wh..opq`) included.
+pub fn read_base_files(b: &BaseImage) -> Result<BTreeMap<String, Vec<u8>>, BaseError> {
+    let wanted = |p: &str| {
+        p == "etc/passwd" || p == "etc/group" || p == "var/lib/dpkg/status" || p.starts_with("var/lib/dpkg/status.d/")
+    };
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for l in &b.layers {
+        let io = |source| BaseError::Io { reference: b.reference.clone(), action: "read a layer of", path: PathBuf::from(l.digest.to_string()), source };
+        let raw: Box<dyn Read> = match &b.source {
+            BlobSource::Dir(dir) => Box::new(BufReader::new(File::open(dir.join(l.digest.hex())).map_err(io)?)),
+            BlobSource::Archive { path, members } => {
+                let member = members.get(&l.digest).ok_or_else(|| invalid(&b.reference, format!("no member for layer {}", l.digest)))?;
+                let f = File::open(path).map_err(io)?;
+                let mut ar = tar::Archive::new(BufReader::new(f));
+                let mut data = None;
+                for e in ar.entries().map_err(io)? {
+                    let mut e = e.map_err(io)?;
+                    if e.path().map_err(io)?.to_string_lossy().trim_start_matches("./") == member.as_str() {
+                        let mut v = Vec::new();
+                        e.read_to_end(&mut v).map_err(io)?;
+                        data = Some(v);
+                        break;
+                    }
+                }
+                Box::new(io::Cursor::new(data.ok_or_else(|| invalid(&b.reference, format!("no member `{member}`")))?))
+            }
+            BlobSource::Registry(_) => return Ok(files),
+        };
+        let reader: Box<dyn Read> = if l.media_type.ends_with("+gzip") {
+            Box::new(flate2::read::GzDecoder::new(raw))
+        } else if l.media_type.ends_with("+zstd") {
+            Box::new(zstd::stream::read::Decoder::new(raw).map_err(io)?)
+        } else {
+            raw
+        };
+        let mut ar = tar::Archive::new(reader);
+        for e in ar.entries().map_err(io)? {
+            let mut e = e.map_err(io)?;
+            let path = e.path().map_err(io)?.to_string_lossy().trim_start_matches("./").trim_end_matches('/').to_string();
+            let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+            if name == ".wh..wh..opq" {
+                let prefix = format!("{dir}/");
+                files.retain(|k, _| !k.starts_with(&prefix));
+                continue;
+            }
+            if let Some(gone) = name.strip_prefix(".wh.") {
+                let target = if dir.is_empty() { gone.to_string() } else { format!("{dir}/{gone}") };
+                files.retain(|k, _| *k != target && !k.starts_with(&format!("{target}/")));
+                continue;
+            }
+            if wanted(&path) && e.header().entry_type().is_file() {
+                let mut v = Vec::new();
+                e.read_to_end(&mut v).map_err(io)?;
+                files.insert(path, v);
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Packages a base image's dpkg database says are installed: (name, version, architecture).
+pub fn installed_packages(files: &BTreeMap<String, Vec<u8>>) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for (path, bytes) in files {
+        let in_status_d = path.starts_with("var/lib/dpkg/status.d/") && !path.ends_with(".md5sums");
+        if path != "var/lib/dpkg/status" && !in_status_d {
+            continue;
+        }
+        for stanza in String::from_utf8_lossy(bytes).split("\n\n") {
+            let field = |name: &str| {
+                stanza.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')).map(|v| v.trim().to_string()))
+            };
+            let (Some(p), Some(v)) = (field("Package"), field("Version")) else { continue };
+            // status.d entries may carry no Status; a status file's must say installed.
+            if let Some(st) = field("Status") {
+                if !st.ends_with(" installed") {
+                    continue;
+                }
+            }
+            out.push((p, v, field("Architecture").unwrap_or_default()));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }

@@ -65,6 +65,9 @@ pub struct Requests {
     pub repositories: Vec<RepositoryRequest>,
     /// `name` or `name=version`, sorted.
     pub packages: Vec<String>,
+    /// Identity of what the base image has installed (per platform), when there is a base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +146,7 @@ pub fn requests_of(image: &ImageSpec) -> Requests {
             .map(|r| RepositoryRequest { name: r.name.clone(), suite: r.suite.clone(), components: r.components.clone() })
             .collect(),
         packages,
+        base: None,
     }
 }
 
@@ -219,7 +223,9 @@ impl Lockfile {
     /// of its platforms?
     pub fn is_current(&self, image: &ImageSpec) -> bool {
         let Some(l) = self.images.get(&image.name) else { return false };
-        l.requests == requests_of(image)
+        let r = requests_of(image);
+        l.requests.repositories == r.repositories
+            && l.requests.packages == r.packages
             && image.platforms.iter().all(|p| l.platforms.contains_key(&p.to_string()))
             && l.platforms.len() == image.platforms.len()
     }

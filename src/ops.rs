@@ -1,7 +1,7 @@
 //! Top-level operations behind each command (cargo's `ops`): load the spec, scan sources, plan,
 //! execute, export. Commands in `cli` parse flags, call one of these and print the result.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::build::{self, BuildError, Counts, Reporter};
@@ -151,9 +151,66 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
     }
     let selected: Vec<&spec::ImageSpec> =
         spec.images.iter().filter(|i| opts.image.as_ref().is_none_or(|n| *n == i.name)).collect();
+    let (needed, bases) = load_bases_of(&spec, &selected)?;
+    let mut errors: Vec<SpecDiagnostic> = Vec::new();
+    let mut scanner = Scanner::new(&opts.cache_dir, &spec.dir)?;
+    let mut sources: HashMap<String, Scanned> = HashMap::new();
+    for img in &needed {
+        for op in img.files.iter().chain(img.layers.iter().flat_map(|l| l.ops.iter())) {
+            let FileOp::Copy { src, src_span, .. } = op else { continue };
+            if sources.contains_key(src) {
+                continue;
+            }
+            match scanner.scan(src) {
+                Ok(s) => {
+                    sources.insert(src.clone(), s);
+                }
+                Err(e) => errors.push(source_error(&spec, *src_span, e)),
+            }
+        }
+    }
+    spec.report(std::mem::take(&mut errors))?;
+    let epoch = source_date_epoch()?;
+    let env = |name: &str| std::env::var(name).ok();
+    let mirrors = MirrorConfig { flags: &opts.mirrors, env: &env, root: &opts.host_root };
+    let lockfile = ensure_locked(&spec, &selected, opts, &mirrors, LockMode::Build, &bases)?;
+    let mirror = |repo: &str, suite: &str| -> Result<String, String> {
+        if opts.offline {
+            return Err("--offline is set and the package is not in the store".into());
+        }
+        mirrors.mirror(repo, suite).map(|m| m.url).map_err(|e| e.to_string())
+    };
+    let inputs = plan::PlanInputs {
+        sources: &sources,
+        source_date_epoch: epoch,
+        layer_format: crate::layer::LAYER_FORMAT_ID,
+        lock: lockfile.as_ref(),
+        mirror: &mirror,
+        max_layers: opts.max_layers,
+        bases: &bases,
+    };
+    let plan = match plan::plan(&spec, opts.image.as_deref(), &inputs) {
+        Ok(p) => p,
+        Err(diagnostics) => return Err(spec.report(diagnostics).err().map(Error::Spec).unwrap_or_else(|| Error::Usage("planning failed".into()))),
+    };
+    // Only a valid spec touches the store (resolution, above, opens it when it must).
+    let store = open_store(&opts.cache_dir)?;
+    let scanner_stats = (scanner.hashed_files, scanner.hashed_bytes);
+    scanner.save(&store)?;
+    drop(sources);
+    Ok(Planned { spec, store, plan, scanner_stats, lock: lockfile })
+}
+
+/// The images `selected` needs (itself and its `base image=` ancestors), and their external bases
+/// by (image, platform), with the base files compose reads.
+#[allow(clippy::type_complexity)]
+fn load_bases_of<'s>(
+    spec: &'s SpecFile,
+    selected: &[&'s spec::ImageSpec],
+) -> Result<(Vec<&'s spec::ImageSpec>, HashMap<(String, String), crate::base::BaseImage>), Error> {
     let mut errors: Vec<SpecDiagnostic> = Vec::new();
     // Images with a `base image="NAME"` need their ancestors planned too.
-    let mut needed: Vec<&spec::ImageSpec> = selected.clone();
+    let mut needed: Vec<&spec::ImageSpec> = selected.to_vec();
     let mut i = 0;
     while i < needed.len() {
         if let Base::Image { name, .. } = &needed[i].base {
@@ -193,7 +250,10 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
                     (crate::base::docker_archive(&format!("docker-archive:{path}"), &resolved(path), &p), span)
                 }
             };
-            match loaded {
+            match loaded.and_then(|mut b| {
+                b.files = crate::base::read_base_files(&b)?;
+                Ok(b)
+            }) {
                 Ok(b) => {
                     bases.insert((img.name.clone(), p), b);
                 }
@@ -211,52 +271,11 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
         }
     }
     spec.report(std::mem::take(&mut errors))?;
-    let mut scanner = Scanner::new(&opts.cache_dir, &spec.dir)?;
-    let mut sources: HashMap<String, Scanned> = HashMap::new();
-    for img in &needed {
-        for op in img.files.iter().chain(img.layers.iter().flat_map(|l| l.ops.iter())) {
-            let FileOp::Copy { src, src_span, .. } = op else { continue };
-            if sources.contains_key(src) {
-                continue;
-            }
-            match scanner.scan(src) {
-                Ok(s) => {
-                    sources.insert(src.clone(), s);
-                }
-                Err(e) => errors.push(source_error(&spec, *src_span, e)),
-            }
-        }
-    }
-    spec.report(std::mem::take(&mut errors))?;
-    let epoch = source_date_epoch()?;
-    let env = |name: &str| std::env::var(name).ok();
-    let mirrors = MirrorConfig { flags: &opts.mirrors, env: &env, root: &opts.host_root };
-    let lockfile = ensure_locked(&spec, &selected, opts, &mirrors, LockMode::Build)?;
-    let mirror = |repo: &str, suite: &str| -> Result<String, String> {
-        if opts.offline {
-            return Err("--offline is set and the package is not in the store".into());
-        }
-        mirrors.mirror(repo, suite).map(|m| m.url).map_err(|e| e.to_string())
-    };
-    let inputs = plan::PlanInputs {
-        sources: &sources,
-        source_date_epoch: epoch,
-        layer_format: crate::layer::LAYER_FORMAT_ID,
-        lock: lockfile.as_ref(),
-        mirror: &mirror,
-        max_layers: opts.max_layers,
-        bases: &bases,
-    };
-    let plan = match plan::plan(&spec, opts.image.as_deref(), &inputs) {
-        Ok(p) => p,
-        Err(diagnostics) => return Err(spec.report(diagnostics).err().map(Error::Spec).unwrap_or_else(|| Error::Usage("planning failed".into()))),
-    };
-    // Only a valid spec touches the store (resolution, above, opens it when it must).
-    let store = open_store(&opts.cache_dir)?;
-    let scanner_stats = (scanner.hashed_files, scanner.hashed_bytes);
-    scanner.save(&store)?;
-    drop(sources);
-    Ok(Planned { spec, store, plan, scanner_stats, lock: lockfile })
+    Ok((needed, bases))
+}
+
+fn load_bases(spec: &SpecFile, selected: &[&spec::ImageSpec]) -> Result<HashMap<(String, String), crate::base::BaseImage>, Error> {
+    Ok(load_bases_of(spec, selected)?.1)
 }
 
 /// What to do about lockfile entries.
@@ -277,6 +296,7 @@ pub fn ensure_locked(
     opts: &SpecOptions,
     mirrors: &MirrorConfig<'_>,
     mode: LockMode,
+    bases: &HashMap<(String, String), crate::base::BaseImage>,
 ) -> Result<Option<Lockfile>, Error> {
     let mut store: Option<Store> = None;
     let path = lock::path_for(&opts.spec);
@@ -285,8 +305,42 @@ pub fn ensure_locked(
         return Ok(existing);
     }
     let mut lockfile = existing.clone().unwrap_or_else(Lockfile::new);
-    for image in selected.iter().filter(|i| !i.packages.is_empty()) {
-        let stale = !lockfile.is_current(image);
+    // Parents first, so a child on `base image=` sees its parent's pins.
+    let mut ordered: Vec<&spec::ImageSpec> = Vec::new();
+    for image in selected {
+        let mut chain = vec![*image];
+        while let Base::Image { name, .. } = &chain[chain.len() - 1].base {
+            match spec.image(name) {
+                Some(p) if chain.len() <= spec.images.len() => chain.push(p),
+                _ => break,
+            }
+        }
+        for i in chain.into_iter().rev() {
+            if !ordered.iter().any(|o| o.name == i.name) {
+                ordered.push(i);
+            }
+        }
+    }
+    for image in ordered.iter().filter(|i| !i.packages.is_empty()) {
+        // What the base already has installed, per platform.
+        let mut installed: BTreeMap<String, Vec<(String, String, String)>> = BTreeMap::new();
+        let mut base_id = Vec::new();
+        for platform in &image.platforms {
+            let p = platform.to_string();
+            let list = match &image.base {
+                Base::Image { name, .. } => lockfile
+                    .images
+                    .get(name)
+                    .and_then(|l| l.platforms.get(&p))
+                    .map(|pl| pl.packages.iter().map(|k| (k.name.clone(), k.version.clone(), k.architecture.clone())).collect())
+                    .unwrap_or_default(),
+                _ => bases.get(&(image.name.clone(), p.clone())).map(|b| crate::base::installed_packages(&b.files)).unwrap_or_default(),
+            };
+            base_id.push(format!("{p}:{}", blake3::hash(format!("{list:?}").as_bytes()).to_hex()));
+            installed.insert(p, list);
+        }
+        let base_key = (!matches!(image.base, Base::Scratch)).then(|| base_id.join(" "));
+        let stale = !lockfile.is_current(image) || lockfile.images.get(&image.name).is_some_and(|l| l.requests.base != base_key);
         let wanted = match &mode {
             LockMode::Build => stale,
             LockMode::Update(names) if names.is_empty() => true,
@@ -318,7 +372,7 @@ pub fn ensure_locked(
             store = Some(open_store(&opts.cache_dir)?);
         }
         let Some(store) = store.as_ref() else { continue };
-        let entry = resolution::resolve_image(spec, image, mirrors, store)
+        let entry = resolution::resolve_image(spec, image, mirrors, store, &installed, base_key.clone())
             .map_err(|source| match source {
                 ResolutionError::Spec(e) => Error::Spec(e),
                 source => Error::Resolution { image: image.name.clone(), source: Box::new(source) },
@@ -341,7 +395,8 @@ pub fn lock(opts: &SpecOptions, mode: LockMode) -> Result<PathBuf, Error> {
         spec.images.iter().filter(|i| opts.image.as_ref().is_none_or(|n| *n == i.name)).collect();
     let env = |name: &str| std::env::var(name).ok();
     let mirrors = MirrorConfig { flags: &opts.mirrors, env: &env, root: &opts.host_root };
-    ensure_locked(&spec, &selected, opts, &mirrors, mode)?;
+    let bases = load_bases(&spec, &selected)?;
+    ensure_locked(&spec, &selected, opts, &mirrors, mode, &bases)?;
     Ok(lock::path_for(&opts.spec))
 }
 

@@ -150,6 +150,10 @@ pub struct MergedLayerDrv {
 #[derive(Debug, Clone)]
 pub struct MetaDrv {
     pub accounts: Option<Accounts>,
+    /// The base image's `/etc/passwd` and `/etc/group`, to merge `accounts` into.
+    pub base_accounts: Option<(String, String)>,
+    /// Write `/etc/passwd` and `/etc/group` (not when a base provides them and nothing changes them).
+    pub write_accounts: bool,
     pub base_passwd: Option<NodeIndex>,
     pub ca_certificates: Option<NodeIndex>,
     /// The time zone, when tzdata is installed.
@@ -249,6 +253,8 @@ pub const DEFAULT_MAX_LAYERS: usize = 99;
 struct Builder<'a> {
     /// Image derivations by (image name, platform), for `base image="NAME"`.
     image_nodes: HashMap<(String, String), NodeIndex>,
+    /// The `/etc/passwd` and `/etc/group` each planned image ends up with, by (image, platform).
+    accounts_of: HashMap<(String, String), (String, String)>,
     spec: &'a SpecFile,
     inputs: &'a PlanInputs<'a>,
     plan: Plan,
@@ -258,7 +264,7 @@ struct Builder<'a> {
 
 /// Plan every image of `spec` (or only `only`, and what it needs).
 pub fn plan(spec: &SpecFile, only: Option<&str>, inputs: &PlanInputs<'_>) -> Result<Plan, Vec<SpecDiagnostic>> {
-    let mut b = Builder { image_nodes: HashMap::new(), spec, inputs, plan: Plan::default(), by_hash: HashMap::new(), errors: Vec::new() };
+    let mut b = Builder { image_nodes: HashMap::new(), accounts_of: HashMap::new(), spec, inputs, plan: Plan::default(), by_hash: HashMap::new(), errors: Vec::new() };
     // Parents (`base image="NAME"`) before children; with `only`, what it needs is planned too.
     for image in image_order(spec, only) {
         let output = only.is_none_or(|n| n == image.name);
@@ -291,8 +297,10 @@ impl Builder<'_> {
         let packaged = !image.packages.is_empty();
         let mut common: Vec<NodeIndex> = Vec::new();
 
+        let first = image.platforms.first().map(|p| p.to_string()).unwrap_or_default();
         if let (Some(accounts), false) = (&image.accounts, packaged) {
-            let entries = accounts_entries(accounts);
+            let inherited = self.inherited_accounts(image, &first);
+            let entries = accounts_entries(accounts, inherited.as_ref());
             common.push(self.layer(&image.name, "accounts", entries, epoch));
         }
         if !image.files.is_empty() {
@@ -393,6 +401,14 @@ impl Builder<'_> {
             deps.extend(base_deps);
             let node = self.add(Derivation { hash, name, kind: DrvKind::Image(Box::new(drv)) }, &deps);
             self.image_nodes.insert((image.name.clone(), platform.to_string()), node);
+            let inherited = self.inherited_accounts(image, &platform.to_string());
+            let effective = match &image.accounts {
+                Some(a) => Some(accounts_text(a, inherited.as_ref())),
+                None => inherited,
+            };
+            if let Some(e) = effective {
+                self.accounts_of.insert((image.name.clone(), platform.to_string()), e);
+            }
             images.push(node);
         }
         if images.is_empty() || !output {
@@ -520,7 +536,12 @@ impl Builder<'_> {
         if platform.architecture == "amd64" {
             symlinks.push(("/lib64".to_string(), "usr/lib64".to_string()));
         }
+        let base_accounts = self.inherited_accounts(image, &platform.to_string());
+        let has_base = !matches!(image.base, Base::Scratch);
+        let write_accounts = !has_base || image.accounts.is_some() || fetches.contains_key("base-passwd");
         let meta = MetaDrv {
+            base_accounts,
+            write_accounts,
             accounts: image.accounts.clone(),
             base_passwd: fetches.get("base-passwd").copied(),
             ca_certificates: fetches.get("ca-certificates").copied(),
@@ -542,6 +563,15 @@ impl Builder<'_> {
             e.str(a).str(b);
         }
         encode_accounts(&mut e, meta.accounts.as_ref());
+        e.u64(meta.write_accounts as u64);
+        match &meta.base_accounts {
+            Some((p, g)) => {
+                e.str(p).str(g);
+            }
+            None => {
+                e.opt_str(None);
+            }
+        }
         let deps: Vec<NodeIndex> = [meta.base_passwd, meta.ca_certificates].into_iter().flatten().collect();
         let drv = Derivation {
             hash: e.finish(),
@@ -550,6 +580,18 @@ impl Builder<'_> {
         };
         let meta = self.add(drv, &deps);
         (image_layers, layers, meta)
+    }
+
+    /// The base's `/etc/passwd` and `/etc/group` for `platform`, if the image has a base that has them.
+    fn inherited_accounts(&self, image: &ImageSpec, platform: &str) -> Option<(String, String)> {
+        match &image.base {
+            Base::Scratch => None,
+            Base::Image { name, .. } => self.accounts_of.get(&(name.clone(), platform.to_string())).cloned(),
+            _ => self.inputs.bases.get(&(image.name.clone(), platform.to_string())).and_then(|b| {
+                let text = |p: &str| b.files.get(p).map(|v| String::from_utf8_lossy(v).into_owned());
+                Some((text("etc/passwd")?, text("etc/group")?))
+            }),
+        }
     }
 
     fn layer(&mut self, image: &str, what: &str, entries: Vec<PlannedEntry>, epoch: u64) -> NodeIndex {
@@ -950,6 +992,8 @@ fn encode_accounts(e: &mut Encoder, a: Option<&Accounts>) {
 /// The metadata layer's entries, from what the build read out of the packages.
 pub struct MetaInputs<'a> {
     pub accounts: Option<&'a Accounts>,
+    pub base_accounts: Option<&'a (String, String)>,
+    pub write_accounts: bool,
     /// base-passwd's `passwd.master` and `group.master`.
     pub masters: Option<(String, String)>,
     /// `(path, PEM)` of every certificate ca-certificates ships, sorted by path.
@@ -960,9 +1004,9 @@ pub struct MetaInputs<'a> {
 
 /// Entries of the metadata layer (sorted, parents first).
 pub fn meta_entries(m: &MetaInputs<'_>) -> Vec<PlannedEntry> {
-    let (mut passwd, mut group) = match &m.masters {
-        Some((p, g)) => (p.clone(), g.clone()),
-        None => ("root:x:0:0:root:/root:/sbin/nologin\n".to_string(), "root:x:0:\n".to_string()),
+    let (mut passwd, mut group) = match (&m.masters, m.base_accounts) {
+        (Some((p, g)), _) | (None, Some((p, g))) => (p.clone(), g.clone()),
+        (None, None) => ("root:x:0:0:root:/root:/sbin/nologin\n".to_string(), "root:x:0:\n".to_string()),
     };
     if let Some(a) = m.accounts {
         passwd = merge_db(&passwd, a.users.iter().map(|u| {
@@ -988,8 +1032,10 @@ pub fn meta_entries(m: &MetaInputs<'_>) -> Vec<PlannedEntry> {
     }
     push(dir("/tmp", 0o1777, 0, 0));
     push(dir("/root", 0o700, 0, 0));
-    push(file("/etc/passwd", passwd.into_bytes(), 0o644));
-    push(file("/etc/group", group.into_bytes(), 0o644));
+    if m.write_accounts {
+        push(file("/etc/passwd", passwd.into_bytes(), 0o644));
+        push(file("/etc/group", group.into_bytes(), 0o644));
+    }
     if let Some(a) = m.accounts {
         for u in &a.users {
             if u.home == "/" || u.home == "/nonexistent" || !u.home.starts_with('/') || u.home.contains("/..") || u.uid == 0 {
@@ -1126,8 +1172,17 @@ impl Ids {
     }
 }
 
-/// `/etc/passwd`, `/etc/group` and home directories for `accounts` (root always present).
-fn accounts_entries(a: &Accounts) -> Vec<PlannedEntry> {
+/// `/etc/passwd` and `/etc/group` for `accounts`: merged into the base's (`inherited`), or root
+/// plus the accounts.
+fn accounts_text(a: &Accounts, inherited: Option<&(String, String)>) -> (String, String) {
+    let user_line = |u: &crate::spec::User| format!("{}:x:{}:{}:{}:{}:{}", u.name, u.uid, u.gid, u.gecos, u.home, u.shell);
+    let group_line = |g: &crate::spec::Group| format!("{}:x:{}:{}", g.name, g.gid, g.members.join(","));
+    if let Some((p, g)) = inherited {
+        return (
+            merge_db(p, a.users.iter().map(|u| (u.name.clone(), user_line(u)))),
+            merge_db(g, a.groups.iter().map(|g| (g.name.clone(), group_line(g)))),
+        );
+    }
     let mut passwd = String::new();
     let mut group = String::new();
     if !a.users.iter().any(|u| u.name == "root") {
@@ -1137,11 +1192,17 @@ fn accounts_entries(a: &Accounts) -> Vec<PlannedEntry> {
         group.push_str("root:x:0:\n");
     }
     for u in &a.users {
-        let _ = writeln!(passwd, "{}:x:{}:{}:{}:{}:{}", u.name, u.uid, u.gid, u.gecos, u.home, u.shell);
+        let _ = writeln!(passwd, "{}", user_line(u));
     }
     for g in &a.groups {
-        let _ = writeln!(group, "{}:x:{}:{}", g.name, g.gid, g.members.join(","));
+        let _ = writeln!(group, "{}", group_line(g));
     }
+    (passwd, group)
+}
+
+/// `/etc/passwd`, `/etc/group` and home directories for `accounts` (root always present).
+fn accounts_entries(a: &Accounts, inherited: Option<&(String, String)>) -> Vec<PlannedEntry> {
+    let (passwd, group) = accounts_text(a, inherited);
     let file = |path: &str, text: String| PlannedEntry {
         path: path.into(),
         kind: EntryKind::File { size: text.len() as u64, content: Content::Inline(Arc::new(text.into_bytes())) },

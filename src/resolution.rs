@@ -51,8 +51,12 @@ pub fn resolve_image(
     image: &ImageSpec,
     mirrors: &MirrorConfig<'_>,
     store: &Store,
+    installed: &BTreeMap<String, Vec<(String, String, String)>>,
+    base_key: Option<String>,
 ) -> Result<ImageLock, ResolutionError> {
-    let mut lock = ImageLock { requests: requests_of(image), platforms: BTreeMap::new() };
+    let mut requests = requests_of(image);
+    requests.base = base_key;
+    let mut lock = ImageLock { requests, platforms: BTreeMap::new() };
     if image.packages.is_empty() {
         return Ok(lock);
     }
@@ -117,7 +121,11 @@ pub fn resolve_image(
         let universe = Universe::new(all, arch);
         let requests: Vec<Request> =
             image.packages.iter().map(|p| Request { name: p.name.clone(), version: p.version.clone() }).collect();
-        let resolution = resolve::resolve(&universe, &requests, &[], &ResolveOptions::default())
+        let base: Vec<(String, crate::apt::types::Version, String)> = installed
+            .get(&platform.to_string())
+            .map(|l| l.iter().filter_map(|(n, v, a)| v.parse().ok().map(|v| (n.clone(), v, a.clone()))).collect())
+            .unwrap_or_default();
+        let resolution = resolve::resolve(&universe, &requests, &base, &ResolveOptions::default())
             .map_err(|e| resolve_diagnostic(spec, image, platform, e))?;
         let selected: Vec<&Package> = resolution.packages.iter().map(|&id| universe.get(id)).collect();
         let names: BTreeSet<&str> = selected.iter().map(|p| p.name.as_str()).collect();

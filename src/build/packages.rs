@@ -351,6 +351,8 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
     }
     Ok(plan::meta_entries(&plan::MetaInputs {
         accounts: m.accounts.as_ref(),
+        base_accounts: m.base_accounts.as_ref(),
+        write_accounts: m.write_accounts,
         masters,
         certificates,
         timezone: m.timezone.as_deref(),

@@ -290,3 +290,45 @@ fn replaces_allows_a_shared_path_and_the_layer_budget_merges_packages() {
     assert_eq!(a["derivations"]["built"], 0);
     assert_eq!(a["images"][0]["digest"], small["images"][0]["digest"]);
 }
+
+#[test]
+fn packages_in_the_base_count_as_installed_and_base_accounts_are_kept() {
+    let f = Fixture::new();
+    let repo = format!(
+        "repository \"fixture\" suite=\"{SUITE}\" components=\"main\" keyring=\"{}\"",
+        f.repo.keyring.display()
+    );
+    f.ctx.write(
+        "parent.kdl",
+        format!("image \"parent\" {{\n    tag \"p\"\n    {repo}\n    packages \"libfix\"\n    accounts {{\n        user \"app\" uid=1000\n        group \"app\" gid=1000\n    }}\n}}\n"),
+    );
+    assert_success(&f.compose(&["build", "parent.kdl", "--out", "base"]), "parent");
+    for (i, base) in ["base \"oci:base/parent:p\"", "base image=\"parent\""].iter().enumerate() {
+        let parent = fs::read_to_string(f.ctx.path("parent.kdl")).unwrap();
+        let extra = if base.contains("image=") { parent.as_str() } else { "" };
+        let spec = format!(
+            "{extra}\nimage \"child\" {{\n    {base}\n    {repo}\n    packages \"tool\"\n    accounts {{\n        user \"svc\" uid=2000\n        group \"svc\" gid=2000\n    }}\n}}\n"
+        );
+        let name = format!("child{i}.kdl");
+        f.ctx.write(&name, spec);
+        let out_dir = format!("out{i}");
+        let out = f.compose(&["build", &name, "--image", "child", "--out", &out_dir]);
+        assert_success(&out, base);
+        let lock: serde_json::Value = serde_json::from_slice(&fs::read(f.ctx.path(&format!("{name}.lock"))).unwrap()).unwrap();
+        let names: Vec<&str> = lock["images"]["child"]["platforms"]["linux/amd64"]["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert!(!names.contains(&"libfix"), "libfix is in the base already ({base}): {names:?}");
+        assert!(names.contains(&"tool"), "{names:?}");
+        let bundle = f.ctx.tmp.path().join(format!("bundle-child{i}"));
+        let layout = f.ctx.path(&format!("{out_dir}/child"));
+        run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", layout.display())).arg(&bundle));
+        let passwd = fs::read_to_string(bundle.join("rootfs/etc/passwd")).unwrap();
+        assert!(passwd.contains("\napp:x:1000:") && passwd.contains("\nsvc:x:2000:"), "{base}: {passwd}");
+        assert!(bundle.join("rootfs/usr/lib/x86_64-linux-gnu/libfix.so.1").exists());
+        assert!(bundle.join("rootfs/usr/bin/tool").exists());
+    }
+}
