@@ -15,6 +15,7 @@ pub mod layer;
 pub mod lock;
 pub mod ops;
 pub mod plan;
+pub mod registry;
 pub mod registry_fetch;
 pub mod resolution;
 pub mod sbom;

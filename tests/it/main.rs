@@ -10,5 +10,6 @@ mod aptrepo;
 mod bases;
 mod outputs;
 mod packages;
+mod registry;
 mod repro;
 mod store;
