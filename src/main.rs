@@ -71,7 +71,25 @@ enum Command {
         out: PathBuf,
         #[arg(long, value_enum, default_value = "oci")]
         format: FormatArg,
+        /// Also push the image to REF (`REGISTRY/REPO:TAG`).
+        #[arg(long, value_name = "REF")]
+        push: Option<String>,
+        /// Speak plain HTTP to this registry (repeatable).
+        #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+        insecure: Vec<String>,
         /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build (if needed) and push an image of the spec to a registry.
+    Push {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Where to: `REGISTRY/REPO:TAG`.
+        reference: String,
+        /// Speak plain HTTP to this registry (repeatable).
+        #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+        insecure: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -264,13 +282,43 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
             let path = ops::lock(&opts, mode)?;
             let _ = writeln!(stdout, "{}", path.display());
         }
-        Command::Build { spec, out, format, json } => {
+        Command::Push { spec, reference, insecure, json } => {
+            let opts = BuildOptions {
+                spec: spec_options(&spec)?,
+                out: PathBuf::from("out"),
+                format: Format::Oci,
+                push: Some(reference),
+                insecure,
+            };
+            if opts.spec.image.is_none() && ops::image_count(&opts.spec)? > 1 {
+                return Err(ops::Error::Usage("the spec has several images: choose one with --image NAME".into()));
+            }
+            let progress = Progress::new();
+            let summary = ops::build(&opts, &progress);
+            progress.done();
+            let summary = summary?;
+            for img in &summary.images {
+                if let Some(p) = &img.pushed {
+                    progress.line(format!(
+                        "pushed {} ({} uploaded, {} mounted, {} already there; {})",
+                        p.reference, p.uploaded, p.mounted, p.existing, human(p.uploaded_bytes)
+                    ));
+                    if !json {
+                        let _ = writeln!(stdout, "{}", p.digest);
+                    }
+                }
+            }
+            if json {
+                let _ = writeln!(stdout, "{}", serde_json::to_string(&summary).unwrap_or_default());
+            }
+        }
+        Command::Build { spec, out, format, push, insecure, json } => {
             let format = match format {
                 FormatArg::Oci => Format::Oci,
                 FormatArg::OciArchive => Format::OciArchive,
                 FormatArg::DockerArchive => Format::DockerArchive,
             };
-            let opts = BuildOptions { spec: spec_options(&spec)?, out, format };
+            let opts = BuildOptions { spec: spec_options(&spec)?, out, format, push, insecure };
             let progress = Progress::new();
             let summary = ops::build(&opts, &progress);
             progress.done();
@@ -289,6 +337,12 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
             } else {
                 for img in &summary.images {
                     progress.line(format!("{}:{} → {}", img.name, img.tag, img.output));
+                    if let Some(p) = &img.pushed {
+                        progress.line(format!(
+                            "pushed {} ({} uploaded, {} mounted, {} already there; {})",
+                            p.reference, p.uploaded, p.mounted, p.existing, human(p.uploaded_bytes)
+                        ));
+                    }
                     let _ = writeln!(stdout, "{}", img.digest);
                 }
             }

@@ -43,6 +43,13 @@ pub enum Error {
     #[error("the lockfile `{path}` is out of date for image `{image}` ({why}), and --locked forbids changing it")]
     #[diagnostic(code(compose::lock::locked), help("run `compose lock` (or build without --locked) to update it"))]
     Locked { path: PathBuf, image: String, why: String },
+    #[error("cannot push to `{target}`")]
+    #[diagnostic(code(compose::push))]
+    Push {
+        target: String,
+        #[source]
+        source: Box<crate::registry::RegistryError>,
+    },
     #[error("cannot resolve the packages of image `{image}`")]
     #[diagnostic(code(compose::resolve))]
     Resolution {
@@ -98,6 +105,10 @@ pub struct BuildOptions {
     pub spec: SpecOptions,
     pub out: PathBuf,
     pub format: Format,
+    /// Push the built image to this reference (`REGISTRY/REPO:TAG`).
+    pub push: Option<String>,
+    /// Registries (`HOST[:PORT]`) spoken to over plain HTTP.
+    pub insecure: Vec<String>,
 }
 
 /// One built image.
@@ -107,6 +118,19 @@ pub struct BuiltImage {
     pub tag: String,
     pub digest: String,
     pub output: String,
+    /// Where it was pushed, and what the push did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<Pushed>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pushed {
+    pub reference: String,
+    pub digest: String,
+    pub uploaded: usize,
+    pub mounted: usize,
+    pub existing: usize,
+    pub uploaded_bytes: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -424,20 +448,69 @@ fn source_error(spec: &SpecFile, span: miette::SourceSpan, e: SourceError) -> Sp
 /// `compose build`.
 pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummary, Error> {
     let planned = load_and_plan(&opts.spec)?;
+    if opts.push.is_some() && planned.plan.images.len() > 1 {
+        return Err(Error::Usage("--push takes one image, but the spec has several: choose one with --image NAME".into()));
+    }
     let ex = build::execute(&planned.plan, &planned.store, reporter)?;
     let mut images = Vec::new();
     for pi in &planned.plan.images {
         let fin = build::finished(&planned.plan, &ex, &planned.store, &pi.name, &pi.tag, pi.root)?;
         let path = image::export(&planned.store, &fin, &opts.out, opts.format)?;
         write_sbom(&planned, &ex, pi, &fin, &opts.out)?;
+        let pushed = match &opts.push {
+            Some(target) => Some(push_finished(&planned.store, &fin, target, &opts.insecure)?),
+            None => None,
+        };
         images.push(BuiltImage {
             name: pi.name.clone(),
             tag: pi.tag.clone(),
             digest: fin.root.digest.to_string(),
             output: path.display().to_string(),
+            pushed,
         });
     }
     Ok(BuildSummary { images, derivations: ex.counts, hashed_files: planned.scanner_stats.0 })
+}
+
+/// A registry client configured from the environment (credential files) and `insecure`.
+pub fn registry_client(insecure: &[String]) -> Result<crate::registry::Registry, crate::registry::RegistryError> {
+    let env = |name: &str| std::env::var(name).ok();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let auth = crate::registry::AuthConfig::from_env(&env, home.as_deref())?;
+    crate::registry::Registry::new(crate::registry::RegistryOptions { insecure: insecure.to_vec(), auth })
+}
+
+/// Push a finished image: its blobs from the store, then its manifests (children first) with
+/// their exact bytes.
+fn push_finished(store: &Store, fin: &image::Finished, target: &str, insecure: &[String]) -> Result<Pushed, Error> {
+    let err = |source| Error::Push { target: target.to_string(), source: Box::new(source) };
+    let reg = registry_client(insecure).map_err(err)?;
+    let mut manifests: Vec<(crate::hash::Sha256, String, Vec<u8>)> = Vec::new();
+    let root = store.read_blob(&fin.root.digest)?;
+    if fin.root.media_type == image::INDEX_MEDIA_TYPE {
+        let index: serde_json::Value = serde_json::from_slice(&root).unwrap_or_default();
+        for m in index.get("manifests").and_then(|v| v.as_array()).cloned().unwrap_or_default() {
+            if let Some(d) = m.get("digest").and_then(|d| d.as_str()).and_then(|d| d.parse::<crate::hash::Sha256>().ok()) {
+                manifests.push((d, image::MANIFEST_MEDIA_TYPE.to_string(), store.read_blob(&d)?));
+            }
+        }
+    }
+    manifests.push((fin.root.digest, fin.root.media_type.clone(), root));
+    let blobs: Vec<(crate::hash::Sha256, u64, PathBuf)> = fin
+        .blobs
+        .iter()
+        .filter(|(d, _)| !manifests.iter().any(|(m, _, _)| m == d))
+        .map(|(d, size)| (*d, *size, store.blob_path(d)))
+        .collect();
+    let report = reg.push(target, &blobs, &manifests, &[]).map_err(err)?;
+    Ok(Pushed {
+        reference: target.to_string(),
+        digest: report.digest.to_string(),
+        uploaded: report.uploaded,
+        mounted: report.mounted,
+        existing: report.existing,
+        uploaded_bytes: report.uploaded_bytes,
+    })
 }
 
 /// `out/<image>.spdx.json`, for images with packages.
@@ -502,6 +575,11 @@ pub fn plan_report(opts: &SpecOptions) -> Result<PlanReport, Error> {
     }
     let images = p.plan.images.iter().map(|i| (i.name.clone(), i.root.index())).collect();
     Ok(PlanReport { nodes, images })
+}
+
+/// How many images a spec holds (for commands that need one).
+pub fn image_count(opts: &SpecOptions) -> Result<usize, Error> {
+    Ok(spec::parse_file(&opts.spec)?.images.len())
 }
 
 /// Open the store for `compose cache …`.

@@ -600,3 +600,92 @@ fn bench_push_vs_skopeo() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// `compose build --push` and `compose push`, end to end.
+// ---------------------------------------------------------------------------------------------
+
+const PUSH_SPEC: &str = r#"
+image "bbx" {
+    tag "t1"
+    files {
+        copy "/bin/busybox" to="/bin/busybox" mode=0o755
+        symlink "/bin/sh" target="busybox"
+        text "/etc/greeting" "pushed by compose\n"
+    }
+    layer "extra" { text "/etc/extra" "extra\n" }
+    config {
+        entrypoint "/bin/sh" "-c"
+        cmd "cat /etc/greeting"
+    }
+}
+"#;
+
+#[test]
+fn build_push_repush_and_pull_with_podman() {
+    let reg = TestRegistry::start();
+    let addr = reg.addr();
+    let ctx = crate::support::TestContext::new();
+    ctx.write("spec.kdl", PUSH_SPEC);
+    let target = format!("{addr}/team/bbx:t1");
+    let v = ctx.build_json(&["spec.kdl", "--push", &target, "--insecure-registry", &addr]);
+    let img = &v["images"][0];
+    let digest = img["digest"].as_str().unwrap().to_string();
+    assert_eq!(img["pushed"]["digest"], digest.as_str());
+    assert_eq!(img["pushed"]["uploaded"], 3, "2 layers + config: {v}");
+    // The registry serves exactly our manifest bytes.
+    let ours = std::fs::read(ctx.path("out/bbx/blobs/sha256").join(digest.trim_start_matches("sha256:"))).unwrap();
+    assert_eq!(skopeo_raw(&target, None), ours);
+    // A second push uploads nothing.
+    let out = ctx.compose(&["push", "spec.kdl", &target, "--insecure-registry", &addr, "--json"]);
+    crate::support::assert_success(&out, "compose push");
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["images"][0]["pushed"]["uploaded"], 0, "{again}");
+    assert_eq!(again["images"][0]["pushed"]["existing"], 3);
+    assert_eq!(again["derivations"]["built"], 0);
+    // A real engine pulls and runs it.
+    let podman = crate::support::Podman::new(ctx.tmp.path());
+    crate::support::run(podman.cmd().args(["pull", "--tls-verify=false", &target]));
+    let inspect = crate::support::run(podman.cmd().args(["image", "inspect", &target]));
+    let i: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(i[0]["Digest"], digest.as_str());
+    let out = crate::support::run(podman.cmd().args(["run", "--rm", &target]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pushed by compose\n");
+}
+
+#[test]
+fn push_with_credentials_from_a_config_file() {
+    let reg = TestRegistry::start_with(Some(("alice", "s3cret")));
+    let addr = reg.addr();
+    let ctx = crate::support::TestContext::new();
+    ctx.write("spec.kdl", PUSH_SPEC);
+    let target = format!("{addr}/private/bbx:t1");
+    let auth = |password: &str| {
+        let path = ctx.tmp.path().join(format!("auth-{password}.json"));
+        let token = base64_encode(&format!("alice:{password}"));
+        std::fs::write(&path, serde_json::to_vec(&serde_json::json!({"auths": {addr.clone(): {"auth": token}}})).unwrap()).unwrap();
+        path
+    };
+    let good = auth("s3cret");
+    let out = ctx.cmd().env("REGISTRY_AUTH_FILE", &good).args(["push", "spec.kdl", &target, "--insecure-registry", &addr]).output().unwrap();
+    crate::support::assert_success(&out, "push with good credentials");
+    let bad = auth("wrong");
+    let out = ctx.cmd().env("REGISTRY_AUTH_FILE", &bad).args(["push", "spec.kdl", &target, "--insecure-registry", &addr]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("cannot push to `{target}`")) && err.contains("authentication to") && err.contains("auth-wrong.json"), "{err}");
+}
+
+#[test]
+fn push_to_a_dead_registry_fails_clearly() {
+    let mut reg = TestRegistry::start();
+    let addr = reg.addr();
+    reg.stop();
+    let ctx = crate::support::TestContext::new();
+    ctx.write("spec.kdl", PUSH_SPEC);
+    let out = ctx.compose(&["build", "spec.kdl", "--push", &format!("{addr}/x:1"), "--insecure-registry", &addr]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot reach registry"), "{err}");
+    assert!(crate::support::last_line(&ctx.compose(&["cache", "verify"])).contains(" 0 problems"));
+}
