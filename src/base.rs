@@ -45,8 +45,8 @@ pub enum BlobSource {
     Dir(PathBuf),
     /// Members of a tar archive, by digest.
     Archive { path: PathBuf, members: BTreeMap<Sha256, String> },
-    /// A registry repository (`REGISTRY/REPO`).
-    Registry(String),
+    /// A registry repository (`REGISTRY/REPO`), and the registries spoken to over plain HTTP.
+    Registry { repo: String, insecure: Vec<String> },
 }
 
 /// One layer of a base image.
@@ -84,9 +84,52 @@ fn invalid(reference: &str, message: impl Into<String>) -> BaseError {
     BaseError::Invalid { reference: reference.to_string(), message: message.into() }
 }
 
-/// Reads blobs of a local base by digest.
+/// Reads blobs of a base by digest.
 trait Blobs {
     fn read(&mut self, digest: &Sha256) -> Result<Vec<u8>, BaseError>;
+    /// Manifests and indexes (a registry serves them apart from blobs).
+    fn read_manifest(&mut self, digest: &Sha256) -> Result<Vec<u8>, BaseError> {
+        self.read(digest)
+    }
+}
+
+struct RegistryBlobs<'a> {
+    reference: &'a str,
+    reg: &'a crate::registry::Registry,
+    repo: String,
+}
+
+impl Blobs for RegistryBlobs<'_> {
+    fn read(&mut self, digest: &Sha256) -> Result<Vec<u8>, BaseError> {
+        let mut v = Vec::new();
+        self.reg.blob(&self.repo, digest, None, &mut v).map_err(|e| invalid(self.reference, e.to_string()))?;
+        Ok(v)
+    }
+    fn read_manifest(&mut self, digest: &Sha256) -> Result<Vec<u8>, BaseError> {
+        Ok(self.reg.manifest(&self.repo, digest).map_err(|e| invalid(self.reference, e.to_string()))?.bytes)
+    }
+}
+
+/// A registry base for `platform`: from the pinned manifest digest when there is one, else by
+/// resolving the reference (a tag is followed only here: the lockfile pins what it found).
+pub fn registry_base(
+    reg: &crate::registry::Registry,
+    reference: &str,
+    pinned: Option<&Sha256>,
+    platform: &str,
+    insecure: &[String],
+) -> Result<BaseImage, BaseError> {
+    let parsed = crate::registry::parse_reference(reference).map_err(|e| invalid(reference, e.to_string()))?;
+    let repo = parsed.repo();
+    let root = match pinned {
+        Some(d) => serde_json::json!({"digest": d.to_string()}),
+        None => {
+            let f = reg.resolve(reference).map_err(|e| invalid(reference, e.to_string()))?;
+            serde_json::json!({"digest": f.digest.to_string(), "mediaType": f.media_type})
+        }
+    };
+    let mut blobs = RegistryBlobs { reference, reg, repo: repo.clone() };
+    from_descriptor(reference, &mut blobs, &root, platform, BlobSource::Registry { repo, insecure: insecure.to_vec() })
 }
 
 struct DirBlobs<'a> {
@@ -213,7 +256,7 @@ fn from_descriptor(
     for _ in 0..4 {
         let mt = desc.get("mediaType").and_then(Value::as_str).unwrap_or(MANIFEST_MEDIA_TYPE).to_string();
         let digest = digest_field(reference, &desc)?;
-        let bytes = blobs.read(&digest)?;
+        let bytes = blobs.read_manifest(&digest)?;
         let doc = json(reference, "a manifest", &bytes)?;
         let mt = doc.get("mediaType").and_then(Value::as_str).map(str::to_string).unwrap_or(mt);
         if mt == INDEX_MEDIA_TYPE || mt == DOCKER_INDEX || doc.get("manifests").is_some() {
@@ -413,7 +456,7 @@ pub fn read_base_files(b: &BaseImage) -> Result<BTreeMap<String, Vec<u8>>, BaseE
                 }
                 Box::new(io::Cursor::new(data.ok_or_else(|| invalid(&b.reference, format!("no member `{member}`")))?))
             }
-            BlobSource::Registry(_) => return Ok(files),
+            BlobSource::Registry { .. } => return Ok(files),
         };
         let reader: Box<dyn Read> = if l.media_type.ends_with("+gzip") {
             Box::new(flate2::read::GzDecoder::new(raw))

@@ -55,8 +55,18 @@ pub struct Lockfile {
 pub struct ImageLock {
     /// The requests this was resolved from, as written in the spec (see [`requests_of`]).
     pub requests: Requests,
+    /// A registry base: the reference as written and, per platform, the manifest digest it named
+    /// when it was locked. A moved tag is only followed by `compose lock --update`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseLock>,
     /// Per platform (`linux/amd64`).
     pub platforms: BTreeMap<String, PlatformLock>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseLock {
+    pub reference: String,
+    pub digests: BTreeMap<String, String>,
 }
 
 /// The inputs of resolution, as the spec states them.

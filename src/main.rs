@@ -41,6 +41,9 @@ struct SpecArgs {
     /// Fail rather than change the lockfile.
     #[arg(long)]
     locked: bool,
+    /// Speak plain HTTP to this registry (repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure: Vec<String>,
     /// Use no network: everything must be locked and in the store.
     #[arg(long)]
     offline: bool,
@@ -74,9 +77,6 @@ enum Command {
         /// Also push the image to REF (`REGISTRY/REPO:TAG`).
         #[arg(long, value_name = "REF")]
         push: Option<String>,
-        /// Speak plain HTTP to this registry (repeatable).
-        #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-        insecure: Vec<String>,
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -87,9 +87,6 @@ enum Command {
         spec: SpecArgs,
         /// Where to: `REGISTRY/REPO:TAG`.
         reference: String,
-        /// Speak plain HTTP to this registry (repeatable).
-        #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-        insecure: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -267,6 +264,7 @@ fn spec_options(a: &SpecArgs) -> Result<SpecOptions, ops::Error> {
     o.locked = a.locked;
     o.offline = a.offline;
     o.max_layers = a.max_layers as usize;
+    o.insecure = a.insecure.clone();
     Ok(o)
 }
 
@@ -282,13 +280,13 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
             let path = ops::lock(&opts, mode)?;
             let _ = writeln!(stdout, "{}", path.display());
         }
-        Command::Push { spec, reference, insecure, json } => {
+        Command::Push { spec, reference, json } => {
             let opts = BuildOptions {
                 spec: spec_options(&spec)?,
                 out: PathBuf::from("out"),
                 format: Format::Oci,
                 push: Some(reference),
-                insecure,
+                insecure: spec.insecure.clone(),
             };
             if opts.spec.image.is_none() && ops::image_count(&opts.spec)? > 1 {
                 return Err(ops::Error::Usage("the spec has several images: choose one with --image NAME".into()));
@@ -312,13 +310,13 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
                 let _ = writeln!(stdout, "{}", serde_json::to_string(&summary).unwrap_or_default());
             }
         }
-        Command::Build { spec, out, format, push, insecure, json } => {
+        Command::Build { spec, out, format, push, json } => {
             let format = match format {
                 FormatArg::Oci => Format::Oci,
                 FormatArg::OciArchive => Format::OciArchive,
                 FormatArg::DockerArchive => Format::DockerArchive,
             };
-            let opts = BuildOptions { spec: spec_options(&spec)?, out, format, push, insecure };
+            let opts = BuildOptions { spec: spec_options(&spec)?, out, format, push, insecure: spec.insecure.clone() };
             let progress = Progress::new();
             let summary = ops::build(&opts, &progress);
             progress.done();

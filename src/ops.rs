@@ -92,6 +92,8 @@ pub struct SpecOptions {
     pub max_layers: usize,
     /// Root of the filesystem whose apt sources give mirrors (`/`).
     pub host_root: PathBuf,
+    /// Registries (`HOST[:PORT]`) spoken to over plain HTTP.
+    pub insecure: Vec<String>,
 }
 
 impl SpecOptions {
@@ -175,7 +177,8 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
     }
     let selected: Vec<&spec::ImageSpec> =
         spec.images.iter().filter(|i| opts.image.as_ref().is_none_or(|n| *n == i.name)).collect();
-    let (needed, bases) = load_bases_of(&spec, &selected)?;
+    let existing_lock = Lockfile::read(&lock::path_for(&opts.spec))?;
+    let (needed, bases, pins) = load_bases_of(&spec, &selected, opts, existing_lock.as_ref(), false)?;
     let mut errors: Vec<SpecDiagnostic> = Vec::new();
     let mut scanner = Scanner::new(&opts.cache_dir, &spec.dir)?;
     let mut sources: HashMap<String, Scanned> = HashMap::new();
@@ -197,7 +200,7 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
     let epoch = source_date_epoch()?;
     let env = |name: &str| std::env::var(name).ok();
     let mirrors = MirrorConfig { flags: &opts.mirrors, env: &env, root: &opts.host_root };
-    let lockfile = ensure_locked(&spec, &selected, opts, &mirrors, LockMode::Build, &bases)?;
+    let lockfile = ensure_locked(&spec, &selected, opts, &mirrors, LockMode::Build, &bases, &pins)?;
     let mirror = |repo: &str, suite: &str| -> Result<String, String> {
         if opts.offline {
             return Err("--offline is set and the package is not in the store".into());
@@ -231,7 +234,12 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
 fn load_bases_of<'s>(
     spec: &'s SpecFile,
     selected: &[&'s spec::ImageSpec],
-) -> Result<(Vec<&'s spec::ImageSpec>, HashMap<(String, String), crate::base::BaseImage>), Error> {
+    opts: &SpecOptions,
+    existing: Option<&Lockfile>,
+    update: bool,
+) -> Result<(Vec<&'s spec::ImageSpec>, Bases, BTreeMap<String, lock::BaseLock>), Error> {
+    let mut reg: Option<crate::registry::Registry> = None;
+    let mut pins: BTreeMap<String, lock::BaseLock> = BTreeMap::new();
     let mut errors: Vec<SpecDiagnostic> = Vec::new();
     // Images with a `base image="NAME"` need their ancestors planned too.
     let mut needed: Vec<&spec::ImageSpec> = selected.to_vec();
@@ -256,15 +264,34 @@ fn load_bases_of<'s>(
             };
             let (loaded, span) = match &img.base {
                 Base::Scratch | Base::Image { .. } => continue,
-                Base::Registry { span, .. } => {
-                    errors.push(spec.diagnostic(
-                        "compose::spec::unsupported",
-                        *span,
-                        "registry bases are not supported by this version of compose",
-                        "unsupported base",
-                        Some("use a local base (`oci:PATH[:TAG]`, `oci-archive:PATH`, `docker-archive:PATH`) or `base image=\"NAME\"`".into()),
-                    ));
-                    continue;
+                Base::Registry { reference, span } => {
+                    let pinned = existing
+                        .filter(|_| !update)
+                        .and_then(|l| l.images.get(&img.name))
+                        .and_then(|l| l.base.as_ref())
+                        .filter(|b| &b.reference == reference)
+                        .and_then(|b| b.digests.get(&p))
+                        .and_then(|d| d.parse::<crate::hash::Sha256>().ok());
+                    if pinned.is_none() && opts.locked {
+                        return Err(Error::Locked {
+                            path: lock::path_for(&opts.spec),
+                            image: img.name.clone(),
+                            why: format!("base `{reference}` is not pinned for {p}"),
+                        });
+                    }
+                    if reg.is_none() {
+                        reg = Some(registry_client(&opts.insecure).map_err(|source| Error::Push {
+                            target: reference.clone(),
+                            source: Box::new(source),
+                        })?);
+                    }
+                    let Some(r) = reg.as_ref() else { continue };
+                    let loaded = crate::base::registry_base(r, reference, pinned.as_ref(), &p, &opts.insecure);
+                    if let Ok(b) = &loaded {
+                        let pin = pins.entry(img.name.clone()).or_insert_with(|| lock::BaseLock { reference: reference.clone(), digests: BTreeMap::new() });
+                        pin.digests.insert(p.clone(), b.manifest_digest.to_string());
+                    }
+                    (loaded, span)
                 }
                 Base::OciLayout { path, tag, span } => {
                     (crate::base::oci_layout(&format!("oci:{path}"), &resolved(path), tag.as_deref(), &p), span)
@@ -295,12 +322,11 @@ fn load_bases_of<'s>(
         }
     }
     spec.report(std::mem::take(&mut errors))?;
-    Ok((needed, bases))
+    Ok((needed, bases, pins))
 }
 
-fn load_bases(spec: &SpecFile, selected: &[&spec::ImageSpec]) -> Result<HashMap<(String, String), crate::base::BaseImage>, Error> {
-    Ok(load_bases_of(spec, selected)?.1)
-}
+/// External bases by (image, platform).
+pub type Bases = HashMap<(String, String), crate::base::BaseImage>;
 
 /// What to do about lockfile entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -320,15 +346,26 @@ pub fn ensure_locked(
     opts: &SpecOptions,
     mirrors: &MirrorConfig<'_>,
     mode: LockMode,
-    bases: &HashMap<(String, String), crate::base::BaseImage>,
+    bases: &Bases,
+    pins: &BTreeMap<String, lock::BaseLock>,
 ) -> Result<Option<Lockfile>, Error> {
     let mut store: Option<Store> = None;
     let path = lock::path_for(&opts.spec);
     let existing = Lockfile::read(&path)?;
-    if selected.iter().all(|i| i.packages.is_empty()) {
+    if selected.iter().all(|i| i.packages.is_empty()) && pins.is_empty() {
         return Ok(existing);
     }
     let mut lockfile = existing.clone().unwrap_or_else(Lockfile::new);
+    // Registry bases: the manifest digests found (pinned ones are found again unchanged).
+    for (name, pin) in pins {
+        let entry = lockfile.images.entry(name.clone()).or_default();
+        if entry.base.as_ref() != Some(pin) {
+            if opts.locked {
+                return Err(Error::Locked { path: path.clone(), image: name.clone(), why: format!("base `{}` moved", pin.reference) });
+            }
+            entry.base = Some(pin.clone());
+        }
+    }
     // Parents first, so a child on `base image=` sees its parent's pins.
     let mut ordered: Vec<&spec::ImageSpec> = Vec::new();
     for image in selected {
@@ -401,6 +438,8 @@ pub fn ensure_locked(
                 ResolutionError::Spec(e) => Error::Spec(e),
                 source => Error::Resolution { image: image.name.clone(), source: Box::new(source) },
             })?;
+        let mut entry = entry;
+        entry.base = lockfile.images.get(&image.name).and_then(|l| l.base.clone());
         lockfile.images.insert(image.name.clone(), entry);
     }
     // Entries of images no longer in the spec are dropped.
@@ -419,8 +458,10 @@ pub fn lock(opts: &SpecOptions, mode: LockMode) -> Result<PathBuf, Error> {
         spec.images.iter().filter(|i| opts.image.as_ref().is_none_or(|n| *n == i.name)).collect();
     let env = |name: &str| std::env::var(name).ok();
     let mirrors = MirrorConfig { flags: &opts.mirrors, env: &env, root: &opts.host_root };
-    let bases = load_bases(&spec, &selected)?;
-    ensure_locked(&spec, &selected, opts, &mirrors, mode, &bases)?;
+    let existing = Lockfile::read(&lock::path_for(&opts.spec))?;
+    let update = matches!(mode, LockMode::Update(_));
+    let (_, bases, pins) = load_bases_of(&spec, &selected, opts, existing.as_ref(), update)?;
+    ensure_locked(&spec, &selected, opts, &mirrors, mode, &bases, &pins)?;
     Ok(lock::path_for(&opts.spec))
 }
 

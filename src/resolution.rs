@@ -56,7 +56,7 @@ pub fn resolve_image(
 ) -> Result<ImageLock, ResolutionError> {
     let mut requests = requests_of(image);
     requests.base = base_key;
-    let mut lock = ImageLock { requests, platforms: BTreeMap::new() };
+    let mut lock = ImageLock { requests, base: None, platforms: BTreeMap::new() };
     if image.packages.is_empty() {
         return Ok(lock);
     }

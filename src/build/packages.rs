@@ -160,8 +160,8 @@ pub fn base_blob(b: &BlobDrv, store: &Store) -> Result<Output, BuildError> {
                 return Err(err(format!("`{}` has no member `{member}`", path.display())).into());
             }
         }
-        BlobSource::Registry(repo) => {
-            crate::registry_fetch::blob(repo, &l.digest, l.size, &mut sink).map_err(err)?;
+        BlobSource::Registry { repo, insecure } => {
+            crate::registry_fetch::blob(repo, insecure, &l.digest, l.size, &mut sink).map_err(err)?;
         }
     }
     let actual = Sha256(sink.hasher.finalize().into());

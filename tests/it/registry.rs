@@ -689,3 +689,49 @@ fn push_to_a_dead_registry_fails_clearly() {
     assert!(err.contains("cannot reach registry"), "{err}");
     assert!(crate::support::last_line(&ctx.compose(&["cache", "verify"])).contains(" 0 problems"));
 }
+
+#[test]
+fn registry_base_is_pinned_until_lock_update() {
+    let reg = TestRegistry::start();
+    let addr = reg.addr();
+    let ctx = crate::support::TestContext::new();
+    ctx.write("base.kdl", PUSH_SPEC);
+    let base_ref = format!("{addr}/team/base:stable");
+    let v1 = ctx.build_json(&["base.kdl", "--push", &base_ref, "--insecure-registry", &addr]);
+    let base_digest = v1["images"][0]["digest"].as_str().unwrap().to_string();
+
+    ctx.write(
+        "child.kdl",
+        format!("image \"child\" {{\n    tag \"c\"\n    base \"{base_ref}\"\n    files {{ text \"/etc/child\" \"child\\n\" }}\n    config {{ cmd \"cat /etc/greeting /etc/child\" }}\n}}\n"),
+    );
+    let first = ctx.build_json(&["child.kdl", "--insecure-registry", &addr, "--format", "docker-archive"]);
+    let child_digest = first["images"][0]["digest"].as_str().unwrap().to_string();
+    let lock: serde_json::Value = serde_json::from_slice(&std::fs::read(ctx.path("child.kdl.lock")).unwrap()).unwrap();
+    assert_eq!(lock["images"]["child"]["base"]["reference"], base_ref.as_str());
+    assert_eq!(lock["images"]["child"]["base"]["digests"]["linux/amd64"], base_digest.as_str());
+    // It runs: the base's busybox and entrypoint, our file and cmd.
+    let podman = crate::support::Podman::new(ctx.tmp.path());
+    crate::support::run(podman.cmd().arg("load").arg("-i").arg(ctx.path("out/child.tar")));
+    let out = crate::support::run(podman.cmd().args(["run", "--rm", "localhost/child:c"]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pushed by compose\nchild\n");
+
+    // The tag moves to another image.
+    ctx.write("base.kdl", PUSH_SPEC.replace("pushed by compose", "a newer base"));
+    let v2 = ctx.build_json(&["base.kdl", "--push", &base_ref, "--insecure-registry", &addr]);
+    assert_ne!(v2["images"][0]["digest"], base_digest.as_str());
+    // The lock keeps the build where it was, even from an empty store and with --locked.
+    let out = ctx
+        .cmd()
+        .env("COMPOSE_CACHE_DIR", ctx.tmp.path().join("fresh-store"))
+        .args(["build", "child.kdl", "--locked", "--insecure-registry", &addr])
+        .output()
+        .unwrap();
+    crate::support::assert_success(&out, "locked build on a moved tag");
+    assert_eq!(crate::support::last_line(&out), child_digest);
+    // Until `compose lock --update`.
+    crate::support::assert_success(&ctx.compose(&["lock", "child.kdl", "--update", "--insecure-registry", &addr]), "lock --update");
+    let lock: serde_json::Value = serde_json::from_slice(&std::fs::read(ctx.path("child.kdl.lock")).unwrap()).unwrap();
+    assert_eq!(lock["images"]["child"]["base"]["digests"]["linux/amd64"], v2["images"][0]["digest"]);
+    let moved = ctx.build(&["child.kdl", "--insecure-registry", &addr]);
+    assert_ne!(moved, child_digest);
+}
