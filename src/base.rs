@@ -431,7 +431,8 @@ pub fn docker_archive(reference: &str, path: &Path, platform: &str) -> Result<Ba
 /// Files of the base image's merged filesystem that compose reads: `/etc/passwd`, `/etc/group`
 /// and the dpkg database (`/var/lib/dpkg/status`, `/var/lib/dpkg/status.d/*`). Layers are applied
 /// in order, whiteouts (`.wh.NAME`, `.wh..wh..opq`) included.
-pub fn read_base_files(b: &BaseImage) -> Result<BTreeMap<String, Vec<u8>>, BaseError> {
+/// `local` finds a layer already on disk (the store), so a registry base is not pulled again.
+pub fn read_base_files(b: &BaseImage, local: &dyn Fn(&Sha256) -> Option<PathBuf>) -> Result<BTreeMap<String, Vec<u8>>, BaseError> {
     let wanted = |p: &str| {
         p == "etc/passwd" || p == "etc/group" || p == "var/lib/dpkg/status" || p.starts_with("var/lib/dpkg/status.d/")
     };
@@ -456,7 +457,19 @@ pub fn read_base_files(b: &BaseImage) -> Result<BTreeMap<String, Vec<u8>>, BaseE
                 }
                 Box::new(io::Cursor::new(data.ok_or_else(|| invalid(&b.reference, format!("no member `{member}`")))?))
             }
-            BlobSource::Registry { .. } => return Ok(files),
+            BlobSource::Registry { .. } if local(&l.digest).is_some() => {
+                let p = local(&l.digest).unwrap_or_default();
+                Box::new(BufReader::new(File::open(&p).map_err(io)?))
+            }
+            BlobSource::Registry { repo, insecure } => {
+                // Pulled once into a temporary file (verified), then read like a local layer.
+                let reg = crate::ops::registry_client(insecure).map_err(|e| invalid(&b.reference, e.to_string()))?;
+                let mut tmp = tempfile::tempfile().map_err(io)?;
+                reg.blob(repo, &l.digest, Some(l.size), &mut tmp).map_err(|e| invalid(&b.reference, e.to_string()))?;
+                use std::io::Seek;
+                tmp.seek(io::SeekFrom::Start(0)).map_err(io)?;
+                Box::new(BufReader::new(tmp))
+            }
         };
         let reader: Box<dyn Read> = if l.media_type.ends_with("+gzip") {
             Box::new(flate2::read::GzDecoder::new(raw))

@@ -302,7 +302,9 @@ fn load_bases_of<'s>(
                 }
             };
             match loaded.and_then(|mut b| {
-                b.files = crate::base::read_base_files(&b)?;
+                let cache = opts.cache_dir.clone();
+                let local = move |d: &crate::hash::Sha256| Some(Store::blob_path_in(&cache, d)).filter(|p| p.is_file());
+                b.files = crate::base::read_base_files(&b, &local)?;
                 Ok(b)
             }) {
                 Ok(b) => {

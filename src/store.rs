@@ -144,6 +144,11 @@ impl Store {
         self.dir.join("blobs/sha256").join(d.hex())
     }
 
+    /// Where blob `d` lives in the store at `root` (which need not be open).
+    pub fn blob_path_in(root: &Path, d: &Sha256) -> PathBuf {
+        root.join(format!("v{STORE_VERSION}")).join("blobs/sha256").join(d.hex())
+    }
+
     fn record_path(&self, d: &DrvHash) -> PathBuf {
         let h = d.hex();
         self.dir.join("records").join(&h[..2]).join(format!("{h}.json"))
