@@ -528,6 +528,22 @@ pub fn registry_client(insecure: &[String]) -> Result<crate::registry::Registry,
 fn push_finished(store: &Store, fin: &image::Finished, target: &str, insecure: &[String]) -> Result<Pushed, Error> {
     let err = |source| Error::Push { target: target.to_string(), source: Box::new(source) };
     let reg = registry_client(insecure).map_err(err)?;
+    // Already there under that name: one request, nothing to send.
+    if let Ok(current) = reg.resolve(target) {
+        if current.digest == fin.root.digest {
+            return Ok(Pushed {
+                reference: target.to_string(),
+                digest: current.digest.to_string(),
+                uploaded: 0,
+                mounted: 0,
+                // Blobs, not counting the manifests (and index).
+                existing: fin.blobs.len().saturating_sub(
+                    1 + if fin.root.media_type == image::INDEX_MEDIA_TYPE { fin.platforms.len() } else { 0 },
+                ),
+                uploaded_bytes: 0,
+            });
+        }
+    }
     let mut manifests: Vec<(crate::hash::Sha256, String, Vec<u8>)> = Vec::new();
     let root = store.read_blob(&fin.root.digest)?;
     if fin.root.media_type == image::INDEX_MEDIA_TYPE {
