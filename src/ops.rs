@@ -501,7 +501,25 @@ pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummar
         let path = image::export(&planned.store, &fin, &opts.out, opts.format)?;
         write_sbom(&planned, &ex, pi, &fin, &opts.out)?;
         let pushed = match &opts.push {
-            Some(target) => Some(push_finished(&planned.store, &fin, target, &opts.insecure)?),
+            Some(target) => {
+                // Base layers pulled from repositories of the target's registry can be mounted.
+                let registry = target.split('/').next().unwrap_or_default();
+                let mut mount_from: Vec<String> = planned
+                    .plan
+                    .graph
+                    .node_weights()
+                    .filter_map(|d| match &d.kind {
+                        plan::DrvKind::Blob(b) => match &b.source {
+                            crate::base::BlobSource::Registry { repo, .. } if repo.split('/').next() == Some(registry) => Some(repo.clone()),
+                            _ => None,
+                        },
+                        _ => None,
+                    })
+                    .collect();
+                mount_from.sort();
+                mount_from.dedup();
+                Some(push_finished(&planned.store, &fin, target, &opts.insecure, &mount_from)?)
+            }
             None => None,
         };
         images.push(BuiltImage {
@@ -525,7 +543,7 @@ pub fn registry_client(insecure: &[String]) -> Result<crate::registry::Registry,
 
 /// Push a finished image: its blobs from the store, then its manifests (children first) with
 /// their exact bytes.
-fn push_finished(store: &Store, fin: &image::Finished, target: &str, insecure: &[String]) -> Result<Pushed, Error> {
+fn push_finished(store: &Store, fin: &image::Finished, target: &str, insecure: &[String], mount_from: &[String]) -> Result<Pushed, Error> {
     let err = |source| Error::Push { target: target.to_string(), source: Box::new(source) };
     let reg = registry_client(insecure).map_err(err)?;
     // Already there under that name: one request, nothing to send.
@@ -561,7 +579,7 @@ fn push_finished(store: &Store, fin: &image::Finished, target: &str, insecure: &
         .filter(|(d, _)| !manifests.iter().any(|(m, _, _)| m == d))
         .map(|(d, size)| (*d, *size, store.blob_path(d)))
         .collect();
-    let report = reg.push(target, &blobs, &manifests, &[]).map_err(err)?;
+    let report = reg.push(target, &blobs, &manifests, mount_from).map_err(err)?;
     Ok(Pushed {
         reference: target.to_string(),
         digest: report.digest.to_string(),

@@ -734,4 +734,10 @@ fn registry_base_is_pinned_until_lock_update() {
     assert_eq!(lock["images"]["child"]["base"]["digests"]["linux/amd64"], v2["images"][0]["digest"]);
     let moved = ctx.build(&["child.kdl", "--insecure-registry", &addr]);
     assert_ne!(moved, child_digest);
+    // Pushing the child to another repository of the same registry mounts the base's layers.
+    let target = format!("{addr}/team/child:c");
+    let v = ctx.build_json(&["child.kdl", "--insecure-registry", &addr, "--push", &target]);
+    let pushed = &v["images"][0]["pushed"];
+    assert_eq!(pushed["mounted"], 2, "the base's two layers: {v}");
+    assert_eq!(pushed["uploaded"], 2, "our layer and config: {v}");
 }
