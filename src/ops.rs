@@ -310,16 +310,7 @@ fn load_bases_of<'s>(
                 Ok(b) => {
                     bases.insert((img.name.clone(), p), b);
                 }
-                Err(e) => {
-                    let mut msg = e.to_string();
-                    let mut src: &dyn std::error::Error = &e;
-                    while let Some(next) = src.source() {
-                        msg.push_str(": ");
-                        msg.push_str(&next.to_string());
-                        src = next;
-                    }
-                    errors.push(spec.diagnostic("compose::spec::base", *span, msg, "this base", None));
-                }
+                Err(e) => errors.push(spec.diagnostic("compose::spec::base", *span, chain_message(&e), "this base", None)),
             }
         }
     }
@@ -478,14 +469,19 @@ fn source_error(spec: &SpecFile, span: miette::SourceSpan, e: SourceError) -> Sp
         SourceError::NonUtf8 { .. } => ("non-UTF-8 file name", Some("rename the file; image paths must be UTF-8".to_string())),
         _ => ("cannot be read", None),
     };
+    spec.diagnostic("compose::spec::source", span, chain_message(&e), label, help)
+}
+
+/// An error and its causes as one line: "outer: inner: innermost".
+fn chain_message(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
-    let mut src: &dyn std::error::Error = &e;
-    while let Some(next) = src.source() {
+    let mut src = e.source();
+    while let Some(next) = src {
         msg.push_str(": ");
         msg.push_str(&next.to_string());
-        src = next;
+        src = next.source();
     }
-    spec.diagnostic("compose::spec::source", span, msg, label, help)
+    msg
 }
 
 /// `compose build`.
