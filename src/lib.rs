@@ -16,6 +16,7 @@ pub mod lock;
 pub mod ops;
 pub mod plan;
 pub mod registry;
+pub mod remote;
 pub mod registry_fetch;
 pub mod resolution;
 pub mod sbom;

@@ -44,6 +44,12 @@ struct SpecArgs {
     /// Speak plain HTTP to this registry (repeatable).
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure: Vec<String>,
+    /// A cache shared by a team: an HTTP server speaking the Bazel remote-cache protocol.
+    #[arg(long, env = "COMPOSE_REMOTE_CACHE", value_name = "URL")]
+    remote_cache: Option<String>,
+    /// Read-only (`ro`) or read-write (`rw`, the default) use of the remote cache.
+    #[arg(long, value_enum, default_value = "rw")]
+    remote_cache_mode: RemoteMode,
     /// Use no network: everything must be locked and in the store.
     #[arg(long)]
     offline: bool,
@@ -54,6 +60,12 @@ struct SpecArgs {
 
 fn parse_mirror(s: &str) -> Result<(String, String), String> {
     compose::apt::sources::parse_mirror_flag(s).map_err(|e| e.to_string())
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RemoteMode {
+    Ro,
+    Rw,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -206,6 +218,9 @@ impl Reporter for Progress {
             self.line(format!("building {}", drv.name));
         }
     }
+    fn warning(&self, message: &str) {
+        self.line(format!("warning: {message}"));
+    }
     fn finished(&self, drv: &Derivation, outcome: Outcome, bytes: u64) {
         if let Some(b) = &self.bar {
             b.inc(1);
@@ -265,6 +280,11 @@ fn spec_options(a: &SpecArgs) -> Result<SpecOptions, ops::Error> {
     o.offline = a.offline;
     o.max_layers = a.max_layers as usize;
     o.insecure = a.insecure.clone();
+    o.remote_cache = a.remote_cache.clone().filter(|u| !u.is_empty());
+    o.remote_mode = match a.remote_cache_mode {
+        RemoteMode::Ro => compose::remote::Mode::ReadOnly,
+        RemoteMode::Rw => compose::remote::Mode::ReadWrite,
+    };
     Ok(o)
 }
 

@@ -94,6 +94,9 @@ pub struct SpecOptions {
     pub host_root: PathBuf,
     /// Registries (`HOST[:PORT]`) spoken to over plain HTTP.
     pub insecure: Vec<String>,
+    /// A shared cache (`http(s)://…`, Bazel remote-cache protocol).
+    pub remote_cache: Option<String>,
+    pub remote_mode: crate::remote::Mode,
 }
 
 impl SpecOptions {
@@ -490,7 +493,11 @@ pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummar
     if opts.push.is_some() && planned.plan.images.len() > 1 {
         return Err(Error::Usage("--push takes one image, but the spec has several: choose one with --image NAME".into()));
     }
-    let ex = build::execute(&planned.plan, &planned.store, reporter)?;
+    let remote = match &opts.spec.remote_cache {
+        Some(url) => Some(crate::remote::HttpCache::new(url, opts.spec.remote_mode).map_err(|e| Error::Usage(e.to_string()))?),
+        None => None,
+    };
+    let ex = build::execute(&planned.plan, &planned.store, remote.as_ref(), reporter)?;
     let mut images = Vec::new();
     for pi in &planned.plan.images {
         let fin = build::finished(&planned.plan, &ex, &planned.store, &pi.name, &pi.tag, pi.root)?;

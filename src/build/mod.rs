@@ -40,6 +40,8 @@ pub trait Reporter: Sync {
     fn started(&self, _drv: &Derivation) {}
     /// `bytes` is the size of the main output.
     fn finished(&self, _drv: &Derivation, _outcome: Outcome, _bytes: u64) {}
+    /// Something the user should know that did not stop the build.
+    fn warning(&self, _message: &str) {}
 }
 
 /// A reporter that reports nothing.
@@ -92,7 +94,42 @@ pub struct Executed {
 }
 
 /// Run `plan` against `store`.
-pub fn execute(plan: &Plan, store: &Store, reporter: &dyn Reporter) -> Result<Executed, BuildError> {
+pub fn execute(
+    plan: &Plan,
+    store: &Store,
+    remote: Option<&crate::remote::HttpCache>,
+    reporter: &dyn Reporter,
+) -> Result<Executed, BuildError> {
+    let (tx, rx) = std::sync::mpsc::channel::<Record>();
+    let result = std::thread::scope(|scope| {
+        // Results built here are written back to the remote cache in the background.
+        let uploader = remote.filter(|r| r.mode() == crate::remote::Mode::ReadWrite).map(|r| {
+            scope.spawn(move || {
+                for rec in rx {
+                    r.upload(store, &rec);
+                }
+            })
+        });
+        let result = execute_inner(plan, store, remote, reporter, &tx);
+        drop(tx);
+        if let Some(u) = uploader {
+            let _ = u.join();
+        }
+        result
+    });
+    if let Some(w) = remote.and_then(|r| r.warning.lock().ok().and_then(|w| w.clone())) {
+        reporter.warning(&w);
+    }
+    result
+}
+
+fn execute_inner(
+    plan: &Plan,
+    store: &Store,
+    remote: Option<&crate::remote::HttpCache>,
+    reporter: &dyn Reporter,
+    uploads: &std::sync::mpsc::Sender<Record>,
+) -> Result<Executed, BuildError> {
     let order = plan.topo_order();
     let mut records: HashMap<NodeIndex, Record> = HashMap::new();
     let mut counts = Counts { total: order.len(), ..Counts::default() };
@@ -135,9 +172,13 @@ pub fn execute(plan: &Plan, store: &Store, reporter: &dyn Reporter) -> Result<Ex
                 if let Some(r) = store.lookup(&drv.hash)? {
                     return Ok((n, r, Outcome::Local));
                 }
+                if let Some(r) = remote.and_then(|rc| rc.lookup(store, &drv.hash)) {
+                    return Ok((n, r, Outcome::Remote));
+                }
                 reporter.started(drv);
                 let r = run(plan, drv, &deps, store)?;
                 store.put_record(&r)?;
+                let _ = uploads.send(r.clone());
                 Ok((n, r, Outcome::Built))
             })
             .collect();

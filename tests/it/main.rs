@@ -11,5 +11,6 @@ mod bases;
 mod outputs;
 mod packages;
 mod registry;
+mod remote;
 mod repro;
 mod store;
