@@ -200,7 +200,7 @@ mod tests {
         assert_eq!(spdx_licence("GPL-2+"), "GPL-2.0-or-later");
         assert_eq!(spdx_licence("Expat"), "MIT");
         assert_eq!(spdx_licence("odd licence"), "LicenseRef-odd-licence");
-        let c = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nLicense: GPL-2+ or MIT\n\nFiles: x\nLicense: BSD-3-clause\n";
+        let c = "Format: https://example.invalid/copyright-format/1.0/\n\nFiles: *\nLicense: GPL-2+ or MIT\n\nFiles: x\nLicense: BSD-3-clause\n";
         assert_eq!(dep5_licences(c), vec!["BSD-3-clause", "GPL-2+", "MIT"]);
         let p = PackageLock { name: "libfoo".into(), version: "1:2.0+dfsg-1~deb12u1".into(), architecture: "amd64".into(), repository: "debian-security".into(), ..Default::default() };
         assert_eq!(purl(&p, Some("bookworm-security")), "pkg:deb/debian/libfoo@1%3A2.0%2Bdfsg-1%7Edeb12u1?arch=amd64&distro=bookworm-security");

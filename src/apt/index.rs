@@ -658,7 +658,7 @@ Conflicts: curl-old\n\
 Breaks: curl-old (<< 7)\n\
 Replaces: curl-old (<< 7), other\n\
 Description: command line tool for transferring data with URL syntax\n curl is a command line tool for transferring data with URL syntax, supporting\n .\n many protocols.\n\
-Homepage: https://curl.se/\n\
+Homepage: https://example.invalid/curl/\n\
 Description-md5: 0123\n\
 Tag: implemented-in::c, interface::commandline\n\
 Section: web\n\
@@ -680,7 +680,7 @@ SHA256: 5E4A1A7F3C1E2B7F9A36F3D0B1C9D5F47E4A7D1E6C5B4A39281706F5E4D3C2B1\n";
         assert_eq!(p.priority.as_deref(), Some("optional"));
         assert_eq!(p.section.as_deref(), Some("web"));
         assert_eq!(p.source.as_deref(), Some("curl"));
-        assert_eq!(p.homepage.as_deref(), Some("https://curl.se/"));
+        assert_eq!(p.homepage.as_deref(), Some("https://example.invalid/curl/"));
         assert_eq!(
             p.maintainer.as_deref(),
             Some("Alessandro Ghedini <ghedo@debian.org>")
