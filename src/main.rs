@@ -387,7 +387,13 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
                 let _ = writeln!(stdout, "}}");
             } else {
                 for n in &report.nodes {
-                    let state = if n.cached { "cached" } else { "build " };
+                    let state = if n.cached {
+                        "cached"
+                    } else if n.remote {
+                        "remote"
+                    } else {
+                        "build "
+                    };
                     let deps: Vec<String> = n.deps.iter().map(|d| format!("#{d}")).collect();
                     let after = if deps.is_empty() { String::new() } else { format!(" ← {}", deps.join(" ")) };
                     let _ = writeln!(stdout, "#{:<3} {state} {:<7} {} {}{after}", n.id, n.kind, &n.hash[4..20], n.name);

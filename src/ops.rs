@@ -629,6 +629,8 @@ pub struct PlanNode {
     pub kind: String,
     pub hash: String,
     pub cached: bool,
+    /// The remote cache has it (only asked for what the store lacks).
+    pub remote: bool,
     pub deps: Vec<usize>,
 }
 
@@ -641,15 +643,22 @@ pub struct PlanReport {
 /// `compose plan`.
 pub fn plan_report(opts: &SpecOptions) -> Result<PlanReport, Error> {
     let p = load_and_plan(opts)?;
+    let remote = match &opts.remote_cache {
+        Some(url) => Some(crate::remote::HttpCache::new(url, opts.remote_mode).map_err(|e| Error::Usage(e.to_string()))?),
+        None => None,
+    };
     let mut nodes = Vec::new();
     for n in p.plan.topo_order() {
         let d = &p.plan.graph[n];
+        let cached = p.store.lookup(&d.hash)?.is_some();
+        let remote = !cached && remote.as_ref().is_some_and(|r| r.has_record(&d.hash));
         nodes.push(PlanNode {
+            remote,
             id: n.index(),
             name: d.name.clone(),
             kind: d.kind.name().to_string(),
             hash: d.hash.to_string(),
-            cached: p.store.lookup(&d.hash)?.is_some(),
+            cached,
             deps: p.plan.dependencies(n).iter().map(|x| x.index()).collect(),
         });
     }

@@ -150,6 +150,11 @@ impl HttpCache {
         store.commit_blob(tmp, digest).is_ok()
     }
 
+    /// Does the cache hold a record for `drv`? (For `compose plan`; failures answer no.)
+    pub fn has_record(&self, drv: &DrvHash) -> bool {
+        self.usable() && self.has(&format!("{}/ac/{}", self.base, drv.hex()))
+    }
+
     /// Look `drv` up remotely; on a hit every output blob is in the store, verified.
     pub fn lookup(&self, store: &Store, drv: &DrvHash) -> Option<Record> {
         let rec = self.get_record(drv)?;

@@ -95,6 +95,17 @@ fn machine_b_builds_nothing_machine_a_built() {
     let va = build(&ctx, &a, "store-a", &["--remote-cache", &url]);
     assert_eq!(va["derivations"]["built"], 3, "{va}");
     assert!(nginx.root.join("ac").read_dir().unwrap().count() == 3, "records written back");
+    // `compose plan` on machine B shows what the remote has.
+    let plan = ctx
+        .cmd()
+        .current_dir(&b)
+        .env("COMPOSE_CACHE_DIR", ctx.tmp.path().join("store-b"))
+        .args(["plan", "spec.kdl", "--json", "--remote-cache", &url])
+        .output()
+        .unwrap();
+    assert_success(&plan, "plan with a remote");
+    let p: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert!(p["nodes"].as_array().unwrap().iter().all(|n| n["remote"] == true && n["cached"] == false), "{p}");
     let vb = build(&ctx, &b, "store-b", &["--remote-cache", &url, "--remote-cache-mode", "ro"]);
     assert_eq!(vb["derivations"]["built"], 0, "{vb}");
     assert_eq!(vb["derivations"]["remote"], 3, "{vb}");
