@@ -43,7 +43,7 @@ pub enum LockError {
 }
 
 /// A whole lockfile.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lockfile {
     pub version: u32,
     /// Per image name.
@@ -160,9 +160,16 @@ pub fn requests_of(image: &ImageSpec) -> Requests {
     }
 }
 
+impl Default for Lockfile {
+    /// An empty lockfile of the current version.
+    fn default() -> Lockfile {
+        Lockfile { version: LOCK_VERSION, images: BTreeMap::new() }
+    }
+}
+
 impl Lockfile {
     pub fn new() -> Lockfile {
-        Lockfile { version: LOCK_VERSION, images: BTreeMap::new() }
+        Lockfile::default()
     }
 
     /// Read `path`; `Ok(None)` when there is none.

@@ -203,7 +203,7 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
     let epoch = source_date_epoch()?;
     let env = |name: &str| std::env::var(name).ok();
     let mirrors = MirrorConfig { flags: &opts.mirrors, env: &env, root: &opts.host_root };
-    let lockfile = ensure_locked(&spec, &selected, opts, &mirrors, LockMode::Build, &bases, &pins)?;
+    let lockfile = ensure_locked(&spec, &selected, opts, &mirrors, LockMode::Build, &bases, &pins, existing_lock)?;
     let mirror = |repo: &str, suite: &str| -> Result<String, String> {
         if opts.offline {
             return Err("--offline is set and the package is not in the store".into());
@@ -336,6 +336,7 @@ pub enum LockMode {
 
 /// Make sure every selected image with packages has a current lockfile entry, resolving (and
 /// writing the lockfile) as needed. Returns the lockfile, if any image needs one.
+#[allow(clippy::too_many_arguments)]
 pub fn ensure_locked(
     spec: &SpecFile,
     selected: &[&spec::ImageSpec],
@@ -344,14 +345,14 @@ pub fn ensure_locked(
     mode: LockMode,
     bases: &Bases,
     pins: &BTreeMap<String, lock::BaseLock>,
+    existing: Option<Lockfile>,
 ) -> Result<Option<Lockfile>, Error> {
     let mut store: Option<Store> = None;
     let path = lock::path_for(&opts.spec);
-    let existing = Lockfile::read(&path)?;
     if selected.iter().all(|i| i.packages.is_empty()) && pins.is_empty() {
         return Ok(existing);
     }
-    let mut lockfile = existing.clone().unwrap_or_else(Lockfile::new);
+    let mut lockfile = existing.clone().unwrap_or_default();
     // Registry bases: the manifest digests found (pinned ones are found again unchanged).
     for (name, pin) in pins {
         let entry = lockfile.images.entry(name.clone()).or_default();
@@ -457,7 +458,7 @@ pub fn lock(opts: &SpecOptions, mode: LockMode) -> Result<PathBuf, Error> {
     let existing = Lockfile::read(&lock::path_for(&opts.spec))?;
     let update = matches!(mode, LockMode::Update(_));
     let (_, bases, pins) = load_bases_of(&spec, &selected, opts, existing.as_ref(), update)?;
-    ensure_locked(&spec, &selected, opts, &mirrors, mode, &bases, &pins)?;
+    ensure_locked(&spec, &selected, opts, &mirrors, mode, &bases, &pins, existing)?;
     Ok(lock::path_for(&opts.spec))
 }
 
