@@ -44,12 +44,21 @@ struct SpecArgs {
     /// Speak plain HTTP to this registry (repeatable).
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure: Vec<String>,
-    /// A cache shared by a team: an HTTP server speaking the Bazel remote-cache protocol.
+    /// A cache shared by a team: `http(s)://…` (Bazel remote-cache protocol: bazel-remote,
+    /// nginx WebDAV, S3 gateways) or `oci://REGISTRY/REPO` (an OCI registry repository).
     #[arg(long, env = "COMPOSE_REMOTE_CACHE", value_name = "URL")]
     remote_cache: Option<String>,
     /// Read-only (`ro`) or read-write (`rw`, the default) use of the remote cache.
-    #[arg(long, value_enum, default_value = "rw")]
+    #[arg(long, env = "COMPOSE_REMOTE_CACHE_MODE", value_enum, default_value = "rw")]
     remote_cache_mode: RemoteMode,
+    /// Accept remote records signed by this public key (`NAME:BASE64`, repeatable; also
+    /// COMPOSE_TRUSTED_KEYS, separated by spaces). With any, unsigned records are ignored.
+    #[arg(long = "trusted-key", value_name = "NAME:KEY")]
+    trusted_keys: Vec<String>,
+    /// Sign the records uploaded to the remote cache with this secret key (default: the one key
+    /// `compose cache keygen` put in CACHE/keys/).
+    #[arg(long, env = "COMPOSE_SIGNING_KEY", value_name = "FILE")]
+    signing_key: Option<PathBuf>,
     /// Use no network: everything must be locked and in the store.
     #[arg(long)]
     offline: bool,
@@ -145,6 +154,17 @@ enum CacheAction {
         /// Keep what was used within this many days.
         #[arg(long, default_value_t = 7.0)]
         max_age_days: f64,
+    },
+    /// Make a key pair for signing remote cache records: the secret key goes to
+    /// CACHE/keys/NAME.secret (or --out), the public key (for --trusted-key) to stdout.
+    Keygen {
+        /// The key's name (letters, digits, `.`, `_`, `-`), e.g. `ci-1`.
+        name: String,
+        #[arg(long, env = "COMPOSE_CACHE_DIR", default_value = "cache")]
+        cache_dir: PathBuf,
+        /// Where to write the secret key (never overwritten).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// Sizes and counts.
     Stats {
@@ -281,6 +301,13 @@ fn spec_options(a: &SpecArgs) -> Result<SpecOptions, ops::Error> {
     o.max_layers = a.max_layers as usize;
     o.insecure = a.insecure.clone();
     o.remote_cache = a.remote_cache.clone().filter(|u| !u.is_empty());
+    o.trusted_keys = a.trusted_keys.clone();
+    if let Ok(v) = std::env::var("COMPOSE_TRUSTED_KEYS") {
+        if !v.trim().is_empty() {
+            o.trusted_keys.push(v);
+        }
+    }
+    o.signing_key = a.signing_key.clone().filter(|p| !p.as_os_str().is_empty());
     o.remote_mode = match a.remote_cache_mode {
         RemoteMode::Ro => compose::remote::Mode::ReadOnly,
         RemoteMode::Rw => compose::remote::Mode::ReadWrite,
@@ -343,12 +370,13 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
             let summary = summary?;
             let c = summary.derivations;
             progress.line(format!(
-                "done in {:.2}s: {} derivations, {} built, {} cached, {} from the remote cache",
+                "done in {:.2}s: {} derivations, {} built, {} cached, {} from the remote cache{}",
                 progress.start.elapsed().as_secs_f64(),
                 c.total,
                 c.built,
                 c.local,
-                c.remote
+                c.remote,
+                if c.skipped > 0 { format!(", {} not needed", c.skipped) } else { String::new() }
             ));
             if json {
                 let _ = writeln!(stdout, "{}", serde_json::to_string(&summary).unwrap_or_default());
@@ -434,6 +462,16 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
                     r.records_kept,
                     r.blobs_kept
                 );
+            }
+            CacheAction::Keygen { name, cache_dir, out } => {
+                let (public, path) = ops::keygen(&cache_dir, &name, out.as_deref())?;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "secret key written to {}; builds with this cache dir sign the records they upload with it.\n\
+                     Give the public key below to the machines that should trust them (--trusted-key or COMPOSE_TRUSTED_KEYS):",
+                    path.display()
+                );
+                let _ = writeln!(stdout, "{public}");
             }
             CacheAction::Stats { cache_dir, json } => {
                 let store = ops::open_store(&cache_dir)?;

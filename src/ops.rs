@@ -97,6 +97,10 @@ pub struct SpecOptions {
     /// A shared cache (`http(s)://…`, Bazel remote-cache protocol).
     pub remote_cache: Option<String>,
     pub remote_mode: crate::remote::Mode,
+    /// Public keys (`NAME:BASE64`) whose signed records are accepted; none = unsigned accepted.
+    pub trusted_keys: Vec<String>,
+    /// Secret key file to sign uploaded records with (default: the one key in `CACHE/keys/`).
+    pub signing_key: Option<PathBuf>,
 }
 
 impl SpecOptions {
@@ -488,16 +492,59 @@ fn chain_message(e: &dyn std::error::Error) -> String {
     msg
 }
 
+/// Where `compose cache keygen` puts secret keys, and where builds look for one to sign with.
+pub fn keys_dir(cache_dir: &Path) -> PathBuf {
+    cache_dir.join("keys")
+}
+
+/// The remote cache of these options, with its trusted keys and signing key.
+pub fn open_remote(opts: &SpecOptions) -> Result<Option<crate::remote::RemoteCache>, Error> {
+    use crate::remote::sign::{PublicKey, SecretKey, TrustedKeys};
+    let Some(url) = &opts.remote_cache else { return Ok(None) };
+    let mut trusted = TrustedKeys::default();
+    for text in &opts.trusted_keys {
+        let list = TrustedKeys::parse_list(text).map_err(|e| Error::Usage(format!("bad trusted key: {}", chain_message(&e))))?;
+        for k in list.keys() {
+            trusted.push(PublicKey::clone(k));
+        }
+    }
+    let signer = match &opts.signing_key {
+        Some(path) => Some(SecretKey::read(path).map_err(|e| Error::Usage(format!("bad signing key: {}", chain_message(&e))))?),
+        None if opts.remote_mode == crate::remote::Mode::ReadWrite => {
+            // The one key `compose cache keygen` made for this store, if there is exactly one.
+            let dir = keys_dir(&opts.cache_dir);
+            let found: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "secret")).collect())
+                .unwrap_or_default();
+            match found.as_slice() {
+                [one] => Some(SecretKey::read(one).map_err(|e| Error::Usage(format!("bad signing key: {}", chain_message(&e))))?),
+                [] => None,
+                _ => return Err(Error::Usage(format!("{} holds several secret keys: choose one with --signing-key FILE", dir.display()))),
+            }
+        }
+        None => None,
+    };
+    let config = crate::remote::RemoteConfig { url: url.clone(), mode: opts.remote_mode, insecure: opts.insecure.clone(), trusted, signer };
+    crate::remote::RemoteCache::open(config).map(Some).map_err(|e| Error::Usage(e.to_string()))
+}
+
+/// `compose cache keygen NAME`: a new signing key in `out` (default `CACHE/keys/NAME.secret`);
+/// returns the public key to give to `--trusted-key`, and where the secret key went.
+pub fn keygen(cache_dir: &Path, name: &str, out: Option<&Path>) -> Result<(String, PathBuf), Error> {
+    use crate::remote::sign::SecretKey;
+    let key = SecretKey::generate(name).map_err(|e| Error::Usage(chain_message(&e)))?;
+    let path = out.map(Path::to_path_buf).unwrap_or_else(|| keys_dir(cache_dir).join(format!("{name}.secret")));
+    key.write_new(&path).map_err(|e| Error::Usage(chain_message(&e)))?;
+    Ok((key.public().to_text(), path))
+}
+
 /// `compose build`.
 pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummary, Error> {
     let planned = load_and_plan(&opts.spec)?;
     if opts.push.is_some() && planned.plan.images.len() > 1 {
         return Err(Error::Usage("--push takes one image, but the spec has several: choose one with --image NAME".into()));
     }
-    let remote = match &opts.spec.remote_cache {
-        Some(url) => Some(crate::remote::HttpCache::new(url, opts.spec.remote_mode).map_err(|e| Error::Usage(e.to_string()))?),
-        None => None,
-    };
+    let remote = open_remote(&opts.spec)?;
     let ex = build::execute(&planned.plan, &planned.store, remote.as_ref(), reporter)?;
     let mut images = Vec::new();
     for pi in &planned.plan.images {
@@ -542,7 +589,7 @@ pub fn registry_client(insecure: &[String]) -> Result<crate::registry::Registry,
     let env = |name: &str| std::env::var(name).ok();
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let auth = crate::registry::AuthConfig::from_env(&env, home.as_deref())?;
-    crate::registry::Registry::new(crate::registry::RegistryOptions { insecure: insecure.to_vec(), auth })
+    crate::registry::Registry::new(crate::registry::RegistryOptions { insecure: insecure.to_vec(), auth, timeouts: None })
 }
 
 /// Push a finished image: its blobs from the store, then its manifests (children first) with
@@ -644,10 +691,7 @@ pub struct PlanReport {
 /// `compose plan`.
 pub fn plan_report(opts: &SpecOptions) -> Result<PlanReport, Error> {
     let p = load_and_plan(opts)?;
-    let remote = match &opts.remote_cache {
-        Some(url) => Some(crate::remote::HttpCache::new(url, opts.remote_mode).map_err(|e| Error::Usage(e.to_string()))?),
-        None => None,
-    };
+    let remote = open_remote(opts)?;
     let mut nodes = Vec::new();
     for n in p.plan.topo_order() {
         let d = &p.plan.graph[n];

@@ -121,6 +121,8 @@ pub struct RegistryOptions {
     /// Registries (`host[:port]`) spoken to over plain HTTP instead of HTTPS.
     pub insecure: Vec<String>,
     pub auth: AuthConfig,
+    /// (connect, read) time-outs; the defaults suit pulls and pushes of large layers.
+    pub timeouts: Option<(Duration, Duration)>,
 }
 
 /// A manifest or index with its digest and exact bytes.
@@ -430,8 +432,8 @@ impl Registry {
             protocol: ClientProtocol::HttpsExcept(insecure),
             use_monolithic_push: true,
             platform_resolver: None,
-            connect_timeout: Some(Duration::from_secs(30)),
-            read_timeout: Some(Duration::from_secs(300)),
+            connect_timeout: Some(opts.timeouts.map_or(Duration::from_secs(30), |t| t.0)),
+            read_timeout: Some(opts.timeouts.map_or(Duration::from_secs(300), |t| t.1)),
             user_agent: concat!("compose/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };

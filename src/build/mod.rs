@@ -85,19 +85,21 @@ pub struct Counts {
     pub built: usize,
     pub local: usize,
     pub remote: usize,
+    /// Not needed: everything that depends on them came from a cache.
+    pub skipped: usize,
 }
 
-/// The result of executing a plan: a record for every node.
+/// The result of executing a plan: a record for every node that was needed.
 pub struct Executed {
     pub records: HashMap<NodeIndex, Record>,
     pub counts: Counts,
 }
 
-/// Run `plan` against `store`.
+/// Run `plan` against `store`, with `remote` as the second level of the lookup stack.
 pub fn execute(
     plan: &Plan,
     store: &Store,
-    remote: Option<&crate::remote::HttpCache>,
+    remote: Option<&crate::remote::RemoteCache>,
     reporter: &dyn Reporter,
 ) -> Result<Executed, BuildError> {
     let (tx, rx) = std::sync::mpsc::channel::<Record>();
@@ -117,30 +119,77 @@ pub fn execute(
         }
         result
     });
-    if let Some(w) = remote.and_then(|r| r.warning.lock().ok().and_then(|w| w.clone())) {
+    for w in remote.map(|r| r.warnings()).unwrap_or_default() {
         reporter.warning(&w);
     }
     result
 }
 
+/// Derivations whose records are wanted whatever the cache has: the images and indexes (what
+/// is exported) and each package's layer (its licences feed the SBOM).
+fn is_root(kind: &DrvKind) -> bool {
+    matches!(kind, DrvKind::Image(_) | DrvKind::Index(_) | DrvKind::DebLayer(_))
+}
+
+/// Which derivations this build needs, top down: a root is needed; a needed derivation that
+/// must run needs all its dependencies; one that comes from the store or the remote cache
+/// needs none, except images and indexes, whose dependencies' blobs are exported with them.
+fn needed(
+    plan: &Plan,
+    order: &[NodeIndex],
+    done: &HashMap<NodeIndex, Record>,
+    offered: &HashMap<NodeIndex, Record>,
+) -> std::collections::HashSet<NodeIndex> {
+    let mut need = std::collections::HashSet::new();
+    for &n in order.iter().rev() {
+        let drv = &plan.graph[n];
+        if !(is_root(&drv.kind) || need.contains(&n)) {
+            continue;
+        }
+        need.insert(n);
+        let cached = done.contains_key(&n) || offered.contains_key(&n);
+        if !cached || matches!(drv.kind, DrvKind::Image(_) | DrvKind::Index(_)) {
+            need.extend(plan.dependencies(n));
+        }
+    }
+    need
+}
+
+enum Step {
+    Done(NodeIndex, Record, Outcome),
+    /// The remote record could not be used and dependencies are missing: plan again.
+    Replan(NodeIndex),
+}
+
 fn execute_inner(
     plan: &Plan,
     store: &Store,
-    remote: Option<&crate::remote::HttpCache>,
+    remote: Option<&crate::remote::RemoteCache>,
     reporter: &dyn Reporter,
     uploads: &std::sync::mpsc::Sender<Record>,
 ) -> Result<Executed, BuildError> {
     let order = plan.topo_order();
-    let mut records: HashMap<NodeIndex, Record> = HashMap::new();
+    let mut done: HashMap<NodeIndex, Record> = HashMap::new();
     let mut counts = Counts { total: order.len(), ..Counts::default() };
     for &n in &order {
         if let Some(r) = store.lookup(&plan.graph[n].hash)? {
-            records.insert(n, r);
+            done.insert(n, r);
         }
     }
-    reporter.planned(order.len(), order.len() - records.len());
+    // What the remote cache offers for the rest: records only, asked all at once; blobs are
+    // fetched later, for the derivations this build turns out to need.
+    let mut offered: HashMap<NodeIndex, Record> = match remote {
+        Some(rc) => order
+            .par_iter()
+            .filter(|n| !done.contains_key(n))
+            .filter_map(|&n| rc.record(&plan.graph[n].hash).map(|r| (n, r)))
+            .collect(),
+        None => HashMap::new(),
+    };
+    let need = needed(plan, &order, &done, &offered);
+    reporter.planned(order.len(), need.iter().filter(|n| !done.contains_key(n) && !offered.contains_key(n)).count());
     for &n in &order {
-        if let Some(r) = records.get(&n) {
+        if let Some(r) = done.get(&n) {
             counts.local += 1;
             reporter.finished(&plan.graph[n], Outcome::Local, main_size(r));
         }
@@ -152,49 +201,80 @@ fn execute_inner(
         depth.insert(n, d);
     }
     let max_depth = depth.values().copied().max().unwrap_or(0);
-    let records = Mutex::new(records);
-    for wave in 0..=max_depth {
-        let todo: Vec<NodeIndex> = {
+    let records = Mutex::new(done);
+    // Each pass runs what is needed; a remote record that turns out unusable (a damaged or
+    // missing blob, a server that died) is dropped and the needs are worked out again.
+    loop {
+        let need = {
             let done = records.lock().unwrap_or_else(|e| e.into_inner());
-            order.iter().copied().filter(|n| depth[n] == wave && !done.contains_key(n)).collect()
+            needed(plan, &order, &done, &offered)
         };
-        let results: Vec<Result<(NodeIndex, Record, Outcome), BuildError>> = todo
-            .par_iter()
-            .map(|&n| {
-                let drv = &plan.graph[n];
-                let deps: Vec<(NodeIndex, Record)> = {
-                    let done = records.lock().unwrap_or_else(|e| e.into_inner());
-                    plan.dependencies(n).into_iter().filter_map(|d| done.get(&d).map(|r| (d, r.clone()))).collect()
-                };
-                let deps: HashMap<NodeIndex, Record> = deps.into_iter().collect();
-                let _guard = store.lock_derivation(&drv.hash)?;
-                // Another process may have built it while we waited for the lock.
-                if let Some(r) = store.lookup(&drv.hash)? {
-                    return Ok((n, r, Outcome::Local));
+        let mut replan = Vec::new();
+        for wave in 0..=max_depth {
+            let todo: Vec<NodeIndex> = {
+                let done = records.lock().unwrap_or_else(|e| e.into_inner());
+                order.iter().copied().filter(|n| depth[n] == wave && need.contains(n) && !done.contains_key(n)).collect()
+            };
+            let results: Vec<Result<Step, BuildError>> = todo
+                .par_iter()
+                .map(|&n| {
+                    let drv = &plan.graph[n];
+                    let deps: HashMap<NodeIndex, Record> = {
+                        let done = records.lock().unwrap_or_else(|e| e.into_inner());
+                        plan.dependencies(n).into_iter().filter_map(|d| done.get(&d).map(|r| (d, r.clone()))).collect()
+                    };
+                    let _guard = store.lock_derivation(&drv.hash)?;
+                    // Another process may have built it while we waited for the lock.
+                    if let Some(r) = store.lookup(&drv.hash)? {
+                        return Ok(Step::Done(n, r, Outcome::Local));
+                    }
+                    if let (Some(rc), Some(rec)) = (remote, offered.get(&n)) {
+                        if rc.fetch_outputs(store, rec) {
+                            return Ok(Step::Done(n, rec.clone(), Outcome::Remote));
+                        }
+                        if deps.len() != plan.dependencies(n).len() {
+                            return Ok(Step::Replan(n));
+                        }
+                    }
+                    reporter.started(drv);
+                    let r = run(plan, drv, &deps, store)?;
+                    store.put_record(&r)?;
+                    let _ = uploads.send(r.clone());
+                    Ok(Step::Done(n, r, Outcome::Built))
+                })
+                .collect();
+            let mut done = records.lock().unwrap_or_else(|e| e.into_inner());
+            for r in results {
+                match r? {
+                    Step::Done(n, rec, outcome) => {
+                        match outcome {
+                            Outcome::Built => counts.built += 1,
+                            Outcome::Local => counts.local += 1,
+                            Outcome::Remote => counts.remote += 1,
+                        }
+                        reporter.finished(&plan.graph[n], outcome, main_size(&rec));
+                        done.insert(n, rec);
+                    }
+                    Step::Replan(n) => replan.push(n),
                 }
-                if let Some(r) = remote.and_then(|rc| rc.lookup(store, &drv.hash)) {
-                    return Ok((n, r, Outcome::Remote));
-                }
-                reporter.started(drv);
-                let r = run(plan, drv, &deps, store)?;
-                store.put_record(&r)?;
-                let _ = uploads.send(r.clone());
-                Ok((n, r, Outcome::Built))
-            })
-            .collect();
-        let mut done = records.lock().unwrap_or_else(|e| e.into_inner());
-        for r in results {
-            let (n, rec, outcome) = r?;
-            match outcome {
-                Outcome::Built => counts.built += 1,
-                Outcome::Local => counts.local += 1,
-                Outcome::Remote => counts.remote += 1,
             }
-            reporter.finished(&plan.graph[n], outcome, main_size(&rec));
-            done.insert(n, rec);
+            if !replan.is_empty() {
+                break;
+            }
+        }
+        if replan.is_empty() {
+            break;
+        }
+        for n in replan {
+            offered.remove(&n);
+        }
+        if remote.is_some_and(|r| !r.usable()) {
+            offered.clear();
         }
     }
-    Ok(Executed { records: records.into_inner().unwrap_or_else(|e| e.into_inner()), counts })
+    let records = records.into_inner().unwrap_or_else(|e| e.into_inner());
+    counts.skipped = counts.total.saturating_sub(counts.local + counts.remote + counts.built);
+    Ok(Executed { records, counts })
 }
 
 fn main_size(r: &Record) -> u64 {

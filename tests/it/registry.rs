@@ -21,7 +21,7 @@ const MIB: u64 = 1 << 20;
 // ---------------------------------------------------------------------------------------------
 // A registry process.
 
-struct TestRegistry {
+pub(crate) struct TestRegistry {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
@@ -40,12 +40,12 @@ fn require(tool: &str) {
 }
 
 impl TestRegistry {
-    fn start() -> TestRegistry {
+    pub(crate) fn start() -> TestRegistry {
         Self::start_with(None)
     }
 
     /// With `Some((user, pass))`, the registry wants HTTP basic auth (htpasswd, bcrypt).
-    fn start_with(users: Option<(&str, &str)>) -> TestRegistry {
+    pub(crate) fn start_with(users: Option<(&str, &str)>) -> TestRegistry {
         require("docker-registry");
         let dir = tempfile::tempdir().expect("tempdir");
         let mut auth = String::new();
@@ -109,18 +109,18 @@ impl TestRegistry {
         line.starts_with("HTTP/1.") && (line.contains(" 200") || line.contains(" 401"))
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
@@ -128,13 +128,13 @@ impl TestRegistry {
         self.dir.path().join("data").join("docker/registry/v2")
     }
 
-    fn blob_file(&self, d: &Sha256) -> PathBuf {
+    pub(crate) fn blob_file(&self, d: &Sha256) -> PathBuf {
         let hex = d.hex();
         self.data().join("blobs/sha256").join(&hex[..2]).join(hex).join("data")
     }
 
     fn client(&self, auth: AuthConfig) -> Registry {
-        Registry::new(RegistryOptions { insecure: vec![self.addr()], auth }).expect("client")
+        Registry::new(RegistryOptions { insecure: vec![self.addr()], auth, timeouts: None }).expect("client")
     }
 }
 

@@ -17,6 +17,11 @@ struct Nginx {
 
 impl Nginx {
     fn start(dir: &Path) -> Nginx {
+        Nginx::start_with(dir, "")
+    }
+
+    /// `extra` goes into the server block, before the WebDAV `location /`.
+    fn start_with(dir: &Path, extra: &str) -> Nginx {
         let root = dir.join("cache-root");
         fs::create_dir_all(&root).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -24,9 +29,10 @@ impl Nginx {
         fs::write(
             &conf,
             format!(
-                "user root;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      root {r};\n      dav_methods PUT DELETE;\n      create_full_put_path on;\n      client_max_body_size 0;\n    }}\n  }}\n}}\n",
+                "user root;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  server {{\n    listen 127.0.0.1:{port};\n{extra}\n    location / {{\n      root {r};\n      dav_methods PUT DELETE;\n      create_full_put_path on;\n      client_max_body_size 0;\n    }}\n  }}\n}}\n",
                 d = dir.display(),
-                r = root.display()
+                r = root.display(),
+                extra = extra.replace("ROOT", &root.display().to_string())
             ),
         )
         .unwrap();
@@ -139,4 +145,341 @@ fn machine_b_builds_nothing_machine_a_built() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["derivations"]["built"], 3);
     assert!(String::from_utf8_lossy(&out.stderr).contains("warning: remote cache"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `compose …` in `dir` with store `store` and extra environment.
+fn run_in(ctx: &TestContext, dir: &Path, store: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = ctx.cmd();
+    c.current_dir(dir).env("COMPOSE_CACHE_DIR", ctx.tmp.path().join(store)).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn json_of(out: &std::process::Output, what: &str) -> serde_json::Value {
+    assert_success(out, what);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn registry_cache_machine_b_builds_nothing_machine_a_built() {
+    let ctx = TestContext::new();
+    let reg = crate::registry::TestRegistry::start();
+    let addr = reg.addr();
+    let url = format!("oci://{addr}/team/build-cache");
+    let a = checkout(&ctx.tmp.path().join("machine-a/src"));
+    let b = checkout(&ctx.tmp.path().join("elsewhere/machine-b/checkout"));
+    let va = build(&ctx, &a, "store-a", &["--remote-cache", &url, "--insecure-registry", &addr]);
+    assert_eq!(va["derivations"]["built"], 3, "{va}");
+
+    // The records are tagged artifacts in the repository.
+    let tags = Command::new("skopeo")
+        .args(["list-tags", "--tls-verify=false", &format!("docker://{addr}/team/build-cache")])
+        .output()
+        .unwrap();
+    assert_success(&tags, "skopeo list-tags");
+    let tags: serde_json::Value = serde_json::from_slice(&tags.stdout).unwrap();
+    let tags = tags["Tags"].as_array().unwrap();
+    assert_eq!(tags.len(), 3, "{tags:?}");
+    assert!(tags.iter().all(|t| t.as_str().unwrap().starts_with("compose-")), "{tags:?}");
+
+    let plan = run_in(&ctx, &b, "store-b", &["plan", "spec.kdl", "--json", "--remote-cache", &url, "--insecure-registry", &addr], &[]);
+    let p = json_of(&plan, "plan with a registry cache");
+    assert!(p["nodes"].as_array().unwrap().iter().all(|n| n["remote"] == true), "{p}");
+
+    let vb = build(&ctx, &b, "store-b", &["--remote-cache", &url, "--insecure-registry", &addr, "--remote-cache-mode", "ro"]);
+    assert_eq!(vb["derivations"]["built"], 0, "{vb}");
+    assert_eq!(vb["derivations"]["remote"], 3, "{vb}");
+    assert_eq!(vb["images"][0]["digest"], va["images"][0]["digest"]);
+
+    // Layers damaged in the registry's storage: detected, discarded, rebuilt here.
+    let blobs = reg_blob_files(&reg);
+    let mut damaged = 0;
+    for p in blobs {
+        let mut bytes = fs::read(&p).unwrap();
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            let n = bytes.len() / 2;
+            bytes[n] ^= 0xff;
+            fs::write(&p, bytes).unwrap();
+            damaged += 1;
+        }
+    }
+    assert_eq!(damaged, 2, "two layers in the registry");
+    let out = run_in(&ctx, &b, "store-c", &["build", "spec.kdl", "--json", "--remote-cache", &url, "--insecure-registry", &addr, "--remote-cache-mode", "ro"], &[]);
+    let vc = json_of(&out, "build with damaged registry blobs");
+    assert_eq!(vc["derivations"]["built"], 2, "{vc}");
+    assert_eq!(vc["derivations"]["remote"], 1, "{vc}");
+    assert_eq!(vc["images"][0]["digest"], va["images"][0]["digest"]);
+    assert!(stderr_of(&out).contains("discarded 2 damaged blob"), "{}", stderr_of(&out));
+    let verify = run_in(&ctx, &b, "store-c", &["cache", "verify"], &[]);
+    assert_success(&verify, "verify after damaged registry blobs");
+}
+
+fn reg_blob_files(reg: &crate::registry::TestRegistry) -> Vec<std::path::PathBuf> {
+    let root = reg.blob_file(&compose::hash::Sha256::of(b"")).parent().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let mut out = Vec::new();
+    for d in fs::read_dir(&root).unwrap() {
+        for e in fs::read_dir(d.unwrap().path()).unwrap() {
+            let data = e.unwrap().path().join("data");
+            if data.is_file() {
+                out.push(data);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn only_records_signed_by_trusted_keys_are_used() {
+    let ctx = TestContext::new();
+    let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
+    let a = checkout(&ctx.tmp.path().join("machine-a"));
+    let b = checkout(&ctx.tmp.path().join("machine-b"));
+    let signed = format!("{}/signed", nginx.url);
+    let unsigned = format!("{}/unsigned", nginx.url);
+
+    // Machine A makes a key in its store; its builds sign what they upload.
+    let kg = run_in(&ctx, &a, "store-a", &["cache", "keygen", "team-a"], &[]);
+    assert_success(&kg, "keygen");
+    let pub_a = String::from_utf8(kg.stdout).unwrap().trim().to_string();
+    assert!(pub_a.starts_with("team-a:"), "{pub_a}");
+    let secret = ctx.tmp.path().join("store-a/keys/team-a.secret");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+    let again = run_in(&ctx, &a, "store-a", &["cache", "keygen", "team-a"], &[]);
+    assert_eq!(again.status.code(), Some(2), "a key is never overwritten: {}", stderr_of(&again));
+
+    let va = build(&ctx, &a, "store-a", &["--remote-cache", &signed]);
+    assert_eq!(va["derivations"]["built"], 3);
+    let rec = fs::read_dir(nginx.root.join("signed/ac")).unwrap().next().unwrap().unwrap().path();
+    assert!(fs::read_to_string(&rec).unwrap().contains("\"signatures\":[{\"key\":\"team-a\""));
+
+    // Trusted: everything comes from the cache (flag or environment).
+    let vb = build(&ctx, &b, "store-b", &["--remote-cache", &signed, "--remote-cache-mode", "ro", "--trusted-key", &pub_a]);
+    assert_eq!((vb["derivations"]["remote"].as_u64(), vb["derivations"]["built"].as_u64()), (Some(3), Some(0)), "{vb}");
+    assert_eq!(vb["images"][0]["digest"], va["images"][0]["digest"]);
+
+    // A key nobody trusts, and a forged key under the trusted name: records ignored, built here.
+    let other = run_in(&ctx, &b, "store-x", &["cache", "keygen", "other", "--out", "../other.secret"], &[]);
+    let pub_other = String::from_utf8(other.stdout).unwrap().trim().to_string();
+    let forged = run_in(&ctx, &b, "store-x", &["cache", "keygen", "team-a", "--out", "../forged.secret"], &[]);
+    let pub_forged = String::from_utf8(forged.stdout).unwrap().trim().to_string();
+    assert!(pub_forged.starts_with("team-a:") && pub_forged != pub_a);
+    for (store, key) in [("store-c", &pub_other), ("store-d", &pub_forged)] {
+        let out = run_in(&ctx, &b, store, &["build", "spec.kdl", "--json", "--remote-cache", &signed, "--remote-cache-mode", "ro", "--trusted-key", key], &[]);
+        let v = json_of(&out, "build trusting another key");
+        assert_eq!((v["derivations"]["remote"].as_u64(), v["derivations"]["built"].as_u64()), (Some(0), Some(3)), "{v}");
+        assert_eq!(v["images"][0]["digest"], va["images"][0]["digest"]);
+        assert!(stderr_of(&out).contains("ignored 3 record(s) not signed by a trusted key"), "{}", stderr_of(&out));
+    }
+    let env_keys = format!("{pub_other} {pub_a}");
+    let out = run_in(&ctx, &b, "store-e", &["build", "spec.kdl", "--json", "--remote-cache", &signed, "--remote-cache-mode", "ro"], &[("COMPOSE_TRUSTED_KEYS", &env_keys)]);
+    assert_eq!(json_of(&out, "keys from the environment")["derivations"]["remote"], 3);
+
+    // Unsigned records are used without trusted keys, and ignored with them.
+    let vu = build(&ctx, &b, "store-u", &["--remote-cache", &unsigned]);
+    assert_eq!(vu["derivations"]["built"], 3);
+    let rec = fs::read_dir(nginx.root.join("unsigned/ac")).unwrap().next().unwrap().unwrap().path();
+    assert!(!fs::read_to_string(&rec).unwrap().contains("signatures"));
+    let v = build(&ctx, &a, "store-f", &["--remote-cache", &unsigned, "--remote-cache-mode", "ro"]);
+    assert_eq!(v["derivations"]["remote"], 3);
+    let v = build(&ctx, &a, "store-g", &["--remote-cache", &unsigned, "--remote-cache-mode", "ro", "--trusted-key", &pub_a]);
+    assert_eq!((v["derivations"]["remote"].as_u64(), v["derivations"]["built"].as_u64()), (Some(0), Some(3)), "{v}");
+}
+
+#[test]
+fn bad_remote_cache_settings_are_usage_errors() {
+    let ctx = TestContext::new();
+    let dir = checkout(&ctx.tmp.path().join("src"));
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (&["--remote-cache", "ftp://127.0.0.1/x"], &[], "expected http://…, https://… or oci://REGISTRY/REPOSITORY"),
+        (&["--remote-cache", "oci://127.0.0.1:5000/cache:tag"], &[], "without a tag or digest"),
+        (&["--remote-cache", "http://127.0.0.1:1/", "--trusted-key", "nocolon"], &[], "bad trusted key"),
+        (&["--remote-cache", "http://127.0.0.1:1/", "--trusted-key", "k:AAAA"], &[], "32"),
+        (&["--remote-cache", "http://127.0.0.1:1/", "--signing-key", "missing.secret"], &[], "missing.secret"),
+        (&["--remote-cache", "http://127.0.0.1:1/"], &[("COMPOSE_REMOTE_CACHE_TIMEOUT", "soon")], "COMPOSE_REMOTE_CACHE_TIMEOUT"),
+    ];
+    for (args, env, expected) in cases {
+        let mut all = vec!["build", "spec.kdl"];
+        all.extend_from_slice(args);
+        let out = run_in(&ctx, &dir, "store", &all, env);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr_of(&out));
+        assert!(stderr_of(&out).contains(expected), "{args:?}: expected `{expected}` in {}", stderr_of(&out));
+        assert!(!dir.join("out").exists(), "{args:?} changed nothing");
+    }
+    let out = run_in(&ctx, &dir, "store", &["cache", "keygen", "bad name"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+}
+
+const MISBEHAVING: &str = r#"
+import http.server, os, socketserver, sys, time
+root, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_HEAD(self): self.serve(False)
+    def do_GET(self): self.serve(True)
+    def serve(self, body):
+        if mode == "hang":
+            time.sleep(3600)
+        path = os.path.join(root, self.path.lstrip("/"))
+        if not os.path.isfile(path):
+            self.send_response(404); self.send_header("Content-Length", "0"); self.end_headers(); return
+        data = open(path, "rb").read()
+        self.send_response(200); self.send_header("Content-Length", str(len(data))); self.end_headers()
+        if not body: return
+        if mode == "die" and "/cas/" in self.path:
+            # Killed in the middle of sending a blob.
+            self.wfile.write(data[: len(data) // 2]); self.wfile.flush()
+            os._exit(1)
+        self.wfile.write(data)
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+S(("127.0.0.1", port), H).serve_forever()
+"#;
+
+/// A cache server that dies mid-build (`die`) or never answers (`hang`), serving `root`.
+fn misbehaving(ctx: &TestContext, root: &Path, mode: &str) -> (std::process::Child, String) {
+    let script = ctx.tmp.path().join("misbehaving.py");
+    fs::write(&script, MISBEHAVING).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("python3").arg(&script).arg(root).arg(port.to_string()).arg(mode).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+#[test]
+fn a_server_killed_mid_build_or_hanging_never_fails_the_build() {
+    let ctx = TestContext::new();
+    let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
+    let a = checkout(&ctx.tmp.path().join("machine-a"));
+    let va = build(&ctx, &a, "store-a", &["--remote-cache", &nginx.url]);
+    assert_eq!(va["derivations"]["built"], 3);
+
+    // Records are served, then the server dies half-way through the first blob.
+    let (mut child, url) = misbehaving(&ctx, &nginx.root, "die");
+    let out = run_in(&ctx, &a, "store-b", &["build", "spec.kdl", "--json", "--remote-cache", &url, "--remote-cache-mode", "ro"], &[]);
+    let v = json_of(&out, "build while the cache server dies");
+    let _ = child.kill();
+    assert!(child.wait().unwrap().code() == Some(1), "the server died mid-transfer");
+    assert_eq!(v["images"][0]["digest"], va["images"][0]["digest"]);
+    assert!(v["derivations"]["built"].as_u64().unwrap() >= 1, "{v}");
+    assert!(stderr_of(&out).contains("is not used for the rest of this build"), "{}", stderr_of(&out));
+    let verify = run_in(&ctx, &a, "store-b", &["cache", "verify"], &[]);
+    assert_success(&verify, "no half blob entered the store");
+
+    // A server that accepts connections and never answers: a time-out, a warning, a local build.
+    let (mut child, url) = misbehaving(&ctx, &nginx.root, "hang");
+    let out = run_in(&ctx, &a, "store-c", &["build", "spec.kdl", "--json", "--remote-cache", &url], &[("COMPOSE_REMOTE_CACHE_TIMEOUT", "1")]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let v = json_of(&out, "build with a hanging cache server");
+    assert_eq!(v["derivations"]["built"], 3, "{v}");
+    assert_eq!(v["images"][0]["digest"], va["images"][0]["digest"]);
+    assert!(stderr_of(&out).contains("timed out"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn http_cache_credentials_from_netrc_url_and_environment() {
+    let ctx = TestContext::new();
+    let dir = ctx.tmp.path().join("nginx");
+    fs::create_dir_all(&dir).unwrap();
+    let ht = Command::new("htpasswd").args(["-mbc"]).arg(dir.join("htpasswd")).args(["alice", "s3cret"]).output().unwrap();
+    assert_success(&ht, "htpasswd");
+    let webdav = "root ROOT; dav_methods PUT; create_full_put_path on; client_max_body_size 0;";
+    let extra = format!(
+        "    location /basic/ {{ {webdav} auth_basic \"cache\"; auth_basic_user_file {}; }}\n    location /bearer/ {{ if ($http_authorization != \"Bearer t0ken\") {{ return 401; }} {webdav} }}\n",
+        dir.join("htpasswd").display()
+    );
+    let nginx = Nginx::start_with(&dir, &extra);
+    let a = checkout(&ctx.tmp.path().join("machine-a"));
+    let basic = format!("{}/basic", nginx.url);
+    let bearer = format!("{}/bearer", nginx.url);
+
+    // Without credentials: refused, said so, built locally.
+    let out = run_in(&ctx, &a, "store-1", &["build", "spec.kdl", "--json", "--remote-cache", &basic], &[]);
+    let v = json_of(&out, "build refused by the cache");
+    assert_eq!(v["derivations"]["built"], 3);
+    assert!(stderr_of(&out).contains("401") && stderr_of(&out).contains("netrc"), "{}", stderr_of(&out));
+    assert!(!nginx.root.join("basic/ac").exists());
+
+    // netrc.
+    let netrc = ctx.tmp.path().join("netrc");
+    fs::write(&netrc, "machine 127.0.0.1\n  login alice\n  password s3cret\n").unwrap();
+    let netrc_s = netrc.to_string_lossy().into_owned();
+    let v = json_of(&run_in(&ctx, &a, "store-2", &["build", "spec.kdl", "--json", "--remote-cache", &basic], &[("NETRC", &netrc_s)]), "netrc");
+    assert_eq!(v["derivations"]["built"], 3);
+    assert_eq!(nginx.root.join("basic/ac").read_dir().unwrap().count(), 3);
+    // User and password in the URL, and in the environment.
+    let with_user = basic.replace("http://", "http://alice:s3cret@");
+    let v = json_of(&run_in(&ctx, &a, "store-3", &["build", "spec.kdl", "--json", "--remote-cache", &with_user, "--remote-cache-mode", "ro"], &[]), "URL credentials");
+    assert_eq!(v["derivations"]["remote"], 3);
+    let out = run_in(
+        &ctx,
+        &a,
+        "store-4",
+        &["build", "spec.kdl", "--json", "--remote-cache", &basic, "--remote-cache-mode", "ro"],
+        &[("COMPOSE_REMOTE_CACHE_USER", "alice"), ("COMPOSE_REMOTE_CACHE_PASSWORD", "s3cret")],
+    );
+    assert_eq!(json_of(&out, "env credentials")["derivations"]["remote"], 3);
+    // A wrong password is named as such, never printed.
+    let wrong = basic.replace("http://", "http://alice:hunter2@");
+    let out = run_in(&ctx, &a, "store-5", &["build", "spec.kdl", "--json", "--remote-cache", &wrong], &[]);
+    assert_success(&out, "wrong password");
+    assert!(stderr_of(&out).contains("check the credentials from the URL") && !stderr_of(&out).contains("hunter2"), "{}", stderr_of(&out));
+
+    // Bearer token.
+    let v = json_of(&run_in(&ctx, &a, "store-6", &["build", "spec.kdl", "--json", "--remote-cache", &bearer], &[("COMPOSE_REMOTE_CACHE_TOKEN", "t0ken")]), "bearer");
+    assert_eq!(v["derivations"]["built"], 3);
+    assert_eq!(nginx.root.join("bearer/ac").read_dir().unwrap().count(), 3);
+}
+
+#[test]
+fn packages_the_mirror_dropped_come_from_the_team_cache() {
+    use crate::aptrepo::{Pkg, Repo, Server};
+    let ctx = TestContext::new();
+    let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
+    let mut repo = Repo::new(&ctx.tmp.path().join("repo"));
+    repo.add(Pkg::new("hello", "1.0").file("/usr/bin/hello", "#!/bin/sh\necho hello\n", 0o755));
+    repo.publish("stable");
+    let server = Server::start(&repo.root);
+    let mirror = format!("fixture={}", server.url);
+    let src = ctx.tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(
+        src.join("spec.kdl"),
+        format!(
+            "image \"pkg\" {{\n    repository \"fixture\" suite=\"stable\" components=\"main\" keyring=\"{}\"\n    packages \"hello\"\n}}\n",
+            repo.keyring.display()
+        ),
+    )
+    .unwrap();
+    let out = run_in(&ctx, &src, "store-a", &["build", "spec.kdl", "--json", "--mirror", &mirror, "--remote-cache", &nginx.url], &[]);
+    assert_eq!(json_of(&out, "machine A")["derivations"]["remote"], 0);
+
+    // The mirror drops the package.
+    fs::remove_file(repo.path(&repo.filename_of("hello"))).unwrap();
+    let out = run_in(&ctx, &src, "store-b", &["build", "spec.kdl", "--mirror", &mirror], &[("SOURCE_DATE_EPOCH", "1700000000")]);
+    assert!(!out.status.success(), "without the team cache the package is gone");
+    // Another epoch makes new layers, but the .deb itself comes from the team cache.
+    let out = run_in(
+        &ctx,
+        &src,
+        "store-c",
+        &["build", "spec.kdl", "--json", "--mirror", &mirror, "--remote-cache", &nginx.url, "--remote-cache-mode", "ro"],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    let v = json_of(&out, "machine B with the team cache");
+    assert!(v["derivations"]["remote"].as_u64().unwrap() >= 1, "{v}");
+    assert!(v["derivations"]["built"].as_u64().unwrap() >= 1, "{v}");
 }

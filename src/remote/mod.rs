@@ -1,0 +1,389 @@
+//! Shared caches over servers a team already runs: the remote half of the lookup stack
+//! (store ▸ remote ▸ build).
+//!
+//! Owns [`RemoteCache`] and its two backends:
+//! - [`http`]: the Bazel remote-cache HTTP protocol (`GET`/`HEAD`/`PUT` of `/ac/<drv-hex>` for a
+//!   derivation's record and `/cas/<sha256-hex>` for blobs), which bazel-remote, nginx with
+//!   WebDAV and S3/GCS gateways serve; credentials from the URL, the environment or netrc.
+//! - [`oci`]: an OCI repository (`oci://REGISTRY/REPO`). Blobs are plain OCI blobs; a record is a
+//!   small OCI artifact manifest tagged `compose-<drv-hex>` whose layers are the outputs (so the
+//!   registry's garbage collector keeps them) and whose annotation holds the record.
+//!
+//! and [`sign`]: ed25519 key pairs and signed records, as Nix binary caches do.
+//!
+//! The rules, whatever the backend:
+//! - A record is only believed if it is for the derivation asked, of a known version, and, when
+//!   trusted keys are configured, signed by one of them (records that are not are ignored and
+//!   counted in one warning).
+//! - A record is only used once every blob it names has been fetched and verified (sha256 and
+//!   size) into the local store; a damaged blob is discarded and the derivation built here.
+//! - Results built here are written back in the background (read-write mode): blobs first, then
+//!   the record, signed when a signing key is configured. Failures are never cached: only
+//!   successful builds produce records at all.
+//! - A dead, slow or misbehaving server never fails a build: requests have time-outs, and the
+//!   first failure turns the cache off for the rest of the build, with a warning.
+
+pub mod http;
+pub mod netrc;
+pub mod oci;
+pub mod sign;
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::hash::{DrvHash, Sha256};
+use crate::store::{Record, Store, RECORD_VERSION};
+use sign::{SecretKey, Signature, TrustedKeys, Verdict};
+
+/// Read-only or read-write use of a remote cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    ReadOnly,
+    #[default]
+    ReadWrite,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("remote cache `{url}`: {message}")]
+    Failed { url: String, message: String },
+    #[error("unsupported remote cache URL `{0}`: expected http://…, https://… or oci://REGISTRY/REPOSITORY")]
+    Url(String),
+}
+
+/// Why a blob could not be fetched.
+#[derive(Debug)]
+pub enum BlobError {
+    /// The server is failing (network, time-out, 5xx, refused credentials): stop using it.
+    Down(String),
+    /// What came was not the blob (wrong size or digest): discard it, keep using the server.
+    Damaged(String),
+}
+
+/// How a backend stores records and blobs. Implementations never verify: [`RemoteCache`] does.
+pub trait Backend: Send + Sync {
+    /// The URL as shown to users (never with credentials).
+    fn describe(&self) -> &str;
+    /// The stored record of `drv` (exact bytes), or None if there is none.
+    fn get_record(&self, drv: &DrvHash) -> Result<Option<Vec<u8>>, String>;
+    /// Stream blob `digest` (of `size` bytes) into `sink`. Ok(false): the server lacks it.
+    fn get_blob(&self, digest: &Sha256, size: u64, sink: &mut dyn Write) -> Result<bool, BlobError>;
+    /// Publish `record` (exact bytes) for `drv` after the blobs it names (digest, size, media
+    /// type, file holding it).
+    fn put(&self, store: &Store, drv: &DrvHash, blobs: &[BlobFile], record: &[u8]) -> Result<(), String>;
+}
+
+/// A blob to upload: digest, size, media type and the store file holding it.
+#[derive(Debug, Clone)]
+pub struct BlobFile {
+    pub digest: Sha256,
+    pub size: u64,
+    pub media_type: String,
+    pub path: PathBuf,
+}
+
+/// A record as kept on the server: the store's record plus signatures over its
+/// [`fingerprint`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignedRecord {
+    #[serde(flatten)]
+    pub record: Record,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<Signature>,
+}
+
+/// What a signature covers: everything in a record that decides what a derivation produced
+/// (not the informational `inputs`), in a fixed text form independent of JSON formatting.
+pub fn fingerprint(rec: &Record) -> Vec<u8> {
+    let mut s = format!("compose-record;{};{};{};", rec.version, rec.drv.hex(), rec.kind);
+    for (name, o) in &rec.outputs {
+        let diff = o.diff_id.map(|d| d.to_string()).unwrap_or_default();
+        s.push_str(&format!("{name}={}:{}:{}:{diff};", o.digest, o.size, o.media_type));
+    }
+    s.into_bytes()
+}
+
+/// How to reach and trust a remote cache.
+#[derive(Debug, Default)]
+pub struct RemoteConfig {
+    /// `http(s)://…` or `oci://REGISTRY/REPO`.
+    pub url: String,
+    pub mode: Mode,
+    /// Registries (`HOST[:PORT]`) spoken to over plain HTTP (for `oci://`).
+    pub insecure: Vec<String>,
+    /// When not empty, only records signed by one of these keys are used.
+    pub trusted: TrustedKeys,
+    /// Records uploaded from here are signed with this key.
+    pub signer: Option<SecretKey>,
+}
+
+/// A remote cache in use by one build.
+pub struct RemoteCache {
+    backend: Box<dyn Backend>,
+    mode: Mode,
+    trusted: TrustedKeys,
+    signer: Option<SecretKey>,
+    off: AtomicBool,
+    first_failure: Mutex<Option<String>>,
+    untrusted: AtomicUsize,
+    damaged: AtomicUsize,
+}
+
+impl std::fmt::Debug for RemoteCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteCache").field("url", &self.backend.describe()).field("mode", &self.mode).finish_non_exhaustive()
+    }
+}
+
+impl RemoteCache {
+    pub fn open(config: RemoteConfig) -> Result<RemoteCache, RemoteError> {
+        let backend: Box<dyn Backend> = if config.url.starts_with("http://") || config.url.starts_with("https://") {
+            Box::new(http::HttpCache::new(&config.url)?)
+        } else if let Some(rest) = config.url.strip_prefix("oci://") {
+            Box::new(oci::OciCache::new(rest, &config.insecure)?)
+        } else {
+            return Err(RemoteError::Url(config.url));
+        };
+        Ok(RemoteCache::with_backend(backend, config.mode, config.trusted, config.signer))
+    }
+
+    pub fn with_backend(backend: Box<dyn Backend>, mode: Mode, trusted: TrustedKeys, signer: Option<SecretKey>) -> RemoteCache {
+        RemoteCache {
+            backend,
+            mode,
+            trusted,
+            signer,
+            off: AtomicBool::new(false),
+            first_failure: Mutex::new(None),
+            untrusted: AtomicUsize::new(0),
+            damaged: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn url(&self) -> &str {
+        self.backend.describe()
+    }
+
+    fn fail(&self, message: String) {
+        self.off.store(true, Ordering::SeqCst);
+        let mut w = self.first_failure.lock().unwrap_or_else(|e| e.into_inner());
+        if w.is_none() {
+            *w = Some(message);
+        }
+    }
+
+    /// False once the server has failed in this build.
+    pub fn usable(&self) -> bool {
+        !self.off.load(Ordering::SeqCst)
+    }
+
+    /// What the user should hear about this build's use of the cache.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let url = self.backend.describe();
+        if let Some(f) = self.first_failure.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            out.push(format!("remote cache {url} is not used for the rest of this build: {f}"));
+        }
+        let n = self.untrusted.load(Ordering::SeqCst);
+        if n > 0 {
+            out.push(format!(
+                "remote cache {url}: ignored {n} record(s) not signed by a trusted key (trusted: {})",
+                self.trusted.names().join(", ")
+            ));
+        }
+        let n = self.damaged.load(Ordering::SeqCst);
+        if n > 0 {
+            out.push(format!("remote cache {url}: discarded {n} damaged blob(s); built them here instead"));
+        }
+        out
+    }
+
+    /// The record of `drv` if the cache has one we believe (blobs not fetched yet).
+    pub fn record(&self, drv: &DrvHash) -> Option<Record> {
+        if !self.usable() {
+            return None;
+        }
+        let bytes = match self.backend.get_record(drv) {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(e) => {
+                self.fail(e);
+                return None;
+            }
+        };
+        let signed: SignedRecord = serde_json::from_slice(&bytes).ok()?;
+        let rec = signed.record;
+        if rec.version != RECORD_VERSION || rec.drv != *drv || rec.outputs.is_empty() {
+            return None;
+        }
+        if !self.trusted.is_empty() {
+            match self.trusted.verdict(&fingerprint(&rec), &signed.signatures) {
+                Verdict::Trusted(_) => {}
+                Verdict::Unsigned | Verdict::Untrusted | Verdict::BadSignature(_) => {
+                    self.untrusted.fetch_add(1, Ordering::SeqCst);
+                    return None;
+                }
+            }
+        }
+        Some(rec)
+    }
+
+    /// Does the cache hold a record for `drv` that we would use? (For `compose plan`.)
+    pub fn has_record(&self, drv: &DrvHash) -> bool {
+        self.record(drv).is_some()
+    }
+
+    /// Fetch every output blob of `rec` into the store, verified, then store the record.
+    /// False if a blob is missing or damaged, or the server failed.
+    pub fn fetch_outputs(&self, store: &Store, rec: &Record) -> bool {
+        for o in rec.outputs.values() {
+            if !self.fetch_blob(store, &o.digest, o.size) {
+                return false;
+            }
+        }
+        store.put_record(rec).is_ok()
+    }
+
+    /// Look `drv` up remotely; on a hit every output blob is in the store, verified.
+    pub fn lookup(&self, store: &Store, drv: &DrvHash) -> Option<Record> {
+        let rec = self.record(drv)?;
+        self.fetch_outputs(store, &rec).then_some(rec)
+    }
+
+    fn fetch_blob(&self, store: &Store, digest: &Sha256, size: u64) -> bool {
+        if store.has_blob(digest) {
+            return true;
+        }
+        if !self.usable() {
+            return false;
+        }
+        let Ok(tmp) = store.temp_file() else { return false };
+        let Ok(file) = tmp.reopen() else { return false };
+        let mut sink = Verifying { inner: io::BufWriter::with_capacity(256 * 1024, file), hasher: sha2::Sha256::new(), written: 0, limit: size };
+        match self.backend.get_blob(digest, size, &mut sink) {
+            Ok(true) => {}
+            Ok(false) => return false,
+            Err(BlobError::Down(e)) => {
+                self.fail(e);
+                return false;
+            }
+            Err(BlobError::Damaged(_)) => {
+                self.damaged.fetch_add(1, Ordering::SeqCst);
+                return false;
+            }
+        }
+        // A damaged blob is discarded (and rebuilt here), never let into the store.
+        let ok = sink.written == size && Sha256(sink.hasher.finalize_reset().into()) == *digest;
+        if !ok {
+            self.damaged.fetch_add(1, Ordering::SeqCst);
+            return false;
+        }
+        if sink.inner.flush().is_err() {
+            return false;
+        }
+        drop(sink);
+        store.commit_blob(tmp, digest).is_ok()
+    }
+
+    /// Write a locally built result back: blobs the cache lacks, then the (signed) record.
+    pub fn upload(&self, store: &Store, rec: &Record) {
+        if self.mode != Mode::ReadWrite || !self.usable() {
+            return;
+        }
+        let blobs: Vec<BlobFile> = rec
+            .outputs
+            .values()
+            .map(|o| BlobFile { digest: o.digest, size: o.size, media_type: o.media_type.clone(), path: store.blob_path(&o.digest) })
+            .collect();
+        let signatures = self.signer.iter().map(|k| k.sign(&fingerprint(rec))).collect();
+        let signed = SignedRecord { record: rec.clone(), signatures };
+        let Ok(bytes) = serde_json::to_vec(&signed) else { return };
+        if let Err(e) = self.backend.put(store, &rec.drv, &blobs, &bytes) {
+            self.fail(e);
+        }
+    }
+}
+
+/// A sink that hashes, counts and refuses more than `limit` bytes.
+struct Verifying<W: Write> {
+    inner: W,
+    hasher: sha2::Sha256,
+    written: u64,
+    limit: u64,
+}
+
+impl<W: Write> Write for Verifying<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.written + buf.len() as u64 > self.limit {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "more bytes than the record says"));
+        }
+        self.inner.write_all(buf)?;
+        self.hasher.update(buf);
+        self.written += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Output;
+    use std::collections::BTreeMap;
+
+    fn record() -> Record {
+        let mut outputs = BTreeMap::new();
+        outputs.insert(
+            "layer".to_string(),
+            Output { digest: Sha256::of(b"x"), size: 1, media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(), diff_id: Some(Sha256::of(b"y")) },
+        );
+        Record { version: RECORD_VERSION, drv: DrvHash(*blake3::hash(b"d").as_bytes()), kind: "layer".into(), outputs, inputs: vec!["informational".into()] }
+    }
+
+    #[test]
+    fn fingerprint_covers_outputs_not_inputs() {
+        let a = record();
+        let mut b = a.clone();
+        b.inputs.clear();
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        let mut c = a.clone();
+        c.outputs.get_mut("layer").unwrap().size = 2;
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+        let mut d = a.clone();
+        d.outputs.get_mut("layer").unwrap().diff_id = None;
+        assert_ne!(fingerprint(&a), fingerprint(&d));
+    }
+
+    #[test]
+    fn signed_record_is_a_record_plus_signatures() {
+        let key = SecretKey::generate("k").unwrap();
+        let rec = record();
+        let signed = SignedRecord { record: rec.clone(), signatures: vec![key.sign(&fingerprint(&rec))] };
+        let bytes = serde_json::to_vec(&signed).unwrap();
+        // An unsigned reader still sees the record.
+        let plain: Record = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(plain, rec);
+        let back: SignedRecord = serde_json::from_slice(&bytes).unwrap();
+        let trusted = TrustedKeys::new(vec![key.public()]);
+        assert!(matches!(trusted.verdict(&fingerprint(&back.record), &back.signatures), Verdict::Trusted(_)));
+    }
+
+    #[test]
+    fn verifying_sink_refuses_extra_bytes() {
+        let mut s = Verifying { inner: Vec::new(), hasher: sha2::Sha256::new(), written: 0, limit: 3 };
+        s.write_all(b"abc").unwrap();
+        assert!(s.write_all(b"d").is_err());
+    }
+}
