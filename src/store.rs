@@ -11,6 +11,7 @@
 //!     ├── records/<xx>/<drv-hex>.json  derivation → outputs records; mtime = last use (for gc)
 //!     ├── stat/<key>.bin             stat caches of local source trees (size, mtime, inode → blake3)
 //!     ├── locks/<drv-hex>            per-derivation build locks (two processes never build one twice)
+//!     ├── shared/<remote-id>/<drv-hex>  empty markers: this record is known to be in that remote cache
 //!     └── tmp/                       temporary files, renamed into place when complete
 //! ```
 //!
@@ -240,6 +241,25 @@ impl Store {
         Ok(Some(record))
     }
 
+    fn shared_marker(&self, remote: &str, drv: &DrvHash) -> PathBuf {
+        self.dir.join("shared").join(remote).join(drv.hex())
+    }
+
+    /// Is the record of `drv` known to be in remote cache `remote` (an id of the cache's URL)?
+    pub fn is_shared(&self, remote: &str, drv: &DrvHash) -> bool {
+        self.shared_marker(remote, drv).exists()
+    }
+
+    /// Remember that the record of `drv` is in remote cache `remote`. Best effort: a lost
+    /// marker only costs one question to the remote later.
+    pub fn mark_shared(&self, remote: &str, drv: &DrvHash) {
+        let p = self.shared_marker(remote, drv);
+        if let Some(parent) = p.parent() {
+            let _ = fs::create_dir_all(parent);
+        }
+        let _ = File::create(&p);
+    }
+
     /// Write `record` atomically. Its blobs must already be in the store.
     pub fn put_record(&self, record: &Record) -> Result<(), StoreError> {
         let p = self.record_path(&record.drv);
@@ -438,6 +458,8 @@ impl Store {
                 let _ = fs::remove_file(e.path());
             }
         }
+        // Markers are hints; dropping them all only costs a question per record next time.
+        let _ = fs::remove_dir_all(self.dir.join("shared"));
         Ok(report)
     }
 }

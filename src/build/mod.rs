@@ -102,13 +102,14 @@ pub fn execute(
     remote: Option<&crate::remote::RemoteCache>,
     reporter: &dyn Reporter,
 ) -> Result<Executed, BuildError> {
-    let (tx, rx) = std::sync::mpsc::channel::<Record>();
+    // (record, found in the store rather than built here)
+    let (tx, rx) = std::sync::mpsc::channel::<(Record, bool)>();
     let result = std::thread::scope(|scope| {
         // Results built here are written back to the remote cache in the background.
         let uploader = remote.filter(|r| r.mode() == crate::remote::Mode::ReadWrite).map(|r| {
             scope.spawn(move || {
-                for rec in rx {
-                    r.upload(store, &rec);
+                for (rec, check) in rx {
+                    r.upload(store, &rec, check);
                 }
             })
         });
@@ -166,7 +167,7 @@ fn execute_inner(
     store: &Store,
     remote: Option<&crate::remote::RemoteCache>,
     reporter: &dyn Reporter,
-    uploads: &std::sync::mpsc::Sender<Record>,
+    uploads: &std::sync::mpsc::Sender<(Record, bool)>,
 ) -> Result<Executed, BuildError> {
     let order = plan.topo_order();
     let mut done: HashMap<NodeIndex, Record> = HashMap::new();
@@ -192,6 +193,13 @@ fn execute_inner(
         if let Some(r) = done.get(&n) {
             counts.local += 1;
             reporter.finished(&plan.graph[n], Outcome::Local, main_size(r));
+            // Results built before this store used the cache (or while it was down) are shared
+            // too; a marker in the store says which the cache already has.
+            if let Some(rc) = remote.filter(|rc| rc.mode() == crate::remote::Mode::ReadWrite) {
+                if !rc.known_to_have(store, &r.drv) {
+                    let _ = uploads.send((r.clone(), true));
+                }
+            }
         }
     }
     // Waves by depth: every node's dependencies are in earlier waves.
@@ -239,7 +247,7 @@ fn execute_inner(
                     reporter.started(drv);
                     let r = run(plan, drv, &deps, store)?;
                     store.put_record(&r)?;
-                    let _ = uploads.send(r.clone());
+                    let _ = uploads.send((r.clone(), false));
                     Ok(Step::Done(n, r, Outcome::Built))
                 })
                 .collect();

@@ -173,6 +173,16 @@ impl RemoteCache {
         self.backend.describe()
     }
 
+    /// Names this cache in the store's markers of what it holds.
+    fn id(&self) -> String {
+        blake3::hash(self.backend.describe().as_bytes()).to_hex()[..16].to_string()
+    }
+
+    /// Does the store know that this cache holds the record of `drv`?
+    pub fn known_to_have(&self, store: &Store, drv: &DrvHash) -> bool {
+        store.is_shared(&self.id(), drv)
+    }
+
     fn fail(&self, message: String) {
         self.off.store(true, Ordering::SeqCst);
         let mut w = self.first_failure.lock().unwrap_or_else(|e| e.into_inner());
@@ -250,7 +260,11 @@ impl RemoteCache {
                 return false;
             }
         }
-        store.put_record(rec).is_ok()
+        if store.put_record(rec).is_err() {
+            return false;
+        }
+        store.mark_shared(&self.id(), &rec.drv);
+        true
     }
 
     /// Look `drv` up remotely; on a hit every output blob is in the store, verified.
@@ -294,10 +308,24 @@ impl RemoteCache {
         store.commit_blob(tmp, digest).is_ok()
     }
 
-    /// Write a locally built result back: blobs the cache lacks, then the (signed) record.
-    pub fn upload(&self, store: &Store, rec: &Record) {
+    /// Write a result back: blobs the cache lacks, then the (signed) record. With `check`, the
+    /// result was found in the store rather than built, so first ask whether the cache has it.
+    pub fn upload(&self, store: &Store, rec: &Record, check: bool) {
         if self.mode != Mode::ReadWrite || !self.usable() {
             return;
+        }
+        if check {
+            match self.backend.get_record(&rec.drv) {
+                Ok(Some(_)) => {
+                    store.mark_shared(&self.id(), &rec.drv);
+                    return;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.fail(e);
+                    return;
+                }
+            }
         }
         let blobs: Vec<BlobFile> = rec
             .outputs
@@ -307,8 +335,9 @@ impl RemoteCache {
         let signatures = self.signer.iter().map(|k| k.sign(&fingerprint(rec))).collect();
         let signed = SignedRecord { record: rec.clone(), signatures };
         let Ok(bytes) = serde_json::to_vec(&signed) else { return };
-        if let Err(e) = self.backend.put(store, &rec.drv, &blobs, &bytes) {
-            self.fail(e);
+        match self.backend.put(store, &rec.drv, &blobs, &bytes) {
+            Ok(()) => store.mark_shared(&self.id(), &rec.drv),
+            Err(e) => self.fail(e),
         }
     }
 }

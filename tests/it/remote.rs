@@ -467,8 +467,17 @@ fn packages_the_mirror_dropped_come_from_the_team_cache() {
     let out = run_in(&ctx, &src, "store-a", &["build", "spec.kdl", "--json", "--mirror", &mirror, "--remote-cache", &nginx.url], &[]);
     assert_eq!(json_of(&out, "machine A")["derivations"]["remote"], 0);
 
+    // Machine B builds the same: the image comes from the cache and the .deb is not needed.
+    let deb = repo.path(&repo.filename_of("hello"));
+    let deb_digest = compose::hash::Sha256::of(&fs::read(&deb).unwrap());
+    let out = run_in(&ctx, &src, "store-b0", &["build", "spec.kdl", "--json", "--mirror", &mirror, "--remote-cache", &nginx.url, "--remote-cache-mode", "ro"], &[]);
+    let v = json_of(&out, "machine B");
+    assert_eq!(v["derivations"]["built"], 0, "{v}");
+    assert!(v["derivations"]["skipped"].as_u64().unwrap() >= 1, "{v}");
+    assert!(!ctx.tmp.path().join("store-b0/v1/blobs/sha256").join(deb_digest.hex()).exists(), "the .deb was not downloaded");
+
     // The mirror drops the package.
-    fs::remove_file(repo.path(&repo.filename_of("hello"))).unwrap();
+    fs::remove_file(&deb).unwrap();
     let out = run_in(&ctx, &src, "store-b", &["build", "spec.kdl", "--mirror", &mirror], &[("SOURCE_DATE_EPOCH", "1700000000")]);
     assert!(!out.status.success(), "without the team cache the package is gone");
     // Another epoch makes new layers, but the .deb itself comes from the team cache.
@@ -482,4 +491,26 @@ fn packages_the_mirror_dropped_come_from_the_team_cache() {
     let v = json_of(&out, "machine B with the team cache");
     assert!(v["derivations"]["remote"].as_u64().unwrap() >= 1, "{v}");
     assert!(v["derivations"]["built"].as_u64().unwrap() >= 1, "{v}");
+}
+
+#[test]
+fn results_built_before_the_cache_was_configured_are_shared_once() {
+    let ctx = TestContext::new();
+    let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
+    let a = checkout(&ctx.tmp.path().join("machine-a"));
+    let b = checkout(&ctx.tmp.path().join("machine-b"));
+    let va = build(&ctx, &a, "store-a", &[]);
+    assert_eq!(va["derivations"]["built"], 3);
+    // The store is warm; turning the cache on shares what it holds.
+    let v = build(&ctx, &a, "store-a", &["--remote-cache", &nginx.url]);
+    assert_eq!(v["derivations"]["local"], 3);
+    assert_eq!(nginx.root.join("ac").read_dir().unwrap().count(), 3);
+    // Known to be shared now: a no-op build asks the cache nothing.
+    let log = ctx.tmp.path().join("nginx/access.log");
+    let before = fs::read_to_string(&log).unwrap().lines().count();
+    build(&ctx, &a, "store-a", &["--remote-cache", &nginx.url]);
+    assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), before, "no requests for a no-op build");
+    let vb = build(&ctx, &b, "store-b", &["--remote-cache", &nginx.url, "--remote-cache-mode", "ro"]);
+    assert_eq!((vb["derivations"]["remote"].as_u64(), vb["derivations"]["built"].as_u64()), (Some(3), Some(0)), "{vb}");
+    assert_eq!(vb["images"][0]["digest"], va["images"][0]["digest"]);
 }
