@@ -501,6 +501,10 @@ pub fn keys_dir(cache_dir: &Path) -> PathBuf {
 pub fn open_remote(opts: &SpecOptions) -> Result<Option<crate::remote::RemoteCache>, Error> {
     use crate::remote::sign::{PublicKey, SecretKey, TrustedKeys};
     let Some(url) = &opts.remote_cache else { return Ok(None) };
+    if opts.offline {
+        // `--offline` means no network at all, a shared cache included.
+        return Ok(None);
+    }
     let mut trusted = TrustedKeys::default();
     for text in &opts.trusted_keys {
         let list = TrustedKeys::parse_list(text).map_err(|e| Error::Usage(format!("bad trusted key: {}", chain_message(&e))))?;

@@ -402,6 +402,9 @@ pub struct Registry {
     creds: Mutex<HashMap<String, Option<Credential>>>,
     /// (registry, repository, push?) for which `Client::auth` has succeeded.
     authed: Mutex<HashSet<(String, String, bool)>>,
+    /// Plain-HTTP registries (normalized), and whether each asks for no authentication at all.
+    insecure: Vec<String>,
+    open: Mutex<HashMap<String, bool>>,
 }
 
 impl fmt::Debug for Registry {
@@ -420,7 +423,7 @@ impl Registry {
             .enable_all()
             .build()
             .map_err(|e| RegistryError::Setup(format!("cannot start the I/O runtime: {e}")))?;
-        let insecure = opts
+        let insecure: Vec<String> = opts
             .insecure
             .iter()
             .map(|h| {
@@ -429,7 +432,7 @@ impl Registry {
             })
             .collect();
         let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(insecure),
+            protocol: ClientProtocol::HttpsExcept(insecure.clone()),
             use_monolithic_push: true,
             platform_resolver: None,
             connect_timeout: Some(opts.timeouts.map_or(Duration::from_secs(30), |t| t.0)),
@@ -444,6 +447,8 @@ impl Registry {
             auth: opts.auth,
             creds: Mutex::new(HashMap::new()),
             authed: Mutex::new(HashSet::new()),
+            insecure,
+            open: Mutex::new(HashMap::new()),
         })
     }
 
@@ -466,9 +471,24 @@ impl Registry {
         let cred = self.credential(&registry)?;
         let (auth, credentials) = match cred {
             Some(c) => (RegistryAuth::Basic(c.user, c.secret), c.source),
+            // `oci-client` asks `/v2/` before every request to a registry that never issues a
+            // token; an empty bearer token (which such a registry ignores) spares those.
+            None if self.is_open(&registry) => (RegistryAuth::Bearer(String::new()), self.auth.describe_missing(&registry)),
             None => (RegistryAuth::Anonymous, self.auth.describe_missing(&registry)),
         };
         Ok(Target { reference, registry, shown, auth, credentials })
+    }
+
+    /// Does plain-HTTP registry `registry` answer `GET /v2/` with 200 and no authentication
+    /// challenge? Asked once, over a bare HTTP/1.0 request (no TLS is involved); HTTPS
+    /// registries are never assumed open.
+    fn is_open(&self, registry: &str) -> bool {
+        if !self.insecure.iter().any(|h| h == registry) {
+            return false;
+        }
+        // Held across the probe: threads starting together ask once between them.
+        let mut known = lock(&self.open);
+        *known.entry(registry.to_string()).or_insert_with(|| probe_open(registry))
     }
 
     /// Authenticate once per (registry, repository, operation); tokens are then renewed by the
@@ -839,6 +859,35 @@ impl Registry {
         result.map_err(|e| t.err(e))?;
         Ok(size)
     }
+}
+
+fn probe_open(registry: &str) -> bool {
+    use std::io::Read;
+    use std::net::{TcpStream, ToSocketAddrs};
+    let Some(addr) = (if registry.contains(':') { registry.to_string() } else { format!("{registry}:80") })
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+    else {
+        return false;
+    };
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!("GET /v2/ HTTP/1.0\r\nHost: {registry}\r\nUser-Agent: compose/{}\r\n\r\n", env!("CARGO_PKG_VERSION"));
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let status_ok = text.lines().next().is_some_and(|l| l.starts_with("http/1.") && l.split_whitespace().nth(1) == Some("200"));
+    status_ok && !text.contains("\r\nwww-authenticate:")
 }
 
 /// The registry says where it stored a manifest; when that names a digest, it must be ours.

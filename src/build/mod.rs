@@ -5,7 +5,7 @@
 //! build lock (two processes never build the same derivation twice), progress reporting through
 //! [`Reporter`], and assembling a finished image (the blobs an export needs) from store records.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -126,6 +126,9 @@ pub fn execute(
     result
 }
 
+/// Remote cache requests (record lookups, blob downloads) in flight at once.
+const REMOTE_REQUESTS: usize = 16;
+
 /// Derivations whose records are wanted whatever the cache has: the images and indexes (what
 /// is exported) and each package's layer (its licences feed the SBOM).
 fn is_root(kind: &DrvKind) -> bool {
@@ -135,20 +138,24 @@ fn is_root(kind: &DrvKind) -> bool {
 /// Which derivations this build needs, top down: a root is needed; a needed derivation that
 /// must run needs all its dependencies; one that comes from the store or the remote cache
 /// needs none, except images and indexes, whose dependencies' blobs are exported with them.
+/// With `asked`, derivations the remote has not been asked about yet count as cached (their
+/// dependencies wait for the answer).
 fn needed(
     plan: &Plan,
     order: &[NodeIndex],
     done: &HashMap<NodeIndex, Record>,
     offered: &HashMap<NodeIndex, Record>,
-) -> std::collections::HashSet<NodeIndex> {
-    let mut need = std::collections::HashSet::new();
+    asked: Option<&HashSet<NodeIndex>>,
+) -> HashSet<NodeIndex> {
+    let mut need = HashSet::new();
     for &n in order.iter().rev() {
         let drv = &plan.graph[n];
         if !(is_root(&drv.kind) || need.contains(&n)) {
             continue;
         }
         need.insert(n);
-        let cached = done.contains_key(&n) || offered.contains_key(&n);
+        let unknown = asked.is_some_and(|a| !a.contains(&n));
+        let cached = done.contains_key(&n) || offered.contains_key(&n) || unknown;
         if !cached || matches!(drv.kind, DrvKind::Image(_) | DrvKind::Index(_)) {
             need.extend(plan.dependencies(n));
         }
@@ -179,15 +186,35 @@ fn execute_inner(
     }
     // What the remote cache offers for the rest: records only, asked all at once; blobs are
     // fetched later, for the derivations this build turns out to need.
-    let mut offered: HashMap<NodeIndex, Record> = match remote {
-        Some(rc) => order
-            .par_iter()
-            .filter(|n| !done.contains_key(n))
-            .filter_map(|&n| rc.record(&plan.graph[n].hash).map(|r| (n, r)))
-            .collect(),
-        None => HashMap::new(),
-    };
-    let need = needed(plan, &order, &done, &offered);
+    // Remote requests wait on the network, not the CPU: more in flight than there are cores.
+    let io_pool = remote.filter(|_| done.len() < order.len()).and_then(|_| {
+        rayon::ThreadPoolBuilder::new().num_threads(REMOTE_REQUESTS).thread_name(|i| format!("remote-{i}")).build().ok()
+    });
+    // What the remote cache offers, asked top-down in rounds: only for derivations this build
+    // needs given the answers so far (an image found remotely spares asking about the files and
+    // packages it was made from). Records only; blobs are fetched later.
+    let mut offered: HashMap<NodeIndex, Record> = HashMap::new();
+    if let Some(rc) = remote {
+        let mut asked: HashSet<NodeIndex> = HashSet::new();
+        loop {
+            let ask: Vec<NodeIndex> = needed(plan, &order, &done, &offered, Some(&asked))
+                .into_iter()
+                .filter(|n| !done.contains_key(n) && !asked.contains(n))
+                .collect();
+            if ask.is_empty() || !rc.usable() {
+                break;
+            }
+            asked.extend(ask.iter().copied());
+            let query = || -> Vec<(NodeIndex, Record)> {
+                ask.par_iter().filter_map(|&n| rc.record(&plan.graph[n].hash).map(|r| (n, r))).collect()
+            };
+            offered.extend(match &io_pool {
+                Some(pool) => pool.install(query),
+                None => query(),
+            });
+        }
+    }
+    let need = needed(plan, &order, &done, &offered, None);
     reporter.planned(order.len(), need.iter().filter(|n| !done.contains_key(n) && !offered.contains_key(n)).count());
     for &n in &order {
         if let Some(r) = done.get(&n) {
@@ -215,7 +242,7 @@ fn execute_inner(
     loop {
         let need = {
             let done = records.lock().unwrap_or_else(|e| e.into_inner());
-            needed(plan, &order, &done, &offered)
+            needed(plan, &order, &done, &offered, None)
         };
         let mut replan = Vec::new();
         for wave in 0..=max_depth {
@@ -223,34 +250,39 @@ fn execute_inner(
                 let done = records.lock().unwrap_or_else(|e| e.into_inner());
                 order.iter().copied().filter(|n| depth[n] == wave && need.contains(n) && !done.contains_key(n)).collect()
             };
-            let results: Vec<Result<Step, BuildError>> = todo
-                .par_iter()
-                .map(|&n| {
-                    let drv = &plan.graph[n];
-                    let deps: HashMap<NodeIndex, Record> = {
-                        let done = records.lock().unwrap_or_else(|e| e.into_inner());
-                        plan.dependencies(n).into_iter().filter_map(|d| done.get(&d).map(|r| (d, r.clone()))).collect()
-                    };
-                    let _guard = store.lock_derivation(&drv.hash)?;
-                    // Another process may have built it while we waited for the lock.
-                    if let Some(r) = store.lookup(&drv.hash)? {
-                        return Ok(Step::Done(n, r, Outcome::Local));
+            let step = |&n: &NodeIndex| -> Result<Step, BuildError> {
+                let drv = &plan.graph[n];
+                let deps: HashMap<NodeIndex, Record> = {
+                    let done = records.lock().unwrap_or_else(|e| e.into_inner());
+                    plan.dependencies(n).into_iter().filter_map(|d| done.get(&d).map(|r| (d, r.clone()))).collect()
+                };
+                let _guard = store.lock_derivation(&drv.hash)?;
+                // Another process may have built it while we waited for the lock.
+                if let Some(r) = store.lookup(&drv.hash)? {
+                    return Ok(Step::Done(n, r, Outcome::Local));
+                }
+                if let (Some(rc), Some(rec)) = (remote, offered.get(&n)) {
+                    if rc.fetch_outputs(store, rec) {
+                        return Ok(Step::Done(n, rec.clone(), Outcome::Remote));
                     }
-                    if let (Some(rc), Some(rec)) = (remote, offered.get(&n)) {
-                        if rc.fetch_outputs(store, rec) {
-                            return Ok(Step::Done(n, rec.clone(), Outcome::Remote));
-                        }
-                        if deps.len() != plan.dependencies(n).len() {
-                            return Ok(Step::Replan(n));
-                        }
+                    if deps.len() != plan.dependencies(n).len() {
+                        return Ok(Step::Replan(n));
                     }
-                    reporter.started(drv);
-                    let r = run(plan, drv, &deps, store)?;
-                    store.put_record(&r)?;
-                    let _ = uploads.send((r.clone(), false));
-                    Ok(Step::Done(n, r, Outcome::Built))
-                })
-                .collect();
+                }
+                reporter.started(drv);
+                let r = run(plan, drv, &deps, store)?;
+                store.put_record(&r)?;
+                let _ = uploads.send((r.clone(), false));
+                Ok(Step::Done(n, r, Outcome::Built))
+            };
+            // Downloads wait on the network: they go first, many at once, on the I/O pool;
+            // builds then share the cores.
+            let (fetch, build): (Vec<NodeIndex>, Vec<NodeIndex>) = todo.iter().partition(|n| offered.contains_key(n));
+            let mut results: Vec<Result<Step, BuildError>> = match &io_pool {
+                Some(pool) if !fetch.is_empty() => pool.install(|| fetch.par_iter().map(step).collect()),
+                _ => fetch.par_iter().map(step).collect(),
+            };
+            results.extend(build.par_iter().map(step).collect::<Vec<_>>());
             let mut done = records.lock().unwrap_or_else(|e| e.into_inner());
             for r in results {
                 match r? {

@@ -35,7 +35,9 @@ pub struct HttpCache {
     auth: Auth,
     /// Where the credentials came from (for messages).
     auth_source: String,
-    client: reqwest::blocking::Client,
+    /// Made on first use: a no-op build whose results the cache is known to hold never pays for
+    /// setting up TLS.
+    client: std::sync::OnceLock<Result<reqwest::blocking::Client, String>>,
     /// Time allowed for a record request (COMPOSE_REMOTE_CACHE_TIMEOUT seconds, default 10).
     record_timeout: Duration,
 }
@@ -82,14 +84,22 @@ impl HttpCache {
                 .ok_or_else(|| bad(format!("COMPOSE_REMOTE_CACHE_TIMEOUT=`{t}` is not a number of seconds")))?,
             None => RECORD_TIMEOUT,
         };
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::blocking::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT.min(record_timeout))
-            .timeout(record_timeout)
-            .user_agent(concat!("compose/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
-        Ok(HttpCache { base: shown.clone(), shown, auth, auth_source, client, record_timeout })
+        Ok(HttpCache { base: shown.clone(), shown, auth, auth_source, client: std::sync::OnceLock::new(), record_timeout })
+    }
+
+    fn client(&self) -> Result<&reqwest::blocking::Client, String> {
+        self.client
+            .get_or_init(|| {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                reqwest::blocking::Client::builder()
+                    .connect_timeout(CONNECT_TIMEOUT.min(self.record_timeout))
+                    .timeout(self.record_timeout)
+                    .user_agent(concat!("compose/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| format!("cannot set up the HTTP client: {}", describe(&e)))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     fn with_auth(&self, rb: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
@@ -114,7 +124,7 @@ impl HttpCache {
     }
 
     fn head(&self, url: &str) -> Result<bool, String> {
-        match self.with_auth(self.client.head(url)).send() {
+        match self.with_auth(self.client()?.head(url)).send() {
             Ok(r) if r.status().is_success() => Ok(true),
             Ok(r) if r.status().as_u16() == 404 => Ok(false),
             Ok(r) => Err(self.status_message("HEAD", url, r.status())),
@@ -123,7 +133,7 @@ impl HttpCache {
     }
 
     fn put_body(&self, url: &str, body: reqwest::blocking::Body, timeout: Duration) -> Result<(), String> {
-        match self.with_auth(self.client.put(url)).timeout(timeout).body(body).send() {
+        match self.with_auth(self.client()?.put(url)).timeout(timeout).body(body).send() {
             Ok(r) if r.status().is_success() => Ok(()),
             Ok(r) => Err(self.status_message("PUT", url, r.status())),
             Err(e) => Err(describe(&e)),
@@ -161,7 +171,7 @@ impl super::Backend for HttpCache {
 
     fn get_record(&self, drv: &DrvHash) -> Result<Option<Vec<u8>>, String> {
         let url = format!("{}/ac/{}", self.base, drv.hex());
-        match self.with_auth(self.client.get(&url)).send() {
+        match self.with_auth(self.client()?.get(&url)).send() {
             Ok(r) if r.status().as_u16() == 404 => Ok(None),
             Ok(r) if r.status().is_success() => r.bytes().map(|b| Some(b.to_vec())).map_err(|e| describe(&e)),
             Ok(r) => Err(self.status_message("GET", &url, r.status())),
@@ -171,7 +181,8 @@ impl super::Backend for HttpCache {
 
     fn get_blob(&self, digest: &Sha256, size: u64, sink: &mut dyn Write) -> Result<bool, BlobError> {
         let url = format!("{}/cas/{}", self.base, digest.hex());
-        let mut resp = match self.with_auth(self.client.get(&url)).timeout(blob_timeout(size)).send() {
+        let client = self.client().map_err(BlobError::Down)?;
+        let mut resp = match self.with_auth(client.get(&url)).timeout(blob_timeout(size)).send() {
             Ok(r) if r.status().is_success() => r,
             Ok(r) if r.status().as_u16() == 404 => return Ok(false),
             Ok(r) => return Err(BlobError::Down(self.status_message("GET", &url, r.status()))),

@@ -31,7 +31,10 @@ pub struct OciCache {
     /// `REGISTRY/REPO`.
     repo: String,
     shown: String,
-    registry: Registry,
+    insecure: Vec<String>,
+    /// Made on first use (it starts an I/O runtime and reads credentials): a no-op build whose
+    /// results the cache is known to hold never pays for it.
+    registry: std::sync::OnceLock<Result<Registry, String>>,
 }
 
 impl OciCache {
@@ -40,25 +43,52 @@ impl OciCache {
         let url = format!("oci://{rest}");
         let bad = |message: String| RemoteError::Failed { url: url.clone(), message };
         let repo = rest.trim_end_matches('/').to_string();
-        // Validates REGISTRY/REPO (no tag, no digest).
-        crate::registry::parse_reference(&repo).map_err(|e| bad(e.to_string()))?;
-        if repo.contains('@') || repo.rsplit('/').next().is_some_and(|last| last.contains(':')) || !repo.contains('/') {
-            return Err(bad("expected oci://REGISTRY/REPOSITORY, without a tag or digest".to_string()));
-        }
-        let env = |name: &str| std::env::var(name).ok();
-        let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-        let auth = crate::registry::AuthConfig::from_env(&env, home.as_deref()).map_err(|e| bad(e.to_string()))?;
-        let registry = Registry::new(RegistryOptions {
-            insecure: insecure.to_vec(),
-            auth,
-            timeouts: Some((Duration::from_secs(3), Duration::from_secs(30))),
-        })
-        .map_err(|e| bad(e.to_string()))?;
-        Ok(OciCache { shown: url.clone(), repo, registry })
+        // Checked by hand: the registry client's reference parser compiles a large regex,
+        // which a no-op build should not pay for.
+        check_repo(&repo).map_err(bad)?;
+        Ok(OciCache { shown: url.clone(), repo, insecure: insecure.to_vec(), registry: std::sync::OnceLock::new() })
+    }
+
+    fn registry(&self) -> Result<&Registry, String> {
+        self.registry
+            .get_or_init(|| {
+                let env = |name: &str| std::env::var(name).ok();
+                let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+                let auth = crate::registry::AuthConfig::from_env(&env, home.as_deref()).map_err(|e| e.to_string())?;
+                Registry::new(RegistryOptions {
+                    insecure: self.insecure.clone(),
+                    auth,
+                    timeouts: Some((Duration::from_secs(3), Duration::from_secs(30))),
+                })
+                .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     fn tag(drv: &DrvHash) -> String {
         format!("compose-{}", drv.hex())
+    }
+}
+
+/// `REGISTRY/REPO`: a host (with a dot or a port, or `localhost`), then lower-case path
+/// components of letters and digits joined by `.`, `_`, `__` or `-` runs; no tag, no digest.
+fn check_repo(repo: &str) -> Result<(), String> {
+    let expected = || format!("expected oci://REGISTRY/REPOSITORY (lower-case, without a tag or digest), got oci://{repo}");
+    let (host, path) = repo.split_once('/').ok_or_else(expected)?;
+    let host_ok = !host.is_empty()
+        && (host.contains('.') || host.contains(':') || host == "localhost")
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    let path_ok = path.split('/').all(|c| {
+        !c.is_empty()
+            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+    });
+    if host_ok && path_ok {
+        Ok(())
+    } else {
+        Err(expected())
     }
 }
 
@@ -95,7 +125,7 @@ impl super::Backend for OciCache {
     }
 
     fn get_record(&self, drv: &DrvHash) -> Result<Option<Vec<u8>>, String> {
-        match self.registry.resolve(&format!("{}:{}", self.repo, OciCache::tag(drv))) {
+        match self.registry()?.resolve(&format!("{}:{}", self.repo, OciCache::tag(drv))) {
             Ok(f) => Ok(record_of(&f.bytes)),
             Err(RegistryError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.to_string()),
@@ -103,7 +133,7 @@ impl super::Backend for OciCache {
     }
 
     fn get_blob(&self, digest: &Sha256, size: u64, sink: &mut dyn Write) -> Result<bool, BlobError> {
-        match self.registry.blob(&self.repo, digest, Some(size), sink) {
+        match self.registry().map_err(BlobError::Down)?.blob(&self.repo, digest, Some(size), sink) {
             Ok(_) => Ok(true),
             Err(RegistryError::NotFound { .. }) => Ok(false),
             Err(e @ (RegistryError::DigestMismatch { .. } | RegistryError::SizeMismatch { .. } | RegistryError::Sink { .. })) => {
@@ -120,7 +150,7 @@ impl super::Backend for OciCache {
         let manifest = record_manifest(blobs, record)?;
         let digest = Sha256::of(&manifest);
         let target = format!("{}:{}", self.repo, OciCache::tag(drv));
-        self.registry
+        self.registry()?
             .push(&target, &files, &[(digest, MANIFEST_MEDIA_TYPE.to_string(), manifest)], &[])
             .map(|_| ())
             .map_err(|e| e.to_string())
@@ -146,5 +176,9 @@ mod tests {
         assert!(OciCache::new("127.0.0.1:5000/cache", &[]).is_ok());
         assert!(OciCache::new("127.0.0.1:5000/cache:tag", &[]).is_err());
         assert!(OciCache::new("127.0.0.1:5000", &[]).is_err());
+        assert!(OciCache::new("localhost/a/b-c", &[]).is_ok());
+        assert!(OciCache::new("reg.example/Upper", &[]).is_err());
+        assert!(OciCache::new("reg.example/x@sha256:00", &[]).is_err());
+        assert!(OciCache::new("reg.example/x//y", &[]).is_err());
     }
 }
