@@ -158,8 +158,8 @@ enum CacheAction {
     /// Make a key pair for signing remote cache records: the secret key goes to
     /// CACHE/keys/NAME.secret (or --out), the public key (for --trusted-key) to stdout.
     Keygen {
-        /// The key's name (letters, digits, `.`, `_`, `-`), e.g. `ci-1`.
-        name: String,
+        /// The key's name (letters, digits, `.`, `_`, `-`), e.g. `ci-1`; default: this host's name.
+        name: Option<String>,
         #[arg(long, env = "COMPOSE_CACHE_DIR", default_value = "cache")]
         cache_dir: PathBuf,
         /// Where to write the secret key (never overwritten).
@@ -464,6 +464,7 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
                 );
             }
             CacheAction::Keygen { name, cache_dir, out } => {
+                let name = name.unwrap_or_else(ops::default_key_name);
                 let (public, path) = ops::keygen(&cache_dir, &name, out.as_deref())?;
                 let _ = writeln!(
                     std::io::stderr(),

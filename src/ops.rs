@@ -532,6 +532,17 @@ pub fn open_remote(opts: &SpecOptions) -> Result<Option<crate::remote::RemoteCac
     crate::remote::RemoteCache::open(config).map(Some).map_err(|e| Error::Usage(e.to_string()))
 }
 
+/// A key name for this machine: its host name, reduced to the characters key names allow.
+pub fn default_key_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c)).take(120).collect();
+    if name.is_empty() {
+        "compose".to_string()
+    } else {
+        name
+    }
+}
+
 /// `compose cache keygen NAME`: a new signing key in `out` (default `CACHE/keys/NAME.secret`);
 /// returns the public key to give to `--trusted-key`, and where the secret key went.
 pub fn keygen(cache_dir: &Path, name: &str, out: Option<&Path>) -> Result<(String, PathBuf), Error> {

@@ -8,7 +8,9 @@
 //!   `artifactType` is [`RECORD_ARTIFACT_TYPE`], its config the empty descriptor, its layers
 //!   the record's outputs (so the registry's garbage collector keeps them while the tag
 //!   exists), and the annotation [`RECORD_ANNOTATION`] holds the record itself, so a lookup is
-//!   one manifest request.
+//!   one manifest request. Outputs of up to [`INLINE_MAX`] bytes are also embedded in their
+//!   descriptors (the OCI 1.1 `data` field), so a lookup brings them along: a package's file list
+//!   and licences, an image's config and manifest need no request of their own.
 //!
 //! Credentials are the registry credentials (docker/podman auth files, credential helpers);
 //! `--insecure-registry` applies. Requests use short time-outs.
@@ -23,6 +25,8 @@ use crate::store::Store;
 
 pub const RECORD_ARTIFACT_TYPE: &str = "application/vnd.compose.record.v1+json";
 pub const RECORD_ANNOTATION: &str = "dev.compose.record";
+/// Outputs up to this size travel inside the record manifest too.
+pub const INLINE_MAX: u64 = 4096;
 const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
@@ -35,6 +39,8 @@ pub struct OciCache {
     /// Made on first use (it starts an I/O runtime and reads credentials): a no-op build whose
     /// results the cache is known to hold never pays for it.
     registry: std::sync::OnceLock<Result<Registry, String>>,
+    /// Small blobs that came embedded in record manifests (verified by the caller as any blob).
+    inline: std::sync::Mutex<std::collections::HashMap<Sha256, Vec<u8>>>,
 }
 
 impl OciCache {
@@ -46,7 +52,7 @@ impl OciCache {
         // Checked by hand: the registry client's reference parser compiles a large regex,
         // which a no-op build should not pay for.
         check_repo(&repo).map_err(bad)?;
-        Ok(OciCache { shown: url.clone(), repo, insecure: insecure.to_vec(), registry: std::sync::OnceLock::new() })
+        Ok(OciCache { shown: url.clone(), repo, insecure: insecure.to_vec(), registry: std::sync::OnceLock::new(), inline: Default::default() })
     }
 
     fn registry(&self) -> Result<&Registry, String> {
@@ -92,13 +98,20 @@ fn check_repo(repo: &str) -> Result<(), String> {
     }
 }
 
-/// The manifest that records `drv`: outputs as layers, the record as an annotation.
+/// The manifest that records `drv`: outputs as layers (small ones embedded), the record as an
+/// annotation.
 pub fn record_manifest(blobs: &[BlobFile], record: &[u8]) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
     let record = std::str::from_utf8(record).map_err(|e| e.to_string())?;
-    let layers: Vec<serde_json::Value> = blobs
-        .iter()
-        .map(|b| serde_json::json!({"mediaType": b.media_type, "digest": b.digest.to_string(), "size": b.size}))
-        .collect();
+    let mut layers = Vec::with_capacity(blobs.len());
+    for b in blobs {
+        let mut d = serde_json::json!({"mediaType": b.media_type, "digest": b.digest.to_string(), "size": b.size});
+        if b.size <= INLINE_MAX {
+            let bytes = std::fs::read(&b.path).map_err(|e| format!("cannot read {}: {e}", b.path.display()))?;
+            d["data"] = base64::engine::general_purpose::STANDARD.encode(bytes).into();
+        }
+        layers.push(d);
+    }
     let m = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
@@ -110,13 +123,24 @@ pub fn record_manifest(blobs: &[BlobFile], record: &[u8]) -> Result<Vec<u8>, Str
     serde_json::to_vec(&m).map_err(|e| e.to_string())
 }
 
-/// The record held by a record manifest.
-pub fn record_of(manifest: &[u8]) -> Option<Vec<u8>> {
+/// The record held by a record manifest, and the blobs embedded in it (digest as claimed:
+/// unverified).
+pub fn record_of(manifest: &[u8]) -> Option<(Vec<u8>, Vec<(Sha256, Vec<u8>)>)> {
+    use base64::Engine as _;
     let v: serde_json::Value = serde_json::from_slice(manifest).ok()?;
     if v.get("artifactType").and_then(|t| t.as_str()) != Some(RECORD_ARTIFACT_TYPE) {
         return None;
     }
-    Some(v.get("annotations")?.get(RECORD_ANNOTATION)?.as_str()?.as_bytes().to_vec())
+    let record = v.get("annotations")?.get(RECORD_ANNOTATION)?.as_str()?.as_bytes().to_vec();
+    let mut inline = Vec::new();
+    for l in v.get("layers").and_then(|l| l.as_array()).map(Vec::as_slice).unwrap_or_default() {
+        let digest = l.get("digest").and_then(|d| d.as_str()).and_then(|d| d.parse::<Sha256>().ok());
+        let data = l.get("data").and_then(|d| d.as_str()).and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok());
+        if let (Some(digest), Some(data)) = (digest, data) {
+            inline.push((digest, data));
+        }
+    }
+    Some((record, inline))
 }
 
 impl super::Backend for OciCache {
@@ -126,13 +150,21 @@ impl super::Backend for OciCache {
 
     fn get_record(&self, drv: &DrvHash) -> Result<Option<Vec<u8>>, String> {
         match self.registry()?.resolve(&format!("{}:{}", self.repo, OciCache::tag(drv))) {
-            Ok(f) => Ok(record_of(&f.bytes)),
+            Ok(f) => Ok(record_of(&f.bytes).map(|(record, inline)| {
+                self.inline.lock().unwrap_or_else(|e| e.into_inner()).extend(inline);
+                record
+            })),
             Err(RegistryError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.to_string()),
         }
     }
 
     fn get_blob(&self, digest: &Sha256, size: u64, sink: &mut dyn Write) -> Result<bool, BlobError> {
+        let embedded = self.inline.lock().unwrap_or_else(|e| e.into_inner()).remove(digest);
+        if let Some(bytes) = embedded {
+            sink.write_all(&bytes).map_err(|e| BlobError::Damaged(e.to_string()))?;
+            return Ok(true);
+        }
         match self.registry().map_err(BlobError::Down)?.blob(&self.repo, digest, Some(size), sink) {
             Ok(_) => Ok(true),
             Err(RegistryError::NotFound { .. }) => Ok(false),
@@ -163,11 +195,20 @@ mod tests {
 
     #[test]
     fn record_round_trips_through_the_manifest() {
-        let blobs = [BlobFile { digest: Sha256::of(b"a"), size: 1, media_type: "application/octet-stream".into(), path: "/x".into() }];
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small");
+        std::fs::write(&small, b"a").unwrap();
+        let blobs = [
+            BlobFile { digest: Sha256::of(b"a"), size: 1, media_type: "application/octet-stream".into(), path: small },
+            BlobFile { digest: Sha256::of(b"big"), size: INLINE_MAX + 1, media_type: "application/octet-stream".into(), path: "/nonexistent".into() },
+        ];
         let m = record_manifest(&blobs, br#"{"version":1}"#).unwrap();
-        assert_eq!(record_of(&m).unwrap(), br#"{"version":1}"#);
+        let (record, inline) = record_of(&m).unwrap();
+        assert_eq!(record, br#"{"version":1}"#);
+        assert_eq!(inline, vec![(Sha256::of(b"a"), b"a".to_vec())], "only the small blob is embedded");
         let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
         assert_eq!(v["layers"][0]["digest"], Sha256::of(b"a").to_string());
+        assert_eq!(v["layers"][1]["size"], INLINE_MAX + 1);
         assert_eq!(record_of(br#"{"annotations":{"dev.compose.record":"x"}}"#), None);
     }
 
