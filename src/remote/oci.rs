@@ -123,9 +123,11 @@ pub fn record_manifest(blobs: &[BlobFile], record: &[u8]) -> Result<Vec<u8>, Str
     serde_json::to_vec(&m).map_err(|e| e.to_string())
 }
 
-/// The record held by a record manifest, and the blobs embedded in it (digest as claimed:
-/// unverified).
-pub fn record_of(manifest: &[u8]) -> Option<(Vec<u8>, Vec<(Sha256, Vec<u8>)>)> {
+/// Blobs embedded in a record manifest: (digest as claimed, unverified; bytes).
+pub type Embedded = Vec<(Sha256, Vec<u8>)>;
+
+/// The record held by a record manifest, and the blobs embedded in it.
+pub fn record_of(manifest: &[u8]) -> Option<(Vec<u8>, Embedded)> {
     use base64::Engine as _;
     let v: serde_json::Value = serde_json::from_slice(manifest).ok()?;
     if v.get("artifactType").and_then(|t| t.as_str()) != Some(RECORD_ARTIFACT_TYPE) {
