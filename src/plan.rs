@@ -188,6 +188,18 @@ impl DrvKind {
         }
     }
 
+    /// The outputs a record of this kind has, sorted (what `build::run` produces).
+    pub fn output_names(&self) -> &'static [&'static str] {
+        match self {
+            DrvKind::Layer(_) | DrvKind::Meta(_) => &["layer"],
+            DrvKind::Fetch(_) | DrvKind::Blob(_) => &["file"],
+            DrvKind::DebLayer(_) => &["files", "layer", "licences"],
+            DrvKind::MergedLayer(_) => &["files", "layer"],
+            DrvKind::Image(_) => &["config", "manifest"],
+            DrvKind::Index(_) => &["index"],
+        }
+    }
+
     /// Does this derivation produce an image layer?
     pub fn is_layer(&self) -> bool {
         matches!(self, DrvKind::Layer(_) | DrvKind::DebLayer(_) | DrvKind::MergedLayer(_) | DrvKind::Meta(_))

@@ -163,6 +163,12 @@ fn needed(
     need
 }
 
+/// Is `rec` shaped like a record of `drv` (its kind, its outputs)? A remote record that is not
+/// is ignored rather than allowed to fail the build later.
+fn fits(drv: &Derivation, rec: &Record) -> bool {
+    rec.kind == drv.kind.name() && rec.outputs.keys().map(String::as_str).eq(drv.kind.output_names().iter().copied())
+}
+
 enum Step {
     Done(NodeIndex, Record, Outcome),
     /// The remote record could not be used and dependencies are missing: plan again.
@@ -206,7 +212,9 @@ fn execute_inner(
             }
             asked.extend(ask.iter().copied());
             let query = || -> Vec<(NodeIndex, Record)> {
-                ask.par_iter().filter_map(|&n| rc.record(&plan.graph[n].hash).map(|r| (n, r))).collect()
+                ask.par_iter()
+                    .filter_map(|&n| rc.record(&plan.graph[n].hash).filter(|r| fits(&plan.graph[n], r)).map(|r| (n, r)))
+                    .collect()
             };
             offered.extend(match &io_pool {
                 Some(pool) => pool.install(query),

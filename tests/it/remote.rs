@@ -525,4 +525,14 @@ fn results_built_before_the_cache_was_configured_are_shared_once() {
     let vb = build(&ctx, &b, "store-b", &["--remote-cache", &nginx.url, "--remote-cache-mode", "ro"]);
     assert_eq!((vb["derivations"]["remote"].as_u64(), vb["derivations"]["built"].as_u64()), (Some(3), Some(0)), "{vb}");
     assert_eq!(vb["images"][0]["digest"], va["images"][0]["digest"]);
+
+    // Records that are not shaped like the derivation's (here: an output renamed) are ignored.
+    for e in fs::read_dir(nginx.root.join("ac")).unwrap() {
+        let p = e.unwrap().path();
+        let text = fs::read_to_string(&p).unwrap();
+        fs::write(&p, text.replace("\"layer\":", "\"tampered\":")).unwrap();
+    }
+    let ve = build(&ctx, &b, "store-e", &["--remote-cache", &nginx.url, "--remote-cache-mode", "ro"]);
+    assert_eq!((ve["derivations"]["built"].as_u64(), ve["derivations"]["remote"].as_u64()), (Some(2), Some(1)), "{ve}");
+    assert_eq!(ve["images"][0]["digest"], va["images"][0]["digest"]);
 }
