@@ -190,8 +190,6 @@ fn execute_inner(
             done.insert(n, r);
         }
     }
-    // What the remote cache offers for the rest: records only, asked all at once; blobs are
-    // fetched later, for the derivations this build turns out to need.
     // Remote requests wait on the network, not the CPU: more in flight than there are cores.
     let io_pool = remote.filter(|_| done.len() < order.len()).and_then(|_| {
         rayon::ThreadPoolBuilder::new().num_threads(REMOTE_REQUESTS).thread_name(|i| format!("remote-{i}")).build().ok()

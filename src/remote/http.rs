@@ -30,7 +30,7 @@ enum Auth {
 
 /// An HTTP cache.
 pub struct HttpCache {
-    base: String,
+    /// The URL without credentials (they travel in headers), without a trailing `/`.
     shown: String,
     auth: Auth,
     /// Where the credentials came from (for messages).
@@ -84,7 +84,7 @@ impl HttpCache {
                 .ok_or_else(|| bad(format!("COMPOSE_REMOTE_CACHE_TIMEOUT=`{t}` is not a number of seconds")))?,
             None => RECORD_TIMEOUT,
         };
-        Ok(HttpCache { base: shown.clone(), shown, auth, auth_source, client: std::sync::OnceLock::new(), record_timeout })
+        Ok(HttpCache { shown, auth, auth_source, client: std::sync::OnceLock::new(), record_timeout })
     }
 
     fn client(&self) -> Result<&reqwest::blocking::Client, String> {
@@ -170,7 +170,7 @@ impl super::Backend for HttpCache {
     }
 
     fn get_record(&self, drv: &DrvHash) -> Result<Option<Vec<u8>>, String> {
-        let url = format!("{}/ac/{}", self.base, drv.hex());
+        let url = format!("{}/ac/{}", self.shown, drv.hex());
         match self.with_auth(self.client()?.get(&url)).send() {
             Ok(r) if r.status().as_u16() == 404 => Ok(None),
             Ok(r) if r.status().is_success() => r.bytes().map(|b| Some(b.to_vec())).map_err(|e| describe(&e)),
@@ -180,7 +180,7 @@ impl super::Backend for HttpCache {
     }
 
     fn get_blob(&self, digest: &Sha256, size: u64, sink: &mut dyn Write) -> Result<bool, BlobError> {
-        let url = format!("{}/cas/{}", self.base, digest.hex());
+        let url = format!("{}/cas/{}", self.shown, digest.hex());
         let client = self.client().map_err(BlobError::Down)?;
         let mut resp = match self.with_auth(client.get(&url)).timeout(blob_timeout(size)).send() {
             Ok(r) if r.status().is_success() => r,
@@ -204,14 +204,14 @@ impl super::Backend for HttpCache {
 
     fn put(&self, _store: &Store, drv: &DrvHash, blobs: &[BlobFile], record: &[u8]) -> Result<(), String> {
         for b in blobs {
-            let url = format!("{}/cas/{}", self.base, b.digest.hex());
+            let url = format!("{}/cas/{}", self.shown, b.digest.hex());
             if self.head(&url)? {
                 continue;
             }
             let f = std::fs::File::open(&b.path).map_err(|e| format!("cannot read {}: {e}", b.path.display()))?;
             self.put_body(&url, reqwest::blocking::Body::sized(f, b.size), blob_timeout(b.size))?;
         }
-        let url = format!("{}/ac/{}", self.base, drv.hex());
+        let url = format!("{}/ac/{}", self.shown, drv.hex());
         self.put_body(&url, reqwest::blocking::Body::from(record.to_vec()), self.record_timeout)
     }
 }

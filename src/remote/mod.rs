@@ -169,10 +169,6 @@ impl RemoteCache {
         self.mode
     }
 
-    pub fn url(&self) -> &str {
-        self.backend.describe()
-    }
-
     /// Names this cache in the store's markers of what it holds.
     fn id(&self) -> String {
         blake3::hash(self.backend.describe().as_bytes()).to_hex()[..16].to_string()
@@ -265,12 +261,6 @@ impl RemoteCache {
         }
         store.mark_shared(&self.id(), &rec.drv);
         true
-    }
-
-    /// Look `drv` up remotely; on a hit every output blob is in the store, verified.
-    pub fn lookup(&self, store: &Store, drv: &DrvHash) -> Option<Record> {
-        let rec = self.record(drv)?;
-        self.fetch_outputs(store, &rec).then_some(rec)
     }
 
     fn fetch_blob(&self, store: &Store, digest: &Sha256, size: u64) -> bool {
