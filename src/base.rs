@@ -36,6 +36,10 @@ pub enum BaseError {
     NoPlatform { reference: String, platform: String, available: String },
     #[error("base image `{reference}` has no image tagged `{tag}` (it has: {available})")]
     NoTag { reference: String, tag: String, available: String },
+    #[error("cannot get base image `{reference}`: {message}")]
+    Unavailable { reference: String, message: String },
+    #[error("cannot read base image `{reference}`: --offline is set and the store does not hold its layers; build once online")]
+    Offline { reference: String },
 }
 
 /// Where a base image's blobs are read from (never part of any hash).
@@ -93,28 +97,60 @@ trait Blobs {
     }
 }
 
+/// Where a registry base's manifests and configs come from: the store when it has them (they
+/// are content-addressed, and the lockfile pins the manifest digest, so a later build needs no
+/// network), else the registry, keeping what was fetched in the store.
 struct RegistryBlobs<'a> {
     reference: &'a str,
-    reg: &'a crate::registry::Registry,
+    reg: &'a dyn Fn() -> Result<&'a crate::registry::Registry, String>,
     repo: String,
+    store: Option<&'a crate::store::Store>,
+}
+
+impl RegistryBlobs<'_> {
+    fn cached(&self, digest: &Sha256) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(self.store?.blob_path(digest)).ok()?;
+        (Sha256::of(&bytes) == *digest).then_some(bytes)
+    }
+
+    fn keep(&self, bytes: &[u8]) {
+        if let Some(store) = self.store {
+            // Best effort: a store that cannot take it only costs a download next time.
+            let _ = store.put_bytes(bytes);
+        }
+    }
 }
 
 impl Blobs for RegistryBlobs<'_> {
     fn read(&mut self, digest: &Sha256) -> Result<Vec<u8>, BaseError> {
+        if let Some(bytes) = self.cached(digest) {
+            return Ok(bytes);
+        }
+        let reg = (self.reg)().map_err(|message| BaseError::Unavailable { reference: self.reference.to_string(), message })?;
         let mut v = Vec::new();
-        self.reg.blob(&self.repo, digest, None, &mut v).map_err(|e| invalid(self.reference, e.to_string()))?;
+        reg.blob(&self.repo, digest, None, &mut v).map_err(|e| invalid(self.reference, e.to_string()))?;
+        self.keep(&v);
         Ok(v)
     }
     fn read_manifest(&mut self, digest: &Sha256) -> Result<Vec<u8>, BaseError> {
-        Ok(self.reg.manifest(&self.repo, digest).map_err(|e| invalid(self.reference, e.to_string()))?.bytes)
+        if let Some(bytes) = self.cached(digest) {
+            return Ok(bytes);
+        }
+        let reg = (self.reg)().map_err(|message| BaseError::Unavailable { reference: self.reference.to_string(), message })?;
+        let bytes = reg.manifest(&self.repo, digest).map_err(|e| invalid(self.reference, e.to_string()))?.bytes;
+        self.keep(&bytes);
+        Ok(bytes)
     }
 }
 
 /// A registry base for `platform`: from the pinned manifest digest when there is one, else by
 /// resolving the reference (a tag is followed only here: the lockfile pins what it found).
-pub fn registry_base(
-    reg: &crate::registry::Registry,
-    reference: &str,
+/// `reg` makes the registry client when one is needed; with a pinned digest whose manifests
+/// and config `store` holds, none is.
+pub fn registry_base<'a>(
+    reg: &'a dyn Fn() -> Result<&'a crate::registry::Registry, String>,
+    store: Option<&'a crate::store::Store>,
+    reference: &'a str,
     pinned: Option<&Sha256>,
     platform: &str,
     insecure: &[String],
@@ -124,11 +160,12 @@ pub fn registry_base(
     let root = match pinned {
         Some(d) => serde_json::json!({"digest": d.to_string()}),
         None => {
+            let reg = reg().map_err(|message| BaseError::Unavailable { reference: reference.to_string(), message })?;
             let f = reg.resolve(reference).map_err(|e| invalid(reference, e.to_string()))?;
             serde_json::json!({"digest": f.digest.to_string(), "mediaType": f.media_type})
         }
     };
-    let mut blobs = RegistryBlobs { reference, reg, repo: repo.clone() };
+    let mut blobs = RegistryBlobs { reference, reg, repo: repo.clone(), store };
     from_descriptor(reference, &mut blobs, &root, platform, BlobSource::Registry { repo, insecure: insecure.to_vec() })
 }
 

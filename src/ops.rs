@@ -245,7 +245,17 @@ fn load_bases_of<'s>(
     existing: Option<&Lockfile>,
     update: bool,
 ) -> Result<(Vec<&'s spec::ImageSpec>, Bases, BTreeMap<String, lock::BaseLock>), Error> {
-    let mut reg: Option<crate::registry::Registry> = None;
+    // Made when first needed: a pinned registry base whose manifests, config and files the
+    // store holds needs no registry client (and no network).
+    let reg_cell: std::cell::OnceCell<Result<crate::registry::Registry, String>> = std::cell::OnceCell::new();
+    let get_reg = || -> Result<&crate::registry::Registry, String> {
+        if opts.offline {
+            return Err("--offline is set and the store does not hold this base image's manifest and config".into());
+        }
+        reg_cell.get_or_init(|| registry_client(&opts.insecure).map_err(|e| chain_message(&e))).as_ref().map_err(Clone::clone)
+    };
+    let store_cell: std::cell::OnceCell<Option<Store>> = std::cell::OnceCell::new();
+    let store = || store_cell.get_or_init(|| Store::open(&opts.cache_dir).ok()).as_ref();
     let mut pins: BTreeMap<String, lock::BaseLock> = BTreeMap::new();
     let mut errors: Vec<SpecDiagnostic> = Vec::new();
     // Images with a `base image="NAME"` need their ancestors planned too.
@@ -286,14 +296,7 @@ fn load_bases_of<'s>(
                             why: format!("base `{reference}` is not pinned for {p}"),
                         });
                     }
-                    if reg.is_none() {
-                        reg = Some(registry_client(&opts.insecure).map_err(|source| Error::Push {
-                            target: reference.clone(),
-                            source: Box::new(source),
-                        })?);
-                    }
-                    let Some(r) = reg.as_ref() else { continue };
-                    let loaded = crate::base::registry_base(r, reference, pinned.as_ref(), &p, &opts.insecure);
+                    let loaded = crate::base::registry_base(&get_reg, store(), reference, pinned.as_ref(), &p, &opts.insecure);
                     if let Ok(b) = &loaded {
                         let pin = pins.entry(img.name.clone()).or_insert_with(|| lock::BaseLock { reference: reference.clone(), digests: BTreeMap::new() });
                         pin.digests.insert(p.clone(), b.manifest_digest.to_string());
@@ -311,7 +314,12 @@ fn load_bases_of<'s>(
             match loaded.and_then(|mut b| {
                 let cache = opts.cache_dir.clone();
                 let local = move |d: &crate::hash::Sha256| Some(Store::blob_path_in(&cache, d)).filter(|p| p.is_file());
-                b.files = crate::base::read_base_files(&b, &local)?;
+                b.files = base_files(store(), &b, || {
+                    if opts.offline && matches!(b.source, crate::base::BlobSource::Registry { .. }) && b.layers.iter().any(|l| local(&l.digest).is_none()) {
+                        return Err(crate::base::BaseError::Offline { reference: b.reference.clone() });
+                    }
+                    crate::base::read_base_files(&b, &local)
+                })?;
                 Ok(b)
             }) {
                 Ok(b) => {
@@ -323,6 +331,50 @@ fn load_bases_of<'s>(
     }
     spec.report(std::mem::take(&mut errors))?;
     Ok((needed, bases, pins))
+}
+
+/// The files compose reads from base `b` (passwd, group, dpkg database), remembered in the store
+/// under a record keyed by the base's layer digests: layers are decompressed once per base, not
+/// once per build.
+fn base_files(
+    store: Option<&Store>,
+    b: &crate::base::BaseImage,
+    read: impl FnOnce() -> Result<BTreeMap<String, Vec<u8>>, crate::base::BaseError>,
+) -> Result<BTreeMap<String, Vec<u8>>, crate::base::BaseError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut key = String::from("compose base-files v1\n");
+    for l in &b.layers {
+        key.push_str(&format!("{} {}\n", l.digest, l.media_type));
+    }
+    let drv = crate::hash::DrvHash(*blake3::hash(key.as_bytes()).as_bytes());
+    let remembered = store.and_then(|s| {
+        let rec = s.lookup(&drv).ok()??;
+        let bytes = s.read_blob(&rec.outputs.get("files")?.digest).ok()?;
+        let map: BTreeMap<String, String> = serde_json::from_slice(&bytes).ok()?;
+        map.into_iter().map(|(k, v)| b64.decode(v).ok().map(|v| (k, v))).collect::<Option<BTreeMap<_, _>>>()
+    });
+    if let Some(files) = remembered {
+        return Ok(files);
+    }
+    let files = read()?;
+    if let Some(s) = store {
+        let map: BTreeMap<&String, String> = files.iter().map(|(k, v)| (k, b64.encode(v))).collect();
+        if let Ok(bytes) = serde_json::to_vec(&map) {
+            if let Ok(digest) = s.put_bytes(&bytes) {
+                let output = crate::store::Output { digest, size: bytes.len() as u64, media_type: "application/json".into(), diff_id: None };
+                let rec = crate::store::Record {
+                    version: crate::store::RECORD_VERSION,
+                    drv,
+                    kind: "base-files".into(),
+                    outputs: BTreeMap::from([("files".to_string(), output)]),
+                    inputs: vec![b.reference.clone()],
+                };
+                let _ = s.put_record(&rec);
+            }
+        }
+    }
+    Ok(files)
 }
 
 /// External bases by (image, platform).

@@ -741,3 +741,39 @@ fn registry_base_is_pinned_until_lock_update() {
     assert_eq!(pushed["mounted"], 2, "the base's two layers: {v}");
     assert_eq!(pushed["uploaded"], 2, "our layer and config: {v}");
 }
+
+#[test]
+fn registry_base_needs_no_registry_once_fetched() {
+    let mut reg = TestRegistry::start();
+    let addr = reg.addr();
+    let ctx = crate::support::TestContext::new();
+    ctx.write("base.kdl", PUSH_SPEC.replace("    layer \"extra\"", "    accounts { user \"baseuser\" uid=2000 }\n    layer \"extra\""));
+    let base_ref = format!("{addr}/team/base:stable");
+    ctx.build_json(&["base.kdl", "--push", &base_ref, "--insecure-registry", &addr]);
+    ctx.write(
+        "child.kdl",
+        format!("image \"child\" {{\n    tag \"c\"\n    base \"{base_ref}\"\n    accounts {{ user \"app\" uid=1000 }}\n    files {{ text \"/etc/child\" \"child\\n\" }}\n}}\n"),
+    );
+    let online = ctx.build(&["child.kdl", "--insecure-registry", &addr]);
+    // The registry base's /etc/passwd was read: the child's accounts merge into it.
+    let bundle = ctx.tmp.path().join("bundle");
+    crate::support::run(Command::new("umoci").args(["unpack", "--rootless", "--image"]).arg(format!("{}:c", ctx.path("out/child").display())).arg(&bundle));
+    let passwd = std::fs::read_to_string(bundle.join("rootfs/etc/passwd")).unwrap();
+    assert!(passwd.contains("baseuser:x:2000:") && passwd.contains("app:x:1000:"), "{passwd}");
+    // The registry goes away: the pinned base's manifest, config, files and layers are in the
+    // store, so a build (and an --offline one) needs nothing from it.
+    reg.stop();
+    std::fs::remove_dir_all(ctx.path("out")).unwrap();
+    assert_eq!(ctx.build(&["child.kdl", "--insecure-registry", &addr]), online);
+    assert_eq!(ctx.build(&["child.kdl", "--insecure-registry", &addr, "--offline"]), online);
+    // A store without them, offline: a clear error naming the base.
+    let out = ctx
+        .cmd()
+        .env("COMPOSE_CACHE_DIR", ctx.tmp.path().join("empty-store"))
+        .args(["build", "child.kdl", "--insecure-registry", &addr, "--offline"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--offline is set") && err.contains(&base_ref), "{err}");
+}
