@@ -305,11 +305,11 @@ impl Builder<'_> {
 
     fn image(&mut self, image: &ImageSpec, output: bool) {
         let epoch = self.inputs.source_date_epoch.or(image.epoch).unwrap_or(DEFAULT_EPOCH);
-        let ids = Ids::new(image.accounts.as_ref());
         let packaged = !image.packages.is_empty();
         let mut common: Vec<NodeIndex> = Vec::new();
 
         let first = image.platforms.first().map(|p| p.to_string()).unwrap_or_default();
+        let ids = Ids::new(image.accounts.as_ref(), self.inherited_accounts(image, &first).as_ref());
         if let (Some(accounts), false) = (&image.accounts, packaged) {
             let inherited = self.inherited_accounts(image, &first);
             let entries = accounts_entries(accounts, inherited.as_ref());
@@ -1102,16 +1102,33 @@ fn merge_db(base: &str, entries: impl Iterator<Item = (String, String)>) -> Stri
     out
 }
 
-/// Users and groups known to an image: `root` plus `accounts`.
+/// Users and groups known to an image: `root`, the base's `/etc/passwd` and `/etc/group`, then
+/// `accounts` (which win).
 struct Ids {
     users: Vec<(String, u32, u32)>,
     groups: Vec<(String, u32)>,
 }
 
 impl Ids {
-    fn new(accounts: Option<&Accounts>) -> Ids {
+    fn new(accounts: Option<&Accounts>, inherited: Option<&(String, String)>) -> Ids {
         let mut users = vec![("root".to_string(), 0, 0)];
         let mut groups = vec![("root".to_string(), 0)];
+        if let Some((passwd, group)) = inherited {
+            for f in passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()) {
+                if let (Some(name), Some(Ok(uid)), Some(Ok(gid))) = (f.first(), f.get(2).map(|v| v.parse()), f.get(3).map(|v| v.parse())) {
+                    if !name.is_empty() && !users.iter().any(|(n, _, _)| n == name) {
+                        users.push((name.to_string(), uid, gid));
+                    }
+                }
+            }
+            for f in group.lines().map(|l| l.split(':').collect::<Vec<_>>()) {
+                if let (Some(name), Some(Ok(gid))) = (f.first(), f.get(2).map(|v| v.parse())) {
+                    if !name.is_empty() && !groups.iter().any(|(n, _)| n == name) {
+                        groups.push((name.to_string(), gid));
+                    }
+                }
+            }
+        }
         if let Some(a) = accounts {
             for u in &a.users {
                 users.retain(|(n, _, _)| n != &u.name);
@@ -1253,5 +1270,31 @@ impl Plan {
         let mut v: Vec<NodeIndex> = self.graph.neighbors_directed(n, petgraph::Direction::Incoming).collect();
         v.sort();
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_resolve_against_the_base_accounts_then_ours() {
+        let inherited = (
+            "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:33::/var/www:/usr/sbin/nologin\nbroken line\napp:x:5:5::/:/bin/sh\n".to_string(),
+            "root:x:0:\nwww-data:x:33:\nstaff:x:50:\n".to_string(),
+        );
+        let ours = Accounts {
+            users: vec![crate::spec::User { name: "app".into(), uid: 1000, gid: 1000, gecos: String::new(), home: "/".into(), shell: "/bin/sh".into(), span: (0, 0).into() }],
+            groups: vec![],
+            span: (0, 0).into(),
+        };
+        let ids = Ids::new(Some(&ours), Some(&inherited));
+        assert_eq!(ids.resolve(&Owner::Name("www-data".into())), Ok((33, 33)));
+        assert_eq!(ids.resolve(&Owner::Name("www-data:staff".into())), Ok((33, 50)));
+        assert_eq!(ids.resolve(&Owner::Name("app".into())), Ok((1000, 1000)), "accounts win over the base");
+        assert!(ids.resolve(&Owner::Name("nobody".into())).is_err());
+        assert!(ids.check_user("www-data:staff").is_ok());
+        let scratch = Ids::new(None, None);
+        assert!(scratch.resolve(&Owner::Name("www-data".into())).is_err());
     }
 }

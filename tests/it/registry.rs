@@ -752,14 +752,20 @@ fn registry_base_needs_no_registry_once_fetched() {
     ctx.build_json(&["base.kdl", "--push", &base_ref, "--insecure-registry", &addr]);
     ctx.write(
         "child.kdl",
-        format!("image \"child\" {{\n    tag \"c\"\n    base \"{base_ref}\"\n    accounts {{ user \"app\" uid=1000 }}\n    files {{ text \"/etc/child\" \"child\\n\" }}\n}}\n"),
+        format!(
+            "image \"child\" {{\n    tag \"c\"\n    base \"{base_ref}\"\n    accounts {{ user \"app\" uid=1000 }}\n    \
+             files {{ text \"/etc/child\" \"child\\n\" owner=\"baseuser\" }}\n    config {{ user \"baseuser\" }}\n}}\n"
+        ),
     );
     let online = ctx.build(&["child.kdl", "--insecure-registry", &addr]);
     // The registry base's /etc/passwd was read: the child's accounts merge into it.
     let bundle = ctx.tmp.path().join("bundle");
-    crate::support::run(Command::new("umoci").args(["unpack", "--rootless", "--image"]).arg(format!("{}:c", ctx.path("out/child").display())).arg(&bundle));
+    crate::support::run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:c", ctx.path("out/child").display())).arg(&bundle));
     let passwd = std::fs::read_to_string(bundle.join("rootfs/etc/passwd")).unwrap();
     assert!(passwd.contains("baseuser:x:2000:") && passwd.contains("app:x:1000:"), "{passwd}");
+    // And its users can own files and run the image.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(bundle.join("rootfs/etc/child")).unwrap().uid(), 2000);
     // The registry goes away: the pinned base's manifest, config, files and layers are in the
     // store, so a build (and an --offline one) needs nothing from it.
     reg.stop();
