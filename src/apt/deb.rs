@@ -130,12 +130,15 @@ impl DebInfo {
 }
 
 /// Options of [`install_layer`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstallOptions {
     /// Every mtime is clamped to this (`min(archive mtime, epoch)`); added entries get it.
     pub epoch: u64,
     /// Rewrite `bin/`, `sbin/`, `lib*/` entries into `usr/` (bookworm and later).
     pub merged_usr: bool,
+    /// Image paths of regular files whose contents the caller wants too (e.g. the copyright
+    /// file), read from the one pass over the data (no second decompression).
+    pub keep: Vec<String>,
 }
 
 /// What [`install_layer`] wrote.
@@ -149,6 +152,9 @@ pub struct InstalledLayer {
     pub files: Vec<String>,
     /// Lower-case hex MD5 of each regular file (hardlinks included), by image path.
     pub file_md5: BTreeMap<String, String>,
+    /// Contents of the [`InstallOptions::keep`] paths the package has as regular files (or
+    /// hardlinks to them).
+    pub kept: BTreeMap<String, Vec<u8>>,
 }
 
 /// Errors reading or installing a `.deb`. Each names the `.deb` file.
@@ -1025,6 +1031,18 @@ pub fn install_layer<W: Write>(
         }
     }
 
+    let mut kept = BTreeMap::new();
+    for want in &opts.keep {
+        let file = resolved.get(want).map_or(want.as_str(), String::as_str);
+        if let Some(Kind::File { offset, len, .. }) = nodes.get(file).map(|n| &n.kind) {
+            let mut v = Vec::with_capacity(*len as usize);
+            spill_range(&spill_file, *offset, *len)
+                .and_then(|mut r| r.read_to_end(&mut v))
+                .map_err(io_err(deb, "reading the spill file"))?;
+            kept.insert(want.clone(), v);
+        }
+    }
+
     // The dpkg database entries.
     let (status, md5sums) = dpkg_status_entry(&info);
     let md5sums = md5sums.unwrap_or_else(|| {
@@ -1172,6 +1190,7 @@ pub fn install_layer<W: Write>(
             digests,
             files,
             file_md5,
+            kept,
         },
     ))
 }
@@ -1578,6 +1597,7 @@ mod tests {
         let opts = InstallOptions {
             epoch: EPOCH,
             merged_usr,
+            keep: vec![],
         };
         install_layer(deb, &opts, Vec::new(), spill.path()).expect("install")
     }
@@ -1602,6 +1622,7 @@ mod tests {
         let opts = InstallOptions {
             epoch: EPOCH,
             merged_usr,
+            keep: vec![],
         };
         match install_layer(deb, &opts, Vec::new(), spill.path()) {
             Ok(_) => panic!("{} was accepted", deb.display()),

@@ -194,7 +194,9 @@ pub fn deb_layer(plan: &Plan, d: &DebLayerDrv, deps: &HashMap<NodeIndex, Record>
     let deb = deb_path(plan, d.fetch, deps, store)?;
     let tmp = store.temp_file()?;
     let sink = store::buffered(&tmp)?;
-    let opts = InstallOptions { epoch: d.epoch, merged_usr: d.merged_usr };
+    let name = d.package.split('=').next().unwrap_or(&d.package).to_string();
+    let copyright = format!("/usr/share/doc/{name}/copyright");
+    let opts = InstallOptions { epoch: d.epoch, merged_usr: d.merged_usr, keep: vec![copyright.clone()] };
     let spill = store.tmp_dir();
     let (mut sink, installed) = deb::install_layer(&deb, &opts, sink, &spill)
         .map_err(|source| PackageError::Install { package: d.package.clone(), source })?;
@@ -213,12 +215,8 @@ pub fn deb_layer(plan: &Plan, d: &DebLayerDrv, deps: &HashMap<NodeIndex, Record>
         media_type: layer::GZIP_MEDIA_TYPE.into(),
         diff_id: Some(Sha256(installed.digests.diff_id)),
     };
-    let name = d.package.split('=').next().unwrap_or(&d.package).to_string();
-    let copyright = format!("/usr/share/doc/{name}/copyright");
-    let docs = deb::read_files(&deb, &|p: &str| p == copyright)
-        .map_err(|source| PackageError::Install { package: d.package.clone(), source })?;
     let licences: Vec<String> =
-        docs.first().map(|(_, b)| crate::sbom::dep5_licences(&String::from_utf8_lossy(b))).unwrap_or_default();
+        installed.kept.get(&copyright).map(|b| crate::sbom::dep5_licences(&String::from_utf8_lossy(b))).unwrap_or_default();
     let bytes = serde_json::to_vec(&licences).map_err(|e| PackageError::Files(e.to_string()))?;
     let lic_digest = store.put_bytes(&bytes)?;
     let lic = Output { digest: lic_digest, size: bytes.len() as u64, media_type: LICENCES_MEDIA_TYPE.into(), diff_id: None };
