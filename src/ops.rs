@@ -312,12 +312,25 @@ fn load_bases_of<'s>(
                 }
             };
             match loaded.and_then(|mut b| {
-                let cache = opts.cache_dir.clone();
-                let local = move |d: &crate::hash::Sha256| Some(Store::blob_path_in(&cache, d)).filter(|p| p.is_file());
                 b.files = base_files(store(), &b, || {
-                    if opts.offline && matches!(b.source, crate::base::BlobSource::Registry { .. }) && b.layers.iter().any(|l| local(&l.digest).is_none()) {
+                    let in_store = |d: &crate::hash::Sha256| Some(Store::blob_path_in(&opts.cache_dir, d)).filter(|p| p.is_file());
+                    if opts.offline && matches!(b.source, crate::base::BlobSource::Registry { .. }) && b.layers.iter().any(|l| in_store(&l.digest).is_none()) {
                         return Err(crate::base::BaseError::Offline { reference: b.reference.clone() });
                     }
+                    // A registry layer is pulled into the store (verified), where the build's
+                    // base-layer derivation then finds it: pulled once, read from there.
+                    let local = |d: &crate::hash::Sha256| -> Option<PathBuf> {
+                        if let Some(p) = in_store(d) {
+                            return Some(p);
+                        }
+                        let (crate::base::BlobSource::Registry { repo, .. }, Some(store)) = (&b.source, store()) else { return None };
+                        let reg = get_reg().ok()?;
+                        let tmp = store.temp_file().ok()?;
+                        let mut file = std::io::BufWriter::new(tmp.reopen().ok()?);
+                        reg.blob(repo, d, None, &mut file).ok()?;
+                        drop(file);
+                        store.commit_blob(tmp, d).ok()
+                    };
                     crate::base::read_base_files(&b, &local)
                 })?;
                 Ok(b)
