@@ -776,7 +776,7 @@ pub fn plan_report(opts: &SpecOptions) -> Result<PlanReport, Error> {
     for n in p.plan.topo_order() {
         let d = &p.plan.graph[n];
         let cached = p.store.lookup(&d.hash)?.is_some();
-        let remote = !cached && remote.as_ref().is_some_and(|r| r.has_record(&d.hash));
+        let remote = !cached && remote.as_ref().is_some_and(|r| r.record(&d.hash).is_some_and(|rec| build::fits(d, &rec)));
         nodes.push(PlanNode {
             remote,
             id: n.index(),

@@ -165,7 +165,7 @@ fn needed(
 
 /// Is `rec` shaped like a record of `drv` (its kind, its outputs)? A remote record that is not
 /// is ignored rather than allowed to fail the build later.
-fn fits(drv: &Derivation, rec: &Record) -> bool {
+pub fn fits(drv: &Derivation, rec: &Record) -> bool {
     rec.kind == drv.kind.name() && rec.outputs.keys().map(String::as_str).eq(drv.kind.output_names().iter().copied())
 }
 

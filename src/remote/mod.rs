@@ -243,11 +243,6 @@ impl RemoteCache {
         Some(rec)
     }
 
-    /// Does the cache hold a record for `drv` that we would use? (For `compose plan`.)
-    pub fn has_record(&self, drv: &DrvHash) -> bool {
-        self.record(drv).is_some()
-    }
-
     /// Fetch every output blob of `rec` into the store, verified, then store the record.
     /// False if a blob is missing or damaged, or the server failed.
     pub fn fetch_outputs(&self, store: &Store, rec: &Record) -> bool {
