@@ -104,18 +104,30 @@ pub fn execute(
 ) -> Result<Executed, BuildError> {
     // (record, found in the store rather than built here)
     let (tx, rx) = std::sync::mpsc::channel::<(Record, bool)>();
+    let rx = Mutex::new(rx);
     let result = std::thread::scope(|scope| {
-        // Results built here are written back to the remote cache in the background.
-        let uploader = remote.filter(|r| r.mode() == crate::remote::Mode::ReadWrite).map(|r| {
-            scope.spawn(move || {
-                for (rec, check) in rx {
-                    r.upload(store, &rec, check);
-                }
+        // Results are written back to the remote cache in the background, a few at a time
+        // (each waits on the network); the build goes on meanwhile.
+        let rx = &rx;
+        let uploaders: Vec<_> = remote
+            .filter(|r| r.mode() == crate::remote::Mode::ReadWrite)
+            .map(|r| {
+                (0..UPLOADERS)
+                    .map(|_| {
+                        scope.spawn(move || loop {
+                            let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                            match next {
+                                Ok((rec, check)) => r.upload(store, &rec, check),
+                                Err(_) => break,
+                            }
+                        })
+                    })
+                    .collect()
             })
-        });
+            .unwrap_or_default();
         let result = execute_inner(plan, store, remote, reporter, &tx);
         drop(tx);
-        if let Some(u) = uploader {
+        for u in uploaders {
             let _ = u.join();
         }
         result
@@ -125,6 +137,9 @@ pub fn execute(
     }
     result
 }
+
+/// Background threads writing results back to a read-write remote cache.
+const UPLOADERS: usize = 4;
 
 /// Remote cache requests (record lookups, blob downloads) in flight at once.
 const REMOTE_REQUESTS: usize = 16;

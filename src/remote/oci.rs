@@ -41,6 +41,8 @@ pub struct OciCache {
     registry: std::sync::OnceLock<Result<Registry, String>>,
     /// Small blobs that came embedded in record manifests (verified by the caller as any blob).
     inline: std::sync::Mutex<std::collections::HashMap<Sha256, Vec<u8>>>,
+    /// Blobs this process has seen the repository accept: not asked about again.
+    present: std::sync::Mutex<std::collections::HashSet<Sha256>>,
 }
 
 impl OciCache {
@@ -52,7 +54,7 @@ impl OciCache {
         // Checked by hand: the registry client's reference parser compiles a large regex,
         // which a no-op build should not pay for.
         check_repo(&repo).map_err(bad)?;
-        Ok(OciCache { shown: url.clone(), repo, insecure: insecure.to_vec(), registry: std::sync::OnceLock::new(), inline: Default::default() })
+        Ok(OciCache { shown: url.clone(), repo, insecure: insecure.to_vec(), registry: std::sync::OnceLock::new(), inline: Default::default(), present: Default::default() })
     }
 
     fn registry(&self) -> Result<&Registry, String> {
@@ -181,13 +183,28 @@ impl super::Backend for OciCache {
         let empty = store.put_bytes(b"{}").map_err(|e| e.to_string())?;
         let mut files: Vec<(Sha256, u64, std::path::PathBuf)> = vec![(empty, 2, store.blob_path(&empty))];
         files.extend(blobs.iter().map(|b| (b.digest, b.size, b.path.clone())));
+        {
+            let present = self.present.lock().unwrap_or_else(|e| e.into_inner());
+            files.retain(|(d, _, _)| !present.contains(d));
+        }
         let manifest = record_manifest(blobs, record)?;
         let digest = Sha256::of(&manifest);
         let target = format!("{}:{}", self.repo, OciCache::tag(drv));
-        self.registry()?
-            .push(&target, &files, &[(digest, MANIFEST_MEDIA_TYPE.to_string(), manifest)], &[])
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        let manifests = [(digest, MANIFEST_MEDIA_TYPE.to_string(), manifest)];
+        let reg = self.registry()?;
+        // Records are pushed a few at a time, and they share blobs (at least the empty config):
+        // a registry can briefly call a blob another push is committing unknown. Once more,
+        // checking every blob, before giving up on the cache.
+        let pushed = reg.push(&target, &files, &manifests, &[]).or_else(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let mut all: Vec<(Sha256, u64, std::path::PathBuf)> = vec![(empty, 2, store.blob_path(&empty))];
+            all.extend(blobs.iter().map(|b| (b.digest, b.size, b.path.clone())));
+            files = all;
+            reg.push(&target, &files, &manifests, &[])
+        });
+        pushed.map_err(|e| e.to_string())?;
+        self.present.lock().unwrap_or_else(|e| e.into_inner()).extend(files.iter().map(|(d, _, _)| *d));
+        Ok(())
     }
 }
 
