@@ -18,6 +18,8 @@ use crate::store::Store;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time allowed by default for a record request (GET, HEAD, PUT of a few hundred bytes).
 const RECORD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most a record may weigh.
+const MAX_RECORD: u64 = 1 << 20;
 /// Blob transfers get this much time, plus a second per MiB (a slow link is not a dead one).
 const BLOB_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -173,7 +175,15 @@ impl super::Backend for HttpCache {
         let url = format!("{}/ac/{}", self.shown, drv.hex());
         match self.with_auth(self.client()?.get(&url)).send() {
             Ok(r) if r.status().as_u16() == 404 => Ok(None),
-            Ok(r) if r.status().is_success() => r.bytes().map(|b| Some(b.to_vec())).map_err(|e| describe(&e)),
+            Ok(r) if r.status().is_success() => {
+                // A record is a few hundred bytes; a server sending megabytes is misbehaving.
+                let mut body = Vec::new();
+                r.take(MAX_RECORD + 1).read_to_end(&mut body).map_err(|e| format!("GET {url}: {e}"))?;
+                if body.len() as u64 > MAX_RECORD {
+                    return Err(format!("GET {url} sent more than {MAX_RECORD} bytes for a record"));
+                }
+                Ok(Some(body))
+            }
             Ok(r) => Err(self.status_message("GET", &url, r.status())),
             Err(e) => Err(describe(&e)),
         }

@@ -340,6 +340,11 @@ class H(http.server.BaseHTTPRequestHandler):
     def serve(self, body):
         if mode == "hang":
             time.sleep(3600)
+        if mode == "huge" and "/ac/" in self.path:
+            data = b"x" * (2 << 20)
+            self.send_response(200); self.send_header("Content-Length", str(len(data))); self.end_headers()
+            if body: self.wfile.write(data)
+            return
         path = os.path.join(root, self.path.lstrip("/"))
         if not os.path.isfile(path):
             self.send_response(404); self.send_header("Content-Length", "0"); self.end_headers(); return
@@ -371,7 +376,7 @@ fn misbehaving(ctx: &TestContext, root: &Path, mode: &str) -> (std::process::Chi
 }
 
 #[test]
-fn a_server_killed_mid_build_or_hanging_never_fails_the_build() {
+fn a_server_killed_mid_build_hanging_or_flooding_never_fails_the_build() {
     let ctx = TestContext::new();
     let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
     let a = checkout(&ctx.tmp.path().join("machine-a"));
@@ -399,6 +404,15 @@ fn a_server_killed_mid_build_or_hanging_never_fails_the_build() {
     assert_eq!(v["derivations"]["built"], 3, "{v}");
     assert_eq!(v["images"][0]["digest"], va["images"][0]["digest"]);
     assert!(stderr_of(&out).contains("timed out"), "{}", stderr_of(&out));
+
+    // A server sending megabytes for a record.
+    let (mut child, url) = misbehaving(&ctx, &nginx.root, "huge");
+    let out = run_in(&ctx, &a, "store-d", &["build", "spec.kdl", "--json", "--remote-cache", &url], &[]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let v = json_of(&out, "build with a cache server sending huge records");
+    assert_eq!(v["derivations"]["built"], 3, "{v}");
+    assert!(stderr_of(&out).contains("for a record"), "{}", stderr_of(&out));
 }
 
 #[test]
