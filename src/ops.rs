@@ -625,12 +625,17 @@ pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummar
         return Err(Error::Usage("--push takes one image, but the spec has several: choose one with --image NAME".into()));
     }
     let remote = open_remote(&opts.spec)?;
-    let ex = build::execute(&planned.plan, &planned.store, remote.as_ref(), reporter)?;
+    // Exporting and pushing overlap with writing results back to the remote cache.
+    build::execute_then(&planned.plan, &planned.store, remote.as_ref(), reporter, |ex| export_all(opts, &planned, ex))
+}
+
+/// Export (and push) every image of an executed plan.
+fn export_all(opts: &BuildOptions, planned: &Planned, ex: build::Executed) -> Result<BuildSummary, Error> {
     let mut images = Vec::new();
     for pi in &planned.plan.images {
         let fin = build::finished(&planned.plan, &ex, &planned.store, &pi.name, &pi.tag, pi.root)?;
         let path = image::export(&planned.store, &fin, &opts.out, opts.format)?;
-        write_sbom(&planned, &ex, pi, &fin, &opts.out)?;
+        write_sbom(planned, &ex, pi, &fin, &opts.out)?;
         let pushed = match &opts.push {
             Some(target) => {
                 // Base layers pulled from repositories of the target's registry can be mounted.

@@ -102,6 +102,18 @@ pub fn execute(
     remote: Option<&crate::remote::RemoteCache>,
     reporter: &dyn Reporter,
 ) -> Result<Executed, BuildError> {
+    execute_then(plan, store, remote, reporter, Ok)
+}
+
+/// [`execute`], then `then` (exporting, pushing) while results are still being written back to
+/// the remote cache in the background; returns once both are done.
+pub fn execute_then<T, E: From<BuildError>>(
+    plan: &Plan,
+    store: &Store,
+    remote: Option<&crate::remote::RemoteCache>,
+    reporter: &dyn Reporter,
+    then: impl FnOnce(Executed) -> Result<T, E>,
+) -> Result<T, E> {
     // (record, found in the store rather than built here)
     let (tx, rx) = std::sync::mpsc::channel::<(Record, bool)>();
     let rx = Mutex::new(rx);
@@ -127,6 +139,7 @@ pub fn execute(
             .unwrap_or_default();
         let result = execute_inner(plan, store, remote, reporter, &tx);
         drop(tx);
+        let result = result.map_err(E::from).and_then(then);
         for u in uploaders {
             let _ = u.join();
         }
