@@ -198,6 +198,9 @@ impl fmt::Display for ParsedRef {
 
 /// Parse `[REGISTRY/]REPOSITORY[:TAG][@sha256:HEX]`. Only sha256 digests are accepted.
 pub fn parse_reference(s: &str) -> Result<ParsedRef, RegistryError> {
+    if let Some(p) = parse_explicit(s) {
+        return Ok(p);
+    }
     let bad = |reason: String| RegistryError::BadReference { reference: s.to_string(), reason };
     let r: Reference = s.parse().map_err(|e: oci_client::ParseError| bad(e.to_string()))?;
     let digest = match r.digest() {
@@ -221,6 +224,52 @@ pub fn parse_reference(s: &str) -> Result<ParsedRef, RegistryError> {
     let last = name.rsplit('/').next().unwrap_or(name);
     let tag = if last.contains(':') { r.tag().map(str::to_string) } else { None };
     Ok(ParsedRef { registry: r.registry().to_string(), repository: r.repository().to_string(), tag, digest })
+}
+
+/// The common, unambiguous form `HOST[:PORT]/REPO/SITORY[:TAG][@sha256:HEX]` (a host with a
+/// dot or a port, or `localhost`; not Docker Hub), parsed without `oci-client`'s reference
+/// grammar, whose regex takes tens of milliseconds to compile: a remote cache's first lookup
+/// should not pay that. Anything else (or anything odd) is left to the full parser.
+fn parse_explicit(s: &str) -> Option<ParsedRef> {
+    let (name, digest) = match s.split_once('@') {
+        Some((n, d)) => {
+            let hex = d.strip_prefix("sha256:")?;
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return None;
+            }
+            (n, Some(Sha256::from_hex(hex).ok()?))
+        }
+        None => (s, None),
+    };
+    let (host, path) = name.split_once('/')?;
+    let host_ok = (host.contains('.') || host.contains(':') || host == "localhost")
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
+        && !matches!(host, "docker.io" | "index.docker.io" | "registry-1.docker.io");
+    if !host_ok {
+        return None;
+    }
+    let (repository, tag) = match path.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => (r, Some(t)),
+        _ => (path, None),
+    };
+    let repository_ok = repository.split('/').all(|c| {
+        !c.is_empty()
+            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+            && c.split(|ch: char| ch.is_ascii_alphanumeric()).all(|sep| matches!(sep, "" | "." | "_" | "__") || sep.bytes().all(|b| b == b'-'))
+    });
+    let tag_ok = tag.is_none_or(|t| {
+        (1..=128).contains(&t.len())
+            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            && t.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+    });
+    (repository_ok && tag_ok).then(|| ParsedRef {
+        registry: host.to_string(),
+        repository: repository.to_string(),
+        tag: tag.map(str::to_string),
+        digest,
+    })
 }
 
 /// Parse `REGISTRY/REPOSITORY` (no tag, no digest).
@@ -948,6 +997,31 @@ mod tests {
         }
         assert!(parse_repo("reg.example/x:t").is_err());
         assert!(parse_repo("reg.example/x").is_ok());
+    }
+
+    #[test]
+    fn the_fast_parser_agrees_with_the_full_one() {
+        let hex = "ab".repeat(32);
+        for s in [
+            "127.0.0.1:5000/a/b:v1".to_string(),
+            "localhost:5000/x".to_string(),
+            "localhost/x/y-z:1.0_rc".to_string(),
+            "reg.example/team/app".to_string(),
+            format!("reg.example/x:t@sha256:{hex}"),
+            format!("reg.example:443/x@sha256:{hex}"),
+            "ghcr.io/owner/repo__name:latest".to_string(),
+        ] {
+            let fast = parse_explicit(&s).unwrap_or_else(|| panic!("{s} not taken by the fast path"));
+            let r: Reference = s.parse().unwrap();
+            assert_eq!(fast.registry, r.registry(), "{s}");
+            assert_eq!(fast.repository, r.repository(), "{s}");
+            assert_eq!(fast.tag.as_deref(), if s.split('@').next().unwrap().rsplit('/').next().unwrap().contains(':') { r.tag() } else { None }, "{s}");
+            assert_eq!(fast.digest.map(|d| d.to_string()).as_deref(), r.digest(), "{s}");
+        }
+        // Left to the full parser: Docker Hub, bare names, odd forms.
+        for s in ["busybox", "library/busybox:1", "docker.io/busybox", "reg.example/Upper", "reg.example/x@md5:00", "[::1]:5000/x", "reg.example/a..b", "reg.example/a._b", "reg.example/a___b"] {
+            assert!(parse_explicit(s).is_none(), "{s}");
+        }
     }
 
     #[test]
