@@ -108,38 +108,35 @@ struct RegistryBlobs<'a> {
 }
 
 impl RegistryBlobs<'_> {
-    fn cached(&self, digest: &Sha256) -> Option<Vec<u8>> {
-        let bytes = std::fs::read(self.store?.blob_path(digest)).ok()?;
-        (Sha256::of(&bytes) == *digest).then_some(bytes)
-    }
-
-    fn keep(&self, bytes: &[u8]) {
-        if let Some(store) = self.store {
-            // Best effort: a store that cannot take it only costs a download next time.
-            let _ = store.put_bytes(bytes);
+    /// `digest` from the store, or else from the registry by `fetch` (then kept in the store;
+    /// best effort: a store that cannot take it only costs a download next time).
+    fn through(
+        &self,
+        digest: &Sha256,
+        fetch: impl FnOnce(&crate::registry::Registry) -> Result<Vec<u8>, crate::registry::RegistryError>,
+    ) -> Result<Vec<u8>, BaseError> {
+        let cached = self.store.and_then(|s| std::fs::read(s.blob_path(digest)).ok()).filter(|b| Sha256::of(b) == *digest);
+        if let Some(bytes) = cached {
+            return Ok(bytes);
         }
+        let reg = (self.reg)().map_err(|message| BaseError::Unavailable { reference: self.reference.to_string(), message })?;
+        let bytes = fetch(reg).map_err(|e| invalid(self.reference, e.to_string()))?;
+        if let Some(store) = self.store {
+            let _ = store.put_bytes(&bytes);
+        }
+        Ok(bytes)
     }
 }
 
 impl Blobs for RegistryBlobs<'_> {
     fn read(&mut self, digest: &Sha256) -> Result<Vec<u8>, BaseError> {
-        if let Some(bytes) = self.cached(digest) {
-            return Ok(bytes);
-        }
-        let reg = (self.reg)().map_err(|message| BaseError::Unavailable { reference: self.reference.to_string(), message })?;
-        let mut v = Vec::new();
-        reg.blob(&self.repo, digest, None, &mut v).map_err(|e| invalid(self.reference, e.to_string()))?;
-        self.keep(&v);
-        Ok(v)
+        self.through(digest, |reg| {
+            let mut v = Vec::new();
+            reg.blob(&self.repo, digest, None, &mut v).map(|_| v)
+        })
     }
     fn read_manifest(&mut self, digest: &Sha256) -> Result<Vec<u8>, BaseError> {
-        if let Some(bytes) = self.cached(digest) {
-            return Ok(bytes);
-        }
-        let reg = (self.reg)().map_err(|message| BaseError::Unavailable { reference: self.reference.to_string(), message })?;
-        let bytes = reg.manifest(&self.repo, digest).map_err(|e| invalid(self.reference, e.to_string()))?.bytes;
-        self.keep(&bytes);
-        Ok(bytes)
+        self.through(digest, |reg| reg.manifest(&self.repo, digest).map(|f| f.bytes))
     }
 }
 
