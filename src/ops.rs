@@ -356,11 +356,12 @@ fn base_files(
 ) -> Result<BTreeMap<String, Vec<u8>>, crate::base::BaseError> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut key = String::from("compose base-files v1\n");
+    let mut key = crate::hash::Encoder::new("base-files");
+    key.list(b.layers.len());
     for l in &b.layers {
-        key.push_str(&format!("{} {}\n", l.digest, l.media_type));
+        key.sha256(&l.digest).str(&l.media_type);
     }
-    let drv = crate::hash::DrvHash(*blake3::hash(key.as_bytes()).as_bytes());
+    let drv = key.finish();
     let remembered = store.and_then(|s| {
         let rec = s.lookup(&drv).ok()??;
         let bytes = s.read_blob(&rec.outputs.get("files")?.digest).ok()?;
@@ -546,7 +547,7 @@ fn source_error(spec: &SpecFile, span: miette::SourceSpan, e: SourceError) -> Sp
 }
 
 /// An error and its causes as one line: "outer: inner: innermost".
-fn chain_message(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain_message(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(next) = src {

@@ -207,13 +207,7 @@ pub fn parse_reference(s: &str) -> Result<ParsedRef, RegistryError> {
         None => None,
         Some(d) => Some(d.parse::<Sha256>().map_err(|e| bad(e.to_string()))?),
     };
-    let repository_ok = r.repository().split('/').all(|c| {
-        !c.is_empty()
-            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-            && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-            && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
-    });
-    if !repository_ok {
+    if !repository_ok(r.repository()) {
         return Err(bad(format!(
             "repository `{}` must be lower-case letters, digits and separators",
             r.repository()
@@ -252,19 +246,13 @@ fn parse_explicit(s: &str) -> Option<ParsedRef> {
         Some((r, t)) if !t.contains('/') => (r, Some(t)),
         _ => (path, None),
     };
-    let repository_ok = repository.split('/').all(|c| {
-        !c.is_empty()
-            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-            && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-            && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
-            && c.split(|ch: char| ch.is_ascii_alphanumeric()).all(|sep| matches!(sep, "" | "." | "_" | "__") || sep.bytes().all(|b| b == b'-'))
-    });
+
     let tag_ok = tag.is_none_or(|t| {
         (1..=128).contains(&t.len())
             && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
             && t.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
     });
-    (repository_ok && tag_ok).then(|| ParsedRef {
+    (repository_ok(repository) && tag_ok).then(|| ParsedRef {
         registry: host.to_string(),
         repository: repository.to_string(),
         tag: tag.map(str::to_string),
@@ -272,8 +260,20 @@ fn parse_explicit(s: &str) -> Option<ParsedRef> {
     })
 }
 
+/// Path components of lower-case letters and digits, joined by `.`, `_`, `__` or runs of `-`
+/// (the distribution grammar).
+fn repository_ok(repository: &str) -> bool {
+    repository.split('/').all(|c| {
+        !c.is_empty()
+            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+            && c.split(|ch: char| ch.is_ascii_alphanumeric()).all(|sep| matches!(sep, "" | "." | "_" | "__") || sep.bytes().all(|b| b == b'-'))
+    })
+}
+
 /// Parse `REGISTRY/REPOSITORY` (no tag, no digest).
-fn parse_repo(s: &str) -> Result<ParsedRef, RegistryError> {
+pub fn parse_repo(s: &str) -> Result<ParsedRef, RegistryError> {
     let parsed = parse_reference(s)?;
     if parsed.tag.is_some() || parsed.digest.is_some() {
         return Err(RegistryError::BadReference {

@@ -147,15 +147,9 @@ fn blob_timeout(size: u64) -> Duration {
     BLOB_TIMEOUT + Duration::from_secs(size >> 20)
 }
 
-/// A reqwest error without the URL's credentials (we never put any in URLs we send).
+/// A reqwest error with its causes (the URLs we send never hold credentials).
 fn describe(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
+    let mut s = crate::ops::chain_message(e);
     if e.is_timeout() {
         s.push_str(" (timed out)");
     }

@@ -51,9 +51,11 @@ impl OciCache {
         let url = format!("oci://{rest}");
         let bad = |message: String| RemoteError::Failed { url: url.clone(), message };
         let repo = rest.trim_end_matches('/').to_string();
-        // Checked by hand: the registry client's reference parser compiles a large regex,
-        // which a no-op build should not pay for.
-        check_repo(&repo).map_err(bad)?;
+        // The registry named explicitly (no Docker Hub short names), no tag, no digest.
+        if !repo.contains('/') {
+            return Err(bad(format!("expected oci://REGISTRY/REPOSITORY, got oci://{repo}")));
+        }
+        crate::registry::parse_repo(&repo).map_err(|e| bad(e.to_string()))?;
         Ok(OciCache { shown: url.clone(), repo, insecure: insecure.to_vec(), registry: std::sync::OnceLock::new(), inline: Default::default(), present: Default::default() })
     }
 
@@ -76,27 +78,6 @@ impl OciCache {
 
     fn tag(drv: &DrvHash) -> String {
         format!("compose-{}", drv.hex())
-    }
-}
-
-/// `REGISTRY/REPO`: a host (with a dot or a port, or `localhost`), then lower-case path
-/// components of letters and digits joined by `.`, `_`, `__` or `-` runs; no tag, no digest.
-fn check_repo(repo: &str) -> Result<(), String> {
-    let expected = || format!("expected oci://REGISTRY/REPOSITORY (lower-case, without a tag or digest), got oci://{repo}");
-    let (host, path) = repo.split_once('/').ok_or_else(expected)?;
-    let host_ok = !host.is_empty()
-        && (host.contains('.') || host.contains(':') || host == "localhost")
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
-    let path_ok = path.split('/').all(|c| {
-        !c.is_empty()
-            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-            && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-            && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
-    });
-    if host_ok && path_ok {
-        Ok(())
-    } else {
-        Err(expected())
     }
 }
 
@@ -181,12 +162,12 @@ impl super::Backend for OciCache {
 
     fn put(&self, store: &Store, drv: &DrvHash, blobs: &[BlobFile], record: &[u8]) -> Result<(), String> {
         let empty = store.put_bytes(b"{}").map_err(|e| e.to_string())?;
-        let mut files: Vec<(Sha256, u64, std::path::PathBuf)> = vec![(empty, 2, store.blob_path(&empty))];
-        files.extend(blobs.iter().map(|b| (b.digest, b.size, b.path.clone())));
-        {
+        let mut all: Vec<(Sha256, u64, std::path::PathBuf)> = vec![(empty, 2, store.blob_path(&empty))];
+        all.extend(blobs.iter().map(|b| (b.digest, b.size, b.path.clone())));
+        let mut files = {
             let present = self.present.lock().unwrap_or_else(|e| e.into_inner());
-            files.retain(|(d, _, _)| !present.contains(d));
-        }
+            all.iter().filter(|(d, _, _)| !present.contains(d)).cloned().collect::<Vec<_>>()
+        };
         let manifest = record_manifest(blobs, record)?;
         let digest = Sha256::of(&manifest);
         let target = format!("{}:{}", self.repo, OciCache::tag(drv));
@@ -197,8 +178,6 @@ impl super::Backend for OciCache {
         // checking every blob, before giving up on the cache.
         let pushed = reg.push(&target, &files, &manifests, &[]).or_else(|_| {
             std::thread::sleep(std::time::Duration::from_millis(200));
-            let mut all: Vec<(Sha256, u64, std::path::PathBuf)> = vec![(empty, 2, store.blob_path(&empty))];
-            all.extend(blobs.iter().map(|b| (b.digest, b.size, b.path.clone())));
             files = all;
             reg.push(&target, &files, &manifests, &[])
         });
