@@ -467,12 +467,15 @@ pub fn docker_archive(reference: &str, path: &Path, platform: &str) -> Result<Ba
 /// in order, whiteouts (`.wh.NAME`, `.wh..wh..opq`) included.
 /// `local` finds a layer already on disk (the store), so a registry base is not pulled again.
 pub fn read_base_files(b: &BaseImage, local: &dyn Fn(&Sha256) -> Option<PathBuf>) -> Result<BTreeMap<String, Vec<u8>>, BaseError> {
-    let wanted = |p: &str| {
-        p == "etc/passwd" || p == "etc/group" || p == "var/lib/dpkg/status" || p.starts_with("var/lib/dpkg/status.d/")
-    };
+    let wanted = |p: &str| p == "etc/passwd" || p == "etc/group" || p == "var/lib/dpkg/status" || p.starts_with("var/lib/dpkg/status.d/");
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for l in &b.layers {
-        let io = |source| BaseError::Io { reference: b.reference.clone(), action: "read a layer of", path: PathBuf::from(l.digest.to_string()), source };
+        let io = |source| BaseError::Io {
+            reference: b.reference.clone(),
+            action: "read a layer of",
+            path: PathBuf::from(l.digest.to_string()),
+            source,
+        };
         let raw: Box<dyn Read> = match &b.source {
             BlobSource::Dir(dir) => Box::new(BufReader::new(File::open(dir.join(l.digest.hex())).map_err(io)?)),
             BlobSource::Archive { path, members } => {

@@ -224,10 +224,7 @@ mod tests {
     #[test]
     fn sha256_round_trips_through_text() {
         let d = Sha256::of(b"hello");
-        assert_eq!(
-            d.to_string(),
-            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
-        );
+        assert_eq!(d.to_string(), "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
         assert_eq!(d.to_string().parse::<Sha256>().unwrap(), d);
         assert!("sha256:XYZ".parse::<Sha256>().is_err());
         assert!("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824".parse::<Sha256>().is_err());
@@ -240,6 +237,9 @@ mod tests {
         let b = Encoder::new("k").str("a").str("bc").finish();
         assert_ne!(a, b);
         // Golden value: a change here silently invalidates every store and remote cache.
-        assert_eq!(Encoder::new("files-layer").str("x").u64(7).finish().hex(), "32f214140600f32d1bc312606826164b5f333bb4c71954052decf7ac2a3ceb8e");
+        assert_eq!(
+            Encoder::new("files-layer").str("x").u64(7).finish().hex(),
+            "32f214140600f32d1bc312606826164b5f333bb4c71954052decf7ac2a3ceb8e"
+        );
     }
 }

@@ -130,11 +130,7 @@ impl Http {
             })?;
             return io::copy(&mut f, w).map_err(|source| HttpError::File { path: path.to_string(), source });
         }
-        let mut resp = self
-            .client
-            .get(url)
-            .send()
-            .map_err(|e| HttpError::Transport { url: url.to_string(), source: Box::new(e) })?;
+        let mut resp = self.client.get(url).send().map_err(|e| HttpError::Transport { url: url.to_string(), source: Box::new(e) })?;
         let status = resp.status().as_u16();
         if status == 404 || status == 410 {
             return Err(HttpError::NotFound { url: url.to_string() });

@@ -176,11 +176,7 @@ pub fn config_json(
     epoch: u64,
 ) -> Vec<u8> {
     let created = rfc3339(epoch);
-    let mut config = base
-        .and_then(|b| b.get("config"))
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    let mut config = base.and_then(|b| b.get("config")).and_then(Value::as_object).cloned().unwrap_or_default();
     if !fields.env.is_empty() {
         let mut env: Vec<String> = config
             .get("Env")
@@ -225,8 +221,7 @@ pub fn config_json(
     if let Some(s) = &fields.stop_signal {
         config.insert("StopSignal".into(), json!(s));
     }
-    let mut all_history: Vec<Value> =
-        base.and_then(|b| b.get("history")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut all_history: Vec<Value> = base.and_then(|b| b.get("history")).and_then(Value::as_array).cloned().unwrap_or_default();
     all_history.extend(history.iter().map(|h| json!({"created": created, "created_by": h})));
     let mut v = json!({
         "created": created,
@@ -313,8 +308,7 @@ pub fn export(store: &Store, img: &Finished, out_dir: &Path, format: Format) -> 
                 .map_err(io_err("create a temporary file in", out_dir))?;
             {
                 let f = tmp.reopen().map_err(io_err("open", tmp.path()))?;
-                write_archive(store, img, BufWriter::with_capacity(1 << 20, f), docker)
-                    .map_err(io_err("write", &dest))?;
+                write_archive(store, img, BufWriter::with_capacity(1 << 20, f), docker).map_err(io_err("write", &dest))?;
             }
             set_mode(tmp.path(), 0o644)?;
             tmp.persist(&dest).map_err(|e| ImageError::Io { action: "write", path: dest.clone(), source: e.error })?;
@@ -380,11 +374,8 @@ fn write_layout(store: &Store, img: &Finished, dir: &Path) -> Result<(), ImageEr
 fn replace_dir(new: PathBuf, dest: &Path) -> Result<(), ImageError> {
     if fs::symlink_metadata(dest).is_ok() {
         let parent = dest.parent().unwrap_or(Path::new("."));
-        let old = tempfile::Builder::new()
-            .prefix(".old.")
-            .tempdir_in(parent)
-            .map_err(io_err("create a temporary directory in", parent))?
-            .keep();
+        let old =
+            tempfile::Builder::new().prefix(".old.").tempdir_in(parent).map_err(io_err("create a temporary directory in", parent))?.keep();
         let old_dest = old.join("x");
         fs::rename(dest, &old_dest).map_err(io_err("move aside", dest))?;
         fs::rename(&new, dest).map_err(io_err("move into place", dest))?;

@@ -63,9 +63,7 @@ use std::io::{self, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use miniz_oxide::deflate::core::{
-    compress_to_output, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush, TDEFLStatus,
-};
+use miniz_oxide::deflate::core::{compress_to_output, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush, TDEFLStatus};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -184,22 +182,14 @@ pub enum LayerError {
     InvalidMode { path: String, mode: u32 },
     /// Bad symlink or hardlink target.
     #[error("entry `{path}`: invalid link target `{target}`: {reason}")]
-    InvalidLinkTarget {
-        path: String,
-        target: String,
-        reason: &'static str,
-    },
+    InvalidLinkTarget { path: String, target: String, reason: &'static str },
     /// A file entry was appended without data, or another kind with data.
     #[error("entry `{path}`: {reason}")]
     DataMismatch { path: String, reason: &'static str },
     /// The file's data did not have its declared size: `actual` is the
     /// length when it ended early, `None` when it went on past `expected`.
     #[error("file `{path}`: declared {expected} bytes but its data {}", describe_actual(.actual))]
-    DataLength {
-        path: String,
-        expected: u64,
-        actual: Option<u64>,
-    },
+    DataLength { path: String, expected: u64, actual: Option<u64> },
     /// Reading the file's data failed.
     #[error("reading data of `{path}`: {source}")]
     Read {
@@ -331,8 +321,7 @@ fn ascii_fallback(s: &[u8]) -> Vec<u8> {
 /// Serializes the header block(s) of one entry: an optional PAX header with
 /// its records, then the ustar header.
 fn entry_headers(h: &Ustar<'_>) -> Vec<u8> {
-    let (name, linkname, uid, gid, size, mtime) =
-        (h.name, h.linkname, h.uid, h.gid, h.size, h.mtime);
+    let (name, linkname, uid, gid, size, mtime) = (h.name, h.linkname, h.uid, h.gid, h.size, h.mtime);
     let name_ok = fits_ustar_string(name);
     let link_ok = fits_ustar_string(linkname);
     let mut records = Vec::new();
@@ -371,16 +360,8 @@ fn entry_headers(h: &Ustar<'_>) -> Vec<u8> {
         out.extend_from_slice(&records);
         out.resize(out.len().next_multiple_of(BLOCK), 0);
     }
-    let name_field = if name_ok {
-        name.to_vec()
-    } else {
-        ascii_fallback(name)
-    };
-    let link_field = if link_ok {
-        linkname.to_vec()
-    } else {
-        ascii_fallback(linkname)
-    };
+    let name_field = if name_ok { name.to_vec() } else { ascii_fallback(name) };
+    let link_field = if link_ok { linkname.to_vec() } else { ascii_fallback(linkname) };
     let fit = |v: u64, max: u64| if v > max { 0 } else { v };
     out.extend_from_slice(&ustar_block(&Ustar {
         name: &name_field,
@@ -451,14 +432,7 @@ impl<W: Write> LayerWriter<W> {
     /// A layer writer over a configured compressor (which must not have been
     /// written to yet, or the tar stream would not start at offset 0).
     pub fn with_gzip(gz: ParallelGzip<W>) -> Self {
-        LayerWriter {
-            gz,
-            last: None,
-            dirs: HashSet::new(),
-            non_dirs: HashSet::new(),
-            buf: Vec::new(),
-            poisoned: false,
-        }
+        LayerWriter { gz, last: None, dirs: HashSet::new(), non_dirs: HashSet::new(), buf: Vec::new(), poisoned: false }
     }
 
     /// Appends one entry. `data` must be `Some` exactly for files and deliver
@@ -474,21 +448,13 @@ impl<W: Write> LayerWriter<W> {
             return Err(LayerError::Poisoned);
         }
         let path = entry.path.as_str();
-        check_image_path(path).map_err(|reason| LayerError::InvalidPath {
-            path: path.to_owned(),
-            reason,
-        })?;
+        check_image_path(path).map_err(|reason| LayerError::InvalidPath { path: path.to_owned(), reason })?;
         if let Some(previous) = &self.last {
             if path == previous.as_str() {
-                return Err(LayerError::Duplicate {
-                    path: path.to_owned(),
-                });
+                return Err(LayerError::Duplicate { path: path.to_owned() });
             }
             if path < previous.as_str() {
-                return Err(LayerError::OutOfOrder {
-                    path: path.to_owned(),
-                    previous: previous.clone(),
-                });
+                return Err(LayerError::OutOfOrder { path: path.to_owned(), previous: previous.clone() });
             }
         }
         if let Some(parent) = parent_of(path) {
@@ -502,16 +468,9 @@ impl<W: Write> LayerWriter<W> {
             }
         }
         if entry.mode & !0o7777 != 0 {
-            return Err(LayerError::InvalidMode {
-                path: path.to_owned(),
-                mode: entry.mode,
-            });
+            return Err(LayerError::InvalidMode { path: path.to_owned(), mode: entry.mode });
         }
-        let link_err = |target: &str, reason| LayerError::InvalidLinkTarget {
-            path: path.to_owned(),
-            target: target.to_owned(),
-            reason,
-        };
+        let link_err = |target: &str, reason| LayerError::InvalidLinkTarget { path: path.to_owned(), target: target.to_owned(), reason };
         let (typeflag, mode, size, linkname): (u8, u32, u64, &[u8]) = match &entry.kind {
             EntryKind::Dir => (TYPE_DIR, entry.mode, 0, b""),
             EntryKind::File { size } => (TYPE_FILE, entry.mode, *size, b""),
@@ -541,18 +500,8 @@ impl<W: Write> LayerWriter<W> {
         };
         let is_file = matches!(entry.kind, EntryKind::File { .. });
         match (&data, is_file) {
-            (None, true) => {
-                return Err(LayerError::DataMismatch {
-                    path: path.to_owned(),
-                    reason: "a file entry needs data",
-                })
-            }
-            (Some(_), false) => {
-                return Err(LayerError::DataMismatch {
-                    path: path.to_owned(),
-                    reason: "only file entries take data",
-                })
-            }
+            (None, true) => return Err(LayerError::DataMismatch { path: path.to_owned(), reason: "a file entry needs data" }),
+            (Some(_), false) => return Err(LayerError::DataMismatch { path: path.to_owned(), reason: "only file entries take data" }),
             _ => {}
         }
 
@@ -591,21 +540,11 @@ impl<W: Write> LayerWriter<W> {
     }
 
     fn write_stream(&mut self, bytes: &[u8], path: &str) -> Result<(), LayerError> {
-        self.gz
-            .write_all(bytes)
-            .map_err(|source| LayerError::Write {
-                context: format!("writing entry `{path}`"),
-                source,
-            })
+        self.gz.write_all(bytes).map_err(|source| LayerError::Write { context: format!("writing entry `{path}`"), source })
     }
 
     /// Copies exactly `size` bytes of file data, then the block padding.
-    fn copy_data(
-        &mut self,
-        reader: &mut dyn Read,
-        size: u64,
-        path: &str,
-    ) -> Result<(), LayerError> {
+    fn copy_data(&mut self, reader: &mut dyn Read, size: u64, path: &str) -> Result<(), LayerError> {
         if self.buf.len() < COPY_BUF {
             self.buf = vec![0; COPY_BUF];
         }
@@ -615,28 +554,13 @@ impl<W: Write> LayerWriter<W> {
         result
     }
 
-    fn copy_data_with(
-        &mut self,
-        reader: &mut dyn Read,
-        size: u64,
-        path: &str,
-        buf: &mut [u8],
-    ) -> Result<(), LayerError> {
-        let read_err = |source| LayerError::Read {
-            path: path.to_owned(),
-            source,
-        };
+    fn copy_data_with(&mut self, reader: &mut dyn Read, size: u64, path: &str, buf: &mut [u8]) -> Result<(), LayerError> {
+        let read_err = |source| LayerError::Read { path: path.to_owned(), source };
         let mut done: u64 = 0;
         while done < size {
             let want = usize::try_from(size - done).map_or(buf.len(), |r| r.min(buf.len()));
             let n = match reader.read(&mut buf[..want]) {
-                Ok(0) => {
-                    return Err(LayerError::DataLength {
-                        path: path.to_owned(),
-                        expected: size,
-                        actual: Some(done),
-                    })
-                }
+                Ok(0) => return Err(LayerError::DataLength { path: path.to_owned(), expected: size, actual: Some(done) }),
                 Ok(n) => n.min(want),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(read_err(e)),
@@ -649,13 +573,7 @@ impl<W: Write> LayerWriter<W> {
         loop {
             match reader.read(&mut probe) {
                 Ok(0) => break,
-                Ok(_) => {
-                    return Err(LayerError::DataLength {
-                        path: path.to_owned(),
-                        expected: size,
-                        actual: None,
-                    })
-                }
+                Ok(_) => return Err(LayerError::DataLength { path: path.to_owned(), expected: size, actual: None }),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(read_err(e)),
             }
@@ -670,10 +588,7 @@ impl<W: Write> LayerWriter<W> {
         if self.poisoned {
             return Err(LayerError::Poisoned);
         }
-        let ctx = |source| LayerError::Write {
-            context: "finishing layer".to_owned(),
-            source,
-        };
+        let ctx = |source| LayerError::Write { context: "finishing layer".to_owned(), source };
         self.gz.write_all(&[0u8; 2 * BLOCK]).map_err(ctx)?;
         let (sink, stats) = self.gz.finish().map_err(ctx)?;
         Ok((
@@ -716,29 +631,19 @@ fn deflate_flags() -> u32 {
 fn deflate_chunk(input: &[u8], last: bool) -> Result<Vec<u8>, String> {
     let mut compressor = CompressorOxide::new(deflate_flags());
     let mut out = Vec::with_capacity(input.len() / 2 + 64);
-    let flush = if last {
-        TDEFLFlush::Finish
-    } else {
-        TDEFLFlush::Sync
-    };
+    let flush = if last { TDEFLFlush::Finish } else { TDEFLFlush::Sync };
     let mut pos = 0;
     loop {
-        let (status, consumed) =
-            compress_to_output(&mut compressor, &input[pos..], flush, |bytes| {
-                out.extend_from_slice(bytes);
-                true
-            });
+        let (status, consumed) = compress_to_output(&mut compressor, &input[pos..], flush, |bytes| {
+            out.extend_from_slice(bytes);
+            true
+        });
         pos += consumed;
         match status {
             TDEFLStatus::Done if last && pos == input.len() => break,
             TDEFLStatus::Okay if !last && pos == input.len() => break,
             TDEFLStatus::Okay if consumed > 0 => {}
-            other => {
-                return Err(format!(
-                    "miniz_oxide deflate stopped with {other:?} after {pos} of {} bytes",
-                    input.len()
-                ))
-            }
+            other => return Err(format!("miniz_oxide deflate stopped with {other:?} after {pos} of {} bytes", input.len())),
         }
     }
     // A SYNC flush always ends with an empty stored block: LEN 0, NLEN 0xffff.
@@ -764,10 +669,7 @@ pub fn gzip_bytes(data: &[u8]) -> Vec<u8> {
         .collect();
     let compressed: Vec<Vec<u8>> = parts
         .par_iter()
-        .map(|&(chunk, last)| {
-            deflate_chunk(chunk, last)
-                .unwrap_or_else(|e| panic!("gzip_bytes: internal compressor failure: {e}"))
-        })
+        .map(|&(chunk, last)| deflate_chunk(chunk, last).unwrap_or_else(|e| panic!("gzip_bytes: internal compressor failure: {e}")))
         .collect();
     let body: usize = compressed.iter().map(Vec::len).sum();
     let mut out = Vec::with_capacity(GZIP_HEADER.len() + body + 8);
@@ -843,11 +745,7 @@ impl Job {
                 }
                 JobState::Running => {
                     *state = JobState::Running;
-                    drop(
-                        self.done
-                            .wait(state)
-                            .unwrap_or_else(PoisonError::into_inner),
-                    );
+                    drop(self.done.wait(state).unwrap_or_else(PoisonError::into_inner));
                 }
                 JobState::Collected => return Err("chunk collected twice".to_owned()),
             }
@@ -921,9 +819,7 @@ impl<W: Write> ParallelGzip<W> {
     fn check(&self) -> io::Result<()> {
         match &self.failed {
             None => Ok(()),
-            Some(msg) => Err(io::Error::other(format!(
-                "gzip stream unusable after an earlier error: {msg}"
-            ))),
+            Some(msg) => Err(io::Error::other(format!("gzip stream unusable after an earlier error: {msg}"))),
         }
     }
 
@@ -948,16 +844,9 @@ impl<W: Write> ParallelGzip<W> {
     /// Hands the current chunk to the pool (or, for the last one, leaves it
     /// for the draining thread) and bounds the number in flight.
     fn dispatch(&mut self, last: bool) -> io::Result<()> {
-        let next = self
-            .spare
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(CHUNK_SIZE));
+        let next = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK_SIZE));
         let input = std::mem::replace(&mut self.buf, next);
-        let job = Arc::new(Job {
-            last,
-            state: Mutex::new(JobState::Pending(input)),
-            done: Condvar::new(),
-        });
+        let job = Arc::new(Job { last, state: Mutex::new(JobState::Pending(input)), done: Condvar::new() });
         // The last chunk is left to the draining thread, which is about to
         // wait for it anyway. So is every chunk when the caller is the only
         // worker of its pool: nobody else could run it, and the queued task
@@ -1111,9 +1000,7 @@ mod tests {
 
     fn gunzip(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(data)
-            .read_to_end(&mut out)
-            .expect("valid gzip");
+        flate2::read::GzDecoder::new(data).read_to_end(&mut out).expect("valid gzip");
         out
     }
 
@@ -1122,17 +1009,10 @@ mod tests {
     }
 
     fn pool(threads: usize) -> rayon::ThreadPool {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("thread pool")
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool")
     }
 
-    fn gzip_streaming(
-        data: &[u8],
-        write_size: usize,
-        max_in_flight: usize,
-    ) -> (Vec<u8>, GzipStats) {
+    fn gzip_streaming(data: &[u8], write_size: usize, max_in_flight: usize) -> (Vec<u8>, GzipStats) {
         let mut gz = ParallelGzip::with_max_in_flight(Vec::new(), max_in_flight);
         for piece in data.chunks(write_size.max(1)) {
             gz.write_all(piece).expect("write");
@@ -1152,23 +1032,13 @@ mod tests {
 
     #[test]
     fn gzip_round_trips_edge_sizes() {
-        let sizes = [
-            0,
-            1,
-            CHUNK_SIZE - 1,
-            CHUNK_SIZE,
-            CHUNK_SIZE + 1,
-            2 * CHUNK_SIZE,
-            3 * CHUNK_SIZE + 12_345,
-        ];
+        let sizes = [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE, 3 * CHUNK_SIZE + 12_345];
         for &len in &sizes {
             let data = sample(len, len as u64);
             let expected = gzip_bytes(&data);
             assert_eq!(gunzip(&expected), data, "gzip_bytes len {len}");
             let mut multi = Vec::new();
-            flate2::read::MultiGzDecoder::new(&expected[..])
-                .read_to_end(&mut multi)
-                .expect("multigz");
+            flate2::read::MultiGzDecoder::new(&expected[..]).read_to_end(&mut multi).expect("multigz");
             assert_eq!(multi, data);
             let (out, stats) = gzip_streaming(&data, 65_536, 3);
             assert_eq!(out, expected, "streaming len {len}");
@@ -1189,18 +1059,9 @@ mod tests {
             let pool = pool(threads);
             pool.install(|| {
                 assert_eq!(gzip_bytes(&data), expected, "gzip_bytes, {threads} threads");
-                for (write_size, in_flight) in [
-                    (1, 1),
-                    (4_095, 2),
-                    (CHUNK_SIZE, 3),
-                    (CHUNK_SIZE + 7, 16),
-                    (data.len(), 5),
-                ] {
+                for (write_size, in_flight) in [(1, 1), (4_095, 2), (CHUNK_SIZE, 3), (CHUNK_SIZE + 7, 16), (data.len(), 5)] {
                     let (out, _) = gzip_streaming(&data, write_size, in_flight);
-                    assert_eq!(
-                        out, expected,
-                        "{threads} threads, writes of {write_size}, {in_flight} in flight"
-                    );
+                    assert_eq!(out, expected, "{threads} threads, writes of {write_size}, {in_flight} in flight");
                 }
             });
         }
@@ -1229,14 +1090,8 @@ mod tests {
         // bytes must change COMPRESSOR_ID (and this literal).
         let data = sample(CHUNK_SIZE + 1000, 42);
         let out = gzip_bytes(&data);
-        assert_eq!(
-            hex::encode(sha(&out)),
-            "854e2a45d59a810857949b775edb4c0cbffec39e4a297d8b81f13a4aa6fa7eb9"
-        );
-        assert_eq!(
-            COMPRESSOR_ID,
-            "gzip/miniz_oxide-0.8/level6/chunk1MiB/sync/v1"
-        );
+        assert_eq!(hex::encode(sha(&out)), "854e2a45d59a810857949b775edb4c0cbffec39e4a297d8b81f13a4aa6fa7eb9");
+        assert_eq!(COMPRESSOR_ID, "gzip/miniz_oxide-0.8/level6/chunk1MiB/sync/v1");
     }
 
     struct FailingSink {
@@ -1270,33 +1125,17 @@ mod tests {
     // --- layer ---------------------------------------------------------
 
     fn dir(path: &str, mode: u32) -> Entry {
-        Entry {
-            path: path.to_owned(),
-            kind: EntryKind::Dir,
-            mode,
-            uid: 0,
-            gid: 0,
-            mtime: 1_700_000_000,
-        }
+        Entry { path: path.to_owned(), kind: EntryKind::Dir, mode, uid: 0, gid: 0, mtime: 1_700_000_000 }
     }
 
     fn file(path: &str, size: u64, mode: u32) -> Entry {
-        Entry {
-            path: path.to_owned(),
-            kind: EntryKind::File { size },
-            mode,
-            uid: 1000,
-            gid: 100,
-            mtime: 1_600_000_000,
-        }
+        Entry { path: path.to_owned(), kind: EntryKind::File { size }, mode, uid: 1000, gid: 100, mtime: 1_600_000_000 }
     }
 
     fn symlink(path: &str, target: &str) -> Entry {
         Entry {
             path: path.to_owned(),
-            kind: EntryKind::Symlink {
-                target: target.to_owned(),
-            },
+            kind: EntryKind::Symlink { target: target.to_owned() },
             mode: 0o644, // ignored: symlinks are 0o777
             uid: 0,
             gid: 0,
@@ -1307,9 +1146,7 @@ mod tests {
     fn hardlink(path: &str, target: &str) -> Entry {
         Entry {
             path: path.to_owned(),
-            kind: EntryKind::Hardlink {
-                target: target.to_owned(),
-            },
+            kind: EntryKind::Hardlink { target: target.to_owned() },
             mode: 0o755,
             uid: 1000,
             gid: 100,
@@ -1324,9 +1161,7 @@ mod tests {
         let long_target = format!("../{}/busybox", "t".repeat(120));
         let mut big = file("/opt/big.bin", 0, 0o644);
         let big_data = sample(2 * CHUNK_SIZE + 777, 9);
-        big.kind = EntryKind::File {
-            size: big_data.len() as u64,
-        };
+        big.kind = EntryKind::File { size: big_data.len() as u64 };
         let mut huge_ids = file("/opt/ids", 3, 0o600);
         huge_ids.uid = 4_000_000_000;
         huge_ids.gid = 3_000_000;
@@ -1337,20 +1172,14 @@ mod tests {
             (symlink("/bin/short", "busybox"), None),
             (dir("/etc", 0o755), None),
             (file("/etc/empty", 0, 0o644), Some(Vec::new())),
-            (
-                file("/etc/hosts", 24, 0o644),
-                Some(b"127.0.0.1 localhost\n::1\n".to_vec()),
-            ),
+            (file("/etc/hosts", 24, 0o644), Some(b"127.0.0.1 localhost\n::1\n".to_vec())),
             (hardlink("/etc/hosts.link", "/etc/hosts"), None),
             (dir("/opt", 0o2775), None),
             (big, Some(big_data)),
             (huge_ids, Some(b"abc".to_vec())),
             (file(&long_name, 5, 0o640), Some(b"long!".to_vec())),
             (dir("/opt/日本", 0o755), None),
-            (
-                file("/opt/日本/データ.txt", 6, 0o644),
-                Some("データ".as_bytes()[..6].to_vec()),
-            ),
+            (file("/opt/日本/データ.txt", 6, 0o644), Some("データ".as_bytes()[..6].to_vec())),
             (dir("/tmp", 0o1777), None),
             (dir("/usr", 0o755), None),
             (dir("/usr/bin", 0o755), None),
@@ -1362,9 +1191,7 @@ mod tests {
         let mut w = LayerWriter::new(Vec::new());
         for (entry, data) in entries {
             match data {
-                Some(bytes) => w
-                    .append(entry, Some(&mut Cursor::new(bytes.as_slice())))
-                    .expect("append"),
+                Some(bytes) => w.append(entry, Some(&mut Cursor::new(bytes.as_slice()))).expect("append"),
                 None => w.append(entry, None).expect("append"),
             }
         }
@@ -1392,13 +1219,8 @@ mod tests {
         assert_eq!(digests.size, blob.len() as u64);
         assert_eq!(digests.uncompressed_size, tar_bytes.len() as u64);
         assert_eq!(tar_bytes.len() % BLOCK, 0);
-        assert!(tar_bytes[tar_bytes.len() - 2 * BLOCK..]
-            .iter()
-            .all(|&b| b == 0));
-        assert_eq!(
-            digests.diff_id_string(),
-            format!("sha256:{}", hex::encode(digests.diff_id))
-        );
+        assert!(tar_bytes[tar_bytes.len() - 2 * BLOCK..].iter().all(|&b| b == 0));
+        assert_eq!(digests.diff_id_string(), format!("sha256:{}", hex::encode(digests.diff_id)));
 
         let mut archive = tar::Archive::new(&tar_bytes[..]);
         let mut seen = 0;
@@ -1453,10 +1275,7 @@ mod tests {
                 EntryKind::Hardlink { target } => {
                     assert_eq!(h.entry_type(), tar::EntryType::Link);
                     assert_eq!(h.size().expect("size"), 0);
-                    assert_eq!(
-                        got.link_name_bytes().as_deref(),
-                        Some(&target.as_bytes()[1..])
-                    );
+                    assert_eq!(got.link_name_bytes().as_deref(), Some(&target.as_bytes()[1..]));
                 }
             }
         }
@@ -1469,36 +1288,16 @@ mod tests {
             let (blob, _) = build(entries);
             let tar_bytes = gunzip(&blob);
             let mut archive = tar::Archive::new(Cursor::new(tar_bytes));
-            archive
-                .entries()
-                .expect("entries")
-                .raw(true)
-                .map(|e| e.expect("entry").header().entry_type().as_byte())
-                .collect::<Vec<u8>>()
+            archive.entries().expect("entries").raw(true).map(|e| e.expect("entry").header().entry_type().as_byte()).collect::<Vec<u8>>()
         };
         let ascii_100 = format!("/{}", "a".repeat(100));
-        assert_eq!(
-            raw_types(&[(file(&ascii_100, 0, 0o644), Some(Vec::new()))]),
-            vec![b'0']
-        );
+        assert_eq!(raw_types(&[(file(&ascii_100, 0, 0o644), Some(Vec::new()))]), vec![b'0']);
         let ascii_101 = format!("/{}", "a".repeat(101));
-        assert_eq!(
-            raw_types(&[(file(&ascii_101, 0, 0o644), Some(Vec::new()))]),
-            vec![b'x', b'0']
-        );
-        assert_eq!(
-            raw_types(&[(file("/é", 0, 0o644), Some(Vec::new()))]),
-            vec![b'x', b'0']
-        );
+        assert_eq!(raw_types(&[(file(&ascii_101, 0, 0o644), Some(Vec::new()))]), vec![b'x', b'0']);
+        assert_eq!(raw_types(&[(file("/é", 0, 0o644), Some(Vec::new()))]), vec![b'x', b'0']);
         // 99 name bytes + trailing slash = 100: still plain ustar.
-        assert_eq!(
-            raw_types(&[(dir(&format!("/{}", "d".repeat(99)), 0o755), None)]),
-            vec![b'5']
-        );
-        assert_eq!(
-            raw_types(&[(dir(&format!("/{}", "d".repeat(100)), 0o755), None)]),
-            vec![b'x', b'5']
-        );
+        assert_eq!(raw_types(&[(dir(&format!("/{}", "d".repeat(99)), 0o755), None)]), vec![b'5']);
+        assert_eq!(raw_types(&[(dir(&format!("/{}", "d".repeat(100)), 0o755), None)]), vec![b'x', b'5']);
     }
 
     #[test]
@@ -1516,16 +1315,8 @@ mod tests {
 
     #[test]
     fn ustar_header_bytes() {
-        let block = ustar_block(&Ustar {
-            name: b"etc/",
-            mode: 0o4755,
-            uid: 1,
-            gid: 2,
-            size: 0,
-            mtime: 0o777,
-            typeflag: TYPE_DIR,
-            linkname: b"",
-        });
+        let block =
+            ustar_block(&Ustar { name: b"etc/", mode: 0o4755, uid: 1, gid: 2, size: 0, mtime: 0o777, typeflag: TYPE_DIR, linkname: b"" });
         assert_eq!(&block[100..108], b"0004755\0");
         assert_eq!(&block[108..116], b"0000001\0");
         assert_eq!(&block[124..136], b"00000000000\0");
@@ -1579,8 +1370,7 @@ mod tests {
         let entries = rich_layer();
         let (expected, digests) = build(&entries);
         for threads in [1, 2, 3] {
-            let results: Vec<(Vec<u8>, LayerDigests)> =
-                pool(threads).install(|| (0..4).into_par_iter().map(|_| build(&entries)).collect());
+            let results: Vec<(Vec<u8>, LayerDigests)> = pool(threads).install(|| (0..4).into_par_iter().map(|_| build(&entries)).collect());
             for (blob, d) in results {
                 assert_eq!(d, digests, "{threads} threads");
                 assert!(blob == expected, "{threads} threads");
@@ -1601,14 +1391,8 @@ mod tests {
         ];
         let (blob, d) = build(&entries);
         assert_eq!(hex::encode(sha(&blob)), hex::encode(d.digest));
-        assert_eq!(
-            d.diff_id_string(),
-            "sha256:ddd4a7e225c4e2c7f210c45ec7353a9f0a15dabbaceaf5d928e39b346908780d"
-        );
-        assert_eq!(
-            d.digest_string(),
-            "sha256:e823051b06cf7c721b0b52eed33f71d7e0932f5b8df82e4b74e115e0743e6b4b"
-        );
+        assert_eq!(d.diff_id_string(), "sha256:ddd4a7e225c4e2c7f210c45ec7353a9f0a15dabbaceaf5d928e39b346908780d");
+        assert_eq!(d.digest_string(), "sha256:e823051b06cf7c721b0b52eed33f71d7e0932f5b8df82e4b74e115e0743e6b4b");
         assert_eq!((d.size, d.uncompressed_size), (279, 5632));
         assert_eq!(TAR_FORMAT_ID, "tar/ustar+pax/v1");
         assert_eq!(LAYER_FORMAT_ID, format!("{TAR_FORMAT_ID} {COMPRESSOR_ID}"));
@@ -1621,9 +1405,7 @@ mod tests {
         let mut w = LayerWriter::new(tempfile::tempfile().expect("tempfile"));
         for (entry, data) in &entries {
             match data {
-                Some(bytes) => w
-                    .append(entry, Some(&mut Cursor::new(bytes.as_slice())))
-                    .expect("append"),
+                Some(bytes) => w.append(entry, Some(&mut Cursor::new(bytes.as_slice()))).expect("append"),
                 None => w.append(entry, None).expect("append"),
             }
         }
@@ -1659,22 +1441,15 @@ mod tests {
 
         let e = append_err(&mut w, &dir("/a/b", 0o755), None);
         assert!(matches!(e, LayerError::OutOfOrder { .. }));
-        assert_eq!(
-            e.to_string(),
-            "entry `/a/b` is out of order: it must come after `/a/c`"
-        );
+        assert_eq!(e.to_string(), "entry `/a/b` is out of order: it must come after `/a/c`");
 
         let e = append_err(&mut w, &dir("/a/c", 0o755), None);
         assert!(matches!(e, LayerError::Duplicate { .. }), "{e}");
 
         let e = append_err(&mut w, &file("/a/d/x", 0, 0o644), Some(b""));
-        assert!(
-            matches!(e, LayerError::MissingParent { ref parent, .. } if parent == "/a/d"),
-            "{e}"
-        );
+        assert!(matches!(e, LayerError::MissingParent { ref parent, .. } if parent == "/a/d"), "{e}");
 
-        w.append(&file("/a/f", 0, 0o644), Some(&mut Cursor::new(&b""[..])))
-            .expect("a/f");
+        w.append(&file("/a/f", 0, 0o644), Some(&mut Cursor::new(&b""[..]))).expect("a/f");
         let e = append_err(&mut w, &file("/a/f/x", 0, 0o644), Some(b""));
         assert!(matches!(e, LayerError::ParentNotDir { .. }), "{e}");
 
@@ -1705,17 +1480,8 @@ mod tests {
         let (blob, _) = w.finish().expect("finish");
         let tar_bytes = gunzip(&blob);
         let mut archive = tar::Archive::new(&tar_bytes[..]);
-        let names: Vec<String> = archive
-            .entries()
-            .expect("entries")
-            .map(|e| {
-                e.expect("entry")
-                    .path()
-                    .expect("path")
-                    .display()
-                    .to_string()
-            })
-            .collect();
+        let names: Vec<String> =
+            archive.entries().expect("entries").map(|e| e.expect("entry").path().expect("path").display().to_string()).collect();
         assert_eq!(names, ["a/", "a/c/", "a/f", "a/h"]);
     }
 
@@ -1723,44 +1489,15 @@ mod tests {
     fn rejects_wrong_data_length_and_poisons() {
         let mut w = LayerWriter::new(Vec::new());
         let e = append_err(&mut w, &file("/short", 10, 0o644), Some(b"12345"));
-        assert!(
-            matches!(
-                e,
-                LayerError::DataLength {
-                    expected: 10,
-                    actual: Some(5),
-                    ..
-                }
-            ),
-            "{e}"
-        );
-        assert_eq!(
-            e.to_string(),
-            "file `/short`: declared 10 bytes but its data ended after 5"
-        );
-        assert!(matches!(
-            append_err(&mut w, &dir("/z", 0o755), None),
-            LayerError::Poisoned
-        ));
+        assert!(matches!(e, LayerError::DataLength { expected: 10, actual: Some(5), .. }), "{e}");
+        assert_eq!(e.to_string(), "file `/short`: declared 10 bytes but its data ended after 5");
+        assert!(matches!(append_err(&mut w, &dir("/z", 0o755), None), LayerError::Poisoned));
         assert!(matches!(w.finish(), Err(LayerError::Poisoned)));
 
         let mut w = LayerWriter::new(Vec::new());
         let e = append_err(&mut w, &file("/long", 3, 0o644), Some(b"12345"));
-        assert!(
-            matches!(
-                e,
-                LayerError::DataLength {
-                    expected: 3,
-                    actual: None,
-                    ..
-                }
-            ),
-            "{e}"
-        );
-        assert_eq!(
-            e.to_string(),
-            "file `/long`: declared 3 bytes but its data is longer"
-        );
+        assert!(matches!(e, LayerError::DataLength { expected: 3, actual: None, .. }), "{e}");
+        assert_eq!(e.to_string(), "file `/long`: declared 3 bytes but its data is longer");
         assert!(matches!(w.finish(), Err(LayerError::Poisoned)));
 
         struct Broken;
@@ -1770,9 +1507,7 @@ mod tests {
             }
         }
         let mut w = LayerWriter::new(Vec::new());
-        let e = w
-            .append(&file("/f", 3, 0o644), Some(&mut Broken))
-            .expect_err("read error");
+        let e = w.append(&file("/f", 3, 0o644), Some(&mut Broken)).expect_err("read error");
         assert!(matches!(e, LayerError::Read { .. }));
         assert!(e.to_string().contains("EIO"), "{e}");
     }
@@ -1781,12 +1516,8 @@ mod tests {
     fn write_errors_have_context() {
         let mut w = LayerWriter::new(FailingSink { budget: 0 });
         let data = sample(3 * CHUNK_SIZE, 1);
-        let result = w
-            .append(
-                &file("/big", data.len() as u64, 0o644),
-                Some(&mut Cursor::new(&data[..])),
-            )
-            .and_then(|()| w.finish().map(|_| ()));
+        let result =
+            w.append(&file("/big", data.len() as u64, 0o644), Some(&mut Cursor::new(&data[..]))).and_then(|()| w.finish().map(|_| ()));
         let e = result.expect_err("sink fails");
         assert!(e.to_string().contains("disk full"), "{e}");
     }

@@ -183,13 +183,13 @@ impl Lockfile {
         struct Probe {
             version: u32,
         }
-        let probe: Probe = serde_json::from_slice(&bytes)
-            .map_err(|e| LockError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let probe: Probe =
+            serde_json::from_slice(&bytes).map_err(|e| LockError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         if probe.version != LOCK_VERSION {
             return Err(LockError::Version { path: path.to_path_buf(), found: probe.version });
         }
-        let mut lock: Lockfile = serde_json::from_slice(&bytes)
-            .map_err(|e| LockError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let mut lock: Lockfile =
+            serde_json::from_slice(&bytes).map_err(|e| LockError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         lock.normalize();
         Ok(Some(lock))
     }

@@ -221,7 +221,11 @@ fn human(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", units[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
 }
 
 impl Reporter for Progress {
@@ -251,12 +255,7 @@ impl Reporter for Progress {
             Outcome::Remote => "fetched",
         };
         if outcome != Outcome::Local {
-            self.line(format!(
-                "{what:>7} {} ({}) in {:.2}s",
-                drv.name,
-                human(bytes),
-                self.start.elapsed().as_secs_f64()
-            ));
+            self.line(format!("{what:>7} {} ({}) in {:.2}s", drv.name, human(bytes), self.start.elapsed().as_secs_f64()));
         }
     }
 }
@@ -346,7 +345,11 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
                 if let Some(p) = &img.pushed {
                     progress.line(format!(
                         "pushed {} ({} uploaded, {} mounted, {} already there; {})",
-                        p.reference, p.uploaded, p.mounted, p.existing, human(p.uploaded_bytes)
+                        p.reference,
+                        p.uploaded,
+                        p.mounted,
+                        p.existing,
+                        human(p.uploaded_bytes)
                     ));
                     if !json {
                         let _ = writeln!(stdout, "{}", p.digest);
@@ -386,7 +389,11 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
                     if let Some(p) = &img.pushed {
                         progress.line(format!(
                             "pushed {} ({} uploaded, {} mounted, {} already there; {})",
-                            p.reference, p.uploaded, p.mounted, p.existing, human(p.uploaded_bytes)
+                            p.reference,
+                            p.uploaded,
+                            p.mounted,
+                            p.existing,
+                            human(p.uploaded_bytes)
                         ));
                     }
                     let _ = writeln!(stdout, "{}", img.digest);
@@ -401,13 +408,7 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
                 let _ = writeln!(stdout, "digraph plan {{\n  rankdir=LR;");
                 for n in &report.nodes {
                     let style = if n.cached { "filled" } else { "solid" };
-                    let _ = writeln!(
-                        stdout,
-                        "  n{} [label=\"{}\\n{}\", style={style}];",
-                        n.id,
-                        n.name.replace('"', "\\\""),
-                        &n.hash[..16]
-                    );
+                    let _ = writeln!(stdout, "  n{} [label=\"{}\\n{}\", style={style}];", n.id, n.name.replace('"', "\\\""), &n.hash[..16]);
                     for d in &n.deps {
                         let _ = writeln!(stdout, "  n{d} -> n{};", n.id);
                     }

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use crate::build::{self, BuildError, Counts, Reporter};
 use crate::image::{self, Format, ImageError};
+use crate::lock::{self, LockError, Lockfile};
 use crate::plan::{self, Plan};
+use crate::resolution::{self, MirrorConfig, ResolutionError};
 use crate::source::{Scanned, Scanner, SourceError};
 use crate::spec::{self, Base, FileOp, SpecDiagnostic, SpecError, SpecFile};
-use crate::lock::{self, LockError, Lockfile};
-use crate::resolution::{self, MirrorConfig, ResolutionError};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -163,9 +163,11 @@ fn source_date_epoch() -> Result<Option<u64>, Error> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Err(_) => Ok(None),
         Ok(v) if v.trim().is_empty() => Ok(None),
-        Ok(v) => v.trim().parse::<u64>().map(Some).map_err(|_| {
-            Error::Usage(format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds since 1970"))
-        }),
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| Error::Usage(format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds since 1970"))),
     }
 }
 
@@ -175,15 +177,10 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
     if let Some(name) = &opts.image {
         if spec.image(name).is_none() {
             let names: Vec<&str> = spec.images.iter().map(|i| i.name.as_str()).collect();
-            return Err(Error::Usage(format!(
-                "`{}` has no image `{name}`; it has: {}",
-                opts.spec.display(),
-                names.join(", ")
-            )));
+            return Err(Error::Usage(format!("`{}` has no image `{name}`; it has: {}", opts.spec.display(), names.join(", "))));
         }
     }
-    let selected: Vec<&spec::ImageSpec> =
-        spec.images.iter().filter(|i| opts.image.as_ref().is_none_or(|n| *n == i.name)).collect();
+    let selected: Vec<&spec::ImageSpec> = spec.images.iter().filter(|i| opts.image.as_ref().is_none_or(|n| *n == i.name)).collect();
     let existing_lock = Lockfile::read(&lock::path_for(&opts.spec))?;
     let (needed, bases, pins) = load_bases_of(&spec, &selected, opts, existing_lock.as_ref(), false)?;
     let mut errors: Vec<SpecDiagnostic> = Vec::new();
@@ -225,7 +222,9 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
     };
     let plan = match plan::plan(&spec, opts.image.as_deref(), &inputs) {
         Ok(p) => p,
-        Err(diagnostics) => return Err(spec.report(diagnostics).err().map(Error::Spec).unwrap_or_else(|| Error::Usage("planning failed".into()))),
+        Err(diagnostics) => {
+            return Err(spec.report(diagnostics).err().map(Error::Spec).unwrap_or_else(|| Error::Usage("planning failed".into())))
+        }
     };
     // Only a valid spec touches the store (resolution, above, opens it when it must).
     let store = open_store(&opts.cache_dir)?;
@@ -277,7 +276,11 @@ fn load_bases_of<'s>(
             let p = platform.to_string();
             let resolved = |path: &str| {
                 let pb = Path::new(path);
-                if pb.is_absolute() { pb.to_path_buf() } else { spec.dir.join(pb) }
+                if pb.is_absolute() {
+                    pb.to_path_buf()
+                } else {
+                    spec.dir.join(pb)
+                }
             };
             let (loaded, span) = match &img.base {
                 Base::Scratch | Base::Image { .. } => continue,
@@ -298,7 +301,9 @@ fn load_bases_of<'s>(
                     }
                     let loaded = crate::base::registry_base(&get_reg, store(), reference, pinned.as_ref(), &p, &opts.insecure);
                     if let Ok(b) = &loaded {
-                        let pin = pins.entry(img.name.clone()).or_insert_with(|| lock::BaseLock { reference: reference.clone(), digests: BTreeMap::new() });
+                        let pin = pins
+                            .entry(img.name.clone())
+                            .or_insert_with(|| lock::BaseLock { reference: reference.clone(), digests: BTreeMap::new() });
                         pin.digests.insert(p.clone(), b.manifest_digest.to_string());
                     }
                     (loaded, span)
@@ -314,7 +319,10 @@ fn load_bases_of<'s>(
             match loaded.and_then(|mut b| {
                 b.files = base_files(store(), &b, || {
                     let in_store = |d: &crate::hash::Sha256| Some(Store::blob_path_in(&opts.cache_dir, d)).filter(|p| p.is_file());
-                    if opts.offline && matches!(b.source, crate::base::BlobSource::Registry { .. }) && b.layers.iter().any(|l| in_store(&l.digest).is_none()) {
+                    if opts.offline
+                        && matches!(b.source, crate::base::BlobSource::Registry { .. })
+                        && b.layers.iter().any(|l| in_store(&l.digest).is_none())
+                    {
                         return Err(crate::base::BaseError::Offline { reference: b.reference.clone() });
                     }
                     // A registry layer is pulled into the store (verified), where the build's
@@ -376,7 +384,8 @@ fn base_files(
         let map: BTreeMap<&String, String> = files.iter().map(|(k, v)| (k, b64.encode(v))).collect();
         if let Ok(bytes) = serde_json::to_vec(&map) {
             if let Ok(digest) = s.put_bytes(&bytes) {
-                let output = crate::store::Output { digest, size: bytes.len() as u64, media_type: "application/json".into(), diff_id: None };
+                let output =
+                    crate::store::Output { digest, size: bytes.len() as u64, media_type: "application/json".into(), diff_id: None };
                 let rec = crate::store::Record {
                     version: crate::store::RECORD_VERSION,
                     drv,
@@ -474,9 +483,10 @@ pub fn ensure_locked(
             LockMode::Update(names) if names.is_empty() => true,
             LockMode::Update(names) => {
                 stale
-                    || lockfile.images.get(&image.name).is_some_and(|l| {
-                        l.platforms.values().any(|p| p.packages.iter().any(|pkg| names.contains(&pkg.name)))
-                    })
+                    || lockfile
+                        .images
+                        .get(&image.name)
+                        .is_some_and(|l| l.platforms.values().any(|p| p.packages.iter().any(|pkg| names.contains(&pkg.name))))
             }
         };
         if !wanted {
@@ -500,8 +510,8 @@ pub fn ensure_locked(
             store = Some(open_store(&opts.cache_dir)?);
         }
         let Some(store) = store.as_ref() else { continue };
-        let entry = resolution::resolve_image(spec, image, mirrors, store, &installed, base_key.clone())
-            .map_err(|source| match source {
+        let entry =
+            resolution::resolve_image(spec, image, mirrors, store, &installed, base_key.clone()).map_err(|source| match source {
                 ResolutionError::Spec(e) => Error::Spec(e),
                 source => Error::Resolution { image: image.name.clone(), source: Box::new(source) },
             })?;
@@ -521,8 +531,7 @@ pub fn ensure_locked(
 /// `compose lock`: resolve and write the lockfile; returns its path.
 pub fn lock(opts: &SpecOptions, mode: LockMode) -> Result<PathBuf, Error> {
     let spec = spec::parse_file(&opts.spec)?;
-    let selected: Vec<&spec::ImageSpec> =
-        spec.images.iter().filter(|i| opts.image.as_ref().is_none_or(|n| *n == i.name)).collect();
+    let selected: Vec<&spec::ImageSpec> = spec.images.iter().filter(|i| opts.image.as_ref().is_none_or(|n| *n == i.name)).collect();
     let env = |name: &str| std::env::var(name).ok();
     let mirrors = MirrorConfig { flags: &opts.mirrors, env: &env, root: &opts.host_root };
     let existing = Lockfile::read(&lock::path_for(&opts.spec))?;
@@ -647,7 +656,9 @@ fn export_all(opts: &BuildOptions, planned: &Planned, ex: build::Executed) -> Re
                     .node_weights()
                     .filter_map(|d| match &d.kind {
                         plan::DrvKind::Blob(b) => match &b.source {
-                            crate::base::BlobSource::Registry { repo, .. } if repo.split('/').next() == Some(registry) => Some(repo.clone()),
+                            crate::base::BlobSource::Registry { repo, .. } if repo.split('/').next() == Some(registry) => {
+                                Some(repo.clone())
+                            }
                             _ => None,
                         },
                         _ => None,
@@ -692,9 +703,10 @@ fn push_finished(store: &Store, fin: &image::Finished, target: &str, insecure: &
                 uploaded: 0,
                 mounted: 0,
                 // Blobs, not counting the manifests (and index).
-                existing: fin.blobs.len().saturating_sub(
-                    1 + if fin.root.media_type == image::INDEX_MEDIA_TYPE { fin.platforms.len() } else { 0 },
-                ),
+                existing: fin
+                    .blobs
+                    .len()
+                    .saturating_sub(1 + if fin.root.media_type == image::INDEX_MEDIA_TYPE { fin.platforms.len() } else { 0 }),
                 uploaded_bytes: 0,
             });
         }

@@ -276,7 +276,15 @@ struct Builder<'a> {
 
 /// Plan every image of `spec` (or only `only`, and what it needs).
 pub fn plan(spec: &SpecFile, only: Option<&str>, inputs: &PlanInputs<'_>) -> Result<Plan, Vec<SpecDiagnostic>> {
-    let mut b = Builder { image_nodes: HashMap::new(), accounts_of: HashMap::new(), spec, inputs, plan: Plan::default(), by_hash: HashMap::new(), errors: Vec::new() };
+    let mut b = Builder {
+        image_nodes: HashMap::new(),
+        accounts_of: HashMap::new(),
+        spec,
+        inputs,
+        plan: Plan::default(),
+        by_hash: HashMap::new(),
+        errors: Vec::new(),
+    };
     // Parents (`base image="NAME"`) before children; with `only`, what it needs is planned too.
     for image in image_order(spec, only) {
         let output = only.is_none_or(|n| n == image.name);
@@ -377,11 +385,7 @@ impl Builder<'_> {
                 },
             };
             if packaged {
-                let pins = self
-                    .inputs
-                    .lock
-                    .and_then(|l| l.images.get(&image.name))
-                    .and_then(|l| l.platforms.get(&platform.to_string()));
+                let pins = self.inputs.lock.and_then(|l| l.images.get(&image.name)).and_then(|l| l.platforms.get(&platform.to_string()));
                 let Some(pins) = pins else {
                     self.errors.push(self.spec.diagnostic(
                         "compose::lock::missing",
@@ -393,8 +397,7 @@ impl Builder<'_> {
                     continue;
                 };
                 let tz = config.env.iter().find_map(|e| e.strip_prefix("TZ=")).unwrap_or("Etc/UTC").to_string();
-                let (pkg_layers, per_package, meta) =
-                    self.package_layers(image, platform, &pins.packages, epoch, common.len(), tz);
+                let (pkg_layers, per_package, meta) = self.package_layers(image, platform, &pins.packages, epoch, common.len(), tz);
                 layers.extend(pkg_layers);
                 layers.push(meta);
                 packages = per_package;
@@ -402,11 +405,8 @@ impl Builder<'_> {
             layers.extend(common.iter().copied());
             let drv = ImageDrv { platform: platform.clone(), base, layers: layers.clone(), packages, config: config.clone(), epoch };
             let hash = self.image_hash(&drv);
-            let name = if image.platforms.len() > 1 {
-                format!("{}: image {}", image.name, platform)
-            } else {
-                format!("{}: image", image.name)
-            };
+            let name =
+                if image.platforms.len() > 1 { format!("{}: image {}", image.name, platform) } else { format!("{}: image", image.name) };
             // The image also needs each package layer's file list (for the conflict check), merged or not.
             let mut deps = layers.clone();
             deps.extend(drv.packages.iter().map(|p| p.layer).filter(|n| !layers.contains(n)));
@@ -493,9 +493,9 @@ impl Builder<'_> {
         order.sort_by(|a, b| popularity[b.name.as_str()].cmp(&popularity[a.name.as_str()]).then(a.name.cmp(&b.name)));
         // A package that `Replaces` another comes after it, so its copy of a shared path wins.
         for _ in 0..order.len() {
-            let Some((i, j)) = (0..order.len()).find_map(|i| {
-                (i + 1..order.len()).rev().find(|&j| order[i].replaces.contains(&order[j].name)).map(|j| (i, j))
-            }) else {
+            let Some((i, j)) = (0..order.len())
+                .find_map(|i| (i + 1..order.len()).rev().find(|&j| order[i].replaces.contains(&order[j].name)).map(|j| (i, j)))
+            else {
                 break;
             };
             let p = order.remove(i);
@@ -585,11 +585,8 @@ impl Builder<'_> {
             }
         }
         let deps: Vec<NodeIndex> = [meta.base_passwd, meta.ca_certificates].into_iter().flatten().collect();
-        let drv = Derivation {
-            hash: e.finish(),
-            name: format!("{}: metadata ({platform})", image.name),
-            kind: DrvKind::Meta(Box::new(meta)),
-        };
+        let drv =
+            Derivation { hash: e.finish(), name: format!("{}: metadata ({platform})", image.name), kind: DrvKind::Meta(Box::new(meta)) };
         let meta = self.add(drv, &deps);
         (image_layers, layers, meta)
     }
@@ -730,7 +727,13 @@ impl Builder<'_> {
                 FileOp::Copy { src, src_span, to, to_dir, mode, dir_mode, owner, span } => {
                     let Some((uid, gid)) = self.owner(owner.as_ref(), ids) else { continue };
                     let Some(scanned) = self.inputs.sources.get(src) else {
-                        self.errors.push(self.spec.diagnostic("compose::spec::source", *src_span, format!("copy source `{src}` was not scanned"), "here", None));
+                        self.errors.push(self.spec.diagnostic(
+                            "compose::spec::source",
+                            *src_span,
+                            format!("copy source `{src}` was not scanned"),
+                            "here",
+                            None,
+                        ));
                         continue;
                     };
                     let dest_root = if scanned.root_is_dir() || !to_dir {
@@ -745,10 +748,7 @@ impl Builder<'_> {
                             SourceKind::Dir => (EntryKind::Dir, dir_mode.unwrap_or(0o755)),
                             SourceKind::Symlink { target } => (EntryKind::Symlink { target: target.clone() }, 0o777),
                             SourceKind::File { size, hash, executable } => (
-                                EntryKind::File {
-                                    size: *size,
-                                    content: Content::Local { abs: se.abs.clone(), hash: *hash },
-                                },
+                                EntryKind::File { size: *size, content: Content::Local { abs: se.abs.clone(), hash: *hash } },
                                 mode.unwrap_or(if *executable { 0o755 } else { 0o644 }),
                             ),
                         };
@@ -774,13 +774,8 @@ impl Builder<'_> {
                 }
                 FileOp::Symlink { path, target, owner, span } => {
                     let Some((uid, gid)) = self.owner(owner.as_ref(), ids) else { continue };
-                    let entry = PlannedEntry {
-                        path: path.clone(),
-                        kind: EntryKind::Symlink { target: target.clone() },
-                        mode: 0o777,
-                        uid,
-                        gid,
-                    };
+                    let entry =
+                        PlannedEntry { path: path.clone(), kind: EntryKind::Symlink { target: target.clone() }, mode: 0o777, uid, gid };
                     if let Err(msg) = layer.insert(entry, *span) {
                         self.errors.push(self.conflict(msg));
                     }
@@ -901,7 +896,9 @@ impl LayerEntries {
                         kind_word(&entry.kind),
                         kind_word(&old.kind)
                     ),
-                    help: Some("a path can't be both a directory and a file in one layer; put one of them in a `layer` block of its own".into()),
+                    help: Some(
+                        "a path can't be both a directory and a file in one layer; put one of them in a `layer` block of its own".into(),
+                    ),
                 });
             }
             _ => {}
@@ -960,8 +957,7 @@ fn sha_of(d: &Derivation) -> Sha256 {
 
 /// For each pinned package, how many pinned packages depend on it, directly or transitively.
 fn popularity(pins: &[PackageLock]) -> BTreeMap<&str, usize> {
-    let deps: BTreeMap<&str, Vec<&str>> =
-        pins.iter().map(|p| (p.name.as_str(), p.depends.iter().map(String::as_str).collect())).collect();
+    let deps: BTreeMap<&str, Vec<&str>> = pins.iter().map(|p| (p.name.as_str(), p.depends.iter().map(String::as_str).collect())).collect();
     let mut count: BTreeMap<&str, usize> = pins.iter().map(|p| (p.name.as_str(), 0)).collect();
     for p in pins {
         let mut seen: BTreeSet<&str> = BTreeSet::new();
@@ -1021,9 +1017,10 @@ pub fn meta_entries(m: &MetaInputs<'_>) -> Vec<PlannedEntry> {
         (None, None) => ("root:x:0:0:root:/root:/sbin/nologin\n".to_string(), "root:x:0:\n".to_string()),
     };
     if let Some(a) = m.accounts {
-        passwd = merge_db(&passwd, a.users.iter().map(|u| {
-            (u.name.clone(), format!("{}:x:{}:{}:{}:{}:{}", u.name, u.uid, u.gid, u.gecos, u.home, u.shell))
-        }));
+        passwd = merge_db(
+            &passwd,
+            a.users.iter().map(|u| (u.name.clone(), format!("{}:x:{}:{}:{}:{}:{}", u.name, u.uid, u.gid, u.gecos, u.home, u.shell))),
+        );
         group = merge_db(&group, a.groups.iter().map(|g| (g.name.clone(), format!("{}:x:{}:{}", g.name, g.gid, g.members.join(",")))));
     }
     let file = |path: &str, bytes: Vec<u8>, mode: u32| PlannedEntry {
@@ -1066,12 +1063,8 @@ pub fn meta_entries(m: &MetaInputs<'_>) -> Vec<PlannedEntry> {
             }
         }
         push(file("/etc/ssl/certs/ca-certificates.crt", bundle, 0o644));
-        let conf: String = m
-            .certificates
-            .iter()
-            .filter_map(|(p, _)| p.strip_prefix("/usr/share/ca-certificates/"))
-            .map(|p| format!("{p}\n"))
-            .collect();
+        let conf: String =
+            m.certificates.iter().filter_map(|(p, _)| p.strip_prefix("/usr/share/ca-certificates/")).map(|p| format!("{p}\n")).collect();
         push(file("/etc/ca-certificates.conf", conf.into_bytes(), 0o644));
     }
     if let Some(tz) = m.timezone {
@@ -1161,17 +1154,13 @@ impl Ids {
                 };
                 let (uid, primary) = match u.parse::<u32>() {
                     Ok(n) => (n, n),
-                    Err(_) => self
-                        .user(u)
-                        .ok_or_else(|| format!("unknown owner `{s}`: there is no user `{u}` in `accounts`"))?,
+                    Err(_) => self.user(u).ok_or_else(|| format!("unknown owner `{s}`: there is no user `{u}` in `accounts`"))?,
                 };
                 let gid = match g {
                     None => primary,
                     Some(g) => match g.parse::<u32>() {
                         Ok(n) => n,
-                        Err(_) => self
-                            .group(g)
-                            .ok_or_else(|| format!("unknown owner `{s}`: there is no group `{g}` in `accounts`"))?,
+                        Err(_) => self.group(g).ok_or_else(|| format!("unknown owner `{s}`: there is no group `{g}` in `accounts`"))?,
                     },
                 };
                 Ok((uid, gid))
@@ -1284,7 +1273,15 @@ mod tests {
             "root:x:0:\nwww-data:x:33:\nstaff:x:50:\n".to_string(),
         );
         let ours = Accounts {
-            users: vec![crate::spec::User { name: "app".into(), uid: 1000, gid: 1000, gecos: String::new(), home: "/".into(), shell: "/bin/sh".into(), span: (0, 0).into() }],
+            users: vec![crate::spec::User {
+                name: "app".into(),
+                uid: 1000,
+                gid: 1000,
+                gecos: String::new(),
+                home: "/".into(),
+                shell: "/bin/sh".into(),
+                span: (0, 0).into(),
+            }],
             groups: vec![],
             span: (0, 0).into(),
         };

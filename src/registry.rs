@@ -39,10 +39,7 @@ use std::time::Duration;
 use futures_util::{stream, Stream, StreamExt, TryStreamExt};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
-use oci_client::manifest::{
-    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
-    OCI_IMAGE_MEDIA_TYPE,
-};
+use oci_client::manifest::{IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use sha2::Digest as _;
@@ -58,12 +55,8 @@ const UPLOAD_CONCURRENCY: usize = 4;
 const UPLOAD_CHUNK: usize = 1 << 20;
 
 /// Manifest media types asked for when resolving.
-const MANIFEST_TYPES: &[&str] = &[
-    OCI_IMAGE_INDEX_MEDIA_TYPE,
-    OCI_IMAGE_MEDIA_TYPE,
-    IMAGE_MANIFEST_LIST_MEDIA_TYPE,
-    IMAGE_MANIFEST_MEDIA_TYPE,
-];
+const MANIFEST_TYPES: &[&str] =
+    &[OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE, IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE];
 
 /// What can go wrong talking to a registry. Every variant names the reference involved.
 #[derive(Debug, thiserror::Error)]
@@ -208,10 +201,7 @@ pub fn parse_reference(s: &str) -> Result<ParsedRef, RegistryError> {
         Some(d) => Some(d.parse::<Sha256>().map_err(|e| bad(e.to_string()))?),
     };
     if !repository_ok(r.repository()) {
-        return Err(bad(format!(
-            "repository `{}` must be lower-case letters, digits and separators",
-            r.repository()
-        )));
+        return Err(bad(format!("repository `{}` must be lower-case letters, digits and separators", r.repository())));
     }
     // oci-spec fills in `latest`; keep only a tag that was written.
     let name = s.split('@').next().unwrap_or(s);
@@ -268,7 +258,8 @@ fn repository_ok(repository: &str) -> bool {
             && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
             && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
             && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
-            && c.split(|ch: char| ch.is_ascii_alphanumeric()).all(|sep| matches!(sep, "" | "." | "_" | "__") || sep.bytes().all(|b| b == b'-'))
+            && c.split(|ch: char| ch.is_ascii_alphanumeric())
+                .all(|sep| matches!(sep, "" | "." | "_" | "__") || sep.bytes().all(|b| b == b'-'))
     })
 }
 
@@ -300,13 +291,7 @@ impl Target {
     }
 
     fn for_reference(&self, reference: Reference, shown: String) -> Target {
-        Target {
-            reference,
-            registry: self.registry.clone(),
-            shown,
-            auth: self.auth.clone(),
-            credentials: self.credentials.clone(),
-        }
+        Target { reference, registry: self.registry.clone(), shown, auth: self.auth.clone(), credentials: self.credentials.clone() }
     }
 }
 
@@ -337,11 +322,7 @@ fn classify(e: OciDistributionError, registry: &str, reference: &str, credential
         status,
         detail,
     };
-    let network = |cause: String| RegistryError::Network {
-        registry: registry.to_string(),
-        reference: reference.to_string(),
-        cause,
-    };
+    let network = |cause: String| RegistryError::Network { registry: registry.to_string(), reference: reference.to_string(), cause };
     let mismatch = |expected: String, actual: String| RegistryError::DigestMismatch {
         reference: reference.to_string(),
         what: "the content sent by the registry".to_string(),
@@ -360,12 +341,9 @@ fn classify(e: OciDistributionError, registry: &str, reference: &str, credential
         E::RegistryError { envelope, .. } => match envelope.errors.first().map(|x| &x.code) {
             Some(OciErrorCode::Unauthorized) => unauthorized(),
             Some(OciErrorCode::Denied) => forbidden(),
-            Some(
-                OciErrorCode::BlobUnknown
-                | OciErrorCode::ManifestUnknown
-                | OciErrorCode::NameUnknown
-                | OciErrorCode::NotFound,
-            ) => not_found(),
+            Some(OciErrorCode::BlobUnknown | OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound) => {
+                not_found()
+            }
             _ => protocol(None, envelope.to_string()),
         },
         E::RequestError(re) => match re.status() {
@@ -374,9 +352,7 @@ fn classify(e: OciDistributionError, registry: &str, reference: &str, credential
         },
         E::DigestError(DigestError::VerificationError { expected, actual }) => mismatch(expected, actual),
         E::IoError(io) => match io.get_ref().and_then(|inner| inner.downcast_ref::<DigestError>()) {
-            Some(DigestError::VerificationError { expected, actual }) => {
-                mismatch(expected.clone(), actual.clone())
-            }
+            Some(DigestError::VerificationError { expected, actual }) => mismatch(expected.clone(), actual.clone()),
             _ => network(root_cause(&io)),
         },
         other => protocol(None, other.to_string()),
@@ -543,11 +519,7 @@ impl Registry {
     /// Authenticate once per (registry, repository, operation); tokens are then renewed by the
     /// client from the stored credentials.
     async fn ensure_auth(&self, t: &Target, op: RegistryOperation) -> Result<(), RegistryError> {
-        let key = (
-            t.reference.resolve_registry().to_string(),
-            t.reference.repository().to_string(),
-            op == RegistryOperation::Push,
-        );
+        let key = (t.reference.resolve_registry().to_string(), t.reference.repository().to_string(), op == RegistryOperation::Push);
         if lock(&self.authed).contains(&key) {
             return Ok(());
         }
@@ -575,11 +547,7 @@ impl Registry {
     fn fetch_manifest(&self, t: &Target, expect: Option<Sha256>) -> Result<Fetched, RegistryError> {
         let bytes = self.block_on(async {
             self.ensure_auth(t, RegistryOperation::Pull).await?;
-            let (bytes, _) = self
-                .client
-                .pull_manifest_raw(&t.reference, &t.auth, MANIFEST_TYPES)
-                .await
-                .map_err(|e| t.err(e))?;
+            let (bytes, _) = self.client.pull_manifest_raw(&t.reference, &t.auth, MANIFEST_TYPES).await.map_err(|e| t.err(e))?;
             Ok::<_, RegistryError>(bytes)
         })?;
         let digest = Sha256::of(&bytes);
@@ -605,13 +573,7 @@ impl Registry {
     /// Stream blob `digest` of `repo_ref` (`REGISTRY/REPO`) into `sink`, verifying its sha256
     /// (and `size`, when given); returns the bytes written. On error the sink may hold part of
     /// the blob (or all of it, when the digest does not match): discard what it holds.
-    pub fn blob(
-        &self,
-        repo_ref: &str,
-        digest: &Sha256,
-        size: Option<u64>,
-        sink: &mut dyn Write,
-    ) -> Result<u64, RegistryError> {
+    pub fn blob(&self, repo_ref: &str, digest: &Sha256, size: Option<u64>, sink: &mut dyn Write) -> Result<u64, RegistryError> {
         let parsed = parse_repo(repo_ref)?;
         let shown = format!("blob {digest} of {repo_ref}");
         let t = self.target(parsed.with_tag_latest(), shown.clone())?;
@@ -626,11 +588,7 @@ impl Registry {
         let mut written: u64 = 0;
         self.block_on(async {
             self.ensure_auth(&t, RegistryOperation::Pull).await?;
-            let mut body = self
-                .client
-                .pull_blob_stream(&t.reference, digest_text.as_str())
-                .await
-                .map_err(|e| t.err(e))?;
+            let mut body = self.client.pull_blob_stream(&t.reference, digest_text.as_str()).await.map_err(|e| t.err(e))?;
             if let (Some(expected), Some(announced)) = (size, body.content_length) {
                 if expected != announced {
                     return Err(size_mismatch(announced));
@@ -668,11 +626,7 @@ impl Registry {
         if size.is_some_and(|s| s != written) {
             return Err(size_mismatch(written));
         }
-        sink.flush().map_err(|source| RegistryError::Sink {
-            digest: digest_text,
-            reference: repo_ref.to_string(),
-            source,
-        })?;
+        sink.flush().map_err(|source| RegistryError::Sink { digest: digest_text, reference: repo_ref.to_string(), source })?;
         Ok(written)
     }
 
@@ -700,9 +654,7 @@ impl Registry {
         };
         if let Some(d) = &parsed.digest {
             if d != last_digest {
-                return Err(invalid(format!(
-                    "the reference names {d} but the last manifest is {last_digest}"
-                )));
+                return Err(invalid(format!("the reference names {d} but the last manifest is {last_digest}")));
             }
         }
         let mut content_types = Vec::with_capacity(manifests.len());
@@ -716,9 +668,8 @@ impl Registry {
                     actual: actual.to_string(),
                 });
             }
-            let ct = http::HeaderValue::from_str(media_type).map_err(|_| {
-                invalid(format!("media type `{media_type}` of {digest} is not a header value"))
-            })?;
+            let ct = http::HeaderValue::from_str(media_type)
+                .map_err(|_| invalid(format!("media type `{media_type}` of {digest} is not a header value")))?;
             content_types.push(ct);
         }
         let mut seen = HashSet::new();
@@ -745,16 +696,14 @@ impl Registry {
         let mut sources = Vec::new();
         for m in mount_from {
             let src = parse_repo(m)?;
-            let same_registry =
-                auth::normalize_registry(&src.registry) == auth::normalize_registry(&parsed.registry);
+            let same_registry = auth::normalize_registry(&src.registry) == auth::normalize_registry(&parsed.registry);
             if same_registry && src.repository != parsed.repository && !sources.contains(&src) {
                 sources.push(src);
             }
         }
 
         let t = self.target(parsed.to_oci(), target.to_string())?;
-        let blob_target =
-            |digest: &Sha256| t.for_reference(parsed.to_oci(), format!("blob {digest} of {target}"));
+        let blob_target = |digest: &Sha256| t.for_reference(parsed.to_oci(), format!("blob {digest} of {target}"));
 
         self.block_on(async {
             self.ensure_auth(&t, RegistryOperation::Push).await?;
@@ -764,19 +713,13 @@ impl Registry {
             let present: Vec<bool> = stream::iter(unique.iter())
                 .map(|(digest, _, _)| {
                     let bt = blob_target(digest);
-                    async move {
-                        self.client
-                            .blob_exists(&bt.reference, &digest.to_string())
-                            .await
-                            .map_err(|e| bt.err(e))
-                    }
+                    async move { self.client.blob_exists(&bt.reference, &digest.to_string()).await.map_err(|e| bt.err(e)) }
                 })
                 .buffered(CHECK_CONCURRENCY)
                 .try_collect()
                 .await?;
             let existing = present.iter().filter(|p| **p).count();
-            let missing: Vec<&(Sha256, u64, PathBuf)> =
-                unique.iter().zip(&present).filter(|(_, p)| !**p).map(|(b, _)| *b).collect();
+            let missing: Vec<&(Sha256, u64, PathBuf)> = unique.iter().zip(&present).filter(|(_, p)| !**p).map(|(b, _)| *b).collect();
 
             // 2. Mount what another repository of the registry has.
             let mounted: Vec<bool> = stream::iter(missing.iter())
@@ -784,8 +727,7 @@ impl Registry {
                 .buffered(CHECK_CONCURRENCY)
                 .try_collect()
                 .await?;
-            let to_upload: Vec<&(Sha256, u64, PathBuf)> =
-                missing.iter().zip(&mounted).filter(|(_, m)| !**m).map(|(b, _)| *b).collect();
+            let to_upload: Vec<&(Sha256, u64, PathBuf)> = missing.iter().zip(&mounted).filter(|(_, m)| !**m).map(|(b, _)| *b).collect();
             let mounted = mounted.iter().filter(|m| **m).count();
 
             // 3. Upload the rest, streamed from the files.
@@ -803,38 +745,21 @@ impl Registry {
             for (i, ((digest, _, bytes), ct)) in manifests.iter().zip(content_types).enumerate() {
                 let reference = match (&parsed.tag, i + 1 == count) {
                     // The last one by tag (also when the target names the digest too).
-                    (Some(tag), true) => {
-                        Reference::with_tag(parsed.registry.clone(), parsed.repository.clone(), tag.clone())
-                    }
+                    (Some(tag), true) => Reference::with_tag(parsed.registry.clone(), parsed.repository.clone(), tag.clone()),
                     (None, true) if parsed.digest.is_none() => parsed.with_tag_latest(),
                     _ => parsed.with_digest(digest),
                 };
                 let mt = t.for_reference(reference, format!("manifest {digest} of {target}"));
-                let location = self
-                    .client
-                    .push_manifest_raw(&mt.reference, bytes.clone(), ct)
-                    .await
-                    .map_err(|e| mt.err(e))?;
+                let location = self.client.push_manifest_raw(&mt.reference, bytes.clone(), ct).await.map_err(|e| mt.err(e))?;
                 check_location(&location, digest, &mt)?;
             }
 
-            Ok(PushReport {
-                uploaded: to_upload.len(),
-                mounted,
-                existing,
-                uploaded_bytes,
-                digest: *last_digest,
-            })
+            Ok(PushReport { uploaded: to_upload.len(), mounted, existing, uploaded_bytes, digest: *last_digest })
         })
     }
 
     /// Mount `digest` into the target repository from the first source that has it.
-    async fn try_mount(
-        &self,
-        t: &Target,
-        sources: &[ParsedRef],
-        digest: &Sha256,
-    ) -> Result<bool, RegistryError> {
+    async fn try_mount(&self, t: &Target, sources: &[ParsedRef], digest: &Sha256) -> Result<bool, RegistryError> {
         for src in sources {
             let st = t.for_reference(src.to_oci(), format!("blob {digest} of {}", src.repo()));
             let has = match self.client.blob_exists(&st.reference, &digest.to_string()).await {
@@ -861,24 +786,11 @@ impl Registry {
     }
 
     /// Upload one blob from its file in a single streamed PUT; returns its size.
-    async fn upload(
-        &self,
-        t: &Target,
-        digest: &Sha256,
-        size: u64,
-        path: &Path,
-    ) -> Result<u64, RegistryError> {
-        let file_err = |source: io::Error| RegistryError::File {
-            path: path.to_path_buf(),
-            reference: t.shown.clone(),
-            source,
-        };
+    async fn upload(&self, t: &Target, digest: &Sha256, size: u64, path: &Path) -> Result<u64, RegistryError> {
+        let file_err = |source: io::Error| RegistryError::File { path: path.to_path_buf(), reference: t.shown.clone(), source };
         let file = tokio::fs::File::open(path).await.map_err(file_err)?;
         let state = Arc::new(Mutex::new(Upload { hasher: sha2::Sha256::new(), size: 0, error: None }));
-        let result = self
-            .client
-            .push_blob_stream(&t.reference, file_stream(file, state.clone()), &digest.to_string(), Some(size))
-            .await;
+        let result = self.client.push_blob_stream(&t.reference, file_stream(file, state.clone()), &digest.to_string(), Some(size)).await;
         // What was read decides first: a file that does not hold the blob explains any refusal.
         let (error, sent, actual) = {
             let mut s = lock(&state);
@@ -964,10 +876,7 @@ mod tests {
     #[test]
     fn parses_references() {
         let r = parse_reference("127.0.0.1:5000/a/b:v1").unwrap();
-        assert_eq!(
-            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref(), r.digest),
-            ("127.0.0.1:5000", "a/b", Some("v1"), None)
-        );
+        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref(), r.digest), ("127.0.0.1:5000", "a/b", Some("v1"), None));
         assert_eq!(r.to_string(), "127.0.0.1:5000/a/b:v1");
 
         let hex = "ab".repeat(32);
@@ -986,12 +895,7 @@ mod tests {
         let r = parse_reference("127.0.0.1:5000/repo").unwrap();
         assert_eq!((r.registry.as_str(), r.tag.as_deref()), ("127.0.0.1:5000", None));
 
-        for bad in [
-            "",
-            "UPPER/case",
-            "reg.example/x@sha256:abc",
-            "reg.example/x@md5:0123456789abcdef0123456789abcdef",
-        ] {
+        for bad in ["", "UPPER/case", "reg.example/x@sha256:abc", "reg.example/x@md5:0123456789abcdef0123456789abcdef"] {
             let err = parse_reference(bad).unwrap_err();
             assert!(matches!(err, RegistryError::BadReference { .. }), "{bad}: {err}");
         }
@@ -1015,11 +919,25 @@ mod tests {
             let r: Reference = s.parse().unwrap();
             assert_eq!(fast.registry, r.registry(), "{s}");
             assert_eq!(fast.repository, r.repository(), "{s}");
-            assert_eq!(fast.tag.as_deref(), if s.split('@').next().unwrap().rsplit('/').next().unwrap().contains(':') { r.tag() } else { None }, "{s}");
+            assert_eq!(
+                fast.tag.as_deref(),
+                if s.split('@').next().unwrap().rsplit('/').next().unwrap().contains(':') { r.tag() } else { None },
+                "{s}"
+            );
             assert_eq!(fast.digest.map(|d| d.to_string()).as_deref(), r.digest(), "{s}");
         }
         // Left to the full parser: Docker Hub, bare names, odd forms.
-        for s in ["busybox", "library/busybox:1", "docker.io/busybox", "reg.example/Upper", "reg.example/x@md5:00", "[::1]:5000/x", "reg.example/a..b", "reg.example/a._b", "reg.example/a___b"] {
+        for s in [
+            "busybox",
+            "library/busybox:1",
+            "docker.io/busybox",
+            "reg.example/Upper",
+            "reg.example/x@md5:00",
+            "[::1]:5000/x",
+            "reg.example/a..b",
+            "reg.example/a._b",
+            "reg.example/a___b",
+        ] {
             assert!(parse_explicit(s).is_none(), "{s}");
         }
     }
@@ -1043,8 +961,7 @@ mod tests {
         let reg = Registry::new(RegistryOptions::default()).unwrap();
         let m = b"{}".to_vec();
         let wrong = Sha256::of(b"other");
-        let err =
-            reg.push("127.0.0.1:1/x:t", &[], &[(wrong, "application/json".into(), m)], &[]).unwrap_err();
+        let err = reg.push("127.0.0.1:1/x:t", &[], &[(wrong, "application/json".into(), m)], &[]).unwrap_err();
         assert!(matches!(err, RegistryError::DigestMismatch { .. }), "{err}");
         let err = reg.push("127.0.0.1:1/x:t", &[], &[], &[]).unwrap_err();
         assert!(matches!(err, RegistryError::InvalidPush { .. }), "{err}");

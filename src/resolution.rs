@@ -106,21 +106,14 @@ pub fn resolve_image(
         let mut all: Vec<Package> = Vec::new();
         for (i, r) in image.repositories.iter().enumerate() {
             let mirror = mirrors.mirror(&r.name, &r.suite)?;
-            let src = RepoSource {
-                name: &r.name,
-                suite: &r.suite,
-                components: &r.components,
-                keyring: &keyrings[i],
-                mirror: &mirror,
-                index: i,
-            };
+            let src =
+                RepoSource { name: &r.name, suite: &r.suite, components: &r.components, keyring: &keyrings[i], mirror: &mirror, index: i };
             let l = repo::load(store, http, &src, arch, now).map_err(|e| ResolutionError::Repo(Box::new(e)))?;
             all.extend(l.packages.iter().cloned());
             loaded.push(l);
         }
         let universe = Universe::new(all, arch);
-        let requests: Vec<Request> =
-            image.packages.iter().map(|p| Request { name: p.name.clone(), version: p.version.clone() }).collect();
+        let requests: Vec<Request> = image.packages.iter().map(|p| Request { name: p.name.clone(), version: p.version.clone() }).collect();
         let base: Vec<(String, crate::apt::types::Version, String)> = installed
             .get(&platform.to_string())
             .map(|l| l.iter().filter_map(|(n, v, a)| v.parse().ok().map(|v| (n.clone(), v, a.clone()))).collect())
@@ -180,11 +173,7 @@ pub fn resolve_image(
 fn resolve_diagnostic(spec: &SpecFile, image: &ImageSpec, platform: &Platform, e: ResolveError) -> ResolutionError {
     let msg = e.to_string();
     let root = request_name(&e).map(str::to_string);
-    let span = root
-        .as_deref()
-        .and_then(|n| image.packages.iter().find(|p| p.name == n))
-        .map(|p| p.span)
-        .unwrap_or(image.packages[0].span);
+    let span = root.as_deref().and_then(|n| image.packages.iter().find(|p| p.name == n)).map(|p| p.span).unwrap_or(image.packages[0].span);
     ResolutionError::Spec(crate::spec::SpecError::from_diagnostic(spec.diagnostic(
         "compose::resolve",
         span,

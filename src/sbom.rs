@@ -115,7 +115,8 @@ pub fn document(name: &str, tag: &str, digest: &str, epoch: u64, lock: Option<&I
     if let Some(lock) = lock {
         for (platform, pl) in &lock.platforms {
             let _ = platform;
-            let id_of = |p: &PackageLock| format!("SPDXRef-Package-deb-{}-{}-{}", spdx_id(&p.name), spdx_id(&p.version), spdx_id(&p.architecture));
+            let id_of =
+                |p: &PackageLock| format!("SPDXRef-Package-deb-{}-{}-{}", spdx_id(&p.name), spdx_id(&p.version), spdx_id(&p.architecture));
             for p in &pl.packages {
                 let id = id_of(p);
                 if !seen.insert(id.clone()) {
@@ -147,7 +148,8 @@ pub fn document(name: &str, tag: &str, digest: &str, epoch: u64, lock: Option<&I
                 relationships.push(json!({"spdxElementId": image_id, "relationshipType": "CONTAINS", "relatedSpdxElement": id}));
                 for d in &p.depends {
                     if let Some(dep) = pl.packages.iter().find(|q| &q.name == d) {
-                        relationships.push(json!({"spdxElementId": id, "relationshipType": "DEPENDS_ON", "relatedSpdxElement": id_of(dep)}));
+                        relationships
+                            .push(json!({"spdxElementId": id, "relationshipType": "DEPENDS_ON", "relatedSpdxElement": id_of(dep)}));
                     }
                 }
             }
@@ -202,8 +204,17 @@ mod tests {
         assert_eq!(spdx_licence("odd licence"), "LicenseRef-odd-licence");
         let c = "Format: https://example.invalid/copyright-format/1.0/\n\nFiles: *\nLicense: GPL-2+ or MIT\n\nFiles: x\nLicense: BSD-3-clause\n";
         assert_eq!(dep5_licences(c), vec!["BSD-3-clause", "GPL-2+", "MIT"]);
-        let p = PackageLock { name: "libfoo".into(), version: "1:2.0+dfsg-1~deb12u1".into(), architecture: "amd64".into(), repository: "debian-security".into(), ..Default::default() };
-        assert_eq!(purl(&p, Some("bookworm-security")), "pkg:deb/debian/libfoo@1%3A2.0%2Bdfsg-1%7Edeb12u1?arch=amd64&distro=bookworm-security");
+        let p = PackageLock {
+            name: "libfoo".into(),
+            version: "1:2.0+dfsg-1~deb12u1".into(),
+            architecture: "amd64".into(),
+            repository: "debian-security".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            purl(&p, Some("bookworm-security")),
+            "pkg:deb/debian/libfoo@1%3A2.0%2Bdfsg-1%7Edeb12u1?arch=amd64&distro=bookworm-security"
+        );
         let u = urn_uuid("sha256:abc");
         assert_eq!(u.len(), "urn:uuid:".len() + 36);
         assert_eq!(u, urn_uuid("sha256:abc"));

@@ -185,9 +185,7 @@ impl Scanner {
         let dir = fs::canonicalize(spec_dir).map_err(io_err("resolve", spec_dir))?;
         let key = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex()[..32].to_string();
         let cache_path = Store::stat_cache_path_in(store_root, &key);
-        let old = read_optional(&cache_path)?
-            .and_then(|b| decode_stat_cache(&b))
-            .unwrap_or_default();
+        let old = read_optional(&cache_path)?.and_then(|b| decode_stat_cache(&b)).unwrap_or_default();
         Ok(Scanner { dir, cache_path, old, seen: Vec::new(), hashed_files: 0, hashed_bytes: 0 })
     }
 
@@ -235,10 +233,7 @@ impl Scanner {
         let mut entries: Vec<SourceEntry> = Vec::new();
         if meta.is_dir() {
             entries.push(SourceEntry { rel: String::new(), kind: SourceKind::Dir, abs: root.clone() });
-            let walker = walkdir::WalkDir::new(&root)
-                .follow_links(false)
-                .min_depth(1)
-                .sort_by(|a, b| a.file_name().cmp(b.file_name()));
+            let walker = walkdir::WalkDir::new(&root).follow_links(false).min_depth(1).sort_by(|a, b| a.file_name().cmp(b.file_name()));
             for item in walker {
                 let item = item.map_err(|e| {
                     let path = e.path().unwrap_or(&root).to_path_buf();
@@ -253,10 +248,7 @@ impl Scanner {
                     entries.push(SourceEntry { rel, kind: SourceKind::Dir, abs: path.to_path_buf() });
                 } else if ft.is_symlink() {
                     let target = fs::read_link(path).map_err(io_err("read link", path))?;
-                    let target = target
-                        .to_str()
-                        .ok_or_else(|| SourceError::NonUtf8 { path: path.to_path_buf() })?
-                        .to_string();
+                    let target = target.to_str().ok_or_else(|| SourceError::NonUtf8 { path: path.to_path_buf() })?.to_string();
                     entries.push(SourceEntry { rel, kind: SourceKind::Symlink { target }, abs: path.to_path_buf() });
                 } else if ft.is_file() {
                     // Stat'ed below, in parallel: on a no-op build these stats are most of the work.
@@ -293,8 +285,12 @@ impl Scanner {
             let key = p.abs.to_string_lossy().into_owned();
             let fp = stat_of(&p.meta);
             match self.old.get(&key) {
-                Some(c) if c.size == fp.size && c.mtime_ns == fp.mtime_ns && c.ctime_ns == fp.ctime_ns
-                    && c.ino == fp.ino && c.dev == fp.dev =>
+                Some(c)
+                    if c.size == fp.size
+                        && c.mtime_ns == fp.mtime_ns
+                        && c.ctime_ns == fp.ctime_ns
+                        && c.ino == fp.ino
+                        && c.dev == fp.dev =>
                 {
                     let fp = Fingerprint { hash: c.hash, ..fp };
                     self.seen.push((key, fp));
@@ -335,8 +331,7 @@ impl Scanner {
         self.seen.retain(|(_, fp)| fp.mtime_ns + RACY_WINDOW_NS < now && fp.ctime_ns + RACY_WINDOW_NS < now);
         self.seen.sort_by(|a, b| a.0.cmp(&b.0));
         self.seen.dedup_by(|a, b| a.0 == b.0);
-        let unchanged = self.seen.len() == self.old.len()
-            && self.seen.iter().all(|(k, fp)| self.old.get(k) == Some(fp));
+        let unchanged = self.seen.len() == self.old.len() && self.seen.iter().all(|(k, fp)| self.old.get(k) == Some(fp));
         if unchanged {
             return Ok(());
         }
@@ -366,9 +361,7 @@ fn rel_string(p: &Path) -> Result<String, SourceError> {
     let mut parts = Vec::new();
     for c in p.components() {
         match c {
-            Component::Normal(s) => {
-                parts.push(s.to_str().ok_or_else(|| SourceError::NonUtf8 { path: p.to_path_buf() })?)
-            }
+            Component::Normal(s) => parts.push(s.to_str().ok_or_else(|| SourceError::NonUtf8 { path: p.to_path_buf() })?),
             _ => continue,
         }
     }

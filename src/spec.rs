@@ -89,11 +89,7 @@ pub struct Platform {
 impl Platform {
     /// `linux/amd64`, the default platform.
     pub fn linux_amd64() -> Self {
-        Platform {
-            os: "linux".to_owned(),
-            architecture: "amd64".to_owned(),
-            variant: None,
-        }
+        Platform { os: "linux".to_owned(), architecture: "amd64".to_owned(), variant: None }
     }
 }
 
@@ -117,11 +113,7 @@ pub enum Base {
     /// `REGISTRY/REPO:TAG@sha256:…`, exactly as written.
     Registry { reference: String, span: SourceSpan },
     /// `oci:PATH[:TAG]`: an OCI image layout directory.
-    OciLayout {
-        path: String,
-        tag: Option<String>,
-        span: SourceSpan,
-    },
+    OciLayout { path: String, tag: Option<String>, span: SourceSpan },
     /// `oci-archive:PATH`: a tar of an OCI image layout.
     OciArchive { path: String, span: SourceSpan },
     /// `docker-archive:PATH`: a `docker save` tarball.
@@ -243,20 +235,16 @@ impl FileOp {
     /// The node span of the operation.
     pub fn span(&self) -> SourceSpan {
         match self {
-            FileOp::Copy { span, .. }
-            | FileOp::Text { span, .. }
-            | FileOp::Symlink { span, .. }
-            | FileOp::Dir { span, .. } => *span,
+            FileOp::Copy { span, .. } | FileOp::Text { span, .. } | FileOp::Symlink { span, .. } | FileOp::Dir { span, .. } => *span,
         }
     }
 
     /// The `owner=` of the operation, if given.
     pub fn owner(&self) -> Option<&OwnerSpec> {
         match self {
-            FileOp::Copy { owner, .. }
-            | FileOp::Text { owner, .. }
-            | FileOp::Symlink { owner, .. }
-            | FileOp::Dir { owner, .. } => owner.as_ref(),
+            FileOp::Copy { owner, .. } | FileOp::Text { owner, .. } | FileOp::Symlink { owner, .. } | FileOp::Dir { owner, .. } => {
+                owner.as_ref()
+            }
         }
     }
 }
@@ -314,24 +302,19 @@ impl SpecDiagnostic {
         labels: Vec<(SourceSpan, String)>,
         help: Option<String>,
     ) -> Self {
-        let labels = labels
-            .into_iter()
-            .enumerate()
-            .map(|(i, (span, label))| {
-                if i == 0 {
-                    LabeledSpan::new_primary_with_span(Some(label), span)
-                } else {
-                    LabeledSpan::new_with_span(Some(label), span)
-                }
-            })
-            .collect();
-        SpecDiagnostic {
-            code,
-            message,
-            labels,
-            help,
-            source: source.clone(),
-        }
+        let labels =
+            labels
+                .into_iter()
+                .enumerate()
+                .map(|(i, (span, label))| {
+                    if i == 0 {
+                        LabeledSpan::new_primary_with_span(Some(label), span)
+                    } else {
+                        LabeledSpan::new_with_span(Some(label), span)
+                    }
+                })
+                .collect();
+        SpecDiagnostic { code, message, labels, help, source: source.clone() }
     }
 
     /// The primary span, if the diagnostic has labels.
@@ -354,9 +337,7 @@ impl Diagnostic for SpecDiagnostic {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help
-            .as_ref()
-            .map(|h| Box::new(h) as Box<dyn fmt::Display + 'a>)
+        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display + 'a>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
@@ -402,10 +383,7 @@ pub enum SpecError {
     /// the error *is* that diagnostic; with several it is a summary whose
     /// related diagnostics are the problems.
     #[error("{}", invalid_message(path, diagnostics))]
-    Invalid {
-        path: PathBuf,
-        diagnostics: Vec<SpecDiagnostic>,
-    },
+    Invalid { path: PathBuf, diagnostics: Vec<SpecDiagnostic> },
 }
 
 fn invalid_message(path: &Path, diagnostics: &[SpecDiagnostic]) -> String {
@@ -485,10 +463,7 @@ impl Diagnostic for SpecError {
 
 /// Reads and parses the spec file at `path`.
 pub fn parse_file(path: &Path) -> Result<SpecFile, SpecError> {
-    let bytes = std::fs::read(path).map_err(|source| SpecError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
     match std::str::from_utf8(&bytes) {
         Ok(text) => parse_str(path, text),
         Err(e) => Err(not_utf8(path, &bytes, e.valid_up_to())),
@@ -497,36 +472,21 @@ pub fn parse_file(path: &Path) -> Result<SpecFile, SpecError> {
 
 fn not_utf8(path: &Path, bytes: &[u8], bad: usize) -> SpecError {
     let before = &bytes[..bad];
-    let line_start = before
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .map_or(0, |i| i + 1);
+    let line_start = before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     let line = before.iter().filter(|b| **b == b'\n').count() + 1;
     let column = bad - line_start + 1;
     let byte = bytes[bad];
     let lossy = Arc::new(String::from_utf8_lossy(bytes).into_owned());
     let source = NamedSource::new(path.display().to_string(), lossy);
-    let message = format!(
-        "spec file `{}` is not valid UTF-8: invalid byte 0x{byte:02x} at line {line}, column {column}",
-        path.display()
-    );
+    let message = format!("spec file `{}` is not valid UTF-8: invalid byte 0x{byte:02x} at line {line}, column {column}", path.display());
     let detail = SpecDiagnostic::new(
         &source,
         "compose::spec::not_utf8",
         message,
-        vec![(
-            SourceSpan::new(bad.into(), '\u{fffd}'.len_utf8()),
-            "not UTF-8".to_owned(),
-        )],
+        vec![(SourceSpan::new(bad.into(), '\u{fffd}'.len_utf8()), "not UTF-8".to_owned())],
         Some("spec files must be encoded as UTF-8".to_owned()),
     );
-    SpecError::NotUtf8 {
-        path: path.to_path_buf(),
-        line,
-        column,
-        byte,
-        detail: Box::new(detail),
-    }
+    SpecError::NotUtf8 { path: path.to_path_buf(), line, column, byte, detail: Box::new(detail) }
 }
 
 /// Parses spec text; `path` names the file in diagnostics (kept as given)
@@ -534,22 +494,14 @@ fn not_utf8(path: &Path, bytes: &[u8], bad: usize) -> SpecError {
 pub fn parse_str(path: &Path, text: &str) -> Result<SpecFile, SpecError> {
     let text = Arc::new(text.to_owned());
     let source = NamedSource::new(path.display().to_string(), text.clone());
-    let mut dec = Decoder {
-        source: source.clone(),
-        diags: Vec::new(),
-    };
+    let mut dec = Decoder { source: source.clone(), diags: Vec::new() };
     let images = match KdlDocument::parse(&text) {
         Ok(doc) => dec.document(&doc),
         Err(err) => {
             for d in err.diagnostics {
                 let message = d.message.unwrap_or_else(|| "invalid KDL".to_owned());
                 let label = d.label.unwrap_or_else(|| "here".to_owned());
-                dec.push(
-                    "compose::spec::syntax",
-                    message,
-                    vec![(d.span, label)],
-                    d.help,
-                );
+                dec.push("compose::spec::syntax", message, vec![(d.span, label)], d.help);
             }
             Vec::new()
         }
@@ -561,20 +513,12 @@ pub fn parse_str(path: &Path, text: &str) -> Result<SpecFile, SpecError> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    Ok(SpecFile {
-        path: path.to_path_buf(),
-        dir,
-        source,
-        images,
-    })
+    Ok(SpecFile { path: path.to_path_buf(), dir, source, images })
 }
 
 fn finish(path: &Path, mut diagnostics: Vec<SpecDiagnostic>) -> SpecError {
     diagnostics.sort_by_key(|d| d.primary_span().map_or(usize::MAX, |s| s.offset()));
-    SpecError::Invalid {
-        path: path.to_path_buf(),
-        diagnostics,
-    }
+    SpecError::Invalid { path: path.to_path_buf(), diagnostics }
 }
 
 impl SpecFile {
@@ -598,24 +542,12 @@ impl SpecFile {
         label: impl Into<String>,
         help: Option<String>,
     ) -> SpecDiagnostic {
-        SpecDiagnostic::new(
-            &self.source,
-            code,
-            message.into(),
-            vec![(span, label.into())],
-            help,
-        )
+        SpecDiagnostic::new(&self.source, code, message.into(), vec![(span, label.into())], help)
     }
 
     /// An error pointing at `span` of this spec, with the code
     /// `compose::spec::invalid`.
-    pub fn error_at(
-        &self,
-        span: SourceSpan,
-        message: impl Into<String>,
-        label: impl Into<String>,
-        help: Option<String>,
-    ) -> SpecError {
+    pub fn error_at(&self, span: SourceSpan, message: impl Into<String>, label: impl Into<String>, help: Option<String>) -> SpecError {
         let d = self.diagnostic("compose::spec::invalid", span, message, label, help);
         finish(&self.path, vec![d])
     }
@@ -636,31 +568,10 @@ impl SpecFile {
 // ---------------------------------------------------------------------------
 
 const TOP_CHILDREN: &[&str] = &["image"];
-const IMAGE_CHILDREN: &[&str] = &[
-    "tag",
-    "platforms",
-    "base",
-    "epoch",
-    "repository",
-    "packages",
-    "accounts",
-    "files",
-    "layer",
-    "config",
-];
+const IMAGE_CHILDREN: &[&str] = &["tag", "platforms", "base", "epoch", "repository", "packages", "accounts", "files", "layer", "config"];
 const ACCOUNT_CHILDREN: &[&str] = &["group", "user"];
 const FILE_CHILDREN: &[&str] = &["copy", "text", "symlink", "dir"];
-const CONFIG_CHILDREN: &[&str] = &[
-    "env",
-    "workdir",
-    "user",
-    "entrypoint",
-    "cmd",
-    "expose",
-    "volume",
-    "label",
-    "stop-signal",
-];
+const CONFIG_CHILDREN: &[&str] = &["env", "workdir", "user", "entrypoint", "cmd", "expose", "volume", "label", "stop-signal"];
 
 const USAGE_IMAGE: &str = "image \"NAME\" { ... }";
 const USAGE_TAG: &str = "tag \"1.0\"";
@@ -668,13 +579,11 @@ const USAGE_PLATFORMS: &str = "platforms \"linux/amd64\" \"linux/arm64\"";
 const USAGE_BASE: &str =
     "base \"REGISTRY/REPO:TAG\" (or \"oci:PATH\", \"oci-archive:PATH\", \"docker-archive:PATH\", \"scratch\"), or base image=\"OTHER\"";
 const USAGE_EPOCH: &str = "epoch 1700000000";
-const USAGE_REPOSITORY: &str =
-    "repository \"debian\" suite=\"bookworm\" components=\"main\" keyring=\"/path/to/keyring.gpg\"";
+const USAGE_REPOSITORY: &str = "repository \"debian\" suite=\"bookworm\" components=\"main\" keyring=\"/path/to/keyring.gpg\"";
 const USAGE_PACKAGES: &str = "packages \"busybox-static\" \"ca-certificates=20230311\"";
 const USAGE_ACCOUNTS: &str = "accounts { group ...; user ... }";
 const USAGE_GROUP: &str = "group \"app\" gid=10001 members=\"alice bob\"";
-const USAGE_USER: &str =
-    "user \"app\" uid=10001 gid=10001 home=\"/home/app\" shell=\"/bin/sh\" gecos=\"App\"";
+const USAGE_USER: &str = "user \"app\" uid=10001 gid=10001 home=\"/home/app\" shell=\"/bin/sh\" gecos=\"App\"";
 const USAGE_FILES: &str = "files { copy ...; text ...; symlink ...; dir ... }";
 const USAGE_LAYER: &str = "layer \"NAME\" { copy ...; text ...; symlink ...; dir ... }";
 const USAGE_COPY: &str = "copy \"SOURCE\" to=\"/DEST\" mode=0o644 dir-mode=0o755 owner=\"NAME\"";
@@ -696,13 +605,13 @@ const USAGE_STOP_SIGNAL: &str = "stop-signal \"SIGTERM\"";
 fn home_of(name: &str) -> Option<&'static str> {
     Some(match name {
         "image" => "the top level of the file",
-        "tag" | "platforms" | "base" | "epoch" | "repository" | "packages" | "accounts"
-        | "files" | "layer" | "config" => "an `image` block",
+        "tag" | "platforms" | "base" | "epoch" | "repository" | "packages" | "accounts" | "files" | "layer" | "config" => {
+            "an `image` block"
+        }
         "copy" | "text" | "symlink" | "dir" => "a `files` or `layer` block",
         "group" => "an `accounts` block",
         "user" => "an `accounts` block (to create it) or a `config` block (to run as it)",
-        "env" | "workdir" | "entrypoint" | "cmd" | "expose" | "volume" | "label"
-        | "stop-signal" => "a `config` block",
+        "env" | "workdir" | "entrypoint" | "cmd" | "expose" | "volume" | "label" | "stop-signal" => "a `config` block",
         _ => return None,
     })
 }
@@ -724,10 +633,8 @@ const GOOS: &[&str] = &[
     "wasip1",
     "windows",
 ];
-const GOARCH: &[&str] = &[
-    "386", "amd64", "arm", "arm64", "loong64", "mips", "mips64", "mips64le", "mipsle", "ppc64",
-    "ppc64le", "riscv64", "s390x", "wasm",
-];
+const GOARCH: &[&str] =
+    &["386", "amd64", "arm", "arm64", "loong64", "mips", "mips64", "mips64le", "mipsle", "ppc64", "ppc64le", "riscv64", "s390x", "wasm"];
 
 /// Common non-Go spellings of architectures.
 fn arch_alias(arch: &str) -> Option<&'static str> {
@@ -763,11 +670,7 @@ fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
 }
 
 fn one_of(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
 }
 
 // ---------------------------------------------------------------------------
@@ -780,44 +683,30 @@ fn is_name_char(c: char) -> bool {
 
 /// Image and layer names: `[A-Za-z0-9][A-Za-z0-9._-]*`, at most 128 bytes.
 fn valid_image_name(s: &str) -> bool {
-    s.len() <= 128
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && s.chars().all(is_name_char)
+    s.len() <= 128 && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) && s.chars().all(is_name_char)
 }
 
 /// OCI tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
 fn valid_tag(s: &str) -> bool {
-    s.len() <= 128
-        && s.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && s.chars().all(is_name_char)
+    s.len() <= 128 && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') && s.chars().all(is_name_char)
 }
 
 /// User and group names: `[A-Za-z_][A-Za-z0-9._-]*`, at most 32 bytes.
 fn valid_account_name(s: &str) -> bool {
-    s.len() <= 32
-        && s.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && s.chars().all(is_name_char)
+    s.len() <= 32 && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && s.chars().all(is_name_char)
 }
 
 /// Debian package names: `[a-z0-9][a-z0-9+.-]+`.
 fn valid_package_name(s: &str) -> bool {
     s.len() >= 2
-        && s.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '.' | '-'))
+        && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '.' | '-'))
 }
 
 /// Debian versions: `[A-Za-z0-9.+~:-]+` starting with a digit.
 fn valid_package_version(s: &str) -> bool {
     s.chars().next().is_some_and(|c| c.is_ascii_digit())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~' | ':' | '-'))
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~' | ':' | '-'))
 }
 
 fn all_digits(s: &str) -> bool {
@@ -833,11 +722,7 @@ struct Bad {
 
 impl Bad {
     fn new(message: impl Into<String>, label: impl Into<String>) -> Self {
-        Bad {
-            message: message.into(),
-            label: label.into(),
-            help: None,
-        }
+        Bad { message: message.into(), label: label.into(), help: None }
     }
 
     fn help(mut self, help: impl Into<String>) -> Self {
@@ -850,17 +735,11 @@ impl Bad {
 /// normalized path and whether it was written with a trailing slash.
 fn image_path(s: &str) -> Result<(String, bool), Bad> {
     if s.contains('\0') {
-        return Err(Bad::new(
-            "image paths must not contain NUL",
-            "contains a NUL character",
-        ));
+        return Err(Bad::new("image paths must not contain NUL", "contains a NUL character"));
     }
     let Some(rest) = s.strip_prefix('/') else {
-        return Err(Bad::new(
-            format!("image path `{s}` is not absolute"),
-            "must start with `/`",
-        )
-        .help(format!("paths in the image are absolute: write \"/{s}\"")));
+        return Err(Bad::new(format!("image path `{s}` is not absolute"), "must start with `/`")
+            .help(format!("paths in the image are absolute: write \"/{s}\"")));
     };
     if rest.is_empty() {
         return Ok(("/".to_owned(), true));
@@ -871,18 +750,12 @@ fn image_path(s: &str) -> Result<(String, bool), Bad> {
     for part in body.split('/') {
         match part {
             "" => {
-                return Err(Bad::new(
-                    format!("image path `{s}` has an empty component"),
-                    "contains `//`",
-                )
-                .help("write a single `/` between components"))
+                return Err(Bad::new(format!("image path `{s}` has an empty component"), "contains `//`")
+                    .help("write a single `/` between components"))
             }
             "." | ".." => {
-                return Err(Bad::new(
-                    format!("image path `{s}` contains a `{part}` component"),
-                    format!("`{part}` is not allowed here"),
-                )
-                .help("write the path without `.` and `..` components"))
+                return Err(Bad::new(format!("image path `{s}` contains a `{part}` component"), format!("`{part}` is not allowed here"))
+                    .help("write the path without `.` and `..` components"))
             }
             p => parts.push(p),
         }
@@ -896,18 +769,11 @@ fn copy_source(s: &str) -> Result<(), (&'static str, Bad)> {
     if s.is_empty() {
         return Err((
             "compose::spec::bad_source",
-            Bad::new("copy source is empty", "empty path")
-                .help("write \".\" to copy the spec directory itself"),
+            Bad::new("copy source is empty", "empty path").help("write \".\" to copy the spec directory itself"),
         ));
     }
     if s.contains('\0') {
-        return Err((
-            "compose::spec::bad_source",
-            Bad::new(
-                "copy source must not contain NUL",
-                "contains a NUL character",
-            ),
-        ));
+        return Err(("compose::spec::bad_source", Bad::new("copy source must not contain NUL", "contains a NUL character")));
     }
     if s.starts_with('/') {
         return Ok(());
@@ -920,11 +786,7 @@ fn copy_source(s: &str) -> Result<(), (&'static str, Bad)> {
                 if depth == 0 {
                     return Err((
                         "compose::spec::source_escapes",
-                        Bad::new(
-                            format!("copy source `{s}` is outside the spec directory"),
-                            "escapes the spec directory",
-                        )
-                        .help(
+                        Bad::new(format!("copy source `{s}` is outside the spec directory"), "escapes the spec directory").help(
                             "relative sources are resolved against the directory holding the \
                              spec file and must stay inside it; use an absolute path to copy \
                              from elsewhere",
@@ -942,57 +804,37 @@ fn copy_source(s: &str) -> Result<(), (&'static str, Bad)> {
 fn owner(s: &str) -> Result<Owner, Bad> {
     if let Some((u, g)) = s.split_once(':') {
         let ids = (all_digits(u) && all_digits(g)).then(|| (u.parse::<u32>(), g.parse::<u32>()));
-        let help = if ids.is_some()
-            || u.is_empty()
-            || g.is_empty()
-            || all_digits(u)
-            || all_digits(g)
-        {
+        let help = if ids.is_some() || u.is_empty() || g.is_empty() || all_digits(u) || all_digits(g) {
             "numeric owners are two ids from 0 to 4294967295, like \"1000:1000\""
         } else {
             "write an account name alone (the file gets that user's group) or numeric \"UID:GID\""
         };
         return match ids {
             Some((Ok(u), Ok(g))) => Ok(Owner::Ids(u, g)),
-            _ => Err(Bad::new(
-                format!("invalid owner `{s}`"),
-                "expected an account name or \"UID:GID\"",
-            )
-            .help(help)),
+            _ => Err(Bad::new(format!("invalid owner `{s}`"), "expected an account name or \"UID:GID\"").help(help)),
         };
     }
     if all_digits(s) {
-        return Err(Bad::new(
-            format!("invalid owner `{s}`: numeric owners need a group id"),
-            "expected an account name or \"UID:GID\"",
-        )
-        .help(format!("write \"{s}:{s}\" (UID:GID)")));
+        return Err(Bad::new(format!("invalid owner `{s}`: numeric owners need a group id"), "expected an account name or \"UID:GID\"")
+            .help(format!("write \"{s}:{s}\" (UID:GID)")));
     }
     if valid_account_name(s) {
         Ok(Owner::Name(s.to_owned()))
     } else {
-        Err(Bad::new(
-            format!("invalid owner `{s}`"),
-            "expected an account name or \"UID:GID\"",
-        )
-        .help("account names are letters, digits, `.`, `_` and `-`, starting with a letter or `_`"))
+        Err(Bad::new(format!("invalid owner `{s}`"), "expected an account name or \"UID:GID\"")
+            .help("account names are letters, digits, `.`, `_` and `-`, starting with a letter or `_`"))
     }
 }
 
 fn config_user(s: &str) -> Result<(), Bad> {
     let ok = match s.split_once(':') {
-        Some((u, g)) => {
-            all_digits(u) && all_digits(g) && u.parse::<u32>().is_ok() && g.parse::<u32>().is_ok()
-        }
+        Some((u, g)) => all_digits(u) && all_digits(g) && u.parse::<u32>().is_ok() && g.parse::<u32>().is_ok(),
         None => (all_digits(s) && s.parse::<u32>().is_ok()) || valid_account_name(s),
     };
     if ok {
         Ok(())
     } else {
-        Err(Bad::new(
-            format!("invalid user `{s}`"),
-            "expected a name, \"UID\" or \"UID:GID\"",
-        ))
+        Err(Bad::new(format!("invalid user `{s}`"), "expected a name, \"UID\" or \"UID:GID\""))
     }
 }
 
@@ -1002,32 +844,21 @@ fn platform(s: &str) -> Result<Platform, Bad> {
         [os, arch] => (*os, *arch, None),
         [os, arch, v] => (*os, *arch, Some(*v)),
         _ => {
-            return Err(Bad::new(
-                format!("invalid platform `{s}`"),
-                "expected OS/ARCH or OS/ARCH/VARIANT",
-            )
-            .help("write platforms like \"linux/amd64\" or \"linux/arm/v7\""))
+            return Err(Bad::new(format!("invalid platform `{s}`"), "expected OS/ARCH or OS/ARCH/VARIANT")
+                .help("write platforms like \"linux/amd64\" or \"linux/arm/v7\""))
         }
     };
     if !GOOS.contains(&os) {
-        let b = Bad::new(
-            format!("unknown operating system `{os}` in platform `{s}`"),
-            "unknown operating system",
-        );
+        let b = Bad::new(format!("unknown operating system `{os}` in platform `{s}`"), "unknown operating system");
         return Err(match suggest(os, GOOS) {
             Some(m) => b.help(format!("did you mean `{m}`?")),
             None => b.help(format!("known systems: {}", GOOS.join(", "))),
         });
     }
     if !GOARCH.contains(&arch) {
-        let b = Bad::new(
-            format!("unknown architecture `{arch}` in platform `{s}`"),
-            "unknown architecture",
-        );
+        let b = Bad::new(format!("unknown architecture `{arch}` in platform `{s}`"), "unknown architecture");
         return Err(match arch_alias(arch).or_else(|| suggest(arch, GOARCH)) {
-            Some(m) => b.help(format!(
-                "did you mean `{m}`? (platforms use Go's architecture names)"
-            )),
+            Some(m) => b.help(format!("did you mean `{m}`? (platforms use Go's architecture names)")),
             None => b.help(format!("known architectures: {}", GOARCH.join(", "))),
         });
     }
@@ -1035,17 +866,14 @@ fn platform(s: &str) -> Result<Platform, Bad> {
         let known: &[&str] = match arch {
             "arm" => &["v5", "v6", "v7", "v8"],
             "arm64" => &[
-                "v8", "v8.0", "v8.1", "v8.2", "v8.3", "v8.4", "v8.5", "v8.6", "v8.7", "v8.8",
-                "v8.9", "v9", "v9.0", "v9.1", "v9.2", "v9.3", "v9.4", "v9.5",
+                "v8", "v8.0", "v8.1", "v8.2", "v8.3", "v8.4", "v8.5", "v8.6", "v8.7", "v8.8", "v8.9", "v9", "v9.0", "v9.1", "v9.2", "v9.3",
+                "v9.4", "v9.5",
             ],
             "amd64" => &["v1", "v2", "v3", "v4"],
             _ => &[],
         };
         if !known.contains(&v) {
-            let b = Bad::new(
-                format!("unknown variant `{v}` for architecture `{arch}` in platform `{s}`"),
-                "unknown variant",
-            );
+            let b = Bad::new(format!("unknown variant `{v}` for architecture `{arch}` in platform `{s}`"), "unknown variant");
             return Err(if known.is_empty() {
                 b.help(format!("`{arch}` has no variants: write \"{os}/{arch}\""))
             } else {
@@ -1053,27 +881,17 @@ fn platform(s: &str) -> Result<Platform, Bad> {
             });
         }
     }
-    Ok(Platform {
-        os: os.to_owned(),
-        architecture: arch.to_owned(),
-        variant: variant.map(str::to_owned),
-    })
+    Ok(Platform { os: os.to_owned(), architecture: arch.to_owned(), variant: variant.map(str::to_owned) })
 }
 
 fn port_number(p: &str, written: &str) -> Result<u16, Bad> {
     if !all_digits(p) {
-        return Err(Bad::new(
-            format!("invalid port `{written}`"),
-            "expected PORT or PORT/PROTOCOL",
-        )
-        .help("write ports like 8080, \"8080/tcp\" or \"53/udp\""));
+        return Err(Bad::new(format!("invalid port `{written}`"), "expected PORT or PORT/PROTOCOL")
+            .help("write ports like 8080, \"8080/tcp\" or \"53/udp\""));
     }
     match p.parse::<u32>() {
         Ok(n @ 1..=65535) => Ok(n as u16),
-        _ => Err(Bad::new(
-            format!("port `{p}` is out of range"),
-            "ports are 1 to 65535",
-        )),
+        _ => Err(Bad::new(format!("port `{p}` is out of range"), "ports are 1 to 65535")),
     }
 }
 
@@ -1084,10 +902,7 @@ fn expose_string(s: &str) -> Result<String, Bad> {
     };
     let n = port_number(p, s)?;
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(Bad::new(
-            format!("unknown protocol in port `{s}`"),
-            "expected tcp, udp or sctp",
-        ));
+        return Err(Bad::new(format!("unknown protocol in port `{s}`"), "expected tcp, udp or sctp"));
     }
     Ok(format!("{n}/{proto}"))
 }
@@ -1097,29 +912,18 @@ fn stop_signal(s: &str) -> Result<(), Bad> {
         s.parse::<u8>().is_ok_and(|n| n > 0)
     } else {
         s.strip_prefix("SIG").is_some_and(|rest| {
-            !rest.is_empty()
-                && rest
-                    .chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '+' | '-'))
+            !rest.is_empty() && rest.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '+' | '-'))
         })
     };
     if ok {
         Ok(())
     } else {
-        Err(Bad::new(
-            format!("invalid stop signal `{s}`"),
-            "expected a signal name like \"SIGTERM\" or a number",
-        ))
+        Err(Bad::new(format!("invalid stop signal `{s}`"), "expected a signal name like \"SIGTERM\" or a number"))
     }
 }
 
 fn valid_digest(d: &str) -> bool {
-    d.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    d.strip_prefix("sha256:").is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 fn valid_registry_host(h: &str) -> bool {
@@ -1128,9 +932,7 @@ fn valid_registry_host(h: &str) -> bool {
         None => (h, None),
     };
     !host.is_empty()
-        && host
-            .split('.')
-            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        && host.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
         && port.is_none_or(|p| all_digits(p) && p.parse::<u16>().is_ok())
 }
 
@@ -1143,32 +945,20 @@ fn valid_repo_component(c: &str) -> bool {
         return false;
     }
     c.split(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
-        .all(|sep| {
-            sep.is_empty()
-                || sep == "."
-                || sep == "_"
-                || sep == "__"
-                || sep.bytes().all(|x| x == b'-')
-        })
+        .all(|sep| sep.is_empty() || sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-'))
 }
 
 const TAG_HELP: &str = "tags are letters, digits, `_`, `.` and `-`, at most 128 characters, not \
      starting with `.` or `-`";
 
-const BASE_HELP: &str =
-    "write \"REGISTRY/REPO:TAG\", \"REGISTRY/REPO@sha256:DIGEST\", \"oci:PATH[:TAG]\", \
+const BASE_HELP: &str = "write \"REGISTRY/REPO:TAG\", \"REGISTRY/REPO@sha256:DIGEST\", \"oci:PATH[:TAG]\", \
      \"oci-archive:PATH\", \"docker-archive:PATH\" or \"scratch\"";
 
 fn base_reference(s: &str, span: SourceSpan) -> Result<Base, Bad> {
     if s == "scratch" {
         return Ok(Base::Scratch);
     }
-    let needs_path = |kind: &str| {
-        Bad::new(
-            format!("base reference `{s}` has no path"),
-            format!("expected {kind}:PATH"),
-        )
-    };
+    let needs_path = |kind: &str| Bad::new(format!("base reference `{s}` has no path"), format!("expected {kind}:PATH"));
     if let Some(rest) = s.strip_prefix("oci:") {
         let (path, tag) = match rest.rsplit_once(':') {
             Some((p, t)) if !t.contains('/') && !p.is_empty() => (p, Some(t)),
@@ -1179,43 +969,26 @@ fn base_reference(s: &str, span: SourceSpan) -> Result<Base, Bad> {
         }
         if let Some(t) = tag {
             if !valid_tag(t) {
-                return Err(Bad::new(
-                    format!("invalid tag `{t}` in base reference `{s}`"),
-                    "invalid tag",
-                )
-                .help(TAG_HELP));
+                return Err(Bad::new(format!("invalid tag `{t}` in base reference `{s}`"), "invalid tag").help(TAG_HELP));
             }
         }
-        return Ok(Base::OciLayout {
-            path: path.to_owned(),
-            tag: tag.map(str::to_owned),
-            span,
-        });
+        return Ok(Base::OciLayout { path: path.to_owned(), tag: tag.map(str::to_owned), span });
     }
     if let Some(path) = s.strip_prefix("oci-archive:") {
         if path.is_empty() {
             return Err(needs_path("oci-archive"));
         }
-        return Ok(Base::OciArchive {
-            path: path.to_owned(),
-            span,
-        });
+        return Ok(Base::OciArchive { path: path.to_owned(), span });
     }
     if let Some(path) = s.strip_prefix("docker-archive:") {
         if path.is_empty() {
             return Err(needs_path("docker-archive"));
         }
-        return Ok(Base::DockerArchive {
-            path: path.to_owned(),
-            span,
-        });
+        return Ok(Base::DockerArchive { path: path.to_owned(), span });
     }
     let bad = |msg: String, label: &str| Bad::new(msg, label).help(BASE_HELP);
     if s.contains("://") {
-        return Err(bad(
-            format!("unsupported base reference `{s}`"),
-            "URLs are not image references",
-        ));
+        return Err(bad(format!("unsupported base reference `{s}`"), "URLs are not image references"));
     }
     let (name_tag, digest) = match s.split_once('@') {
         Some((n, d)) => (n, Some(d)),
@@ -1223,10 +996,7 @@ fn base_reference(s: &str, span: SourceSpan) -> Result<Base, Bad> {
     };
     if let Some(d) = digest {
         if !valid_digest(d) {
-            return Err(bad(
-                format!("invalid digest `{d}` in base reference `{s}`"),
-                "expected sha256: and 64 lowercase hex digits",
-            ));
+            return Err(bad(format!("invalid digest `{d}` in base reference `{s}`"), "expected sha256: and 64 lowercase hex digits"));
         }
     }
     let last_slash = name_tag.rfind('/');
@@ -1236,10 +1006,7 @@ fn base_reference(s: &str, span: SourceSpan) -> Result<Base, Bad> {
     };
     if let Some(t) = tag {
         if !valid_tag(t) {
-            return Err(bad(
-                format!("invalid tag `{t}` in base reference `{s}`"),
-                "invalid tag",
-            ));
+            return Err(bad(format!("invalid tag `{t}` in base reference `{s}`"), "invalid tag"));
         }
     }
     let mut parts = name.split('/');
@@ -1247,20 +1014,11 @@ fn base_reference(s: &str, span: SourceSpan) -> Result<Base, Bad> {
     let repo: Vec<&str> = parts.collect();
     let looks_like_host = host.contains('.') || host.contains(':') || host == "localhost";
     if !looks_like_host || repo.is_empty() {
-        return Err(Bad::new(
-            format!("base reference `{s}` does not name a registry"),
-            "expected REGISTRY/REPO",
-        )
-        .help(format!(
-            "write the registry out, e.g. \"docker.io/library/{}\"",
-            s.rsplit('/').next().unwrap_or(s)
-        )));
+        return Err(Bad::new(format!("base reference `{s}` does not name a registry"), "expected REGISTRY/REPO")
+            .help(format!("write the registry out, e.g. \"docker.io/library/{}\"", s.rsplit('/').next().unwrap_or(s))));
     }
     if !valid_registry_host(host) {
-        return Err(bad(
-            format!("invalid registry `{host}` in base reference `{s}`"),
-            "invalid registry host",
-        ));
+        return Err(bad(format!("invalid registry `{host}` in base reference `{s}`"), "invalid registry host"));
     }
     if let Some(c) = repo.iter().find(|c| !valid_repo_component(c)) {
         return Err(bad(
@@ -1269,18 +1027,10 @@ fn base_reference(s: &str, span: SourceSpan) -> Result<Base, Bad> {
         ));
     }
     if tag.is_none() && digest.is_none() {
-        return Err(Bad::new(
-            format!("base reference `{s}` has neither a tag nor a digest"),
-            "expected :TAG or @sha256:DIGEST",
-        )
-        .help(format!(
-            "pin the base: \"{s}:TAG\" or \"{s}@sha256:DIGEST\""
-        )));
+        return Err(Bad::new(format!("base reference `{s}` has neither a tag nor a digest"), "expected :TAG or @sha256:DIGEST")
+            .help(format!("pin the base: \"{s}:TAG\" or \"{s}@sha256:DIGEST\"")));
     }
-    Ok(Base::Registry {
-        reference: s.to_owned(),
-        span,
-    })
+    Ok(Base::Registry { reference: s.to_owned(), span })
 }
 
 // ---------------------------------------------------------------------------
@@ -1300,9 +1050,7 @@ fn span(start: usize, end: usize) -> SourceSpan {
 fn value_span(e: &KdlEntry) -> SourceSpan {
     let s = e.span();
     match e.format() {
-        Some(f) if !f.value_repr.is_empty() && f.value_repr.len() <= s.len() => {
-            span(end_of(s) - f.value_repr.len(), end_of(s))
-        }
+        Some(f) if !f.value_repr.is_empty() && f.value_repr.len() <= s.len() => span(end_of(s) - f.value_repr.len(), end_of(s)),
         _ => s,
     }
 }
@@ -1316,11 +1064,7 @@ fn key_span(e: &KdlEntry) -> SourceSpan {
 /// whitespace after it.
 fn head_span(n: &KdlNode) -> SourceSpan {
     let start = n.span().offset();
-    let end = n
-        .entries()
-        .iter()
-        .map(|e| end_of(e.span()))
-        .fold(end_of(n.name().span()), usize::max);
+    let end = n.entries().iter().map(|e| end_of(e.span())).fold(end_of(n.name().span()), usize::max);
     span(start, end)
 }
 
@@ -1383,13 +1127,7 @@ impl<K: Eq + Hash> Seen<K> {
 }
 
 impl Decoder {
-    fn push(
-        &mut self,
-        code: &'static str,
-        message: impl Into<String>,
-        labels: Vec<(SourceSpan, String)>,
-        help: Option<String>,
-    ) {
+    fn push(&mut self, code: &'static str, message: impl Into<String>, labels: Vec<(SourceSpan, String)>, help: Option<String>) {
         let d = SpecDiagnostic::new(&self.source, code, message.into(), labels, help);
         self.diags.push(d);
     }
@@ -1398,23 +1136,8 @@ impl Decoder {
         self.push(code, bad.message, vec![(at, bad.label)], bad.help);
     }
 
-    fn duplicate(
-        &mut self,
-        code: &'static str,
-        message: String,
-        again: SourceSpan,
-        first: SourceSpan,
-        verb: &str,
-    ) {
-        self.push(
-            code,
-            message,
-            vec![
-                (again, format!("{verb} again here")),
-                (first, format!("first {verb} here")),
-            ],
-            None,
-        );
+    fn duplicate(&mut self, code: &'static str, message: String, again: SourceSpan, first: SourceSpan, verb: &str) {
+        self.push(code, message, vec![(again, format!("{verb} again here")), (first, format!("first {verb} here"))], None);
     }
 
     // -- generic node handling ---------------------------------------------
@@ -1435,14 +1158,7 @@ impl Decoder {
                 args.push(e);
             }
         }
-        Node {
-            kdl,
-            name: kdl.name().value(),
-            head: head_span(kdl),
-            args,
-            props,
-            usage,
-        }
+        Node { kdl, name: kdl.name().value(), head: head_span(kdl), args, props, usage }
     }
 
     fn type_annotation(&mut self, at: SourceSpan) {
@@ -1461,11 +1177,7 @@ impl Decoder {
     /// Rejects a children block on a leaf node.
     fn leaf(&mut self, node: &Node) {
         if let Some(children) = node.kdl.children() {
-            let at = if children.nodes().is_empty() {
-                node.head
-            } else {
-                head_span(&children.nodes()[0])
-            };
+            let at = if children.nodes().is_empty() { node.head } else { head_span(&children.nodes()[0]) };
             self.push(
                 "compose::spec::unexpected_children",
                 format!("`{}` does not take a children block", node.name),
@@ -1477,13 +1189,7 @@ impl Decoder {
 
     /// Positional arguments: reports fewer than `min` (naming `what`) or more
     /// than `max`, and returns at most `max`.
-    fn args<'n>(
-        &mut self,
-        node: &Node<'n>,
-        min: usize,
-        max: Option<usize>,
-        what: &str,
-    ) -> Vec<&'n KdlEntry> {
+    fn args<'n>(&mut self, node: &Node<'n>, min: usize, max: Option<usize>, what: &str) -> Vec<&'n KdlEntry> {
         let n = node.args.len();
         if n < min {
             self.push(
@@ -1498,25 +1204,11 @@ impl Decoder {
                 let extra = &node.args[max..];
                 let message = match max {
                     0 => format!("`{}` takes no arguments", node.name),
-                    1 => format!(
-                        "too many arguments to `{}`: expected 1, found {n}",
-                        node.name
-                    ),
-                    _ => format!(
-                        "too many arguments to `{}`: expected at most {max}, found {n}",
-                        node.name
-                    ),
+                    1 => format!("too many arguments to `{}`: expected 1, found {n}", node.name),
+                    _ => format!("too many arguments to `{}`: expected at most {max}, found {n}", node.name),
                 };
-                let labels = extra
-                    .iter()
-                    .map(|e| (e.span(), "unexpected argument".to_owned()))
-                    .collect();
-                self.push(
-                    "compose::spec::too_many_arguments",
-                    message,
-                    labels,
-                    Self::usage(node),
-                );
+                let labels = extra.iter().map(|e| (e.span(), "unexpected argument".to_owned())).collect();
+                self.push("compose::spec::too_many_arguments", message, labels, Self::usage(node));
                 node.args[..max].to_vec()
             }
             _ => node.args.clone(),
@@ -1561,12 +1253,7 @@ impl Decoder {
         Props(out)
     }
 
-    fn require<'n>(
-        &mut self,
-        node: &Node<'n>,
-        props: &Props<'n>,
-        key: &str,
-    ) -> Option<&'n KdlEntry> {
+    fn require<'n>(&mut self, node: &Node<'n>, props: &Props<'n>, key: &str) -> Option<&'n KdlEntry> {
         let e = props.get(key);
         if e.is_none() {
             self.push(
@@ -1589,10 +1276,7 @@ impl Decoder {
                 self.push(
                     "compose::spec::duplicate_node",
                     format!("`{name}` is given more than once"),
-                    vec![
-                        (head, "given again here".to_owned()),
-                        (first, "first given here".to_owned()),
-                    ],
+                    vec![(head, "given again here".to_owned()), (first, "first given here".to_owned())],
                     Some(format!("keep one `{name}`")),
                 );
                 false
@@ -1603,11 +1287,7 @@ impl Decoder {
     fn unknown_node(&mut self, node: &KdlNode, context: &str, valid: &[&str]) {
         let name = node.name().value();
         let at = node.name().span();
-        let place = if context.is_empty() {
-            "at the top level".to_owned()
-        } else {
-            format!("in `{context}`")
-        };
+        let place = if context.is_empty() { "at the top level".to_owned() } else { format!("in `{context}`") };
         if let Some(home) = home_of(name) {
             self.push(
                 "compose::spec::misplaced_node",
@@ -1635,9 +1315,7 @@ impl Decoder {
         let v = e.value();
         let help = match (expected, v) {
             ("a string", KdlValue::Integer(_) | KdlValue::Float(_)) => {
-                let repr = e
-                    .format()
-                    .map_or_else(|| v.to_string(), |f| f.value_repr.clone());
+                let repr = e.format().map_or_else(|| v.to_string(), |f| f.value_repr.clone());
                 Some(format!("quote it: \"{repr}\""))
             }
             _ => None,
@@ -1682,20 +1360,14 @@ impl Decoder {
     }
 
     fn id(&mut self, e: &KdlEntry, what: &str) -> Option<u32> {
-        self.unsigned(e, what, u64::from(u32::MAX))
-            .map(|v| v as u32)
+        self.unsigned(e, what, u64::from(u32::MAX)).map(|v| v as u32)
     }
 
     fn mode(&mut self, e: &KdlEntry) -> Option<u32> {
         let KdlValue::Integer(v) = *e.value() else {
             let help = match e.value() {
-                KdlValue::String(s)
-                    if !s.is_empty() && s.bytes().all(|b| (b'0'..=b'7').contains(&b)) =>
-                {
-                    format!(
-                        "write it as an octal integer: 0o{}",
-                        s.trim_start_matches('0')
-                    )
+                KdlValue::String(s) if !s.is_empty() && s.bytes().all(|b| (b'0'..=b'7').contains(&b)) => {
+                    format!("write it as an octal integer: 0o{}", s.trim_start_matches('0'))
                 }
                 _ => "modes are octal integers, like 0o644".to_owned(),
             };
@@ -1729,14 +1401,13 @@ impl Decoder {
             } else {
                 "decimal"
             };
-            let suggestion =
-                if base == "decimal" && plain.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-                    Some(format!("0o{}", plain.trim_start_matches('0')))
-                } else if base != "decimal" && v <= 0o7777 {
-                    Some(format!("0o{v:o}"))
-                } else {
-                    None
-                };
+            let suggestion = if base == "decimal" && plain.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+                Some(format!("0o{}", plain.trim_start_matches('0')))
+            } else if base != "decimal" && v <= 0o7777 {
+                Some(format!("0o{v:o}"))
+            } else {
+                None
+            };
             let message = match &suggestion {
                 Some(s) => format!("modes are octal: write {s}"),
                 None => "modes are octal: write them with the `0o` prefix, like 0o755".to_owned(),
@@ -1745,9 +1416,7 @@ impl Decoder {
                 "compose::spec::bad_mode",
                 message,
                 vec![(at, format!("written in {base}"))],
-                Some(format!(
-                    "`{repr}` is read as the {base} number {v}, not as an octal mode"
-                )),
+                Some(format!("`{repr}` is read as the {base} number {v}, not as an octal mode")),
             );
             return None;
         }
@@ -1790,12 +1459,7 @@ impl Decoder {
     fn file_path(&mut self, e: &KdlEntry, what: &str) -> Option<String> {
         let (p, _) = self.path(e, what)?;
         if p == "/" {
-            self.push(
-                "compose::spec::bad_path",
-                "`/` is the root directory",
-                vec![(value_span(e), format!("{what} cannot be `/`"))],
-                None,
-            );
+            self.push("compose::spec::bad_path", "`/` is the root directory", vec![(value_span(e), format!("{what} cannot be `/`"))], None);
             return None;
         }
         Some(p)
@@ -1810,10 +1474,7 @@ impl Decoder {
                 "compose::spec::bad_name",
                 format!("invalid {what} name `{s}`"),
                 vec![(value_span(e), "invalid name".to_owned())],
-                Some(
-                    "names are letters, digits, `.`, `_` and `-`, starting with a letter or digit"
-                        .to_owned(),
-                ),
+                Some("names are letters, digits, `.`, `_` and `-`, starting with a letter or digit".to_owned()),
             );
             None
         }
@@ -1865,12 +1526,7 @@ impl Decoder {
             images.push(img);
         }
         if images.is_empty() && self.diags.is_empty() {
-            self.push(
-                "compose::spec::no_images",
-                "the spec file defines no image",
-                Vec::new(),
-                Some(format!("add one: {USAGE_IMAGE}")),
-            );
+            self.push("compose::spec::no_images", "the spec file defines no image", Vec::new(), Some(format!("add one: {USAGE_IMAGE}")));
         }
         self.check_bases(&images);
         images
@@ -1878,12 +1534,7 @@ impl Decoder {
 
     /// `base image=` must name another image of the file, without cycles.
     fn check_bases(&mut self, images: &[ImageSpec]) {
-        let index: HashMap<&str, usize> = images
-            .iter()
-            .enumerate()
-            .rev()
-            .map(|(i, img)| (img.name.as_str(), i))
-            .collect();
+        let index: HashMap<&str, usize> = images.iter().enumerate().rev().map(|(i, img)| (img.name.as_str(), i)).collect();
         let names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
         for (i, img) in images.iter().enumerate() {
             let Base::Image { name, span } = &img.base else {
@@ -1922,11 +1573,8 @@ impl Decoder {
                 };
                 if next == i {
                     if chain.iter().all(|&c| c >= i) {
-                        let path: Vec<&str> = chain
-                            .iter()
-                            .map(|&c| images[c].name.as_str())
-                            .chain(std::iter::once(img.name.as_str()))
-                            .collect();
+                        let path: Vec<&str> =
+                            chain.iter().map(|&c| images[c].name.as_str()).chain(std::iter::once(img.name.as_str())).collect();
                         self.push(
                             "compose::spec::base_cycle",
                             format!("base images form a cycle: {}", path.join(" -> ")),
@@ -1972,11 +1620,7 @@ impl Decoder {
         let children = kdl.children().map_or(&[][..], |d| d.nodes());
         for c in children {
             let cname = c.name().value();
-            if matches!(
-                cname,
-                "tag" | "platforms" | "base" | "epoch" | "accounts" | "config"
-            ) && !self.once(&mut seen, c)
-            {
+            if matches!(cname, "tag" | "platforms" | "base" | "epoch" | "accounts" | "config") && !self.once(&mut seen, c) {
                 continue;
             }
             match cname {
@@ -2028,10 +1672,7 @@ impl Decoder {
                         if let Some(first) = layers.first(layer.name.clone(), at) {
                             self.duplicate(
                                 "compose::spec::duplicate_layer",
-                                format!(
-                                    "layer `{}` is defined more than once in image `{}`",
-                                    layer.name, img.name
-                                ),
+                                format!("layer `{}` is defined more than once in image `{}`", layer.name, img.name),
                                 at,
                                 first,
                                 "defined",
@@ -2049,12 +1690,7 @@ impl Decoder {
     }
 
     /// A leaf node with exactly one string argument and no properties.
-    fn single_string<'n>(
-        &mut self,
-        kdl: &'n KdlNode,
-        usage: &'static str,
-        what: &str,
-    ) -> Option<&'n KdlEntry> {
+    fn single_string<'n>(&mut self, kdl: &'n KdlNode, usage: &'static str, what: &str) -> Option<&'n KdlEntry> {
         let node = self.open(kdl, usage);
         self.leaf(&node);
         self.props(&node, &[]);
@@ -2126,10 +1762,7 @@ impl Decoder {
                 self.push(
                     "compose::spec::bad_base",
                     "`base` takes a reference or `image=`, not both",
-                    vec![
-                        (value_span(a), "a reference".to_owned()),
-                        (key_span(p), "and an image".to_owned()),
-                    ],
+                    vec![(value_span(a), "a reference".to_owned()), (key_span(p), "and an image".to_owned())],
                     Self::usage(&node),
                 );
                 None
@@ -2139,10 +1772,7 @@ impl Decoder {
                     self.push(
                         "compose::spec::missing_argument",
                         "`base` is missing a reference",
-                        vec![(
-                            node.head,
-                            "expected a reference or image=\"NAME\"".to_owned(),
-                        )],
+                        vec![(node.head, "expected a reference or image=\"NAME\"".to_owned())],
                         Self::usage(&node),
                     );
                 }
@@ -2169,10 +1799,7 @@ impl Decoder {
                     );
                     return None;
                 }
-                Some(Base::Image {
-                    name: s.to_owned(),
-                    span: value_span(p),
-                })
+                Some(Base::Image { name: s.to_owned(), span: value_span(p) })
             }
         }
     }
@@ -2191,12 +1818,8 @@ impl Decoder {
         self.leaf(&node);
         let props = self.props(&node, &["suite", "components", "keyring"]);
         let args = self.args(&node, 1, Some(1), "a repository name");
-        let name = args
-            .first()
-            .and_then(|e| self.nonempty(e, "the repository name"));
-        let suite = self
-            .require(&node, &props, "suite")
-            .and_then(|e| self.nonempty(e, "the suite"));
+        let name = args.first().and_then(|e| self.nonempty(e, "the repository name"));
+        let suite = self.require(&node, &props, "suite").and_then(|e| self.nonempty(e, "the suite"));
         let components = self
             .require(&node, &props, "components")
             .and_then(|e| self.nonempty(e, "components"))
@@ -2205,25 +1828,14 @@ impl Decoder {
             Some(e) => Some(self.nonempty(e, "the keyring")?),
             None => None,
         };
-        Some(Repository {
-            name: name?,
-            suite: suite?,
-            components: components?,
-            keyring,
-            span: node.head,
-        })
+        Some(Repository { name: name?, suite: suite?, components: components?, keyring, span: node.head })
     }
 
     /// A non-empty (not all-blank) string without NUL.
     fn nonempty(&mut self, e: &KdlEntry, what: &str) -> Option<String> {
         let s = self.string(e, what)?;
         if s.trim().is_empty() || s.contains('\0') {
-            self.push(
-                "compose::spec::bad_value",
-                format!("{what} must not be empty"),
-                vec![(value_span(e), "empty".to_owned())],
-                None,
-            );
+            self.push("compose::spec::bad_value", format!("{what} must not be empty"), vec![(value_span(e), "empty".to_owned())], None);
             return None;
         }
         Some(s.to_owned())
@@ -2268,15 +1880,10 @@ impl Decoder {
                     continue;
                 }
             }
-            out.push(PackageReq {
-                name: name.to_owned(),
-                version: version.map(str::to_owned),
-                span: at,
-            });
+            out.push(PackageReq { name: name.to_owned(), version: version.map(str::to_owned), span: at });
         }
         out
     }
-
 
     /// Records an account's name and id, reporting a name or id defined before. True when both
     /// are new.
@@ -2305,11 +1912,7 @@ impl Decoder {
         let node = self.open(kdl, USAGE_ACCOUNTS);
         self.props(&node, &[]);
         self.args(&node, 0, Some(0), "");
-        let mut acc = Accounts {
-            groups: Vec::new(),
-            users: Vec::new(),
-            span: node.head,
-        };
+        let mut acc = Accounts { groups: Vec::new(), users: Vec::new(), span: node.head };
         let mut group_names = Seen::new();
         let mut gids = Seen::new();
         let mut user_names = Seen::new();
@@ -2373,18 +1976,7 @@ impl Decoder {
             }
         }
         let (name, gid, name_e, gid_e) = (name?, gid?, name_e?, gid_e?);
-        members_ok.then(|| {
-            (
-                Group {
-                    name,
-                    gid,
-                    members,
-                    span: node.head,
-                },
-                value_span(name_e),
-                value_span(gid_e),
-            )
-        })
+        members_ok.then(|| (Group { name, gid, members, span: node.head }, value_span(name_e), value_span(gid_e)))
     }
 
     fn user(&mut self, kdl: &KdlNode) -> Option<(User, SourceSpan, SourceSpan)> {
@@ -2462,14 +2054,7 @@ impl Decoder {
         let name_e = args.first().copied();
         let name = name_e.and_then(|e| self.name(e, "layer"));
         let ops = self.ops(kdl);
-        Some((
-            LayerSpec {
-                name: name?,
-                ops,
-                span: node.head,
-            },
-            value_span(name_e?),
-        ))
+        Some((LayerSpec { name: name?, ops, span: node.head }, value_span(name_e?)))
     }
 
     /// The children of a `files` or `layer` block.
@@ -2522,9 +2107,7 @@ impl Decoder {
                 }
             }
         });
-        let to = self
-            .require(&node, &props, "to")
-            .and_then(|e| self.path(e, "the destination"));
+        let to = self.require(&node, &props, "to").and_then(|e| self.path(e, "the destination"));
         let mode = self.opt_mode(&props, "mode");
         let dir_mode = self.opt_mode(&props, "dir-mode");
         let owner = self.opt_owner(&props);
@@ -2545,26 +2128,13 @@ impl Decoder {
         let node = self.open(kdl, USAGE_TEXT);
         self.leaf(&node);
         let props = self.props(&node, &["mode", "owner"]);
-        let what = if node.args.is_empty() {
-            "a path and the file's content"
-        } else {
-            "the file's content"
-        };
+        let what = if node.args.is_empty() { "a path and the file's content" } else { "the file's content" };
         let args = self.args(&node, 2, Some(2), what);
         let path = args.first().and_then(|e| self.file_path(e, "the path"));
-        let content = args
-            .get(1)
-            .and_then(|e| self.string(e, "the content"))
-            .map(str::to_owned);
+        let content = args.get(1).and_then(|e| self.string(e, "the content")).map(str::to_owned);
         let mode = self.opt_mode(&props, "mode");
         let owner = self.opt_owner(&props);
-        Some(FileOp::Text {
-            path: path?,
-            content: content?,
-            mode: mode.ok()?,
-            owner: owner.ok()?,
-            span: node.head,
-        })
+        Some(FileOp::Text { path: path?, content: content?, mode: mode.ok()?, owner: owner.ok()?, span: node.head })
     }
 
     fn symlink(&mut self, kdl: &KdlNode) -> Option<FileOp> {
@@ -2572,19 +2142,10 @@ impl Decoder {
         self.leaf(&node);
         let props = self.props(&node, &["target", "owner"]);
         let args = self.args(&node, 1, Some(1), "a path");
-        let path = args
-            .first()
-            .and_then(|e| self.file_path(e, "the link path"));
-        let target = self
-            .require(&node, &props, "target")
-            .and_then(|e| self.nonempty(e, "the link target"));
+        let path = args.first().and_then(|e| self.file_path(e, "the link path"));
+        let target = self.require(&node, &props, "target").and_then(|e| self.nonempty(e, "the link target"));
         let owner = self.opt_owner(&props);
-        Some(FileOp::Symlink {
-            path: path?,
-            target: target?,
-            owner: owner.ok()?,
-            span: node.head,
-        })
+        Some(FileOp::Symlink { path: path?, target: target?, owner: owner.ok()?, span: node.head })
     }
 
     fn dir(&mut self, kdl: &KdlNode) -> Option<FileOp> {
@@ -2595,12 +2156,7 @@ impl Decoder {
         let path = args.first().and_then(|e| self.path(e, "the directory"));
         let mode = self.opt_mode(&props, "mode");
         let owner = self.opt_owner(&props);
-        Some(FileOp::Dir {
-            path: path?.0,
-            mode: mode.ok()?,
-            owner: owner.ok()?,
-            span: node.head,
-        })
+        Some(FileOp::Dir { path: path?.0, mode: mode.ok()?, owner: owner.ok()?, span: node.head })
     }
 
     fn config(&mut self, kdl: &KdlNode) -> ConfigSpec {
@@ -2612,11 +2168,7 @@ impl Decoder {
         let children = kdl.children().map_or(&[][..], |d| d.nodes());
         for c in children {
             let cname = c.name().value();
-            if matches!(
-                cname,
-                "workdir" | "user" | "entrypoint" | "cmd" | "stop-signal"
-            ) && !self.once(&mut seen, c)
-            {
+            if matches!(cname, "workdir" | "user" | "entrypoint" | "cmd" | "stop-signal") && !self.once(&mut seen, c) {
                 continue;
             }
             match cname {
@@ -2697,12 +2249,7 @@ impl Decoder {
     }
 
     /// `env` and `label`: string properties, in order, no arguments.
-    fn key_values(
-        &mut self,
-        kdl: &KdlNode,
-        usage: &'static str,
-        env: bool,
-    ) -> Vec<(String, String)> {
+    fn key_values(&mut self, kdl: &KdlNode, usage: &'static str, env: bool) -> Vec<(String, String)> {
         let node = self.open(kdl, usage);
         self.leaf(&node);
         self.args(&node, 0, Some(0), "");
@@ -2720,11 +2267,7 @@ impl Decoder {
             let key = id.value();
             let value = self.string(e, "the value");
             let problem = if key.is_empty() {
-                Some(if env {
-                    "environment variable name is empty".to_owned()
-                } else {
-                    "label key is empty".to_owned()
-                })
+                Some(if env { "environment variable name is empty".to_owned() } else { "label key is empty".to_owned() })
             } else if env && key.contains('=') {
                 Some(format!("environment variable name `{key}` contains `=`"))
             } else if key.contains('\0') || value.is_some_and(|v| v.contains('\0')) {
@@ -2733,17 +2276,8 @@ impl Decoder {
                 None
             };
             if let Some(message) = problem {
-                let code = if env {
-                    "compose::spec::bad_env"
-                } else {
-                    "compose::spec::bad_label"
-                };
-                self.push(
-                    code,
-                    message,
-                    vec![(id.span(), "invalid name".to_owned())],
-                    None,
-                );
+                let code = if env { "compose::spec::bad_env" } else { "compose::spec::bad_label" };
+                self.push(code, message, vec![(id.span(), "invalid name".to_owned())], None);
                 continue;
             }
             if let Some(v) = value {
@@ -2764,10 +2298,7 @@ impl Decoder {
             let port = match e.value() {
                 KdlValue::Integer(i) => match u16::try_from(*i) {
                     Ok(n) if n > 0 => Ok(format!("{n}/tcp")),
-                    _ => Err(Bad::new(
-                        format!("port `{i}` is out of range"),
-                        "ports are 1 to 65535",
-                    )),
+                    _ => Err(Bad::new(format!("port `{i}` is out of range"), "ports are 1 to 65535")),
                 },
                 KdlValue::String(s) => expose_string(s),
                 _ => {
@@ -2848,10 +2379,7 @@ mod tests {
     }
 
     fn codes(e: &SpecError) -> Vec<&'static str> {
-        e.diagnostics()
-            .iter()
-            .map(|d| d.code.trim_start_matches("compose::spec::"))
-            .collect()
+        e.diagnostics().iter().map(|d| d.code.trim_start_matches("compose::spec::")).collect()
     }
 
     /// Snapshot at `src/snapshots/<name>.snap` whatever the module path.
@@ -2893,68 +2421,29 @@ mod tests {
         assert_eq!(repo.name, "debian");
         assert_eq!(repo.suite, "bookworm");
         assert_eq!(repo.components, ["main"]);
-        assert_eq!(
-            repo.keyring.as_deref(),
-            Some("/usr/share/keyrings/debian-archive-keyring.gpg")
-        );
+        assert_eq!(repo.keyring.as_deref(), Some("/usr/share/keyrings/debian-archive-keyring.gpg"));
         assert!(span_text(&spec, repo.span).starts_with("repository \"debian\" suite="));
         assert!(span_text(&spec, repo.span).ends_with(".gpg\""));
 
-        let pkgs: Vec<(&str, Option<&str>)> = img
-            .packages
-            .iter()
-            .map(|p| (p.name.as_str(), p.version.as_deref()))
-            .collect();
+        let pkgs: Vec<(&str, Option<&str>)> = img.packages.iter().map(|p| (p.name.as_str(), p.version.as_deref())).collect();
         assert_eq!(pkgs, [("busybox-static", None), ("ca-certificates", None)]);
-        assert_eq!(
-            span_text(&spec, img.packages[1].span),
-            "\"ca-certificates\""
-        );
+        assert_eq!(span_text(&spec, img.packages[1].span), "\"ca-certificates\"");
 
         let acc = img.accounts.as_ref().expect("accounts");
         assert_eq!(span_text(&spec, acc.span), "accounts");
         assert_eq!(acc.groups.len(), 1);
-        assert_eq!(
-            (
-                acc.groups[0].name.as_str(),
-                acc.groups[0].gid,
-                acc.groups[0].members.len()
-            ),
-            ("app", 10001, 0)
-        );
-        assert_eq!(
-            span_text(&spec, acc.groups[0].span),
-            "group \"app\" gid=10001"
-        );
+        assert_eq!((acc.groups[0].name.as_str(), acc.groups[0].gid, acc.groups[0].members.len()), ("app", 10001, 0));
+        assert_eq!(span_text(&spec, acc.groups[0].span), "group \"app\" gid=10001");
         let u = &acc.users[0];
         assert_eq!(
-            (
-                u.name.as_str(),
-                u.uid,
-                u.gid,
-                u.home.as_str(),
-                u.shell.as_str(),
-                u.gecos.as_str()
-            ),
+            (u.name.as_str(), u.uid, u.gid, u.home.as_str(), u.shell.as_str(), u.gecos.as_str()),
             ("app", 10001, 10001, "/home/app", "/bin/sh", "")
         );
 
         assert_eq!(img.files.len(), 5);
         match &img.files[0] {
-            FileOp::Copy {
-                src,
-                src_span,
-                to,
-                to_dir,
-                mode,
-                dir_mode,
-                owner,
-                span,
-            } => {
-                assert_eq!(
-                    (src.as_str(), to.as_str(), *to_dir),
-                    ("site/", "/srv/www", false)
-                );
+            FileOp::Copy { src, src_span, to, to_dir, mode, dir_mode, owner, span } => {
+                assert_eq!((src.as_str(), to.as_str(), *to_dir), ("site/", "/srv/www", false));
                 assert_eq!((*mode, *dir_mode, owner), (None, None, &None));
                 assert_eq!(span_text(&spec, *src_span), "\"site/\"");
                 assert_eq!(span_text(&spec, *span), "copy \"site/\" to=\"/srv/www\"");
@@ -2963,46 +2452,24 @@ mod tests {
         }
         match &img.files[1] {
             FileOp::Copy { src, to, mode, .. } => {
-                assert_eq!(
-                    (src.as_str(), to.as_str(), *mode),
-                    ("bin/server", "/usr/local/bin/server", Some(0o755))
-                );
+                assert_eq!((src.as_str(), to.as_str(), *mode), ("bin/server", "/usr/local/bin/server", Some(0o755)));
             }
             other => panic!("expected copy, got {other:?}"),
         }
         match &img.files[2] {
-            FileOp::Text {
-                path,
-                content,
-                mode,
-                owner,
-                ..
-            } => {
-                assert_eq!(
-                    (path.as_str(), content.as_str(), *mode, owner),
-                    ("/etc/motd", "built with compose\n", Some(0o644), &None)
-                );
+            FileOp::Text { path, content, mode, owner, .. } => {
+                assert_eq!((path.as_str(), content.as_str(), *mode, owner), ("/etc/motd", "built with compose\n", Some(0o644), &None));
             }
             other => panic!("expected text, got {other:?}"),
         }
         match &img.files[3] {
-            FileOp::Symlink {
-                path,
-                target,
-                owner,
-                ..
-            } => {
-                assert_eq!(
-                    (path.as_str(), target.as_str(), owner),
-                    ("/bin/sh", "/bin/busybox", &None)
-                );
+            FileOp::Symlink { path, target, owner, .. } => {
+                assert_eq!((path.as_str(), target.as_str(), owner), ("/bin/sh", "/bin/busybox", &None));
             }
             other => panic!("expected symlink, got {other:?}"),
         }
         match &img.files[4] {
-            FileOp::Dir {
-                path, mode, owner, ..
-            } => {
+            FileOp::Dir { path, mode, owner, .. } => {
                 assert_eq!((path.as_str(), *mode), ("/var/cache/app", Some(0o750)));
                 let owner = owner.as_ref().expect("owner");
                 assert_eq!(owner.owner, Owner::Name("app".to_owned()));
@@ -3020,33 +2487,16 @@ mod tests {
         ));
 
         let c = &img.config;
-        assert_eq!(
-            c.env,
-            [
-                ("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()),
-                ("TZ".to_owned(), "Etc/UTC".to_owned())
-            ]
-        );
+        assert_eq!(c.env, [("PATH".to_owned(), "/usr/local/bin:/usr/bin:/bin".to_owned()), ("TZ".to_owned(), "Etc/UTC".to_owned())]);
         assert_eq!(c.workdir.as_deref(), Some("/srv"));
         let (user, user_span) = c.user.as_ref().expect("user");
         assert_eq!(user, "app");
         assert_eq!(span_text(&spec, *user_span), "\"app\"");
-        assert_eq!(
-            c.entrypoint.as_deref(),
-            Some(&["/usr/local/bin/server".to_owned()][..])
-        );
-        assert_eq!(
-            c.cmd.as_deref(),
-            Some(&["--port".to_owned(), "8080".to_owned()][..])
-        );
+        assert_eq!(c.entrypoint.as_deref(), Some(&["/usr/local/bin/server".to_owned()][..]));
+        assert_eq!(c.cmd.as_deref(), Some(&["--port".to_owned(), "8080".to_owned()][..]));
         assert_eq!(c.expose, ["8080/tcp", "53/udp"]);
         assert_eq!(c.volumes, ["/data"]);
-        assert_eq!(
-            c.labels
-                .get("org.opencontainers.image.source")
-                .map(String::as_str),
-            Some("https://example.invalid/web")
-        );
+        assert_eq!(c.labels.get("org.opencontainers.image.source").map(String::as_str), Some("https://example.invalid/web"));
         assert_eq!(c.labels.len(), 1);
         assert_eq!(c.stop_signal.as_deref(), Some("SIGTERM"));
     }
@@ -3105,56 +2555,31 @@ image "h" { base "localhost/app@sha256:0123456789abcdef0123456789abcdef012345678
         assert_eq!(min.config, ConfigSpec::default());
 
         let app = spec.image("app").expect("app");
-        assert!(
-            matches!(&app.base, Base::Image { name, span } if name == "min" && span_text(&spec, *span) == "\"min\"")
-        );
+        assert!(matches!(&app.base, Base::Image { name, span } if name == "min" && span_text(&spec, *span) == "\"min\""));
         let platforms: Vec<String> = app.platforms.iter().map(|p| p.to_string()).collect();
         assert_eq!(platforms, ["linux/arm/v7", "linux/arm64/v8"]);
         assert_eq!(app.platforms[0].variant.as_deref(), Some("v7"));
-        assert_eq!(
-            app.packages[0].version.as_deref(),
-            Some("7.88.1-10+deb12u5")
-        );
+        assert_eq!(app.packages[0].version.as_deref(), Some("7.88.1-10+deb12u5"));
         assert_eq!(app.packages[1].name, "libc6");
         let acc = app.accounts.as_ref().expect("accounts");
         assert_eq!(acc.groups[0].members, ["alice", "bob"]);
         let alice = &acc.users[0];
         assert_eq!(
-            (
-                alice.gid,
-                alice.home.as_str(),
-                alice.shell.as_str(),
-                alice.gecos.as_str()
-            ),
+            (alice.gid, alice.home.as_str(), alice.shell.as_str(), alice.gecos.as_str()),
             (1000, "/home/alice", "/sbin/nologin", "Alice A")
         );
         // A gid that names no group of the block is fine.
-        assert_eq!(
-            (acc.users[1].name.as_str(), acc.users[1].gid),
-            ("bob", 4242)
-        );
+        assert_eq!((acc.users[1].name.as_str(), acc.users[1].gid), ("bob", 4242));
         let ops: Vec<String> = app
             .files
             .iter()
             .map(|op| match op {
-                FileOp::Copy {
-                    src, to, to_dir, ..
-                } => format!("copy {src} {to} {to_dir}"),
+                FileOp::Copy { src, to, to_dir, .. } => format!("copy {src} {to} {to_dir}"),
                 FileOp::Text { path, content, .. } => format!("text {path} {content:?}"),
-                FileOp::Symlink {
-                    path,
-                    target,
-                    owner,
-                    ..
-                } => {
-                    format!(
-                        "symlink {path} {target} {:?}",
-                        owner.as_ref().map(|o| &o.owner)
-                    )
+                FileOp::Symlink { path, target, owner, .. } => {
+                    format!("symlink {path} {target} {:?}", owner.as_ref().map(|o| &o.owner))
                 }
-                FileOp::Dir {
-                    path, mode, owner, ..
-                } => {
+                FileOp::Dir { path, mode, owner, .. } => {
                     format!("dir {path} {mode:?} {:?}", owner.as_ref().map(|o| &o.owner))
                 }
             })
@@ -3171,13 +2596,7 @@ image "h" { base "localhost/app@sha256:0123456789abcdef0123456789abcdef012345678
             ]
         );
         let c = &app.config;
-        assert_eq!(
-            c.env,
-            [
-                ("A".to_owned(), "3".to_owned()),
-                ("B".to_owned(), "2".to_owned())
-            ]
-        );
+        assert_eq!(c.env, [("A".to_owned(), "3".to_owned()), ("B".to_owned(), "2".to_owned())]);
         assert_eq!(c.labels.get("x").map(String::as_str), Some("2"));
         assert_eq!(c.cmd, Some(Vec::new()));
         assert_eq!(c.entrypoint, None);
@@ -3192,19 +2611,10 @@ image "h" { base "localhost/app@sha256:0123456789abcdef0123456789abcdef012345678
         assert!(
             matches!(&spec.image("d").expect("d").base, Base::OciLayout { path, tag: Some(t), .. } if path == "layouts/app" && t == "v2")
         );
-        assert!(
-            matches!(&spec.image("e").expect("e").base, Base::OciLayout { path, tag: None, .. } if path == "/abs/layout")
-        );
-        assert!(
-            matches!(&spec.image("f").expect("f").base, Base::OciArchive { path, .. } if path == "app.tar")
-        );
-        assert!(
-            matches!(&spec.image("g").expect("g").base, Base::DockerArchive { path, .. } if path == "app.tar")
-        );
-        assert!(matches!(
-            &spec.image("h").expect("h").base,
-            Base::Registry { .. }
-        ));
+        assert!(matches!(&spec.image("e").expect("e").base, Base::OciLayout { path, tag: None, .. } if path == "/abs/layout"));
+        assert!(matches!(&spec.image("f").expect("f").base, Base::OciArchive { path, .. } if path == "app.tar"));
+        assert!(matches!(&spec.image("g").expect("g").base, Base::DockerArchive { path, .. } if path == "app.tar"));
+        assert!(matches!(&spec.image("h").expect("h").base, Base::Registry { .. }));
     }
 
     #[test]
@@ -3216,14 +2626,8 @@ image "h" { base "localhost/app@sha256:0123456789abcdef0123456789abcdef012345678
         assert_eq!(suggest("stopsignal", CONFIG_CHILDREN), Some("stop-signal"));
         assert_eq!(suggest("entry-point", CONFIG_CHILDREN), Some("entrypoint"));
         assert_eq!(suggest("volumes", CONFIG_CHILDREN), Some("volume"));
-        assert_eq!(
-            suggest("dirmode", &["to", "mode", "dir-mode", "owner"]),
-            Some("dir-mode")
-        );
-        assert_eq!(
-            suggest("homedir", &["uid", "gid", "home", "shell", "gecos"]),
-            Some("home")
-        );
+        assert_eq!(suggest("dirmode", &["to", "mode", "dir-mode", "owner"]), Some("dir-mode"));
+        assert_eq!(suggest("homedir", &["uid", "gid", "home", "shell", "gecos"]), Some("home"));
         assert_eq!(suggest("frobnicate", FILE_CHILDREN), None);
         assert_eq!(suggest("from", IMAGE_CHILDREN), None);
         assert_eq!(suggest("x", FILE_CHILDREN), None);
@@ -3231,11 +2635,7 @@ image "h" { base "localhost/app@sha256:0123456789abcdef0123456789abcdef012345678
 
     #[test]
     fn kdl_syntax_error() {
-        check(
-            "spec_syntax",
-            "image \"web\" {\n    tag 1.\n    cmd \"unterminated\n}\n",
-            &["syntax", "syntax"],
-        );
+        check("spec_syntax", "image \"web\" {\n    tag 1.\n    cmd \"unterminated\n}\n", &["syntax", "syntax"]);
     }
 
     #[test]
@@ -3252,13 +2652,7 @@ image "h" { base "localhost/app@sha256:0123456789abcdef0123456789abcdef012345678
 }
 imag "other"
 "#,
-            &[
-                "unknown_node",
-                "unknown_node",
-                "unknown_node",
-                "misplaced_node",
-                "unknown_node",
-            ],
+            &["unknown_node", "unknown_node", "unknown_node", "misplaced_node", "unknown_node"],
         );
     }
 
@@ -3277,12 +2671,7 @@ imag "other"
     }
 }
 "#,
-            &[
-                "unknown_property",
-                "unknown_property",
-                "unknown_property",
-                "unknown_property",
-            ],
+            &["unknown_property", "unknown_property", "unknown_property", "unknown_property"],
         );
     }
 
@@ -3382,13 +2771,7 @@ imag "other"
     config
 }
 "#,
-            &[
-                "duplicate_node",
-                "duplicate_node",
-                "duplicate_property",
-                "duplicate_platform",
-                "duplicate_node",
-            ],
+            &["duplicate_node", "duplicate_node", "duplicate_property", "duplicate_platform", "duplicate_node"],
         );
     }
 
@@ -3410,15 +2793,7 @@ imag "other"
     }
 }
 "#,
-            &[
-                "bad_mode",
-                "bad_mode",
-                "wrong_type",
-                "bad_mode",
-                "bad_mode",
-                "bad_mode",
-                "bad_mode",
-            ],
+            &["bad_mode", "bad_mode", "wrong_type", "bad_mode", "bad_mode", "bad_mode", "bad_mode"],
         );
     }
 
@@ -3518,14 +2893,7 @@ image "-web"
     }
 }
 "#,
-            &[
-                "duplicate_account",
-                "duplicate_account",
-                "duplicate_account",
-                "duplicate_account",
-                "bad_name",
-                "out_of_range",
-            ],
+            &["duplicate_account", "duplicate_account", "duplicate_account", "duplicate_account", "bad_name", "out_of_range"],
         );
     }
 
@@ -3571,14 +2939,7 @@ image "-web"
     }
 }
 "#,
-            &[
-                "bad_port",
-                "bad_port",
-                "bad_port",
-                "bad_port",
-                "bad_port",
-                "wrong_type",
-            ],
+            &["bad_port", "bad_port", "bad_port", "bad_port", "bad_port", "wrong_type"],
         );
     }
 
@@ -3595,13 +2956,7 @@ image "-web"
     }
 }
 "#,
-            &[
-                "bad_env",
-                "bad_env",
-                "wrong_type",
-                "bad_label",
-                "missing_property",
-            ],
+            &["bad_env", "bad_env", "wrong_type", "bad_label", "missing_property"],
         );
     }
 
@@ -3619,11 +2974,7 @@ image "g" { base "docker.io/library/debian:bookworm" image="a"; }
 image "h" { base "oci:layout:-bad"; }
 image "i" { base; }
 "#,
-            &["bad_base"; 8]
-                .iter()
-                .copied()
-                .chain(["missing_argument"])
-                .collect::<Vec<_>>(),
+            &["bad_base"; 8].iter().copied().chain(["missing_argument"]).collect::<Vec<_>>(),
         );
     }
 
@@ -3656,16 +3007,7 @@ image "ok" { base image="web"; }
     }
 }
 "#,
-            &[
-                "bad_tag",
-                "bad_value",
-                "bad_package",
-                "duplicate_package",
-                "bad_package",
-                "bad_package",
-                "bad_user",
-                "bad_signal",
-            ],
+            &["bad_tag", "bad_value", "bad_package", "duplicate_package", "bad_package", "bad_package", "bad_user", "bad_signal"],
         );
     }
 
@@ -3683,12 +3025,7 @@ image "ok" { base image="web"; }
     }
 }
 "#,
-            &[
-                "unexpected_children",
-                "type_annotation",
-                "unexpected_children",
-                "type_annotation",
-            ],
+            &["unexpected_children", "type_annotation", "unexpected_children", "type_annotation"],
         );
     }
 
@@ -3711,16 +3048,10 @@ image "ok" { base image="web"; }
     fn single_error_renders_flat() {
         let e = parse_err("image \"web\" {\n    tga \"1\"\n}\n");
         assert_eq!(e.to_string(), "unknown node `tga` in `image`");
-        assert_eq!(
-            e.code().map(|c| c.to_string()).as_deref(),
-            Some("compose::spec::unknown_node")
-        );
+        assert_eq!(e.code().map(|c| c.to_string()).as_deref(), Some("compose::spec::unknown_node"));
         let e = parse_err("image \"web\" {\n    tga \"1\"\n    tga \"2\"\n}\n");
         assert_eq!(e.to_string(), "2 errors in spec file `web.kdl`");
-        assert_eq!(
-            e.code().map(|c| c.to_string()).as_deref(),
-            Some("compose::spec::invalid")
-        );
+        assert_eq!(e.code().map(|c| c.to_string()).as_deref(), Some("compose::spec::invalid"));
         // Usable with `?` in code returning miette::Result.
         let report: miette::Report = e.into();
         assert_eq!(report.to_string(), "2 errors in spec file `web.kdl`");
@@ -3730,9 +3061,7 @@ image "ok" { base image="web"; }
     fn later_stage_errors() {
         let spec = parse_ok(EXAMPLE);
         let img = spec.image("web").expect("web");
-        let FileOp::Copy { src_span, .. } = &img.files[1] else {
-            panic!("expected copy")
-        };
+        let FileOp::Copy { src_span, .. } = &img.files[1] else { panic!("expected copy") };
         let e = spec.error_at(
             *src_span,
             "copy source `bin/server` does not exist",
@@ -3742,29 +3071,11 @@ image "ok" { base image="web"; }
         snapshot("spec_error_at", &render(&e));
         let owner = img.files[4].owner().expect("owner").span;
         let diags = vec![
-            spec.diagnostic(
-                "compose::build::unknown_owner",
-                owner,
-                "unknown owner `app`",
-                "not a user of the image",
-                None,
-            ),
-            spec.diagnostic(
-                "compose::build::missing_source",
-                *src_span,
-                "copy source `bin/server` does not exist",
-                "no such file",
-                None,
-            ),
+            spec.diagnostic("compose::build::unknown_owner", owner, "unknown owner `app`", "not a user of the image", None),
+            spec.diagnostic("compose::build::missing_source", *src_span, "copy source `bin/server` does not exist", "no such file", None),
         ];
         let e = spec.report(diags).expect_err("two diagnostics");
-        assert_eq!(
-            codes(&e),
-            [
-                "compose::build::missing_source",
-                "compose::build::unknown_owner"
-            ]
-        );
+        assert_eq!(codes(&e), ["compose::build::missing_source", "compose::build::unknown_owner"]);
         snapshot("spec_report", &render(&e));
         assert!(spec.report(Vec::new()).is_ok());
     }
@@ -3790,9 +3101,7 @@ image "ok" { base image="web"; }
         std::fs::write(&path, bytes).expect("write");
         let e = parse_file(&path).expect_err("not UTF-8");
         match &e {
-            SpecError::NotUtf8 {
-                line, column, byte, ..
-            } => {
+            SpecError::NotUtf8 { line, column, byte, .. } => {
                 assert_eq!((*line, *column, *byte), (3, 12, 0xff));
             }
             other => panic!("expected NotUtf8, got {other:?}"),

@@ -127,12 +127,8 @@ impl Store {
             fs::create_dir_all(&p).map_err(io_err("create store directory", &p))?;
         }
         let lock_path = dir.join("lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err("open store lock", &lock_path))?;
+        let lock =
+            File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err("open store lock", &lock_path))?;
         lock.lock_shared().map_err(io_err("lock", &lock_path))?;
         Ok(Store { root: root.to_path_buf(), dir, _lock: lock })
     }
@@ -172,10 +168,7 @@ impl Store {
     /// A new temporary file in the store's `tmp/` directory.
     pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
         let tmp = self.dir.join("tmp");
-        tempfile::Builder::new()
-            .prefix("w-")
-            .tempfile_in(&tmp)
-            .map_err(io_err("create a temporary file in", &tmp))
+        tempfile::Builder::new().prefix("w-").tempfile_in(&tmp).map_err(io_err("create a temporary file in", &tmp))
     }
 
     /// Move a finished temporary file into place as blob `digest`. The caller vouches for the
@@ -187,11 +180,7 @@ impl Store {
             // Same content already present (another build won the race); drop ours.
             return Ok(dest);
         }
-        tmp.persist(&dest).map_err(|e| StoreError::Io {
-            action: "move blob into",
-            path: dest.clone(),
-            source: e.error,
-        })?;
+        tmp.persist(&dest).map_err(|e| StoreError::Io { action: "move blob into", path: dest.clone(), source: e.error })?;
         Ok(dest)
     }
 
@@ -265,10 +254,7 @@ impl Store {
         let p = self.record_path(&record.drv);
         let parent = p.parent().unwrap_or(&self.dir).to_path_buf();
         fs::create_dir_all(&parent).map_err(io_err("create directory", &parent))?;
-        let bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError::BadRecord {
-            path: p.clone(),
-            message: e.to_string(),
-        })?;
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError::BadRecord { path: p.clone(), message: e.to_string() })?;
         self.write_atomic(&p, &bytes)
     }
 
@@ -283,12 +269,7 @@ impl Store {
     /// Take the per-derivation build lock (blocks while another process builds `drv`).
     pub fn lock_derivation(&self, drv: &DrvHash) -> Result<File, StoreError> {
         let p = self.dir.join("locks").join(drv.hex());
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(io_err("open derivation lock", &p))?;
+        let f = File::options().create(true).truncate(false).write(true).open(&p).map_err(io_err("open derivation lock", &p))?;
         f.lock().map_err(io_err("lock", &p))?;
         Ok(f)
     }
@@ -414,10 +395,7 @@ impl Store {
     fn gc_locked(&self, max_age: Duration) -> Result<GcReport, StoreError> {
         let now = SystemTime::now();
         let is_old = |p: &Path| -> bool {
-            fs::metadata(p)
-                .and_then(|m| m.modified())
-                .map(|t| now.duration_since(t).unwrap_or_default() > max_age)
-                .unwrap_or(true)
+            fs::metadata(p).and_then(|m| m.modified()).map(|t| now.duration_since(t).unwrap_or_default() > max_age).unwrap_or(true)
         };
         let mut report = GcReport::default();
         let mut live: BTreeSet<Sha256> = BTreeSet::new();
@@ -499,10 +477,7 @@ mod tests {
         let d = store.put_bytes(b"hello").unwrap();
         let drv = DrvHash([7; 32]);
         let mut outputs = BTreeMap::new();
-        outputs.insert(
-            "blob".to_string(),
-            Output { digest: d, size: 5, media_type: "x".into(), diff_id: None },
-        );
+        outputs.insert("blob".to_string(), Output { digest: d, size: 5, media_type: "x".into(), diff_id: None });
         let rec = Record { version: RECORD_VERSION, drv, kind: "t".into(), outputs, inputs: vec![] };
         store.put_record(&rec).unwrap();
         assert_eq!(store.lookup(&drv).unwrap(), Some(rec));

@@ -111,16 +111,9 @@ impl DebInfo {
 
     /// The `Package` field, checked to be a valid Debian package name (it names files).
     pub fn package(&self) -> Result<String, String> {
-        let name = self
-            .field("Package")
-            .ok_or_else(|| "the control file has no `Package` field".to_owned())?;
-        let valid = name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            && name.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.')
-            });
+        let name = self.field("Package").ok_or_else(|| "the control file has no `Package` field".to_owned())?;
+        let valid = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.'));
         if valid {
             Ok(name)
         } else {
@@ -173,11 +166,7 @@ pub enum DebError {
     Format { deb: PathBuf, reason: String },
     /// An entry of the data (or control) archive was rejected.
     #[error("{}: entry `{entry}`: {reason}", .deb.display())]
-    Entry {
-        deb: PathBuf,
-        entry: String,
-        reason: String,
-    },
+    Entry { deb: PathBuf, entry: String, reason: String },
     /// The layer writer refused an entry or failed to write.
     #[error("{}: writing the layer: {source}", .deb.display())]
     Layer {
@@ -190,26 +179,15 @@ pub enum DebError {
 fn io_err(deb: &Path, context: impl Into<String>) -> impl FnOnce(io::Error) -> DebError {
     let deb = deb.to_path_buf();
     let context = context.into();
-    move |source| DebError::Io {
-        deb,
-        context,
-        source,
-    }
+    move |source| DebError::Io { deb, context, source }
 }
 
 fn format_err(deb: &Path, reason: impl Into<String>) -> DebError {
-    DebError::Format {
-        deb: deb.to_path_buf(),
-        reason: reason.into(),
-    }
+    DebError::Format { deb: deb.to_path_buf(), reason: reason.into() }
 }
 
 fn entry_err(deb: &Path, entry: &str, reason: impl Into<String>) -> DebError {
-    DebError::Entry {
-        deb: deb.to_path_buf(),
-        entry: entry.to_owned(),
-        reason: reason.into(),
-    }
+    DebError::Entry { deb: deb.to_path_buf(), entry: entry.to_owned(), reason: reason.into() }
 }
 
 // ---------------------------------------------------------------------------
@@ -249,16 +227,10 @@ fn compression_of(suffix: &str) -> Option<&'static str> {
     })
 }
 
-fn decompressor<'a, R: Read + 'a>(
-    reader: R,
-    compression: &'static str,
-) -> io::Result<Box<dyn Read + 'a>> {
+fn decompressor<'a, R: Read + 'a>(reader: R, compression: &'static str) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match compression {
         "xz" => Box::new(liblzma::read::XzDecoder::new_multi_decoder(reader)),
-        "lzma" => Box::new(liblzma::read::XzDecoder::new_stream(
-            reader,
-            liblzma::stream::Stream::new_lzma_decoder(u64::MAX)?,
-        )),
+        "lzma" => Box::new(liblzma::read::XzDecoder::new_stream(reader, liblzma::stream::Stream::new_lzma_decoder(u64::MAX)?)),
         "zst" => Box::new(zstd::stream::read::Decoder::new(reader)?),
         "gz" => Box::new(flate2::read::MultiGzDecoder::new(reader)),
         _ => Box::new(reader),
@@ -268,10 +240,7 @@ fn decompressor<'a, R: Read + 'a>(
 /// Walks the members of a `.deb`: checks `debian-binary`, skips `_` members, and hands the
 /// decompressed control and data tarballs (in that order) to `visit`, which may stop early.
 /// Members `visit` does not read are skipped by seeking, never read.
-fn visit_members(
-    deb: &Path,
-    mut visit: impl FnMut(Member, &'static str, &mut dyn Read) -> Result<Flow, DebError>,
-) -> Result<(), DebError> {
+fn visit_members(deb: &Path, mut visit: impl FnMut(Member, &'static str, &mut dyn Read) -> Result<Flow, DebError>) -> Result<(), DebError> {
     let file = File::open(deb).map_err(io_err(deb, "opening"))?;
     let mut archive = ar::Archive::new(BufReader::with_capacity(256 << 10, file));
     let mut expect = 0; // 0: debian-binary, 1: control, 2: data
@@ -284,68 +253,42 @@ fn visit_members(
         let name = raw.trim_end_matches([' ', '/']).to_owned();
         if expect == 0 {
             if name != "debian-binary" {
-                return Err(format_err(
-                    deb,
-                    format!("first member is `{name}`, not `debian-binary`"),
-                ));
+                return Err(format_err(deb, format!("first member is `{name}`, not `debian-binary`")));
             }
             let mut version = Vec::new();
-            (&mut member)
-                .take(64)
-                .read_to_end(&mut version)
-                .map_err(io_err(deb, "reading debian-binary"))?;
+            (&mut member).take(64).read_to_end(&mut version).map_err(io_err(deb, "reading debian-binary"))?;
             if !version.starts_with(b"2.") {
                 return Err(format_err(
                     deb,
-                    format!(
-                        "unsupported format version `{}` (only 2.x is known)",
-                        String::from_utf8_lossy(&version).trim()
-                    ),
+                    format!("unsupported format version `{}` (only 2.x is known)", String::from_utf8_lossy(&version).trim()),
                 ));
             }
             expect = 1;
         } else if name.starts_with('_') {
             // Reserved for additions older readers must ignore (deb(5)).
         } else {
-            let kind = if expect == 1 {
-                Member::Control
-            } else {
-                Member::Data
-            };
+            let kind = if expect == 1 { Member::Control } else { Member::Data };
             let compression = name
                 .strip_prefix(kind.stem())
                 .and_then(compression_of)
-                .ok_or_else(|| {
-                    format_err(
-                        deb,
-                        format!(
-                            "expected `{}[.xz|.zst|.gz]` but found member `{name}`",
-                            kind.stem()
-                        ),
-                    )
-                })?;
+                .ok_or_else(|| format_err(deb, format!("expected `{}[.xz|.zst|.gz]` but found member `{name}`", kind.stem())))?;
             if kind == Member::Control && compression == "lzma" {
                 return Err(format_err(deb, "control.tar.lzma is not a valid member"));
             }
             let flow = {
-                let mut reader = decompressor(&mut member, compression)
-                    .map_err(io_err(deb, format!("decompressing `{name}`")))?;
+                let mut reader = decompressor(&mut member, compression).map_err(io_err(deb, format!("decompressing `{name}`")))?;
                 visit(kind, compression, &mut reader)?
             };
             // Skip whatever was not read without reading it (dropping a partly read member
             // would read the rest).
-            member
-                .seek(SeekFrom::End(0))
-                .map_err(io_err(deb, format!("skipping member `{name}`")))?;
+            member.seek(SeekFrom::End(0)).map_err(io_err(deb, format!("skipping member `{name}`")))?;
             if flow == Flow::Stop {
                 return Ok(());
             }
             expect += 1;
             continue;
         }
-        member
-            .seek(SeekFrom::End(0))
-            .map_err(io_err(deb, format!("skipping member `{name}`")))?;
+        member.seek(SeekFrom::End(0)).map_err(io_err(deb, format!("skipping member `{name}`")))?;
     }
     if expect < 3 {
         let missing = ["debian-binary", "control.tar", "data.tar"][expect];
@@ -355,11 +298,7 @@ fn visit_members(
 }
 
 /// Reads `control`, `md5sums` and `conffiles` out of a decompressed control tarball.
-fn read_control_tar(
-    deb: &Path,
-    reader: &mut dyn Read,
-    data_compression: &'static str,
-) -> Result<DebInfo, DebError> {
+fn read_control_tar(deb: &Path, reader: &mut dyn Read, data_compression: &'static str) -> Result<DebInfo, DebError> {
     let ctx = "reading control.tar";
     let mut archive = tar::Archive::new(reader);
     let mut control = None;
@@ -382,27 +321,16 @@ fn read_control_tar(
             return Err(entry_err(
                 deb,
                 &shown,
-                format!(
-                    "control.tar member of {} bytes is larger than the {MAX_CONTROL_FILE} allowed",
-                    entry.size()
-                ),
+                format!("control.tar member of {} bytes is larger than the {MAX_CONTROL_FILE} allowed", entry.size()),
             ));
         }
         let mut bytes = Vec::new();
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(io_err(deb, format!("reading control.tar member `{shown}`")))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| entry_err(deb, &shown, "control.tar member is not UTF-8"))?;
+        entry.read_to_end(&mut bytes).map_err(io_err(deb, format!("reading control.tar member `{shown}`")))?;
+        let text = String::from_utf8(bytes).map_err(|_| entry_err(deb, &shown, "control.tar member is not UTF-8"))?;
         *slot = Some(text);
     }
     let control = control.ok_or_else(|| format_err(deb, "control.tar has no `control` file"))?;
-    Ok(DebInfo {
-        control,
-        md5sums,
-        conffiles,
-        data_compression,
-    })
+    Ok(DebInfo { control, md5sums, conffiles, data_compression })
 }
 
 /// Reads the control member of a `.deb` (and notes the data member's compression, without
@@ -421,10 +349,7 @@ pub fn read_control(deb: &Path) -> Result<DebInfo, DebError> {
         }
     })?;
     match (control, data_compression) {
-        (Some(info), Some(data_compression)) => Ok(DebInfo {
-            data_compression,
-            ..info
-        }),
+        (Some(info), Some(data_compression)) => Ok(DebInfo { data_compression, ..info }),
         _ => Err(format_err(deb, "no control.tar or data.tar member")),
     }
 }
@@ -461,19 +386,10 @@ fn control_fields(control: &str) -> Vec<(&str, &str)> {
 }
 
 fn control_field(control: &str, name: &str) -> Option<String> {
-    control_fields(control)
-        .into_iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, text)| {
-            let value = text.split_once(':').map_or("", |(_, v)| v);
-            value
-                .lines()
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join("\n")
-                .trim()
-                .to_owned()
-        })
+    control_fields(control).into_iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, text)| {
+        let value = text.split_once(':').map_or("", |(_, v)| v);
+        value.lines().map(str::trim).collect::<Vec<_>>().join("\n").trim().to_owned()
+    })
 }
 
 /// The two dpkg database files for a package: the `status.d/<name>` paragraph (the control
@@ -485,9 +401,7 @@ pub fn dpkg_status_entry(info: &DebInfo) -> (String, Option<String>) {
     const STATUS: &str = "Status: install ok installed\n";
     let mut out = String::with_capacity(info.control.len() + STATUS.len() + 1);
     let fields = control_fields(&info.control);
-    let has_package = fields
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("Package"));
+    let has_package = fields.iter().any(|(n, _)| n.eq_ignore_ascii_case("Package"));
     if !has_package {
         out.push_str(STATUS);
     }
@@ -604,14 +518,7 @@ struct Node {
 impl Node {
     fn same_content(&self, other: &Node) -> bool {
         let kind_eq = match (&self.kind, &other.kind) {
-            (
-                Kind::File {
-                    len: a, md5: ma, ..
-                },
-                Kind::File {
-                    len: b, md5: mb, ..
-                },
-            ) => a == b && ma == mb,
+            (Kind::File { len: a, md5: ma, .. }, Kind::File { len: b, md5: mb, .. }) => a == b && ma == mb,
             (a, b) => a == b,
         };
         kind_eq && self.mode == other.mode && self.uid == other.uid && self.gid == other.gid
@@ -642,10 +549,7 @@ fn insert_node(map: &mut BTreeMap<String, Node>, path: String, node: Node) -> Re
             }
             return Ok(());
         }
-        return Err(format!(
-            "directory `{path}` is listed twice (also as `{}`) with different mode or owner",
-            old.shown
-        ));
+        return Err(format!("directory `{path}` is listed twice (also as `{}`) with different mode or owner", old.shown));
     }
     if old.same_content(&node) {
         old.mtime = old.mtime.min(node.mtime);
@@ -653,15 +557,9 @@ fn insert_node(map: &mut BTreeMap<String, Node>, path: String, node: Node) -> Re
         return Ok(());
     }
     if old.moved || node.moved {
-        Err(format!(
-            "`{}` and `{}` both become `{path}` under merged /usr, and they differ",
-            old.shown, node.shown
-        ))
+        Err(format!("`{}` and `{}` both become `{path}` under merged /usr, and they differ", old.shown, node.shown))
     } else {
-        Err(format!(
-            "`{path}` is listed twice (also as `{}`) with different content",
-            old.shown
-        ))
+        Err(format!("`{path}` is listed twice (also as `{}`) with different content", old.shown))
     }
 }
 
@@ -727,10 +625,7 @@ fn pax_mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Option<u64>> 
             if int.starts_with('-') {
                 return Ok(Some(0));
             }
-            return int
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| io::Error::other(format!("invalid pax mtime `{value}`")));
+            return int.parse::<u64>().map(Some).map_err(|_| io::Error::other(format!("invalid pax mtime `{value}`")));
         }
     }
     Ok(None)
@@ -744,17 +639,11 @@ fn scan_data(
     opts: &InstallOptions,
     spill: &mut Spill<'_>,
 ) -> Result<Scanned, DebError> {
-    let member = if compression == "none" {
-        "data.tar".to_owned()
-    } else {
-        format!("data.tar.{compression}")
-    };
+    let member = if compression == "none" { "data.tar".to_owned() } else { format!("data.tar.{compression}") };
     let mut archive = tar::Archive::new(reader);
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     let mut listed = Vec::new();
-    let entries = archive
-        .entries()
-        .map_err(io_err(deb, format!("reading {member}")))?;
+    let entries = archive.entries().map_err(io_err(deb, format!("reading {member}")))?;
     for entry in entries {
         let mut entry = entry.map_err(io_err(deb, format!("reading {member}")))?;
         let header = entry.header();
@@ -765,8 +654,7 @@ fn scan_data(
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
         let bad = |reason: String| entry_err(deb, &shown, reason);
-        let header_err =
-            |what: &str| io_err(deb, format!("reading the {what} of `{shown}` in {member}"));
+        let header_err = |what: &str| io_err(deb, format!("reading the {what} of `{shown}` in {member}"));
         let mode = header.mode().map_err(header_err("mode"))? & 0o7777;
         let uid = header.uid().map_err(header_err("uid"))?;
         let gid = header.gid().map_err(header_err("gid"))?;
@@ -790,20 +678,15 @@ fn scan_data(
 
         // Link targets.
         let link = || -> Result<String, DebError> {
-            let bytes = entry
-                .link_name_bytes()
-                .ok_or_else(|| bad("the link has no target".to_owned()))?;
-            String::from_utf8(bytes.into_owned())
-                .map_err(|_| bad("the link target is not UTF-8".to_owned()))
+            let bytes = entry.link_name_bytes().ok_or_else(|| bad("the link has no target".to_owned()))?;
+            String::from_utf8(bytes.into_owned()).map_err(|_| bad("the link target is not UTF-8".to_owned()))
         };
         let kind = if etype.is_dir() {
             Kind::Dir
         } else if etype.is_symlink() {
             let target = link()?;
             if target.is_empty() || target.contains('\0') {
-                return Err(bad(format!(
-                    "symlink target `{target}` is empty or contains NUL"
-                )));
+                return Err(bad(format!("symlink target `{target}` is empty or contains NUL")));
             }
             Kind::Symlink(target)
         } else if etype.is_hard_link() {
@@ -813,44 +696,26 @@ fn scan_data(
                 .ok_or_else(|| bad(format!("hardlink target `{target}` is the root")))?;
             match place(normalized, opts.merged_usr) {
                 Placed::At(p, _) => Kind::Hardlink(p),
-                Placed::TopDir(d) => {
-                    return Err(bad(format!(
-                        "hardlink target `{target}` is the top directory `/{d}`"
-                    )))
-                }
+                Placed::TopDir(d) => return Err(bad(format!("hardlink target `{target}` is the top directory `/{d}`"))),
             }
         } else if is_file {
             if raw.ends_with(b"/") {
                 return Err(bad("a regular file's name ends with `/`".to_owned()));
             }
-            Kind::File {
-                offset: 0,
-                len: 0,
-                md5: [0; 16],
-            }
+            Kind::File { offset: 0, len: 0, md5: [0; 16] }
         } else if etype.is_character_special() || etype.is_block_special() || etype.is_fifo() {
-            return Err(bad(
-                "device nodes and FIFOs are not supported (Debian packages do not ship them)"
-                    .to_owned(),
-            ));
+            return Err(bad("device nodes and FIFOs are not supported (Debian packages do not ship them)".to_owned()));
         } else if etype.is_gnu_sparse() {
             return Err(bad("sparse files are not supported".to_owned()));
         } else {
-            return Err(bad(format!(
-                "unsupported tar entry type `{}`",
-                char::from(etype.as_byte()).escape_default()
-            )));
+            return Err(bad(format!("unsupported tar entry type `{}`", char::from(etype.as_byte()).escape_default())));
         };
 
         let (path, moved) = match place(path, opts.merged_usr) {
             Placed::At(p, moved) => (p, moved),
             Placed::TopDir(d) => match &kind {
                 Kind::Dir => continue,
-                Kind::Symlink(t)
-                    if t.trim_start_matches('/').trim_end_matches('/') == format!("usr/{d}") =>
-                {
-                    (format!("/{d}"), false)
-                }
+                Kind::Symlink(t) if t.trim_start_matches('/').trim_end_matches('/') == format!("usr/{d}") => (format!("/{d}"), false),
                 _ => {
                     return Err(bad(format!(
                         "with merged /usr, `/{d}` may only be a directory or the symlink \
@@ -863,61 +728,33 @@ fn scan_data(
         let kind = match kind {
             Kind::File { .. } => {
                 let len = entry.size();
-                let (offset, md5) = spill
-                    .add(&mut entry, len)
-                    .map_err(io_err(deb, format!("spilling `{shown}` of {member}")))?;
+                let (offset, md5) = spill.add(&mut entry, len).map_err(io_err(deb, format!("spilling `{shown}` of {member}")))?;
                 Kind::File { offset, len, md5 }
             }
             other => other,
         };
         if matches!(kind, Kind::File { .. } | Kind::Hardlink(_)) {
-            listed.push(Listed {
-                package_path,
-                image_path: path.clone(),
-            });
+            listed.push(Listed { package_path, image_path: path.clone() });
         }
-        let node = Node {
-            kind,
-            mode,
-            uid,
-            gid,
-            mtime,
-            shown: shown.clone(),
-            moved,
-        };
+        let node = Node { kind, mode, uid, gid, mtime, shown: shown.clone(), moved };
         insert_node(&mut nodes, path, node).map_err(&bad)?;
     }
     Ok(Scanned { nodes, listed })
 }
 
 /// Follows hardlinks to the regular file holding the data.
-fn resolve_hardlink<'a>(
-    nodes: &'a BTreeMap<String, Node>,
-    mut target: &'a str,
-) -> Result<&'a str, String> {
+fn resolve_hardlink<'a>(nodes: &'a BTreeMap<String, Node>, mut target: &'a str) -> Result<&'a str, String> {
     for _ in 0..=nodes.len() {
         match nodes.get(target).map(|n| &n.kind) {
             Some(Kind::File { .. }) => return Ok(target),
             Some(Kind::Hardlink(next)) => target = next,
             Some(Kind::Dir) => return Err(format!("hardlink target `{target}` is a directory")),
-            Some(Kind::Symlink(_)) => {
-                return Err(format!("hardlink target `{target}` is a symlink"))
-            }
-            Some(Kind::Inline(_)) => {
-                return Err(format!(
-                    "hardlink target `{target}` is not part of the package"
-                ))
-            }
-            None => {
-                return Err(format!(
-                    "hardlink target `{target}` is not a regular file of this package"
-                ))
-            }
+            Some(Kind::Symlink(_)) => return Err(format!("hardlink target `{target}` is a symlink")),
+            Some(Kind::Inline(_)) => return Err(format!("hardlink target `{target}` is not part of the package")),
+            None => return Err(format!("hardlink target `{target}` is not a regular file of this package")),
         }
     }
-    Err(format!(
-        "hardlink target `{target}` is part of a hardlink cycle"
-    ))
+    Err(format!("hardlink target `{target}` is part of a hardlink cycle"))
 }
 
 /// Rejects entries below a symlink or another non-directory of the same layer.
@@ -929,19 +766,9 @@ fn check_parents(deb: &Path, nodes: &BTreeMap<String, Node>) -> Result<(), DebEr
                 None => p = parent,
                 Some(Kind::Dir) => break,
                 Some(Kind::Symlink(_)) => {
-                    return Err(entry_err(
-                        deb,
-                        &node.shown,
-                        format!("`{path}` would be written through symlink `{parent}`"),
-                    ))
+                    return Err(entry_err(deb, &node.shown, format!("`{path}` would be written through symlink `{parent}`")))
                 }
-                Some(_) => {
-                    return Err(entry_err(
-                        deb,
-                        &node.shown,
-                        format!("`{path}` is below `{parent}`, which is not a directory"),
-                    ))
-                }
+                Some(_) => return Err(entry_err(deb, &node.shown, format!("`{path}` is below `{parent}`, which is not a directory"))),
             }
         }
     }
@@ -959,24 +786,12 @@ fn spill_range(file: &File, offset: u64, len: u64) -> io::Result<io::Take<&File>
 /// dpkg database entries (see the module documentation for every rule). File contents are
 /// spilled to an anonymous temporary file in `spill_dir` while reading. The package name for
 /// the database entries is the control file's `Package` field.
-pub fn install_layer<W: Write>(
-    deb: &Path,
-    opts: &InstallOptions,
-    sink: W,
-    spill_dir: &Path,
-) -> Result<(W, InstalledLayer), DebError> {
-    let spill_file = tempfile::tempfile_in(spill_dir).map_err(io_err(
-        deb,
-        format!("creating a spill file in {}", spill_dir.display()),
-    ))?;
+pub fn install_layer<W: Write>(deb: &Path, opts: &InstallOptions, sink: W, spill_dir: &Path) -> Result<(W, InstalledLayer), DebError> {
+    let spill_file = tempfile::tempfile_in(spill_dir).map_err(io_err(deb, format!("creating a spill file in {}", spill_dir.display())))?;
     let mut info = None;
     let mut scanned = None;
     {
-        let mut spill = Spill {
-            out: BufWriter::with_capacity(256 << 10, &spill_file),
-            offset: 0,
-            buf: vec![0; 128 << 10],
-        };
+        let mut spill = Spill { out: BufWriter::with_capacity(256 << 10, &spill_file), offset: 0, buf: vec![0; 128 << 10] };
         visit_members(deb, |member, compression, reader| match member {
             Member::Control => {
                 info = Some(read_control_tar(deb, reader, "none")?);
@@ -987,10 +802,7 @@ pub fn install_layer<W: Write>(
                 Ok(Flow::Stop)
             }
         })?;
-        spill
-            .out
-            .flush()
-            .map_err(io_err(deb, "writing the spill file"))?;
+        spill.out.flush().map_err(io_err(deb, "writing the spill file"))?;
     }
     let (Some(info), Some(scanned)) = (info, scanned) else {
         return Err(format_err(deb, "no control.tar or data.tar member"));
@@ -1002,8 +814,7 @@ pub fn install_layer<W: Write>(
     let mut resolved: HashMap<String, String> = HashMap::new();
     for (path, node) in &nodes {
         if let Kind::Hardlink(target) = &node.kind {
-            let file =
-                resolve_hardlink(&nodes, target).map_err(|r| entry_err(deb, &node.shown, r))?;
+            let file = resolve_hardlink(&nodes, target).map_err(|r| entry_err(deb, &node.shown, r))?;
             resolved.insert(path.clone(), file.to_owned());
         }
     }
@@ -1046,29 +857,15 @@ pub fn install_layer<W: Write>(
     // The dpkg database entries.
     let (status, md5sums) = dpkg_status_entry(&info);
     let md5sums = md5sums.unwrap_or_else(|| {
-        let mut lines: Vec<(&str, String)> = listed
-            .iter()
-            .filter_map(|l| {
-                md5_of(&l.image_path).map(|m| (l.package_path.as_str(), hex::encode(m)))
-            })
-            .collect();
+        let mut lines: Vec<(&str, String)> =
+            listed.iter().filter_map(|l| md5_of(&l.image_path).map(|m| (l.package_path.as_str(), hex::encode(m)))).collect();
         lines.sort();
         lines.dedup();
-        lines
-            .into_iter()
-            .map(|(p, m)| format!("{m}  {p}\n"))
-            .collect()
+        lines.into_iter().map(|(p, m)| format!("{m}  {p}\n")).collect()
     });
-    for (path, content) in [
-        (format!("{STATUS_DIR}/{name}"), status),
-        (format!("{STATUS_DIR}/{name}.md5sums"), md5sums),
-    ] {
+    for (path, content) in [(format!("{STATUS_DIR}/{name}"), status), (format!("{STATUS_DIR}/{name}.md5sums"), md5sums)] {
         if nodes.contains_key(&path) {
-            return Err(entry_err(
-                deb,
-                &path,
-                "the package ships a file at its own dpkg database path",
-            ));
+            return Err(entry_err(deb, &path, "the package ships a file at its own dpkg database path"));
         }
         let node = Node {
             kind: Kind::Inline(content.into_bytes()),
@@ -1096,15 +893,7 @@ pub fn install_layer<W: Write>(
         }
     }
     for path in missing {
-        let node = Node {
-            kind: Kind::Dir,
-            mode: DIR_MODE,
-            uid: 0,
-            gid: 0,
-            mtime: opts.epoch,
-            shown: path.clone(),
-            moved: false,
-        };
+        let node = Node { kind: Kind::Dir, mode: DIR_MODE, uid: 0, gid: 0, mtime: opts.epoch, shown: path.clone(), moved: false };
         nodes.insert(path, node);
     }
 
@@ -1118,65 +907,40 @@ pub fn install_layer<W: Write>(
     }
 
     // Write the layer.
-    let layer_err = |source| DebError::Layer {
-        deb: deb.to_path_buf(),
-        source,
-    };
+    let layer_err = |source| DebError::Layer { deb: deb.to_path_buf(), source };
     let mut writer = LayerWriter::new(sink);
     for (path, node) in &nodes {
         let mut meta = node;
         let mut data_of: Option<&Kind> = None;
         let kind = match &node.kind {
             Kind::Dir => EntryKind::Dir,
-            Kind::Symlink(target) => EntryKind::Symlink {
-                target: target.clone(),
-            },
+            Kind::Symlink(target) => EntryKind::Symlink { target: target.clone() },
             Kind::Inline(bytes) => {
                 data_of = Some(&node.kind);
-                EntryKind::File {
-                    size: bytes.len() as u64,
-                }
+                EntryKind::File { size: bytes.len() as u64 }
             }
             Kind::File { .. } | Kind::Hardlink(_) => {
                 let file = resolved.get(path).map_or(path.as_str(), String::as_str);
-                let file_node = nodes
-                    .get(file)
-                    .ok_or_else(|| entry_err(deb, &node.shown, "hardlink target vanished"))?;
+                let file_node = nodes.get(file).ok_or_else(|| entry_err(deb, &node.shown, "hardlink target vanished"))?;
                 meta = file_node;
                 let first = primary.get(file).copied().unwrap_or(file);
                 if first == path.as_str() {
                     data_of = Some(&file_node.kind);
                     match file_node.kind {
                         Kind::File { len, .. } => EntryKind::File { size: len },
-                        _ => {
-                            return Err(entry_err(
-                                deb,
-                                &node.shown,
-                                "hardlink target is not a file",
-                            ))
-                        }
+                        _ => return Err(entry_err(deb, &node.shown, "hardlink target is not a file")),
                     }
                 } else {
-                    EntryKind::Hardlink {
-                        target: first.to_owned(),
-                    }
+                    EntryKind::Hardlink { target: first.to_owned() }
                 }
             }
         };
-        let entry = Entry {
-            path: path.clone(),
-            kind,
-            mode: meta.mode,
-            uid: meta.uid,
-            gid: meta.gid,
-            mtime: meta.mtime,
-        };
+        let entry = Entry { path: path.clone(), kind, mode: meta.mode, uid: meta.uid, gid: meta.gid, mtime: meta.mtime };
         match data_of {
             None => writer.append(&entry, None),
             Some(Kind::Inline(bytes)) => writer.append(&entry, Some(&mut &bytes[..])),
             Some(Kind::File { offset, len, .. }) => {
-                let mut data = spill_range(&spill_file, *offset, *len)
-                    .map_err(io_err(deb, "reading the spill file"))?;
+                let mut data = spill_range(&spill_file, *offset, *len).map_err(io_err(deb, "reading the spill file"))?;
                 writer.append(&entry, Some(&mut data))
             }
             Some(_) => return Err(entry_err(deb, &node.shown, "no data for a file entry")),
@@ -1184,15 +948,7 @@ pub fn install_layer<W: Write>(
         .map_err(layer_err)?;
     }
     let (sink, digests) = writer.finish().map_err(layer_err)?;
-    Ok((
-        sink,
-        InstalledLayer {
-            digests,
-            files,
-            file_md5,
-            kept,
-        },
-    ))
+    Ok((sink, InstalledLayer { digests, files, file_md5, kept }))
 }
 
 // ---------------------------------------------------------------------------
@@ -1233,9 +989,7 @@ fn collect_files(deb: &Path, want: &dyn Fn(&str) -> bool) -> Result<Collected, D
             }
             if is_file {
                 let mut bytes = Vec::new();
-                entry
-                    .read_to_end(&mut bytes)
-                    .map_err(io_err(deb, format!("reading `{shown}` of data.tar")))?;
+                entry.read_to_end(&mut bytes).map_err(io_err(deb, format!("reading `{shown}` of data.tar")))?;
                 found.insert(path, bytes);
             } else {
                 let target = entry.link_name_bytes().unwrap_or(Cow::Borrowed(b""));
@@ -1254,33 +1008,16 @@ fn collect_files(deb: &Path, want: &dyn Fn(&str) -> bool) -> Result<Collected, D
 /// (`/usr/share/base-passwd/passwd.master`, as in the package: no merged-/usr rewrite) `want`
 /// accepts, as (path, bytes) sorted by path. Names are checked as by [`install_layer`]; a path
 /// listed twice yields its last contents.
-pub fn read_files(
-    deb: &Path,
-    want: &dyn Fn(&str) -> bool,
-) -> Result<Vec<(String, Vec<u8>)>, DebError> {
+pub fn read_files(deb: &Path, want: &dyn Fn(&str) -> bool) -> Result<Vec<(String, Vec<u8>)>, DebError> {
     let (mut found, links) = collect_files(deb, want)?;
-    let missing: BTreeSet<String> = links
-        .iter()
-        .filter(|(_, t)| !found.contains_key(t))
-        .map(|(_, t)| t.clone())
-        .collect();
-    let extra = if missing.is_empty() {
-        BTreeMap::new()
-    } else {
-        collect_files(deb, &|p: &str| missing.contains(p))?.0
-    };
+    let missing: BTreeSet<String> = links.iter().filter(|(_, t)| !found.contains_key(t)).map(|(_, t)| t.clone()).collect();
+    let extra = if missing.is_empty() { BTreeMap::new() } else { collect_files(deb, &|p: &str| missing.contains(p))?.0 };
     for (path, target) in links {
         let bytes = found
             .get(&target)
             .or_else(|| extra.get(&target))
             .cloned()
-            .ok_or_else(|| {
-                entry_err(
-                    deb,
-                    &path,
-                    format!("hardlink target `{target}` is not a regular file of this package"),
-                )
-            })?;
+            .ok_or_else(|| entry_err(deb, &path, format!("hardlink target `{target}` is not a regular file of this package")))?;
         found.insert(path, bytes);
     }
     Ok(found.into_iter().collect())
@@ -1300,8 +1037,7 @@ mod tests {
 
     const EPOCH: u64 = 1_700_000_000;
     const OLD: u64 = 1_000_000_000;
-    const LONG: &str =
-        "a-very-long-file-name-that-does-not-fit-the-one-hundred-byte-ustar-name-field-\
+    const LONG: &str = "a-very-long-file-name-that-does-not-fit-the-one-hundred-byte-ustar-name-field-\
                         at-all-because-it-goes-on-and-on-and-on.txt";
 
     const CONTROL: &str = "Package: testpkg\nVersion: 1:1.0-1\nArchitecture: amd64\n\
@@ -1318,8 +1054,7 @@ mod tests {
 
     fn set_mtime(path: &Path, secs: u64) {
         let f = fs::File::options().write(true).open(path).expect("open");
-        f.set_modified(UNIX_EPOCH + Duration::from_secs(secs))
-            .expect("set mtime");
+        f.set_modified(UNIX_EPOCH + Duration::from_secs(secs)).expect("set mtime");
     }
 
     /// The test package's tree (with `DEBIAN/`), under `root`.
@@ -1328,31 +1063,15 @@ mod tests {
         write(&root.join("etc/testpkg.conf"), b"key = value\n", 0o644);
         write(&root.join("usr/bin/tool"), b"#!/bin/sh\necho tool\n", 0o755);
         write(&root.join("usr/bin/suid"), b"\x7fELF setuid", 0o755);
-        fs::set_permissions(
-            root.join("usr/bin/suid"),
-            fs::Permissions::from_mode(0o4755),
-        )
-        .expect("chmod suid");
+        fs::set_permissions(root.join("usr/bin/suid"), fs::Permissions::from_mode(0o4755)).expect("chmod suid");
         fs::hard_link(root.join("usr/bin/tool"), root.join("usr/bin/hard")).expect("hardlink");
         symlink("tool", root.join("usr/bin/link")).expect("symlink");
         write(&root.join("bin/mytool"), b"mytool", 0o755);
-        write(
-            &root.join("lib/x86_64-linux-gnu/libfoo.so.1"),
-            b"\x7fELF lib",
-            0o644,
-        );
+        write(&root.join("lib/x86_64-linux-gnu/libfoo.so.1"), b"\x7fELF lib", 0o644);
         symlink("libfoo.so.1", root.join("lib/x86_64-linux-gnu/libfoo.so")).expect("symlink");
-        write(
-            &root.join("usr/share/doc/testpkg/README"),
-            b"read me\n",
-            0o644,
-        );
+        write(&root.join("usr/share/doc/testpkg/README"), b"read me\n", 0o644);
         set_mtime(&root.join("usr/share/doc/testpkg/README"), OLD);
-        write(
-            &root.join("usr/share/testpkg").join(LONG),
-            b"long name\n",
-            0o600,
-        );
+        write(&root.join("usr/share/testpkg").join(LONG), b"long name\n", 0o600);
         let mut dirs = vec![root.to_path_buf()];
         while let Some(d) = dirs.pop() {
             fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).expect("chmod dir");
@@ -1365,13 +1084,7 @@ mod tests {
         }
         if with_md5sums {
             let mut sums = String::new();
-            for rel in [
-                "bin/mytool",
-                "etc/testpkg.conf",
-                "usr/bin/hard",
-                "usr/bin/suid",
-                "usr/bin/tool",
-            ] {
+            for rel in ["bin/mytool", "etc/testpkg.conf", "usr/bin/hard", "usr/bin/suid", "usr/bin/tool"] {
                 let data = fs::read(root.join(rel)).expect("read");
                 sums.push_str(&format!("{}  {rel}\n", hex::encode(Md5::digest(&data))));
             }
@@ -1393,34 +1106,20 @@ mod tests {
             .arg(&out)
             .output()
             .expect("run dpkg-deb");
-        assert!(
-            status.status.success(),
-            "dpkg-deb failed: {}",
-            String::from_utf8_lossy(&status.stderr)
-        );
+        assert!(status.status.success(), "dpkg-deb failed: {}", String::from_utf8_lossy(&status.stderr));
         out
     }
 
     fn xz(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        liblzma::read::XzEncoder::new(data, 1)
-            .read_to_end(&mut out)
-            .expect("xz");
+        liblzma::read::XzEncoder::new(data, 1).read_to_end(&mut out).expect("xz");
         out
     }
 
     fn ar_deb(path: &Path, control_tar_xz: &[u8], data_member: &str, data: &[u8]) {
         let mut b = ar::Builder::new(fs::File::create(path).expect("create deb"));
-        for (name, bytes) in [
-            ("debian-binary", &b"2.0\n"[..]),
-            ("control.tar.xz", control_tar_xz),
-            (data_member, data),
-        ] {
-            b.append(
-                &ar::Header::new(name.as_bytes().to_vec(), bytes.len() as u64),
-                bytes,
-            )
-            .expect("ar append");
+        for (name, bytes) in [("debian-binary", &b"2.0\n"[..]), ("control.tar.xz", control_tar_xz), (data_member, data)] {
+            b.append(&ar::Header::new(name.as_bytes().to_vec(), bytes.len() as u64), bytes).expect("ar append");
         }
     }
 
@@ -1430,8 +1129,7 @@ mod tests {
         h.set_size(control.len() as u64);
         h.set_mode(0o644);
         h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, "./control", control.as_bytes())
-            .expect("control");
+        b.append_data(&mut h, "./control", control.as_bytes()).expect("control");
         xz(&b.into_inner().expect("tar"))
     }
 
@@ -1450,11 +1148,7 @@ mod tests {
         Raw {
             name: name.as_bytes(),
             kind,
-            mode: if kind == tar::EntryType::Directory {
-                0o755
-            } else {
-                0o644
-            },
+            mode: if kind == tar::EntryType::Directory { 0o755 } else { 0o644 },
             link: link.as_bytes(),
             data,
         }
@@ -1480,12 +1174,7 @@ mod tests {
 
     fn craft_deb(dir: &Path, file: &str, entries: &[Raw<'_>]) -> PathBuf {
         let path = dir.join(file);
-        ar_deb(
-            &path,
-            &control_tar_xz(CONTROL),
-            "data.tar.xz",
-            &xz(&raw_tar(entries)),
-        );
+        ar_deb(&path, &control_tar_xz(CONTROL), "data.tar.xz", &xz(&raw_tar(entries)));
         path
     }
 
@@ -1532,23 +1221,13 @@ mod tests {
                     let link = String::from_utf8(link).expect("utf8");
                     b.append_link(&mut e.header, &path, &link).expect("link");
                 }
-                None => b
-                    .append_data(&mut e.header, &path, &e.data[..])
-                    .expect("data"),
+                None => b.append_data(&mut e.header, &path, &e.data[..]).expect("data"),
             }
         }
         let tarball = b.into_inner().expect("tar");
         let mut w = ar::Builder::new(fs::File::create(out).expect("create"));
-        for (name, bytes) in [
-            ("debian-binary", b"2.0\n".to_vec()),
-            ("control.tar.xz", control),
-            ("data.tar.xz", xz(&tarball)),
-        ] {
-            w.append(
-                &ar::Header::new(name.as_bytes().to_vec(), bytes.len() as u64),
-                &bytes[..],
-            )
-            .expect("ar");
+        for (name, bytes) in [("debian-binary", b"2.0\n".to_vec()), ("control.tar.xz", control), ("data.tar.xz", xz(&tarball))] {
+            w.append(&ar::Header::new(name.as_bytes().to_vec(), bytes.len() as u64), &bytes[..]).expect("ar");
         }
     }
 
@@ -1583,9 +1262,7 @@ mod tests {
                 uid: h.uid().expect("uid"),
                 gid: h.gid().expect("gid"),
                 mtime: h.mtime().expect("mtime"),
-                link: e
-                    .link_name_bytes()
-                    .map(|l| String::from_utf8(l.into_owned()).expect("utf8 link")),
+                link: e.link_name_bytes().map(|l| String::from_utf8(l.into_owned()).expect("utf8 link")),
                 data,
             });
         }
@@ -1594,19 +1271,12 @@ mod tests {
 
     fn install(deb: &Path, merged_usr: bool) -> (Vec<u8>, InstalledLayer) {
         let spill = tempfile::tempdir().expect("spill dir");
-        let opts = InstallOptions {
-            epoch: EPOCH,
-            merged_usr,
-            keep: vec![],
-        };
+        let opts = InstallOptions { epoch: EPOCH, merged_usr, keep: vec![] };
         install_layer(deb, &opts, Vec::new(), spill.path()).expect("install")
     }
 
     fn find<'a>(layer: &'a [Hdr], path: &str) -> &'a Hdr {
-        layer
-            .iter()
-            .find(|h| h.path == path)
-            .unwrap_or_else(|| panic!("no `{path}` in layer: {:#?}", paths(layer)))
+        layer.iter().find(|h| h.path == path).unwrap_or_else(|| panic!("no `{path}` in layer: {:#?}", paths(layer)))
     }
 
     fn paths(layer: &[Hdr]) -> Vec<&str> {
@@ -1619,11 +1289,7 @@ mod tests {
 
     fn install_err(deb: &Path, merged_usr: bool) -> String {
         let spill = tempfile::tempdir().expect("spill dir");
-        let opts = InstallOptions {
-            epoch: EPOCH,
-            merged_usr,
-            keep: vec![],
-        };
+        let opts = InstallOptions { epoch: EPOCH, merged_usr, keep: vec![] };
         match install_layer(deb, &opts, Vec::new(), spill.path()) {
             Ok(_) => panic!("{} was accepted", deb.display()),
             Err(e) => e.to_string(),
@@ -1701,26 +1367,17 @@ mod tests {
                     assert_eq!(h.link.as_deref(), Some("libfoo.so.1"));
                 }
                 "usr/lib/x86_64-linux-gnu/libfoo.so.1" => {
-                    assert_eq!(
-                        (h.typ, h.mode, &h.data[..]),
-                        (b'0', 0o644, &b"\x7fELF lib"[..])
-                    );
+                    assert_eq!((h.typ, h.mode, &h.data[..]), (b'0', 0o644, &b"\x7fELF lib"[..]));
                 }
                 "etc/testpkg.conf" => {
-                    assert_eq!(
-                        (h.typ, h.mode, &h.data[..]),
-                        (b'0', 0o644, &b"key = value\n"[..])
-                    );
+                    assert_eq!((h.typ, h.mode, &h.data[..]), (b'0', 0o644, &b"key = value\n"[..]));
                 }
                 "usr/share/doc/testpkg/README" => {
                     assert_eq!((h.typ, h.mode), (b'0', 0o644));
                     assert_eq!(h.mtime, OLD, "older mtimes are kept");
                 }
                 p if p == long => {
-                    assert_eq!(
-                        (h.typ, h.mode, &h.data[..]),
-                        (b'0', 0o600, &b"long name\n"[..])
-                    );
+                    assert_eq!((h.typ, h.mode, &h.data[..]), (b'0', 0o600, &b"long name\n"[..]));
                 }
                 p if p.starts_with("var/lib/dpkg/status.d/testpkg") => {
                     assert_eq!((h.typ, h.mode), (b'0', 0o644));
@@ -1746,10 +1403,7 @@ mod tests {
         );
         let sums = find(&layer, "var/lib/dpkg/status.d/testpkg.md5sums");
         let info = read_control(&deb).expect("control");
-        assert_eq!(
-            Some(String::from_utf8(sums.data.clone()).expect("utf8")),
-            info.md5sums
-        );
+        assert_eq!(Some(String::from_utf8(sums.data.clone()).expect("utf8")), info.md5sums);
 
         // What the caller gets back.
         assert_eq!(
@@ -1768,20 +1422,12 @@ mod tests {
             ]
         );
         assert_eq!(installed.file_md5.len(), 8);
-        assert_eq!(
-            installed.file_md5["/usr/bin/tool"],
-            md5_hex(b"#!/bin/sh\necho tool\n")
-        );
-        assert_eq!(
-            installed.file_md5["/usr/bin/hard"],
-            md5_hex(b"#!/bin/sh\necho tool\n")
-        );
+        assert_eq!(installed.file_md5["/usr/bin/tool"], md5_hex(b"#!/bin/sh\necho tool\n"));
+        assert_eq!(installed.file_md5["/usr/bin/hard"], md5_hex(b"#!/bin/sh\necho tool\n"));
         assert_eq!(installed.file_md5["/usr/bin/mytool"], md5_hex(b"mytool"));
         assert_eq!(installed.digests.size, gz.len() as u64);
         let mut tar_bytes = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..])
-            .read_to_end(&mut tar_bytes)
-            .expect("gunzip");
+        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut tar_bytes).expect("gunzip");
         assert_eq!(installed.digests.uncompressed_size, tar_bytes.len() as u64);
         use sha2::Digest as _;
         let diff_id: [u8; 32] = sha2::Sha256::digest(&tar_bytes).into();
@@ -1794,12 +1440,7 @@ mod tests {
         let deb = dpkg_build(dir.path(), "xz", true);
         let (gz, installed) = install(&deb, false);
         let layer = read_layer(&gz);
-        for p in [
-            "bin/",
-            "bin/mytool",
-            "lib/",
-            "lib/x86_64-linux-gnu/libfoo.so.1",
-        ] {
+        for p in ["bin/", "bin/mytool", "lib/", "lib/x86_64-linux-gnu/libfoo.so.1"] {
             find(&layer, p);
         }
         assert!(!paths(&layer).contains(&"usr/bin/mytool"));
@@ -1810,12 +1451,7 @@ mod tests {
     fn all_compressions_give_the_same_layer_and_it_is_reproducible() {
         let dir = tempfile::tempdir().expect("tmp");
         let mut digests = Vec::new();
-        for (flag, name) in [
-            ("xz", "xz"),
-            ("gzip", "gz"),
-            ("zstd", "zst"),
-            ("none", "none"),
-        ] {
+        for (flag, name) in [("xz", "xz"), ("gzip", "gz"), ("zstd", "zst"), ("none", "none")] {
             let deb = dpkg_build(dir.path(), flag, true);
             assert_eq!(read_control(&deb).expect("control").data_compression, name);
             let (a, da) = install(&deb, true);
@@ -1838,11 +1474,7 @@ mod tests {
         reversed_deb(&deb, &rev);
         // The reversal really changed the data order.
         let names = |d: &Path| {
-            let out = Command::new("dpkg-deb")
-                .arg("-c")
-                .arg(d)
-                .output()
-                .expect("dpkg-deb -c");
+            let out = Command::new("dpkg-deb").arg("-c").arg(d).output().expect("dpkg-deb -c");
             String::from_utf8_lossy(&out.stdout).into_owned()
         };
         assert_ne!(names(&deb), names(&rev));
@@ -1858,12 +1490,7 @@ mod tests {
         assert_eq!(read_control(&deb).expect("control").md5sums, None);
         let (gz, _) = install(&deb, true);
         let layer = read_layer(&gz);
-        let sums = String::from_utf8(
-            find(&layer, "var/lib/dpkg/status.d/testpkg.md5sums")
-                .data
-                .clone(),
-        )
-        .expect("utf8");
+        let sums = String::from_utf8(find(&layer, "var/lib/dpkg/status.d/testpkg.md5sums").data.clone()).expect("utf8");
         let tool = md5_hex(b"#!/bin/sh\necho tool\n");
         let expected = format!(
             "{}  bin/mytool\n{}  etc/testpkg.conf\n{}  lib/x86_64-linux-gnu/libfoo.so.1\n\
@@ -1887,57 +1514,33 @@ mod tests {
         assert_eq!(info.control, CONTROL);
         assert_eq!(info.data_compression, "gz");
         assert_eq!(info.conffiles, None);
-        assert!(info
-            .md5sums
-            .as_deref()
-            .is_some_and(|s| s.contains("  usr/bin/tool\n")));
+        assert!(info.md5sums.as_deref().is_some_and(|s| s.contains("  usr/bin/tool\n")));
         assert_eq!(info.package().as_deref(), Ok("testpkg"));
         assert_eq!(info.field("version").as_deref(), Some("1:1.0-1"));
-        assert_eq!(
-            info.field("Description").as_deref(),
-            Some("a test package\nmulti-line description\n.\nend")
-        );
+        assert_eq!(info.field("Description").as_deref(), Some("a test package\nmulti-line description\n.\nend"));
     }
 
     #[test]
     fn read_files_returns_wanted_files_sorted() {
         let dir = tempfile::tempdir().expect("tmp");
         let deb = dpkg_build(dir.path(), "xz", true);
-        let got = read_files(&deb, &|p: &str| {
-            p.starts_with("/usr/share/") || p == "/etc/testpkg.conf"
-        })
-        .expect("read_files");
+        let got = read_files(&deb, &|p: &str| p.starts_with("/usr/share/") || p == "/etc/testpkg.conf").expect("read_files");
         assert_eq!(
             got,
             vec![
                 ("/etc/testpkg.conf".to_owned(), b"key = value\n".to_vec()),
-                (
-                    "/usr/share/doc/testpkg/README".to_owned(),
-                    b"read me\n".to_vec()
-                ),
-                (
-                    format!("/usr/share/testpkg/{LONG}"),
-                    b"long name\n".to_vec()
-                ),
+                ("/usr/share/doc/testpkg/README".to_owned(), b"read me\n".to_vec()),
+                (format!("/usr/share/testpkg/{LONG}"), b"long name\n".to_vec()),
             ]
         );
         // Either member of the hardlink pair, alone (whichever the archive stores as the link).
         for p in ["/usr/bin/hard", "/usr/bin/tool"] {
             let got = read_files(&deb, &|q: &str| q == p).expect("read_files");
-            assert_eq!(
-                got,
-                vec![(p.to_owned(), b"#!/bin/sh\necho tool\n".to_vec())]
-            );
+            assert_eq!(got, vec![(p.to_owned(), b"#!/bin/sh\necho tool\n".to_vec())]);
         }
         // Package paths, no merged-/usr rewrite; symlinks are not files.
         let got = read_files(&deb, &|p: &str| p.starts_with("/lib/")).expect("read_files");
-        assert_eq!(
-            got,
-            vec![(
-                "/lib/x86_64-linux-gnu/libfoo.so.1".to_owned(),
-                b"\x7fELF lib".to_vec()
-            )]
-        );
+        assert_eq!(got, vec![("/lib/x86_64-linux-gnu/libfoo.so.1".to_owned(), b"\x7fELF lib".to_vec())]);
     }
 
     #[test]
@@ -1950,11 +1553,7 @@ mod tests {
                 vec![raw("./../etc/passwd", F, "", b"root::0:0::/:/bin/sh\n")],
                 "entry `./../etc/passwd`: `..` components are not allowed",
             ),
-            (
-                "absolute",
-                vec![raw("/etc/passwd", F, "", b"x")],
-                "entry `/etc/passwd`: absolute names are not allowed",
-            ),
+            ("absolute", vec![raw("/etc/passwd", F, "", b"x")], "entry `/etc/passwd`: absolute names are not allowed"),
             (
                 "hardlink-dotdot",
                 vec![raw("./x", F, "", b"x"), raw("./y", Link, "../../x", b"")],
@@ -1970,11 +1569,7 @@ mod tests {
                 vec![raw("./y", Link, "./nothere", b"")],
                 "hardlink target `/nothere` is not a regular file of this package",
             ),
-            (
-                "hardlink-dir",
-                vec![raw("./d/", D, "", b""), raw("./y", Link, "./d", b"")],
-                "hardlink target `/d` is a directory",
-            ),
+            ("hardlink-dir", vec![raw("./d/", D, "", b""), raw("./y", Link, "./d", b"")], "hardlink target `/d` is a directory"),
             (
                 "write-through",
                 vec![raw("./a", S, "/etc", b""), raw("./a/passwd", F, "", b"x")],
@@ -1982,23 +1577,11 @@ mod tests {
             ),
             (
                 "write-through-deep",
-                vec![
-                    raw("./usr/", D, "", b""),
-                    raw("./usr/lib", S, "../etc", b""),
-                    raw("./usr/lib/x/y/z", F, "", b"x"),
-                ],
+                vec![raw("./usr/", D, "", b""), raw("./usr/lib", S, "../etc", b""), raw("./usr/lib/x/y/z", F, "", b"x")],
                 "`/usr/lib/x/y/z` would be written through symlink `/usr/lib`",
             ),
-            (
-                "below-file",
-                vec![raw("./f", F, "", b"x"), raw("./f/g", F, "", b"y")],
-                "`/f/g` is below `/f`, which is not a directory",
-            ),
-            (
-                "fifo",
-                vec![raw("./fifo", Fifo, "", b"")],
-                "entry `./fifo`: device nodes and FIFOs are not supported",
-            ),
+            ("below-file", vec![raw("./f", F, "", b"x"), raw("./f/g", F, "", b"y")], "`/f/g` is below `/f`, which is not a directory"),
+            ("fifo", vec![raw("./fifo", Fifo, "", b"")], "entry `./fifo`: device nodes and FIFOs are not supported"),
             (
                 "chardev",
                 vec![raw("./dev/null", tar::EntryType::Char, "", b"")],
@@ -2013,31 +1596,16 @@ mod tests {
         for (file, entries, message) in cases {
             let deb = craft_deb(dir.path(), &format!("{file}.deb"), &entries);
             let err = install_err(&deb, true);
-            assert!(
-                err.contains(message) && err.contains(&deb.display().to_string()),
-                "{file}: got `{err}`, want `{message}`"
-            );
+            assert!(err.contains(message) && err.contains(&deb.display().to_string()), "{file}: got `{err}`, want `{message}`");
         }
 
         // Names that are not UTF-8.
-        let deb = craft_deb(
-            dir.path(),
-            "latin1.deb",
-            &[Raw {
-                name: b"./caf\xe9",
-                kind: F,
-                mode: 0o644,
-                link: b"",
-                data: b"x",
-            }],
-        );
+        let deb = craft_deb(dir.path(), "latin1.deb", &[Raw { name: b"./caf\xe9", kind: F, mode: 0o644, link: b"", data: b"x" }]);
         let err = install_err(&deb, true);
         assert!(err.contains("the name is not UTF-8"), "{err}");
         // read_files checks names too.
         let deb = craft_deb(dir.path(), "abs2.deb", &[raw("/etc/passwd", F, "", b"x")]);
-        let err = read_files(&deb, &|_: &str| true)
-            .expect_err("absolute")
-            .to_string();
+        let err = read_files(&deb, &|_: &str| true).expect_err("absolute").to_string();
         assert!(err.contains("absolute names are not allowed"), "{err}");
     }
 
@@ -2046,19 +1614,9 @@ mod tests {
         use tar::EntryType::{Directory as D, Regular as F, Symlink as S};
         let dir = tempfile::tempdir().expect("tmp");
         // Different contents: error.
-        let deb = craft_deb(
-            dir.path(),
-            "clash.deb",
-            &[
-                raw("./bin/x", F, "", b"one"),
-                raw("./usr/bin/x", F, "", b"two"),
-            ],
-        );
+        let deb = craft_deb(dir.path(), "clash.deb", &[raw("./bin/x", F, "", b"one"), raw("./usr/bin/x", F, "", b"two")]);
         let err = install_err(&deb, true);
-        assert!(
-            err.contains("`./bin/x` and `./usr/bin/x` both become `/usr/bin/x` under merged /usr"),
-            "{err}"
-        );
+        assert!(err.contains("`./bin/x` and `./usr/bin/x` both become `/usr/bin/x` under merged /usr"), "{err}");
         // Without merged /usr they are different paths.
         let (gz, _) = install(&deb, false);
         assert!(paths(&read_layer(&gz)).contains(&"bin/x"));
@@ -2082,51 +1640,24 @@ mod tests {
         let (gz, installed) = install(&deb, true);
         let layer = read_layer(&gz);
         let lp = paths(&layer);
-        assert_eq!(
-            &lp[..7],
-            &[
-                "bin",
-                "usr/",
-                "usr/bin/",
-                "usr/bin/x",
-                "usr/lib/",
-                "usr/lib/y",
-                "usr/sbin/"
-            ]
-        );
+        assert_eq!(&lp[..7], &["bin", "usr/", "usr/bin/", "usr/bin/x", "usr/lib/", "usr/lib/y", "usr/sbin/"]);
         assert_eq!(lp[7], "usr/sbin/x");
         assert_eq!(find(&layer, "bin").link.as_deref(), Some("usr/bin"));
         assert_eq!(find(&layer, "usr/lib/").mode, 0o755);
         assert!(installed.files.contains(&"/bin".to_owned()));
 
         // A top-level `lib` that is anything else is refused.
-        let deb = craft_deb(
-            dir.path(),
-            "badlib.deb",
-            &[raw("./lib", S, "/opt/lib", b"")],
-        );
+        let deb = craft_deb(dir.path(), "badlib.deb", &[raw("./lib", S, "/opt/lib", b"")]);
         let err = install_err(&deb, true);
-        assert!(
-            err.contains("may only be a directory or the symlink"),
-            "{err}"
-        );
+        assert!(err.contains("may only be a directory or the symlink"), "{err}");
 
         // A hardlink through the old path is rewritten with it.
-        let deb = craft_deb(
-            dir.path(),
-            "hl.deb",
-            &[
-                raw("./bin/z", F, "", b"z"),
-                raw("./usr/bin/zz", tar::EntryType::Link, "./bin/z", b""),
-            ],
-        );
+        let deb =
+            craft_deb(dir.path(), "hl.deb", &[raw("./bin/z", F, "", b"z"), raw("./usr/bin/zz", tar::EntryType::Link, "./bin/z", b"")]);
         let (gz, _) = install(&deb, true);
         let layer = read_layer(&gz);
         assert_eq!(find(&layer, "usr/bin/z").data, b"z");
-        assert_eq!(
-            find(&layer, "usr/bin/zz").link.as_deref(),
-            Some("usr/bin/z")
-        );
+        assert_eq!(find(&layer, "usr/bin/zz").link.as_deref(), Some("usr/bin/z"));
     }
 
     #[test]
@@ -2143,22 +1674,13 @@ mod tests {
         assert!(err.contains("found member `data.tar.bz2`"), "{err}");
 
         let noname = dir.path().join("noname.deb");
-        ar_deb(
-            &noname,
-            &control_tar_xz("Version: 1\n"),
-            "data.tar.xz",
-            &xz(&raw_tar(&[])),
-        );
+        ar_deb(&noname, &control_tar_xz("Version: 1\n"), "data.tar.xz", &xz(&raw_tar(&[])));
         let err = install_err(&noname, true);
         assert!(err.contains("no `Package` field"), "{err}");
 
         let missing = dir.path().join("missing.deb");
         let mut b = ar::Builder::new(fs::File::create(&missing).expect("create"));
-        b.append(
-            &ar::Header::new(b"debian-binary".to_vec(), 4),
-            &b"2.0\n"[..],
-        )
-        .expect("ar");
+        b.append(&ar::Header::new(b"debian-binary".to_vec(), 4), &b"2.0\n"[..]).expect("ar");
         drop(b);
         let err = read_control(&missing).expect_err("missing").to_string();
         assert!(err.contains("no `control.tar` member"), "{err}");
@@ -2197,16 +1719,11 @@ mod tests {
             let opts = liblzma::stream::LzmaOptions::new_preset(1).expect("preset");
             let stream = liblzma::stream::Stream::new_lzma_encoder(&opts).expect("encoder");
             let mut out = Vec::new();
-            liblzma::read::XzEncoder::new_stream(&tarball[..], stream)
-                .read_to_end(&mut out)
-                .expect("lzma");
+            liblzma::read::XzEncoder::new_stream(&tarball[..], stream).read_to_end(&mut out).expect("lzma");
             out
         };
         let mut layers = Vec::new();
-        for (member, data, compression) in [
-            ("data.tar", tarball.clone(), "none"),
-            ("data.tar.lzma", lzma, "lzma"),
-        ] {
+        for (member, data, compression) in [("data.tar", tarball.clone(), "none"), ("data.tar.lzma", lzma, "lzma")] {
             let path = dir.path().join(format!("{compression}.deb"));
             let control = control_tar_xz(CONTROL);
             let mut w = ar::Builder::new(fs::File::create(&path).expect("create"));
@@ -2218,17 +1735,10 @@ mod tests {
                 (member, &data[..]),
                 ("trailing-member", &b"ignored"[..]),
             ] {
-                w.append(
-                    &ar::Header::new(name.as_bytes().to_vec(), bytes.len() as u64),
-                    bytes,
-                )
-                .expect("ar");
+                w.append(&ar::Header::new(name.as_bytes().to_vec(), bytes.len() as u64), bytes).expect("ar");
             }
             drop(w);
-            assert_eq!(
-                read_control(&path).expect("control").data_compression,
-                compression
-            );
+            assert_eq!(read_control(&path).expect("control").data_compression, compression);
             let (gz, _) = install(&path, true);
             let layer = read_layer(&gz);
             assert_eq!(find(&layer, "old").mtime, 1234);
@@ -2240,17 +1750,13 @@ mod tests {
     #[test]
     fn status_entry_format() {
         let info = DebInfo {
-            control: "Package: a\nStatus: purge ok not-installed\nVersion: 1\nDescription: x\n y"
-                .to_owned(),
+            control: "Package: a\nStatus: purge ok not-installed\nVersion: 1\nDescription: x\n y".to_owned(),
             md5sums: None,
             conffiles: None,
             data_compression: "xz",
         };
         let (status, md5sums) = dpkg_status_entry(&info);
-        assert_eq!(
-            status,
-            "Package: a\nStatus: install ok installed\nVersion: 1\nDescription: x\n y\n"
-        );
+        assert_eq!(status, "Package: a\nStatus: install ok installed\nVersion: 1\nDescription: x\n y\n");
         assert_eq!(md5sums, None);
     }
 }

@@ -22,37 +22,18 @@ pub enum IndexError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "failed to decompress `{what}`: unsupported compression (expected `.xz`, `.gz` or none)"
-    )]
+    #[error("failed to decompress `{what}`: unsupported compression (expected `.xz`, `.gz` or none)")]
     UnsupportedCompression { what: String },
     #[error("size mismatch for `{what}`: expected {expected} bytes, got {actual}")]
-    SizeMismatch {
-        what: String,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { what: String, expected: u64, actual: u64 },
     #[error("checksum mismatch for `{what}`: expected sha256 {expected}, got {actual}")]
-    HashMismatch {
-        what: String,
-        expected: String,
-        actual: String,
-    },
+    HashMismatch { what: String, expected: String, actual: String },
     #[error("failed to parse `Packages`: line {line}: {reason}")]
     Syntax { line: usize, reason: String },
     #[error("failed to parse `Packages`: stanza at line {line}{}: missing `{field}` field", package_suffix(.package))]
-    MissingField {
-        line: usize,
-        field: &'static str,
-        package: Option<String>,
-    },
+    MissingField { line: usize, field: &'static str, package: Option<String> },
     #[error("failed to parse `Packages`: package `{package}` (stanza at line {line}), field `{field}`: {reason}")]
-    Field {
-        package: String,
-        line: usize,
-        field: &'static str,
-        reason: String,
-    },
+    Field { package: String, line: usize, field: &'static str, reason: String },
     #[error("failed to parse relation `{text}`: {reason}")]
     Relation { text: String, reason: String },
 }
@@ -67,28 +48,16 @@ fn package_suffix(p: &Option<String>) -> String {
 /// Decompress an index according to the suffix of `path_hint` (`.xz`, `.gz`, anything else
 /// without a compression suffix is returned as is). `path_hint` also names the data in errors.
 pub fn decompress(path_hint: &str, data: &[u8]) -> Result<Vec<u8>, IndexError> {
-    let err = |source| IndexError::Decompress {
-        what: path_hint.to_string(),
-        source,
-    };
+    let err = |source| IndexError::Decompress { what: path_hint.to_string(), source };
     let mut out = Vec::new();
     if path_hint.ends_with(".xz") {
         out.reserve(data.len().saturating_mul(6));
-        liblzma::read::XzDecoder::new_multi_decoder(data)
-            .read_to_end(&mut out)
-            .map_err(err)?;
+        liblzma::read::XzDecoder::new_multi_decoder(data).read_to_end(&mut out).map_err(err)?;
     } else if path_hint.ends_with(".gz") {
         out.reserve(data.len().saturating_mul(5));
-        flate2::read::MultiGzDecoder::new(data)
-            .read_to_end(&mut out)
-            .map_err(err)?;
-    } else if [".bz2", ".lzma", ".zst", ".lz4", ".Z"]
-        .iter()
-        .any(|s| path_hint.ends_with(s))
-    {
-        return Err(IndexError::UnsupportedCompression {
-            what: path_hint.to_string(),
-        });
+        flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out).map_err(err)?;
+    } else if [".bz2", ".lzma", ".zst", ".lz4", ".Z"].iter().any(|s| path_hint.ends_with(s)) {
+        return Err(IndexError::UnsupportedCompression { what: path_hint.to_string() });
     } else {
         out.extend_from_slice(data);
     }
@@ -97,27 +66,14 @@ pub fn decompress(path_hint: &str, data: &[u8]) -> Result<Vec<u8>, IndexError> {
 
 /// Check `data` against the size and hex SHA256 (case-insensitive) a `Release` file lists for it;
 /// `what` names it in errors.
-pub fn check_sha256(
-    data: &[u8],
-    expected_hex: &str,
-    expected_size: u64,
-    what: &str,
-) -> Result<(), IndexError> {
+pub fn check_sha256(data: &[u8], expected_hex: &str, expected_size: u64, what: &str) -> Result<(), IndexError> {
     let actual_size = data.len() as u64;
     if actual_size != expected_size {
-        return Err(IndexError::SizeMismatch {
-            what: what.to_string(),
-            expected: expected_size,
-            actual: actual_size,
-        });
+        return Err(IndexError::SizeMismatch { what: what.to_string(), expected: expected_size, actual: actual_size });
     }
     let actual = hex::encode(Sha256::digest(data));
     if !actual.eq_ignore_ascii_case(expected_hex.trim()) {
-        return Err(IndexError::HashMismatch {
-            what: what.to_string(),
-            expected: expected_hex.trim().to_ascii_lowercase(),
-            actual,
-        });
+        return Err(IndexError::HashMismatch { what: what.to_string(), expected: expected_hex.trim().to_ascii_lowercase(), actual });
     }
     Ok(())
 }
@@ -203,12 +159,7 @@ impl F {
             _ => None,
         };
         // deb822 field names are case-insensitive; the exact spelling is the common case.
-        exact.or_else(|| {
-            FIELDS
-                .iter()
-                .find(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name))
-                .map(|(_, f)| *f)
-        })
+        exact.or_else(|| FIELDS.iter().find(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name)).map(|(_, f)| *f))
     }
 }
 
@@ -230,19 +181,13 @@ impl<'a> Stanza<'a> {
             _ => Err(IndexError::MissingField {
                 line: self.line,
                 field: f.name(),
-                package: self
-                    .get(F::Package)
-                    .map(|p| p.trim().to_string())
-                    .filter(|p| !p.is_empty()),
+                package: self.get(F::Package).map(|p| p.trim().to_string()).filter(|p| !p.is_empty()),
             }),
         }
     }
 
     fn opt(&self, f: F) -> Option<String> {
-        self.get(f)
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
+        self.get(f).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string)
     }
 }
 
@@ -252,10 +197,7 @@ impl<'a> Stanza<'a> {
 /// ignored. `Package`, `Version`, `Architecture`, `Filename`, `Size` and `SHA256` are required.
 pub fn parse_packages(text: &str, repository: usize) -> Result<Vec<Package>, IndexError> {
     let mut out = Vec::with_capacity(text.len() / 900);
-    let mut stanza = Stanza {
-        values: [None; FIELDS.len()],
-        line: 0,
-    };
+    let mut stanza = Stanza { values: [None; FIELDS.len()], line: 0 };
     let mut in_stanza = false;
     // The field the previous line belonged to (for continuation lines) and its value's start.
     let mut last: Option<(F, usize)> = None;
@@ -282,10 +224,7 @@ pub fn parse_packages(text: &str, repository: usize) -> Result<Vec<Package>, Ind
         }
         if matches!(first, Some(b' ' | b'\t')) {
             if !in_stanza {
-                return Err(IndexError::Syntax {
-                    line: line_no,
-                    reason: "continuation line outside of a stanza".into(),
-                });
+                return Err(IndexError::Syntax { line: line_no, reason: "continuation line outside of a stanza".into() });
             }
             if let Some((f, start)) = last {
                 if f != F::Description {
@@ -298,10 +237,7 @@ pub fn parse_packages(text: &str, repository: usize) -> Result<Vec<Package>, Ind
             continue;
         }
         let Some(colon) = line.find(':') else {
-            return Err(IndexError::Syntax {
-                line: line_no,
-                reason: format!("expected `Field: value`, got `{}`", truncate(line)),
-            });
+            return Err(IndexError::Syntax { line: line_no, reason: format!("expected `Field: value`, got `{}`", truncate(line)) });
         };
         if !in_stanza {
             in_stanza = true;
@@ -332,25 +268,15 @@ fn truncate(s: &str) -> &str {
 
 fn build_package(st: &Stanza<'_>, repository: usize) -> Result<Package, IndexError> {
     let name = st.required(F::Package)?;
-    let field_err = |field: F, reason: String| IndexError::Field {
-        package: name.to_string(),
-        line: st.line,
-        field: field.name(),
-        reason,
-    };
+    let field_err = |field: F, reason: String| IndexError::Field { package: name.to_string(), line: st.line, field: field.name(), reason };
     let version = parse_version(st.required(F::Version)?).map_err(|e| field_err(F::Version, e))?;
     let architecture = st.required(F::Architecture)?.to_string();
     let filename = st.required(F::Filename)?.to_string();
     let size_text = st.required(F::Size)?;
-    let size: u64 = size_text
-        .parse()
-        .map_err(|_| field_err(F::Size, format!("`{size_text}` is not a size in bytes")))?;
+    let size: u64 = size_text.parse().map_err(|_| field_err(F::Size, format!("`{size_text}` is not a size in bytes")))?;
     let sha = st.required(F::Sha256)?;
     if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(field_err(
-            F::Sha256,
-            format!("`{}` is not a hex sha256", truncate(sha)),
-        ));
+        return Err(field_err(F::Sha256, format!("`{}` is not a hex sha256", truncate(sha))));
     }
     let sha256 = sha.to_ascii_lowercase();
 
@@ -361,31 +287,18 @@ fn build_package(st: &Stanza<'_>, repository: usize) -> Result<Package, IndexErr
             "same" => MultiArch::Same,
             "foreign" => MultiArch::Foreign,
             "allowed" => MultiArch::Allowed,
-            _ => {
-                return Err(field_err(
-                    F::MultiArch,
-                    format!("unknown value `{v}` (expected no, same, foreign or allowed)"),
-                ))
-            }
+            _ => return Err(field_err(F::MultiArch, format!("unknown value `{v}` (expected no, same, foreign or allowed)"))),
         },
     };
     let essential = match st.get(F::Essential).map(str::trim) {
         None | Some("") => false,
         Some(v) if v.eq_ignore_ascii_case("yes") => true,
         Some(v) if v.eq_ignore_ascii_case("no") => false,
-        Some(v) => {
-            return Err(field_err(
-                F::Essential,
-                format!("unknown value `{v}` (expected yes or no)"),
-            ))
-        }
+        Some(v) => return Err(field_err(F::Essential, format!("unknown value `{v}` (expected yes or no)"))),
     };
     let installed_size = match st.get(F::InstalledSize).map(str::trim) {
         None | Some("") => None,
-        Some(v) => Some(
-            v.parse::<u64>()
-                .map_err(|_| field_err(F::InstalledSize, format!("`{v}` is not a size in KiB")))?,
-        ),
+        Some(v) => Some(v.parse::<u64>().map_err(|_| field_err(F::InstalledSize, format!("`{v}` is not a size in KiB")))?),
     };
     let source = st.get(F::Source).and_then(|v| {
         let v = v.trim();
@@ -399,40 +312,25 @@ fn build_package(st: &Stanza<'_>, repository: usize) -> Result<Package, IndexErr
             Some(v) => relations_inner(v).map_err(|e| field_err(f, e)),
         }
     };
-    let flat = |f: F| -> Result<Vec<Dep>, IndexError> {
-        relations(f)?
-            .into_iter()
-            .map(|mut group| {
-                if group.len() == 1 {
-                    Ok(group.remove(0))
-                } else {
-                    Err(field_err(
-                        f,
-                        "alternatives (`|`) are not allowed here".into(),
-                    ))
-                }
-            })
-            .collect()
-    };
+    let flat =
+        |f: F| -> Result<Vec<Dep>, IndexError> {
+            relations(f)?
+                .into_iter()
+                .map(|mut group| {
+                    if group.len() == 1 {
+                        Ok(group.remove(0))
+                    } else {
+                        Err(field_err(f, "alternatives (`|`) are not allowed here".into()))
+                    }
+                })
+                .collect()
+        };
     let provides = flat(F::Provides)?
         .into_iter()
         .map(|d| match d.constraint {
-            None => Ok(Provide {
-                name: d.name,
-                version: None,
-            }),
-            Some((Op::Eq, v)) => Ok(Provide {
-                name: d.name,
-                version: Some(v),
-            }),
-            Some((op, _)) => Err(field_err(
-                F::Provides,
-                format!(
-                    "`{}` uses `{}`; only `=` is allowed in Provides",
-                    d.name,
-                    op.as_str()
-                ),
-            )),
+            None => Ok(Provide { name: d.name, version: None }),
+            Some((Op::Eq, v)) => Ok(Provide { name: d.name, version: Some(v) }),
+            Some((op, _)) => Err(field_err(F::Provides, format!("`{}` uses `{}`; only `=` is allowed in Provides", d.name, op.as_str()))),
         })
         .collect::<Result<Vec<_>, _>>()?;
 
@@ -467,10 +365,7 @@ fn build_package(st: &Stanza<'_>, repository: usize) -> Result<Package, IndexErr
 /// and build profiles (`<!nocheck>`) are accepted and ignored. The obsolete operators `<` and `>`
 /// mean `<=` and `>=`, as in dpkg. Empty groups (e.g. a trailing comma) are skipped.
 pub fn parse_relations(field: &str) -> Result<DepList, IndexError> {
-    relations_inner(field).map_err(|reason| IndexError::Relation {
-        text: field.trim().to_string(),
-        reason,
-    })
+    relations_inner(field).map_err(|reason| IndexError::Relation { text: field.trim().to_string(), reason })
 }
 
 fn relations_inner(field: &str) -> Result<DepList, String> {
@@ -521,9 +416,7 @@ fn parse_dep(text: &str) -> Result<Dep, String> {
     rest = rest.trim_start();
     let mut constraint = None;
     if let Some(r) = rest.strip_prefix('(') {
-        let close = r
-            .find(')')
-            .ok_or_else(|| format!("`{s}` has an unclosed `(`"))?;
+        let close = r.find(')').ok_or_else(|| format!("`{s}` has an unclosed `(`"))?;
         let inner = r[..close].trim();
         let (op, ver) = if let Some(v) = inner.strip_prefix("<<") {
             (Op::Lt, v)
@@ -540,9 +433,7 @@ fn parse_dep(text: &str) -> Result<Dep, String> {
         } else if let Some(v) = inner.strip_prefix('>') {
             (Op::Ge, v)
         } else {
-            return Err(format!(
-                "`{s}` has no relation operator (expected <<, <=, =, >= or >>)"
-            ));
+            return Err(format!("`{s}` has no relation operator (expected <<, <=, =, >= or >>)"));
         };
         let ver = ver.trim();
         if ver.is_empty() {
@@ -560,19 +451,13 @@ fn parse_dep(text: &str) -> Result<Dep, String> {
             Some(b'<') => '>',
             _ => break,
         };
-        let end = rest
-            .find(close)
-            .ok_or_else(|| format!("`{s}` has an unclosed `{}`", &rest[..1]))?;
+        let end = rest.find(close).ok_or_else(|| format!("`{s}` has an unclosed `{}`", &rest[..1]))?;
         rest = rest[end + 1..].trim_start();
     }
     if !rest.is_empty() {
         return Err(format!("unexpected `{rest}` in `{s}`"));
     }
-    Ok(Dep {
-        name: name.to_string(),
-        arch,
-        constraint,
-    })
+    Ok(Dep { name: name.to_string(), arch, constraint })
 }
 
 fn is_upstream_char(c: u8) -> bool {
@@ -588,9 +473,7 @@ fn is_revision_char(c: u8) -> bool {
 pub(crate) fn parse_version(s: &str) -> Result<Version, String> {
     let b = s.as_bytes();
     if b.is_empty() || !b.iter().all(|&c| is_upstream_char(c)) {
-        return s
-            .parse::<Version>()
-            .map_err(|e| format!("invalid version `{s}`: {e}"));
+        return s.parse::<Version>().map_err(|e| format!("invalid version `{s}`: {e}"));
     }
     let mut epoch = None;
     let mut rest = s;
@@ -602,11 +485,7 @@ pub(crate) fn parse_version(s: &str) -> Result<Version, String> {
                     epoch = Some(e);
                     rest = &s[colon + 1..];
                 }
-                Err(_) => {
-                    return s
-                        .parse::<Version>()
-                        .map_err(|e| format!("invalid version `{s}`: {e}"))
-                }
+                Err(_) => return s.parse::<Version>().map_err(|e| format!("invalid version `{s}`: {e}")),
             }
         }
     }
@@ -619,11 +498,7 @@ pub(crate) fn parse_version(s: &str) -> Result<Version, String> {
             revision = Some(rev.to_string());
         }
     }
-    Ok(Version {
-        epoch,
-        upstream_version: upstream.to_string(),
-        debian_revision: revision,
-    })
+    Ok(Version { epoch, upstream_version: upstream.to_string(), debian_revision: revision })
 }
 
 #[cfg(test)]
@@ -670,10 +545,7 @@ SHA256: 5E4A1A7F3C1E2B7F9A36F3D0B1C9D5F47E4A7D1E6C5B4A39281706F5E4D3C2B1\n";
         assert_eq!(pkgs.len(), 1);
         let p = &pkgs[0];
         assert_eq!(p.name, "curl");
-        assert_eq!(
-            p.version,
-            Version::from_str("7.88.1-10+deb12u8").expect("v")
-        );
+        assert_eq!(p.version, Version::from_str("7.88.1-10+deb12u8").expect("v"));
         assert_eq!(p.architecture, "amd64");
         assert_eq!(p.multi_arch, MultiArch::Foreign);
         assert!(p.essential);
@@ -681,38 +553,22 @@ SHA256: 5E4A1A7F3C1E2B7F9A36F3D0B1C9D5F47E4A7D1E6C5B4A39281706F5E4D3C2B1\n";
         assert_eq!(p.section.as_deref(), Some("web"));
         assert_eq!(p.source.as_deref(), Some("curl"));
         assert_eq!(p.homepage.as_deref(), Some("https://example.invalid/curl/"));
-        assert_eq!(
-            p.maintainer.as_deref(),
-            Some("Alessandro Ghedini <ghedo@debian.org>")
-        );
-        assert_eq!(
-            p.description.as_deref(),
-            Some("command line tool for transferring data with URL syntax")
-        );
-        assert_eq!(
-            p.filename,
-            "pool/main/c/curl/curl_7.88.1-10+deb12u8_amd64.deb"
-        );
+        assert_eq!(p.maintainer.as_deref(), Some("Alessandro Ghedini <ghedo@debian.org>"));
+        assert_eq!(p.description.as_deref(), Some("command line tool for transferring data with URL syntax"));
+        assert_eq!(p.filename, "pool/main/c/curl/curl_7.88.1-10+deb12u8_amd64.deb");
         assert_eq!(p.size, 315532);
         assert_eq!(p.sha256, SHA);
         assert_eq!(p.installed_size, Some(500));
         assert_eq!(p.repository, 3);
         assert_eq!(p.id(), "curl=7.88.1-10+deb12u8");
 
-        let shown: Vec<Vec<String>> = p
-            .depends
-            .iter()
-            .map(|g| g.iter().map(|d| d.to_string()).collect())
-            .collect();
+        let shown: Vec<Vec<String>> = p.depends.iter().map(|g| g.iter().map(|d| d.to_string()).collect()).collect();
         assert_eq!(
             shown,
             vec![
                 vec!["libc6 (>= 2.34)".to_string()],
                 vec!["libcurl4 (= 7.88.1-10+deb12u8)".to_string()],
-                vec![
-                    "zlib1g (>= 1:1.1.4)".to_string(),
-                    "zlib-ng:native".to_string()
-                ],
+                vec!["zlib1g (>= 1:1.1.4)".to_string(), "zlib-ng:native".to_string()],
                 vec!["python3:any".to_string()],
                 vec!["gcc:arm64 (<< 13)".to_string()],
             ]
@@ -727,14 +583,8 @@ SHA256: 5E4A1A7F3C1E2B7F9A36F3D0B1C9D5F47E4A7D1E6C5B4A39281706F5E4D3C2B1\n";
         assert_eq!(
             p.provides,
             vec![
-                Provide {
-                    name: "curl-bin".into(),
-                    version: Some(Version::from_str("7.88.1").expect("v"))
-                },
-                Provide {
-                    name: "web-client".into(),
-                    version: None
-                }
+                Provide { name: "curl-bin".into(), version: Some(Version::from_str("7.88.1").expect("v")) },
+                Provide { name: "web-client".into(), version: None }
             ]
         );
         assert_eq!(p.conflicts.len(), 1);
@@ -780,17 +630,7 @@ SHA256: 5E4A1A7F3C1E2B7F9A36F3D0B1C9D5F47E4A7D1E6C5B4A39281706F5E4D3C2B1\n";
         let text = format!("{}\n{}", stanza(""), stanza("").replace("Size: 1234\n", ""));
         let e = parse_packages(&text, 0).unwrap_err();
         let msg = e.to_string();
-        assert!(
-            matches!(
-                e,
-                IndexError::MissingField {
-                    line: 8,
-                    field: "Size",
-                    ..
-                }
-            ),
-            "{msg}"
-        );
+        assert!(matches!(e, IndexError::MissingField { line: 8, field: "Size", .. }), "{msg}");
         assert!(msg.contains("line 8") && msg.contains("`foo`"), "{msg}");
 
         let e = parse_packages("Version: 1\nArchitecture: all\n", 0).unwrap_err();
@@ -798,10 +638,7 @@ SHA256: 5E4A1A7F3C1E2B7F9A36F3D0B1C9D5F47E4A7D1E6C5B4A39281706F5E4D3C2B1\n";
 
         let e = parse_packages(&stanza("Depends: a (>= )\n"), 0).unwrap_err();
         let msg = e.to_string();
-        assert!(
-            msg.contains("package `foo`") && msg.contains("`Depends`"),
-            "{msg}"
-        );
+        assert!(msg.contains("package `foo`") && msg.contains("`Depends`"), "{msg}");
 
         let e = parse_packages(&stanza("Conflicts: a | b\n"), 0).unwrap_err();
         assert!(e.to_string().contains("`Conflicts`"), "{e}");
@@ -837,21 +674,9 @@ SHA256: 5E4A1A7F3C1E2B7F9A36F3D0B1C9D5F47E4A7D1E6C5B4A39281706F5E4D3C2B1\n";
         let d = parse_relations("foo [!amd64] <!nocheck>, bar(>>1.0)").expect("parse");
         assert_eq!(d[0][0].to_string(), "foo");
         assert_eq!(d[1][0].to_string(), "bar (>> 1.0)");
-        for bad in [
-            "a | ",
-            "(>= 1)",
-            "a (>= 1",
-            "a (~ 1)",
-            "a b",
-            "a:",
-            "a [amd64",
-            "a (= 1 2)",
-        ] {
+        for bad in ["a | ", "(>= 1)", "a (>= 1", "a (~ 1)", "a b", "a:", "a [amd64", "a (= 1 2)"] {
             let e = parse_relations(bad).unwrap_err();
-            assert!(
-                e.to_string().starts_with("failed to parse relation"),
-                "{bad}: {e}"
-            );
+            assert!(e.to_string().starts_with("failed to parse relation"), "{bad}: {e}");
         }
     }
 
@@ -903,39 +728,19 @@ SHA256: 5E4A1A7F3C1E2B7F9A36F3D0B1C9D5F47E4A7D1E6C5B4A39281706F5E4D3C2B1\n";
         xz.write_all(&plain).expect("xz");
         let xz = xz.finish().expect("xz");
 
-        assert_eq!(
-            decompress("main/binary-amd64/Packages.gz", &gz).expect("gz"),
-            plain
-        );
-        assert_eq!(
-            decompress("main/binary-amd64/Packages.xz", &xz).expect("xz"),
-            plain
-        );
-        assert_eq!(
-            decompress("main/binary-amd64/Packages", &plain).expect("plain"),
-            plain
-        );
+        assert_eq!(decompress("main/binary-amd64/Packages.gz", &gz).expect("gz"), plain);
+        assert_eq!(decompress("main/binary-amd64/Packages.xz", &xz).expect("xz"), plain);
+        assert_eq!(decompress("main/binary-amd64/Packages", &plain).expect("plain"), plain);
         let e = decompress("Packages.xz", &gz).unwrap_err();
-        assert!(
-            e.to_string().contains("failed to decompress `Packages.xz`"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("failed to decompress `Packages.xz`"), "{e}");
         assert!(decompress("Packages.gz", b"not gzip").is_err());
-        assert!(matches!(
-            decompress("Packages.bz2", b""),
-            Err(IndexError::UnsupportedCompression { .. })
-        ));
+        assert!(matches!(decompress("Packages.bz2", b""), Err(IndexError::UnsupportedCompression { .. })));
 
         let hash = hex::encode(Sha256::digest(&xz));
         check_sha256(&xz, &hash, xz.len() as u64, "Packages.xz").expect("ok");
         check_sha256(&xz, &hash.to_uppercase(), xz.len() as u64, "Packages.xz").expect("case");
-        let e = check_sha256(&xz, &hash, 1, "Packages.xz")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("`Packages.xz`") && e.contains("expected 1 bytes"),
-            "{e}"
-        );
+        let e = check_sha256(&xz, &hash, 1, "Packages.xz").unwrap_err().to_string();
+        assert!(e.contains("`Packages.xz`") && e.contains("expected 1 bytes"), "{e}");
         let e = check_sha256(&xz, SHA, xz.len() as u64, "Packages.xz").unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains(SHA) && msg.contains(&hash), "{msg}");
@@ -955,12 +760,7 @@ SHA256: 5E4A1A7F3C1E2B7F9A36F3D0B1C9D5F47E4A7D1E6C5B4A39281706F5E4D3C2B1\n";
         let text = std::str::from_utf8(&data).expect("utf8");
         let pkgs = parse_packages(text, 0).expect("parse");
         let t2 = std::time::Instant::now();
-        eprintln!(
-            "{} packages; decompress {:?}, parse {:?}",
-            pkgs.len(),
-            t1 - t0,
-            t2 - t1
-        );
+        eprintln!("{} packages; decompress {:?}, parse {:?}", pkgs.len(), t1 - t0, t2 - t1);
         assert!(pkgs.len() > 1000);
         // The fast version parser agrees with debversion on every version in the file.
         for p in &pkgs {
@@ -970,8 +770,7 @@ SHA256: 5E4A1A7F3C1E2B7F9A36F3D0B1C9D5F47E4A7D1E6C5B4A39281706F5E4D3C2B1\n";
             assert_eq!(p.version.upstream_version, theirs.upstream_version, "{v}");
             assert_eq!(p.version.debian_revision, theirs.debian_revision, "{v}");
         }
-        let stanzas =
-            text.matches("\nPackage: ").count() + usize::from(text.starts_with("Package: "));
+        let stanzas = text.matches("\nPackage: ").count() + usize::from(text.starts_with("Package: "));
         assert_eq!(pkgs.len(), stanzas);
     }
 }

@@ -93,28 +93,18 @@ impl Keyring {
     /// `PUBLIC KEY BLOCK`s). Certificates that fail to parse are skipped (see
     /// [`Keyring::skipped`]); a keyring with no usable certificate is an error.
     pub fn load(path: &Path) -> Result<Keyring, ReleaseError> {
-        let data = std::fs::read(path).map_err(|source| ReleaseError::KeyringRead {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let data = std::fs::read(path).map_err(|source| ReleaseError::KeyringRead { path: path.to_path_buf(), source })?;
         Keyring::from_bytes(&data, path)
     }
 
     /// Parse keyring data; `path` is only used in messages.
     pub fn from_bytes(data: &[u8], path: &Path) -> Result<Keyring, ReleaseError> {
-        let parse_err = |reason: String| ReleaseError::KeyringParse {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let parse_err = |reason: String| ReleaseError::KeyringParse { path: path.to_path_buf(), reason };
         let mut keys = Vec::new();
         let mut skipped = 0;
-        let start = data
-            .iter()
-            .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(data.len());
+        let start = data.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(data.len());
         if data[start..].starts_with(b"-----BEGIN PGP") {
-            let text = std::str::from_utf8(data)
-                .map_err(|_| parse_err("armored keyring is not valid UTF-8".into()))?;
+            let text = std::str::from_utf8(data).map_err(|_| parse_err("armored keyring is not valid UTF-8".into()))?;
             const BEGIN: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
             let starts: Vec<usize> = text.match_indices(BEGIN).map(|(i, _)| i).collect();
             if starts.is_empty() {
@@ -122,8 +112,8 @@ impl Keyring {
             }
             for (n, &s) in starts.iter().enumerate() {
                 let end = starts.get(n + 1).copied().unwrap_or(text.len());
-                let (iter, _headers) = SignedPublicKey::from_armor_many(&data[s..end])
-                    .map_err(|e| parse_err(format!("armored block {}: {e}", n + 1)))?;
+                let (iter, _headers) =
+                    SignedPublicKey::from_armor_many(&data[s..end]).map_err(|e| parse_err(format!("armored block {}: {e}", n + 1)))?;
                 for key in iter {
                     match key {
                         Ok(k) => keys.push(k),
@@ -132,8 +122,7 @@ impl Keyring {
                 }
             }
         } else {
-            let iter =
-                SignedPublicKey::from_bytes_many(data).map_err(|e| parse_err(e.to_string()))?;
+            let iter = SignedPublicKey::from_bytes_many(data).map_err(|e| parse_err(e.to_string()))?;
             for key in iter {
                 match key {
                     Ok(k) => keys.push(k),
@@ -142,9 +131,7 @@ impl Keyring {
             }
         }
         if keys.is_empty() {
-            return Err(ReleaseError::KeyringEmpty {
-                path: path.to_path_buf(),
-            });
+            return Err(ReleaseError::KeyringEmpty { path: path.to_path_buf() });
         }
         Ok(Keyring { keys, skipped })
     }
@@ -165,10 +152,7 @@ impl Keyring {
 
     /// Upper-case hex fingerprints of the primary keys.
     pub fn fingerprints(&self) -> Vec<String> {
-        self.keys
-            .iter()
-            .map(|k| format!("{:X}", k.fingerprint()))
-            .collect()
+        self.keys.iter().map(|k| format!("{:X}", k.fingerprint())).collect()
     }
 }
 
@@ -176,27 +160,16 @@ impl Keyring {
 /// signed `Release` text (dash-escaping undone, trailing whitespace of lines removed as in the
 /// signed form, `\n` line endings, ending in a newline — the cleartext framework does not sign
 /// the final line break, so one is added). See the module documentation for what is checked.
-pub fn verify_inrelease(
-    data: &[u8],
-    keyring: &Keyring,
-    now: SystemTime,
-) -> Result<Vec<u8>, ReleaseError> {
-    let text = std::str::from_utf8(data).map_err(|_| ReleaseError::Malformed {
-        reason: "not valid UTF-8".into(),
-    })?;
+pub fn verify_inrelease(data: &[u8], keyring: &Keyring, now: SystemTime) -> Result<Vec<u8>, ReleaseError> {
+    let text = std::str::from_utf8(data).map_err(|_| ReleaseError::Malformed { reason: "not valid UTF-8".into() })?;
     const HEADER: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
     if !text.starts_with(HEADER) {
         if text.contains(HEADER) {
-            return Err(ReleaseError::Malformed {
-                reason: "data before `-----BEGIN PGP SIGNED MESSAGE-----`".into(),
-            });
+            return Err(ReleaseError::Malformed { reason: "data before `-----BEGIN PGP SIGNED MESSAGE-----`".into() });
         }
         return Err(ReleaseError::NotSigned);
     }
-    let (msg, _headers) =
-        CleartextSignedMessage::from_string(text).map_err(|e| ReleaseError::Malformed {
-            reason: e.to_string(),
-        })?;
+    let (msg, _headers) = CleartextSignedMessage::from_string(text).map_err(|e| ReleaseError::Malformed { reason: e.to_string() })?;
     if msg.signatures().is_empty() {
         return Err(ReleaseError::NotSigned);
     }
@@ -227,9 +200,7 @@ pub fn verify_inrelease(
             }
         }
     }
-    Err(first_failure.unwrap_or_else(|| ReleaseError::UnknownKey {
-        issuers: unknown.join(", "),
-    }))
+    Err(first_failure.unwrap_or_else(|| ReleaseError::UnknownKey { issuers: unknown.join(", ") }))
 }
 
 /// A key of the keyring that may have made a signature.
@@ -242,11 +213,7 @@ impl Candidate<'_> {
     fn name(&self) -> String {
         match self.subkey {
             None => format!("{:X}", self.cert.fingerprint()),
-            Some(sub) => format!(
-                "{:X} (subkey of {:X})",
-                sub.fingerprint(),
-                self.cert.fingerprint()
-            ),
+            Some(sub) => format!("{:X} (subkey of {:X})", sub.fingerprint(), self.cert.fingerprint()),
         }
     }
 }
@@ -265,11 +232,8 @@ fn candidates<'a>(keyring: &'a Keyring, sig: &Signature) -> Vec<Candidate<'a>> {
     let fps = sig.issuer_fingerprint();
     let ids = sig.issuer_key_id();
     let anonymous = fps.is_empty() && ids.is_empty();
-    let matches = |k: &dyn KeyDetails| {
-        anonymous
-            || fps.iter().any(|fp| **fp == k.fingerprint())
-            || ids.iter().any(|id| **id == k.legacy_key_id())
-    };
+    let matches =
+        |k: &dyn KeyDetails| anonymous || fps.iter().any(|fp| **fp == k.fingerprint()) || ids.iter().any(|id| **id == k.legacy_key_id());
     let mut out = Vec::new();
     for cert in &keyring.keys {
         if matches(&cert.primary_key) {
@@ -277,10 +241,7 @@ fn candidates<'a>(keyring: &'a Keyring, sig: &Signature) -> Vec<Candidate<'a>> {
         }
         for sub in &cert.public_subkeys {
             if matches(&sub.key) {
-                out.push(Candidate {
-                    cert,
-                    subkey: Some(sub),
-                });
+                out.push(Candidate { cert, subkey: Some(sub) });
             }
         }
     }
@@ -296,10 +257,7 @@ fn add_secs(t: SystemTime, secs: u32) -> SystemTime {
 }
 
 fn has_key_flags(sig: &Signature) -> bool {
-    sig.config().is_some_and(|c| {
-        c.hashed_subpackets()
-            .any(|p| matches!(p.data, SubpacketData::KeyFlags(_)))
-    })
+    sig.config().is_some_and(|c| c.hashed_subpackets().any(|p| matches!(p.data, SubpacketData::KeyFlags(_))))
 }
 
 /// Newest of `sigs` by creation time (signatures without one sort first).
@@ -307,25 +265,11 @@ fn newest<'a>(sigs: impl Iterator<Item = &'a Signature>) -> Option<&'a Signature
     sigs.max_by_key(|s| s.created().map(|t| t.as_secs()).unwrap_or(0))
 }
 
-fn check_signature(
-    sig: &Signature,
-    cand: &Candidate<'_>,
-    signed: &[u8],
-    now: SystemTime,
-) -> Result<(), ReleaseError> {
+fn check_signature(sig: &Signature, cand: &Candidate<'_>, signed: &[u8], now: SystemTime) -> Result<(), ReleaseError> {
     let key = cand.name();
-    let bad = |reason: String| ReleaseError::BadSignature {
-        key: key.clone(),
-        reason,
-    };
-    let invalid = |reason: String| ReleaseError::KeyInvalid {
-        key: key.clone(),
-        reason,
-    };
-    let expired_key = |at: SystemTime| ReleaseError::KeyExpired {
-        key: key.clone(),
-        expired: format_time(at),
-    };
+    let bad = |reason: String| ReleaseError::BadSignature { key: key.clone(), reason };
+    let invalid = |reason: String| ReleaseError::KeyInvalid { key: key.clone(), reason };
+    let expired_key = |at: SystemTime| ReleaseError::KeyExpired { key: key.clone(), expired: format_time(at) };
 
     match sig.typ() {
         Some(SignatureType::Binary) | Some(SignatureType::Text) => {}
@@ -335,10 +279,7 @@ fn check_signature(
         Some(HashAlgorithm::Md5 | HashAlgorithm::Sha1 | HashAlgorithm::Ripemd160) | None => {
             return Err(ReleaseError::WeakHash {
                 key: key.clone(),
-                hash: sig
-                    .hash_alg()
-                    .map(|h| h.to_string())
-                    .unwrap_or_else(|| "(unknown)".into()),
+                hash: sig.hash_alg().map(|h| h.to_string()).unwrap_or_else(|| "(unknown)".into()),
             })
         }
         Some(_) => {}
@@ -351,33 +292,26 @@ fn check_signature(
     };
     verified.map_err(|e| bad(e.to_string()))?;
 
-    let created = sig
-        .created()
-        .map(to_system)
-        .ok_or_else(|| bad("the signature has no creation time".into()))?;
+    let created = sig.created().map(to_system).ok_or_else(|| bad("the signature has no creation time".into()))?;
     if let Some(exp) = sig.signature_expiration_time() {
         if exp.as_secs() != 0 {
             let at = add_secs(created, exp.as_secs());
             if at <= now {
-                return Err(ReleaseError::SignatureExpired {
-                    key: key.clone(),
-                    expired: format_time(at),
-                });
+                return Err(ReleaseError::SignatureExpired { key: key.clone(), expired: format_time(at) });
             }
         }
     }
 
     // The primary key: not revoked, has a valid self-signature, not expired.
     let primary = &cand.cert.primary_key;
-    if let Some(rev) =
-        cand.cert.details.revocation_signatures.iter().find(|r| {
-            r.typ() == Some(SignatureType::KeyRevocation) && r.verify_key(primary).is_ok()
-        })
+    if let Some(rev) = cand
+        .cert
+        .details
+        .revocation_signatures
+        .iter()
+        .find(|r| r.typ() == Some(SignatureType::KeyRevocation) && r.verify_key(primary).is_ok())
     {
-        return Err(ReleaseError::KeyRevoked {
-            key: key.clone(),
-            reason: revocation_reason(rev),
-        });
+        return Err(ReleaseError::KeyRevoked { key: key.clone(), reason: revocation_reason(rev) });
     }
     let user_sigs = cand.cert.details.users.iter().flat_map(|u| {
         u.signatures.iter().filter(move |s| {
@@ -386,14 +320,9 @@ fn check_signature(
                 && s.verify_certification(primary, Tag::UserId, &u.id).is_ok()
         })
     });
-    let direct_sigs = cand
-        .cert
-        .details
-        .direct_signatures
-        .iter()
-        .filter(|s| s.typ() == Some(SignatureType::Key) && s.verify_key(primary).is_ok());
-    let self_sig = newest(user_sigs.chain(direct_sigs))
-        .ok_or_else(|| invalid("the primary key has no valid self-signature".into()))?;
+    let direct_sigs =
+        cand.cert.details.direct_signatures.iter().filter(|s| s.typ() == Some(SignatureType::Key) && s.verify_key(primary).is_ok());
+    let self_sig = newest(user_sigs.chain(direct_sigs)).ok_or_else(|| invalid("the primary key has no valid self-signature".into()))?;
     let primary_created = to_system(primary.created_at());
     if primary_created > created {
         return Err(invalid(format!(
@@ -418,30 +347,25 @@ fn check_signature(
             }
         }
         Some(sub) => {
-            if let Some(rev) = sub.signatures.iter().find(|r| {
-                r.typ() == Some(SignatureType::SubkeyRevocation)
-                    && r.verify_subkey_binding(primary, &sub.key).is_ok()
-            }) {
-                return Err(ReleaseError::KeyRevoked {
-                    key: key.clone(),
-                    reason: revocation_reason(rev),
-                });
+            if let Some(rev) = sub
+                .signatures
+                .iter()
+                .find(|r| r.typ() == Some(SignatureType::SubkeyRevocation) && r.verify_subkey_binding(primary, &sub.key).is_ok())
+            {
+                return Err(ReleaseError::KeyRevoked { key: key.clone(), reason: revocation_reason(rev) });
             }
-            let binding = newest(sub.signatures.iter().filter(|s| {
-                s.typ() == Some(SignatureType::SubkeyBinding)
-                    && s.verify_subkey_binding(primary, &sub.key).is_ok()
-            }))
+            let binding = newest(
+                sub.signatures
+                    .iter()
+                    .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding) && s.verify_subkey_binding(primary, &sub.key).is_ok()),
+            )
             .ok_or_else(|| invalid("the subkey has no valid binding signature".into()))?;
             if !binding.key_flags().sign() {
                 return Err(invalid("the subkey is not marked for signing".into()));
             }
-            let back_ok = binding
-                .embedded_signature()
-                .is_some_and(|b| b.verify_primary_key_binding(&sub.key, primary).is_ok());
+            let back_ok = binding.embedded_signature().is_some_and(|b| b.verify_primary_key_binding(&sub.key, primary).is_ok());
             if !back_ok {
-                return Err(invalid(
-                    "the signing subkey has no valid primary key binding (back-signature)".into(),
-                ));
+                return Err(invalid("the signing subkey has no valid primary key binding (back-signature)".into()));
             }
             let sub_created = to_system(sub.key.created_at());
             if sub_created > created {
@@ -498,34 +422,21 @@ impl Release {
     /// `Packages.xz`, then `Packages.gz`, then the uncompressed `Packages`:
     /// `(path below dists/SUITE/, size, sha256)`.
     pub fn index_path(&self, component: &str, arch: &str) -> Option<(String, u64, String)> {
-        ["Packages.xz", "Packages.gz", "Packages"]
-            .iter()
-            .find_map(|name| {
-                let path = format!("{component}/binary-{arch}/{name}");
-                self.sha256
-                    .get(&path)
-                    .map(|(size, hash)| (path.clone(), *size, hash.clone()))
-            })
+        ["Packages.xz", "Packages.gz", "Packages"].iter().find_map(|name| {
+            let path = format!("{component}/binary-{arch}/{name}");
+            self.sha256.get(&path).map(|(size, hash)| (path.clone(), *size, hash.clone()))
+        })
     }
 
     /// Fail with [`ReleaseError::Expired`] when `Valid-Until` is present and not after `now`,
     /// unless `allow_expired`. An unparseable `Valid-Until` is an error either way.
-    pub fn check_valid_until(
-        &self,
-        now: SystemTime,
-        allow_expired: bool,
-    ) -> Result<(), ReleaseError> {
+    pub fn check_valid_until(&self, now: SystemTime, allow_expired: bool) -> Result<(), ReleaseError> {
         let Some(value) = &self.valid_until else {
             return Ok(());
         };
-        let until = parse_date(value).ok_or_else(|| ReleaseError::BadDate {
-            field: "Valid-Until".into(),
-            value: value.clone(),
-        })?;
+        let until = parse_date(value).ok_or_else(|| ReleaseError::BadDate { field: "Valid-Until".into(), value: value.clone() })?;
         if until <= now && !allow_expired {
-            return Err(ReleaseError::Expired {
-                valid_until: value.clone(),
-            });
+            return Err(ReleaseError::Expired { valid_until: value.clone() });
         }
         Ok(())
     }
@@ -569,33 +480,19 @@ pub fn parse_release(text: &str) -> Result<Release, ReleaseError> {
         }
         if line.starts_with([' ', '\t']) {
             let Some(last) = fields.last_mut() else {
-                return Err(ReleaseError::Parse {
-                    line: line_no,
-                    reason: "continuation line before any field".into(),
-                });
+                return Err(ReleaseError::Parse { line: line_no, reason: "continuation line before any field".into() });
             };
             last.2.push((line_no, line.trim().to_string()));
             continue;
         }
         let Some((name, value)) = line.split_once(':') else {
-            return Err(ReleaseError::Parse {
-                line: line_no,
-                reason: format!("expected `Field: value`, got `{line}`"),
-            });
+            return Err(ReleaseError::Parse { line: line_no, reason: format!("expected `Field: value`, got `{line}`") });
         };
         seen_content = true;
-        fields.push((
-            name.trim().to_ascii_lowercase(),
-            value.trim().to_string(),
-            Vec::new(),
-            line_no,
-        ));
+        fields.push((name.trim().to_ascii_lowercase(), value.trim().to_string(), Vec::new(), line_no));
     }
     if fields.is_empty() {
-        return Err(ReleaseError::Parse {
-            line: 1,
-            reason: "the file is empty".into(),
-        });
+        return Err(ReleaseError::Parse { line: 1, reason: "the file is empty".into() });
     }
 
     for (name, value, cont, line) in fields {
@@ -616,28 +513,20 @@ pub fn parse_release(text: &str) -> Result<Release, ReleaseError> {
                 entries.extend(cont);
                 for (line, entry) in entries {
                     let mut parts = entry.split_whitespace();
-                    let (Some(hash), Some(size), Some(path), None) =
-                        (parts.next(), parts.next(), parts.next(), parts.next())
-                    else {
-                        return Err(ReleaseError::Parse {
-                            line,
-                            reason: format!("SHA256 entry `{entry}` is not `HASH SIZE PATH`"),
-                        });
+                    let (Some(hash), Some(size), Some(path), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+                        return Err(ReleaseError::Parse { line, reason: format!("SHA256 entry `{entry}` is not `HASH SIZE PATH`") });
                     };
                     if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                         return Err(ReleaseError::Parse {
                             line,
-                            reason: format!(
-                                "SHA256 entry for `{path}` has an invalid hash `{hash}`"
-                            ),
+                            reason: format!("SHA256 entry for `{path}` has an invalid hash `{hash}`"),
                         });
                     }
                     let size: u64 = size.parse().map_err(|_| ReleaseError::Parse {
                         line,
                         reason: format!("SHA256 entry for `{path}` has an invalid size `{size}`"),
                     })?;
-                    rel.sha256
-                        .insert(path.to_string(), (size, hash.to_ascii_lowercase()));
+                    rel.sha256.insert(path.to_string(), (size, hash.to_ascii_lowercase()));
                 }
             }
             _ => {}
@@ -659,12 +548,9 @@ pub fn parse_date(s: &str) -> Option<SystemTime> {
         _ => return None,
     };
     let day: u32 = day.parse().ok()?;
-    let month = [
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ]
-    .iter()
-    .position(|m| month.get(..3).is_some_and(|p| p.eq_ignore_ascii_case(m)))?
-        as u32
+    let month = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+        .iter()
+        .position(|m| month.get(..3).is_some_and(|p| p.eq_ignore_ascii_case(m)))? as u32
         + 1;
     let year: i64 = year.parse().ok()?;
     let mut hms = time.split(':');
@@ -706,12 +592,7 @@ pub fn format_time(t: SystemTime) -> String {
     let days = secs.div_euclid(86400);
     let rem = secs.rem_euclid(86400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 // Howard Hinnant's algorithms.
@@ -756,10 +637,7 @@ mod tests {
                 return None;
             }
             // Short path: the agent's socket path must fit in sun_path.
-            let home = tempfile::Builder::new()
-                .prefix("gpg")
-                .tempdir_in("/tmp")
-                .expect("tempdir");
+            let home = tempfile::Builder::new().prefix("gpg").tempdir_in("/tmp").expect("tempdir");
             Some(Gpg { home })
         }
 
@@ -768,13 +646,7 @@ mod tests {
             let mut child = Command::new("/usr/bin/gpg")
                 .arg("--homedir")
                 .arg(self.home.path())
-                .args([
-                    "--batch",
-                    "--quiet",
-                    "--no-tty",
-                    "--pinentry-mode",
-                    "loopback",
-                ])
+                .args(["--batch", "--quiet", "--no-tty", "--pinentry-mode", "loopback"])
                 .args(["--passphrase", ""])
                 .args(args)
                 .stdin(Stdio::piped())
@@ -782,18 +654,9 @@ mod tests {
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("spawn gpg");
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(stdin)
-                .expect("write stdin");
+            child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
             let out = child.wait_with_output().expect("gpg");
-            assert!(
-                out.status.success(),
-                "gpg {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "gpg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
             out.stdout
         }
 
@@ -806,11 +669,7 @@ mod tests {
         fn fpr(&self, uid: &str) -> String {
             let out = self.run(&["--with-colons", "--list-keys", uid], b"");
             let text = String::from_utf8(out).expect("utf8");
-            text.lines()
-                .find(|l| l.starts_with("fpr:"))
-                .and_then(|l| l.split(':').nth(9))
-                .expect("fingerprint")
-                .to_string()
+            text.lines().find(|l| l.starts_with("fpr:")).and_then(|l| l.split(':').nth(9)).expect("fingerprint").to_string()
         }
 
         fn clearsign(&self, signer: &str, text: &str, extra: &[&str]) -> Vec<u8> {
@@ -863,9 +722,7 @@ mod tests {
         assert_eq!(String::from_utf8(out).expect("utf8"), TEXT);
 
         // Tampered text.
-        let tampered = String::from_utf8(signed.clone())
-            .expect("utf8")
-            .replace("Suite: stable", "Suite: evil");
+        let tampered = String::from_utf8(signed.clone()).expect("utf8").replace("Suite: stable", "Suite: evil");
         let e = verify_inrelease(tampered.as_bytes(), &ring_a, now).unwrap_err();
         assert!(matches!(e, ReleaseError::BadSignature { .. }), "{e}");
         assert!(e.to_string().contains("does not verify"), "{e}");
@@ -961,11 +818,7 @@ mod tests {
         let q = gpg.gen("q <q@example.invalid>", "ed25519", "sign", "never");
         let signed_q = gpg.clearsign(&q, TEXT, &[]);
         // Revoke q with the certificate gpg wrote at generation.
-        let rev_path = gpg
-            .home
-            .path()
-            .join("openpgp-revocs.d")
-            .join(format!("{q}.rev"));
+        let rev_path = gpg.home.path().join("openpgp-revocs.d").join(format!("{q}.rev"));
         let rev = std::fs::read_to_string(rev_path).expect("revocation certificate");
         let rev = rev.replace(":-----BEGIN", "-----BEGIN");
         gpg.run(&["--import"], rev.as_bytes());
@@ -987,20 +840,10 @@ mod tests {
         let t1 = std::time::Instant::now();
         // Checked at the file's own date so the test does not age.
         let text = String::from_utf8_lossy(&data).into_owned();
-        let date = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Date: "))
-            .and_then(parse_date)
-            .expect("Date");
+        let date = text.lines().find_map(|l| l.strip_prefix("Date: ")).and_then(parse_date).expect("Date");
         let out = verify_inrelease(&data, &ring, date + DAY).expect("bookworm InRelease");
         let t2 = std::time::Instant::now();
-        eprintln!(
-            "keyring load {:?} ({} keys, {} skipped), verify {:?}",
-            t1 - t0,
-            ring.len(),
-            ring.skipped(),
-            t2 - t1
-        );
+        eprintln!("keyring load {:?} ({} keys, {} skipped), verify {:?}", t1 - t0, ring.len(), ring.skipped(), t2 - t1);
         let rel = parse_release(std::str::from_utf8(&out).expect("utf8")).expect("parse");
         assert_eq!(rel.codename.as_deref(), Some("bookworm"));
         assert!(rel.acquire_by_hash);
@@ -1063,15 +906,9 @@ cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc 10 main/binary-
         assert_eq!(path, "main/binary-amd64/Packages.gz");
         assert_eq!(size, 20);
         assert_eq!(hash, "b".repeat(64));
-        assert_eq!(
-            rel.index_path("main", "arm64").expect("arm64").0,
-            "main/binary-arm64/Packages"
-        );
+        assert_eq!(rel.index_path("main", "arm64").expect("arm64").0, "main/binary-arm64/Packages");
         assert!(rel.index_path("contrib", "amd64").is_none());
-        assert_eq!(
-            by_hash_path(&path, &hash),
-            format!("main/binary-amd64/by-hash/SHA256/{}", "b".repeat(64))
-        );
+        assert_eq!(by_hash_path(&path, &hash), format!("main/binary-amd64/by-hash/SHA256/{}", "b".repeat(64)));
         assert_eq!(by_hash_path("Packages", "ab"), "by-hash/SHA256/ab");
 
         let bad = RELEASE.replace(" 10 main/binary-arm64", " ten main/binary-arm64");
@@ -1090,43 +927,22 @@ cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc 10 main/binary-
         let after = parse_date("Sun, 19 Jul 2026 00:00:00 +0000").expect("date");
         rel.check_valid_until(before, false).expect("still valid");
         let e = rel.check_valid_until(after, false).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("Release file expired on Sat, 18 Jul 2026 10:16:37 UTC"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("Release file expired on Sat, 18 Jul 2026 10:16:37 UTC"), "{e}");
         rel.check_valid_until(after, true).expect("allowed");
         let none = Release::default();
-        none.check_valid_until(after, false)
-            .expect("no Valid-Until");
-        let garbled = Release {
-            valid_until: Some("tomorrow".into()),
-            ..Release::default()
-        };
-        assert!(matches!(
-            garbled.check_valid_until(before, true),
-            Err(ReleaseError::BadDate { .. })
-        ));
+        none.check_valid_until(after, false).expect("no Valid-Until");
+        let garbled = Release { valid_until: Some("tomorrow".into()), ..Release::default() };
+        assert!(matches!(garbled.check_valid_until(before, true), Err(ReleaseError::BadDate { .. })));
     }
 
     #[test]
     fn dates() {
         let t = parse_date("Sat, 11 Jul 2026 10:16:37 UTC").expect("date");
-        assert_eq!(
-            t.duration_since(UNIX_EPOCH).expect("after epoch").as_secs(),
-            1_783_764_997
-        );
+        assert_eq!(t.duration_since(UNIX_EPOCH).expect("after epoch").as_secs(), 1_783_764_997);
         assert_eq!(format_time(t), "2026-07-11 10:16:37 UTC");
-        assert_eq!(
-            parse_date("11 Jul 2026 12:16:37 +0200"),
-            Some(t),
-            "offset applied"
-        );
+        assert_eq!(parse_date("11 Jul 2026 12:16:37 +0200"), Some(t), "offset applied");
         assert_eq!(format_time(UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
-        assert_eq!(
-            format_time(parse_date("Thu, 29 Feb 2024 23:59:59 GMT").expect("leap")),
-            "2024-02-29 23:59:59 UTC"
-        );
+        assert_eq!(format_time(parse_date("Thu, 29 Feb 2024 23:59:59 GMT").expect("leap")), "2024-02-29 23:59:59 UTC");
         assert!(parse_date("yesterday").is_none());
         assert!(parse_date("11 abé 2026 10:16:37 UTC").is_none());
         assert!(parse_date("11 Jul 2026 10:16:37 +1é2").is_none());

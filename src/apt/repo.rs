@@ -108,12 +108,8 @@ pub fn load(store: &Store, http: &Http, src: &RepoSource<'_>, arch: &str, now: S
                 arch: arch.to_string(),
             });
         };
-        let index_err = |source| RepoError::Index {
-            repo: src.name.to_string(),
-            path: path.clone(),
-            mirror: mirror.clone(),
-            source: Box::new(source),
-        };
+        let index_err =
+            |source| RepoError::Index { repo: src.name.to_string(), path: path.clone(), mirror: mirror.clone(), source: Box::new(source) };
         let digest = Sha256::from_hex(&sha256.to_ascii_lowercase()).map_err(|_| {
             index_err(IndexError::HashMismatch {
                 what: path.clone(),
@@ -139,11 +135,5 @@ pub fn load(store: &Store, http: &Http, src: &RepoSource<'_>, arch: &str, now: S
         let plain = String::from_utf8_lossy(&plain);
         packages.extend(index::parse_packages(&plain, src.index).map_err(index_err)?);
     }
-    Ok(Loaded {
-        name: src.name.to_string(),
-        suite: src.suite.to_string(),
-        release_sha256,
-        date: rel.date.clone(),
-        packages,
-    })
+    Ok(Loaded { name: src.name.to_string(), suite: src.suite.to_string(), release_sha256, date: rel.date.clone(), packages })
 }

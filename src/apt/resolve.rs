@@ -93,14 +93,8 @@ impl Request {
     /// `name` or `name=version`.
     pub fn parse(s: &str) -> Request {
         match s.split_once('=') {
-            Some((name, version)) => Request {
-                name: name.trim().to_string(),
-                version: Some(version.trim().to_string()),
-            },
-            None => Request {
-                name: s.trim().to_string(),
-                version: None,
-            },
+            Some((name, version)) => Request { name: name.trim().to_string(), version: Some(version.trim().to_string()) },
+            None => Request { name: s.trim().to_string(), version: None },
         }
     }
 }
@@ -156,58 +150,32 @@ impl fmt::Display for RelationKind {
 pub enum ResolveError {
     /// A requested name is neither a package nor provided by one.
     #[error("unknown package `{name}`{}", did_you_mean(suggestion))]
-    UnknownPackage {
-        name: String,
-        suggestion: Option<String>,
-    },
+    UnknownPackage { name: String, suggestion: Option<String> },
 
     /// A pinned version does not exist.
-    #[error(
-        "no version {version} of `{name}`; available: {}",
-        list_or_none(available)
-    )]
-    NoVersion {
-        name: String,
-        version: String,
-        available: Vec<String>,
-    },
+    #[error("no version {version} of `{name}`; available: {}", list_or_none(available))]
+    NoVersion { name: String, version: String, available: Vec<String> },
 
     /// The same name was requested with two different pins.
     #[error("`{name}` is requested as both {first} and {second}")]
-    ConflictingRequests {
-        name: String,
-        first: String,
-        second: String,
-    },
+    ConflictingRequests { name: String, first: String, second: String },
 
     /// A requested virtual package has several providers and none is installed or requested.
     #[error(
         "`{name}` is a virtual package provided by {}; request one of them",
         providers.join(", ")
     )]
-    AmbiguousVirtual {
-        name: String,
-        providers: Vec<String>,
-    },
+    AmbiguousVirtual { name: String, providers: Vec<String> },
 
     /// A relation cannot be met. `chain` leads from the request to the package holding the
     /// relation: the requested name, then each relation followed.
     #[error("{}{relation}: {detail}", chain_prefix(chain))]
-    Unsatisfiable {
-        chain: Vec<String>,
-        relation: String,
-        detail: String,
-    },
+    Unsatisfiable { chain: Vec<String>, relation: String, detail: String },
 
     /// Two packages that must both be installed cannot be: `a` holds `kind: relation` against
     /// `b`. Both are `name version` (prefixed `installed ` for base image packages).
     #[error("{a} {} {b} ({kind}: {relation})", kind.verb())]
-    Conflict {
-        a: String,
-        b: String,
-        kind: RelationKind,
-        relation: String,
-    },
+    Conflict { a: String, b: String, kind: RelationKind, relation: String },
 }
 
 fn did_you_mean(s: &Option<String>) -> String {
@@ -242,10 +210,7 @@ pub struct RelationError {
 // ---------------------------------------------------------------------------------------------
 
 fn rel_err(relation: &str, reason: impl Into<String>) -> RelationError {
-    RelationError {
-        relation: relation.to_string(),
-        reason: reason.into(),
-    }
+    RelationError { relation: relation.to_string(), reason: reason.into() }
 }
 
 /// Parses a `Depends:`-style field: `a (>= 1) | b, c:any` (the index parser's grammar).
@@ -335,10 +300,7 @@ impl Universe {
             }
             candidates.entry(p.name.clone()).or_default().push(PkgId(i));
             for (j, prov) in p.provides.iter().enumerate() {
-                providers
-                    .entry(prov.name.clone())
-                    .or_default()
-                    .push((PkgId(i), j));
+                providers.entry(prov.name.clone()).or_default().push((PkgId(i), j));
             }
         }
         for ids in candidates.values_mut() {
@@ -355,12 +317,7 @@ impl Universe {
                     .then(i.cmp(j))
             });
         }
-        Universe {
-            packages,
-            native_arch: native_arch.to_string(),
-            candidates,
-            providers,
-        }
+        Universe { packages, native_arch: native_arch.to_string(), candidates, providers }
     }
 
     /// The package `id` names.
@@ -459,9 +416,7 @@ fn levenshtein(a: &str, b: &str) -> usize {
 }
 
 fn version_ok(d: &Dep, v: &Version) -> bool {
-    d.constraint
-        .as_ref()
-        .is_none_or(|(op, bound)| op.matches(v, bound))
+    d.constraint.as_ref().is_none_or(|(op, bound)| op.matches(v, bound))
 }
 
 /// Does a `Provides` entry with version `pv` meet `d`? Unversioned relations take any
@@ -564,22 +519,10 @@ struct Hit {
 
 impl Hit {
     fn describe(&self) -> String {
-        format!(
-            "{} {} {} ({}: {})",
-            self.holder,
-            self.kind.verb(),
-            self.other,
-            self.kind,
-            self.dep
-        )
+        format!("{} {} {} ({}: {})", self.holder, self.kind.verb(), self.other, self.kind, self.dep)
     }
     fn into_error(self) -> ResolveError {
-        ResolveError::Conflict {
-            a: self.holder,
-            b: self.other,
-            kind: self.kind,
-            relation: self.dep,
-        }
+        ResolveError::Conflict { a: self.holder, b: self.other, kind: self.kind, relation: self.dep }
     }
 }
 
@@ -608,10 +551,7 @@ struct Resolver<'a> {
 }
 
 fn relations(p: &Package) -> impl Iterator<Item = (RelationKind, &Dep)> {
-    p.conflicts
-        .iter()
-        .map(|d| (RelationKind::Conflicts, d))
-        .chain(p.breaks.iter().map(|d| (RelationKind::Breaks, d)))
+    p.conflicts.iter().map(|d| (RelationKind::Conflicts, d)).chain(p.breaks.iter().map(|d| (RelationKind::Breaks, d)))
 }
 
 fn group_at(p: &Package, i: usize) -> Option<&[Dep]> {
@@ -640,29 +580,17 @@ impl<'a> Resolver<'a> {
             work_after_failure: 0,
         };
         for (i, (name, version, arch)) in installed.iter().enumerate() {
-            let pkg = u
-                .candidates(name)
-                .iter()
-                .map(|&id| u.get(id))
-                .find(|p| &p.version == version && &p.architecture == arch);
+            let pkg = u.candidates(name).iter().map(|&id| u.get(id)).find(|p| &p.version == version && &p.architecture == arch);
             r.inst_by_name.entry(name.as_str()).or_default().push(i);
             if let Some(p) = pkg {
                 for (j, prov) in p.provides.iter().enumerate() {
                     r.inst_provided.entry(&prov.name).or_default().push((i, j));
                 }
                 for (kind, d) in relations(p) {
-                    r.inst_conflicts_on
-                        .entry(&d.name)
-                        .or_default()
-                        .push((i, kind, d));
+                    r.inst_conflicts_on.entry(&d.name).or_default().push((i, kind, d));
                 }
             }
-            r.installed.push(Installed {
-                name,
-                version,
-                arch,
-                pkg,
-            });
+            r.installed.push(Installed { name, version, arch, pkg });
         }
         r
     }
@@ -678,12 +606,7 @@ impl<'a> Resolver<'a> {
     }
 
     fn installed_named(&self, name: &str) -> impl Iterator<Item = &Installed<'a>> + '_ {
-        self.inst_by_name
-            .get(name)
-            .into_iter()
-            .flatten()
-            .filter(|&&i| self.inst_active(i))
-            .map(|&i| &self.installed[i])
+        self.inst_by_name.get(name).into_iter().flatten().filter(|&&i| self.inst_active(i)).map(|&i| &self.installed[i])
     }
 
     // --- state changes --------------------------------------------------------------------
@@ -698,10 +621,7 @@ impl<'a> Resolver<'a> {
             self.provided.entry(&prov.name).or_default().push((idx, j));
         }
         for (kind, d) in relations(p) {
-            self.conflicts_on
-                .entry(&d.name)
-                .or_default()
-                .push((idx, kind, d));
+            self.conflicts_on.entry(&d.name).or_default().push((idx, kind, d));
         }
     }
 
@@ -736,34 +656,22 @@ impl<'a> Resolver<'a> {
                 return Some(Satisfier::Selected(idx));
             }
         }
-        if self
-            .installed_named(&d.name)
-            .any(|i| u.arch_ok(qual, i.arch, i.multi_arch()) && version_ok(d, i.version))
-        {
+        if self.installed_named(&d.name).any(|i| u.arch_ok(qual, i.arch, i.multi_arch()) && version_ok(d, i.version)) {
             return Some(Satisfier::Installed);
         }
         for &(idx, j) in self.provided.get(d.name.as_str()).into_iter().flatten() {
             let p = self.pkg(idx);
-            if u.arch_ok(qual, &p.architecture, p.multi_arch)
-                && provide_ok(d, p.provides[j].version.as_ref())
-            {
+            if u.arch_ok(qual, &p.architecture, p.multi_arch) && provide_ok(d, p.provides[j].version.as_ref()) {
                 return Some(Satisfier::Selected(idx));
             }
         }
-        for &(i, j) in self
-            .inst_provided
-            .get(d.name.as_str())
-            .into_iter()
-            .flatten()
-        {
+        for &(i, j) in self.inst_provided.get(d.name.as_str()).into_iter().flatten() {
             let inst = &self.installed[i];
             if !self.inst_active(i) {
                 continue;
             }
             if let Some(p) = inst.pkg {
-                if u.arch_ok(qual, inst.arch, p.multi_arch)
-                    && provide_ok(d, p.provides[j].version.as_ref())
-                {
+                if u.arch_ok(qual, inst.arch, p.multi_arch) && provide_ok(d, p.provides[j].version.as_ref()) {
                     return Some(Satisfier::Installed);
                 }
             }
@@ -780,13 +688,7 @@ impl<'a> Resolver<'a> {
             if let Some(idx) = found {
                 culprits.extend(self.sel[idx].culprits.iter().copied());
             }
-            first.get_or_insert_with(|| Hit {
-                holder,
-                other,
-                kind,
-                dep: d.to_string(),
-                culprits: BTreeSet::new(),
-            });
+            first.get_or_insert_with(|| Hit { holder, other, kind, dep: d.to_string(), culprits: BTreeSet::new() });
         };
         // Relations `c` holds.
         for (kind, d) in relations(c) {
@@ -797,10 +699,7 @@ impl<'a> Resolver<'a> {
                         record(label(c), label(t), kind, d, Some(idx));
                     }
                 }
-                for i in self
-                    .installed_named(&d.name)
-                    .filter(|i| version_ok(d, i.version))
-                {
+                for i in self.installed_named(&d.name).filter(|i| version_ok(d, i.version)) {
                     record(label(c), i.label(), kind, d, None);
                 }
             }
@@ -810,28 +709,17 @@ impl<'a> Resolver<'a> {
                     record(label(c), label(t), kind, d, Some(idx));
                 }
             }
-            for &(i, j) in self
-                .inst_provided
-                .get(d.name.as_str())
-                .into_iter()
-                .flatten()
-            {
+            for &(i, j) in self.inst_provided.get(d.name.as_str()).into_iter().flatten() {
                 let inst = &self.installed[i];
                 let Some(t) = inst.pkg else { continue };
-                if self.inst_active(i)
-                    && inst.name != c.name
-                    && provide_ok(d, t.provides[j].version.as_ref())
-                {
+                if self.inst_active(i) && inst.name != c.name && provide_ok(d, t.provides[j].version.as_ref()) {
                     record(label(c), inst.label(), kind, d, None);
                 }
             }
         }
         // Relations held against `c`, by its name or by a name it provides.
-        let targets = std::iter::once((c.name.as_str(), None)).chain(
-            c.provides
-                .iter()
-                .map(|p| (p.name.as_str(), Some(p.version.as_ref()))),
-        );
+        let targets =
+            std::iter::once((c.name.as_str(), None)).chain(c.provides.iter().map(|p| (p.name.as_str(), Some(p.version.as_ref()))));
         for (name, provide) in targets {
             let matches = |d: &Dep| match provide {
                 None => version_ok(d, &c.version),
@@ -916,35 +804,19 @@ impl<'a> Resolver<'a> {
             return Outcome::Options(options, blockers);
         }
         let detail = if group.len() == 1 {
-            details
-                .into_iter()
-                .flat_map(|(_, n)| n)
-                .collect::<Vec<_>>()
-                .join("; ")
+            details.into_iter().flat_map(|(_, n)| n).collect::<Vec<_>>().join("; ")
         } else {
-            details
-                .into_iter()
-                .map(|(d, n)| format!("{d}: {}", n.join("; ")))
-                .collect::<Vec<_>>()
-                .join("; ")
+            details.into_iter().map(|(d, n)| format!("{d}: {}", n.join("; "))).collect::<Vec<_>>().join("; ")
         };
         Outcome::Fail(detail, blockers)
     }
 
     /// Appends the ways of meeting `d` to `out`; returns notes on why others are not.
-    fn options_for(
-        &self,
-        d: &'a Dep,
-        out: &mut Vec<Opt<'a>>,
-        blockers: &mut BTreeSet<usize>,
-    ) -> Vec<String> {
+    fn options_for(&self, d: &'a Dep, out: &mut Vec<Opt<'a>>, blockers: &mut BTreeSet<usize>) -> Vec<String> {
         let u = self.u;
         let mut notes = Vec::new();
         if let Some(arch) = u.foreign_qualifier(d) {
-            notes.push(format!(
-                "no candidate for architecture {arch} (only {} and all are available)",
-                u.native_arch
-            ));
+            notes.push(format!("no candidate for architecture {arch} (only {} and all are available)", u.native_arch));
             return notes;
         }
         let qual = d.arch.as_ref();
@@ -952,16 +824,13 @@ impl<'a> Resolver<'a> {
         // The real package of that name.
         let cands = u.candidates(&d.name);
         if let Some(&idx) = self.by_name.get(d.name.as_str()) {
-            notes.push(format!(
-                "{} is already selected ({})",
-                label(self.pkg(idx)),
-                self.origin_text(idx)
-            ));
+            notes.push(format!("{} is already selected ({})", label(self.pkg(idx)), self.origin_text(idx)));
             blockers.extend(self.sel[idx].culprits.iter().copied());
         } else if !cands.is_empty() {
-            let best = cands.iter().map(|&id| (id, u.get(id))).find(|(_, p)| {
-                u.arch_ok(qual, &p.architecture, p.multi_arch) && version_ok(d, &p.version)
-            });
+            let best = cands
+                .iter()
+                .map(|&id| (id, u.get(id)))
+                .find(|(_, p)| u.arch_ok(qual, &p.architecture, p.multi_arch) && version_ok(d, &p.version));
             match best {
                 None => {
                     let mut available: Vec<String> = Vec::new();
@@ -971,30 +840,16 @@ impl<'a> Resolver<'a> {
                             available.push(v);
                         }
                     }
-                    notes.push(format!(
-                        "no version matches (available: {})",
-                        available.join(", ")
-                    ));
+                    notes.push(format!("no version matches (available: {})", available.join(", ")));
                 }
                 Some((id, p)) => {
-                    if let Some(i) = self
-                        .installed_named(&d.name)
-                        .find(|i| u.native_like(i.arch) && i.version > &p.version)
-                    {
-                        notes.push(format!(
-                            "{} would have to be downgraded to {}",
-                            i.label(),
-                            p.version
-                        ));
+                    if let Some(i) = self.installed_named(&d.name).find(|i| u.native_like(i.arch) && i.version > &p.version) {
+                        notes.push(format!("{} would have to be downgraded to {}", i.label(), p.version));
                     } else if let Some(h) = self.conflict(p) {
                         notes.push(h.describe());
                         blockers.extend(h.culprits);
                     } else {
-                        out.push(Opt {
-                            id,
-                            dep: d,
-                            via_provider: false,
-                        });
+                        out.push(Opt { id, dep: d, via_provider: false });
                     }
                 }
             }
@@ -1008,9 +863,7 @@ impl<'a> Resolver<'a> {
             if seen.contains(&p.name.as_str()) {
                 continue;
             }
-            if !provide_ok(d, p.provides[j].version.as_ref())
-                || !u.arch_ok(qual, &p.architecture, p.multi_arch)
-            {
+            if !provide_ok(d, p.provides[j].version.as_ref()) || !u.arch_ok(qual, &p.architecture, p.multi_arch) {
                 if !unmatched.contains(&p.name.as_str()) {
                     unmatched.push(&p.name);
                 }
@@ -1018,38 +871,23 @@ impl<'a> Resolver<'a> {
             }
             seen.push(&p.name);
             if let Some(&idx) = self.by_name.get(p.name.as_str()) {
-                notes.push(format!(
-                    "provider {} is already selected ({})",
-                    label(self.pkg(idx)),
-                    self.origin_text(idx)
-                ));
+                notes.push(format!("provider {} is already selected ({})", label(self.pkg(idx)), self.origin_text(idx)));
                 blockers.extend(self.sel[idx].culprits.iter().copied());
             } else if let Some(h) = self.conflict(p) {
                 notes.push(h.describe());
                 blockers.extend(h.culprits);
             } else {
-                out.push(Opt {
-                    id,
-                    dep: d,
-                    via_provider: true,
-                });
+                out.push(Opt { id, dep: d, via_provider: true });
             }
         }
         unmatched.retain(|n| !seen.contains(n));
         if !unmatched.is_empty() {
             const SHOWN: usize = 5;
-            let mut names = unmatched
-                .iter()
-                .take(SHOWN)
-                .copied()
-                .collect::<Vec<_>>()
-                .join(", ");
+            let mut names = unmatched.iter().take(SHOWN).copied().collect::<Vec<_>>().join(", ");
             if unmatched.len() > SHOWN {
                 names.push_str(&format!(" and {} more", unmatched.len() - SHOWN));
             }
-            notes.push(format!(
-                "provided by {names}, but not with a matching version"
-            ));
+            notes.push(format!("provided by {names}, but not with a matching version"));
         }
         if notes.is_empty() && cands.is_empty() && seen.is_empty() {
             notes.push("no candidate".to_string());
@@ -1059,21 +897,14 @@ impl<'a> Resolver<'a> {
 
     // --- requests -------------------------------------------------------------------------
 
-    fn add_requests(
-        &mut self,
-        requests: &[Request],
-        options: &ResolveOptions,
-    ) -> Result<(), ResolveError> {
+    fn add_requests(&mut self, requests: &[Request], options: &ResolveOptions) -> Result<(), ResolveError> {
         let u = self.u;
         // Duplicates: the same pin twice is fine, two different ones are not.
         let mut seen: BTreeMap<&str, Option<&str>> = BTreeMap::new();
         let mut virtuals: Vec<&str> = Vec::new();
         let native_suffix = format!(":{}", u.native_arch);
         for req in requests {
-            let name = req
-                .name
-                .strip_suffix(native_suffix.as_str())
-                .unwrap_or(&req.name);
+            let name = req.name.strip_suffix(native_suffix.as_str()).unwrap_or(&req.name);
             let pin = req.version.as_deref();
             match seen.get(name) {
                 Some(&prev) if prev == pin => continue,
@@ -1090,11 +921,7 @@ impl<'a> Resolver<'a> {
             }
 
             let cands = u.candidates(name);
-            let installed = self
-                .installed_named(name)
-                .filter(|i| u.native_like(i.arch))
-                .map(|i| i.version)
-                .max();
+            let installed = self.installed_named(name).filter(|i| u.native_like(i.arch)).map(|i| i.version).max();
             let pinned = match pin {
                 None => None,
                 Some(v) => Some(v.parse::<Version>().map_err(|_| no_version(u, name, v))?),
@@ -1112,20 +939,15 @@ impl<'a> Resolver<'a> {
                     return Err(no_version(u, name, v));
                 }
                 if u.providers(name).is_empty() {
-                    return Err(ResolveError::UnknownPackage {
-                        name: name.to_string(),
-                        suggestion: u.suggest(name),
-                    });
+                    return Err(ResolveError::UnknownPackage { name: name.to_string(), suggestion: u.suggest(name) });
                 }
                 virtuals.push(name);
                 continue;
             };
             let chosen = match (&pinned, pin) {
-                (Some(v), Some(text)) => cands
-                    .iter()
-                    .copied()
-                    .find(|&id| &u.get(id).version == v)
-                    .ok_or_else(|| no_version(u, name, text))?,
+                (Some(v), Some(text)) => {
+                    cands.iter().copied().find(|&id| &u.get(id).version == v).ok_or_else(|| no_version(u, name, text))?
+                }
                 _ => best,
             };
             let p = u.get(chosen);
@@ -1144,11 +966,7 @@ impl<'a> Resolver<'a> {
         }
 
         for name in virtuals {
-            let dep = Dep {
-                name: name.to_string(),
-                arch: None,
-                constraint: None,
-            };
+            let dep = Dep { name: name.to_string(), arch: None, constraint: None };
             if self.satisfier(&dep).is_some() {
                 continue;
             }
@@ -1173,19 +991,12 @@ impl<'a> Resolver<'a> {
             match (first, names.len()) {
                 (Some(id), 1) => self.select(id, root(Origin::Requested)),
                 (_, 0) => {
-                    return Err(ResolveError::Unsatisfiable {
-                        chain: Vec::new(),
-                        relation: name.to_string(),
-                        detail: notes.join("; "),
-                    })
+                    return Err(ResolveError::Unsatisfiable { chain: Vec::new(), relation: name.to_string(), detail: notes.join("; ") })
                 }
                 _ => {
                     let mut providers: Vec<String> = names.iter().map(|n| n.to_string()).collect();
                     providers.sort();
-                    return Err(ResolveError::AmbiguousVirtual {
-                        name: name.to_string(),
-                        providers,
-                    });
+                    return Err(ResolveError::AmbiguousVirtual { name: name.to_string(), providers });
                 }
             }
         }
@@ -1198,10 +1009,7 @@ impl<'a> Resolver<'a> {
                     continue;
                 };
                 let p = u.get(id);
-                if !p.essential
-                    || self.by_name.contains_key(name.as_str())
-                    || self.installed_named(name).next().is_some()
-                {
+                if !p.essential || self.by_name.contains_key(name.as_str()) || self.installed_named(name).next().is_some() {
                     continue;
                 }
                 if let Some(h) = self.conflict(p) {
@@ -1255,11 +1063,7 @@ impl<'a> Resolver<'a> {
                     gi += 1;
                 }
                 Outcome::Fail(detail, blockers) => {
-                    let err = ResolveError::Unsatisfiable {
-                        chain: self.error_chain(cursor),
-                        relation: group_text(group),
-                        detail,
-                    };
+                    let err = ResolveError::Unsatisfiable { chain: self.error_chain(cursor), relation: group_text(group), detail };
                     if self.first_error.is_none() {
                         self.first_error = Some(err.clone());
                     }
@@ -1275,13 +1079,7 @@ impl<'a> Resolver<'a> {
     fn apply(&mut self, opt: Opt<'a>, parent: usize, culprits: BTreeSet<usize>) {
         self.select(
             opt.id,
-            Sel {
-                origin: Origin::Dependency,
-                parent: Some(parent),
-                dep: Some(opt.dep),
-                via_provider: opt.via_provider,
-                culprits,
-            },
+            Sel { origin: Origin::Dependency, parent: Some(parent), dep: Some(opt.dep), via_provider: opt.via_provider, culprits },
         );
     }
 
@@ -1290,11 +1088,7 @@ impl<'a> Resolver<'a> {
     /// When nothing is left to try, the error is the first failure met below the outermost
     /// exhausted choice point (the one on the path apt itself would have taken); when
     /// `failure` is empty (no choice could help), it is `err` itself.
-    fn backjump(
-        &mut self,
-        mut failure: BTreeSet<usize>,
-        mut err: ResolveError,
-    ) -> Result<(usize, usize), ResolveError> {
+    fn backjump(&mut self, mut failure: BTreeSet<usize>, mut err: ResolveError) -> Result<(usize, usize), ResolveError> {
         loop {
             let Some(&target) = failure.last() else {
                 return Err(err);
@@ -1345,11 +1139,7 @@ impl<'a> Resolver<'a> {
                 match found {
                     Some((d, Satisfier::Selected(s))) if s != idx => {
                         let name = &self.pkg(s).name;
-                        let hop = if &d.name == name {
-                            name.clone()
-                        } else {
-                            format!("{} → {name}", d.name)
-                        };
+                        let hop = if &d.name == name { name.clone() } else { format!("{} → {name}", d.name) };
                         let chain = format!("{} → {hop}", self.reason_chain(idx));
                         if let Some(v) = reasons.get_mut(&self.order[s]) {
                             v.push(chain);
@@ -1360,24 +1150,10 @@ impl<'a> Resolver<'a> {
                         let detail = group
                             .iter()
                             .filter_map(|d| self.by_name.get(d.name.as_str()))
-                            .map(|&s| {
-                                format!(
-                                    "{} is selected ({})",
-                                    label(self.pkg(s)),
-                                    self.origin_text(s)
-                                )
-                            })
+                            .map(|&s| format!("{} is selected ({})", label(self.pkg(s)), self.origin_text(s)))
                             .collect::<Vec<_>>();
-                        let detail = if detail.is_empty() {
-                            "not met by the final selection".to_string()
-                        } else {
-                            detail.join("; ")
-                        };
-                        return Err(ResolveError::Unsatisfiable {
-                            chain: self.error_chain(idx),
-                            relation: group_text(group),
-                            detail,
-                        });
+                        let detail = if detail.is_empty() { "not met by the final selection".to_string() } else { detail.join("; ") };
+                        return Err(ResolveError::Unsatisfiable { chain: self.error_chain(idx), relation: group_text(group), detail });
                     }
                 }
             }
@@ -1407,13 +1183,7 @@ impl<'a> Resolver<'a> {
 }
 
 fn root<'a>(origin: Origin) -> Sel<'a> {
-    Sel {
-        origin,
-        parent: None,
-        dep: None,
-        via_provider: false,
-        culprits: BTreeSet::new(),
-    }
+    Sel { origin, parent: None, dep: None, via_provider: false, culprits: BTreeSet::new() }
 }
 
 fn no_version(u: &Universe, name: &str, version: &str) -> ResolveError {
@@ -1424,11 +1194,7 @@ fn no_version(u: &Universe, name: &str, version: &str) -> ResolveError {
             available.push(v);
         }
     }
-    ResolveError::NoVersion {
-        name: name.to_string(),
-        version: version.to_string(),
-        available,
-    }
+    ResolveError::NoVersion { name: name.to_string(), version: version.to_string(), available }
 }
 
 /// Resolves `requests` against `u`, on top of the `installed` packages of a base image
@@ -1582,20 +1348,14 @@ mod tests {
 
     fn reasons_of(u: &Universe, reqs: &[&str], name: &str) -> Vec<String> {
         let res = resolve(u, &requests(reqs), &[], &ResolveOptions::default()).expect("resolves");
-        res.reasons
-            .iter()
-            .find(|(id, _)| u.get(**id).name == name)
-            .map(|(_, r)| r.clone())
-            .unwrap_or_default()
+        res.reasons.iter().find(|(id, _)| u.get(**id).name == name).map(|(_, r)| r.clone()).unwrap_or_default()
     }
 
     // --- relation parsing -----------------------------------------------------------------
 
     #[test]
     fn parses_relations() {
-        let deps =
-            parse_relations("libc6 (>= 2.34) | libc6-dev, foo:any, bar:native (<<2), baz:i386,")
-                .expect("parses");
+        let deps = parse_relations("libc6 (>= 2.34) | libc6-dev, foo:any, bar:native (<<2), baz:i386,").expect("parses");
         assert_eq!(deps.len(), 4);
         assert_eq!(deps[0].len(), 2);
         assert_eq!(deps[0][0].name, "libc6");
@@ -1606,15 +1366,7 @@ mod tests {
         assert_eq!(deps[2][0].constraint, Some((Op::Lt, v("2"))));
         assert_eq!(deps[3][0].arch, Some(ArchQual::Arch("i386".into())));
         let shown: Vec<String> = deps.iter().map(|g| group_text(g)).collect();
-        assert_eq!(
-            shown,
-            [
-                "libc6 (>= 2.34) | libc6-dev",
-                "foo:any",
-                "bar:native (<< 2)",
-                "baz:i386"
-            ]
-        );
+        assert_eq!(shown, ["libc6 (>= 2.34) | libc6-dev", "foo:any", "bar:native (<< 2)", "baz:i386"]);
     }
 
     #[test]
@@ -1624,35 +1376,20 @@ mod tests {
         let d = parse_relation("foo (> 1:1.0-1)").expect("parses");
         assert_eq!(d.constraint, Some((Op::Ge, v("1:1.0-1"))));
         let p = parse_provides("awk, libfoo-abi (= 2.1)").expect("parses");
-        assert_eq!(
-            p[0],
-            Provide {
-                name: "awk".into(),
-                version: None
-            }
-        );
+        assert_eq!(p[0], Provide { name: "awk".into(), version: None });
         assert_eq!(p[1].version, Some(v("2.1")));
         assert!(parse_relations("").expect("empty is fine").is_empty());
     }
 
     #[test]
     fn rejects_bad_relations() {
-        for bad in [
-            "foo (>= )",
-            "foo (~ 1)",
-            "foo (>= 1",
-            "a b",
-            "foo:",
-        ] {
+        for bad in ["foo (>= )", "foo (~ 1)", "foo (>= 1", "a b", "foo:"] {
             assert!(parse_relations(bad).is_err(), "{bad} should not parse");
         }
         assert!(parse_relations("a,,b").is_ok());
         assert!(parse_relations("a | , b").is_err());
         let e = parse_provides("foo (>= 1)").expect_err("only = in provides");
-        assert_eq!(
-            e.to_string(),
-            "invalid relation `foo (>= 1)`: a Provides may only carry `=`"
-        );
+        assert_eq!(e.to_string(), "invalid relation `foo (>= 1)`: a Provides may only carry `=`");
         let e = parse_relations("foo (>= 1").expect_err("unclosed");
         assert!(e.to_string().starts_with("invalid relation `foo (>= 1`: "), "{e}");
         // Architecture restrictions are dropped, as in Packages indexes.
@@ -1674,28 +1411,10 @@ mod tests {
     #[test]
     fn resolves_a_chain() {
         let u = universe(curl_universe());
-        assert_eq!(
-            ok(&u, &["curl"]),
-            [
-                "curl=7.88.1-10",
-                "libc6=2.36-9",
-                "libcurl4=7.88.1-10",
-                "libssl3=3.0.11-1"
-            ]
-        );
+        assert_eq!(ok(&u, &["curl"]), ["curl=7.88.1-10", "libc6=2.36-9", "libcurl4=7.88.1-10", "libssl3=3.0.11-1"]);
         assert_eq!(reasons_of(&u, &["curl"], "curl"), ["requested"]);
-        assert_eq!(
-            reasons_of(&u, &["curl"], "libssl3"),
-            ["curl → libcurl4 → libssl3"]
-        );
-        assert_eq!(
-            reasons_of(&u, &["curl"], "libc6"),
-            [
-                "curl → libc6",
-                "curl → libcurl4 → libc6",
-                "curl → libcurl4 → libssl3 → libc6"
-            ]
-        );
+        assert_eq!(reasons_of(&u, &["curl"], "libssl3"), ["curl → libcurl4 → libssl3"]);
+        assert_eq!(reasons_of(&u, &["curl"], "libc6"), ["curl → libc6", "curl → libcurl4 → libc6", "curl → libcurl4 → libssl3 → libc6"]);
     }
 
     #[test]
@@ -1708,23 +1427,14 @@ mod tests {
     fn duplicate_requests_are_merged_and_different_pins_refused() {
         let u = universe(vec![pkg("foo", "1", "all"), pkg("foo", "2", "all")]);
         assert_eq!(ok(&u, &["foo", "foo"]), ["foo=2"]);
-        assert_eq!(
-            err(&u, &["foo=1", "foo=2"]),
-            "`foo` is requested as both =1 and =2"
-        );
+        assert_eq!(err(&u, &["foo=1", "foo=2"]), "`foo` is requested as both =1 and =2");
     }
 
     #[test]
     fn unknown_package_suggests_a_name() {
         let u = universe(curl_universe());
-        assert_eq!(
-            err(&u, &["curll"]),
-            "unknown package `curll`; did you mean `curl`?"
-        );
-        assert_eq!(
-            err(&u, &["libssl"]),
-            "unknown package `libssl`; did you mean `libssl3`?"
-        );
+        assert_eq!(err(&u, &["curll"]), "unknown package `curll`; did you mean `curl`?");
+        assert_eq!(err(&u, &["libssl"]), "unknown package `libssl`; did you mean `libssl3`?");
         assert_eq!(err(&u, &["zzzzzzzz"]), "unknown package `zzzzzzzz`");
     }
 
@@ -1732,19 +1442,12 @@ mod tests {
     fn request_may_name_the_native_architecture() {
         let u = universe(curl_universe());
         assert_eq!(ok(&u, &["libc6:amd64"]), ["libc6=2.36-9"]);
-        assert_eq!(
-            err(&u, &["libc6:i386"]),
-            "unknown package `libc6:i386`; did you mean `libc6`?"
-        );
+        assert_eq!(err(&u, &["libc6:i386"]), "unknown package `libc6:i386`; did you mean `libc6`?");
     }
 
     #[test]
     fn other_architectures_are_not_candidates() {
-        let u = universe(vec![
-            pkg("foo", "1", "i386"),
-            pkg("bar", "1", "all"),
-            pkg("baz", "1", "amd64"),
-        ]);
+        let u = universe(vec![pkg("foo", "1", "i386"), pkg("bar", "1", "all"), pkg("baz", "1", "amd64")]);
         assert_eq!(err(&u, &["foo"]), "unknown package `foo`");
         assert_eq!(ok(&u, &["bar", "baz"]), ["bar=1", "baz=1"]);
     }
@@ -1764,51 +1467,28 @@ mod tests {
 
     #[test]
     fn first_alternative_wins_when_all_are_available() {
-        let u = universe(vec![
-            pkg("a", "1", "all").depends("b | c"),
-            pkg("b", "1", "all"),
-            pkg("c", "1", "all"),
-        ]);
+        let u = universe(vec![pkg("a", "1", "all").depends("b | c"), pkg("b", "1", "all"), pkg("c", "1", "all")]);
         assert_eq!(ok(&u, &["a"]), ["a=1", "b=1"]);
     }
 
     #[test]
     fn selected_later_alternative_wins_over_adding_the_first() {
-        let u = universe(vec![
-            pkg("a", "1", "all").depends("b | c"),
-            pkg("b", "1", "all"),
-            pkg("c", "1", "all"),
-        ]);
+        let u = universe(vec![pkg("a", "1", "all").depends("b | c"), pkg("b", "1", "all"), pkg("c", "1", "all")]);
         assert_eq!(ok(&u, &["a", "c"]), ["a=1", "c=1"]);
         assert_eq!(ok(&u, &["c", "a"]), ["a=1", "c=1"]);
     }
 
     #[test]
     fn installed_later_alternative_wins_over_adding_the_first() {
-        let u = universe(vec![
-            pkg("a", "1", "all").depends("b | c"),
-            pkg("b", "1", "all"),
-            pkg("c", "1", "all"),
-        ]);
-        let got = resolve_with(
-            &u,
-            &["a"],
-            &[inst("c", "0.5", "amd64")],
-            &ResolveOptions::default(),
-        );
+        let u = universe(vec![pkg("a", "1", "all").depends("b | c"), pkg("b", "1", "all"), pkg("c", "1", "all")]);
+        let got = resolve_with(&u, &["a"], &[inst("c", "0.5", "amd64")], &ResolveOptions::default());
         assert_eq!(got, Ok(vec!["a=1".to_string()]));
     }
 
     #[test]
     fn failing_alternatives_are_all_explained() {
-        let u = universe(vec![
-            pkg("a", "1", "all").depends("b (>= 2) | c"),
-            pkg("b", "1-1", "all"),
-        ]);
-        assert_eq!(
-            err(&u, &["a"]),
-            "a → b (>= 2) | c: b (>= 2): no version matches (available: 1-1); c: no candidate"
-        );
+        let u = universe(vec![pkg("a", "1", "all").depends("b (>= 2) | c"), pkg("b", "1-1", "all")]);
+        assert_eq!(err(&u, &["a"]), "a → b (>= 2) | c: b (>= 2): no version matches (available: 1-1); c: no candidate");
     }
 
     #[test]
@@ -1826,10 +1506,7 @@ mod tests {
 
     #[test]
     fn virtual_package_with_one_provider() {
-        let u = universe(vec![
-            pkg("mutt", "2", "amd64").depends("mta"),
-            pkg("exim", "4", "amd64").provides("mta"),
-        ]);
+        let u = universe(vec![pkg("mutt", "2", "amd64").depends("mta"), pkg("exim", "4", "amd64").provides("mta")]);
         assert_eq!(ok(&u, &["mutt"]), ["exim=4", "mutt=2"]);
         assert_eq!(reasons_of(&u, &["mutt"], "exim"), ["mutt → mta → exim"]);
     }
@@ -1837,34 +1514,24 @@ mod tests {
     #[test]
     fn provider_choice_prefers_priority_then_name() {
         let providers = vec![
-            pkg("alpha", "1", "all")
-                .provides("mta")
-                .priority("optional"),
+            pkg("alpha", "1", "all").provides("mta").priority("optional"),
             pkg("beta", "1", "all").provides("mta").priority("optional"),
-            pkg("zeta", "1", "all")
-                .provides("mta")
-                .priority("important"),
+            pkg("zeta", "1", "all").provides("mta").priority("important"),
             pkg("nopri", "1", "all").provides("mta"),
         ];
         let mut all = providers.clone();
         all.push(pkg("mutt", "1", "all").depends("mta"));
         assert_eq!(ok(&universe(all), &["mutt"]), ["mutt=1", "zeta=1"]);
-        let mut without_zeta: Vec<Package> =
-            providers.into_iter().filter(|p| p.name != "zeta").collect();
+        let mut without_zeta: Vec<Package> = providers.into_iter().filter(|p| p.name != "zeta").collect();
         without_zeta.push(pkg("mutt", "1", "all").depends("mta"));
-        assert_eq!(
-            ok(&universe(without_zeta), &["mutt"]),
-            ["alpha=1", "mutt=1"]
-        );
+        assert_eq!(ok(&universe(without_zeta), &["mutt"]), ["alpha=1", "mutt=1"]);
     }
 
     #[test]
     fn selected_provider_wins() {
         let u = universe(vec![
             pkg("mutt", "1", "all").depends("mta"),
-            pkg("alpha", "1", "all")
-                .provides("mta")
-                .priority("required"),
+            pkg("alpha", "1", "all").provides("mta").priority("required"),
             pkg("omega", "1", "all").provides("mta").priority("extra"),
         ]);
         assert_eq!(ok(&u, &["mutt", "omega"]), ["mutt=1", "omega=1"]);
@@ -1893,27 +1560,15 @@ mod tests {
 
     #[test]
     fn unversioned_provide_does_not_satisfy_a_versioned_dependency() {
-        let u = universe(vec![
-            pkg("a", "1", "all").depends("foo (>= 1)"),
-            pkg("p3", "1", "all").provides("foo"),
-        ]);
-        assert_eq!(
-            err(&u, &["a"]),
-            "a → foo (>= 1): provided by p3, but not with a matching version"
-        );
+        let u = universe(vec![pkg("a", "1", "all").depends("foo (>= 1)"), pkg("p3", "1", "all").provides("foo")]);
+        assert_eq!(err(&u, &["a"]), "a → foo (>= 1): provided by p3, but not with a matching version");
         // Even when the unversioned provider is already selected.
-        assert_eq!(
-            err(&u, &["p3", "a"]),
-            "a → foo (>= 1): provided by p3, but not with a matching version"
-        );
+        assert_eq!(err(&u, &["p3", "a"]), "a → foo (>= 1): provided by p3, but not with a matching version");
     }
 
     #[test]
     fn versioned_provide_satisfies_an_unversioned_dependency() {
-        let u = universe(vec![
-            pkg("a", "1", "all").depends("foo"),
-            pkg("p", "1", "all").provides("foo (= 3)"),
-        ]);
+        let u = universe(vec![pkg("a", "1", "all").depends("foo"), pkg("p", "1", "all").provides("foo (= 3)")]);
         assert_eq!(ok(&u, &["a"]), ["a=1", "p=1"]);
     }
 
@@ -1931,19 +1586,10 @@ mod tests {
     fn requested_virtual_package() {
         let one = universe(vec![pkg("exim", "4", "all").provides("mta")]);
         assert_eq!(ok(&one, &["mta"]), ["exim=4"]);
-        let two = universe(vec![
-            pkg("exim", "4", "all").provides("mta"),
-            pkg("postfix", "3", "all").provides("mta"),
-        ]);
-        assert_eq!(
-            err(&two, &["mta"]),
-            "`mta` is a virtual package provided by exim, postfix; request one of them"
-        );
+        let two = universe(vec![pkg("exim", "4", "all").provides("mta"), pkg("postfix", "3", "all").provides("mta")]);
+        assert_eq!(err(&two, &["mta"]), "`mta` is a virtual package provided by exim, postfix; request one of them");
         assert_eq!(ok(&two, &["mta", "postfix"]), ["postfix=3"]);
-        assert_eq!(
-            err(&two, &["mta=1"]),
-            "no version 1 of `mta`; available: none"
-        );
+        assert_eq!(err(&two, &["mta=1"]), "no version 1 of `mta`; available: none");
     }
 
     // --- versions, pins, repositories -----------------------------------------------------
@@ -1958,14 +1604,8 @@ mod tests {
     #[test]
     fn missing_pin_lists_available_versions() {
         let u = universe(vec![pkg("foo", "1.1-1", "all"), pkg("foo", "1.2-4", "all")]);
-        assert_eq!(
-            err(&u, &["foo=1.2-3"]),
-            "no version 1.2-3 of `foo`; available: 1.2-4, 1.1-1"
-        );
-        assert_eq!(
-            err(&u, &["foo=not a version"]),
-            "no version not a version of `foo`; available: 1.2-4, 1.1-1"
-        );
+        assert_eq!(err(&u, &["foo=1.2-3"]), "no version 1.2-3 of `foo`; available: 1.2-4, 1.1-1");
+        assert_eq!(err(&u, &["foo=not a version"]), "no version not a version of `foo`; available: 1.2-4, 1.1-1");
         let e = resolve(&u, &requests(&["foo=9"]), &[], &ResolveOptions::default());
         assert!(matches!(e, Err(ResolveError::NoVersion { .. })));
     }
@@ -1981,18 +1621,12 @@ mod tests {
             err(&u, &["curl", "libcurl4=7.88.1-9"]),
             "curl → libcurl4 (= 7.88.1-10): libcurl4 7.88.1-9 is already selected (requested)"
         );
-        assert_eq!(
-            ok(&u, &["curl", "libcurl4=7.88.1-10"]),
-            ["curl=7.88.1-10", "libcurl4=7.88.1-10"]
-        );
+        assert_eq!(ok(&u, &["curl", "libcurl4=7.88.1-10"]), ["curl=7.88.1-10", "libcurl4=7.88.1-10"]);
     }
 
     #[test]
     fn highest_version_across_repositories() {
-        let u = universe(vec![
-            pkg("foo", "1.0-1", "amd64").repo(0),
-            pkg("foo", "1.0-1+deb12u1", "amd64").repo(1),
-        ]);
+        let u = universe(vec![pkg("foo", "1.0-1", "amd64").repo(0), pkg("foo", "1.0-1+deb12u1", "amd64").repo(1)]);
         assert_eq!(ok(&u, &["foo"]), ["foo=1.0-1+deb12u1"]);
     }
 
@@ -2003,8 +1637,7 @@ mod tests {
             pkg("foo", "1", "amd64").repo(1).filename("z.deb"),
             pkg("foo", "1", "amd64").repo(1).filename("m.deb"),
         ]);
-        let res =
-            resolve(&u, &requests(&["foo"]), &[], &ResolveOptions::default()).expect("resolves");
+        let res = resolve(&u, &requests(&["foo"]), &[], &ResolveOptions::default()).expect("resolves");
         let chosen = u.get(res.packages[0]);
         assert_eq!((chosen.repository, chosen.filename.as_str()), (1, "m.deb"));
     }
@@ -2019,65 +1652,28 @@ mod tests {
 
     #[test]
     fn pre_depends_count() {
-        let u = universe(vec![
-            pkg("a", "1", "all").pre_depends("b (>= 1)").depends("c"),
-            pkg("b", "1", "all"),
-            pkg("c", "1", "all"),
-        ]);
+        let u = universe(vec![pkg("a", "1", "all").pre_depends("b (>= 1)").depends("c"), pkg("b", "1", "all"), pkg("c", "1", "all")]);
         assert_eq!(ok(&u, &["a"]), ["a=1", "b=1", "c=1"]);
-        let u = universe(vec![
-            pkg("a", "1", "all").pre_depends("b (>= 2)"),
-            pkg("b", "1", "all"),
-        ]);
-        assert_eq!(
-            err(&u, &["a"]),
-            "a → b (>= 2): no version matches (available: 1)"
-        );
+        let u = universe(vec![pkg("a", "1", "all").pre_depends("b (>= 2)"), pkg("b", "1", "all")]);
+        assert_eq!(err(&u, &["a"]), "a → b (>= 2): no version matches (available: 1)");
     }
 
     // --- conflicts and breaks -------------------------------------------------------------
 
     #[test]
     fn direct_conflict_between_requests() {
-        let u = universe(vec![
-            pkg("curl", "7.88", "amd64").conflicts("foo"),
-            pkg("foo", "1.0", "amd64"),
-        ]);
-        assert_eq!(
-            err(&u, &["curl", "foo"]),
-            "curl 7.88 conflicts with foo 1.0 (Conflicts: foo)"
-        );
-        assert_eq!(
-            err(&u, &["foo", "curl"]),
-            "curl 7.88 conflicts with foo 1.0 (Conflicts: foo)"
-        );
-        let e = resolve(
-            &u,
-            &requests(&["curl", "foo"]),
-            &[],
-            &ResolveOptions::default(),
-        );
-        assert!(matches!(
-            e,
-            Err(ResolveError::Conflict {
-                kind: RelationKind::Conflicts,
-                ..
-            })
-        ));
+        let u = universe(vec![pkg("curl", "7.88", "amd64").conflicts("foo"), pkg("foo", "1.0", "amd64")]);
+        assert_eq!(err(&u, &["curl", "foo"]), "curl 7.88 conflicts with foo 1.0 (Conflicts: foo)");
+        assert_eq!(err(&u, &["foo", "curl"]), "curl 7.88 conflicts with foo 1.0 (Conflicts: foo)");
+        let e = resolve(&u, &requests(&["curl", "foo"]), &[], &ResolveOptions::default());
+        assert!(matches!(e, Err(ResolveError::Conflict { kind: RelationKind::Conflicts, .. })));
     }
 
     #[test]
     fn versioned_conflict_only_applies_to_matching_versions() {
-        let u = universe(vec![
-            pkg("a", "1", "all").conflicts("b (<< 2)"),
-            pkg("b", "1", "all"),
-            pkg("b", "2", "all"),
-        ]);
+        let u = universe(vec![pkg("a", "1", "all").conflicts("b (<< 2)"), pkg("b", "1", "all"), pkg("b", "2", "all")]);
         assert_eq!(ok(&u, &["a", "b"]), ["a=1", "b=2"]);
-        assert_eq!(
-            err(&u, &["a", "b=1"]),
-            "a 1 conflicts with b 1 (Conflicts: b (<< 2))"
-        );
+        assert_eq!(err(&u, &["a", "b=1"]), "a 1 conflicts with b 1 (Conflicts: b (<< 2))");
     }
 
     #[test]
@@ -2087,21 +1683,12 @@ mod tests {
             pkg("exim", "4", "all").provides("mta").conflicts("mta"),
             pkg("postfix", "3", "all").provides("mta").conflicts("mta"),
         ]);
-        assert_eq!(
-            err(&u, &["a", "exim"]),
-            "a 1 conflicts with exim 4 (Conflicts: mta)"
-        );
-        assert_eq!(
-            err(&u, &["exim", "a"]),
-            "a 1 conflicts with exim 4 (Conflicts: mta)"
-        );
+        assert_eq!(err(&u, &["a", "exim"]), "a 1 conflicts with exim 4 (Conflicts: mta)");
+        assert_eq!(err(&u, &["exim", "a"]), "a 1 conflicts with exim 4 (Conflicts: mta)");
         // A package does not conflict with itself through what it provides, but two
         // providers of a virtual name they both conflict with cannot be together.
         assert_eq!(ok(&u, &["exim"]), ["exim=4"]);
-        assert_eq!(
-            err(&u, &["exim", "postfix"]),
-            "postfix 3 conflicts with exim 4 (Conflicts: mta)"
-        );
+        assert_eq!(err(&u, &["exim", "postfix"]), "postfix 3 conflicts with exim 4 (Conflicts: mta)");
     }
 
     #[test]
@@ -2112,10 +1699,7 @@ mod tests {
             pkg("new", "1", "all").provides("abi (= 2)"),
             pkg("plain", "1", "all").provides("abi"),
         ]);
-        assert_eq!(
-            err(&u, &["a", "old"]),
-            "a 1 conflicts with old 1 (Conflicts: abi (<< 2))"
-        );
+        assert_eq!(err(&u, &["a", "old"]), "a 1 conflicts with old 1 (Conflicts: abi (<< 2))");
         assert_eq!(ok(&u, &["a", "new", "plain"]), ["a=1", "new=1", "plain=1"]);
     }
 
@@ -2142,13 +1726,8 @@ mod tests {
     fn conflicting_provider_is_skipped() {
         let u = universe(vec![
             pkg("mutt", "1", "all").depends("mta"),
-            pkg("exim", "4", "all")
-                .provides("mta")
-                .priority("important")
-                .conflicts("z"),
-            pkg("postfix", "3", "all")
-                .provides("mta")
-                .priority("optional"),
+            pkg("exim", "4", "all").provides("mta").priority("important").conflicts("z"),
+            pkg("postfix", "3", "all").provides("mta").priority("optional"),
             pkg("z", "1", "all"),
         ]);
         assert_eq!(ok(&u, &["z", "mutt"]), ["mutt=1", "postfix=3", "z=1"]);
@@ -2166,36 +1745,16 @@ mod tests {
         ]);
         assert_eq!(err(&u, &["a", "b=1"]), "a 1 breaks b 1 (Breaks: b (<< 2))");
         assert_eq!(ok(&u, &["a", "b"]), ["a=1", "b=2"]);
-        assert_eq!(
-            err(&u, &["b=1", "c"]),
-            "c → d: d 1 breaks b 1 (Breaks: b (<< 2))"
-        );
-        let e = resolve(
-            &u,
-            &requests(&["a", "b=1"]),
-            &[],
-            &ResolveOptions::default(),
-        );
-        assert!(matches!(
-            e,
-            Err(ResolveError::Conflict {
-                kind: RelationKind::Breaks,
-                ..
-            })
-        ));
+        assert_eq!(err(&u, &["b=1", "c"]), "c → d: d 1 breaks b 1 (Breaks: b (<< 2))");
+        let e = resolve(&u, &requests(&["a", "b=1"]), &[], &ResolveOptions::default());
+        assert!(matches!(e, Err(ResolveError::Conflict { kind: RelationKind::Breaks, .. })));
     }
 
     #[test]
     fn conflict_with_an_installed_package() {
-        let u = universe(vec![
-            pkg("foo", "1", "all").conflicts("bar"),
-            pkg("bar", "1", "all"),
-        ]);
+        let u = universe(vec![pkg("foo", "1", "all").conflicts("bar"), pkg("bar", "1", "all")]);
         let base = [inst("foo", "1", "all")];
-        assert_eq!(
-            err_with(&u, &["bar"], &base),
-            "installed foo 1 conflicts with bar 1 (Conflicts: bar)"
-        );
+        assert_eq!(err_with(&u, &["bar"], &base), "installed foo 1 conflicts with bar 1 (Conflicts: bar)");
     }
 
     // --- essential, installed ---------------------------------------------------------------
@@ -2211,35 +1770,23 @@ mod tests {
         assert_eq!(ok(&u, &["curl"]), ["curl=1"]);
         assert_eq!(ok(&u, &["tool"]), ["dash=0.5", "tool=1"]);
         assert_eq!(ok(&u, &["base-files"]), ["base-files=12"]);
-        let all = ResolveOptions {
-            add_essential: true,
-        };
+        let all = ResolveOptions { add_essential: true };
         assert_eq!(
             resolve_with(&u, &["curl"], &[inst("dash", "0.4", "amd64")], &all),
             Ok(vec!["base-files=12".to_string(), "curl=1".to_string()])
         );
         let res = resolve(&u, &requests(&["curl"]), &[], &all).expect("resolves");
-        let bf = res
-            .packages
-            .iter()
-            .find(|&&id| u.get(id).name == "base-files")
-            .expect("added");
+        let bf = res.packages.iter().find(|&&id| u.get(id).name == "base-files").expect("added");
         assert_eq!(res.reasons[bf], ["essential"]);
     }
 
     #[test]
     fn installed_packages_satisfy_dependencies() {
         let u = universe(curl_universe());
-        let base = [
-            inst("libc6", "2.36-9", "amd64"),
-            inst("libssl3", "3.0.9-1", "amd64"),
-        ];
+        let base = [inst("libc6", "2.36-9", "amd64"), inst("libssl3", "3.0.9-1", "amd64")];
         assert_eq!(
             resolve_with(&u, &["curl"], &base, &ResolveOptions::default()),
-            Ok(vec![
-                "curl=7.88.1-10".to_string(),
-                "libcurl4=7.88.1-10".to_string()
-            ])
+            Ok(vec!["curl=7.88.1-10".to_string(), "libcurl4=7.88.1-10".to_string()])
         );
     }
 
@@ -2248,21 +1795,12 @@ mod tests {
         let u = universe(curl_universe());
         let base = [inst("libc6", "2.31-13", "amd64")];
         let got = resolve_with(&u, &["libssl3"], &base, &ResolveOptions::default());
-        assert_eq!(
-            got,
-            Ok(vec![
-                "libc6=2.36-9".to_string(),
-                "libssl3=3.0.11-1".to_string()
-            ])
-        );
+        assert_eq!(got, Ok(vec!["libc6=2.36-9".to_string(), "libssl3=3.0.11-1".to_string()]));
     }
 
     #[test]
     fn installed_package_is_not_downgraded() {
-        let u = universe(vec![
-            pkg("a", "1", "all").depends("libc6 (<< 2.30)"),
-            pkg("libc6", "2.28", "amd64"),
-        ]);
+        let u = universe(vec![pkg("a", "1", "all").depends("libc6 (<< 2.30)"), pkg("libc6", "2.28", "amd64")]);
         assert_eq!(
             err_with(&u, &["a"], &[inst("libc6", "2.36", "amd64")]),
             "a → libc6 (<< 2.30): installed libc6 2.36 would have to be downgraded to 2.28"
@@ -2276,10 +1814,7 @@ mod tests {
             pkg("b", "1", "all").depends("libc6 (>= 2.36)"),
             pkg("libc6", "2.36", "amd64"),
         ]);
-        assert_eq!(
-            err_with(&u, &["a", "b"], &[inst("libc6", "2.34", "amd64")]),
-            "a → libc6 (<< 2.35): libc6 2.36 is selected (b → libc6)"
-        );
+        assert_eq!(err_with(&u, &["a", "b"], &[inst("libc6", "2.34", "amd64")]), "a → libc6 (<< 2.35): libc6 2.36 is selected (b → libc6)");
     }
 
     #[test]
@@ -2287,34 +1822,14 @@ mod tests {
         let u = universe(vec![pkg("foo", "1", "all"), pkg("foo", "2", "all")]);
         let base = [inst("foo", "2", "all")];
         let none: Vec<String> = Vec::new();
-        assert_eq!(
-            resolve_with(&u, &["foo"], &base, &ResolveOptions::default()),
-            Ok(none.clone())
-        );
-        assert_eq!(
-            resolve_with(&u, &["foo=2"], &base, &ResolveOptions::default()),
-            Ok(none)
-        );
-        assert_eq!(
-            resolve_with(&u, &["foo=1"], &base, &ResolveOptions::default()),
-            Ok(vec!["foo=1".to_string()])
-        );
+        assert_eq!(resolve_with(&u, &["foo"], &base, &ResolveOptions::default()), Ok(none.clone()));
+        assert_eq!(resolve_with(&u, &["foo=2"], &base, &ResolveOptions::default()), Ok(none));
+        assert_eq!(resolve_with(&u, &["foo=1"], &base, &ResolveOptions::default()), Ok(vec!["foo=1".to_string()]));
         let older = [inst("foo", "1", "all")];
-        assert_eq!(
-            resolve_with(&u, &["foo"], &older, &ResolveOptions::default()),
-            Ok(vec!["foo=2".to_string()])
-        );
+        assert_eq!(resolve_with(&u, &["foo"], &older, &ResolveOptions::default()), Ok(vec!["foo=2".to_string()]));
         // Installed but absent from the repositories: still there.
         let u = universe(vec![]);
-        assert_eq!(
-            resolve_with(
-                &u,
-                &["bar"],
-                &[inst("bar", "1", "amd64")],
-                &ResolveOptions::default()
-            ),
-            Ok(vec![])
-        );
+        assert_eq!(resolve_with(&u, &["bar"], &[inst("bar", "1", "amd64")], &ResolveOptions::default()), Ok(vec![]));
     }
 
     #[test]
@@ -2322,15 +1837,10 @@ mod tests {
         let u = universe(vec![
             pkg("a", "1", "all").depends("awk"),
             pkg("mawk", "1.3", "amd64").provides("awk"),
-            pkg("gawk", "5", "amd64")
-                .provides("awk")
-                .priority("required"),
+            pkg("gawk", "5", "amd64").provides("awk").priority("required"),
         ]);
         let base = [inst("mawk", "1.3", "amd64")];
-        assert_eq!(
-            resolve_with(&u, &["a"], &base, &ResolveOptions::default()),
-            Ok(vec!["a=1".to_string()])
-        );
+        assert_eq!(resolve_with(&u, &["a"], &base, &ResolveOptions::default()), Ok(vec!["a=1".to_string()]));
     }
 
     // --- architecture qualifiers -----------------------------------------------------------
@@ -2343,42 +1853,23 @@ mod tests {
             pkg("perl", "5.36", "amd64"),
             pkg("data", "1", "all"),
         ]);
-        assert_eq!(
-            ok(&u, &["a"]),
-            ["a=1", "data=1", "perl=5.36", "python3=3.11.2"]
-        );
+        assert_eq!(ok(&u, &["a"]), ["a=1", "data=1", "perl=5.36", "python3=3.11.2"]);
     }
 
     #[test]
     fn qualifier_for_a_foreign_architecture() {
-        let u = universe(vec![
-            pkg("a", "1", "amd64").depends("b:i386"),
-            pkg("b", "1", "amd64"),
-            pkg("c", "1", "amd64").depends("b:amd64"),
-        ]);
-        assert_eq!(
-            err(&u, &["a"]),
-            "a → b:i386: no candidate for architecture i386 (only amd64 and all are available)"
-        );
+        let u = universe(vec![pkg("a", "1", "amd64").depends("b:i386"), pkg("b", "1", "amd64"), pkg("c", "1", "amd64").depends("b:amd64")]);
+        assert_eq!(err(&u, &["a"]), "a → b:i386: no candidate for architecture i386 (only amd64 and all are available)");
         assert_eq!(ok(&u, &["c"]), ["b=1", "c=1"]);
         let base = [inst("b", "1", "i386")];
-        assert_eq!(
-            resolve_with(&u, &["a"], &base, &ResolveOptions::default()),
-            Ok(vec!["a=1".to_string()])
-        );
+        assert_eq!(resolve_with(&u, &["a"], &base, &ResolveOptions::default()), Ok(vec!["a=1".to_string()]));
     }
 
     #[test]
     fn installed_foreign_architecture_does_not_satisfy_unqualified_dependency() {
-        let u = universe(vec![
-            pkg("a", "1", "amd64").depends("b"),
-            pkg("b", "1", "amd64"),
-        ]);
+        let u = universe(vec![pkg("a", "1", "amd64").depends("b"), pkg("b", "1", "amd64")]);
         let base = [inst("b", "1", "i386")];
-        assert_eq!(
-            resolve_with(&u, &["a"], &base, &ResolveOptions::default()),
-            Ok(vec!["a=1".to_string(), "b=1".to_string()])
-        );
+        assert_eq!(resolve_with(&u, &["a"], &base, &ResolveOptions::default()), Ok(vec!["a=1".to_string(), "b=1".to_string()]));
     }
 
     // --- cycles, failures -------------------------------------------------------------------
@@ -2401,10 +1892,7 @@ mod tests {
             pkg("curl", "7.88.1-10+deb12u12", "amd64").depends("libcurl4 (= 7.88.1-10+deb12u12)"),
             pkg("libcurl4", "7.88.1-10+deb12u12", "amd64").depends("libssl3 (>= 3.0.0)"),
         ]);
-        assert_eq!(
-            err(&u, &["curl"]),
-            "curl → libcurl4 (= 7.88.1-10+deb12u12) → libssl3 (>= 3.0.0): no candidate"
-        );
+        assert_eq!(err(&u, &["curl"]), "curl → libcurl4 (= 7.88.1-10+deb12u12) → libssl3 (>= 3.0.0): no candidate");
         let e = resolve(&u, &requests(&["curl"]), &[], &ResolveOptions::default());
         assert_eq!(
             e,
@@ -2432,27 +1920,15 @@ mod tests {
 
     #[test]
     fn failure_below_a_provider_shows_the_virtual_hop() {
-        let u = universe(vec![
-            pkg("mutt", "1", "all").depends("mta"),
-            pkg("exim", "4", "all")
-                .provides("mta")
-                .depends("libdb (>= 5)"),
-        ]);
-        assert_eq!(
-            err(&u, &["mutt"]),
-            "mutt → mta → exim → libdb (>= 5): no candidate"
-        );
+        let u = universe(vec![pkg("mutt", "1", "all").depends("mta"), pkg("exim", "4", "all").provides("mta").depends("libdb (>= 5)")]);
+        assert_eq!(err(&u, &["mutt"]), "mutt → mta → exim → libdb (>= 5): no candidate");
     }
 
     // --- backtracking -----------------------------------------------------------------------
 
     #[test]
     fn backtracks_to_the_next_alternative() {
-        let u = universe(vec![
-            pkg("a", "1", "all").depends("b | c"),
-            pkg("b", "1", "all").depends("missing"),
-            pkg("c", "1", "all"),
-        ]);
+        let u = universe(vec![pkg("a", "1", "all").depends("b | c"), pkg("b", "1", "all").depends("missing"), pkg("c", "1", "all")]);
         assert_eq!(ok(&u, &["a"]), ["a=1", "c=1"]);
     }
 
@@ -2472,27 +1948,18 @@ mod tests {
         // The first choice's grandchild fails; the second provider works.
         let u = universe(vec![
             pkg("app", "1", "all").depends("lib-virtual"),
-            pkg("lib-a", "1", "all")
-                .provides("lib-virtual")
-                .priority("required")
-                .depends("helper"),
+            pkg("lib-a", "1", "all").provides("lib-virtual").priority("required").depends("helper"),
             pkg("helper", "1", "all").depends("tool-x | tool-y"),
             pkg("tool-x", "1", "all").depends("nowhere"),
             pkg("tool-y", "1", "all").depends("nowhere-either"),
-            pkg("lib-b", "1", "all")
-                .provides("lib-virtual")
-                .priority("optional"),
+            pkg("lib-b", "1", "all").provides("lib-virtual").priority("optional"),
         ]);
         assert_eq!(ok(&u, &["app"]), ["app=1", "lib-b=1"]);
     }
 
     #[test]
     fn exhausted_alternatives_report_the_first_path() {
-        let u = universe(vec![
-            pkg("a", "1", "all").depends("b | c"),
-            pkg("b", "1", "all").depends("x"),
-            pkg("c", "1", "all").depends("y"),
-        ]);
+        let u = universe(vec![pkg("a", "1", "all").depends("b | c"), pkg("b", "1", "all").depends("x"), pkg("c", "1", "all").depends("y")]);
         assert_eq!(err(&u, &["a"]), "a → b → x: no candidate");
     }
 
@@ -2531,9 +1998,7 @@ mod tests {
         let u = universe(fine);
         let got = ok(&u, &["root"]);
         assert_eq!(got.len(), 1 + 40 * 2 + 1);
-        assert!(got
-            .iter()
-            .all(|p| !p.starts_with('x') && !p.starts_with('b')));
+        assert!(got.iter().all(|p| !p.starts_with('x') && !p.starts_with('b')));
     }
 
     #[test]
@@ -2552,35 +2017,22 @@ mod tests {
         packages.push(pkg("end", "1", "all").conflicts("token"));
         let u = universe(packages);
         let msg = err(&u, &["root"]);
-        assert_eq!(
-            msg,
-            "root → end: end 1 conflicts with p0 1 (Conflicts: token)"
-        );
+        assert_eq!(msg, "root → end: end 1 conflicts with p0 1 (Conflicts: token)");
     }
 
     // --- determinism ------------------------------------------------------------------------
 
     fn rich_universe() -> Vec<Package> {
         vec![
-            pkg("app", "2", "amd64")
-                .depends("libfoo (>= 1) | libfoo-compat, mta, python3:any, data"),
+            pkg("app", "2", "amd64").depends("libfoo (>= 1) | libfoo-compat, mta, python3:any, data"),
             pkg("app", "1", "amd64").repo(1),
             pkg("libfoo", "1.2", "amd64").depends("libc6").repo(0),
             pkg("libfoo", "1.2", "amd64").depends("libc6").repo(1),
             pkg("libfoo-compat", "1", "amd64"),
-            pkg("exim", "4", "amd64")
-                .provides("mta")
-                .priority("standard")
-                .depends("libc6"),
-            pkg("postfix", "3", "amd64")
-                .provides("mta")
-                .priority("standard"),
-            pkg("courier", "1", "amd64")
-                .provides("mta")
-                .priority("optional"),
-            pkg("python3", "3.11", "amd64")
-                .multi_arch(MultiArch::Allowed)
-                .depends("libc6"),
+            pkg("exim", "4", "amd64").provides("mta").priority("standard").depends("libc6"),
+            pkg("postfix", "3", "amd64").provides("mta").priority("standard"),
+            pkg("courier", "1", "amd64").provides("mta").priority("optional"),
+            pkg("python3", "3.11", "amd64").multi_arch(MultiArch::Allowed).depends("libc6"),
             pkg("data", "1", "all").depends("tzdata | tzdata-legacy"),
             pkg("tzdata", "2024a", "all"),
             pkg("tzdata", "2024b", "all").repo(1),
@@ -2596,10 +2048,7 @@ mod tests {
             .iter()
             .map(|id| {
                 let p = u.get(*id);
-                (
-                    format!("{} {} {}", p.id(), p.architecture, p.repository),
-                    res.reasons[id].clone(),
-                )
+                (format!("{} {} {}", p.id(), p.architecture, p.repository), res.reasons[id].clone())
             })
             .collect()
     }
@@ -2624,9 +2073,7 @@ mod tests {
         for _ in 0..20 {
             let mut shuffled = base.clone();
             for i in (1..shuffled.len()).rev() {
-                seed = seed
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
                 let j = (seed >> 33) as usize % (i + 1);
                 shuffled.swap(i, j);
             }

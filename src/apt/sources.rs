@@ -72,20 +72,11 @@ pub enum SourcesError {
         "no mirror for repository `{repo}` (suite `{suite}`): pass `--mirror {repo}=URL`, \
          set `{var}=URL`, or add a `deb` source for suite `{suite}` to {dir}/"
     )]
-    NoMirror {
-        repo: String,
-        suite: String,
-        var: String,
-        dir: String,
-    },
+    NoMirror { repo: String, suite: String, var: String, dir: String },
     #[error("invalid `--mirror` value `{value}`: {reason}")]
     BadFlag { value: String, reason: String },
     #[error("invalid mirror URL `{url}` in environment variable `{var}`: {reason}")]
-    BadEnv {
-        var: String,
-        url: String,
-        reason: String,
-    },
+    BadEnv { var: String, url: String, reason: String },
     #[error("failed to read `{path}`: {source}")]
     Read {
         path: PathBuf,
@@ -93,32 +84,20 @@ pub enum SourcesError {
         source: std::io::Error,
     },
     #[error("failed to parse `{path}` line {line}: {reason}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
+    Parse { path: PathBuf, line: usize, reason: String },
 }
 
 /// Parse a `--mirror NAME=URL` value. The URL must be `http://`, `https://` or `file://`; trailing
 /// slashes are removed.
 pub fn parse_mirror_flag(s: &str) -> Result<(String, String), SourcesError> {
-    let bad = |reason: &str| SourcesError::BadFlag {
-        value: s.to_string(),
-        reason: reason.to_string(),
-    };
+    let bad = |reason: &str| SourcesError::BadFlag { value: s.to_string(), reason: reason.to_string() };
     let (name, url) = s.split_once('=').ok_or_else(|| bad("expected NAME=URL"))?;
     let name = name.trim();
     if name.is_empty() {
         return Err(bad("the repository name is empty"));
     }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(bad(
-            "the repository name may only contain letters, digits, `-`, `_` and `.`",
-        ));
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(bad("the repository name may only contain letters, digits, `-`, `_` and `.`"));
     }
     let url = check_url(url.trim()).map_err(|reason| bad(&reason))?;
     Ok((name.to_string(), url))
@@ -127,13 +106,7 @@ pub fn parse_mirror_flag(s: &str) -> Result<(String, String), SourcesError> {
 /// Name of the environment variable that can hold the mirror of repository `repo_name`.
 pub fn env_var_name(repo_name: &str) -> String {
     let mut var = String::from("COMPOSE_MIRROR_");
-    var.extend(repo_name.chars().map(|c| {
-        if c.is_ascii_alphanumeric() {
-            c.to_ascii_uppercase()
-        } else {
-            '_'
-        }
-    }));
+    var.extend(repo_name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }));
     var
 }
 
@@ -151,35 +124,19 @@ pub fn resolve_mirror(
     root: &Path,
 ) -> Result<Mirror, SourcesError> {
     if let Some((_, url)) = flags.iter().rev().find(|(name, _)| name == repo_name) {
-        let url = check_url(url.trim()).map_err(|reason| SourcesError::BadFlag {
-            value: format!("{repo_name}={url}"),
-            reason,
-        })?;
-        return Ok(Mirror {
-            url,
-            origin: MirrorOrigin::Flag,
-        });
+        let url = check_url(url.trim()).map_err(|reason| SourcesError::BadFlag { value: format!("{repo_name}={url}"), reason })?;
+        return Ok(Mirror { url, origin: MirrorOrigin::Flag });
     }
 
     let var = env_var_name(repo_name);
     if let Some(value) = env(&var).filter(|v| !v.trim().is_empty()) {
-        let url = check_url(value.trim()).map_err(|reason| SourcesError::BadEnv {
-            var: var.clone(),
-            url: value.clone(),
-            reason,
-        })?;
-        return Ok(Mirror {
-            url,
-            origin: MirrorOrigin::Env(var),
-        });
+        let url = check_url(value.trim()).map_err(|reason| SourcesError::BadEnv { var: var.clone(), url: value.clone(), reason })?;
+        return Ok(Mirror { url, origin: MirrorOrigin::Env(var) });
     }
 
     for source in host_sources(root)? {
         if source.kind == "deb" && source.suite == suite && url_scheme_ok(&source.uri) {
-            return Ok(Mirror {
-                url: source.uri,
-                origin: MirrorOrigin::HostSources(source.file),
-            });
+            return Ok(Mirror { url: source.uri, origin: MirrorOrigin::HostSources(source.file) });
         }
     }
 
@@ -209,18 +166,11 @@ pub fn host_sources(root: &Path) -> Result<Vec<HostSource>, SourcesError> {
     };
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| SourcesError::Read {
-            path: dir.clone(),
-            source,
-        })?;
+        let entry = entry.map_err(|source| SourcesError::Read { path: dir.clone(), source })?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         // apt ignores hidden files and names with characters outside [A-Za-z0-9_.-].
-        if name.starts_with('.')
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
+        if name.starts_with('.') || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
             continue;
         }
         if name.ends_with(".list") || name.ends_with(".sources") {
@@ -246,10 +196,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, SourcesError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(SourcesError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(SourcesError::Read { path: path.to_path_buf(), source }),
     }
 }
 
@@ -278,39 +225,28 @@ fn url_scheme_ok(url: &str) -> bool {
 }
 
 fn is_disabled(value: &str) -> bool {
-    matches!(
-        value.trim().to_ascii_lowercase().as_str(),
-        "no" | "false" | "0"
-    )
+    matches!(value.trim().to_ascii_lowercase().as_str(), "no" | "false" | "0")
 }
 
 /// Parse the one-line format: `deb [opt=val ...] URI SUITE [COMPONENT...]`.
 fn parse_one_line(text: &str, path: &Path, out: &mut Vec<HostSource>) -> Result<(), SourcesError> {
     for (idx, raw) in text.lines().enumerate() {
         let line_no = idx + 1;
-        let err = |reason: String| SourcesError::Parse {
-            path: path.to_path_buf(),
-            line: line_no,
-            reason,
-        };
+        let err = |reason: String| SourcesError::Parse { path: path.to_path_buf(), line: line_no, reason };
         let line = raw.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
         let (kind, rest) = split_word(line);
         if kind != "deb" && kind != "deb-src" {
-            return Err(err(format!(
-                "unknown type `{kind}` (expected `deb` or `deb-src`)"
-            )));
+            return Err(err(format!("unknown type `{kind}` (expected `deb` or `deb-src`)")));
         }
         let mut rest = rest.trim_start();
         let mut signed_by = None;
         let mut architectures = Vec::new();
         let mut enabled = true;
         if let Some(after) = rest.strip_prefix('[') {
-            let close = after
-                .find(']')
-                .ok_or_else(|| err("unterminated `[` option list".into()))?;
+            let close = after.find(']').ok_or_else(|| err("unterminated `[` option list".into()))?;
             for opt in after[..close].split_whitespace() {
                 let Some((key, value)) = opt.split_once('=') else {
                     return Err(err(format!("option `{opt}` is not KEY=VALUE")));
@@ -328,15 +264,8 @@ fn parse_one_line(text: &str, path: &Path, out: &mut Vec<HostSource>) -> Result<
             rest = after[close + 1..].trim_start();
         }
         let mut words = rest.split_whitespace();
-        let uri = words
-            .next()
-            .ok_or_else(|| err("missing URI".into()))?
-            .trim_end_matches('/')
-            .to_string();
-        let suite = words
-            .next()
-            .ok_or_else(|| err("missing suite".into()))?
-            .to_string();
+        let uri = words.next().ok_or_else(|| err("missing URI".into()))?.trim_end_matches('/').to_string();
+        let suite = words.next().ok_or_else(|| err("missing suite".into()))?.to_string();
         let components: Vec<String> = words.map(str::to_string).collect();
         if !enabled {
             continue;
@@ -405,11 +334,7 @@ fn parse_deb822(text: &str, path: &Path, out: &mut Vec<HostSource>) -> Result<()
         if stanza.is_empty() {
             start = line_no;
         }
-        stanza.push((
-            name.trim().to_ascii_lowercase(),
-            value.trim().to_string(),
-            line_no,
-        ));
+        stanza.push((name.trim().to_ascii_lowercase(), value.trim().to_string(), line_no));
     }
     if !stanza.is_empty() {
         finish_deb822_stanza(stanza, start, path, out)?;
@@ -423,44 +348,18 @@ fn finish_deb822_stanza(
     path: &Path,
     out: &mut Vec<HostSource>,
 ) -> Result<(), SourcesError> {
-    let get = |name: &str| {
-        stanza
-            .iter()
-            .rev()
-            .find(|(n, _, _)| n == name)
-            .map(|(_, v, _)| v.as_str())
-    };
+    let get = |name: &str| stanza.iter().rev().find(|(n, _, _)| n == name).map(|(_, v, _)| v.as_str());
     if get("enabled").is_some_and(is_disabled) {
         return Ok(());
     }
-    let missing = |field: &str| SourcesError::Parse {
-        path: path.to_path_buf(),
-        line: start,
-        reason: format!("stanza has no `{field}` field"),
-    };
-    let types: Vec<&str> = get("types")
-        .ok_or_else(|| missing("Types"))?
-        .split_whitespace()
-        .collect();
-    let uris: Vec<&str> = get("uris")
-        .ok_or_else(|| missing("URIs"))?
-        .split_whitespace()
-        .collect();
-    let suites: Vec<&str> = get("suites")
-        .ok_or_else(|| missing("Suites"))?
-        .split_whitespace()
-        .collect();
-    let components: Vec<String> = get("components")
-        .unwrap_or("")
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let missing =
+        |field: &str| SourcesError::Parse { path: path.to_path_buf(), line: start, reason: format!("stanza has no `{field}` field") };
+    let types: Vec<&str> = get("types").ok_or_else(|| missing("Types"))?.split_whitespace().collect();
+    let uris: Vec<&str> = get("uris").ok_or_else(|| missing("URIs"))?.split_whitespace().collect();
+    let suites: Vec<&str> = get("suites").ok_or_else(|| missing("Suites"))?.split_whitespace().collect();
+    let components: Vec<String> = get("components").unwrap_or("").split_whitespace().map(str::to_string).collect();
     let signed_by = get("signed-by").map(str::to_string);
-    let architectures: Vec<String> = get("architectures")
-        .unwrap_or("")
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let architectures: Vec<String> = get("architectures").unwrap_or("").split_whitespace().map(str::to_string).collect();
     for kind in &types {
         if *kind != "deb" && *kind != "deb-src" {
             return Err(SourcesError::Parse {
@@ -544,11 +443,7 @@ mod tests {
             "deb http://four.example.invalid/debian bookworm main\n\
              deb http://five.example.invalid/debian trixie main\n",
         );
-        write(
-            root,
-            "etc/apt/sources.list.d/0-ignored.list.disabled-by-farm",
-            "deb http://ignored.example.invalid/debian trixie main\n",
-        );
+        write(root, "etc/apt/sources.list.d/0-ignored.list.disabled-by-farm", "deb http://ignored.example.invalid/debian trixie main\n");
         write(
             root,
             "etc/apt/sources.list.d/0-ignored.sources.disabled-by-farm",
@@ -563,10 +458,7 @@ mod tests {
             parse_mirror_flag("debian=http://m.example.invalid/debian/").expect("ok"),
             ("debian".into(), "http://m.example.invalid/debian".into())
         );
-        assert_eq!(
-            parse_mirror_flag("local=file:///srv/mirror").expect("ok").1,
-            "file:///srv/mirror"
-        );
+        assert_eq!(parse_mirror_flag("local=file:///srv/mirror").expect("ok").1, "file:///srv/mirror");
         assert!(parse_mirror_flag("debian").is_err());
         assert!(parse_mirror_flag("=http://x.invalid").is_err());
         let e = parse_mirror_flag("debian=ftp://x.invalid/debian").unwrap_err();
@@ -578,10 +470,7 @@ mod tests {
     #[test]
     fn env_var_names() {
         assert_eq!(env_var_name("debian"), "COMPOSE_MIRROR_DEBIAN");
-        assert_eq!(
-            env_var_name("debian-security"),
-            "COMPOSE_MIRROR_DEBIAN_SECURITY"
-        );
+        assert_eq!(env_var_name("debian-security"), "COMPOSE_MIRROR_DEBIAN_SECURITY");
         assert_eq!(env_var_name("my.repo"), "COMPOSE_MIRROR_MY_REPO");
     }
 
@@ -589,18 +478,12 @@ mod tests {
     fn order_flag_env_host() {
         let dir = tree();
         let root = dir.path();
-        let env_map: HashMap<String, String> = [(
-            "COMPOSE_MIRROR_DEBIAN".to_string(),
-            "https://env.example.invalid/debian/".to_string(),
-        )]
-        .into();
+        let env_map: HashMap<String, String> =
+            [("COMPOSE_MIRROR_DEBIAN".to_string(), "https://env.example.invalid/debian/".to_string())].into();
         let env = |k: &str| env_map.get(k).cloned();
         let flags = vec![
             ("debian".to_string(), "http://a.example.invalid".to_string()),
-            (
-                "debian".to_string(),
-                "http://flag.example.invalid/".to_string(),
-            ),
+            ("debian".to_string(), "http://flag.example.invalid/".to_string()),
             ("other".to_string(), "http://o.example.invalid".to_string()),
         ];
 
@@ -614,10 +497,7 @@ mod tests {
 
         let m = resolve_mirror("debian", "bookworm", &[], &no_env, root).expect("host");
         assert_eq!(m.url, "http://two.example.invalid/debian");
-        assert_eq!(
-            m.origin,
-            MirrorOrigin::HostSources(root.join("etc/apt/sources.list.d/b-debian.sources"))
-        );
+        assert_eq!(m.origin, MirrorOrigin::HostSources(root.join("etc/apt/sources.list.d/b-debian.sources")));
     }
 
     #[test]
@@ -629,25 +509,13 @@ mod tests {
         // sources.list comes first.
         let m = get("sid").expect("sid");
         assert_eq!(m.url, "http://one.example.invalid/debian");
-        assert_eq!(
-            m.origin,
-            MirrorOrigin::HostSources(root.join("etc/apt/sources.list"))
-        );
+        assert_eq!(m.origin, MirrorOrigin::HostSources(root.join("etc/apt/sources.list")));
         // Second suite of a multi-suite stanza.
-        assert_eq!(
-            get("bookworm-updates").expect("updates").url,
-            "http://two.example.invalid/debian"
-        );
-        assert_eq!(
-            get("bookworm-security").expect("security").url,
-            "http://sec.example.invalid/debian-security"
-        );
+        assert_eq!(get("bookworm-updates").expect("updates").url, "http://two.example.invalid/debian");
+        assert_eq!(get("bookworm-security").expect("security").url, "http://sec.example.invalid/debian-security");
         // `enabled=no` in sources.list and `Enabled: no` stanza skipped; `.disabled-by-farm`
         // ignored; so trixie comes from c-extra.list.
-        assert_eq!(
-            get("trixie").expect("trixie").url,
-            "http://five.example.invalid/debian"
-        );
+        assert_eq!(get("trixie").expect("trixie").url, "http://five.example.invalid/debian");
         // deb-src never matches.
         let e = get("buster").unwrap_err().to_string();
         assert!(e.contains("--mirror r=URL"), "{e}");
@@ -667,17 +535,12 @@ mod tests {
         assert_eq!(sid.signed_by.as_deref(), Some("/usr/share/keyrings/x.gpg"));
         assert_eq!(sid.line, 4);
         // 2 URIs x 2 suites.
-        let b = all
-            .iter()
-            .filter(|s| s.file.ends_with("b-debian.sources") && s.kind == "deb")
-            .count();
+        let b = all.iter().filter(|s| s.file.ends_with("b-debian.sources") && s.kind == "deb").count();
         assert_eq!(b, 5);
         assert!(all.iter().all(|s| !s.uri.contains("disabled")));
         assert!(all.iter().all(|s| !s.uri.contains("ignored")));
         assert!(all.iter().all(|s| !s.uri.contains("off.example")));
-        assert!(all
-            .iter()
-            .any(|s| s.kind == "deb-src" && s.suite == "bookworm-security"));
+        assert!(all.iter().any(|s| s.kind == "deb-src" && s.suite == "bookworm-security"));
     }
 
     #[test]
@@ -691,11 +554,7 @@ mod tests {
         assert!(e.contains("sources.list` line 1"), "{e}");
 
         write(dir.path(), "etc/apt/sources.list", "");
-        write(
-            dir.path(),
-            "etc/apt/sources.list.d/x.sources",
-            "Types: deb\nSuites: bookworm\n",
-        );
+        write(dir.path(), "etc/apt/sources.list.d/x.sources", "Types: deb\nSuites: bookworm\n");
         let e = host_sources(dir.path()).unwrap_err().to_string();
         assert!(e.contains("URIs"), "{e}");
     }

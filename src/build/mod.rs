@@ -219,9 +219,9 @@ fn execute_inner(
         }
     }
     // Remote requests wait on the network, not the CPU: more in flight than there are cores.
-    let io_pool = remote.filter(|_| done.len() < order.len()).and_then(|_| {
-        rayon::ThreadPoolBuilder::new().num_threads(REMOTE_REQUESTS).thread_name(|i| format!("remote-{i}")).build().ok()
-    });
+    let io_pool = remote
+        .filter(|_| done.len() < order.len())
+        .and_then(|_| rayon::ThreadPoolBuilder::new().num_threads(REMOTE_REQUESTS).thread_name(|i| format!("remote-{i}")).build().ok());
     // What the remote cache offers, asked top-down in rounds: only for derivations this build
     // needs given the answers so far (an image found remotely spares asking about the files and
     // packages it was made from). Records only; blobs are fetched later.
@@ -238,9 +238,7 @@ fn execute_inner(
             }
             asked.extend(ask.iter().copied());
             let query = || -> Vec<(NodeIndex, Record)> {
-                ask.par_iter()
-                    .filter_map(|&n| rc.record(&plan.graph[n].hash).filter(|r| fits(&plan.graph[n], r)).map(|r| (n, r)))
-                    .collect()
+                ask.par_iter().filter_map(|&n| rc.record(&plan.graph[n].hash).filter(|r| fits(&plan.graph[n], r)).map(|r| (n, r))).collect()
             };
             offered.extend(match &io_pool {
                 Some(pool) => pool.install(query),
@@ -470,24 +468,14 @@ pub(crate) fn build_layer(name: &str, entries: &[PlannedEntry], epoch: u64, stor
     drop(sink);
     let digest = Sha256(digests.digest);
     store.commit_blob(tmp, &digest)?;
-    Ok(Output {
-        digest,
-        size: digests.size,
-        media_type: layer::GZIP_MEDIA_TYPE.into(),
-        diff_id: Some(Sha256(digests.diff_id)),
-    })
+    Ok(Output { digest, size: digests.size, media_type: layer::GZIP_MEDIA_TYPE.into(), diff_id: Some(Sha256(digests.diff_id)) })
 }
 
 /// A base's config, layer descriptors and diff_ids.
 type BaseParts = (serde_json::Value, Vec<Descriptor>, Vec<Sha256>);
 
 /// The base an image starts from: its config, layer descriptors and diff_ids.
-fn base_of(
-    plan: &Plan,
-    img: &ImageDrv,
-    deps: &HashMap<NodeIndex, Record>,
-    store: &Store,
-) -> Result<Option<BaseParts>, BuildError> {
+fn base_of(plan: &Plan, img: &ImageDrv, deps: &HashMap<NodeIndex, Record>, store: &Store) -> Result<Option<BaseParts>, BuildError> {
     let damaged = |what: &str| BuildError::MissingOutput(format!("base image ({what})"), "config");
     match &img.base {
         None => Ok(None),
@@ -498,10 +486,10 @@ fn base_of(
         }
         Some(ImageBase::Image(parent)) => {
             let rec = deps.get(parent).ok_or_else(|| BuildError::MissingOutput(plan.graph[*parent].name.clone(), "manifest"))?;
-            let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&output(rec, "config")?.digest)?)
-                .map_err(|_| damaged("config"))?;
-            let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(&output(rec, "manifest")?.digest)?)
-                .map_err(|_| damaged("manifest"))?;
+            let config: serde_json::Value =
+                serde_json::from_slice(&store.read_blob(&output(rec, "config")?.digest)?).map_err(|_| damaged("config"))?;
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&store.read_blob(&output(rec, "manifest")?.digest)?).map_err(|_| damaged("manifest"))?;
             let mut descs = Vec::new();
             for l in manifest.get("layers").and_then(|v| v.as_array()).cloned().unwrap_or_default() {
                 let digest = l.get("digest").and_then(|d| d.as_str()).and_then(|d| d.parse().ok()).ok_or_else(|| damaged("layer"))?;
@@ -587,7 +575,10 @@ pub fn finished(plan: &Plan, ex: &Executed, store: &Store, name: &str, tag: &str
             .map_err(|_| BuildError::MissingOutput(plan.graph[i].name.clone(), "manifest"))?;
         let mut layer_digests = Vec::new();
         for l in doc.get("layers").and_then(|v| v.as_array()).cloned().unwrap_or_default() {
-            let d: Sha256 = l.get("digest").and_then(|d| d.as_str()).and_then(|d| d.parse().ok())
+            let d: Sha256 = l
+                .get("digest")
+                .and_then(|d| d.as_str())
+                .and_then(|d| d.parse().ok())
                 .ok_or_else(|| BuildError::MissingOutput(plan.graph[i].name.clone(), "layer"))?;
             blobs.push((d, l.get("size").and_then(|v| v.as_u64()).unwrap_or(0)));
             layer_digests.push(d);

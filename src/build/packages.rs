@@ -13,10 +13,10 @@ use petgraph::graph::NodeIndex;
 use sha2::Digest as _;
 
 use crate::apt::deb::{self, DebError, InstallOptions};
+use crate::base::BlobSource;
 use crate::hash::Sha256;
 use crate::http::{Http, HttpError, Sink};
 use crate::layer::{self, LayerWriter};
-use crate::base::BlobSource;
 use crate::plan::{self, BlobDrv, DebLayerDrv, DrvKind, FetchDrv, ImageDrv, MergedLayerDrv, MetaDrv, Plan, PlannedEntry};
 use crate::store::{self, Output, Record, Store, StoreError};
 
@@ -30,7 +30,9 @@ pub const LICENCES_MEDIA_TYPE: &str = "application/vnd.compose.licences.v1+json"
 pub enum PackageError {
     #[error("no mirror to download `{package}` from: {reason}")]
     NoMirror { package: String, reason: String },
-    #[error("the mirror of `{repository}` no longer has `{package}` ({url}); run `compose lock --update` to move to the versions it has now")]
+    #[error(
+        "the mirror of `{repository}` no longer has `{package}` ({url}); run `compose lock --update` to move to the versions it has now"
+    )]
     Gone { package: String, repository: String, url: String },
     #[error("cannot download `{package}`")]
     Download {
@@ -39,14 +41,7 @@ pub enum PackageError {
         source: HttpError,
     },
     #[error("`{package}` from {url} does not match the lockfile: expected sha256 {expected} ({expected_size} bytes), got {actual} ({actual_size} bytes)")]
-    Mismatch {
-        package: String,
-        url: String,
-        expected: String,
-        expected_size: u64,
-        actual: String,
-        actual_size: u64,
-    },
+    Mismatch { package: String, url: String, expected: String, expected_size: u64, actual: String, actual_size: u64 },
     #[error("cannot install `{package}`")]
     Install {
         package: String,
@@ -190,7 +185,12 @@ fn read_files(store: &Store, o: &Output) -> Result<BTreeMap<String, String>, Bui
 }
 
 /// One package's data as a layer, with its file list and the licences its `copyright` declares.
-pub fn deb_layer(plan: &Plan, d: &DebLayerDrv, deps: &HashMap<NodeIndex, Record>, store: &Store) -> Result<(Output, Output, Output), BuildError> {
+pub fn deb_layer(
+    plan: &Plan,
+    d: &DebLayerDrv,
+    deps: &HashMap<NodeIndex, Record>,
+    store: &Store,
+) -> Result<(Output, Output, Output), BuildError> {
     let deb = deb_path(plan, d.fetch, deps, store)?;
     let tmp = store.temp_file()?;
     let sink = store::buffered(&tmp)?;
@@ -198,8 +198,8 @@ pub fn deb_layer(plan: &Plan, d: &DebLayerDrv, deps: &HashMap<NodeIndex, Record>
     let copyright = format!("/usr/share/doc/{name}/copyright");
     let opts = InstallOptions { epoch: d.epoch, merged_usr: d.merged_usr, keep: vec![copyright.clone()] };
     let spill = store.tmp_dir();
-    let (mut sink, installed) = deb::install_layer(&deb, &opts, sink, &spill)
-        .map_err(|source| PackageError::Install { package: d.package.clone(), source })?;
+    let (mut sink, installed) =
+        deb::install_layer(&deb, &opts, sink, &spill).map_err(|source| PackageError::Install { package: d.package.clone(), source })?;
     sink.flush().map_err(|source| BuildError::Write { name: d.package.clone(), source })?;
     drop(sink);
     let digest = Sha256(installed.digests.digest);
@@ -307,7 +307,8 @@ pub fn merged_layer(
                 mtime: h.mtime().map_err(PackageError::Merge)?,
                 kind,
             };
-            let data: Option<&mut dyn Read> = if matches!(entry.kind, layer::EntryKind::File { .. }) { Some(&mut head.entry) } else { None };
+            let data: Option<&mut dyn Read> =
+                if matches!(entry.kind, layer::EntryKind::File { .. }) { Some(&mut head.entry) } else { None };
             w.append(&entry, data).map_err(PackageError::MergeLayer)?;
         }
         for i in holders {
@@ -334,9 +335,7 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
         let deb = deb_of(n)?;
         let files = deb::read_files(&deb, &|p: &str| p.starts_with("/usr/share/base-passwd/") && p.ends_with(".master"))
             .map_err(|source| PackageError::Install { package: "base-passwd".into(), source })?;
-        let get = |name: &str| {
-            files.iter().find(|(p, _)| p.ends_with(name)).map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-        };
+        let get = |name: &str| files.iter().find(|(p, _)| p.ends_with(name)).map(|(_, b)| String::from_utf8_lossy(b).into_owned());
         if let (Some(p), Some(g)) = (get("/passwd.master"), get("/group.master")) {
             masters = Some((p, g));
         }
@@ -371,8 +370,8 @@ pub fn check_conflicts(plan: &Plan, img: &ImageDrv, deps: &HashMap<NodeIndex, Re
             match seen.get(&path) {
                 Some((j, v)) if *v != value => {
                     let other = &img.packages[*j];
-                    let declared = pl.replaces.iter().any(|r| other.packages.contains(r))
-                        || other.replaces.iter().any(|r| pl.packages.contains(r));
+                    let declared =
+                        pl.replaces.iter().any(|r| other.packages.contains(r)) || other.replaces.iter().any(|r| pl.packages.contains(r));
                     if !declared {
                         return Err(PackageError::Conflict { path, a: other.packages.join(", "), b: pl.packages.join(", ") }.into());
                     }

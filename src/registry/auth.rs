@@ -50,11 +50,7 @@ pub(super) struct Credential {
 
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credential")
-            .field("user", &self.user)
-            .field("secret", &"<redacted>")
-            .field("source", &self.source)
-            .finish()
+        f.debug_struct("Credential").field("user", &self.user).field("secret", &"<redacted>").field("source", &self.source).finish()
     }
 }
 
@@ -110,8 +106,7 @@ fn auth_error(path: &Path, reason: impl Into<String>) -> RegistryError {
 }
 
 fn parse_file(path: &Path, text: &str) -> Result<AuthFile, RegistryError> {
-    let raw: RawFile =
-        serde_json::from_str(text).map_err(|e| auth_error(path, format!("invalid JSON: {e}")))?;
+    let raw: RawFile = serde_json::from_str(text).map_err(|e| auth_error(path, format!("invalid JSON: {e}")))?;
     let mut auths = Vec::new();
     for (key, entry) in raw.auths.unwrap_or_default() {
         let creds = match (&entry.auth, &entry.username, &entry.password) {
@@ -121,11 +116,10 @@ fn parse_file(path: &Path, text: &str) -> Result<AuthFile, RegistryError> {
                     .decode(auth.trim())
                     .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(auth.trim()))
                     .map_err(|e| auth_error(path, format!("`auths.{key}.auth` is not base64: {e}")))?;
-                let text = String::from_utf8(decoded)
-                    .map_err(|_| auth_error(path, format!("`auths.{key}.auth` is not UTF-8")))?;
-                let (user, pass) = text.split_once(':').ok_or_else(|| {
-                    auth_error(path, format!("`auths.{key}.auth` does not decode to `user:password`"))
-                })?;
+                let text = String::from_utf8(decoded).map_err(|_| auth_error(path, format!("`auths.{key}.auth` is not UTF-8")))?;
+                let (user, pass) = text
+                    .split_once(':')
+                    .ok_or_else(|| auth_error(path, format!("`auths.{key}.auth` does not decode to `user:password`")))?;
                 Some((user.to_string(), pass.to_string()))
             }
             (_, Some(user), Some(pass)) if !user.is_empty() => Some((user.clone(), pass.clone())),
@@ -135,8 +129,7 @@ fn parse_file(path: &Path, text: &str) -> Result<AuthFile, RegistryError> {
             auths.push((normalize_registry(&key), creds));
         }
     }
-    let cred_helpers =
-        raw.cred_helpers.unwrap_or_default().into_iter().map(|(k, v)| (normalize_registry(&k), v)).collect();
+    let cred_helpers = raw.cred_helpers.unwrap_or_default().into_iter().map(|(k, v)| (normalize_registry(&k), v)).collect();
     let creds_store = raw.creds_store.filter(|s| !s.trim().is_empty());
     Ok(AuthFile { path: path.to_path_buf(), auths, cred_helpers, creds_store })
 }
@@ -146,10 +139,7 @@ impl AuthConfig {
     /// the user's home directory). A file that is not there is skipped, except
     /// `$REGISTRY_AUTH_FILE`, which must exist when set; a file that cannot be read or parsed is
     /// an error naming it.
-    pub fn from_env(
-        env: &dyn Fn(&str) -> Option<String>,
-        home: Option<&Path>,
-    ) -> Result<AuthConfig, RegistryError> {
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>, home: Option<&Path>) -> Result<AuthConfig, RegistryError> {
         let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
         let mut candidates: Vec<(PathBuf, bool)> = Vec::new();
         if let Some(p) = var("REGISTRY_AUTH_FILE") {
@@ -203,11 +193,7 @@ impl AuthConfig {
                 }
             }
             if let Some((_, (user, pass))) = file.auths.iter().find(|(k, _)| *k == want) {
-                return Ok(Some(Credential {
-                    user: user.clone(),
-                    secret: pass.clone(),
-                    source: file.path.display().to_string(),
-                }));
+                return Ok(Some(Credential { user: user.clone(), secret: pass.clone(), source: file.path.display().to_string() }));
             }
             if let Some(store) = &file.creds_store {
                 if let Some(c) = self.run_helper(store, &want, &file.path, "credsStore")? {
@@ -221,8 +207,7 @@ impl AuthConfig {
     /// Where credentials for `registry` would have been looked for (for "none found" messages).
     pub(super) fn describe_missing(&self, registry: &str) -> String {
         let searched: Vec<String> = self.searched.iter().map(|p| p.display().to_string()).collect();
-        let searched =
-            if searched.is_empty() { "no file configured".to_string() } else { searched.join(", ") };
+        let searched = if searched.is_empty() { "no file configured".to_string() } else { searched.join(", ") };
         format!(
             "REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json or ~/.docker/config.json: none has an \
              entry for {} (looked for: {searched}), so the request was anonymous",
@@ -235,13 +220,7 @@ impl AuthConfig {
         std::env::split_paths(path_var).map(|dir| dir.join(binary)).find(|p| p.is_file())
     }
 
-    fn run_helper(
-        &self,
-        name: &str,
-        registry: &str,
-        file: &Path,
-        key: &str,
-    ) -> Result<Option<Credential>, RegistryError> {
+    fn run_helper(&self, name: &str, registry: &str, file: &Path, key: &str) -> Result<Option<Credential>, RegistryError> {
         let binary = format!("docker-credential-{name}");
         let fail = |reason: String| RegistryError::CredentialHelper {
             helper: binary.clone(),
@@ -258,15 +237,12 @@ impl AuthConfig {
             (None, None) => PathBuf::from(&binary),
         };
         let server = if registry == "docker.io" { "https://index.docker.io/v1/" } else { registry };
-        let mut child = Command::new(&program)
-            .arg("get")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => fail("not found on PATH".to_string()),
-                _ => fail(format!("cannot run {}: {e}", program.display())),
+        let mut child =
+            Command::new(&program).arg("get").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| {
+                match e.kind() {
+                    io::ErrorKind::NotFound => fail("not found on PATH".to_string()),
+                    _ => fail(format!("cannot run {}: {e}", program.display())),
+                }
             })?;
         if let Some(mut stdin) = child.stdin.take() {
             // A helper that exits without reading its input is judged by its exit status below.
@@ -282,8 +258,8 @@ impl AuthConfig {
             }
             return Err(fail(format!("{}: {}", out.status, text.trim())));
         }
-        let answer: HelperAnswer = serde_json::from_str(stdout.trim())
-            .map_err(|e| fail(format!("its answer is not the expected JSON: {e}")))?;
+        let answer: HelperAnswer =
+            serde_json::from_str(stdout.trim()).map_err(|e| fail(format!("its answer is not the expected JSON: {e}")))?;
         if answer.username == "<token>" {
             return Err(fail(
                 "it returned an identity token, which is not supported: store a username and \
@@ -294,11 +270,7 @@ impl AuthConfig {
         if answer.secret.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Credential {
-            user: answer.username,
-            secret: answer.secret,
-            source: format!("{binary} ({key} in {})", file.display()),
-        }))
+        Ok(Some(Credential { user: answer.username, secret: answer.secret, source: format!("{binary} ({key} in {})", file.display()) }))
     }
 }
 
@@ -329,11 +301,7 @@ mod tests {
     fn reads_auths_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let first = dir.path().join("auth.json");
-        std::fs::write(
-            &first,
-            format!(r#"{{"auths": {{"https://127.0.0.1:5000": {{"auth": "{}"}}}}}}"#, b64("u1:p:1")),
-        )
-        .unwrap();
+        std::fs::write(&first, format!(r#"{{"auths": {{"https://127.0.0.1:5000": {{"auth": "{}"}}}}}}"#, b64("u1:p:1"))).unwrap();
         let docker = dir.path().join("docker");
         std::fs::create_dir(&docker).unwrap();
         std::fs::write(
@@ -344,16 +312,10 @@ mod tests {
                 "psFormat": "table"}"#,
         )
         .unwrap();
-        let env = env_of(&[
-            ("REGISTRY_AUTH_FILE", first.display().to_string()),
-            ("DOCKER_CONFIG", docker.display().to_string()),
-        ]);
+        let env = env_of(&[("REGISTRY_AUTH_FILE", first.display().to_string()), ("DOCKER_CONFIG", docker.display().to_string())]);
         let config = AuthConfig::from_env(&env, Some(dir.path())).unwrap();
         assert_eq!(config.files().len(), 2);
-        assert_eq!(
-            config.credentials_for("127.0.0.1:5000").unwrap(),
-            Some(("u1".to_string(), "p:1".to_string()))
-        );
+        assert_eq!(config.credentials_for("127.0.0.1:5000").unwrap(), Some(("u1".to_string(), "p:1".to_string())));
         assert_eq!(config.credentials_for("docker.io").unwrap(), Some(("hub".to_string(), "pw".to_string())));
         assert_eq!(config.credentials_for("other:1").unwrap(), None);
         assert_eq!(config.credentials_for("elsewhere.example").unwrap(), None);
@@ -411,19 +373,13 @@ mod tests {
                 "credsStore": "fake"}"#,
         )
         .unwrap();
-        let env = env_of(&[
-            ("REGISTRY_AUTH_FILE", config_path.display().to_string()),
-            ("PATH", bin.display().to_string()),
-        ]);
+        let env = env_of(&[("REGISTRY_AUTH_FILE", config_path.display().to_string()), ("PATH", bin.display().to_string())]);
         let config = AuthConfig::from_env(&env, None).unwrap();
         let found = config.lookup("reg.example:5000").unwrap().unwrap();
         assert_eq!((found.user.as_str(), found.secret.as_str()), ("hu", "hs"));
         assert!(found.source.contains("docker-credential-fake"), "{}", found.source);
         // credsStore serves the rest; its "not found" means anonymous.
-        assert_eq!(
-            config.credentials_for("docker.io").unwrap(),
-            Some(("hub".to_string(), "hubs".to_string()))
-        );
+        assert_eq!(config.credentials_for("docker.io").unwrap(), Some(("hub".to_string(), "hubs".to_string())));
         assert_eq!(config.credentials_for("unknown.example").unwrap(), None);
         let err = config.credentials_for("broken.example").unwrap_err();
         assert!(matches!(err, RegistryError::CredentialHelper { .. }), "{err}");

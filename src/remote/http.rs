@@ -117,7 +117,9 @@ impl HttpCache {
         let mut m = format!("{method} {url} answered {status}");
         if matches!(status.as_u16(), 401 | 403) {
             if self.auth_source.is_empty() {
-                m.push_str("; give credentials in the URL, COMPOSE_REMOTE_CACHE_TOKEN, COMPOSE_REMOTE_CACHE_USER/_PASSWORD or a netrc entry");
+                m.push_str(
+                    "; give credentials in the URL, COMPOSE_REMOTE_CACHE_TOKEN, COMPOSE_REMOTE_CACHE_USER/_PASSWORD or a netrc entry",
+                );
             } else {
                 m.push_str(&format!("; check the credentials from {}", self.auth_source));
             }

@@ -267,7 +267,8 @@ impl RemoteCache {
         }
         let Ok(tmp) = store.temp_file() else { return false };
         let Ok(file) = tmp.reopen() else { return false };
-        let mut sink = Verifying { inner: io::BufWriter::with_capacity(256 * 1024, file), hasher: sha2::Sha256::new(), written: 0, limit: size };
+        let mut sink =
+            Verifying { inner: io::BufWriter::with_capacity(256 * 1024, file), hasher: sha2::Sha256::new(), written: 0, limit: size };
         match self.backend.get_blob(digest, size, &mut sink) {
             Ok(true) => {}
             Ok(false) => return false,
@@ -361,9 +362,20 @@ mod tests {
         let mut outputs = BTreeMap::new();
         outputs.insert(
             "layer".to_string(),
-            Output { digest: Sha256::of(b"x"), size: 1, media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(), diff_id: Some(Sha256::of(b"y")) },
+            Output {
+                digest: Sha256::of(b"x"),
+                size: 1,
+                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                diff_id: Some(Sha256::of(b"y")),
+            },
         );
-        Record { version: RECORD_VERSION, drv: DrvHash(*blake3::hash(b"d").as_bytes()), kind: "layer".into(), outputs, inputs: vec!["informational".into()] }
+        Record {
+            version: RECORD_VERSION,
+            drv: DrvHash(*blake3::hash(b"d").as_bytes()),
+            kind: "layer".into(),
+            outputs,
+            inputs: vec!["informational".into()],
+        }
     }
 
     #[test]

@@ -24,10 +24,7 @@ pub struct Login {
 
 impl fmt::Debug for Login {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Login")
-            .field("login", &self.login)
-            .field("password", &"<redacted>")
-            .finish()
+        f.debug_struct("Login").field("login", &self.login).field("password", &"<redacted>").finish()
     }
 }
 
@@ -59,11 +56,7 @@ pub fn lookup(text: &str, host: &str) -> Option<Login> {
                 let Some(name) = lexer.next_token() else {
                     break;
                 };
-                let target = if name.eq_ignore_ascii_case(host) {
-                    Target::Match
-                } else {
-                    Target::Other
-                };
+                let target = if name.eq_ignore_ascii_case(host) { Target::Match } else { Target::Other };
                 current = Some((target, Login::empty()));
             }
             "default" => {
@@ -114,10 +107,7 @@ enum Target {
 
 impl Login {
     fn empty() -> Login {
-        Login {
-            login: String::new(),
-            password: String::new(),
-        }
+        Login { login: String::new(), password: String::new() }
     }
 }
 
@@ -129,10 +119,7 @@ struct Lexer<'a> {
 
 impl<'a> Lexer<'a> {
     fn new(text: &'a str) -> Self {
-        Lexer {
-            chars: text.chars().peekable(),
-            line_start: true,
-        }
+        Lexer { chars: text.chars().peekable(), line_start: true }
     }
 
     /// The next token, or `None` at the end of input (including inside an
@@ -213,10 +200,7 @@ mod tests {
     use super::*;
 
     fn login(l: &str, p: &str) -> Option<Login> {
-        Some(Login {
-            login: l.into(),
-            password: p.into(),
-        })
+        Some(Login { login: l.into(), password: p.into() })
     }
 
     #[test]
@@ -250,10 +234,7 @@ mod tests {
         let text = r#"machine a login "my user" password "pa ss \"word\" \\ \n""#;
         assert_eq!(lookup(text, "a"), login("my user", r#"pa ss "word" \ \n"#));
         // An unterminated quote ends the input; the entry keeps what it had.
-        assert_eq!(
-            lookup(r#"machine a login u password "oops"#, "a"),
-            login("u", "")
-        );
+        assert_eq!(lookup(r#"machine a login u password "oops"#, "a"), login("u", ""));
     }
 
     #[test]
@@ -310,13 +291,7 @@ mod tests {
 
     #[test]
     fn debug_redacts_password() {
-        let debug = format!(
-            "{:?}",
-            Login {
-                login: "user".into(),
-                password: "hunter2".into()
-            }
-        );
+        let debug = format!("{:?}", Login { login: "user".into(), password: "hunter2".into() });
         assert!(debug.contains("user"));
         assert!(!debug.contains("hunter2"));
     }
@@ -324,19 +299,12 @@ mod tests {
     #[test]
     fn default_path_choice() {
         let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                vars.iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| (*v).to_owned())
-            }
+            move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
         };
         let both = env(&[("NETRC", "/etc/netrc"), ("HOME", "/home/u")]);
         assert_eq!(default_path(&both), Some(PathBuf::from("/etc/netrc")));
         let empty_netrc = env(&[("NETRC", ""), ("HOME", "/home/u")]);
-        assert_eq!(
-            default_path(&empty_netrc),
-            Some(PathBuf::from("/home/u/.netrc"))
-        );
+        assert_eq!(default_path(&empty_netrc), Some(PathBuf::from("/home/u/.netrc")));
         assert_eq!(default_path(&env(&[("HOME", "")])), None);
         assert_eq!(default_path(&env(&[])), None);
     }

@@ -56,7 +56,14 @@ impl OciCache {
             return Err(bad(format!("expected oci://REGISTRY/REPOSITORY, got oci://{repo}")));
         }
         crate::registry::parse_repo(&repo).map_err(|e| bad(e.to_string()))?;
-        Ok(OciCache { shown: url.clone(), repo, insecure: insecure.to_vec(), registry: std::sync::OnceLock::new(), inline: Default::default(), present: Default::default() })
+        Ok(OciCache {
+            shown: url.clone(),
+            repo,
+            insecure: insecure.to_vec(),
+            registry: std::sync::OnceLock::new(),
+            inline: Default::default(),
+            present: Default::default(),
+        })
     }
 
     fn registry(&self) -> Result<&Registry, String> {
@@ -198,7 +205,12 @@ mod tests {
         std::fs::write(&small, b"a").unwrap();
         let blobs = [
             BlobFile { digest: Sha256::of(b"a"), size: 1, media_type: "application/octet-stream".into(), path: small },
-            BlobFile { digest: Sha256::of(b"big"), size: INLINE_MAX + 1, media_type: "application/octet-stream".into(), path: "/nonexistent".into() },
+            BlobFile {
+                digest: Sha256::of(b"big"),
+                size: INLINE_MAX + 1,
+                media_type: "application/octet-stream".into(),
+                path: "/nonexistent".into(),
+            },
         ];
         let m = record_manifest(&blobs, br#"{"version":1}"#).unwrap();
         let (record, inline) = record_of(&m).unwrap();

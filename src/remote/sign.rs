@@ -19,8 +19,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
 const SEED_LEN: usize = ed25519_dalek::SECRET_KEY_LENGTH;
@@ -46,11 +46,7 @@ pub enum KeyError {
         source: base64::DecodeError,
     },
     #[error("expected NAME:BASE64 with a {expected}-byte {kind} key, got {got} bytes")]
-    WrongLength {
-        kind: &'static str,
-        expected: usize,
-        got: usize,
-    },
+    WrongLength { kind: &'static str, expected: usize, got: usize },
     #[error("public key `{name}` is not a valid ed25519 point")]
     BadPublicKey { name: String },
     #[error("secret key `{name}`: the embedded public key does not match the seed")]
@@ -104,42 +100,25 @@ pub struct Signature {
 fn check_name(name: &str) -> Result<(), KeyError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
-        Err(KeyError::BadName {
-            name: name.to_owned(),
-        })
+        Err(KeyError::BadName { name: name.to_owned() })
     }
 }
 
 /// Split `NAME:BASE64`, check the name, decode the base64 and check its length.
-fn split_key<const N: usize>(
-    text: &str,
-    kind: &'static str,
-) -> Result<(String, [u8; N]), KeyError> {
+fn split_key<const N: usize>(text: &str, kind: &'static str) -> Result<(String, [u8; N]), KeyError> {
     let text = text.trim();
     if text.is_empty() {
         return Err(KeyError::Empty { kind });
     }
-    let (name, b64) = text
-        .split_once(':')
-        .ok_or(KeyError::MissingColon { kind })?;
+    let (name, b64) = text.split_once(':').ok_or(KeyError::MissingColon { kind })?;
     check_name(name)?;
-    let mut bytes = STANDARD.decode(b64).map_err(|source| KeyError::BadBase64 {
-        kind,
-        name: name.to_owned(),
-        source,
-    })?;
+    let mut bytes = STANDARD.decode(b64).map_err(|source| KeyError::BadBase64 { kind, name: name.to_owned(), source })?;
     let got = bytes.len();
-    let array = <[u8; N]>::try_from(bytes.as_slice()).map_err(|_| KeyError::WrongLength {
-        kind,
-        expected: N,
-        got,
-    });
+    let array = <[u8; N]>::try_from(bytes.as_slice()).map_err(|_| KeyError::WrongLength { kind, expected: N, got });
     // Best-effort wipe of the decoded copy (may hold secret material).
     bytes.fill(0);
     Ok((name.to_owned(), array?))
@@ -153,10 +132,7 @@ impl SecretKey {
         getrandom::getrandom(&mut seed).map_err(KeyError::Random)?;
         let key = SigningKey::from_bytes(&seed);
         seed.fill(0);
-        Ok(SecretKey {
-            name: name.to_owned(),
-            key,
-        })
+        Ok(SecretKey { name: name.to_owned(), key })
     }
 
     /// Parse `NAME:BASE64(seed ‖ public)`, ignoring surrounding whitespace.
@@ -177,15 +153,8 @@ impl SecretKey {
 
     /// Read and parse a secret key file.
     pub fn read(path: &Path) -> Result<SecretKey, KeyError> {
-        let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
-            action: "read secret key",
-            path: path.to_owned(),
-            source,
-        })?;
-        SecretKey::parse(&text).map_err(|e| KeyError::InFile {
-            path: path.to_owned(),
-            source: Box::new(e),
-        })
+        let text = fs::read_to_string(path).map_err(|source| KeyError::Io { action: "read secret key", path: path.to_owned(), source })?;
+        SecretKey::parse(&text).map_err(|e| KeyError::InFile { path: path.to_owned(), source: Box::new(e) })
     }
 
     /// The key in `NAME:BASE64` text form. This is secret material.
@@ -203,19 +172,13 @@ impl SecretKey {
     }
 
     pub fn public(&self) -> PublicKey {
-        PublicKey {
-            name: self.name.clone(),
-            key: self.key.verifying_key(),
-        }
+        PublicKey { name: self.name.clone(), key: self.key.verifying_key() }
     }
 
     /// Sign `message` (ed25519 is deterministic: same key and message give
     /// the same signature).
     pub fn sign(&self, message: &[u8]) -> Signature {
-        Signature {
-            key: self.name.clone(),
-            sig: STANDARD.encode(self.key.sign(message).to_bytes()),
-        }
+        Signature { key: self.name.clone(), sig: STANDARD.encode(self.key.sign(message).to_bytes()) }
     }
 
     /// Write the secret key to a new file at `path` with mode 0600.
@@ -227,11 +190,7 @@ impl SecretKey {
     pub fn write_new(&self, path: &Path) -> Result<(), KeyError> {
         let io = |action: &'static str, p: &Path| {
             let p = p.to_owned();
-            move |source| KeyError::Io {
-                action,
-                path: p,
-                source,
-            }
+            move |source| KeyError::Io { action, path: p, source }
         };
         let file_name = path.file_name().ok_or_else(|| KeyError::Io {
             action: "write secret key",
@@ -243,9 +202,7 @@ impl SecretKey {
             _ => Path::new("."),
         };
         if path.symlink_metadata().is_ok() {
-            return Err(KeyError::Exists {
-                path: path.to_owned(),
-            });
+            return Err(KeyError::Exists { path: path.to_owned() });
         }
         create_private_dirs(dir).map_err(io("create directory", dir))?;
 
@@ -256,23 +213,15 @@ impl SecretKey {
         tmp_name.push(format!(".tmp-{:016x}", u64::from_le_bytes(suffix)));
         let tmp = dir.join(tmp_name);
 
-        let result = write_private_file(&tmp, self.to_text().as_bytes())
-            .map_err(io("write temporary key file", &tmp))
-            .and_then(|()| {
-                fs::hard_link(&tmp, path).map_err(|source| {
-                    if source.kind() == std::io::ErrorKind::AlreadyExists {
-                        KeyError::Exists {
-                            path: path.to_owned(),
-                        }
-                    } else {
-                        KeyError::Io {
-                            action: "link key file into place at",
-                            path: path.to_owned(),
-                            source,
-                        }
-                    }
-                })
-            });
+        let result = write_private_file(&tmp, self.to_text().as_bytes()).map_err(io("write temporary key file", &tmp)).and_then(|()| {
+            fs::hard_link(&tmp, path).map_err(|source| {
+                if source.kind() == std::io::ErrorKind::AlreadyExists {
+                    KeyError::Exists { path: path.to_owned() }
+                } else {
+                    KeyError::Io { action: "link key file into place at", path: path.to_owned(), source }
+                }
+            })
+        });
         // The temporary name is never needed afterwards; failing to remove it
         // leaves only a stray hidden file, so that error is not reported.
         let _ = fs::remove_file(&tmp);
@@ -290,10 +239,7 @@ impl SecretKey {
 #[cfg(unix)]
 fn create_private_dirs(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 #[cfg(not(unix))]
@@ -318,10 +264,7 @@ impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecretKey")
             .field("name", &self.name)
-            .field(
-                "public",
-                &STANDARD.encode(self.key.verifying_key().as_bytes()),
-            )
+            .field("public", &STANDARD.encode(self.key.verifying_key().as_bytes()))
             .finish_non_exhaustive()
     }
 }
@@ -330,8 +273,7 @@ impl PublicKey {
     /// Parse `NAME:BASE64(public)`, ignoring surrounding whitespace.
     pub fn parse(text: &str) -> Result<PublicKey, KeyError> {
         let (name, bytes) = split_key::<PUBLIC_LEN>(text, "public")?;
-        let key = VerifyingKey::from_bytes(&bytes)
-            .map_err(|_| KeyError::BadPublicKey { name: name.clone() })?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::BadPublicKey { name: name.clone() })?;
         Ok(PublicKey { name, key })
     }
 
@@ -407,12 +349,7 @@ impl TrustedKeys {
         let keys = text
             .split(|c: char| c == ',' || c.is_whitespace())
             .filter(|entry| !entry.is_empty())
-            .map(|entry| {
-                PublicKey::parse(entry).map_err(|e| KeyError::ListEntry {
-                    entry: entry.to_owned(),
-                    source: Box::new(e),
-                })
-            })
+            .map(|entry| PublicKey::parse(entry).map_err(|e| KeyError::ListEntry { entry: entry.to_owned(), source: Box::new(e) }))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(TrustedKeys { keys })
     }
@@ -458,17 +395,13 @@ mod tests {
     use super::*;
 
     fn fixed() -> SecretKey {
-        SecretKey {
-            name: "test".to_owned(),
-            key: SigningKey::from_bytes(&[7u8; 32]),
-        }
+        SecretKey { name: "test".to_owned(), key: SigningKey::from_bytes(&[7u8; 32]) }
     }
 
     // Computed independently with Python `cryptography` (OpenSSL) from seed [7u8; 32].
     const FIXED_PUBLIC: &str = "test:6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=";
     const FIXED_SECRET: &str = "test:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwfqSmxj4pxSCr71UHsTLsX5lUd2rr6+e5JCHuppFEbSLA==";
-    const FIXED_SIG_ABC: &str =
-        "5T/01aw/EfyMRnr3e50pElNjK8R4r1GAGwtsN1h8SSjPPss39R4PAkgbe+bUlOyVVYeyOnFsuQmB7Ba2MCMMBw==";
+    const FIXED_SIG_ABC: &str = "5T/01aw/EfyMRnr3e50pElNjK8R4r1GAGwtsN1h8SSjPPss39R4PAkgbe+bUlOyVVYeyOnFsuQmB7Ba2MCMMBw==";
 
     #[test]
     fn generate_roundtrip() {
@@ -484,14 +417,8 @@ mod tests {
 
     #[test]
     fn generate_rejects_bad_name() {
-        assert!(matches!(
-            SecretKey::generate("a b"),
-            Err(KeyError::BadName { .. })
-        ));
-        assert!(matches!(
-            SecretKey::generate(""),
-            Err(KeyError::BadName { .. })
-        ));
+        assert!(matches!(SecretKey::generate("a b"), Err(KeyError::BadName { .. })));
+        assert!(matches!(SecretKey::generate(""), Err(KeyError::BadName { .. })));
     }
 
     #[test]
@@ -502,25 +429,13 @@ mod tests {
         assert!(key.public().verify(b"record", &sig));
         assert!(!key.public().verify(b"recorD", &sig));
 
-        let renamed = Signature {
-            key: "other".into(),
-            ..sig.clone()
-        };
+        let renamed = Signature { key: "other".into(), ..sig.clone() };
         assert!(!key.public().verify(b"record", &renamed));
-        let bad_b64 = Signature {
-            sig: "!!!".into(),
-            ..sig.clone()
-        };
+        let bad_b64 = Signature { sig: "!!!".into(), ..sig.clone() };
         assert!(!key.public().verify(b"record", &bad_b64));
-        let short = Signature {
-            sig: STANDARD.encode([0u8; 63]),
-            ..sig.clone()
-        };
+        let short = Signature { sig: STANDARD.encode([0u8; 63]), ..sig.clone() };
         assert!(!key.public().verify(b"record", &short));
-        let zero = Signature {
-            sig: STANDARD.encode([0u8; 64]),
-            ..sig
-        };
+        let zero = Signature { sig: STANDARD.encode([0u8; 64]), ..sig };
         assert!(!key.public().verify(b"record", &zero));
     }
 
@@ -548,35 +463,17 @@ mod tests {
         let trusted = TrustedKeys::new(vec![a.public()]);
 
         assert_eq!(trusted.verdict(msg, &[]), Verdict::Unsigned);
-        assert_eq!(
-            trusted.verdict(msg, &[a.sign(msg)]),
-            Verdict::Trusted("a".into())
-        );
+        assert_eq!(trusted.verdict(msg, &[a.sign(msg)]), Verdict::Trusted("a".into()));
         assert_eq!(trusted.verdict(msg, &[b.sign(msg)]), Verdict::Untrusted);
-        assert_eq!(
-            trusted.verdict(msg, &[a_impostor.sign(msg)]),
-            Verdict::BadSignature("a".into())
-        );
-        assert_eq!(
-            trusted.verdict(b"tampered", &[a.sign(msg)]),
-            Verdict::BadSignature("a".into())
-        );
+        assert_eq!(trusted.verdict(msg, &[a_impostor.sign(msg)]), Verdict::BadSignature("a".into()));
+        assert_eq!(trusted.verdict(b"tampered", &[a.sign(msg)]), Verdict::BadSignature("a".into()));
         // A good signature wins over a bad one, in either order.
-        assert_eq!(
-            trusted.verdict(msg, &[a_impostor.sign(msg), b.sign(msg), a.sign(msg)]),
-            Verdict::Trusted("a".into())
-        );
+        assert_eq!(trusted.verdict(msg, &[a_impostor.sign(msg), b.sign(msg), a.sign(msg)]), Verdict::Trusted("a".into()));
         // Two trusted keys sharing a name: each is tried.
         let both = TrustedKeys::new(vec![a.public(), a_impostor.public()]);
-        assert_eq!(
-            both.verdict(msg, &[a_impostor.sign(msg)]),
-            Verdict::Trusted("a".into())
-        );
+        assert_eq!(both.verdict(msg, &[a_impostor.sign(msg)]), Verdict::Trusted("a".into()));
         // Nothing configured: every signature is untrusted.
-        assert_eq!(
-            TrustedKeys::default().verdict(msg, &[a.sign(msg)]),
-            Verdict::Untrusted
-        );
+        assert_eq!(TrustedKeys::default().verdict(msg, &[a.sign(msg)]), Verdict::Untrusted);
     }
 
     #[test]
@@ -584,71 +481,24 @@ mod tests {
         let e = |r: Result<PublicKey, KeyError>| r.unwrap_err();
         let s = |r: Result<SecretKey, KeyError>| r.unwrap_err();
         assert!(matches!(e(PublicKey::parse("  ")), KeyError::Empty { .. }));
-        assert!(matches!(
-            e(PublicKey::parse("nocolon")),
-            KeyError::MissingColon { .. }
-        ));
-        assert!(matches!(
-            e(PublicKey::parse(":AAAA")),
-            KeyError::BadName { .. }
-        ));
-        assert!(matches!(
-            e(PublicKey::parse("a b:AAAA")),
-            KeyError::BadName { .. }
-        ));
-        assert!(matches!(
-            e(PublicKey::parse("a/b:AAAA")),
-            KeyError::BadName { .. }
-        ));
+        assert!(matches!(e(PublicKey::parse("nocolon")), KeyError::MissingColon { .. }));
+        assert!(matches!(e(PublicKey::parse(":AAAA")), KeyError::BadName { .. }));
+        assert!(matches!(e(PublicKey::parse("a b:AAAA")), KeyError::BadName { .. }));
+        assert!(matches!(e(PublicKey::parse("a/b:AAAA")), KeyError::BadName { .. }));
         let long = format!("{}:{}", "n".repeat(129), STANDARD.encode([0u8; 32]));
-        assert!(matches!(
-            e(PublicKey::parse(&long)),
-            KeyError::BadName { .. }
-        ));
-        assert!(matches!(
-            e(PublicKey::parse("a:not base64!")),
-            KeyError::BadBase64 { .. }
-        ));
-        assert!(matches!(
-            e(PublicKey::parse("a:AAAAAAAAAAAA")),
-            KeyError::WrongLength {
-                expected: 32,
-                got: 9,
-                ..
-            }
-        ));
-        let err = s(SecretKey::parse(&format!(
-            "a:{}",
-            STANDARD.encode([1u8; 12])
-        )));
-        assert!(matches!(
-            err,
-            KeyError::WrongLength {
-                expected: 64,
-                got: 12,
-                ..
-            }
-        ));
-        assert_eq!(
-            err.to_string(),
-            "expected NAME:BASE64 with a 64-byte secret key, got 12 bytes"
-        );
+        assert!(matches!(e(PublicKey::parse(&long)), KeyError::BadName { .. }));
+        assert!(matches!(e(PublicKey::parse("a:not base64!")), KeyError::BadBase64 { .. }));
+        assert!(matches!(e(PublicKey::parse("a:AAAAAAAAAAAA")), KeyError::WrongLength { expected: 32, got: 9, .. }));
+        let err = s(SecretKey::parse(&format!("a:{}", STANDARD.encode([1u8; 12]))));
+        assert!(matches!(err, KeyError::WrongLength { expected: 64, got: 12, .. }));
+        assert_eq!(err.to_string(), "expected NAME:BASE64 with a 64-byte secret key, got 12 bytes");
         // A public key where a secret key is expected, and vice versa.
-        assert!(matches!(
-            s(SecretKey::parse(FIXED_PUBLIC)),
-            KeyError::WrongLength { .. }
-        ));
-        assert!(matches!(
-            e(PublicKey::parse(FIXED_SECRET)),
-            KeyError::WrongLength { .. }
-        ));
+        assert!(matches!(s(SecretKey::parse(FIXED_PUBLIC)), KeyError::WrongLength { .. }));
+        assert!(matches!(e(PublicKey::parse(FIXED_SECRET)), KeyError::WrongLength { .. }));
 
         let mut bytes = [7u8; 64];
         bytes[32..].copy_from_slice(SecretKey::generate("x").unwrap().public().key.as_bytes());
-        let err = s(SecretKey::parse(&format!(
-            "test:{}",
-            STANDARD.encode(bytes)
-        )));
+        let err = s(SecretKey::parse(&format!("test:{}", STANDARD.encode(bytes))));
         assert!(matches!(err, KeyError::PublicMismatch { .. }));
         // Error messages must not contain the secret text.
         assert!(!err.to_string().contains(&STANDARD.encode(bytes)[..10]));
@@ -690,18 +540,12 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
-            let mode = fs::metadata(dir.path().join("sub"))
-                .unwrap()
-                .permissions()
-                .mode();
+            let mode = fs::metadata(dir.path().join("sub")).unwrap().permissions().mode();
             assert_eq!(mode & 0o077, 0);
         }
 
         let other = SecretKey::generate("other").unwrap();
-        assert!(matches!(
-            other.write_new(&path),
-            Err(KeyError::Exists { .. })
-        ));
+        assert!(matches!(other.write_new(&path), Err(KeyError::Exists { .. })));
         assert_eq!(fs::read_to_string(&path).unwrap(), FIXED_SECRET);
         // No temporary files are left behind.
         let names: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();

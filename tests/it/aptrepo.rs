@@ -108,7 +108,11 @@ impl Repo {
         let mut packages = String::new();
         for (p, filename) in &self.debs {
             let bytes = fs::read(self.root.join(filename)).unwrap();
-            let _ = write!(packages, "Package: {}\nVersion: {}\nArchitecture: {}\nMaintainer: Fixture <fixture@example.invalid>\n", p.name, p.version, p.arch);
+            let _ = write!(
+                packages,
+                "Package: {}\nVersion: {}\nArchitecture: {}\nMaintainer: Fixture <fixture@example.invalid>\n",
+                p.name, p.version, p.arch
+            );
             for (k, v) in &p.fields {
                 let _ = writeln!(packages, "{k}: {v}");
             }

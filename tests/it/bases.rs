@@ -91,7 +91,10 @@ fn local_layout_archive_and_same_file_bases() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from the parent\nfrom the child\nbase child 1\n");
 
     // An entrypoint in the child resets the base's cmd.
-    ctx.write("reset.kdl", format!("{PARENT}\nimage \"reset\" {{\n    base image=\"parent\"\n    config {{ entrypoint \"/bin/busybox\" }}\n}}\n"));
+    ctx.write(
+        "reset.kdl",
+        format!("{PARENT}\nimage \"reset\" {{\n    base image=\"parent\"\n    config {{ entrypoint \"/bin/busybox\" }}\n}}\n"),
+    );
     ctx.build(&["reset.kdl", "--image", "reset"]);
     let c = config(&ctx.path("out/reset"), "latest");
     assert_eq!(c["config"]["Entrypoint"], serde_json::json!(["/bin/busybox"]));

@@ -59,21 +59,12 @@ case!(
         std::os::unix::fs::symlink("/etc/passwd", ctx.path("link.txt")).unwrap();
     }
 );
-case!(
-    unreadable_source_fifo,
-    3,
-    "image \"a\" {\n    files {\n        copy \"dir/\" to=\"/x\"\n    }\n}\n",
-    |ctx: &TestContext| {
-        fs::create_dir_all(ctx.path("dir")).unwrap();
-        let status = std::process::Command::new("mkfifo").arg(ctx.path("dir/pipe")).status().unwrap();
-        assert!(status.success());
-    }
-);
-case!(
-    file_and_directory_clash,
-    4,
-    "image \"a\" {\n    files {\n        text \"/srv\" \"x\"\n        dir \"/srv\"\n    }\n}\n"
-);
+case!(unreadable_source_fifo, 3, "image \"a\" {\n    files {\n        copy \"dir/\" to=\"/x\"\n    }\n}\n", |ctx: &TestContext| {
+    fs::create_dir_all(ctx.path("dir")).unwrap();
+    let status = std::process::Command::new("mkfifo").arg(ctx.path("dir/pipe")).status().unwrap();
+    assert!(status.success());
+});
+case!(file_and_directory_clash, 4, "image \"a\" {\n    files {\n        text \"/srv\" \"x\"\n        dir \"/srv\"\n    }\n}\n");
 
 #[test]
 fn non_utf8_spec() {

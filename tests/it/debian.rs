@@ -32,14 +32,29 @@ fn debian_spec_builds_runs_and_reproduces() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("curl 7.88"), "{text}");
     // The CA bundle holds the certificates.
-    let out = run(podman.cmd().args(["run", "--rm", "--entrypoint", "/bin/sh", "localhost/debian-curl:12", "-c",
-        "busybox grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt"]));
+    let out = run(podman.cmd().args([
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/sh",
+        "localhost/debian-curl:12",
+        "-c",
+        "busybox grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt",
+    ]));
     let certs: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(certs > 100, "{certs} certificates");
     // `date` honours TZ (config sets Europe/Paris; /etc/localtime points there too).
     let out = run(podman.cmd().args(["run", "--rm", "--entrypoint", "/bin/date", "localhost/debian-curl:12", "-d", "@0", "+%H %Z"]));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "01 CET");
-    let out = run(podman.cmd().args(["run", "--rm", "--entrypoint", "/bin/sh", "localhost/debian-curl:12", "-c", "busybox readlink /etc/localtime; busybox cat /etc/timezone; busybox id -u"]));
+    let out = run(podman.cmd().args([
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/sh",
+        "localhost/debian-curl:12",
+        "-c",
+        "busybox readlink /etc/localtime; busybox cat /etc/timezone; busybox id -u",
+    ]));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "/usr/share/zoneinfo/Europe/Paris\nEurope/Paris\n10001\n");
 
     // From an empty store again: the same digest and an unchanged lockfile.
@@ -96,7 +111,8 @@ fn two_platforms_resolve_per_architecture_into_one_index() {
         serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(root.trim_start_matches("sha256:"))).unwrap()).unwrap();
     let mut machines = Vec::new();
     for m in inner["manifests"].as_array().unwrap() {
-        machines.push((m["platform"]["architecture"].as_str().unwrap().to_string(), busybox_machine(&layout, m["digest"].as_str().unwrap())));
+        machines
+            .push((m["platform"]["architecture"].as_str().unwrap().to_string(), busybox_machine(&layout, m["digest"].as_str().unwrap())));
     }
     // EM_X86_64 = 62, EM_AARCH64 = 183.
     assert_eq!(machines, [("amd64".to_string(), 62), ("arm64".to_string(), 183)]);

@@ -7,12 +7,7 @@ use crate::support::*;
 
 fn counts(v: &serde_json::Value) -> (u64, u64, u64, u64) {
     let d = &v["derivations"];
-    (
-        d["total"].as_u64().unwrap(),
-        d["built"].as_u64().unwrap(),
-        d["local"].as_u64().unwrap(),
-        d["remote"].as_u64().unwrap(),
-    )
+    (d["total"].as_u64().unwrap(), d["built"].as_u64().unwrap(), d["local"].as_u64().unwrap(), d["remote"].as_u64().unwrap())
 }
 
 #[test]
@@ -72,7 +67,10 @@ image "other" {
 
     // A config-only change rebuilds only the image derivation.
     let spec = fs::read_to_string(ctx.path("spec.kdl")).unwrap();
-    ctx.write("spec.kdl", spec.replace("layer \"c\" { copy \"c/\" to=\"/c\" }", "layer \"c\" { copy \"c/\" to=\"/c\" }\n    config { cmd \"x\" }"));
+    ctx.write(
+        "spec.kdl",
+        spec.replace("layer \"c\" { copy \"c/\" to=\"/c\" }", "layer \"c\" { copy \"c/\" to=\"/c\" }\n    config { cmd \"x\" }"),
+    );
     assert_eq!(counts(&ctx.build_json(&["spec.kdl"])), (5, 1, 4, 0));
 }
 
@@ -102,18 +100,14 @@ fn plan_shows_the_dag_and_what_is_cached() {
 #[test]
 fn multi_platform_spec_gives_an_index_and_shares_layers() {
     let ctx = TestContext::new();
-    ctx.write(
-        "spec.kdl",
-        "image \"mp\" {\n    platforms \"linux/amd64\" \"linux/arm64\"\n    files { text \"/x\" \"x\" }\n}\n",
-    );
+    ctx.write("spec.kdl", "image \"mp\" {\n    platforms \"linux/amd64\" \"linux/arm64\"\n    files { text \"/x\" \"x\" }\n}\n");
     let v = ctx.build_json(&["spec.kdl"]);
     // One shared layer, two images, one index.
     assert_eq!(counts(&v), (4, 4, 0, 0), "{v}");
     let index: serde_json::Value = serde_json::from_slice(&fs::read(ctx.path("out/mp/index.json")).unwrap()).unwrap();
     assert_eq!(index["manifests"][0]["mediaType"], "application/vnd.oci.image.index.v1+json");
     let digest = index["manifests"][0]["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap().to_string();
-    let inner: serde_json::Value =
-        serde_json::from_slice(&fs::read(ctx.path(&format!("out/mp/blobs/sha256/{digest}"))).unwrap()).unwrap();
+    let inner: serde_json::Value = serde_json::from_slice(&fs::read(ctx.path(&format!("out/mp/blobs/sha256/{digest}"))).unwrap()).unwrap();
     let archs: Vec<&str> = inner["manifests"].as_array().unwrap().iter().map(|m| m["platform"]["architecture"].as_str().unwrap()).collect();
     assert_eq!(archs, ["amd64", "arm64"]);
     run(std::process::Command::new("oci-image-tool").args(["validate", "--type", "image"]).arg(ctx.path("out/mp")));

@@ -3,11 +3,11 @@
 
 mod support;
 
+mod aptrepo;
+mod bases;
 mod cli_errors;
 mod debian;
 mod incremental;
-mod aptrepo;
-mod bases;
 mod outputs;
 mod packages;
 mod registry;

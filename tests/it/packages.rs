@@ -149,8 +149,13 @@ fn resolves_locks_and_installs_fixture_packages() {
     assert_eq!(fs::read(f.ctx.path("spec.kdl.lock")).unwrap(), lock_bytes);
 
     // A lock-only build from an empty store needs no index and gives the same digest.
-    let out = f.ctx.cmd().env("COMPOSE_CACHE_DIR", f.ctx.tmp.path().join("other-store"))
-        .args(["build", "spec.kdl", "--locked", "--mirror", &f.mirror()]).output().unwrap();
+    let out = f
+        .ctx
+        .cmd()
+        .env("COMPOSE_CACHE_DIR", f.ctx.tmp.path().join("other-store"))
+        .args(["build", "spec.kdl", "--locked", "--mirror", &f.mirror()])
+        .output()
+        .unwrap();
     assert_success(&out, "locked build from an empty store");
     assert_eq!(last_line(&out), digest);
 
@@ -294,10 +299,7 @@ fn replaces_allows_a_shared_path_and_the_layer_budget_merges_packages() {
 #[test]
 fn packages_in_the_base_count_as_installed_and_base_accounts_are_kept() {
     let f = Fixture::new();
-    let repo = format!(
-        "repository \"fixture\" suite=\"{SUITE}\" components=\"main\" keyring=\"{}\"",
-        f.repo.keyring.display()
-    );
+    let repo = format!("repository \"fixture\" suite=\"{SUITE}\" components=\"main\" keyring=\"{}\"", f.repo.keyring.display());
     f.ctx.write(
         "parent.kdl",
         format!("image \"parent\" {{\n    tag \"p\"\n    {repo}\n    packages \"libfix\"\n    accounts {{\n        user \"app\" uid=1000\n        group \"app\" gid=1000\n    }}\n}}\n"),

@@ -33,9 +33,7 @@ fn free_port() -> u16 {
 }
 
 fn require(tool: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
+    let found = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false);
     assert!(found, "`{tool}` is not installed: apt-get install -y docker-registry skopeo apache2-utils");
 }
 
@@ -70,11 +68,7 @@ impl TestRegistry {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("registry.log"))
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("registry.log")).expect("log file");
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(self.dir.path().join("config.yml"))
@@ -216,8 +210,7 @@ fn descriptor(media_type: &str, d: &Sha256, size: u64) -> serde_json::Value {
 
 /// An image of random layers of `sizes` bytes, seeded by `seed`.
 fn make_image(layout: &Path, sizes: &[u64], seed: u64) -> Image {
-    let layers: Vec<_> =
-        sizes.iter().enumerate().map(|(i, s)| random_blob(layout, *s, seed * 1000 + i as u64)).collect();
+    let layers: Vec<_> = sizes.iter().enumerate().map(|(i, s)| random_blob(layout, *s, seed * 1000 + i as u64)).collect();
     let diff_ids: Vec<String> = layers.iter().map(|l| l.0.to_string()).collect();
     let config = serde_json::json!({
         "architecture": "amd64",
@@ -266,9 +259,7 @@ fn push_resolve_repush_mount_and_blobs() {
     let addr = reg.addr();
     let first = format!("{addr}/first");
 
-    let report = client
-        .push(&format!("{first}:v1"), &img.blobs, std::slice::from_ref(&img.manifest), &[])
-        .expect("push");
+    let report = client.push(&format!("{first}:v1"), &img.blobs, std::slice::from_ref(&img.manifest), &[]).expect("push");
     let total: u64 = img.blobs.iter().map(|b| b.1).sum();
     assert_eq!((report.uploaded, report.mounted, report.existing), (3, 0, 0));
     assert_eq!(report.uploaded_bytes, total);
@@ -286,20 +277,13 @@ fn push_resolve_repush_mount_and_blobs() {
     assert_eq!(client.manifest(&first, &img.manifest.0).expect("manifest"), fetched);
 
     // Again: nothing to upload.
-    let again = client
-        .push(&format!("{first}:v1"), &img.blobs, std::slice::from_ref(&img.manifest), &[])
-        .expect("re-push");
+    let again = client.push(&format!("{first}:v1"), &img.blobs, std::slice::from_ref(&img.manifest), &[]).expect("re-push");
     assert_eq!((again.uploaded, again.mounted, again.existing, again.uploaded_bytes), (0, 0, 3, 0));
 
     // Another repository of the same registry: mounted, not uploaded.
     let second = format!("{addr}/team/second");
     let mounted = client
-        .push(
-            &format!("{second}:v2"),
-            &img.blobs,
-            std::slice::from_ref(&img.manifest),
-            std::slice::from_ref(&first),
-        )
+        .push(&format!("{second}:v2"), &img.blobs, std::slice::from_ref(&img.manifest), std::slice::from_ref(&first))
         .expect("push with mount");
     assert_eq!((mounted.uploaded, mounted.mounted, mounted.existing), (0, 3, 0));
     assert_eq!(skopeo_raw(&format!("{second}:v2"), None), img.manifest.2);
@@ -318,10 +302,7 @@ fn push_resolve_repush_mount_and_blobs() {
                 for (d, size, _) in &img.blobs {
                     let n = client.blob(&first, d, Some(*size), &mut std::io::sink()).expect("blob");
                     assert_eq!(n, *size);
-                    assert_eq!(
-                        client.resolve(&format!("{first}:v1")).expect("resolve").digest,
-                        img.manifest.0
-                    );
+                    assert_eq!(client.resolve(&format!("{first}:v1")).expect("resolve").digest, img.manifest.0);
                 }
             });
         }
@@ -393,11 +374,7 @@ fn push_and_resolve_an_index() {
 
     let mut blobs = amd.blobs.clone();
     blobs.extend(arm.blobs.iter().cloned());
-    let manifests = vec![
-        amd.manifest.clone(),
-        arm.manifest.clone(),
-        (index_digest, OCI_INDEX.to_string(), index_bytes.clone()),
-    ];
+    let manifests = vec![amd.manifest.clone(), arm.manifest.clone(), (index_digest, OCI_INDEX.to_string(), index_bytes.clone())];
     let client = reg.client(anonymous());
     let repo = format!("{}/multi", reg.addr());
     let report = client.push(&format!("{repo}:latest"), &blobs, &manifests, &[]).expect("push index");
@@ -493,8 +470,7 @@ fn stopped_registry_is_a_network_error() {
     eprintln!("stopped: {err}");
     let err = client.push(&target, &img.blobs, std::slice::from_ref(&img.manifest), &[]).unwrap_err();
     assert!(matches!(err, RegistryError::Network { .. }), "{err}");
-    let err =
-        client.blob(&format!("{}/gone", reg.addr()), &img.blobs[0].0, None, &mut Vec::new()).unwrap_err();
+    let err = client.blob(&format!("{}/gone", reg.addr()), &img.blobs[0].0, None, &mut Vec::new()).unwrap_err();
     assert!(matches!(err, RegistryError::Network { .. }), "{err}");
 }
 
@@ -502,12 +478,7 @@ fn stopped_registry_is_a_network_error() {
 fn upload_progress(reg: &TestRegistry, repo: &str) -> u64 {
     let dir = reg.data().join("repositories").join(repo).join("_uploads");
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::metadata(e.path().join("data")).ok())
-        .map(|m| m.len())
-        .max()
-        .unwrap_or(0)
+    entries.filter_map(|e| e.ok()).filter_map(|e| std::fs::metadata(e.path().join("data")).ok()).map(|m| m.len()).max().unwrap_or(0)
 }
 
 #[test]
@@ -535,9 +506,7 @@ fn interrupted_push_can_be_rerun() {
     assert!(matches!(err, RegistryError::Network { .. }), "{err}");
 
     reg.spawn();
-    let report = client
-        .push(&target, &img.blobs, std::slice::from_ref(&img.manifest), &[])
-        .expect("re-push after restart");
+    let report = client.push(&target, &img.blobs, std::slice::from_ref(&img.manifest), &[]).expect("re-push after restart");
     assert_eq!(report.uploaded + report.existing, 3, "{report:?}");
     assert!(report.uploaded >= 1, "{report:?}");
     assert!(report.existing >= 1, "what completed before the kill is kept: {report:?}");
@@ -563,9 +532,7 @@ fn bench_push_vs_skopeo() {
         let reg = TestRegistry::start();
         let client = reg.client(anonymous());
         let t = Instant::now();
-        let report = client
-            .push(&format!("{}/bench:v1", reg.addr()), &img.blobs, std::slice::from_ref(&img.manifest), &[])
-            .expect("push");
+        let report = client.push(&format!("{}/bench:v1", reg.addr()), &img.blobs, std::slice::from_ref(&img.manifest), &[]).expect("push");
         let ours = t.elapsed();
         assert_eq!(report.uploaded, 6);
         if round == 0 {
@@ -667,13 +634,17 @@ fn push_with_credentials_from_a_config_file() {
         path
     };
     let good = auth("s3cret");
-    let out = ctx.cmd().env("REGISTRY_AUTH_FILE", &good).args(["push", "spec.kdl", &target, "--insecure-registry", &addr]).output().unwrap();
+    let out =
+        ctx.cmd().env("REGISTRY_AUTH_FILE", &good).args(["push", "spec.kdl", &target, "--insecure-registry", &addr]).output().unwrap();
     crate::support::assert_success(&out, "push with good credentials");
     let bad = auth("wrong");
     let out = ctx.cmd().env("REGISTRY_AUTH_FILE", &bad).args(["push", "spec.kdl", &target, "--insecure-registry", &addr]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&format!("cannot push to `{target}`")) && err.contains("authentication to") && err.contains("auth-wrong.json"), "{err}");
+    assert!(
+        err.contains(&format!("cannot push to `{target}`")) && err.contains("authentication to") && err.contains("auth-wrong.json"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -760,7 +731,9 @@ fn registry_base_needs_no_registry_once_fetched() {
     let online = ctx.build(&["child.kdl", "--insecure-registry", &addr]);
     // The registry base's /etc/passwd was read: the child's accounts merge into it.
     let bundle = ctx.tmp.path().join("bundle");
-    crate::support::run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:c", ctx.path("out/child").display())).arg(&bundle));
+    crate::support::run(
+        Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:c", ctx.path("out/child").display())).arg(&bundle),
+    );
     let passwd = std::fs::read_to_string(bundle.join("rootfs/etc/passwd")).unwrap();
     assert!(passwd.contains("baseuser:x:2000:") && passwd.contains("app:x:1000:"), "{passwd}");
     // And its users can own files and run the image.

@@ -36,7 +36,15 @@ impl Nginx {
             ),
         )
         .unwrap();
-        let child = Command::new("nginx").arg("-c").arg(&conf).arg("-p").arg(dir).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("nginx");
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx");
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "nginx did not start");
@@ -189,10 +197,8 @@ fn registry_cache_machine_b_builds_nothing_machine_a_built() {
     assert_eq!(va["derivations"]["built"], 3, "{va}");
 
     // The records are tagged artifacts in the repository.
-    let tags = Command::new("skopeo")
-        .args(["list-tags", "--tls-verify=false", &format!("docker://{addr}/team/build-cache")])
-        .output()
-        .unwrap();
+    let tags =
+        Command::new("skopeo").args(["list-tags", "--tls-verify=false", &format!("docker://{addr}/team/build-cache")]).output().unwrap();
     assert_success(&tags, "skopeo list-tags");
     let tags: serde_json::Value = serde_json::from_slice(&tags.stdout).unwrap();
     let tags = tags["Tags"].as_array().unwrap();
@@ -222,7 +228,13 @@ fn registry_cache_machine_b_builds_nothing_machine_a_built() {
         }
     }
     assert_eq!(damaged, 1, "one big layer in the registry");
-    let out = run_in(&ctx, &b, "store-c", &["build", "spec.kdl", "--json", "--remote-cache", &url, "--insecure-registry", &addr, "--remote-cache-mode", "ro"], &[]);
+    let out = run_in(
+        &ctx,
+        &b,
+        "store-c",
+        &["build", "spec.kdl", "--json", "--remote-cache", &url, "--insecure-registry", &addr, "--remote-cache-mode", "ro"],
+        &[],
+    );
     let vc = json_of(&out, "build with damaged registry blobs");
     assert_eq!(vc["derivations"]["built"], 1, "{vc}");
     assert_eq!(vc["derivations"]["remote"], 2, "{vc}");
@@ -283,14 +295,26 @@ fn only_records_signed_by_trusted_keys_are_used() {
     let pub_forged = String::from_utf8(forged.stdout).unwrap().trim().to_string();
     assert!(pub_forged.starts_with("team-a:") && pub_forged != pub_a);
     for (store, key) in [("store-c", &pub_other), ("store-d", &pub_forged)] {
-        let out = run_in(&ctx, &b, store, &["build", "spec.kdl", "--json", "--remote-cache", &signed, "--remote-cache-mode", "ro", "--trusted-key", key], &[]);
+        let out = run_in(
+            &ctx,
+            &b,
+            store,
+            &["build", "spec.kdl", "--json", "--remote-cache", &signed, "--remote-cache-mode", "ro", "--trusted-key", key],
+            &[],
+        );
         let v = json_of(&out, "build trusting another key");
         assert_eq!((v["derivations"]["remote"].as_u64(), v["derivations"]["built"].as_u64()), (Some(0), Some(3)), "{v}");
         assert_eq!(v["images"][0]["digest"], va["images"][0]["digest"]);
         assert!(stderr_of(&out).contains("ignored 3 record(s) not signed by a trusted key"), "{}", stderr_of(&out));
     }
     let env_keys = format!("{pub_other} {pub_a}");
-    let out = run_in(&ctx, &b, "store-e", &["build", "spec.kdl", "--json", "--remote-cache", &signed, "--remote-cache-mode", "ro"], &[("COMPOSE_TRUSTED_KEYS", &env_keys)]);
+    let out = run_in(
+        &ctx,
+        &b,
+        "store-e",
+        &["build", "spec.kdl", "--json", "--remote-cache", &signed, "--remote-cache-mode", "ro"],
+        &[("COMPOSE_TRUSTED_KEYS", &env_keys)],
+    );
     assert_eq!(json_of(&out, "keys from the environment")["derivations"]["remote"], 3);
 
     // Unsigned records are used without trusted keys, and ignored with them.
@@ -366,7 +390,15 @@ fn misbehaving(ctx: &TestContext, root: &Path, mode: &str) -> (std::process::Chi
     let script = ctx.tmp.path().join("misbehaving.py");
     fs::write(&script, MISBEHAVING).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("python3").arg(&script).arg(root).arg(port.to_string()).arg(mode).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let child = Command::new("python3")
+        .arg(&script)
+        .arg(root)
+        .arg(port.to_string())
+        .arg(mode)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "server did not start");
@@ -397,7 +429,8 @@ fn a_server_killed_mid_build_hanging_or_flooding_never_fails_the_build() {
 
     // A server that accepts connections and never answers: a time-out, a warning, a local build.
     let (mut child, url) = misbehaving(&ctx, &nginx.root, "hang");
-    let out = run_in(&ctx, &a, "store-c", &["build", "spec.kdl", "--json", "--remote-cache", &url], &[("COMPOSE_REMOTE_CACHE_TIMEOUT", "1")]);
+    let out =
+        run_in(&ctx, &a, "store-c", &["build", "spec.kdl", "--json", "--remote-cache", &url], &[("COMPOSE_REMOTE_CACHE_TIMEOUT", "1")]);
     let _ = child.kill();
     let _ = child.wait();
     let v = json_of(&out, "build with a hanging cache server");
@@ -443,12 +476,16 @@ fn http_cache_credentials_from_netrc_url_and_environment() {
     let netrc = ctx.tmp.path().join("netrc");
     fs::write(&netrc, "machine 127.0.0.1\n  login alice\n  password s3cret\n").unwrap();
     let netrc_s = netrc.to_string_lossy().into_owned();
-    let v = json_of(&run_in(&ctx, &a, "store-2", &["build", "spec.kdl", "--json", "--remote-cache", &basic], &[("NETRC", &netrc_s)]), "netrc");
+    let v =
+        json_of(&run_in(&ctx, &a, "store-2", &["build", "spec.kdl", "--json", "--remote-cache", &basic], &[("NETRC", &netrc_s)]), "netrc");
     assert_eq!(v["derivations"]["built"], 3);
     assert_eq!(nginx.root.join("basic/ac").read_dir().unwrap().count(), 3);
     // User and password in the URL, and in the environment.
     let with_user = basic.replace("http://", "http://alice:s3cret@");
-    let v = json_of(&run_in(&ctx, &a, "store-3", &["build", "spec.kdl", "--json", "--remote-cache", &with_user, "--remote-cache-mode", "ro"], &[]), "URL credentials");
+    let v = json_of(
+        &run_in(&ctx, &a, "store-3", &["build", "spec.kdl", "--json", "--remote-cache", &with_user, "--remote-cache-mode", "ro"], &[]),
+        "URL credentials",
+    );
     assert_eq!(v["derivations"]["remote"], 3);
     let out = run_in(
         &ctx,
@@ -465,7 +502,16 @@ fn http_cache_credentials_from_netrc_url_and_environment() {
     assert!(stderr_of(&out).contains("check the credentials from the URL") && !stderr_of(&out).contains("hunter2"), "{}", stderr_of(&out));
 
     // Bearer token.
-    let v = json_of(&run_in(&ctx, &a, "store-6", &["build", "spec.kdl", "--json", "--remote-cache", &bearer], &[("COMPOSE_REMOTE_CACHE_TOKEN", "t0ken")]), "bearer");
+    let v = json_of(
+        &run_in(
+            &ctx,
+            &a,
+            "store-6",
+            &["build", "spec.kdl", "--json", "--remote-cache", &bearer],
+            &[("COMPOSE_REMOTE_CACHE_TOKEN", "t0ken")],
+        ),
+        "bearer",
+    );
     assert_eq!(v["derivations"]["built"], 3);
     assert_eq!(nginx.root.join("bearer/ac").read_dir().unwrap().count(), 3);
 }
@@ -496,7 +542,13 @@ fn packages_the_mirror_dropped_come_from_the_team_cache() {
     // Machine B builds the same: the image comes from the cache and the .deb is not needed.
     let deb = repo.path(&repo.filename_of("hello"));
     let deb_digest = compose::hash::Sha256::of(&fs::read(&deb).unwrap());
-    let out = run_in(&ctx, &src, "store-b0", &["build", "spec.kdl", "--json", "--mirror", &mirror, "--remote-cache", &nginx.url, "--remote-cache-mode", "ro"], &[]);
+    let out = run_in(
+        &ctx,
+        &src,
+        "store-b0",
+        &["build", "spec.kdl", "--json", "--mirror", &mirror, "--remote-cache", &nginx.url, "--remote-cache-mode", "ro"],
+        &[],
+    );
     let v = json_of(&out, "machine B");
     assert_eq!(v["derivations"]["built"], 0, "{v}");
     assert!(v["derivations"]["skipped"].as_u64().unwrap() >= 1, "{v}");

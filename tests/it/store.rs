@@ -81,10 +81,9 @@ fn two_builds_of_different_specs_share_a_store_at_once() {
     // Both also share one derivation: the same text layer.
     for name in ["one", "two"] {
         let p = ctx.path(&format!("{name}.kdl"));
-        let s = fs::read_to_string(&p).unwrap().replace(
-            "    files {",
-            "    layer \"shared\" { text \"/shared\" \"same in both\\n\" }\n    files {",
-        );
+        let s = fs::read_to_string(&p)
+            .unwrap()
+            .replace("    files {", "    layer \"shared\" { text \"/shared\" \"same in both\\n\" }\n    files {");
         fs::write(&p, s).unwrap();
     }
     let spawn = |spec: &str| ctx.cmd().args(["build", "--json", spec]).stderr(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
