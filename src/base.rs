@@ -5,7 +5,13 @@
 //! Owns reading local bases: `oci:PATH[:TAG]` (an OCI image layout), `oci-archive:PATH` (a tar of
 //! one) and `docker-archive:PATH` (`docker save`'s `manifest.json` format, legacy or OCI-style),
 //! choosing the manifest for a platform from an index, and the mapping of Docker media types to
-//! OCI ones. Registry bases are resolved through [`crate::registry`] into the same [`BaseImage`].
+//! OCI ones. Registry bases are resolved through [`crate::registry`] into the same [`BaseImage`],
+//! their manifests and configs kept in the store so a pinned base needs no network once fetched.
+//!
+//! Also owns loading every base a command needs ([`load`]: pins of registry bases, the lockfile's
+//! `--locked` rule), the one reader of a base layer's bytes wherever they live ([`copy_layer`],
+//! [`pull_layer`]), and the files compose reads from a base (passwd, group, dpkg database),
+//! remembered in the store per base.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -14,11 +20,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::clients::Clients;
 use crate::hash::Sha256;
-use crate::image::{INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
-
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_INDEX: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+use crate::lock::{BaseLock, Lockfile};
+pub use crate::oci::oci_layer_media_type;
+use crate::oci::{self, DescriptorDoc, MANIFEST_MEDIA_TYPE};
+use crate::spec::{Base, ImageSpec, SpecDiagnostic, SpecError, SpecFile};
+use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BaseError {
@@ -40,6 +48,8 @@ pub enum BaseError {
     Unavailable { reference: String, message: String },
     #[error("cannot read base image `{reference}`: --offline is set and the store does not hold its layers; build once online")]
     Offline { reference: String },
+    #[error("cannot bring layer {digest} of base image `{reference}` into the store: {message}")]
+    Layer { reference: String, digest: String, message: String },
 }
 
 /// Where a base image's blobs are read from (never part of any hash).
@@ -49,8 +59,8 @@ pub enum BlobSource {
     Dir(PathBuf),
     /// Members of a tar archive, by digest.
     Archive { path: PathBuf, members: BTreeMap<Sha256, String> },
-    /// A registry repository (`REGISTRY/REPO`), and the registries spoken to over plain HTTP.
-    Registry { repo: String, insecure: Vec<String> },
+    /// A registry repository (`REGISTRY/REPO`).
+    Registry { repo: String },
 }
 
 /// One layer of a base image.
@@ -75,15 +85,6 @@ pub struct BaseImage {
     pub files: BTreeMap<String, Vec<u8>>,
 }
 
-/// OCI media type for a layer media type (Docker's become their OCI equivalents; bytes unchanged).
-pub fn oci_layer_media_type(mt: &str) -> String {
-    match mt {
-        "application/vnd.docker.image.rootfs.diff.tar.gzip" => "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-        "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar".into(),
-        other => other.to_string(),
-    }
-}
-
 fn invalid(reference: &str, message: impl Into<String>) -> BaseError {
     BaseError::Invalid { reference: reference.to_string(), message: message.into() }
 }
@@ -102,9 +103,20 @@ trait Blobs {
 /// network), else the registry, keeping what was fetched in the store.
 struct RegistryBlobs<'a> {
     reference: &'a str,
-    reg: &'a dyn Fn() -> Result<&'a crate::registry::Registry, String>,
+    clients: &'a Clients,
     repo: String,
-    store: Option<&'a crate::store::Store>,
+    store: Option<&'a Store>,
+}
+
+/// The registry client, or why there is none for base `reference`.
+fn registry_of<'c>(clients: &'c Clients, reference: &str) -> Result<&'c crate::registry::Registry, BaseError> {
+    if clients.offline() {
+        return Err(BaseError::Unavailable {
+            reference: reference.to_string(),
+            message: "--offline is set and the store does not hold this base image's manifest and config".into(),
+        });
+    }
+    clients.registry().map_err(|message| BaseError::Unavailable { reference: reference.to_string(), message })
 }
 
 impl RegistryBlobs<'_> {
@@ -119,7 +131,7 @@ impl RegistryBlobs<'_> {
         if let Some(bytes) = cached {
             return Ok(bytes);
         }
-        let reg = (self.reg)().map_err(|message| BaseError::Unavailable { reference: self.reference.to_string(), message })?;
+        let reg = registry_of(self.clients, self.reference)?;
         let bytes = fetch(reg).map_err(|e| invalid(self.reference, e.to_string()))?;
         if let Some(store) = self.store {
             let _ = store.put_bytes(&bytes);
@@ -142,28 +154,39 @@ impl Blobs for RegistryBlobs<'_> {
 
 /// A registry base for `platform`: from the pinned manifest digest when there is one, else by
 /// resolving the reference (a tag is followed only here: the lockfile pins what it found).
-/// `reg` makes the registry client when one is needed; with a pinned digest whose manifests
+/// The registry client is made only when one is needed: with a pinned digest whose manifests
 /// and config `store` holds, none is.
-pub fn registry_base<'a>(
-    reg: &'a dyn Fn() -> Result<&'a crate::registry::Registry, String>,
-    store: Option<&'a crate::store::Store>,
-    reference: &'a str,
+pub fn registry_base(
+    clients: &Clients,
+    store: Option<&Store>,
+    reference: &str,
     pinned: Option<&Sha256>,
     platform: &str,
-    insecure: &[String],
 ) -> Result<BaseImage, BaseError> {
     let parsed = crate::registry::parse_reference(reference).map_err(|e| invalid(reference, e.to_string()))?;
     let repo = parsed.repo();
     let root = match pinned {
-        Some(d) => serde_json::json!({"digest": d.to_string()}),
+        Some(d) => Root { digest: *d, media_type: None },
         None => {
-            let reg = reg().map_err(|message| BaseError::Unavailable { reference: reference.to_string(), message })?;
+            let reg = registry_of(clients, reference)?;
             let f = reg.resolve(reference).map_err(|e| invalid(reference, e.to_string()))?;
-            serde_json::json!({"digest": f.digest.to_string(), "mediaType": f.media_type})
+            Root { digest: f.digest, media_type: Some(f.media_type) }
         }
     };
-    let mut blobs = RegistryBlobs { reference, reg, repo: repo.clone(), store };
-    from_descriptor(reference, &mut blobs, &root, platform, BlobSource::Registry { repo, insecure: insecure.to_vec() })
+    let mut blobs = RegistryBlobs { reference, clients, repo: repo.clone(), store };
+    from_descriptor(reference, &mut blobs, root, platform, BlobSource::Registry { repo })
+}
+
+/// Where reading a base starts: a manifest or index, by digest.
+struct Root {
+    digest: Sha256,
+    media_type: Option<String>,
+}
+
+impl From<&DescriptorDoc> for Root {
+    fn from(d: &DescriptorDoc) -> Root {
+        Root { digest: d.digest, media_type: d.media_type.clone() }
+    }
 }
 
 struct DirBlobs<'a> {
@@ -261,51 +284,37 @@ fn json(reference: &str, what: &str, bytes: &[u8]) -> Result<Value, BaseError> {
     serde_json::from_slice(bytes).map_err(|e| invalid(reference, format!("{what} is not valid JSON: {e}")))
 }
 
-fn digest_field(reference: &str, v: &Value) -> Result<Sha256, BaseError> {
-    v.get("digest")
-        .and_then(Value::as_str)
-        .and_then(|d| d.parse::<Sha256>().ok())
-        .ok_or_else(|| invalid(reference, "a descriptor has no valid sha256 `digest`"))
+fn doc<T: serde::de::DeserializeOwned>(reference: &str, what: &'static str, bytes: &[u8]) -> Result<T, BaseError> {
+    oci::read(what, bytes).map_err(|e| invalid(reference, e.to_string()))
 }
 
-fn platform_of(v: &Value) -> String {
-    let os = v.get("os").and_then(Value::as_str).unwrap_or("?");
-    let arch = v.get("architecture").and_then(Value::as_str).unwrap_or("?");
-    match v.get("variant").and_then(Value::as_str) {
-        Some(var) => format!("{os}/{arch}/{var}"),
-        None => format!("{os}/{arch}"),
-    }
+/// Does a config's platform (`have`) serve `platform`? `linux/arm64` is served by
+/// `linux/arm64/v8` and the other way round.
+fn serves(have: &str, platform: &str) -> bool {
+    have == platform || have.starts_with(&format!("{platform}/")) || platform.starts_with(&format!("{have}/"))
 }
 
-/// Pick the manifest for `platform` (`os/arch[/variant]`) starting at descriptor `root`, following
+/// Pick the manifest for `platform` (`os/arch[/variant]`) starting at `root`, following
 /// indexes; then read its config and layers.
-fn from_descriptor(
-    reference: &str,
-    blobs: &mut dyn Blobs,
-    root: &Value,
-    platform: &str,
-    source: BlobSource,
-) -> Result<BaseImage, BaseError> {
-    let mut desc = root.clone();
+fn from_descriptor(reference: &str, blobs: &mut dyn Blobs, root: Root, platform: &str, source: BlobSource) -> Result<BaseImage, BaseError> {
+    let mut desc = root;
     for _ in 0..4 {
-        let mt = desc.get("mediaType").and_then(Value::as_str).unwrap_or(MANIFEST_MEDIA_TYPE).to_string();
-        let digest = digest_field(reference, &desc)?;
-        let bytes = blobs.read_manifest(&digest)?;
-        let doc = json(reference, "a manifest", &bytes)?;
-        let mt = doc.get("mediaType").and_then(Value::as_str).map(str::to_string).unwrap_or(mt);
-        if mt == INDEX_MEDIA_TYPE || mt == DOCKER_INDEX || doc.get("manifests").is_some() {
-            let manifests = doc.get("manifests").and_then(Value::as_array).cloned().unwrap_or_default();
-            let found = manifests.iter().find(|m| m.get("platform").map(platform_of).as_deref() == Some(platform)).or_else(|| {
+        let bytes = blobs.read_manifest(&desc.digest)?;
+        let declared = desc.media_type.as_deref().unwrap_or(MANIFEST_MEDIA_TYPE);
+        if oci::is_index(&bytes) || declared == oci::INDEX_MEDIA_TYPE || declared == oci::DOCKER_INDEX {
+            let index: oci::IndexDoc = doc(reference, "an index", &bytes)?;
+            let text = |m: &DescriptorDoc| m.platform.as_ref().map(oci::PlatformDoc::text);
+            let found = index.manifests.iter().find(|m| text(m).as_deref() == Some(platform)).or_else(|| {
                 // `linux/arm64` also matches `linux/arm64/v8`.
-                manifests.iter().find(|m| m.get("platform").map(platform_of).is_some_and(|p| p.starts_with(&format!("{platform}/"))))
+                index.manifests.iter().find(|m| text(m).is_some_and(|p| p.starts_with(&format!("{platform}/"))))
             });
             match found {
                 Some(m) => {
-                    desc = m.clone();
+                    desc = Root::from(m);
                     continue;
                 }
                 None => {
-                    let available: Vec<String> = manifests.iter().filter_map(|m| m.get("platform").map(platform_of)).collect();
+                    let available: Vec<String> = index.manifests.iter().filter_map(text).collect();
                     return Err(BaseError::NoPlatform {
                         reference: reference.into(),
                         platform: platform.into(),
@@ -314,17 +323,18 @@ fn from_descriptor(
                 }
             }
         }
-        let config_desc = doc.get("config").ok_or_else(|| invalid(reference, "the manifest has no config"))?;
-        let config_bytes = blobs.read(&digest_field(reference, config_desc)?)?;
+        let manifest: oci::ManifestDoc = doc(reference, "the manifest", &bytes)?;
+        let config_bytes = blobs.read(&manifest.config.digest)?;
         let config = json(reference, "the config", &config_bytes)?;
-        let have = platform_of(&config);
-        if have != platform && !have.starts_with(&format!("{platform}/")) && !platform.starts_with(&format!("{have}/")) {
+        let typed: oci::ConfigDoc = doc(reference, "the config", &config_bytes)?;
+        let have = typed.platform.text();
+        if !serves(&have, platform) {
             return Err(BaseError::NoPlatform { reference: reference.into(), platform: platform.into(), available: have });
         }
         return Ok(BaseImage {
             reference: reference.to_string(),
-            manifest_digest: digest,
-            layers: layers_of(reference, &doc, &config)?,
+            manifest_digest: desc.digest,
+            layers: layers_of(reference, &manifest.layers, &typed.rootfs.diff_ids)?,
             config,
             source,
             files: BTreeMap::new(),
@@ -333,42 +343,33 @@ fn from_descriptor(
     Err(invalid(reference, "indexes nest too deeply"))
 }
 
-fn layers_of(reference: &str, manifest: &Value, config: &Value) -> Result<Vec<BaseLayer>, BaseError> {
-    let layers = manifest.get("layers").and_then(Value::as_array).cloned().unwrap_or_default();
-    let diff_ids: Vec<Sha256> = config
-        .pointer("/rootfs/diff_ids")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|d| d.as_str().and_then(|s| s.parse().ok())).collect())
-        .unwrap_or_default();
+fn layers_of(reference: &str, layers: &[DescriptorDoc], diff_ids: &[Sha256]) -> Result<Vec<BaseLayer>, BaseError> {
     if diff_ids.len() != layers.len() {
         return Err(invalid(reference, format!("{} layers but {} diff_ids in its config", layers.len(), diff_ids.len())));
     }
-    layers
+    Ok(layers
         .iter()
         .zip(diff_ids)
-        .map(|(l, diff_id)| {
-            Ok(BaseLayer {
-                digest: digest_field(reference, l)?,
-                size: l.get("size").and_then(Value::as_u64).ok_or_else(|| invalid(reference, "a layer has no size"))?,
-                media_type: oci_layer_media_type(l.get("mediaType").and_then(Value::as_str).unwrap_or("")),
-                diff_id,
-            })
+        .map(|(l, diff_id)| BaseLayer {
+            digest: l.digest,
+            size: l.size,
+            media_type: oci_layer_media_type(l.media_type.as_deref().unwrap_or("")),
+            diff_id: *diff_id,
         })
-        .collect()
+        .collect())
 }
 
 /// Choose the index entry named `tag` (or the only one).
-fn pick_tagged(reference: &str, index: &Value, tag: Option<&str>) -> Result<Value, BaseError> {
-    let manifests = index.get("manifests").and_then(Value::as_array).cloned().unwrap_or_default();
-    let name = |m: &Value| m.pointer("/annotations/org.opencontainers.image.ref.name").and_then(Value::as_str).map(str::to_string);
+fn pick_tagged(reference: &str, index: &oci::IndexDoc, tag: Option<&str>) -> Result<Root, BaseError> {
+    let name = |m: &DescriptorDoc| m.annotations.get(oci::REF_NAME).cloned();
     match tag {
-        Some(t) => manifests.iter().find(|m| name(m).as_deref() == Some(t)).cloned().ok_or_else(|| BaseError::NoTag {
+        Some(t) => index.manifests.iter().find(|m| name(m).as_deref() == Some(t)).map(Root::from).ok_or_else(|| BaseError::NoTag {
             reference: reference.into(),
             tag: t.into(),
-            available: manifests.iter().filter_map(name).collect::<Vec<_>>().join(", "),
+            available: index.manifests.iter().filter_map(name).collect::<Vec<_>>().join(", "),
         }),
-        None if manifests.len() == 1 => Ok(manifests[0].clone()),
-        None => Err(invalid(reference, format!("it holds {} images; name one with `:TAG`", manifests.len()))),
+        None if index.manifests.len() == 1 => Ok(Root::from(&index.manifests[0])),
+        None => Err(invalid(reference, format!("it holds {} images; name one with `:TAG`", index.manifests.len()))),
     }
 }
 
@@ -381,17 +382,17 @@ pub fn oci_layout(reference: &str, dir: &Path, tag: Option<&str>, platform: &str
         path: index_path.clone(),
         source,
     })?;
-    let index = json(reference, "index.json", &bytes)?;
+    let index: oci::IndexDoc = doc(reference, "index.json", &bytes)?;
     let root = pick_tagged(reference, &index, tag)?;
     let blob_dir = dir.join("blobs/sha256");
     let mut blobs = DirBlobs { reference, dir: blob_dir.clone() };
-    from_descriptor(reference, &mut blobs, &root, platform, BlobSource::Dir(blob_dir))
+    from_descriptor(reference, &mut blobs, root, platform, BlobSource::Dir(blob_dir))
 }
 
 /// `oci-archive:PATH`.
 pub fn oci_archive(reference: &str, path: &Path, platform: &str) -> Result<BaseImage, BaseError> {
     let mut blobs = ArchiveBlobs::open(reference, path)?;
-    let index = json(reference, "index.json", blobs.member("index.json")?)?;
+    let index: oci::IndexDoc = doc(reference, "index.json", blobs.member("index.json")?)?;
     let root = pick_tagged(reference, &index, None)?;
     let members: BTreeMap<Sha256, String> = blobs
         .sizes
@@ -399,41 +400,40 @@ pub fn oci_archive(reference: &str, path: &Path, platform: &str) -> Result<BaseI
         .filter_map(|n| n.strip_prefix("blobs/sha256/").and_then(|h| Sha256::from_hex(h).ok()).map(|d| (d, n.clone())))
         .collect();
     let source = BlobSource::Archive { path: path.to_path_buf(), members };
-    from_descriptor(reference, &mut blobs, &root, platform, source)
+    from_descriptor(reference, &mut blobs, root, platform, source)
+}
+
+/// One image of a docker-archive's `manifest.json`.
+#[derive(serde::Deserialize)]
+struct DockerEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
 }
 
 /// `docker-archive:PATH`: `manifest.json` names the config and layer files; layers of the legacy
 /// format are uncompressed tars, identified by the sha256 of their bytes.
 pub fn docker_archive(reference: &str, path: &Path, platform: &str) -> Result<BaseImage, BaseError> {
     let blobs = ArchiveBlobs::open(reference, path)?;
-    let manifest = json(reference, "manifest.json", blobs.member("manifest.json")?)?;
-    let entry = manifest
-        .as_array()
-        .and_then(|a| if a.len() == 1 { a.first() } else { None })
-        .ok_or_else(|| invalid(reference, "manifest.json must describe exactly one image"))?;
-    let config_name = entry.get("Config").and_then(Value::as_str).ok_or_else(|| invalid(reference, "manifest.json has no Config"))?;
-    let config_bytes = blobs.member(config_name)?.to_vec();
+    let entries: Vec<DockerEntry> = doc(reference, "manifest.json", blobs.member("manifest.json")?)?;
+    let [entry] = entries.as_slice() else {
+        return Err(invalid(reference, "manifest.json must describe exactly one image"));
+    };
+    let config_bytes = blobs.member(&entry.config)?.to_vec();
     let config = json(reference, "the config", &config_bytes)?;
-    let have = platform_of(&config);
+    let typed: oci::ConfigDoc = doc(reference, "the config", &config_bytes)?;
+    let have = typed.platform.text();
     if have != platform && !have.starts_with(&format!("{platform}/")) {
         return Err(BaseError::NoPlatform { reference: reference.into(), platform: platform.into(), available: have });
     }
-    let files: Vec<String> = entry
-        .get("Layers")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
-    let diff_ids: Vec<Sha256> = config
-        .pointer("/rootfs/diff_ids")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|d| d.as_str().and_then(|s| s.parse().ok())).collect())
-        .unwrap_or_default();
-    if diff_ids.len() != files.len() {
-        return Err(invalid(reference, format!("{} layers but {} diff_ids in its config", files.len(), diff_ids.len())));
+    let diff_ids = typed.rootfs.diff_ids;
+    if diff_ids.len() != entry.layers.len() {
+        return Err(invalid(reference, format!("{} layers but {} diff_ids in its config", entry.layers.len(), diff_ids.len())));
     }
     let mut members = BTreeMap::new();
     let mut layers = Vec::new();
-    for (file, diff_id) in files.iter().zip(diff_ids) {
+    for (file, diff_id) in entry.layers.iter().zip(diff_ids) {
         let (digest, size) = blobs.digest_of(file)?;
         let gz = {
             let head = blobs.small.get(file.trim_start_matches("./")).map(|b| b.starts_with(&[0x1f, 0x8b]));
@@ -448,9 +448,9 @@ pub fn docker_archive(reference: &str, path: &Path, platform: &str) -> Result<Ba
     }
     // The manifest digest of a docker-archive base: of the OCI manifest we would write for it.
     let config_digest = Sha256::of(&config_bytes);
-    let manifest_bytes = crate::image::manifest_json(
-        &crate::image::Descriptor::new(crate::image::CONFIG_MEDIA_TYPE, config_digest, config_bytes.len() as u64),
-        &layers.iter().map(|l| crate::image::Descriptor::new(&l.media_type, l.digest, l.size)).collect::<Vec<_>>(),
+    let manifest_bytes = oci::manifest_json(
+        &oci::Descriptor::new(oci::CONFIG_MEDIA_TYPE, config_digest, config_bytes.len() as u64),
+        &layers.iter().map(|l| oci::Descriptor::new(&l.media_type, l.digest, l.size)).collect::<Vec<_>>(),
     );
     Ok(BaseImage {
         reference: reference.to_string(),
@@ -462,11 +462,107 @@ pub fn docker_archive(reference: &str, path: &Path, platform: &str) -> Result<Ba
     })
 }
 
+/// Where a base's layers are: its reference (for messages) and its blob source.
+pub struct LayerSource<'a> {
+    pub reference: &'a str,
+    pub source: &'a BlobSource,
+}
+
+impl BaseImage {
+    pub fn layer_source(&self) -> LayerSource<'_> {
+        LayerSource { reference: &self.reference, source: &self.source }
+    }
+}
+
+/// Copy layer `l` of base `b`, as stored (compressed), from wherever it lives: the layout's
+/// blob directory, the archive's member, or the registry (streamed). The one reader of base
+/// layer bytes; the caller verifies what it gets (see [`pull_layer`]).
+pub fn copy_layer(b: &LayerSource<'_>, l: &BaseLayer, clients: &Clients, sink: &mut dyn io::Write) -> Result<(), BaseError> {
+    let io = |source| BaseError::Io {
+        reference: b.reference.to_string(),
+        action: "read a layer of",
+        path: PathBuf::from(l.digest.to_string()),
+        source,
+    };
+    match b.source {
+        BlobSource::Dir(dir) => {
+            let mut f = File::open(dir.join(l.digest.hex())).map_err(io)?;
+            io::copy(&mut f, sink).map_err(io)?;
+        }
+        BlobSource::Archive { path, members } => {
+            let member = members
+                .get(&l.digest)
+                .ok_or_else(|| invalid(b.reference, format!("`{}` does not hold layer {}", path.display(), l.digest)))?;
+            let f = File::open(path).map_err(io)?;
+            let mut ar = tar::Archive::new(BufReader::new(f));
+            for e in ar.entries().map_err(io)? {
+                let mut e = e.map_err(io)?;
+                if e.path().map_err(io)?.to_string_lossy().trim_start_matches("./") == member.as_str() {
+                    io::copy(&mut e, sink).map_err(io)?;
+                    return Ok(());
+                }
+            }
+            return Err(invalid(b.reference, format!("`{}` has no member `{member}`", path.display())));
+        }
+        BlobSource::Registry { repo } => {
+            if clients.offline() {
+                return Err(BaseError::Offline { reference: b.reference.to_string() });
+            }
+            let reg = clients.registry().map_err(|message| BaseError::Unavailable { reference: b.reference.to_string(), message })?;
+            reg.blob(repo, &l.digest, Some(l.size), sink).map_err(|e| invalid(b.reference, crate::util::chain_message(&e)))?;
+        }
+    }
+    Ok(())
+}
+
+/// A writer that hashes and counts what passes through.
+struct Hashing<W> {
+    inner: W,
+    hasher: sha2::Sha256,
+    n: u64,
+}
+
+impl<W: io::Write> io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use sha2::Digest as _;
+        let k = self.inner.write(buf)?;
+        self.hasher.update(&buf[..k]);
+        self.n += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Bring layer `l` of base `b` into the store, verified by its digest and size (a layer already
+/// there is not read again); returns its path in the store.
+pub fn pull_layer(b: &LayerSource<'_>, l: &BaseLayer, store: &Store, clients: &Clients) -> Result<PathBuf, BaseError> {
+    use sha2::Digest as _;
+    if store.has_blob(&l.digest) {
+        return Ok(store.blob_path(&l.digest));
+    }
+    let err = |message: String| BaseError::Layer { reference: b.reference.to_string(), digest: l.digest.to_string(), message };
+    let tmp = store.temp_file().map_err(|e| err(crate::util::chain_message(&e)))?;
+    let file = tmp.reopen().map_err(|e| err(e.to_string()))?;
+    let mut sink = Hashing { inner: io::BufWriter::new(file), hasher: sha2::Sha256::new(), n: 0 };
+    copy_layer(b, l, clients, &mut sink)?;
+    io::Write::flush(&mut sink).map_err(|e| err(e.to_string()))?;
+    let Hashing { inner, hasher, n } = sink;
+    drop(inner);
+    let actual = Sha256(hasher.finalize().into());
+    if actual != l.digest || n != l.size {
+        return Err(err(format!("got {actual} ({n} bytes), expected {} bytes", l.size)));
+    }
+    store.commit_blob(tmp, &l.digest).map_err(|e| err(crate::util::chain_message(&e)))
+}
+
 /// Files of the base image's merged filesystem that compose reads: `/etc/passwd`, `/etc/group`
 /// and the dpkg database (`/var/lib/dpkg/status`, `/var/lib/dpkg/status.d/*`). Layers are applied
-/// in order, whiteouts (`.wh.NAME`, `.wh..wh..opq`) included.
-/// `local` finds a layer already on disk (the store), so a registry base is not pulled again.
-pub fn read_base_files(b: &BaseImage, local: &dyn Fn(&Sha256) -> Option<PathBuf>) -> Result<BTreeMap<String, Vec<u8>>, BaseError> {
+/// in order, whiteouts (`.wh.NAME`, `.wh..wh..opq`) included. A layer not in a local directory is
+/// pulled into `store` (verified), where the build's base-layer derivation then finds it: one
+/// download, not two.
+pub fn read_base_files(b: &BaseImage, store: Option<&Store>, clients: &Clients) -> Result<BTreeMap<String, Vec<u8>>, BaseError> {
     let wanted = |p: &str| p == "etc/passwd" || p == "etc/group" || p == "var/lib/dpkg/status" || p.starts_with("var/lib/dpkg/status.d/");
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for l in &b.layers {
@@ -476,33 +572,13 @@ pub fn read_base_files(b: &BaseImage, local: &dyn Fn(&Sha256) -> Option<PathBuf>
             path: PathBuf::from(l.digest.to_string()),
             source,
         };
-        let raw: Box<dyn Read> = match &b.source {
-            BlobSource::Dir(dir) => Box::new(BufReader::new(File::open(dir.join(l.digest.hex())).map_err(io)?)),
-            BlobSource::Archive { path, members } => {
-                let member = members.get(&l.digest).ok_or_else(|| invalid(&b.reference, format!("no member for layer {}", l.digest)))?;
-                let f = File::open(path).map_err(io)?;
-                let mut ar = tar::Archive::new(BufReader::new(f));
-                let mut data = None;
-                for e in ar.entries().map_err(io)? {
-                    let mut e = e.map_err(io)?;
-                    if e.path().map_err(io)?.to_string_lossy().trim_start_matches("./") == member.as_str() {
-                        let mut v = Vec::new();
-                        e.read_to_end(&mut v).map_err(io)?;
-                        data = Some(v);
-                        break;
-                    }
-                }
-                Box::new(io::Cursor::new(data.ok_or_else(|| invalid(&b.reference, format!("no member `{member}`")))?))
-            }
-            BlobSource::Registry { .. } if local(&l.digest).is_some() => {
-                let p = local(&l.digest).unwrap_or_default();
-                Box::new(BufReader::new(File::open(&p).map_err(io)?))
-            }
-            BlobSource::Registry { repo, insecure } => {
-                // Pulled once into a temporary file (verified), then read like a local layer.
-                let reg = crate::ops::registry_client(insecure).map_err(|e| invalid(&b.reference, e.to_string()))?;
+        let raw: Box<dyn Read> = match (&b.source, store) {
+            (_, Some(s)) if s.has_blob(&l.digest) => Box::new(BufReader::new(File::open(s.blob_path(&l.digest)).map_err(io)?)),
+            (BlobSource::Dir(dir), _) => Box::new(BufReader::new(File::open(dir.join(l.digest.hex())).map_err(io)?)),
+            (_, Some(s)) => Box::new(BufReader::new(File::open(pull_layer(&b.layer_source(), l, s, clients)?).map_err(io)?)),
+            (_, None) => {
                 let mut tmp = tempfile::tempfile().map_err(io)?;
-                reg.blob(repo, &l.digest, Some(l.size), &mut tmp).map_err(|e| invalid(&b.reference, e.to_string()))?;
+                copy_layer(&b.layer_source(), l, clients, &mut tmp)?;
                 use std::io::Seek;
                 tmp.seek(io::SeekFrom::Start(0)).map_err(io)?;
                 Box::new(BufReader::new(tmp))
@@ -565,4 +641,168 @@ pub fn installed_packages(files: &BTreeMap<String, Vec<u8>>) -> Vec<(String, Str
     out.sort();
     out.dedup();
     out
+}
+
+// ---------------------------------------------------------------------------
+// Loading every base a command needs
+// ---------------------------------------------------------------------------
+
+/// External bases by (image, platform).
+pub type Bases = std::collections::HashMap<(String, String), BaseImage>;
+
+/// What [`load`] found.
+pub struct Loaded<'s> {
+    /// The selected images and their `base image=` ancestors.
+    pub needed: Vec<&'s ImageSpec>,
+    pub bases: Bases,
+    /// Registry bases' manifest digests per image and platform, for the lockfile.
+    pub pins: BTreeMap<String, BaseLock>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// `--locked`, and a registry base is not pinned.
+    #[error("image `{image}`: {why}")]
+    Unpinned { image: String, why: String },
+}
+
+/// How [`load`] treats the lockfile.
+pub struct LoadOptions<'a> {
+    pub existing: Option<&'a Lockfile>,
+    /// Re-resolve registry tags (`compose lock --update`).
+    pub update: bool,
+    /// Fail rather than resolve an unpinned registry base.
+    pub locked: bool,
+    pub cache_dir: &'a Path,
+}
+
+/// The images `selected` needs (itself and its `base image=` ancestors), and their external bases
+/// by (image, platform), with the base files compose reads. Problems with a base are reported
+/// against the spec's `base` node, all together.
+pub fn load<'s>(
+    spec: &'s SpecFile,
+    selected: &[&'s ImageSpec],
+    opts: &LoadOptions<'_>,
+    clients: &Clients,
+) -> Result<Loaded<'s>, LoadError> {
+    let store_cell: std::cell::OnceCell<Option<Store>> = std::cell::OnceCell::new();
+    let store = || store_cell.get_or_init(|| Store::open(opts.cache_dir).ok()).as_ref();
+    let mut pins: BTreeMap<String, BaseLock> = BTreeMap::new();
+    let mut errors: Vec<SpecDiagnostic> = Vec::new();
+    // Images with a `base image="NAME"` need their ancestors planned too.
+    let mut needed: Vec<&ImageSpec> = selected.to_vec();
+    let mut i = 0;
+    while i < needed.len() {
+        if let Base::Image { name, .. } = &needed[i].base {
+            if let Some(parent) = spec.image(name) {
+                if !needed.iter().any(|n| n.name == parent.name) {
+                    needed.push(parent);
+                }
+            }
+        }
+        i += 1;
+    }
+    let mut bases = Bases::new();
+    for img in &needed {
+        for platform in &img.platforms {
+            let p = platform.to_string();
+            let resolved = |path: &str| {
+                let pb = Path::new(path);
+                if pb.is_absolute() {
+                    pb.to_path_buf()
+                } else {
+                    spec.dir.join(pb)
+                }
+            };
+            let (loaded, span) = match &img.base {
+                Base::Scratch | Base::Image { .. } => continue,
+                Base::Registry { reference, span } => {
+                    let pinned = opts
+                        .existing
+                        .filter(|_| !opts.update)
+                        .and_then(|l| l.images.get(&img.name))
+                        .and_then(|l| l.base.as_ref())
+                        .filter(|b| &b.reference == reference)
+                        .and_then(|b| b.digests.get(&p))
+                        .and_then(|d| d.parse::<Sha256>().ok());
+                    if pinned.is_none() && opts.locked {
+                        return Err(LoadError::Unpinned {
+                            image: img.name.clone(),
+                            why: format!("base `{reference}` is not pinned for {p}"),
+                        });
+                    }
+                    let loaded = registry_base(clients, store(), reference, pinned.as_ref(), &p);
+                    if let Ok(b) = &loaded {
+                        let pin = pins
+                            .entry(img.name.clone())
+                            .or_insert_with(|| BaseLock { reference: reference.clone(), digests: BTreeMap::new() });
+                        pin.digests.insert(p.clone(), b.manifest_digest.to_string());
+                    }
+                    (loaded, span)
+                }
+                Base::OciLayout { path, tag, span } => (oci_layout(&format!("oci:{path}"), &resolved(path), tag.as_deref(), &p), span),
+                Base::OciArchive { path, span } => (oci_archive(&format!("oci-archive:{path}"), &resolved(path), &p), span),
+                Base::DockerArchive { path, span } => (docker_archive(&format!("docker-archive:{path}"), &resolved(path), &p), span),
+            };
+            match loaded.and_then(|mut b| {
+                b.files = remembered_files(store(), &b, || read_base_files(&b, store(), clients))?;
+                Ok(b)
+            }) {
+                Ok(b) => {
+                    bases.insert((img.name.clone(), p), b);
+                }
+                Err(e) => errors.push(spec.diagnostic("compose::spec::base", *span, crate::util::chain_message(&e), "this base", None)),
+            }
+        }
+    }
+    spec.report(errors)?;
+    Ok(Loaded { needed, bases, pins })
+}
+
+/// The files compose reads from base `b` (passwd, group, dpkg database), remembered in the store
+/// under a record keyed by the base's layer digests: layers are decompressed once per base, not
+/// once per build.
+fn remembered_files(
+    store: Option<&Store>,
+    b: &BaseImage,
+    read: impl FnOnce() -> Result<BTreeMap<String, Vec<u8>>, BaseError>,
+) -> Result<BTreeMap<String, Vec<u8>>, BaseError> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut key = crate::hash::Encoder::new("base-files");
+    key.list(b.layers.len());
+    for l in &b.layers {
+        key.sha256(&l.digest).str(&l.media_type);
+    }
+    let drv = key.finish();
+    let remembered = store.and_then(|s| {
+        let rec = s.lookup(&drv).ok()??;
+        let bytes = s.read_blob(&rec.outputs.get("files")?.digest).ok()?;
+        let map: BTreeMap<String, String> = serde_json::from_slice(&bytes).ok()?;
+        map.into_iter().map(|(k, v)| b64.decode(v).ok().map(|v| (k, v))).collect::<Option<BTreeMap<_, _>>>()
+    });
+    if let Some(files) = remembered {
+        return Ok(files);
+    }
+    let files = read()?;
+    if let Some(s) = store {
+        let map: BTreeMap<&String, String> = files.iter().map(|(k, v)| (k, b64.encode(v))).collect();
+        if let Ok(bytes) = serde_json::to_vec(&map) {
+            if let Ok(digest) = s.put_bytes(&bytes) {
+                let output =
+                    crate::store::Output { digest, size: bytes.len() as u64, media_type: "application/json".into(), diff_id: None };
+                let rec = crate::store::Record {
+                    version: crate::store::RECORD_VERSION,
+                    drv,
+                    kind: "base-files".into(),
+                    outputs: BTreeMap::from([("files".to_string(), output)]),
+                    inputs: vec![b.reference.clone()],
+                };
+                let _ = s.put_record(&rec);
+            }
+        }
+    }
+    Ok(files)
 }

@@ -1,10 +1,10 @@
-//! HTTP(S) client for the edges (Debian mirrors now; caches later): one blocking reqwest client
-//! with rustls on ring, time-outs, bounded retries of transient failures, and streaming
+//! HTTP(S) client for the edges (Debian mirrors, the HTTP shared cache): a blocking reqwest
+//! client with rustls on ring, time-outs, bounded retries of transient failures, and streaming
 //! downloads. `file://` URLs are read from the local filesystem, so a mirror can be a directory.
+//! Clients are made by [`crate::clients::Clients`], once per command.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,33 +69,29 @@ impl Sink for File {
 /// Attempts per request (first try included).
 pub const ATTEMPTS: u32 = 4;
 
-/// The shared client.
+/// An HTTP client.
 pub struct Http {
     client: reqwest::blocking::Client,
 }
 
-static CLIENT: OnceLock<Result<Http, String>> = OnceLock::new();
-
 impl Http {
-    /// The process-wide client (created on first use).
-    pub fn shared() -> Result<&'static Http, HttpError> {
-        CLIENT
-            .get_or_init(|| Http::new().map_err(|e| format!("{e}: {}", e.source_text())))
-            .as_ref()
-            .map_err(|e| HttpError::Setup(e.clone().into()))
-    }
-
-    fn new() -> Result<Http, HttpError> {
+    /// A client that gives up connecting after `connect` and on a whole request (a large .deb
+    /// on a slow mirror included) after `timeout`.
+    pub fn new(connect: Duration, timeout: Duration) -> Result<Http, HttpError> {
         // rustls needs a process-wide crypto provider; ring keeps the build small.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::blocking::Client::builder()
-            .connect_timeout(Duration::from_secs(15))
-            // A whole request (a large .deb on a slow mirror included) must finish within this.
-            .timeout(Duration::from_secs(900))
+            .connect_timeout(connect)
+            .timeout(timeout)
             .user_agent(concat!("compose/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| HttpError::Setup(Box::new(e)))?;
         Ok(Http { client })
+    }
+
+    /// The underlying client, for protocols that build their own requests (the HTTP cache).
+    pub fn client(&self) -> &reqwest::blocking::Client {
+        &self.client
     }
 
     /// GET a small resource into memory, with retries.
@@ -151,24 +147,5 @@ impl Http {
             n += k as u64;
         }
         Ok(n)
-    }
-}
-
-trait SourceText {
-    fn source_text(&self) -> String;
-}
-
-impl SourceText for HttpError {
-    fn source_text(&self) -> String {
-        let mut s = String::new();
-        let mut e: Option<&dyn std::error::Error> = std::error::Error::source(self);
-        while let Some(err) = e {
-            if !s.is_empty() {
-                s.push_str(": ");
-            }
-            s.push_str(&err.to_string());
-            e = err.source();
-        }
-        s
     }
 }

@@ -1,8 +1,7 @@
-//! OCI image metadata and exports.
+//! Finished images and their exports.
 //!
-//! Owns the exact bytes of image configs, manifests and indexes (written from our own structs in
-//! canonical JSON: keys sorted, no insignificant whitespace; `oci-spec`'s types use HashMaps and
-//! are for reading only), and writing finished images out of the store: an OCI image layout
+//! Owns gathering a finished image (every blob an export needs) from an executed plan, and
+//! writing it out of the store: an OCI image layout
 //! directory, an `oci-archive` tar (its `index.json` names the image `name:tag`), or a
 //! `docker-archive` tar (`manifest.json` with `RepoTags` and the blobs under `blobs/sha256/`, the
 //! paths `docker save` uses since Docker 25; loadable by `docker load` and `podman load`).
@@ -11,30 +10,27 @@
 //! renamed into place. Blobs are hard-linked from the store when it shares a filesystem with the
 //! output, copied otherwise.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
+use crate::build::Executed;
 use crate::hash::Sha256;
-use crate::store::Store;
-
-pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
-pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
-pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+use crate::oci::{canonical_json, index_json, Descriptor, REF_NAME};
+use crate::plan::{DrvKind, Plan};
+use crate::store::{Record, Store, StoreError};
+use petgraph::graph::NodeIndex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("failed to {action} `{path}`")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::util::IoError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the store's record of {name} is damaged: {what}; run `compose cache verify --repair`")]
+    Damaged { name: String, what: String },
     #[error("a docker-archive holds one platform, but image `{name}` has {count}; use --format oci or oci-archive")]
     DockerArchiveMultiPlatform { name: String, count: usize },
     #[error("blob {0} is missing from the store")]
@@ -42,216 +38,7 @@ pub enum ImageError {
 }
 
 fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> ImageError + 'p {
-    move |source| ImageError::Io { action, path: path.to_path_buf(), source }
-}
-
-/// Serialize a JSON value canonically: object keys sorted by bytes, no whitespace. Independent of
-/// serde_json's `preserve_order` feature (which another crate could switch on).
-pub fn canonical_json(v: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_canonical(v, &mut out);
-    out
-}
-
-fn write_canonical(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                // Strings and scalars: serde_json's own encoding is deterministic.
-                out.extend_from_slice(serde_json::to_string(k).unwrap_or_default().as_bytes());
-                out.push(b':');
-                write_canonical(&map[k.as_str()], out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        other => out.extend_from_slice(serde_json::to_string(other).unwrap_or_default().as_bytes()),
-    }
-}
-
-/// An OCI platform.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    fn to_json(&self) -> Value {
-        let mut v = json!({"architecture": self.architecture, "os": self.os});
-        if let Some(var) = &self.variant {
-            v["variant"] = json!(var);
-        }
-        v
-    }
-}
-
-/// An OCI content descriptor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Descriptor {
-    pub media_type: String,
-    pub digest: Sha256,
-    pub size: u64,
-    pub platform: Option<Platform>,
-    pub annotations: BTreeMap<String, String>,
-}
-
-impl Descriptor {
-    pub fn new(media_type: &str, digest: Sha256, size: u64) -> Descriptor {
-        Descriptor { media_type: media_type.into(), digest, size, platform: None, annotations: BTreeMap::new() }
-    }
-
-    fn to_json(&self) -> Value {
-        let mut v = json!({"mediaType": self.media_type, "digest": self.digest.to_string(), "size": self.size});
-        if let Some(p) = &self.platform {
-            v["platform"] = p.to_json();
-        }
-        if !self.annotations.is_empty() {
-            v["annotations"] = json!(self.annotations);
-        }
-        v
-    }
-}
-
-/// Everything that goes into an image config.
-#[derive(Debug, Clone, Default)]
-pub struct ConfigFields {
-    pub env: Vec<String>,
-    pub entrypoint: Option<Vec<String>>,
-    pub cmd: Option<Vec<String>>,
-    pub workdir: Option<String>,
-    pub user: Option<String>,
-    pub exposed: Vec<String>,
-    pub volumes: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-    pub stop_signal: Option<String>,
-}
-
-/// RFC 3339 UTC time of a Unix timestamp (no external time crate needed for whole seconds).
-pub fn rfc3339(secs: u64) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if mo <= 2 { y + 1 } else { y };
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
-}
-
-/// The image config blob. With a `base` config, the image starts from it as Docker does: `env`
-/// adds or replaces variables by name, `entrypoint` resets `Cmd` unless `cmd` is also given, every
-/// other field the spec sets replaces the base's, and what the spec leaves alone (including fields
-/// compose does not model, such as `Healthcheck`) is inherited. `diff_ids` are all of the image's,
-/// base first; `history` holds this image's own entries, appended to the base's.
-pub fn config_json(
-    platform: &Platform,
-    fields: &ConfigFields,
-    base: Option<&Value>,
-    diff_ids: &[Sha256],
-    history: &[String],
-    epoch: u64,
-) -> Vec<u8> {
-    let created = rfc3339(epoch);
-    let mut config = base.and_then(|b| b.get("config")).and_then(Value::as_object).cloned().unwrap_or_default();
-    if !fields.env.is_empty() {
-        let mut env: Vec<String> = config
-            .get("Env")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-            .unwrap_or_default();
-        for kv in &fields.env {
-            let name = kv.split('=').next().unwrap_or(kv);
-            match env.iter_mut().find(|e| e.split('=').next() == Some(name)) {
-                Some(slot) => *slot = kv.clone(),
-                None => env.push(kv.clone()),
-            }
-        }
-        config.insert("Env".into(), json!(env));
-    }
-    if let Some(e) = &fields.entrypoint {
-        config.insert("Entrypoint".into(), json!(e));
-        if fields.cmd.is_none() {
-            config.remove("Cmd");
-        }
-    }
-    if let Some(c) = &fields.cmd {
-        config.insert("Cmd".into(), json!(c));
-    }
-    if let Some(w) = &fields.workdir {
-        config.insert("WorkingDir".into(), json!(w));
-    }
-    if let Some(u) = &fields.user {
-        config.insert("User".into(), json!(u));
-    }
-    if !fields.exposed.is_empty() {
-        let m: BTreeMap<&str, Value> = fields.exposed.iter().map(|p| (p.as_str(), json!({}))).collect();
-        config.insert("ExposedPorts".into(), json!(m));
-    }
-    if !fields.volumes.is_empty() {
-        let m: BTreeMap<&str, Value> = fields.volumes.iter().map(|p| (p.as_str(), json!({}))).collect();
-        config.insert("Volumes".into(), json!(m));
-    }
-    if !fields.labels.is_empty() {
-        config.insert("Labels".into(), json!(fields.labels));
-    }
-    if let Some(s) = &fields.stop_signal {
-        config.insert("StopSignal".into(), json!(s));
-    }
-    let mut all_history: Vec<Value> = base.and_then(|b| b.get("history")).and_then(Value::as_array).cloned().unwrap_or_default();
-    all_history.extend(history.iter().map(|h| json!({"created": created, "created_by": h})));
-    let mut v = json!({
-        "created": created,
-        "architecture": platform.architecture,
-        "os": platform.os,
-        "config": Value::Object(config),
-        "rootfs": {"type": "layers", "diff_ids": diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>()},
-        "history": all_history,
-    });
-    if let Some(var) = &platform.variant {
-        v["variant"] = json!(var);
-    }
-    canonical_json(&v)
-}
-
-pub fn manifest_json(config: &Descriptor, layers: &[Descriptor]) -> Vec<u8> {
-    canonical_json(&json!({
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA_TYPE,
-        "config": config.to_json(),
-        "layers": layers.iter().map(Descriptor::to_json).collect::<Vec<_>>(),
-    }))
-}
-
-pub fn index_json(manifests: &[Descriptor]) -> Vec<u8> {
-    canonical_json(&json!({
-        "schemaVersion": 2,
-        "mediaType": INDEX_MEDIA_TYPE,
-        "manifests": manifests.iter().map(Descriptor::to_json).collect::<Vec<_>>(),
-    }))
+    crate::util::io_err(action, path)
 }
 
 /// A finished image, ready to export.
@@ -266,6 +53,56 @@ pub struct Finished {
     /// Per platform: (config, layers), for docker-archive's `manifest.json`.
     pub platforms: Vec<(Sha256, Vec<Sha256>)>,
     pub epoch: u64,
+}
+
+/// Gather what an export of planned image `root` needs from the executed records: every layer
+/// its manifests name (the base's included, read back from the store), configs, manifests and
+/// the index.
+pub fn finished(plan: &Plan, ex: &Executed, store: &Store, name: &str, tag: &str, root: NodeIndex) -> Result<Finished, ImageError> {
+    let damaged = |n: NodeIndex, what: String| ImageError::Damaged { name: plan.graph[n].name.clone(), what };
+    let rec = |n: NodeIndex| ex.records.get(&n).ok_or_else(|| damaged(n, "it has no record".into()));
+    let output = |n: NodeIndex, r: &Record, key: &str| r.outputs.get(key).cloned().ok_or_else(|| damaged(n, format!("no output `{key}`")));
+    let mut blobs: Vec<(Sha256, u64)> = Vec::new();
+    let mut platforms = Vec::new();
+    let mut epoch = crate::plan::DEFAULT_EPOCH;
+    let images: Vec<NodeIndex> = match &plan.graph[root].kind {
+        DrvKind::Index(ix) => ix.images.clone(),
+        _ => vec![root],
+    };
+    for &i in &images {
+        let DrvKind::Image(img) = &plan.graph[i].kind else { continue };
+        epoch = img.epoch;
+        let r = rec(i)?;
+        let config = output(i, r, "config")?;
+        let manifest = output(i, r, "manifest")?;
+        let doc: crate::oci::ManifestDoc =
+            crate::oci::read("the manifest", &store.read_blob(&manifest.digest)?).map_err(|e| damaged(i, e.to_string()))?;
+        let mut layer_digests = Vec::new();
+        for l in &doc.layers {
+            blobs.push((l.digest, l.size));
+            layer_digests.push(l.digest);
+        }
+        blobs.push((config.digest, config.size));
+        blobs.push((manifest.digest, manifest.size));
+        platforms.push((config.digest, layer_digests));
+    }
+    let root_desc = match &plan.graph[root].kind {
+        DrvKind::Index(_) => {
+            let o = output(root, rec(root)?, "index")?;
+            blobs.push((o.digest, o.size));
+            Descriptor::new(crate::oci::INDEX_MEDIA_TYPE, o.digest, o.size)
+        }
+        DrvKind::Image(img) => {
+            let o = output(root, rec(root)?, "manifest")?;
+            let mut d = Descriptor::new(crate::oci::MANIFEST_MEDIA_TYPE, o.digest, o.size);
+            d.platform = Some(crate::oci::Platform::of(&img.platform));
+            d
+        }
+        _ => return Err(damaged(root, "it is not an image".into())),
+    };
+    let mut seen = std::collections::HashSet::new();
+    blobs.retain(|(d, _)| seen.insert(*d));
+    Ok(Finished { name: name.to_string(), tag: tag.to_string(), root: root_desc, blobs, platforms, epoch })
 }
 
 /// Output formats.
@@ -311,7 +148,8 @@ pub fn export(store: &Store, img: &Finished, out_dir: &Path, format: Format) -> 
                 write_archive(store, img, BufWriter::with_capacity(1 << 20, f), docker).map_err(io_err("write", &dest))?;
             }
             set_mode(tmp.path(), 0o644)?;
-            tmp.persist(&dest).map_err(|e| ImageError::Io { action: "write", path: dest.clone(), source: e.error })?;
+            tmp.persist(&dest)
+                .map_err(|e| ImageError::Io(crate::util::IoError { action: "write", path: dest.clone(), source: e.error }))?;
             Ok(dest)
         }
     }
@@ -427,21 +265,73 @@ fn write_archive<W: Write>(store: &Store, img: &Finished, sink: W, docker: bool)
     sink.flush()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What a push did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pushed {
+    pub reference: String,
+    pub digest: String,
+    pub uploaded: usize,
+    pub mounted: usize,
+    pub existing: usize,
+    pub uploaded_bytes: u64,
+}
 
-    #[test]
-    fn rfc3339_matches_known_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(315_532_800), "1980-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the stored index of the image is damaged")]
+    Index(#[source] crate::oci::DocError),
+}
 
-    #[test]
-    fn canonical_json_sorts_keys_without_whitespace() {
-        let v = json!({"b": 1, "a": {"d": [1, "x"], "c": null}});
-        assert_eq!(canonical_json(&v), br#"{"a":{"c":null,"d":[1,"x"]},"b":1}"#.to_vec());
+/// Push a finished image to `target`: its blobs from the store (those of repositories in
+/// `mount_from` mounted rather than uploaded), then its manifests, children first, with their
+/// exact bytes. When `target` already names this digest, one request and nothing sent.
+pub fn push(
+    store: &Store,
+    fin: &Finished,
+    target: &str,
+    reg: &crate::registry::Registry,
+    mount_from: &[String],
+) -> Result<Pushed, PushError> {
+    let is_index = fin.root.media_type == crate::oci::INDEX_MEDIA_TYPE;
+    if let Ok(current) = reg.resolve(target) {
+        if current.digest == fin.root.digest {
+            return Ok(Pushed {
+                reference: target.to_string(),
+                digest: current.digest.to_string(),
+                uploaded: 0,
+                mounted: 0,
+                // Blobs, not counting the manifests (and index).
+                existing: fin.blobs.len().saturating_sub(1 + if is_index { fin.platforms.len() } else { 0 }),
+                uploaded_bytes: 0,
+            });
+        }
     }
+    let mut manifests: Vec<(Sha256, String, Vec<u8>)> = Vec::new();
+    let root = store.read_blob(&fin.root.digest)?;
+    if is_index {
+        let index: crate::oci::IndexDoc = crate::oci::read("the index", &root).map_err(PushError::Index)?;
+        for m in &index.manifests {
+            manifests.push((m.digest, crate::oci::MANIFEST_MEDIA_TYPE.to_string(), store.read_blob(&m.digest)?));
+        }
+    }
+    manifests.push((fin.root.digest, fin.root.media_type.clone(), root));
+    let blobs: Vec<(Sha256, u64, PathBuf)> = fin
+        .blobs
+        .iter()
+        .filter(|(d, _)| !manifests.iter().any(|(m, _, _)| m == d))
+        .map(|(d, size)| (*d, *size, store.blob_path(d)))
+        .collect();
+    let report = reg.push(target, &blobs, &manifests, mount_from)?;
+    Ok(Pushed {
+        reference: target.to_string(),
+        digest: report.digest.to_string(),
+        uploaded: report.uploaded,
+        mounted: report.mounted,
+        existing: report.existing,
+        uploaded_bytes: report.uploaded_bytes,
+    })
 }

@@ -34,11 +34,11 @@ pub enum LockError {
     Parse { path: PathBuf, message: String },
     #[error("lockfile `{path}` has version {found}, but this compose reads version {LOCK_VERSION}; run `compose lock` to rewrite it")]
     Version { path: PathBuf, found: u32 },
-    #[error("failed to write lockfile `{path}`")]
+    #[error("cannot write lockfile `{path}`")]
     Write {
         path: PathBuf,
         #[source]
-        source: io::Error,
+        source: crate::util::IoError,
     },
 }
 
@@ -224,15 +224,7 @@ impl Lockfile {
         if fs::read(path).ok().as_deref() == Some(bytes.as_slice()) {
             return Ok(false);
         }
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let err = |source| LockError::Write { path: path.to_path_buf(), source };
-        let mut tmp = tempfile::Builder::new().prefix(".lock-").tempfile_in(dir).map_err(err)?;
-        io::Write::write_all(&mut tmp, &bytes).map_err(err)?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644)).map_err(err)?;
-        }
-        tmp.persist(path).map_err(|e| err(e.error))?;
+        crate::util::write_atomic(path, &bytes, 0o644, None).map_err(|source| LockError::Write { path: path.to_path_buf(), source })?;
         Ok(true)
     }
 

@@ -14,7 +14,7 @@ use crate::apt::repo::{self, RepoError, RepoSource};
 use crate::apt::resolve::{self, Request, ResolveError, ResolveOptions, Universe};
 use crate::apt::sources::{self, Mirror, SourcesError};
 use crate::apt::{debian_arch, types::Package};
-use crate::http::{Http, HttpError};
+use crate::http::HttpError;
 use crate::lock::{requests_of, ImageLock, PackageLock, PlatformLock, RepositoryLock};
 use crate::spec::{ImageSpec, Platform, SpecDiagnostic, SpecFile};
 use crate::store::Store;
@@ -53,6 +53,7 @@ pub fn resolve_image(
     store: &Store,
     installed: &BTreeMap<String, Vec<(String, String, String)>>,
     base_key: Option<String>,
+    clients: &crate::clients::Clients,
 ) -> Result<ImageLock, ResolutionError> {
     let mut requests = requests_of(image);
     requests.base = base_key;
@@ -90,7 +91,7 @@ pub fn resolve_image(
         }
     }
     spec.report(diags)?;
-    let http = Http::shared()?;
+    let http = clients.http()?;
     let now = SystemTime::now();
     for platform in &image.platforms {
         let arch = debian_arch(&platform.architecture, platform.variant.as_deref()).ok_or_else(|| {

@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
-use crate::image::{canonical_json, rfc3339};
 use crate::lock::{ImageLock, PackageLock};
+use crate::oci::{canonical_json, rfc3339};
 
 /// Licences of a package, by name, as the build found them (may be empty).
 pub type Licences<'a> = &'a dyn Fn(&PackageLock) -> Vec<String>;

@@ -37,13 +37,8 @@ pub enum SourceError {
     Unsupported { path: PathBuf, kind: &'static str },
     #[error("`{path}` has a name that is not valid UTF-8")]
     NonUtf8 { path: PathBuf },
-    #[error("failed to {action} `{path}`")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::util::IoError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -60,14 +55,16 @@ impl SourceError {
             SourceError::Escapes { path, resolved, dir } => SourceError::Escapes { path: rel(path), resolved, dir },
             SourceError::Unsupported { path, kind } => SourceError::Unsupported { path: rel(path), kind },
             SourceError::NonUtf8 { path } => SourceError::NonUtf8 { path: rel(path) },
-            SourceError::Io { action, path, source } => SourceError::Io { action, path: rel(path), source },
+            SourceError::Io(crate::util::IoError { action, path, source }) => {
+                SourceError::Io(crate::util::IoError { action, path: rel(path), source })
+            }
             other => other,
         }
     }
 }
 
 fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> SourceError + 'p {
-    move |source| SourceError::Io { action, path: path.to_path_buf(), source }
+    crate::util::io_err(action, path)
 }
 
 /// What a source entry is.
@@ -202,7 +199,7 @@ impl Scanner {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(SourceError::Missing { path: joined });
             }
-            Err(e) => return Err(SourceError::Io { action: "read", path: joined, source: e }),
+            Err(e) => return Err(SourceError::Io(crate::util::IoError { action: "read", path: joined, source: e })),
             Ok(_) => {}
         }
         let resolved = match fs::canonicalize(&joined) {
@@ -211,7 +208,7 @@ impl Scanner {
                 // A dangling symlink as the copy source.
                 return Err(SourceError::Missing { path: joined });
             }
-            Err(e) => return Err(SourceError::Io { action: "resolve", path: joined, source: e }),
+            Err(e) => return Err(SourceError::Io(crate::util::IoError { action: "resolve", path: joined, source: e })),
         };
         if !given.is_absolute() && !resolved.starts_with(&self.dir) {
             return Err(SourceError::Escapes { path: joined, resolved, dir: self.dir.clone() });
@@ -238,7 +235,7 @@ impl Scanner {
                 let item = item.map_err(|e| {
                     let path = e.path().unwrap_or(&root).to_path_buf();
                     let source = e.into_io_error().unwrap_or_else(|| io::Error::other("filesystem loop"));
-                    SourceError::Io { action: "walk", path, source }
+                    SourceError::Io(crate::util::IoError { action: "walk", path, source })
                 })?;
                 let path = item.path();
                 let rel_path = path.strip_prefix(&root).unwrap_or(path);
@@ -261,7 +258,7 @@ impl Scanner {
                 .into_par_iter()
                 .map(|(rel, abs)| match fs::symlink_metadata(&abs) {
                     Ok(meta) => Ok(Pending { rel, abs, meta }),
-                    Err(e) => Err(SourceError::Io { action: "stat", path: abs, source: e }),
+                    Err(e) => Err(SourceError::Io(crate::util::IoError { action: "stat", path: abs, source: e })),
                 })
                 .collect();
             for p in stated {
@@ -305,11 +302,7 @@ impl Scanner {
                 let f = fs::File::open(&p.abs).map_err(io_err("read", &p.abs))?;
                 let (h, n) = ContentHash::of_reader(f).map_err(io_err("read", &p.abs))?;
                 if n != p.meta.len() {
-                    return Err(SourceError::Io {
-                        action: "read",
-                        path: p.abs.clone(),
-                        source: io::Error::other("the file changed while it was read"),
-                    });
+                    return Err(io_err("read", &p.abs)(io::Error::other("the file changed while it was read")));
                 }
                 Ok((p, h))
             })

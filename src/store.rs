@@ -30,6 +30,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::hash::{DrvHash, Sha256};
+use crate::util::IoError;
+
+fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreError + 'p {
+    crate::util::io_err(action, path)
+}
 
 /// Store format version; the store lives in `<root>/v<STORE_VERSION>/`.
 pub const STORE_VERSION: u32 = 1;
@@ -38,21 +43,12 @@ pub const RECORD_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("failed to {action} `{path}`")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("store record `{path}` is damaged: {message}")]
     BadRecord { path: PathBuf, message: String },
     #[error("blob {expected} was written with the wrong content (got {actual})")]
     DigestMismatch { expected: Sha256, actual: Sha256 },
-}
-
-fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreError + 'p {
-    move |source| StoreError::Io { action, path: path.to_path_buf(), source }
 }
 
 /// One output of a derivation: a blob in the store.
@@ -180,7 +176,7 @@ impl Store {
             // Same content already present (another build won the race); drop ours.
             return Ok(dest);
         }
-        tmp.persist(&dest).map_err(|e| StoreError::Io { action: "move blob into", path: dest.clone(), source: e.error })?;
+        tmp.persist(&dest).map_err(|e| StoreError::Io(IoError { action: "move blob into", path: dest.clone(), source: e.error }))?;
         Ok(dest)
     }
 
@@ -207,7 +203,7 @@ impl Store {
         let bytes = match fs::read(&p) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::Io { action: "read record", path: p, source: e }),
+            Err(e) => return Err(StoreError::Io(IoError { action: "read record", path: p, source: e })),
         };
         let record: Record = match serde_json::from_slice(&bytes) {
             Ok(r) => r,
@@ -260,10 +256,7 @@ impl Store {
 
     /// Write a small file atomically (temporary file + rename).
     pub fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-        let mut tmp = self.temp_file()?;
-        tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
-        tmp.persist(dest).map_err(|e| StoreError::Io { action: "write", path: dest.to_path_buf(), source: e.error })?;
-        Ok(())
+        Ok(crate::util::write_atomic(dest, bytes, 0o644, Some(&self.tmp_dir()))?)
     }
 
     /// Take the per-derivation build lock (blocks while another process builds `drv`).
@@ -456,7 +449,7 @@ pub fn read_optional(p: &Path) -> Result<Option<Vec<u8>>, StoreError> {
             Ok(Some(v))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StoreError::Io { action: "read", path: p.to_path_buf(), source: e }),
+        Err(e) => Err(StoreError::Io(IoError { action: "read", path: p.to_path_buf(), source: e })),
     }
 }
 

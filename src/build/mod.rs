@@ -14,9 +14,10 @@ use std::sync::Mutex;
 use petgraph::graph::NodeIndex;
 use rayon::prelude::*;
 
+use crate::clients::Clients;
 use crate::hash::{ContentHash, Sha256};
-use crate::image::{self, ConfigFields, Descriptor, Finished};
 use crate::layer::{self, LayerWriter};
+use crate::oci::{self as image, ConfigFields, Descriptor};
 use crate::plan::{Content, Derivation, DrvKind, EntryKind, ImageBase, ImageDrv, Plan, PlannedEntry};
 use crate::store::{self, Output, Record, Store, StoreError, RECORD_VERSION};
 
@@ -76,6 +77,8 @@ pub enum BuildError {
     MissingOutput(String, &'static str),
     #[error(transparent)]
     Package(#[from] packages::PackageError),
+    #[error(transparent)]
+    Base(#[from] crate::base::BaseError),
 }
 
 /// Counts for `--json` and the summary line.
@@ -100,9 +103,10 @@ pub fn execute(
     plan: &Plan,
     store: &Store,
     remote: Option<&crate::remote::RemoteCache>,
+    clients: &Clients,
     reporter: &dyn Reporter,
 ) -> Result<Executed, BuildError> {
-    execute_then(plan, store, remote, reporter, Ok)
+    execute_then(plan, store, remote, clients, reporter, Ok)
 }
 
 /// [`execute`], then `then` (exporting, pushing) while results are still being written back to
@@ -111,6 +115,7 @@ pub fn execute_then<T, E: From<BuildError>>(
     plan: &Plan,
     store: &Store,
     remote: Option<&crate::remote::RemoteCache>,
+    clients: &Clients,
     reporter: &dyn Reporter,
     then: impl FnOnce(Executed) -> Result<T, E>,
 ) -> Result<T, E> {
@@ -137,7 +142,7 @@ pub fn execute_then<T, E: From<BuildError>>(
                     .collect()
             })
             .unwrap_or_default();
-        let result = execute_inner(plan, store, remote, reporter, &tx);
+        let result = execute_inner(plan, store, remote, clients, reporter, &tx);
         drop(tx);
         let result = result.map_err(E::from).and_then(then);
         for u in uploaders {
@@ -207,6 +212,7 @@ fn execute_inner(
     plan: &Plan,
     store: &Store,
     remote: Option<&crate::remote::RemoteCache>,
+    clients: &Clients,
     reporter: &dyn Reporter,
     uploads: &std::sync::mpsc::Sender<(Record, bool)>,
 ) -> Result<Executed, BuildError> {
@@ -302,7 +308,7 @@ fn execute_inner(
                     }
                 }
                 reporter.started(drv);
-                let r = run(plan, drv, &deps, store)?;
+                let r = run(plan, drv, &deps, store, clients)?;
                 store.put_record(&r)?;
                 let _ = uploads.send((r.clone(), false));
                 Ok(Step::Done(n, r, Outcome::Built))
@@ -357,17 +363,17 @@ pub(crate) fn output<'r>(r: &'r Record, key: &'static str) -> Result<&'r Output,
     r.outputs.get(key).ok_or_else(|| BuildError::MissingOutput(r.drv.to_string(), key))
 }
 
-fn run(plan: &Plan, drv: &Derivation, deps: &HashMap<NodeIndex, Record>, store: &Store) -> Result<Record, BuildError> {
+fn run(plan: &Plan, drv: &Derivation, deps: &HashMap<NodeIndex, Record>, store: &Store, clients: &Clients) -> Result<Record, BuildError> {
     let mut outputs = BTreeMap::new();
     match &drv.kind {
         DrvKind::Layer(l) => {
             outputs.insert("layer".to_string(), build_layer(&drv.name, &l.entries, l.epoch, store)?);
         }
         DrvKind::Fetch(f) => {
-            outputs.insert("file".to_string(), packages::fetch(f, store)?);
+            outputs.insert("file".to_string(), packages::fetch(f, store, clients)?);
         }
         DrvKind::Blob(b) => {
-            outputs.insert("file".to_string(), packages::base_blob(b, store)?);
+            outputs.insert("file".to_string(), packages::base_blob(b, store, clients)?);
         }
         DrvKind::DebLayer(d) => {
             let (layer, files, licences) = packages::deb_layer(plan, d, deps, store)?;
@@ -412,7 +418,7 @@ fn run(plan: &Plan, drv: &Derivation, deps: &HashMap<NodeIndex, Record>, store: 
 }
 
 fn oci_platform(p: &crate::spec::Platform) -> image::Platform {
-    image::Platform { os: p.os.clone(), architecture: p.architecture.clone(), variant: p.variant.clone() }
+    image::Platform::of(p)
 }
 
 /// A reader that hashes what passes through, to check a local file still has the planned content.
@@ -486,23 +492,17 @@ fn base_of(plan: &Plan, img: &ImageDrv, deps: &HashMap<NodeIndex, Record>, store
         }
         Some(ImageBase::Image(parent)) => {
             let rec = deps.get(parent).ok_or_else(|| BuildError::MissingOutput(plan.graph[*parent].name.clone(), "manifest"))?;
-            let config: serde_json::Value =
-                serde_json::from_slice(&store.read_blob(&output(rec, "config")?.digest)?).map_err(|_| damaged("config"))?;
-            let manifest: serde_json::Value =
-                serde_json::from_slice(&store.read_blob(&output(rec, "manifest")?.digest)?).map_err(|_| damaged("manifest"))?;
-            let mut descs = Vec::new();
-            for l in manifest.get("layers").and_then(|v| v.as_array()).cloned().unwrap_or_default() {
-                let digest = l.get("digest").and_then(|d| d.as_str()).and_then(|d| d.parse().ok()).ok_or_else(|| damaged("layer"))?;
-                let size = l.get("size").and_then(|v| v.as_u64()).ok_or_else(|| damaged("layer"))?;
-                let mt = l.get("mediaType").and_then(|v| v.as_str()).unwrap_or(layer::GZIP_MEDIA_TYPE);
-                descs.push(Descriptor::new(mt, digest, size));
-            }
-            let diff_ids = config
-                .pointer("/rootfs/diff_ids")
-                .and_then(|v| v.as_array())
-                .map(|a| a.iter().filter_map(|d| d.as_str().and_then(|s| s.parse().ok())).collect())
-                .unwrap_or_default();
-            Ok(Some((config, descs, diff_ids)))
+            let config_bytes = store.read_blob(&output(rec, "config")?.digest)?;
+            let config: serde_json::Value = serde_json::from_slice(&config_bytes).map_err(|_| damaged("config"))?;
+            let typed: image::ConfigDoc = image::read("the config", &config_bytes).map_err(|_| damaged("config"))?;
+            let manifest: image::ManifestDoc =
+                image::read("the manifest", &store.read_blob(&output(rec, "manifest")?.digest)?).map_err(|_| damaged("manifest"))?;
+            let descs = manifest
+                .layers
+                .iter()
+                .map(|l| Descriptor::new(l.media_type.as_deref().unwrap_or(layer::GZIP_MEDIA_TYPE), l.digest, l.size))
+                .collect();
+            Ok(Some((config, descs, typed.rootfs.diff_ids)))
         }
     }
 }
@@ -552,56 +552,4 @@ fn build_image(plan: &Plan, img: &ImageDrv, deps: &HashMap<NodeIndex, Record>, s
         Output { digest: config_digest, size: config.len() as u64, media_type: image::CONFIG_MEDIA_TYPE.into(), diff_id: None },
         Output { digest: manifest_digest, size: manifest.len() as u64, media_type: image::MANIFEST_MEDIA_TYPE.into(), diff_id: None },
     ))
-}
-
-/// Gather what an export of planned image `root` needs from the executed records.
-pub fn finished(plan: &Plan, ex: &Executed, store: &Store, name: &str, tag: &str, root: NodeIndex) -> Result<Finished, BuildError> {
-    let rec = |n: NodeIndex| ex.records.get(&n).ok_or_else(|| BuildError::MissingOutput(plan.graph[n].name.clone(), "record"));
-    let mut blobs: Vec<(Sha256, u64)> = Vec::new();
-    let mut platforms = Vec::new();
-    let mut epoch = crate::plan::DEFAULT_EPOCH;
-    let images: Vec<NodeIndex> = match &plan.graph[root].kind {
-        DrvKind::Index(ix) => ix.images.clone(),
-        _ => vec![root],
-    };
-    for &i in &images {
-        let DrvKind::Image(img) = &plan.graph[i].kind else { continue };
-        epoch = img.epoch;
-        let r = rec(i)?;
-        let config = output(r, "config")?;
-        let manifest = output(r, "manifest")?;
-        // Every layer the manifest names (the base's included), read back from the store.
-        let doc: serde_json::Value = serde_json::from_slice(&store.read_blob(&manifest.digest)?)
-            .map_err(|_| BuildError::MissingOutput(plan.graph[i].name.clone(), "manifest"))?;
-        let mut layer_digests = Vec::new();
-        for l in doc.get("layers").and_then(|v| v.as_array()).cloned().unwrap_or_default() {
-            let d: Sha256 = l
-                .get("digest")
-                .and_then(|d| d.as_str())
-                .and_then(|d| d.parse().ok())
-                .ok_or_else(|| BuildError::MissingOutput(plan.graph[i].name.clone(), "layer"))?;
-            blobs.push((d, l.get("size").and_then(|v| v.as_u64()).unwrap_or(0)));
-            layer_digests.push(d);
-        }
-        blobs.push((config.digest, config.size));
-        blobs.push((manifest.digest, manifest.size));
-        platforms.push((config.digest, layer_digests));
-    }
-    let root_desc = match &plan.graph[root].kind {
-        DrvKind::Index(_) => {
-            let o = output(rec(root)?, "index")?;
-            blobs.push((o.digest, o.size));
-            Descriptor::new(image::INDEX_MEDIA_TYPE, o.digest, o.size)
-        }
-        DrvKind::Image(img) => {
-            let o = output(rec(root)?, "manifest")?;
-            let mut d = Descriptor::new(image::MANIFEST_MEDIA_TYPE, o.digest, o.size);
-            d.platform = Some(oci_platform(&img.platform));
-            d
-        }
-        _ => return Err(BuildError::MissingOutput(plan.graph[root].name.clone(), "manifest")),
-    };
-    let mut seen = std::collections::HashSet::new();
-    blobs.retain(|(d, _)| seen.insert(*d));
-    Ok(Finished { name: name.to_string(), tag: tag.to_string(), root: root_desc, blobs, platforms, epoch })
 }

@@ -13,9 +13,9 @@ use petgraph::graph::NodeIndex;
 use sha2::Digest as _;
 
 use crate::apt::deb::{self, DebError, InstallOptions};
-use crate::base::BlobSource;
+use crate::clients::Clients;
 use crate::hash::Sha256;
-use crate::http::{Http, HttpError, Sink};
+use crate::http::{HttpError, Sink};
 use crate::layer::{self, LayerWriter};
 use crate::plan::{self, BlobDrv, DebLayerDrv, DrvKind, FetchDrv, ImageDrv, MergedLayerDrv, MetaDrv, Plan, PlannedEntry};
 use crate::store::{self, Output, Record, Store, StoreError};
@@ -56,8 +56,6 @@ pub enum PackageError {
     MergeLayer(#[source] layer::LayerError),
     #[error("the file list of a package layer is damaged: {0}")]
     Files(String),
-    #[error("cannot bring layer {digest} of base image `{reference}` into the store: {message}")]
-    Base { reference: String, digest: String, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -91,15 +89,15 @@ impl Sink for HashingFile {
 }
 
 /// Download a `.deb` into the store, verified against its pinned sha256 and size.
-pub fn fetch(f: &FetchDrv, store: &Store) -> Result<Output, BuildError> {
+pub fn fetch(f: &FetchDrv, store: &Store, clients: &Clients) -> Result<Output, BuildError> {
     let out = Output { digest: f.sha256, size: f.size, media_type: DEB_MEDIA_TYPE.into(), diff_id: None };
     if store.has_blob(&f.sha256) {
         return Ok(out);
     }
     let url = f.url.clone().map_err(|reason| PackageError::NoMirror { package: f.package.clone(), reason })?;
-    let http = Http::shared().map_err(|source| PackageError::Download { package: f.package.clone(), source })?;
+    let http = clients.http().map_err(|source| PackageError::Download { package: f.package.clone(), source })?;
     let tmp = store.temp_file()?;
-    let file = tmp.reopen().map_err(|source| StoreError::Io { action: "open", path: tmp.path().to_path_buf(), source })?;
+    let file = tmp.reopen().map_err(crate::util::io_err::<StoreError>("open", tmp.path()))?;
     let mut sink = HashingFile { file, hasher: sha2::Sha256::new(), n: 0 };
     http.download(&url, &mut sink).map_err(|source| match source {
         HttpError::NotFound { url } => PackageError::Gone { package: f.package.clone(), repository: f.repository.clone(), url },
@@ -122,49 +120,11 @@ pub fn fetch(f: &FetchDrv, store: &Store) -> Result<Output, BuildError> {
 }
 
 /// Bring a base image's layer into the store, verified by its digest and size.
-pub fn base_blob(b: &BlobDrv, store: &Store) -> Result<Output, BuildError> {
+pub fn base_blob(b: &BlobDrv, store: &Store, clients: &Clients) -> Result<Output, BuildError> {
     let l = &b.layer;
-    let out = Output { digest: l.digest, size: l.size, media_type: l.media_type.clone(), diff_id: Some(l.diff_id) };
-    if store.has_blob(&l.digest) {
-        return Ok(out);
-    }
-    let tmp = store.temp_file()?;
-    let file = tmp.reopen().map_err(|source| StoreError::Io { action: "open", path: tmp.path().to_path_buf(), source })?;
-    let mut sink = HashingFile { file, hasher: sha2::Sha256::new(), n: 0 };
-    let err = |message: String| PackageError::Base { reference: b.reference.clone(), digest: l.digest.to_string(), message };
-    match &b.source {
-        BlobSource::Dir(dir) => {
-            let mut f = File::open(dir.join(l.digest.hex())).map_err(|e| err(e.to_string()))?;
-            io::copy(&mut f, &mut sink).map_err(|e| err(e.to_string()))?;
-        }
-        BlobSource::Archive { path, members } => {
-            let member = members.get(&l.digest).ok_or_else(|| err(format!("`{}` does not hold it", path.display())))?;
-            let f = File::open(path).map_err(|e| err(e.to_string()))?;
-            let mut ar = tar::Archive::new(BufReader::new(f));
-            let mut found = false;
-            for entry in ar.entries().map_err(|e| err(e.to_string()))? {
-                let mut entry = entry.map_err(|e| err(e.to_string()))?;
-                let name = entry.path().map_err(|e| err(e.to_string()))?.to_string_lossy().trim_start_matches("./").to_string();
-                if &name == member {
-                    io::copy(&mut entry, &mut sink).map_err(|e| err(e.to_string()))?;
-                    found = true;
-                    break;
-                }
-            }
-            if !found {
-                return Err(err(format!("`{}` has no member `{member}`", path.display())).into());
-            }
-        }
-        BlobSource::Registry { repo, insecure } => {
-            crate::registry_fetch::blob(repo, insecure, &l.digest, l.size, &mut sink).map_err(err)?;
-        }
-    }
-    let actual = Sha256(sink.hasher.finalize().into());
-    if actual != l.digest || sink.n != l.size {
-        return Err(err(format!("got {actual} ({} bytes), expected {} bytes", sink.n, l.size)).into());
-    }
-    store.commit_blob(tmp, &l.digest)?;
-    Ok(out)
+    let source = crate::base::LayerSource { reference: &b.reference, source: &b.source };
+    crate::base::pull_layer(&source, l, store, clients)?;
+    Ok(Output { digest: l.digest, size: l.size, media_type: l.media_type.clone(), diff_id: Some(l.diff_id) })
 }
 
 fn deb_path(plan: &Plan, fetch: NodeIndex, deps: &HashMap<NodeIndex, Record>, store: &Store) -> Result<PathBuf, BuildError> {

@@ -1,16 +1,18 @@
 //! The HTTP cache backend: the Bazel remote-cache protocol (`/ac/<drv-hex>` holds a
 //! derivation's record, `/cas/<sha256-hex>` a blob; `GET`, `HEAD`, `PUT`).
 //!
-//! Owns the HTTP client settings (short time-outs for records, size-scaled ones for blobs) and
-//! credentials, first match wins: user and password in the URL
+//! Owns the HTTP client settings (short time-outs for records, size-scaled ones for blobs; the
+//! client itself comes from [`crate::clients::Clients`]) and credentials, first match wins: user and password in the URL
 //! (`https://user:pass@host/…`), `COMPOSE_REMOTE_CACHE_TOKEN` (bearer),
 //! `COMPOSE_REMOTE_CACHE_USER` + `COMPOSE_REMOTE_CACHE_PASSWORD` (basic), then the netrc entry
 //! for the host (`$NETRC` or `~/.netrc`). Credentials never appear in messages.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{BlobError, BlobFile, RemoteError};
+use crate::clients::Clients;
 use crate::hash::{DrvHash, Sha256};
 use crate::store::Store;
 
@@ -39,18 +41,14 @@ pub struct HttpCache {
     auth_source: String,
     /// Made on first use: a no-op build whose results the cache is known to hold never pays for
     /// setting up TLS.
-    client: std::sync::OnceLock<Result<reqwest::blocking::Client, String>>,
+    clients: Arc<Clients>,
     /// Time allowed for a record request (COMPOSE_REMOTE_CACHE_TIMEOUT seconds, default 10).
     record_timeout: Duration,
 }
 
 impl HttpCache {
-    pub fn new(url: &str) -> Result<HttpCache, RemoteError> {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        HttpCache::with_env(url, &env)
-    }
-
-    pub fn with_env(url: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<HttpCache, RemoteError> {
+    pub fn new(url: &str, clients: Arc<Clients>) -> Result<HttpCache, RemoteError> {
+        let env = |k: &str| clients.env(k);
         let bad = |message: String| RemoteError::Failed { url: url.to_string(), message };
         let mut parsed = reqwest::Url::parse(url).map_err(|e| bad(format!("not a URL: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
@@ -66,7 +64,7 @@ impl HttpCache {
         } else if let Some(u) = env("COMPOSE_REMOTE_CACHE_USER") {
             (Auth::Basic(u, env("COMPOSE_REMOTE_CACHE_PASSWORD").unwrap_or_default()), "COMPOSE_REMOTE_CACHE_USER".to_string())
         } else {
-            match super::netrc::default_path(env) {
+            match super::netrc::default_path(&env) {
                 Some(path) => match std::fs::read_to_string(&path).ok().and_then(|t| super::netrc::lookup(&t, &host)) {
                     Some(l) => (Auth::Basic(l.login, l.password), format!("{}", path.display())),
                     None => (Auth::None, String::new()),
@@ -86,22 +84,12 @@ impl HttpCache {
                 .ok_or_else(|| bad(format!("COMPOSE_REMOTE_CACHE_TIMEOUT=`{t}` is not a number of seconds")))?,
             None => RECORD_TIMEOUT,
         };
-        Ok(HttpCache { shown, auth, auth_source, client: std::sync::OnceLock::new(), record_timeout })
+        Ok(HttpCache { shown, auth, auth_source, clients, record_timeout })
     }
 
     fn client(&self) -> Result<&reqwest::blocking::Client, String> {
-        self.client
-            .get_or_init(|| {
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                reqwest::blocking::Client::builder()
-                    .connect_timeout(CONNECT_TIMEOUT.min(self.record_timeout))
-                    .timeout(self.record_timeout)
-                    .user_agent(concat!("compose/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| format!("cannot set up the HTTP client: {}", describe(&e)))
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+        let http = self.clients.cache_http(CONNECT_TIMEOUT.min(self.record_timeout), self.record_timeout);
+        http.map(crate::http::Http::client).map_err(|e| format!("cannot set up the HTTP client: {e}"))
     }
 
     fn with_auth(&self, rb: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
@@ -151,7 +139,7 @@ fn blob_timeout(size: u64) -> Duration {
 
 /// A reqwest error with its causes (the URLs we send never hold credentials).
 fn describe(e: &reqwest::Error) -> String {
-    let mut s = crate::ops::chain_message(e);
+    let mut s = crate::util::chain_message(e);
     if e.is_timeout() {
         s.push_str(" (timed out)");
     }
@@ -226,18 +214,19 @@ impl super::Backend for HttpCache {
 mod tests {
     use super::*;
 
-    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    fn env_of(vars: &[(&str, &str)]) -> Arc<Clients> {
         let v: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        move |k| v.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        let env: crate::clients::Env = Box::new(move |k| v.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()));
+        Arc::new(Clients::with_env(&[], false, env, None))
     }
 
     #[test]
     fn credentials_in_order_and_never_shown() {
         let env = env_of(&[("COMPOSE_REMOTE_CACHE_TOKEN", "tok"), ("NETRC", "/nonexistent")]);
-        let c = HttpCache::with_env("http://u:p%40ss@127.0.0.1:1/cache/", &env).unwrap();
+        let c = HttpCache::new("http://u:p%40ss@127.0.0.1:1/cache/", env.clone()).unwrap();
         assert!(matches!(&c.auth, Auth::Basic(u, p) if u == "u" && p == "p@ss"));
         assert_eq!(c.shown, "http://127.0.0.1:1/cache");
-        let c = HttpCache::with_env("http://127.0.0.1:1/", &env).unwrap();
+        let c = HttpCache::new("http://127.0.0.1:1/", env.clone()).unwrap();
         assert!(matches!(&c.auth, Auth::Bearer(t) if t == "tok"));
 
         let dir = tempfile::tempdir().unwrap();
@@ -245,11 +234,11 @@ mod tests {
         std::fs::write(&netrc, "machine 127.0.0.1 login alice password secret\n").unwrap();
         let path = netrc.to_string_lossy().into_owned();
         let env = env_of(&[("NETRC", &path)]);
-        let c = HttpCache::with_env("http://127.0.0.1:1/", &env).unwrap();
+        let c = HttpCache::new("http://127.0.0.1:1/", env.clone()).unwrap();
         assert!(matches!(&c.auth, Auth::Basic(u, p) if u == "alice" && p == "secret"));
         assert!(c.status_message("GET", "x", reqwest::StatusCode::UNAUTHORIZED).contains(&path));
-        let c = HttpCache::with_env("http://other.example/", &env).unwrap();
+        let c = HttpCache::new("http://other.example/", env.clone()).unwrap();
         assert!(matches!(&c.auth, Auth::None));
-        assert!(HttpCache::with_env("ftp://x/", &env).is_err());
+        assert!(HttpCache::new("ftp://x/", env.clone()).is_err());
     }
 }

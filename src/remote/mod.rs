@@ -114,8 +114,6 @@ pub struct RemoteConfig {
     /// `http(s)://…` or `oci://REGISTRY/REPO`.
     pub url: String,
     pub mode: Mode,
-    /// Registries (`HOST[:PORT]`) spoken to over plain HTTP (for `oci://`).
-    pub insecure: Vec<String>,
     /// When not empty, only records signed by one of these keys are used.
     pub trusted: TrustedKeys,
     /// Records uploaded from here are signed with this key.
@@ -141,11 +139,13 @@ impl std::fmt::Debug for RemoteCache {
 }
 
 impl RemoteCache {
-    pub fn open(config: RemoteConfig) -> Result<RemoteCache, RemoteError> {
+    /// The cache at `config.url`, reached through `clients` (their credentials, time-outs and
+    /// `--insecure-registry`).
+    pub fn open(config: RemoteConfig, clients: std::sync::Arc<crate::clients::Clients>) -> Result<RemoteCache, RemoteError> {
         let backend: Box<dyn Backend> = if config.url.starts_with("http://") || config.url.starts_with("https://") {
-            Box::new(http::HttpCache::new(&config.url)?)
+            Box::new(http::HttpCache::new(&config.url, clients)?)
         } else if let Some(rest) = config.url.strip_prefix("oci://") {
-            Box::new(oci::OciCache::new(rest, &config.insecure)?)
+            Box::new(oci::OciCache::new(rest, clients)?)
         } else {
             return Err(RemoteError::Url(config.url));
         };

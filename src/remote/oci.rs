@@ -16,11 +16,12 @@
 //! `--insecure-registry` applies. Requests use short time-outs.
 
 use std::io::Write;
-use std::time::Duration;
+use std::sync::Arc;
 
 use super::{BlobError, BlobFile, RemoteError};
+use crate::clients::Clients;
 use crate::hash::{DrvHash, Sha256};
-use crate::registry::{Registry, RegistryError, RegistryOptions};
+use crate::registry::{Registry, RegistryError};
 use crate::store::Store;
 
 pub const RECORD_ARTIFACT_TYPE: &str = "application/vnd.compose.record.v1+json";
@@ -35,10 +36,9 @@ pub struct OciCache {
     /// `REGISTRY/REPO`.
     repo: String,
     shown: String,
-    insecure: Vec<String>,
-    /// Made on first use (it starts an I/O runtime and reads credentials): a no-op build whose
-    /// results the cache is known to hold never pays for it.
-    registry: std::sync::OnceLock<Result<Registry, String>>,
+    /// The registry client is made on first use (it starts an I/O runtime and reads
+    /// credentials): a no-op build whose results the cache is known to hold never pays for it.
+    clients: Arc<Clients>,
     /// Small blobs that came embedded in record manifests (verified by the caller as any blob).
     inline: std::sync::Mutex<std::collections::HashMap<Sha256, Vec<u8>>>,
     /// Blobs this process has seen the repository accept: not asked about again.
@@ -47,7 +47,7 @@ pub struct OciCache {
 
 impl OciCache {
     /// `rest` is the URL without `oci://`: `REGISTRY/REPO`.
-    pub fn new(rest: &str, insecure: &[String]) -> Result<OciCache, RemoteError> {
+    pub fn new(rest: &str, clients: Arc<Clients>) -> Result<OciCache, RemoteError> {
         let url = format!("oci://{rest}");
         let bad = |message: String| RemoteError::Failed { url: url.clone(), message };
         let repo = rest.trim_end_matches('/').to_string();
@@ -56,31 +56,11 @@ impl OciCache {
             return Err(bad(format!("expected oci://REGISTRY/REPOSITORY, got oci://{repo}")));
         }
         crate::registry::parse_repo(&repo).map_err(|e| bad(e.to_string()))?;
-        Ok(OciCache {
-            shown: url.clone(),
-            repo,
-            insecure: insecure.to_vec(),
-            registry: std::sync::OnceLock::new(),
-            inline: Default::default(),
-            present: Default::default(),
-        })
+        Ok(OciCache { shown: url.clone(), repo, clients, inline: Default::default(), present: Default::default() })
     }
 
     fn registry(&self) -> Result<&Registry, String> {
-        self.registry
-            .get_or_init(|| {
-                let env = |name: &str| std::env::var(name).ok();
-                let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-                let auth = crate::registry::AuthConfig::from_env(&env, home.as_deref()).map_err(|e| e.to_string())?;
-                Registry::new(RegistryOptions {
-                    insecure: self.insecure.clone(),
-                    auth,
-                    timeouts: Some((Duration::from_secs(3), Duration::from_secs(30))),
-                })
-                .map_err(|e| e.to_string())
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+        self.clients.cache_registry()
     }
 
     fn tag(drv: &DrvHash) -> String {
@@ -198,6 +178,10 @@ impl super::Backend for OciCache {
 mod tests {
     use super::*;
 
+    fn clients() -> Arc<Clients> {
+        Arc::new(Clients::with_env(&[], false, Box::new(|_| None), None))
+    }
+
     #[test]
     fn record_round_trips_through_the_manifest() {
         let dir = tempfile::tempdir().unwrap();
@@ -224,12 +208,12 @@ mod tests {
 
     #[test]
     fn refuses_tags_and_digests() {
-        assert!(OciCache::new("127.0.0.1:5000/cache", &[]).is_ok());
-        assert!(OciCache::new("127.0.0.1:5000/cache:tag", &[]).is_err());
-        assert!(OciCache::new("127.0.0.1:5000", &[]).is_err());
-        assert!(OciCache::new("localhost/a/b-c", &[]).is_ok());
-        assert!(OciCache::new("reg.example/Upper", &[]).is_err());
-        assert!(OciCache::new("reg.example/x@sha256:00", &[]).is_err());
-        assert!(OciCache::new("reg.example/x//y", &[]).is_err());
+        assert!(OciCache::new("127.0.0.1:5000/cache", clients()).is_ok());
+        assert!(OciCache::new("127.0.0.1:5000/cache:tag", clients()).is_err());
+        assert!(OciCache::new("127.0.0.1:5000", clients()).is_err());
+        assert!(OciCache::new("localhost/a/b-c", clients()).is_ok());
+        assert!(OciCache::new("reg.example/Upper", clients()).is_err());
+        assert!(OciCache::new("reg.example/x@sha256:00", clients()).is_err());
+        assert!(OciCache::new("reg.example/x//y", clients()).is_err());
     }
 }

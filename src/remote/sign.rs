@@ -67,13 +67,8 @@ pub enum KeyError {
     },
     #[error("refusing to overwrite existing key file `{path}`")]
     Exists { path: PathBuf },
-    #[error("failed to {action} `{path}`")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::util::IoError),
 }
 
 /// A named ed25519 signing key.
@@ -153,7 +148,8 @@ impl SecretKey {
 
     /// Read and parse a secret key file.
     pub fn read(path: &Path) -> Result<SecretKey, KeyError> {
-        let text = fs::read_to_string(path).map_err(|source| KeyError::Io { action: "read secret key", path: path.to_owned(), source })?;
+        let text = fs::read_to_string(path)
+            .map_err(|source| KeyError::Io(crate::util::IoError { action: "read secret key", path: path.to_owned(), source }))?;
         SecretKey::parse(&text).map_err(|e| KeyError::InFile { path: path.to_owned(), source: Box::new(e) })
     }
 
@@ -190,13 +186,11 @@ impl SecretKey {
     pub fn write_new(&self, path: &Path) -> Result<(), KeyError> {
         let io = |action: &'static str, p: &Path| {
             let p = p.to_owned();
-            move |source| KeyError::Io { action, path: p, source }
+            move |source| KeyError::Io(crate::util::IoError { action, path: p, source })
         };
-        let file_name = path.file_name().ok_or_else(|| KeyError::Io {
-            action: "write secret key",
-            path: path.to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"),
-        })?;
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| io("write secret key", path)(std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name")))?;
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
@@ -218,7 +212,7 @@ impl SecretKey {
                 if source.kind() == std::io::ErrorKind::AlreadyExists {
                     KeyError::Exists { path: path.to_owned() }
                 } else {
-                    KeyError::Io { action: "link key file into place at", path: path.to_owned(), source }
+                    KeyError::Io(crate::util::IoError { action: "link key file into place at", path: path.to_owned(), source })
                 }
             })
         });
@@ -563,7 +557,7 @@ mod tests {
 
         let missing = dir.path().join("missing.secret");
         let err = SecretKey::read(&missing).unwrap_err();
-        assert!(matches!(err, KeyError::Io { .. }));
+        assert!(matches!(err, KeyError::Io(_)));
     }
 
     #[test]

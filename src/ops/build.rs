@@ -1,0 +1,108 @@
+//! `compose build` and `compose push`: execute the plan, then export, push and write the SBOM of
+//! every image while results are still being shared in the background.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::{load_and_plan, open_remote, BuildOptions, Error, Planned};
+use crate::build::{self, Counts, Reporter};
+use crate::image::{self, ImageError, Pushed};
+use crate::lock;
+use crate::plan;
+
+/// One built image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuiltImage {
+    pub name: String,
+    pub tag: String,
+    pub digest: String,
+    pub output: String,
+    /// Where it was pushed, and what the push did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<Pushed>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildSummary {
+    pub images: Vec<BuiltImage>,
+    pub derivations: Counts,
+    #[serde(skip)]
+    pub hashed_files: u64,
+}
+
+/// `compose build`.
+pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummary, Error> {
+    let planned = load_and_plan(&opts.spec)?;
+    if opts.push.is_some() && planned.plan.images.len() > 1 {
+        return Err(Error::Usage("--push takes one image, but the spec has several: choose one with --image NAME".into()));
+    }
+    let remote = open_remote(&opts.spec, &planned.clients)?;
+    // Exporting and pushing overlap with writing results back to the remote cache.
+    build::execute_then(&planned.plan, &planned.store, remote.as_ref(), &planned.clients, reporter, |ex| export_all(opts, &planned, ex))
+}
+
+/// Export (and push) every image of an executed plan.
+fn export_all(opts: &BuildOptions, planned: &Planned, ex: build::Executed) -> Result<BuildSummary, Error> {
+    let mut images = Vec::new();
+    for pi in &planned.plan.images {
+        let fin = image::finished(&planned.plan, &ex, &planned.store, &pi.name, &pi.tag, pi.root)?;
+        let path = image::export(&planned.store, &fin, &opts.out, opts.format)?;
+        write_sbom(planned, &ex, pi, &fin, &opts.out)?;
+        let pushed = match &opts.push {
+            Some(target) => {
+                // Base layers pulled from repositories of the target's registry can be mounted.
+                let registry = target.split('/').next().unwrap_or_default();
+                let mut mount_from: Vec<String> = planned
+                    .plan
+                    .graph
+                    .node_weights()
+                    .filter_map(|d| match &d.kind {
+                        plan::DrvKind::Blob(b) => match &b.source {
+                            crate::base::BlobSource::Registry { repo, .. } if repo.split('/').next() == Some(registry) => {
+                                Some(repo.clone())
+                            }
+                            _ => None,
+                        },
+                        _ => None,
+                    })
+                    .collect();
+                mount_from.sort();
+                mount_from.dedup();
+                let err = |source: image::PushError| Error::Push { target: target.to_string(), source: Box::new(source) };
+                let reg =
+                    planned.clients.registry().map_err(|m| err(image::PushError::Registry(crate::registry::RegistryError::Setup(m))))?;
+                Some(image::push(&planned.store, &fin, target, reg, &mount_from).map_err(err)?)
+            }
+            None => None,
+        };
+        images.push(BuiltImage {
+            name: pi.name.clone(),
+            tag: pi.tag.clone(),
+            digest: fin.root.digest.to_string(),
+            output: path.display().to_string(),
+            pushed,
+        });
+    }
+    Ok(BuildSummary { images, derivations: ex.counts, hashed_files: planned.scanner_stats.0 })
+}
+
+/// `out/<image>.spdx.json`, for images with packages.
+fn write_sbom(planned: &Planned, ex: &build::Executed, pi: &plan::PlannedImage, fin: &image::Finished, out: &Path) -> Result<(), Error> {
+    let Some(lock) = planned.lock.as_ref().and_then(|l| l.images.get(&pi.name)) else { return Ok(()) };
+    if lock.platforms.values().all(|p| p.packages.is_empty()) {
+        return Ok(());
+    }
+    let mut licences: HashMap<String, Vec<String>> = HashMap::new();
+    for n in planned.plan.graph.node_indices() {
+        if let plan::DrvKind::DebLayer(d) = &planned.plan.graph[n].kind {
+            if let Some(rec) = ex.records.get(&n) {
+                licences.insert(d.package.clone(), build::packages::licences_of(&planned.store, rec));
+            }
+        }
+    }
+    let lookup = |p: &lock::PackageLock| licences.get(&format!("{}={}", p.name, p.version)).cloned().unwrap_or_default();
+    let bytes = crate::sbom::document(&pi.name, &pi.tag, &fin.root.digest.to_string(), fin.epoch, Some(lock), &lookup);
+    let dest = out.join(format!("{}.spdx.json", pi.name));
+    crate::util::write_atomic(&dest, &bytes, 0o644, None).map_err(|e| Error::Image(ImageError::Io(e)))?;
+    Ok(())
+}

@@ -1,0 +1,295 @@
+//! Top-level operations behind each command (cargo's `ops`): load the spec, scan sources, plan,
+//! execute, export. `main.rs` parses flags, calls one of these and prints the result.
+//!
+//! This module (`mod.rs`) owns what every command shares: the options, the one error type with
+//! its exit codes, and [`load_and_plan`] (parse, load bases, scan sources, lock, plan). Each
+//! command's operation has a file of its own: [`build`] (build and push), [`lock`], [`plan`]
+//! (`compose plan`), [`explain`], [`cache`] (keys and the shared cache).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::build::BuildError;
+use crate::clients::Clients;
+use crate::image::{Format, ImageError};
+use crate::lock::{LockError, Lockfile};
+use crate::plan::Plan;
+use crate::resolution::{MirrorConfig, ResolutionError};
+use crate::source::{Scanned, Scanner, SourceError};
+use crate::spec::{self, FileOp, SpecDiagnostic, SpecError, SpecFile};
+use crate::store::{Store, StoreError};
+use crate::util::chain_message;
+
+pub mod build;
+pub mod cache;
+pub mod lock;
+pub mod plan;
+
+pub use self::build::{build, BuildSummary, BuiltImage};
+pub use self::cache::{default_key_name, keygen, keys_dir, open_remote};
+pub use self::lock::{lock, LockMode};
+pub use self::plan::{plan_report, PlanNode, PlanReport};
+pub use crate::image::Pushed;
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum Error {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Spec(#[from] SpecError),
+    #[error("{0}")]
+    #[diagnostic(code(compose::usage))]
+    Usage(String),
+    #[error("the store at `{path}` could not be used")]
+    #[diagnostic(code(compose::store))]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    #[error(transparent)]
+    #[diagnostic(code(compose::store))]
+    StoreOp(#[from] StoreError),
+    /// A bug: something that cannot happen did.
+    #[error("internal error: {0}")]
+    #[diagnostic(code(compose::internal))]
+    Internal(String),
+    #[error("{message}")]
+    #[diagnostic(code(compose::key))]
+    Key {
+        message: String,
+        #[source]
+        source: crate::remote::sign::KeyError,
+    },
+    #[error("cannot use the shared cache")]
+    #[diagnostic(code(compose::remote))]
+    Remote(#[source] crate::remote::RemoteError),
+    #[error(transparent)]
+    #[diagnostic(code(compose::source))]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    #[diagnostic(code(compose::build))]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    #[diagnostic(code(compose::output))]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    #[diagnostic(code(compose::lock))]
+    Lock(#[from] LockError),
+    #[error("the lockfile `{path}` is out of date for image `{image}` ({why}), and --locked forbids changing it")]
+    #[diagnostic(code(compose::lock::locked), help("run `compose lock` (or build without --locked) to update it"))]
+    Locked { path: PathBuf, image: String, why: String },
+    #[error("cannot push to `{target}`")]
+    #[diagnostic(code(compose::push))]
+    Push {
+        target: String,
+        #[source]
+        source: Box<crate::image::PushError>,
+    },
+    #[error("cannot resolve the packages of image `{image}`")]
+    #[diagnostic(code(compose::resolve))]
+    Resolution {
+        image: String,
+        #[source]
+        source: Box<ResolutionError>,
+    },
+}
+
+impl Error {
+    /// User errors (the spec, lockfile or command line is wrong) exit with 2, the rest with 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Spec(_) | Error::Usage(_) | Error::Locked { .. } | Error::Lock(LockError::Parse { .. } | LockError::Version { .. }) => 2,
+            Error::Resolution { source, .. } if matches!(**source, ResolutionError::Spec(_) | ResolutionError::Mirror(_)) => 2,
+            // A key that does not parse, a cache URL that is not one: the command line is wrong.
+            // A key file that cannot be read or written is the machine's problem.
+            Error::Key { source, .. } if !matches!(source, crate::remote::sign::KeyError::Io(_)) => 2,
+            Error::Remote(crate::remote::RemoteError::Url(_) | crate::remote::RemoteError::Failed { .. }) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Options shared by commands that load a spec.
+#[derive(Debug, Clone, Default)]
+pub struct SpecOptions {
+    pub spec: PathBuf,
+    pub image: Option<String>,
+    pub cache_dir: PathBuf,
+    /// `--mirror NAME=URL`.
+    pub mirrors: Vec<(String, String)>,
+    /// Fail rather than change the lockfile.
+    pub locked: bool,
+    /// Use no network.
+    pub offline: bool,
+    /// Layer budget per image.
+    pub max_layers: usize,
+    /// Root of the filesystem whose apt sources give mirrors (`/`).
+    pub host_root: PathBuf,
+    /// Registries (`HOST[:PORT]`) spoken to over plain HTTP.
+    pub insecure: Vec<String>,
+    /// A shared cache (`http(s)://…`, Bazel remote-cache protocol).
+    pub remote_cache: Option<String>,
+    pub remote_mode: crate::remote::Mode,
+    /// Public keys (`NAME:BASE64`) whose signed records are accepted; none = unsigned accepted.
+    pub trusted_keys: Vec<String>,
+    /// Secret key file to sign uploaded records with (default: the one key in `CACHE/keys/`).
+    pub signing_key: Option<PathBuf>,
+}
+
+impl SpecOptions {
+    pub fn new(spec: PathBuf, cache_dir: PathBuf) -> SpecOptions {
+        SpecOptions { spec, cache_dir, max_layers: crate::plan::DEFAULT_MAX_LAYERS, host_root: PathBuf::from("/"), ..Default::default() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub spec: SpecOptions,
+    pub out: PathBuf,
+    pub format: Format,
+    /// Push the built image to this reference (`REGISTRY/REPO:TAG`).
+    pub push: Option<String>,
+    /// Registries (`HOST[:PORT]`) spoken to over plain HTTP.
+    pub insecure: Vec<String>,
+}
+
+/// A loaded, planned spec.
+pub struct Planned {
+    pub lock: Option<Lockfile>,
+    pub spec: SpecFile,
+    pub store: Store,
+    pub plan: Plan,
+    /// The command's network clients (made on first use).
+    pub clients: Arc<Clients>,
+    scanner_stats: (u64, u64),
+}
+
+impl SpecOptions {
+    /// The network clients these options describe.
+    pub fn clients(&self) -> Clients {
+        Clients::from_env(&self.insecure, self.offline)
+    }
+
+    fn load_options<'a>(&'a self, existing: Option<&'a Lockfile>, update: bool) -> crate::base::LoadOptions<'a> {
+        crate::base::LoadOptions { existing, update, locked: self.locked, cache_dir: &self.cache_dir }
+    }
+}
+
+/// Load every base the selected images need (`--locked`: a registry base must be pinned).
+fn load_bases<'s>(
+    spec: &'s SpecFile,
+    selected: &[&'s spec::ImageSpec],
+    opts: &SpecOptions,
+    existing: Option<&Lockfile>,
+    update: bool,
+    clients: &Clients,
+) -> Result<crate::base::Loaded<'s>, Error> {
+    crate::base::load(spec, selected, &opts.load_options(existing, update), clients).map_err(|e| match e {
+        crate::base::LoadError::Spec(e) => Error::Spec(e),
+        crate::base::LoadError::Unpinned { image, why } => Error::Locked { path: crate::lock::path_for(&opts.spec), image, why },
+    })
+}
+
+fn source_date_epoch() -> Result<Option<u64>, Error> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Err(_) => Ok(None),
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| Error::Usage(format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds since 1970"))),
+    }
+}
+
+/// Parse, check, scan and plan.
+pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
+    let spec = spec::parse_file(&opts.spec)?;
+    if let Some(name) = &opts.image {
+        if spec.image(name).is_none() {
+            let names: Vec<&str> = spec.images.iter().map(|i| i.name.as_str()).collect();
+            return Err(Error::Usage(format!("`{}` has no image `{name}`; it has: {}", opts.spec.display(), names.join(", "))));
+        }
+    }
+    let selected: Vec<&spec::ImageSpec> = spec.images.iter().filter(|i| opts.image.as_ref().is_none_or(|n| *n == i.name)).collect();
+    let existing_lock = Lockfile::read(&crate::lock::path_for(&opts.spec))?;
+    let clients = Arc::new(opts.clients());
+    let crate::base::Loaded { needed, bases, pins } = load_bases(&spec, &selected, opts, existing_lock.as_ref(), false, &clients)?;
+    let mut errors: Vec<SpecDiagnostic> = Vec::new();
+    let mut scanner = Scanner::new(&opts.cache_dir, &spec.dir)?;
+    let mut sources: HashMap<String, Scanned> = HashMap::new();
+    for img in &needed {
+        for op in img.files.iter().chain(img.layers.iter().flat_map(|l| l.ops.iter())) {
+            let FileOp::Copy { src, src_span, .. } = op else { continue };
+            if sources.contains_key(src) {
+                continue;
+            }
+            match scanner.scan(src) {
+                Ok(s) => {
+                    sources.insert(src.clone(), s);
+                }
+                Err(e) => errors.push(source_error(&spec, *src_span, e)),
+            }
+        }
+    }
+    spec.report(std::mem::take(&mut errors))?;
+    let epoch = source_date_epoch()?;
+    let env = |name: &str| std::env::var(name).ok();
+    let mirrors = MirrorConfig { flags: &opts.mirrors, env: &env, root: &opts.host_root };
+    let lockfile = self::lock::ensure_locked(&spec, &selected, opts, &mirrors, LockMode::Build, &bases, &pins, existing_lock, &clients)?;
+    let mirror = |repo: &str, suite: &str| -> Result<String, String> {
+        if opts.offline {
+            return Err("--offline is set and the package is not in the store".into());
+        }
+        mirrors.mirror(repo, suite).map(|m| m.url).map_err(|e| e.to_string())
+    };
+    let inputs = crate::plan::PlanInputs {
+        sources: &sources,
+        source_date_epoch: epoch,
+        layer_format: crate::layer::LAYER_FORMAT_ID,
+        lock: lockfile.as_ref(),
+        mirror: &mirror,
+        max_layers: opts.max_layers,
+        bases: &bases,
+    };
+    let plan = match crate::plan::plan(&spec, opts.image.as_deref(), &inputs) {
+        Ok(p) => p,
+        Err(diagnostics) => {
+            return Err(match spec.report(diagnostics) {
+                Err(e) => Error::Spec(e),
+                Ok(()) => Error::Internal("planning failed without a diagnostic".into()),
+            })
+        }
+    };
+    // Only a valid spec touches the store (resolution, above, opens it when it must).
+    let store = open_store(&opts.cache_dir)?;
+    let scanner_stats = (scanner.hashed_files, scanner.hashed_bytes);
+    scanner.save(&store)?;
+    drop(sources);
+    Ok(Planned { spec, store, plan, scanner_stats, lock: lockfile, clients })
+}
+
+fn source_error(spec: &SpecFile, span: miette::SourceSpan, e: SourceError) -> SpecDiagnostic {
+    let (label, help) = match &e {
+        SourceError::Missing { .. } => ("no such file or directory", None),
+        SourceError::Escapes { .. } => (
+            "leaves the spec directory",
+            Some("copy the file into the spec directory, or give an absolute path to copy from outside it".to_string()),
+        ),
+        SourceError::Unsupported { .. } => ("unsupported file type", None),
+        SourceError::NonUtf8 { .. } => ("non-UTF-8 file name", Some("rename the file; image paths must be UTF-8".to_string())),
+        _ => ("cannot be read", None),
+    };
+    spec.diagnostic("compose::spec::source", span, chain_message(&e), label, help)
+}
+
+/// How many images a spec holds (for commands that need one).
+pub fn image_count(opts: &SpecOptions) -> Result<usize, Error> {
+    Ok(spec::parse_file(&opts.spec)?.images.len())
+}
+
+/// Open the store for `compose cache …`.
+pub fn open_store(dir: &Path) -> Result<Store, Error> {
+    Store::open(dir).map_err(|source| Error::Store { path: dir.to_path_buf(), source })
+}

@@ -1,0 +1,83 @@
+//! Small helpers with no knowledge of images, specs or packages, shared by every module (the
+//! bottom of the module graph; it uses no other module of the crate): an I/O error that names
+//! its file, atomic file replacement, and an error with its causes as one line.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// An I/O failure and the file it concerns: "failed to {action} `{path}`". Every module's error
+/// enum wraps this one rather than carrying its own copy of the three fields.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {action} `{}`", path.display())]
+pub struct IoError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// `map_err(io_err("read", &path))`: an [`IoError`] converted into the caller's error type.
+pub fn io_err<'p, E: From<IoError>>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> E + 'p {
+    move |source| E::from(IoError { action, path: path.to_path_buf(), source })
+}
+
+/// Replace `dest` with `bytes` atomically: a temporary file in `tmp_dir` (default: `dest`'s own
+/// directory; it must be on the same file system), given `mode`, then renamed over `dest`. A
+/// reader sees the old file or the new one, never a part; an interrupted write leaves `dest`
+/// as it was.
+pub fn write_atomic(dest: &Path, bytes: &[u8], mode: u32, tmp_dir: Option<&Path>) -> Result<(), IoError> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match tmp_dir {
+        Some(d) => d,
+        None => dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")),
+    };
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut tmp =
+        tempfile::Builder::new().prefix(&format!(".{name}.")).tempfile_in(dir).map_err(io_err("create a temporary file in", dir))?;
+    tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode)).map_err(io_err("set permissions of", tmp.path()))?;
+    tmp.persist(dest).map_err(|e| IoError { action: "write", path: dest.to_path_buf(), source: e.error })?;
+    Ok(())
+}
+
+/// An error and its causes as one line: "outer: inner: innermost".
+pub fn chain_message(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(next) = src {
+        msg.push_str(": ");
+        msg.push_str(&next.to_string());
+        src = next.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] IoError);
+
+    #[test]
+    fn chain_message_joins_every_cause() {
+        let e = Outer(IoError { action: "read", path: "/x/y".into(), source: io::Error::other("boom") });
+        assert_eq!(chain_message(&e), "outer: failed to read `/x/y`: boom");
+    }
+
+    #[test]
+    fn write_atomic_replaces_with_mode_and_leaves_nothing_behind() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f.json");
+        fs::write(&dest, b"old").unwrap();
+        write_atomic(&dest, b"new", 0o640, None).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"new");
+        assert_eq!(fs::metadata(&dest).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left");
+        let err = write_atomic(&dir.path().join("missing/f"), b"x", 0o644, None).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+    }
+}
