@@ -1,0 +1,1339 @@
+//! The KDL decoder: the vocabulary (node names and usage strings), span
+//! helpers, and [`Decoder`], which walks a KDL document into
+//! [`ImageSpec`]s and records a [`SpecDiagnostic`] for every problem.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
+use miette::{NamedSource, SourceSpan};
+
+use super::values::{
+    base_reference, config_user, copy_source, expose_string, home_of, image_path, one_of, owner, platform, stop_signal, suggest,
+    valid_account_name, valid_image_name, valid_package_name, valid_package_version, valid_tag, Bad, TAG_HELP,
+};
+use super::{
+    Accounts, Base, ConfigSpec, FileOp, Group, ImageSpec, LayerSpec, OwnerSpec, PackageReq, Platform, Repository, SpecDiagnostic, User,
+};
+
+// ---------------------------------------------------------------------------
+// The vocabulary
+// ---------------------------------------------------------------------------
+
+const TOP_CHILDREN: &[&str] = &["image"];
+pub(super) const IMAGE_CHILDREN: &[&str] =
+    &["tag", "platforms", "base", "epoch", "repository", "packages", "accounts", "files", "layer", "config"];
+const ACCOUNT_CHILDREN: &[&str] = &["group", "user"];
+pub(super) const FILE_CHILDREN: &[&str] = &["copy", "text", "symlink", "dir"];
+pub(super) const CONFIG_CHILDREN: &[&str] = &["env", "workdir", "user", "entrypoint", "cmd", "expose", "volume", "label", "stop-signal"];
+
+const USAGE_IMAGE: &str = "image \"NAME\" { ... }";
+const USAGE_TAG: &str = "tag \"1.0\"";
+const USAGE_PLATFORMS: &str = "platforms \"linux/amd64\" \"linux/arm64\"";
+const USAGE_BASE: &str =
+    "base \"REGISTRY/REPO:TAG\" (or \"oci:PATH\", \"oci-archive:PATH\", \"docker-archive:PATH\", \"scratch\"), or base image=\"OTHER\"";
+const USAGE_EPOCH: &str = "epoch 1700000000";
+const USAGE_REPOSITORY: &str = "repository \"debian\" suite=\"bookworm\" components=\"main\" keyring=\"/path/to/keyring.gpg\"";
+const USAGE_PACKAGES: &str = "packages \"busybox-static\" \"ca-certificates=20230311\"";
+const USAGE_ACCOUNTS: &str = "accounts { group ...; user ... }";
+const USAGE_GROUP: &str = "group \"app\" gid=10001 members=\"alice bob\"";
+const USAGE_USER: &str = "user \"app\" uid=10001 gid=10001 home=\"/home/app\" shell=\"/bin/sh\" gecos=\"App\"";
+const USAGE_FILES: &str = "files { copy ...; text ...; symlink ...; dir ... }";
+const USAGE_LAYER: &str = "layer \"NAME\" { copy ...; text ...; symlink ...; dir ... }";
+const USAGE_COPY: &str = "copy \"SOURCE\" to=\"/DEST\" mode=0o644 dir-mode=0o755 owner=\"NAME\"";
+const USAGE_TEXT: &str = "text \"/PATH\" \"CONTENT\" mode=0o644 owner=\"NAME\"";
+const USAGE_SYMLINK: &str = "symlink \"/PATH\" target=\"TARGET\" owner=\"NAME\"";
+const USAGE_DIR: &str = "dir \"/PATH\" mode=0o755 owner=\"NAME\"";
+const USAGE_CONFIG: &str = "config { env ...; workdir ...; user ...; cmd ...; ... }";
+const USAGE_ENV: &str = "env NAME=\"value\" OTHER=\"value\"";
+const USAGE_WORKDIR: &str = "workdir \"/PATH\"";
+const USAGE_CONFIG_USER: &str = "user \"NAME\" (or \"UID\" or \"UID:GID\")";
+const USAGE_ENTRYPOINT: &str = "entrypoint \"/usr/bin/app\" \"--flag\"";
+const USAGE_CMD: &str = "cmd \"--port\" \"8080\"";
+const USAGE_EXPOSE: &str = "expose 8080 \"53/udp\"";
+const USAGE_VOLUME: &str = "volume \"/data\"";
+const USAGE_LABEL: &str = "label \"org.example.key\"=\"value\"";
+const USAGE_STOP_SIGNAL: &str = "stop-signal \"SIGTERM\"";
+
+// ---------------------------------------------------------------------------
+// Spans
+// ---------------------------------------------------------------------------
+
+fn end_of(s: SourceSpan) -> usize {
+    s.offset() + s.len()
+}
+
+fn span(start: usize, end: usize) -> SourceSpan {
+    SourceSpan::new(start.into(), end.saturating_sub(start))
+}
+
+/// The span of the value of an entry as written (without `key=` or a type
+/// annotation).
+fn value_span(e: &KdlEntry) -> SourceSpan {
+    let s = e.span();
+    match e.format() {
+        Some(f) if !f.value_repr.is_empty() && f.value_repr.len() <= s.len() => span(end_of(s) - f.value_repr.len(), end_of(s)),
+        _ => s,
+    }
+}
+
+/// The span of a property's key, or of the entry.
+fn key_span(e: &KdlEntry) -> SourceSpan {
+    e.name().map_or_else(|| e.span(), |n| n.span())
+}
+
+/// Name, arguments and properties of a node: not its children or the
+/// whitespace after it.
+fn head_span(n: &KdlNode) -> SourceSpan {
+    let start = n.span().offset();
+    let end = n.entries().iter().map(|e| end_of(e.span())).fold(end_of(n.name().span()), usize::max);
+    span(start, end)
+}
+
+fn type_name(v: &KdlValue) -> &'static str {
+    match v {
+        KdlValue::String(_) => "string",
+        KdlValue::Integer(_) => "integer",
+        KdlValue::Float(_) => "float",
+        KdlValue::Bool(_) => "boolean",
+        KdlValue::Null => "null",
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The decoder
+// ---------------------------------------------------------------------------
+
+pub(super) struct Decoder {
+    pub(super) source: NamedSource<Arc<String>>,
+    pub(super) diags: Vec<SpecDiagnostic>,
+}
+
+/// A node being decoded.
+struct Node<'n> {
+    kdl: &'n KdlNode,
+    name: &'n str,
+    head: SourceSpan,
+    args: Vec<&'n KdlEntry>,
+    props: Vec<&'n KdlEntry>,
+    usage: &'static str,
+}
+
+/// Checked properties of a node.
+struct Props<'n>(Vec<(&'n str, &'n KdlEntry)>);
+
+impl<'n> Props<'n> {
+    fn get(&self, key: &str) -> Option<&'n KdlEntry> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, e)| *e)
+    }
+}
+
+/// First occurrences of keys, for duplicate checks.
+struct Seen<K>(HashMap<K, SourceSpan>);
+
+impl<K: Eq + Hash> Seen<K> {
+    fn new() -> Self {
+        Seen(HashMap::new())
+    }
+
+    /// Records `key` at `span`; returns the first span if already present.
+    fn first(&mut self, key: K, span: SourceSpan) -> Option<SourceSpan> {
+        match self.0.get(&key) {
+            Some(first) => Some(*first),
+            None => {
+                self.0.insert(key, span);
+                None
+            }
+        }
+    }
+}
+
+impl Decoder {
+    pub(super) fn push(&mut self, code: &'static str, message: impl Into<String>, labels: Vec<(SourceSpan, String)>, help: Option<String>) {
+        let d = SpecDiagnostic::new(&self.source, code, message.into(), labels, help);
+        self.diags.push(d);
+    }
+
+    fn bad(&mut self, code: &'static str, at: SourceSpan, bad: Bad) {
+        self.push(code, bad.message, vec![(at, bad.label)], bad.help);
+    }
+
+    fn duplicate(&mut self, code: &'static str, message: String, again: SourceSpan, first: SourceSpan, verb: &str) {
+        self.push(code, message, vec![(again, format!("{verb} again here")), (first, format!("first {verb} here"))], None);
+    }
+
+    // -- generic node handling ---------------------------------------------
+
+    fn open<'n>(&mut self, kdl: &'n KdlNode, usage: &'static str) -> Node<'n> {
+        if let Some(ty) = kdl.ty() {
+            self.type_annotation(ty.span());
+        }
+        let mut args = Vec::new();
+        let mut props = Vec::new();
+        for e in kdl.entries() {
+            if let Some(ty) = e.ty() {
+                self.type_annotation(ty.span());
+            }
+            if e.name().is_some() {
+                props.push(e);
+            } else {
+                args.push(e);
+            }
+        }
+        Node { kdl, name: kdl.name().value(), head: head_span(kdl), args, props, usage }
+    }
+
+    fn type_annotation(&mut self, at: SourceSpan) {
+        self.push(
+            "compose::spec::type_annotation",
+            "type annotations are not used in compose specs",
+            vec![(at, "type annotation".to_owned())],
+            Some("remove the `(...)`".to_owned()),
+        );
+    }
+
+    fn usage(node: &Node) -> Option<String> {
+        Some(format!("usage: {}", node.usage))
+    }
+
+    /// Rejects a children block on a leaf node.
+    fn leaf(&mut self, node: &Node) {
+        if let Some(children) = node.kdl.children() {
+            let at = if children.nodes().is_empty() { node.head } else { head_span(&children.nodes()[0]) };
+            self.push(
+                "compose::spec::unexpected_children",
+                format!("`{}` does not take a children block", node.name),
+                vec![(at, "unexpected block".to_owned())],
+                Self::usage(node),
+            );
+        }
+    }
+
+    /// Positional arguments: reports fewer than `min` (naming `what`) or more
+    /// than `max`, and returns at most `max`.
+    fn args<'n>(&mut self, node: &Node<'n>, min: usize, max: Option<usize>, what: &str) -> Vec<&'n KdlEntry> {
+        let n = node.args.len();
+        if n < min {
+            self.push(
+                "compose::spec::missing_argument",
+                format!("`{}` is missing {what}", node.name),
+                vec![(node.head, format!("expected {what}"))],
+                Self::usage(node),
+            );
+        }
+        match max {
+            Some(max) if n > max => {
+                let extra = &node.args[max..];
+                let message = match max {
+                    0 => format!("`{}` takes no arguments", node.name),
+                    1 => format!("too many arguments to `{}`: expected 1, found {n}", node.name),
+                    _ => format!("too many arguments to `{}`: expected at most {max}, found {n}", node.name),
+                };
+                let labels = extra.iter().map(|e| (e.span(), "unexpected argument".to_owned())).collect();
+                self.push("compose::spec::too_many_arguments", message, labels, Self::usage(node));
+                node.args[..max].to_vec()
+            }
+            _ => node.args.clone(),
+        }
+    }
+
+    /// Properties: reports unknown and repeated ones.
+    fn props<'n>(&mut self, node: &Node<'n>, allowed: &[&str]) -> Props<'n> {
+        let mut out: Vec<(&'n str, &'n KdlEntry)> = Vec::new();
+        for &e in &node.props {
+            let Some(id) = e.name() else { continue };
+            let key = id.value();
+            if !allowed.contains(&key) {
+                let help = match suggest(key, allowed) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None if allowed.is_empty() => {
+                        format!("`{}` takes no properties; usage: {}", node.name, node.usage)
+                    }
+                    None => format!("`{}` accepts {}", node.name, one_of(allowed)),
+                };
+                self.push(
+                    "compose::spec::unknown_property",
+                    format!("unknown property `{key}` on `{}`", node.name),
+                    vec![(id.span(), "unknown property".to_owned())],
+                    Some(help),
+                );
+                continue;
+            }
+            if let Some((_, first)) = out.iter().find(|(k, _)| *k == key) {
+                let first = key_span(first);
+                self.duplicate(
+                    "compose::spec::duplicate_property",
+                    format!("property `{key}` is given more than once"),
+                    id.span(),
+                    first,
+                    "given",
+                );
+                continue;
+            }
+            out.push((key, e));
+        }
+        Props(out)
+    }
+
+    fn require<'n>(&mut self, node: &Node<'n>, props: &Props<'n>, key: &str) -> Option<&'n KdlEntry> {
+        let e = props.get(key);
+        if e.is_none() {
+            self.push(
+                "compose::spec::missing_property",
+                format!("`{}` is missing the `{key}` property", node.name),
+                vec![(node.head, format!("expected {key}=..."))],
+                Self::usage(node),
+            );
+        }
+        e
+    }
+
+    /// Records a singleton; reports and returns false on a repeat.
+    fn once(&mut self, seen: &mut Seen<String>, node: &KdlNode) -> bool {
+        let head = head_span(node);
+        let name = node.name().value();
+        match seen.first(name.to_owned(), head) {
+            None => true,
+            Some(first) => {
+                self.push(
+                    "compose::spec::duplicate_node",
+                    format!("`{name}` is given more than once"),
+                    vec![(head, "given again here".to_owned()), (first, "first given here".to_owned())],
+                    Some(format!("keep one `{name}`")),
+                );
+                false
+            }
+        }
+    }
+
+    fn unknown_node(&mut self, node: &KdlNode, context: &str, valid: &[&str]) {
+        let name = node.name().value();
+        let at = node.name().span();
+        let place = if context.is_empty() { "at the top level".to_owned() } else { format!("in `{context}`") };
+        if let Some(home) = home_of(name) {
+            self.push(
+                "compose::spec::misplaced_node",
+                format!("`{name}` is not allowed {place}"),
+                vec![(at, "misplaced node".to_owned())],
+                Some(format!("`{name}` belongs in {home}")),
+            );
+            return;
+        }
+        let help = match suggest(name, valid) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("expected {}", one_of(valid)),
+        };
+        self.push(
+            "compose::spec::unknown_node",
+            format!("unknown node `{name}` {place}"),
+            vec![(at, "unknown node".to_owned())],
+            Some(help),
+        );
+    }
+
+    // -- values -------------------------------------------------------------
+
+    fn wrong_type(&mut self, e: &KdlEntry, expected: &str, what: &str) {
+        let v = e.value();
+        let help = match (expected, v) {
+            ("a string", KdlValue::Integer(_) | KdlValue::Float(_)) => {
+                let repr = e.format().map_or_else(|| v.to_string(), |f| f.value_repr.clone());
+                Some(format!("quote it: \"{repr}\""))
+            }
+            _ => None,
+        };
+        self.push(
+            "compose::spec::wrong_type",
+            format!("expected {expected}, found {}", type_name(v)),
+            vec![(value_span(e), format!("{what} must be {expected}"))],
+            help,
+        );
+    }
+
+    fn string<'n>(&mut self, e: &'n KdlEntry, what: &str) -> Option<&'n str> {
+        match e.value() {
+            KdlValue::String(s) => Some(s),
+            _ => {
+                self.wrong_type(e, "a string", what);
+                None
+            }
+        }
+    }
+
+    fn unsigned(&mut self, e: &KdlEntry, what: &str, max: u64) -> Option<u64> {
+        match e.value() {
+            KdlValue::Integer(i) => match u64::try_from(*i) {
+                Ok(v) if v <= max => Some(v),
+                _ => {
+                    self.push(
+                        "compose::spec::out_of_range",
+                        format!("{what} {i} is out of range"),
+                        vec![(value_span(e), format!("must be between 0 and {max}"))],
+                        None,
+                    );
+                    None
+                }
+            },
+            _ => {
+                self.wrong_type(e, "an integer", what);
+                None
+            }
+        }
+    }
+
+    fn id(&mut self, e: &KdlEntry, what: &str) -> Option<u32> {
+        self.unsigned(e, what, u64::from(u32::MAX)).map(|v| v as u32)
+    }
+
+    fn mode(&mut self, e: &KdlEntry) -> Option<u32> {
+        let KdlValue::Integer(v) = *e.value() else {
+            let help = match e.value() {
+                KdlValue::String(s) if !s.is_empty() && s.bytes().all(|b| (b'0'..=b'7').contains(&b)) => {
+                    format!("write it as an octal integer: 0o{}", s.trim_start_matches('0'))
+                }
+                _ => "modes are octal integers, like 0o644".to_owned(),
+            };
+            self.push(
+                "compose::spec::wrong_type",
+                format!("expected an integer, found {}", type_name(e.value())),
+                vec![(value_span(e), "modes must be octal integers".to_owned())],
+                Some(help),
+            );
+            return None;
+        };
+        let at = value_span(e);
+        let repr = e.format().map_or("", |f| f.value_repr.as_str());
+        let digits = repr.trim_start_matches(['+', '-']);
+        let octal = digits.starts_with("0o");
+        if v < 0 {
+            self.push(
+                "compose::spec::bad_mode",
+                format!("mode `{repr}` is negative"),
+                vec![(at, "must be between 0o0 and 0o7777".to_owned())],
+                None,
+            );
+            return None;
+        }
+        if !octal && v > 7 {
+            let plain: String = digits.chars().filter(|c| *c != '_').collect();
+            let base = if plain.starts_with("0x") {
+                "hexadecimal"
+            } else if plain.starts_with("0b") {
+                "binary"
+            } else {
+                "decimal"
+            };
+            let suggestion = if base == "decimal" && plain.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+                Some(format!("0o{}", plain.trim_start_matches('0')))
+            } else if base != "decimal" && v <= 0o7777 {
+                Some(format!("0o{v:o}"))
+            } else {
+                None
+            };
+            let message = match &suggestion {
+                Some(s) => format!("modes are octal: write {s}"),
+                None => "modes are octal: write them with the `0o` prefix, like 0o755".to_owned(),
+            };
+            self.push(
+                "compose::spec::bad_mode",
+                message,
+                vec![(at, format!("written in {base}"))],
+                Some(format!("`{repr}` is read as the {base} number {v}, not as an octal mode")),
+            );
+            return None;
+        }
+        if v > 0o7777 {
+            self.push(
+                "compose::spec::bad_mode",
+                format!("mode {repr} is out of range"),
+                vec![(at, "must be at most 0o7777".to_owned())],
+                None,
+            );
+            return None;
+        }
+        Some(v as u32)
+    }
+
+    fn owner(&mut self, e: &KdlEntry) -> Option<OwnerSpec> {
+        let s = self.string(e, "the owner")?;
+        let at = value_span(e);
+        match owner(s) {
+            Ok(owner) => Some(OwnerSpec { owner, span: at }),
+            Err(b) => {
+                self.bad("compose::spec::bad_owner", at, b);
+                None
+            }
+        }
+    }
+
+    fn path(&mut self, e: &KdlEntry, what: &str) -> Option<(String, bool)> {
+        let s = self.string(e, what)?;
+        match image_path(s) {
+            Ok(p) => Some(p),
+            Err(b) => {
+                self.bad("compose::spec::bad_path", value_span(e), b);
+                None
+            }
+        }
+    }
+
+    /// An image path naming a file (not `/`).
+    fn file_path(&mut self, e: &KdlEntry, what: &str) -> Option<String> {
+        let (p, _) = self.path(e, what)?;
+        if p == "/" {
+            self.push("compose::spec::bad_path", "`/` is the root directory", vec![(value_span(e), format!("{what} cannot be `/`"))], None);
+            return None;
+        }
+        Some(p)
+    }
+
+    fn name(&mut self, e: &KdlEntry, what: &str) -> Option<String> {
+        let s = self.string(e, &format!("the {what} name"))?;
+        if valid_image_name(s) {
+            Some(s.to_owned())
+        } else {
+            self.push(
+                "compose::spec::bad_name",
+                format!("invalid {what} name `{s}`"),
+                vec![(value_span(e), "invalid name".to_owned())],
+                Some("names are letters, digits, `.`, `_` and `-`, starting with a letter or digit".to_owned()),
+            );
+            None
+        }
+    }
+
+    fn account_name(&mut self, e: &KdlEntry, what: &str) -> Option<String> {
+        let s = self.string(e, &format!("the {what} name"))?;
+        if valid_account_name(s) {
+            Some(s.to_owned())
+        } else {
+            self.push(
+                "compose::spec::bad_name",
+                format!("invalid {what} name `{s}`"),
+                vec![(value_span(e), "invalid name".to_owned())],
+                Some(
+                    "account names are at most 32 letters, digits, `.`, `_` and `-`, starting with \
+                     a letter or `_`"
+                        .to_owned(),
+                ),
+            );
+            None
+        }
+    }
+
+    // -- the document -------------------------------------------------------
+
+    pub(super) fn document(&mut self, doc: &KdlDocument) -> Vec<ImageSpec> {
+        let mut images: Vec<ImageSpec> = Vec::new();
+        let mut names: Seen<String> = Seen::new();
+        let mut name_spans = Vec::new();
+        for n in doc.nodes() {
+            if n.name().value() != "image" {
+                self.unknown_node(n, "", TOP_CHILDREN);
+                continue;
+            }
+            let (img, name_span) = self.image(n);
+            if let Some(at) = name_span {
+                if let Some(first) = names.first(img.name.clone(), at) {
+                    self.duplicate(
+                        "compose::spec::duplicate_image",
+                        format!("image `{}` is defined more than once", img.name),
+                        at,
+                        first,
+                        "defined",
+                    );
+                }
+            }
+            name_spans.push(name_span);
+            images.push(img);
+        }
+        if images.is_empty() && self.diags.is_empty() {
+            self.push("compose::spec::no_images", "the spec file defines no image", Vec::new(), Some(format!("add one: {USAGE_IMAGE}")));
+        }
+        self.check_bases(&images);
+        images
+    }
+
+    /// `base image=` must name another image of the file, without cycles.
+    fn check_bases(&mut self, images: &[ImageSpec]) {
+        let index: HashMap<&str, usize> = images.iter().enumerate().rev().map(|(i, img)| (img.name.as_str(), i)).collect();
+        let names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
+        for (i, img) in images.iter().enumerate() {
+            let Base::Image { name, span } = &img.base else {
+                continue;
+            };
+            if *name == img.name {
+                self.push(
+                    "compose::spec::self_base",
+                    format!("image `{name}` uses itself as its base"),
+                    vec![(*span, "this is the image being defined".to_owned())],
+                    Some("name another image of this file, or a registry reference".to_owned()),
+                );
+                continue;
+            }
+            if !index.contains_key(name.as_str()) {
+                let others: Vec<&str> = names.iter().copied().filter(|n| *n != img.name).collect();
+                let help = match suggest(name, &others) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None if others.is_empty() => "this file defines no other image".to_owned(),
+                    None => format!("images in this file: {}", one_of(&others)),
+                };
+                self.push(
+                    "compose::spec::unknown_image",
+                    format!("no image named `{name}` in this file"),
+                    vec![(*span, "unknown image".to_owned())],
+                    Some(help),
+                );
+                continue;
+            }
+            // Follow the chain; report a cycle once, at its first image.
+            let mut chain = vec![i];
+            let mut cur = i;
+            while let Base::Image { name, .. } = &images[cur].base {
+                let Some(&next) = index.get(name.as_str()) else {
+                    break;
+                };
+                if next == i {
+                    if chain.iter().all(|&c| c >= i) {
+                        let path: Vec<&str> =
+                            chain.iter().map(|&c| images[c].name.as_str()).chain(std::iter::once(img.name.as_str())).collect();
+                        self.push(
+                            "compose::spec::base_cycle",
+                            format!("base images form a cycle: {}", path.join(" -> ")),
+                            vec![(*span, "cycle starts here".to_owned())],
+                            None,
+                        );
+                    }
+                    break;
+                }
+                if chain.contains(&next) {
+                    break;
+                }
+                chain.push(next);
+                cur = next;
+            }
+        }
+    }
+
+    fn image(&mut self, kdl: &KdlNode) -> (ImageSpec, Option<SourceSpan>) {
+        let node = self.open(kdl, USAGE_IMAGE);
+        self.props(&node, &[]);
+        let args = self.args(&node, 1, Some(1), "an image name");
+        let name_entry = args.first().copied();
+        let name = name_entry.and_then(|e| self.name(e, "image"));
+        let name_span = name.as_ref().and(name_entry.map(value_span));
+        let mut img = ImageSpec {
+            name: name.unwrap_or_default(),
+            span: node.head,
+            tag: "latest".to_owned(),
+            platforms: vec![Platform::linux_amd64()],
+            base: Base::Scratch,
+            epoch: None,
+            repositories: Vec::new(),
+            packages: Vec::new(),
+            accounts: None,
+            files: Vec::new(),
+            layers: Vec::new(),
+            config: ConfigSpec::default(),
+        };
+        let mut seen = Seen::new();
+        let mut packages: Seen<String> = Seen::new();
+        let mut layers: Seen<String> = Seen::new();
+        let children = kdl.children().map_or(&[][..], |d| d.nodes());
+        for c in children {
+            let cname = c.name().value();
+            if matches!(cname, "tag" | "platforms" | "base" | "epoch" | "accounts" | "config") && !self.once(&mut seen, c) {
+                continue;
+            }
+            match cname {
+                "tag" => {
+                    if let Some(t) = self.tag(c) {
+                        img.tag = t;
+                    }
+                }
+                "platforms" => {
+                    if let Some(p) = self.platforms(c) {
+                        img.platforms = p;
+                    }
+                }
+                "base" => {
+                    if let Some(b) = self.base(c) {
+                        img.base = b;
+                    }
+                }
+                "epoch" => img.epoch = self.epoch(c),
+                "repository" => {
+                    if let Some(r) = self.repository(c) {
+                        img.repositories.push(r);
+                    }
+                }
+                "packages" => {
+                    for p in self.packages(c) {
+                        if let Some(first) = packages.first(p.name.clone(), p.span) {
+                            self.duplicate(
+                                "compose::spec::duplicate_package",
+                                format!("package `{}` is listed more than once", p.name),
+                                p.span,
+                                first,
+                                "listed",
+                            );
+                        } else {
+                            img.packages.push(p);
+                        }
+                    }
+                }
+                "accounts" => img.accounts = Some(self.accounts(c)),
+                "files" => {
+                    let node = self.open(c, USAGE_FILES);
+                    self.props(&node, &[]);
+                    self.args(&node, 0, Some(0), "");
+                    img.files.extend(self.ops(c));
+                }
+                "layer" => {
+                    if let Some((layer, at)) = self.layer(c) {
+                        if let Some(first) = layers.first(layer.name.clone(), at) {
+                            self.duplicate(
+                                "compose::spec::duplicate_layer",
+                                format!("layer `{}` is defined more than once in image `{}`", layer.name, img.name),
+                                at,
+                                first,
+                                "defined",
+                            );
+                        } else {
+                            img.layers.push(layer);
+                        }
+                    }
+                }
+                "config" => img.config = self.config(c),
+                _ => self.unknown_node(c, "image", IMAGE_CHILDREN),
+            }
+        }
+        (img, name_span)
+    }
+
+    /// A leaf node with exactly one string argument and no properties.
+    fn single_string<'n>(&mut self, kdl: &'n KdlNode, usage: &'static str, what: &str) -> Option<&'n KdlEntry> {
+        let node = self.open(kdl, usage);
+        self.leaf(&node);
+        self.props(&node, &[]);
+        let args = self.args(&node, 1, Some(1), what);
+        let e = args.first().copied()?;
+        self.string(e, &format!("the {}", node.name))?;
+        Some(e)
+    }
+
+    fn tag(&mut self, kdl: &KdlNode) -> Option<String> {
+        let e = self.single_string(kdl, USAGE_TAG, "a tag")?;
+        let t = e.value().as_string()?;
+        if valid_tag(t) {
+            Some(t.to_owned())
+        } else {
+            self.push(
+                "compose::spec::bad_tag",
+                format!("invalid tag `{t}`"),
+                vec![(value_span(e), "invalid tag".to_owned())],
+                Some(TAG_HELP.to_owned()),
+            );
+            None
+        }
+    }
+
+    fn platforms(&mut self, kdl: &KdlNode) -> Option<Vec<Platform>> {
+        let node = self.open(kdl, USAGE_PLATFORMS);
+        self.leaf(&node);
+        self.props(&node, &[]);
+        let args = self.args(&node, 1, None, "at least one platform");
+        let mut out = Vec::new();
+        let mut seen = Seen::new();
+        let mut ok = !args.is_empty();
+        for e in args {
+            let Some(s) = self.string(e, "a platform") else {
+                ok = false;
+                continue;
+            };
+            match platform(s) {
+                Ok(p) => {
+                    if let Some(first) = seen.first(p.clone(), value_span(e)) {
+                        self.duplicate(
+                            "compose::spec::duplicate_platform",
+                            format!("platform `{p}` is listed more than once"),
+                            value_span(e),
+                            first,
+                            "listed",
+                        );
+                    } else {
+                        out.push(p);
+                    }
+                }
+                Err(b) => {
+                    ok = false;
+                    self.bad("compose::spec::bad_platform", value_span(e), b);
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn base(&mut self, kdl: &KdlNode) -> Option<Base> {
+        let node = self.open(kdl, USAGE_BASE);
+        self.leaf(&node);
+        let props = self.props(&node, &["image"]);
+        let args = self.args(&node, 0, Some(1), "");
+        match (args.first(), props.get("image")) {
+            (Some(a), Some(p)) => {
+                self.push(
+                    "compose::spec::bad_base",
+                    "`base` takes a reference or `image=`, not both",
+                    vec![(value_span(a), "a reference".to_owned()), (key_span(p), "and an image".to_owned())],
+                    Self::usage(&node),
+                );
+                None
+            }
+            (None, None) => {
+                if node.props.is_empty() {
+                    self.push(
+                        "compose::spec::missing_argument",
+                        "`base` is missing a reference",
+                        vec![(node.head, "expected a reference or image=\"NAME\"".to_owned())],
+                        Self::usage(&node),
+                    );
+                }
+                None
+            }
+            (Some(a), None) => {
+                let s = self.string(a, "the base reference")?;
+                match base_reference(s, value_span(a)) {
+                    Ok(b) => Some(b),
+                    Err(b) => {
+                        self.bad("compose::spec::bad_base", value_span(a), b);
+                        None
+                    }
+                }
+            }
+            (None, Some(p)) => {
+                let s = self.string(p, "the base image name")?;
+                if s.is_empty() {
+                    self.push(
+                        "compose::spec::bad_base",
+                        "`base image=` needs an image name",
+                        vec![(value_span(p), "empty name".to_owned())],
+                        None,
+                    );
+                    return None;
+                }
+                Some(Base::Image { name: s.to_owned(), span: value_span(p) })
+            }
+        }
+    }
+
+    fn epoch(&mut self, kdl: &KdlNode) -> Option<u64> {
+        let node = self.open(kdl, USAGE_EPOCH);
+        self.leaf(&node);
+        self.props(&node, &[]);
+        let args = self.args(&node, 1, Some(1), "a time in seconds");
+        let e = args.first()?;
+        self.unsigned(e, "the epoch", u64::MAX)
+    }
+
+    fn repository(&mut self, kdl: &KdlNode) -> Option<Repository> {
+        let node = self.open(kdl, USAGE_REPOSITORY);
+        self.leaf(&node);
+        let props = self.props(&node, &["suite", "components", "keyring"]);
+        let args = self.args(&node, 1, Some(1), "a repository name");
+        let name = args.first().and_then(|e| self.nonempty(e, "the repository name"));
+        let suite = self.require(&node, &props, "suite").and_then(|e| self.nonempty(e, "the suite"));
+        let components = self
+            .require(&node, &props, "components")
+            .and_then(|e| self.nonempty(e, "components"))
+            .map(|s| s.split_whitespace().map(str::to_owned).collect());
+        let keyring = match props.get("keyring") {
+            Some(e) => Some(self.nonempty(e, "the keyring")?),
+            None => None,
+        };
+        Some(Repository { name: name?, suite: suite?, components: components?, keyring, span: node.head })
+    }
+
+    /// A non-empty (not all-blank) string without NUL.
+    fn nonempty(&mut self, e: &KdlEntry, what: &str) -> Option<String> {
+        let s = self.string(e, what)?;
+        if s.trim().is_empty() || s.contains('\0') {
+            self.push("compose::spec::bad_value", format!("{what} must not be empty"), vec![(value_span(e), "empty".to_owned())], None);
+            return None;
+        }
+        Some(s.to_owned())
+    }
+
+    fn packages(&mut self, kdl: &KdlNode) -> Vec<PackageReq> {
+        let node = self.open(kdl, USAGE_PACKAGES);
+        self.leaf(&node);
+        self.props(&node, &[]);
+        let args = self.args(&node, 1, None, "at least one package");
+        let mut out = Vec::new();
+        for e in args {
+            let Some(s) = self.string(e, "a package") else {
+                continue;
+            };
+            let at = value_span(e);
+            let (name, version) = match s.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (s, None),
+            };
+            if !valid_package_name(name) {
+                self.push(
+                    "compose::spec::bad_package",
+                    format!("invalid package name `{name}`"),
+                    vec![(at, "invalid package name".to_owned())],
+                    Some(
+                        "package names are lowercase letters, digits, `+`, `-` and `.`; pin a \
+                         version with \"NAME=VERSION\""
+                            .to_owned(),
+                    ),
+                );
+                continue;
+            }
+            if let Some(v) = version {
+                if !valid_package_version(v) {
+                    self.push(
+                        "compose::spec::bad_package",
+                        format!("invalid version `{v}` for package `{name}`"),
+                        vec![(at, "invalid version".to_owned())],
+                        Some("versions start with a digit, like \"NAME=1.36.1-6\"".to_owned()),
+                    );
+                    continue;
+                }
+            }
+            out.push(PackageReq { name: name.to_owned(), version: version.map(str::to_owned), span: at });
+        }
+        out
+    }
+
+    /// Records an account's name and id, reporting a name or id defined before. True when both
+    /// are new.
+    fn unique_account(
+        &mut self,
+        kind: &str,
+        (name, name_at): (&String, SourceSpan),
+        (id, id_at): (u32, SourceSpan),
+        names: &mut Seen<String>,
+        ids: &mut Seen<u32>,
+    ) -> bool {
+        let mut ok = true;
+        if let Some(first) = names.first(name.clone(), name_at) {
+            ok = false;
+            let msg = format!("{kind} `{name}` is defined more than once");
+            self.duplicate("compose::spec::duplicate_account", msg, name_at, first, "defined");
+        }
+        if let Some(first) = ids.first(id, id_at) {
+            ok = false;
+            let msg = format!("{kind} id {id} is used by more than one {kind}");
+            self.duplicate("compose::spec::duplicate_account", msg, id_at, first, "used");
+        }
+        ok
+    }
+    fn accounts(&mut self, kdl: &KdlNode) -> Accounts {
+        let node = self.open(kdl, USAGE_ACCOUNTS);
+        self.props(&node, &[]);
+        self.args(&node, 0, Some(0), "");
+        let mut acc = Accounts { groups: Vec::new(), users: Vec::new(), span: node.head };
+        let mut group_names = Seen::new();
+        let mut gids = Seen::new();
+        let mut user_names = Seen::new();
+        let mut uids = Seen::new();
+        let children = kdl.children().map_or(&[][..], |d| d.nodes());
+        for c in children {
+            match c.name().value() {
+                "group" => {
+                    let Some((g, name_at, id_at)) = self.group(c) else {
+                        continue;
+                    };
+                    let ids = (g.gid, id_at);
+                    if self.unique_account("group", (&g.name, name_at), ids, &mut group_names, &mut gids) {
+                        acc.groups.push(g);
+                    }
+                }
+                "user" => {
+                    let Some((u, name_at, id_at)) = self.user(c) else {
+                        continue;
+                    };
+                    let ids = (u.uid, id_at);
+                    if self.unique_account("user", (&u.name, name_at), ids, &mut user_names, &mut uids) {
+                        acc.users.push(u);
+                    }
+                }
+                _ => self.unknown_node(c, "accounts", ACCOUNT_CHILDREN),
+            }
+        }
+        acc
+    }
+
+    fn group(&mut self, kdl: &KdlNode) -> Option<(Group, SourceSpan, SourceSpan)> {
+        let node = self.open(kdl, USAGE_GROUP);
+        self.leaf(&node);
+        let props = self.props(&node, &["gid", "members"]);
+        let args = self.args(&node, 1, Some(1), "a group name");
+        let name_e = args.first().copied();
+        let name = name_e.and_then(|e| self.account_name(e, "group"));
+        let gid_e = self.require(&node, &props, "gid");
+        let gid = gid_e.and_then(|e| self.id(e, "the group id"));
+        let mut members = Vec::new();
+        let mut members_ok = true;
+        if let Some(e) = props.get("members") {
+            match self.string(e, "members") {
+                Some(s) => {
+                    for m in s.split_whitespace() {
+                        if valid_account_name(m) {
+                            members.push(m.to_owned());
+                        } else {
+                            members_ok = false;
+                            self.push(
+                                "compose::spec::bad_name",
+                                format!("invalid member name `{m}`"),
+                                vec![(value_span(e), "invalid name".to_owned())],
+                                Some("members are user names separated by spaces".to_owned()),
+                            );
+                        }
+                    }
+                }
+                None => members_ok = false,
+            }
+        }
+        let (name, gid, name_e, gid_e) = (name?, gid?, name_e?, gid_e?);
+        members_ok.then(|| (Group { name, gid, members, span: node.head }, value_span(name_e), value_span(gid_e)))
+    }
+
+    fn user(&mut self, kdl: &KdlNode) -> Option<(User, SourceSpan, SourceSpan)> {
+        let node = self.open(kdl, USAGE_USER);
+        self.leaf(&node);
+        let props = self.props(&node, &["uid", "gid", "home", "shell", "gecos"]);
+        let args = self.args(&node, 1, Some(1), "a user name");
+        let name_e = args.first().copied();
+        let name = name_e.and_then(|e| self.account_name(e, "user"));
+        let uid_e = self.require(&node, &props, "uid");
+        let uid = uid_e.and_then(|e| self.id(e, "the user id"));
+        let mut ok = true;
+        let gid = match props.get("gid") {
+            Some(e) => {
+                let g = self.id(e, "the group id");
+                ok &= g.is_some();
+                g
+            }
+            None => None,
+        };
+        let mut path_prop = |this: &mut Self, key: &str| match props.get(key) {
+            Some(e) => {
+                let p = this.file_path(e, &format!("the {key} directory"));
+                ok &= p.is_some();
+                p
+            }
+            None => None,
+        };
+        let home = path_prop(self, "home");
+        let shell = path_prop(self, "shell");
+        let gecos = match props.get("gecos") {
+            Some(e) => match self.string(e, "gecos") {
+                Some(s) if s.contains([':', '\n', '\0']) => {
+                    ok = false;
+                    self.push(
+                        "compose::spec::bad_value",
+                        "gecos must not contain `:` or line breaks",
+                        vec![(value_span(e), "not allowed in /etc/passwd".to_owned())],
+                        None,
+                    );
+                    None
+                }
+                Some(s) => Some(s.to_owned()),
+                None => {
+                    ok = false;
+                    None
+                }
+            },
+            None => None,
+        };
+        let (name, uid, name_e, uid_e) = (name?, uid?, name_e?, uid_e?);
+        if !ok {
+            return None;
+        }
+        let home = home.unwrap_or_else(|| format!("/home/{name}"));
+        Some((
+            User {
+                gid: gid.unwrap_or(uid),
+                home,
+                shell: shell.unwrap_or_else(|| "/sbin/nologin".to_owned()),
+                gecos: gecos.unwrap_or_default(),
+                name,
+                uid,
+                span: node.head,
+            },
+            value_span(name_e),
+            value_span(uid_e),
+        ))
+    }
+
+    fn layer(&mut self, kdl: &KdlNode) -> Option<(LayerSpec, SourceSpan)> {
+        let node = self.open(kdl, USAGE_LAYER);
+        self.props(&node, &[]);
+        let args = self.args(&node, 1, Some(1), "a layer name");
+        let name_e = args.first().copied();
+        let name = name_e.and_then(|e| self.name(e, "layer"));
+        let ops = self.ops(kdl);
+        Some((LayerSpec { name: name?, ops, span: node.head }, value_span(name_e?)))
+    }
+
+    /// The children of a `files` or `layer` block.
+    fn ops(&mut self, parent: &KdlNode) -> Vec<FileOp> {
+        let context = parent.name().value();
+        let children = parent.children().map_or(&[][..], |d| d.nodes());
+        let mut out = Vec::new();
+        for c in children {
+            let op = match c.name().value() {
+                "copy" => self.copy(c),
+                "text" => self.text(c),
+                "symlink" => self.symlink(c),
+                "dir" => self.dir(c),
+                _ => {
+                    self.unknown_node(c, context, FILE_CHILDREN);
+                    None
+                }
+            };
+            out.extend(op);
+        }
+        out
+    }
+
+    fn opt_mode(&mut self, props: &Props, key: &str) -> Result<Option<u32>, ()> {
+        match props.get(key) {
+            Some(e) => self.mode(e).map(Some).ok_or(()),
+            None => Ok(None),
+        }
+    }
+
+    fn opt_owner(&mut self, props: &Props) -> Result<Option<OwnerSpec>, ()> {
+        match props.get("owner") {
+            Some(e) => self.owner(e).map(Some).ok_or(()),
+            None => Ok(None),
+        }
+    }
+
+    fn copy(&mut self, kdl: &KdlNode) -> Option<FileOp> {
+        let node = self.open(kdl, USAGE_COPY);
+        self.leaf(&node);
+        let props = self.props(&node, &["to", "mode", "dir-mode", "owner"]);
+        let args = self.args(&node, 1, Some(1), "a source path");
+        let src = args.first().and_then(|e| {
+            let s = self.string(e, "the copy source")?;
+            match copy_source(s) {
+                Ok(()) => Some((s.to_owned(), value_span(e))),
+                Err((code, b)) => {
+                    self.bad(code, value_span(e), b);
+                    None
+                }
+            }
+        });
+        let to = self.require(&node, &props, "to").and_then(|e| self.path(e, "the destination"));
+        let mode = self.opt_mode(&props, "mode");
+        let dir_mode = self.opt_mode(&props, "dir-mode");
+        let owner = self.opt_owner(&props);
+        let ((src, src_span), (to, trailing)) = (src?, to?);
+        Some(FileOp::Copy {
+            src,
+            src_span,
+            to_dir: trailing,
+            to,
+            mode: mode.ok()?,
+            dir_mode: dir_mode.ok()?,
+            owner: owner.ok()?,
+            span: node.head,
+        })
+    }
+
+    fn text(&mut self, kdl: &KdlNode) -> Option<FileOp> {
+        let node = self.open(kdl, USAGE_TEXT);
+        self.leaf(&node);
+        let props = self.props(&node, &["mode", "owner"]);
+        let what = if node.args.is_empty() { "a path and the file's content" } else { "the file's content" };
+        let args = self.args(&node, 2, Some(2), what);
+        let path = args.first().and_then(|e| self.file_path(e, "the path"));
+        let content = args.get(1).and_then(|e| self.string(e, "the content")).map(str::to_owned);
+        let mode = self.opt_mode(&props, "mode");
+        let owner = self.opt_owner(&props);
+        Some(FileOp::Text { path: path?, content: content?, mode: mode.ok()?, owner: owner.ok()?, span: node.head })
+    }
+
+    fn symlink(&mut self, kdl: &KdlNode) -> Option<FileOp> {
+        let node = self.open(kdl, USAGE_SYMLINK);
+        self.leaf(&node);
+        let props = self.props(&node, &["target", "owner"]);
+        let args = self.args(&node, 1, Some(1), "a path");
+        let path = args.first().and_then(|e| self.file_path(e, "the link path"));
+        let target = self.require(&node, &props, "target").and_then(|e| self.nonempty(e, "the link target"));
+        let owner = self.opt_owner(&props);
+        Some(FileOp::Symlink { path: path?, target: target?, owner: owner.ok()?, span: node.head })
+    }
+
+    fn dir(&mut self, kdl: &KdlNode) -> Option<FileOp> {
+        let node = self.open(kdl, USAGE_DIR);
+        self.leaf(&node);
+        let props = self.props(&node, &["mode", "owner"]);
+        let args = self.args(&node, 1, Some(1), "a path");
+        let path = args.first().and_then(|e| self.path(e, "the directory"));
+        let mode = self.opt_mode(&props, "mode");
+        let owner = self.opt_owner(&props);
+        Some(FileOp::Dir { path: path?.0, mode: mode.ok()?, owner: owner.ok()?, span: node.head })
+    }
+
+    fn config(&mut self, kdl: &KdlNode) -> ConfigSpec {
+        let node = self.open(kdl, USAGE_CONFIG);
+        self.props(&node, &[]);
+        self.args(&node, 0, Some(0), "");
+        let mut cfg = ConfigSpec::default();
+        let mut seen = Seen::new();
+        let children = kdl.children().map_or(&[][..], |d| d.nodes());
+        for c in children {
+            let cname = c.name().value();
+            if matches!(cname, "workdir" | "user" | "entrypoint" | "cmd" | "stop-signal") && !self.once(&mut seen, c) {
+                continue;
+            }
+            match cname {
+                "env" => {
+                    for (k, v) in self.key_values(c, USAGE_ENV, true) {
+                        match cfg.env.iter_mut().find(|(name, _)| *name == k) {
+                            Some(slot) => slot.1 = v,
+                            None => cfg.env.push((k, v)),
+                        }
+                    }
+                }
+                "label" => cfg.labels.extend(self.key_values(c, USAGE_LABEL, false)),
+                "workdir" => {
+                    if let Some(e) = self.single_string(c, USAGE_WORKDIR, "a directory") {
+                        cfg.workdir = self.path(e, "the working directory").map(|p| p.0);
+                    }
+                }
+                "user" => {
+                    if let Some(e) = self.single_string(c, USAGE_CONFIG_USER, "a user") {
+                        let s = e.value().as_string().unwrap_or_default();
+                        match config_user(s) {
+                            Ok(()) => cfg.user = Some((s.to_owned(), value_span(e))),
+                            Err(b) => self.bad("compose::spec::bad_user", value_span(e), b),
+                        }
+                    }
+                }
+                "stop-signal" => {
+                    if let Some(e) = self.single_string(c, USAGE_STOP_SIGNAL, "a signal") {
+                        let s = e.value().as_string().unwrap_or_default();
+                        match stop_signal(s) {
+                            Ok(()) => cfg.stop_signal = Some(s.to_owned()),
+                            Err(b) => self.bad("compose::spec::bad_signal", value_span(e), b),
+                        }
+                    }
+                }
+                "entrypoint" => cfg.entrypoint = self.strings(c, USAGE_ENTRYPOINT, 1),
+                "cmd" => cfg.cmd = self.strings(c, USAGE_CMD, 0),
+                "expose" => {
+                    for p in self.expose(c) {
+                        if !cfg.expose.contains(&p) {
+                            cfg.expose.push(p);
+                        }
+                    }
+                }
+                "volume" => {
+                    let node = self.open(c, USAGE_VOLUME);
+                    self.leaf(&node);
+                    self.props(&node, &[]);
+                    for e in self.args(&node, 1, None, "at least one path") {
+                        if let Some((p, _)) = self.path(e, "the volume") {
+                            if !cfg.volumes.contains(&p) {
+                                cfg.volumes.push(p);
+                            }
+                        }
+                    }
+                }
+                _ => self.unknown_node(c, "config", CONFIG_CHILDREN),
+            }
+        }
+        cfg
+    }
+
+    /// `min`+ string arguments, no properties.
+    fn strings(&mut self, kdl: &KdlNode, usage: &'static str, min: usize) -> Option<Vec<String>> {
+        let node = self.open(kdl, usage);
+        self.leaf(&node);
+        self.props(&node, &[]);
+        let args = self.args(&node, min, None, "at least one argument");
+        let mut out = Vec::new();
+        let mut ok = args.len() >= min;
+        for e in args {
+            match self.string(e, "each argument") {
+                Some(s) => out.push(s.to_owned()),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// `env` and `label`: string properties, in order, no arguments.
+    fn key_values(&mut self, kdl: &KdlNode, usage: &'static str, env: bool) -> Vec<(String, String)> {
+        let node = self.open(kdl, usage);
+        self.leaf(&node);
+        self.args(&node, 0, Some(0), "");
+        if node.props.is_empty() {
+            self.push(
+                "compose::spec::missing_property",
+                format!("`{}` needs at least one NAME=\"value\" property", node.name),
+                vec![(node.head, "nothing to set".to_owned())],
+                Self::usage(&node),
+            );
+        }
+        let mut out = Vec::new();
+        for &e in &node.props {
+            let Some(id) = e.name() else { continue };
+            let key = id.value();
+            let value = self.string(e, "the value");
+            let problem = if key.is_empty() {
+                Some(if env { "environment variable name is empty".to_owned() } else { "label key is empty".to_owned() })
+            } else if env && key.contains('=') {
+                Some(format!("environment variable name `{key}` contains `=`"))
+            } else if key.contains('\0') || value.is_some_and(|v| v.contains('\0')) {
+                Some("NUL characters are not allowed here".to_owned())
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                let code = if env { "compose::spec::bad_env" } else { "compose::spec::bad_label" };
+                self.push(code, message, vec![(id.span(), "invalid name".to_owned())], None);
+                continue;
+            }
+            if let Some(v) = value {
+                out.push((key.to_owned(), v.to_owned()));
+            }
+        }
+        out
+    }
+
+    fn expose(&mut self, kdl: &KdlNode) -> Vec<String> {
+        let node = self.open(kdl, USAGE_EXPOSE);
+        self.leaf(&node);
+        self.props(&node, &[]);
+        let args = self.args(&node, 1, None, "at least one port");
+        let mut out = Vec::new();
+        for e in args {
+            let at = value_span(e);
+            let port = match e.value() {
+                KdlValue::Integer(i) => match u16::try_from(*i) {
+                    Ok(n) if n > 0 => Ok(format!("{n}/tcp")),
+                    _ => Err(Bad::new(format!("port `{i}` is out of range"), "ports are 1 to 65535")),
+                },
+                KdlValue::String(s) => expose_string(s),
+                _ => {
+                    self.wrong_type(e, "an integer or a string", "a port");
+                    continue;
+                }
+            };
+            match port {
+                Ok(p) => out.push(p),
+                Err(b) => self.bad("compose::spec::bad_port", at, b),
+            }
+        }
+        out
+    }
+}

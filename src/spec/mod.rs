@@ -1,0 +1,384 @@
+//! The spec language: reading a KDL spec file and turning it into checked,
+//! typed image specifications.
+//!
+//! This module owns everything between the bytes of a spec file and the
+//! [`ImageSpec`] values the rest of compose works from:
+//!
+//! * reading the file (unreadable files, directories and non-UTF-8 text are
+//!   reported with the file's name and, for bad bytes, line and column);
+//! * parsing it as a KDL v2 document (KDL's own diagnostics are passed on);
+//! * decoding the document by hand into [`SpecFile`] / [`ImageSpec`], keeping
+//!   the source span of every node and value that a later stage may need to
+//!   point at;
+//! * every check that can be made from the text alone: unknown nodes and
+//!   properties (with "did you mean"), value types, argument counts,
+//!   duplicates, modes, image paths, copy sources, owners, platforms, ports,
+//!   environment names and base references.
+//!
+//! All problems found in a file are reported together, in source order, as a
+//! single [`SpecError`] whose [`miette::Diagnostic`] rendering shows the file
+//! name, line and column and the offending line. Later stages that find a
+//! problem with a spec (a missing copy source, an unknown owner) build their
+//! errors with [`SpecFile::error_at`] or [`SpecFile::diagnostic`] so they
+//! look the same.
+//!
+//! Spans are byte ranges into [`SpecFile::source`]. A "node span" (the `span`
+//! field of [`ImageSpec`], [`Repository`], [`Accounts`], [`Group`], [`User`],
+//! [`FileOp`], [`LayerSpec`]) covers the node's name and its arguments and
+//! properties, not its children block; value spans ([`PackageReq::span`],
+//! [`OwnerSpec::span`], the spans inside [`Base`], `src_span`, the span in
+//! [`ConfigSpec::user`]) cover just the value as written.
+//!
+//! The module is split by job:
+//!
+//! * this file holds the public data model ([`SpecFile`], [`ImageSpec`] and
+//!   the types they are made of) and the entry points [`parse_file`] and
+//!   [`parse_str`];
+//! * `diagnostic` owns the errors: [`SpecDiagnostic`], [`SpecError`] and
+//!   their [`miette::Diagnostic`] rendering;
+//! * `values` owns the value grammars: pure checks of the strings a spec
+//!   writes (names, tags, packages, image paths, copy sources, owners,
+//!   platforms, ports, signals, base references) and "did you mean"
+//!   suggestions;
+//! * `decode` owns the KDL decoder: the vocabulary of node names, usage
+//!   strings, span helpers and the walk from a KDL document to
+//!   [`ImageSpec`]s, collecting every problem as it goes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kdl::KdlDocument;
+use miette::{NamedSource, SourceSpan};
+
+mod decode;
+mod diagnostic;
+#[cfg(test)]
+mod tests;
+mod values;
+
+use decode::Decoder;
+use diagnostic::{finish, not_utf8};
+pub use diagnostic::{SpecDiagnostic, SpecError};
+
+// ---------------------------------------------------------------------------
+// Public data model
+// ---------------------------------------------------------------------------
+
+/// A parsed and checked spec file.
+#[derive(Debug, Clone)]
+pub struct SpecFile {
+    /// The path as given by the caller.
+    pub path: PathBuf,
+    /// The directory relative copy sources are resolved against: the parent
+    /// of `path` (lexically; `.` when `path` has no parent component).
+    pub dir: PathBuf,
+    /// The file's text, named by `path` as given, for diagnostics.
+    pub source: NamedSource<Arc<String>>,
+    /// The `image` nodes, in file order. Never empty.
+    pub images: Vec<ImageSpec>,
+}
+
+/// One `image` node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpec {
+    pub name: String,
+    pub span: SourceSpan,
+    /// Default `latest`.
+    pub tag: String,
+    /// Default `[linux/amd64]`. Never empty, no duplicates.
+    pub platforms: Vec<Platform>,
+    /// Default [`Base::Scratch`].
+    pub base: Base,
+    /// `SOURCE_DATE_EPOCH`-style timestamp in seconds.
+    pub epoch: Option<u64>,
+    pub repositories: Vec<Repository>,
+    pub packages: Vec<PackageReq>,
+    pub accounts: Option<Accounts>,
+    /// Operations of all `files` blocks, in order.
+    pub files: Vec<FileOp>,
+    pub layers: Vec<LayerSpec>,
+    pub config: ConfigSpec,
+}
+
+/// An OCI platform such as `linux/amd64` or `linux/arm/v7`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// `linux/amd64`, the default platform.
+    pub fn linux_amd64() -> Self {
+        Platform { os: "linux".to_owned(), architecture: "amd64".to_owned(), variant: None }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What an image is built on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Base {
+    /// An empty root file system.
+    #[default]
+    Scratch,
+    /// `REGISTRY/REPO:TAG`, `REGISTRY/REPO@sha256:…` or
+    /// `REGISTRY/REPO:TAG@sha256:…`, exactly as written.
+    Registry { reference: String, span: SourceSpan },
+    /// `oci:PATH[:TAG]`: an OCI image layout directory.
+    OciLayout { path: String, tag: Option<String>, span: SourceSpan },
+    /// `oci-archive:PATH`: a tar of an OCI image layout.
+    OciArchive { path: String, span: SourceSpan },
+    /// `docker-archive:PATH`: a `docker save` tarball.
+    DockerArchive { path: String, span: SourceSpan },
+    /// `base image="NAME"`: another image of the same file (checked to exist,
+    /// not to be the image itself, and not to form a cycle).
+    Image { name: String, span: SourceSpan },
+}
+
+/// A `repository` node: an APT source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repository {
+    pub name: String,
+    pub suite: String,
+    /// Never empty.
+    pub components: Vec<String>,
+    pub keyring: Option<String>,
+    pub span: SourceSpan,
+}
+
+/// One argument of a `packages` node: `name` or `name=version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageReq {
+    pub name: String,
+    pub version: Option<String>,
+    pub span: SourceSpan,
+}
+
+/// The `accounts` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accounts {
+    pub groups: Vec<Group>,
+    pub users: Vec<User>,
+    pub span: SourceSpan,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub gid: u32,
+    pub members: Vec<String>,
+    pub span: SourceSpan,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    /// Defaults to `uid`. Need not name a group of the `accounts` block.
+    pub gid: u32,
+    /// Defaults to `/home/NAME`.
+    pub home: String,
+    /// Defaults to `/sbin/nologin`.
+    pub shell: String,
+    /// Defaults to empty.
+    pub gecos: String,
+    pub span: SourceSpan,
+}
+
+/// The owner of a file: an account name (resolved by a later stage) or
+/// numeric ids.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Owner {
+    Name(String),
+    Ids(u32, u32),
+}
+
+/// An [`Owner`] with the span of the `owner=` value that gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerSpec {
+    pub owner: Owner,
+    pub span: SourceSpan,
+}
+
+/// One child of a `files` or `layer` block. Paths in the image are absolute
+/// and normalized; `mode`s are at most `0o7777`; `None` means "the default"
+/// (decided by the stage that writes the layer; the owner default is 0:0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileOp {
+    Copy {
+        /// As written (relative to [`SpecFile::dir`] unless absolute; may end
+        /// in `/`). Relative sources never escape the spec directory.
+        src: String,
+        src_span: SourceSpan,
+        /// Normalized: no trailing slash except for `/` itself.
+        to: String,
+        /// `to` was written with a trailing `/` (or is `/`): a file source
+        /// goes *into* that directory.
+        to_dir: bool,
+        mode: Option<u32>,
+        /// Mode of directories created by a directory copy (default 0o755).
+        dir_mode: Option<u32>,
+        owner: Option<OwnerSpec>,
+        span: SourceSpan,
+    },
+    Text {
+        path: String,
+        content: String,
+        mode: Option<u32>,
+        owner: Option<OwnerSpec>,
+        span: SourceSpan,
+    },
+    Symlink {
+        path: String,
+        /// As written (absolute or relative); never empty.
+        target: String,
+        owner: Option<OwnerSpec>,
+        span: SourceSpan,
+    },
+    Dir {
+        path: String,
+        mode: Option<u32>,
+        owner: Option<OwnerSpec>,
+        span: SourceSpan,
+    },
+}
+
+impl FileOp {
+    /// The node span of the operation.
+    pub fn span(&self) -> SourceSpan {
+        match self {
+            FileOp::Copy { span, .. } | FileOp::Text { span, .. } | FileOp::Symlink { span, .. } | FileOp::Dir { span, .. } => *span,
+        }
+    }
+
+    /// The `owner=` of the operation, if given.
+    pub fn owner(&self) -> Option<&OwnerSpec> {
+        match self {
+            FileOp::Copy { owner, .. } | FileOp::Text { owner, .. } | FileOp::Symlink { owner, .. } | FileOp::Dir { owner, .. } => {
+                owner.as_ref()
+            }
+        }
+    }
+}
+
+/// A `layer` block: operations that go into a layer of their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerSpec {
+    pub name: String,
+    pub ops: Vec<FileOp>,
+    pub span: SourceSpan,
+}
+
+/// The `config` block (all fields empty/`None` when absent).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConfigSpec {
+    /// In first-definition order; a later definition of a name replaces the
+    /// value in place.
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+    /// A name, `UID` or `UID:GID`, with the span of the value.
+    pub user: Option<(String, SourceSpan)>,
+    pub entrypoint: Option<Vec<String>>,
+    /// `Some(vec![])` for an explicit empty `cmd`.
+    pub cmd: Option<Vec<String>>,
+    /// Normalized `PORT/PROTO`, in order, without duplicates.
+    pub expose: Vec<String>,
+    /// Normalized absolute paths, in order, without duplicates.
+    pub volumes: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub stop_signal: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Entry points
+// ---------------------------------------------------------------------------
+
+/// Reads and parses the spec file at `path`.
+pub fn parse_file(path: &Path) -> Result<SpecFile, SpecError> {
+    let bytes = std::fs::read(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => parse_str(path, text),
+        Err(e) => Err(not_utf8(path, &bytes, e.valid_up_to())),
+    }
+}
+
+/// Parses spec text; `path` names the file in diagnostics (kept as given)
+/// and locates the spec directory. Does not touch the file system.
+pub fn parse_str(path: &Path, text: &str) -> Result<SpecFile, SpecError> {
+    let text = Arc::new(text.to_owned());
+    let source = NamedSource::new(path.display().to_string(), text.clone());
+    let mut dec = Decoder { source: source.clone(), diags: Vec::new() };
+    let images = match KdlDocument::parse(&text) {
+        Ok(doc) => dec.document(&doc),
+        Err(err) => {
+            for d in err.diagnostics {
+                let message = d.message.unwrap_or_else(|| "invalid KDL".to_owned());
+                let label = d.label.unwrap_or_else(|| "here".to_owned());
+                dec.push("compose::spec::syntax", message, vec![(d.span, label)], d.help);
+            }
+            Vec::new()
+        }
+    };
+    if !dec.diags.is_empty() {
+        return Err(finish(path, dec.diags));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok(SpecFile { path: path.to_path_buf(), dir, source, images })
+}
+
+impl SpecFile {
+    /// The image named `name`.
+    pub fn image(&self, name: &str) -> Option<&ImageSpec> {
+        self.images.iter().find(|i| i.name == name)
+    }
+
+    /// The text of the file.
+    pub fn text(&self) -> &str {
+        self.source.inner()
+    }
+
+    /// A located diagnostic about this spec, for later stages that collect
+    /// several before failing (see [`SpecFile::report`]).
+    pub fn diagnostic(
+        &self,
+        code: &'static str,
+        span: SourceSpan,
+        message: impl Into<String>,
+        label: impl Into<String>,
+        help: Option<String>,
+    ) -> SpecDiagnostic {
+        SpecDiagnostic::new(&self.source, code, message.into(), vec![(span, label.into())], help)
+    }
+
+    /// An error pointing at `span` of this spec, with the code
+    /// `compose::spec::invalid`.
+    pub fn error_at(&self, span: SourceSpan, message: impl Into<String>, label: impl Into<String>, help: Option<String>) -> SpecError {
+        let d = self.diagnostic("compose::spec::invalid", span, message, label, help);
+        finish(&self.path, vec![d])
+    }
+
+    /// `Ok` when `diagnostics` is empty, else one error holding all of them
+    /// in source order.
+    pub fn report(&self, diagnostics: Vec<SpecDiagnostic>) -> Result<(), SpecError> {
+        if diagnostics.is_empty() {
+            Ok(())
+        } else {
+            Err(finish(&self.path, diagnostics))
+        }
+    }
+}
