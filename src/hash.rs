@@ -21,8 +21,13 @@ pub struct DigestParseError {
     expected: &'static str,
 }
 
+/// 64 lower-case hex digits: the text of a sha256 (or blake3) digest.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 fn parse_hex32(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if !is_sha256_hex(text) {
         return None;
     }
     let mut out = [0u8; 32];

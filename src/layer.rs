@@ -397,8 +397,20 @@ fn check_image_path(path: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The top directories a merged-`/usr` system (Debian bookworm and later) keeps under `/usr`,
+/// with links at the root (`/bin` → `usr/bin`).
+pub const MERGED_USR_DIRS: [&str; 6] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// `/bin/x` → `/usr/bin/x` (and `/bin` → `/usr/bin`) for the [`MERGED_USR_DIRS`]; `None` for
+/// every other path.
+pub fn merged_usr_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix('/')?;
+    let top = rest.split('/').next().unwrap_or(rest);
+    MERGED_USR_DIRS.contains(&top).then(|| format!("/usr{path}"))
+}
+
 /// The parent of a checked image path, or `None` for a top-level entry.
-fn parent_of(path: &str) -> Option<&str> {
+pub fn parent_of(path: &str) -> Option<&str> {
     match path.rfind('/') {
         Some(0) | None => None,
         Some(i) => Some(&path[..i]),

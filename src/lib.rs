@@ -17,6 +17,7 @@ pub mod lock;
 pub mod oci;
 pub mod ops;
 pub mod plan;
+pub mod reference;
 pub mod registry;
 pub mod remote;
 pub mod resolution;

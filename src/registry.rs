@@ -218,7 +218,7 @@ fn parse_explicit(s: &str) -> Option<ParsedRef> {
     let (name, digest) = match s.split_once('@') {
         Some((n, d)) => {
             let hex = d.strip_prefix("sha256:")?;
-            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            if !crate::hash::is_sha256_hex(hex) {
                 return None;
             }
             (n, Some(Sha256::from_hex(hex).ok()?))
@@ -226,7 +226,7 @@ fn parse_explicit(s: &str) -> Option<ParsedRef> {
         None => (s, None),
     };
     let (host, path) = name.split_once('/')?;
-    let host_ok = (host.contains('.') || host.contains(':') || host == "localhost")
+    let host_ok = crate::reference::names_registry(host)
         && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
         && !matches!(host, "docker.io" | "index.docker.io" | "registry-1.docker.io");
     if !host_ok {
@@ -236,12 +236,7 @@ fn parse_explicit(s: &str) -> Option<ParsedRef> {
         Some((r, t)) if !t.contains('/') => (r, Some(t)),
         _ => (path, None),
     };
-
-    let tag_ok = tag.is_none_or(|t| {
-        (1..=128).contains(&t.len())
-            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            && t.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-    });
+    let tag_ok = tag.is_none_or(crate::reference::valid_tag);
     (repository_ok(repository) && tag_ok).then(|| ParsedRef {
         registry: host.to_string(),
         repository: repository.to_string(),
@@ -250,18 +245,7 @@ fn parse_explicit(s: &str) -> Option<ParsedRef> {
     })
 }
 
-/// Path components of lower-case letters and digits, joined by `.`, `_`, `__` or runs of `-`
-/// (the distribution grammar).
-fn repository_ok(repository: &str) -> bool {
-    repository.split('/').all(|c| {
-        !c.is_empty()
-            && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-            && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-            && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
-            && c.split(|ch: char| ch.is_ascii_alphanumeric())
-                .all(|sep| matches!(sep, "" | "." | "_" | "__") || sep.bytes().all(|b| b == b'-'))
-    })
-}
+use crate::reference::valid_repository as repository_ok;
 
 /// Parse `REGISTRY/REPOSITORY` (no tag, no digest).
 pub fn parse_repo(s: &str) -> Result<ParsedRef, RegistryError> {

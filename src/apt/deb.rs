@@ -80,7 +80,7 @@ pub const MAX_CONTROL_FILE: u64 = 64 << 20;
 pub const STATUS_DIR: &str = "/var/lib/dpkg/status.d";
 
 /// Top-level directories that are symlinks into `/usr` on a merged-/usr system.
-pub const MERGED_USR_DIRS: [&str; 6] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+pub use crate::layer::MERGED_USR_DIRS;
 
 const DIR_MODE: u32 = 0o755;
 const DB_FILE_MODE: u32 = 0o644;
@@ -474,13 +474,7 @@ fn place(path: String, merged_usr: bool) -> Placed {
     }
 }
 
-/// The parent of an image path, `None` for a top-level one.
-fn parent_of(path: &str) -> Option<&str> {
-    match path.rfind('/') {
-        Some(0) | None => None,
-        Some(i) => Some(&path[..i]),
-    }
-}
+use crate::layer::parent_of;
 
 // ---------------------------------------------------------------------------
 // Reading the data tarball

@@ -98,7 +98,7 @@ pub(super) fn valid_image_name(s: &str) -> bool {
 
 /// OCI tag: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
 pub(super) fn valid_tag(s: &str) -> bool {
-    s.len() <= 128 && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') && s.chars().all(is_name_char)
+    crate::reference::valid_tag(s)
 }
 
 /// User and group names: `[A-Za-z_][A-Za-z0-9._-]*`, at most 32 bytes.
@@ -333,30 +333,10 @@ pub(super) fn stop_signal(s: &str) -> Result<(), Bad> {
 }
 
 fn valid_digest(d: &str) -> bool {
-    d.strip_prefix("sha256:").is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    d.strip_prefix("sha256:").is_some_and(crate::hash::is_sha256_hex)
 }
 
-fn valid_registry_host(h: &str) -> bool {
-    let (host, port) = match h.rsplit_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (h, None),
-    };
-    !host.is_empty()
-        && host.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
-        && port.is_none_or(|p| all_digits(p) && p.parse::<u16>().is_ok())
-}
-
-/// A repository path component: lowercase alphanumerics separated by single
-/// `.`, `_`, `__` or runs of `-`.
-fn valid_repo_component(c: &str) -> bool {
-    let b = c.as_bytes();
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    c.split(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
-        .all(|sep| sep.is_empty() || sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-'))
-}
+use crate::reference::{names_registry, valid_registry_host, valid_repo_component};
 
 pub(super) const TAG_HELP: &str = "tags are letters, digits, `_`, `.` and `-`, at most 128 characters, not \
      starting with `.` or `-`";
@@ -422,7 +402,7 @@ pub(super) fn base_reference(s: &str, span: SourceSpan) -> Result<Base, Bad> {
     let mut parts = name.split('/');
     let host = parts.next().unwrap_or_default();
     let repo: Vec<&str> = parts.collect();
-    let looks_like_host = host.contains('.') || host.contains(':') || host == "localhost";
+    let looks_like_host = names_registry(host);
     if !looks_like_host || repo.is_empty() {
         return Err(Bad::new(format!("base reference `{s}` does not name a registry"), "expected REGISTRY/REPO")
             .help(format!("write the registry out, e.g. \"docker.io/library/{}\"", s.rsplit('/').next().unwrap_or(s))));
