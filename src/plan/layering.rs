@@ -1,0 +1,187 @@
+//! Package layering: each pinned package's fetch and layer derivations, ordered by popularity
+//! (most depended-upon first, `Replaces` after what they replace) under the layer budget, the rest
+//! merged into one layer; and the metadata layer's derivation (its entries: `accounts`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use petgraph::graph::NodeIndex;
+
+use super::accounts::encode_accounts;
+use super::builder::{sha_of, Builder};
+use super::{DebLayerDrv, Derivation, DrvKind, FetchDrv, MergedLayerDrv, MetaDrv, PackageLayer};
+use crate::hash::{Encoder, Sha256};
+use crate::lock::PackageLock;
+use crate::spec::{Base, ImageSpec, Platform};
+
+impl Builder<'_> {
+    /// Fetch and layer derivations for one platform's pinned packages, and the metadata layer.
+    /// Packages get a layer each while the image stays within the layer budget; past it, the
+    /// least depended-upon packages share one merged layer (Nix's popularity layering).
+    pub(super) fn package_layers(
+        &mut self,
+        image: &ImageSpec,
+        platform: &Platform,
+        pins: &[PackageLock],
+        epoch: u64,
+        other_layers: usize,
+        tz: String,
+    ) -> (Vec<NodeIndex>, Vec<PackageLayer>, NodeIndex) {
+        let merged_usr = true;
+        let mut fetches: BTreeMap<&str, NodeIndex> = BTreeMap::new();
+        for p in pins {
+            let suite = image.repositories.iter().find(|r| r.name == p.repository).map(|r| r.suite.as_str()).unwrap_or("");
+            let url = (self.inputs.mirror)(&p.repository, suite).map(|m| format!("{}/{}", m.trim_end_matches('/'), p.filename));
+            let sha256 = match Sha256::from_hex(&p.sha256) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.errors.push(self.spec.diagnostic(
+                        "compose::lock::damaged",
+                        image.span,
+                        format!("the lockfile's sha256 of `{}` is invalid: {e}", p.name),
+                        "this image",
+                        Some("run `compose lock` to rewrite the lockfile".into()),
+                    ));
+                    continue;
+                }
+            };
+            let drv = Derivation {
+                hash: Encoder::new("fetch").sha256(&sha256).finish(),
+                name: format!("fetch {}={} ({})", p.name, p.version, p.architecture),
+                kind: DrvKind::Fetch(FetchDrv {
+                    package: format!("{}={}", p.name, p.version),
+                    sha256,
+                    size: p.size,
+                    url,
+                    repository: p.repository.clone(),
+                }),
+            };
+            fetches.insert(p.name.as_str(), self.add(drv, &[]));
+        }
+        // Popularity: how many pinned packages depend on each, directly or not.
+        let popularity = popularity(pins);
+        let mut order: Vec<&PackageLock> = pins.iter().filter(|p| fetches.contains_key(p.name.as_str())).collect();
+        order.sort_by(|a, b| popularity[b.name.as_str()].cmp(&popularity[a.name.as_str()]).then(a.name.cmp(&b.name)));
+        // A package that `Replaces` another comes after it, so its copy of a shared path wins.
+        for _ in 0..order.len() {
+            let Some((i, j)) = (0..order.len())
+                .find_map(|i| (i + 1..order.len()).rev().find(|&j| order[i].replaces.contains(&order[j].name)).map(|j| (i, j)))
+            else {
+                break;
+            };
+            let p = order.remove(i);
+            order.insert(j, p);
+        }
+        let budget = self.inputs.max_layers.saturating_sub(other_layers + 1).max(1);
+        let own = if order.len() <= budget { order.len() } else { budget.saturating_sub(1).max(1) };
+        let mut layers = Vec::new();
+        let deb_layer = |b: &mut Self, p: &PackageLock| -> NodeIndex {
+            let fetch = fetches[p.name.as_str()];
+            let mut e = Encoder::new("deb-layer");
+            e.str(b.inputs.layer_format).u64(epoch).u64(merged_usr as u64).sha256(&sha_of(&b.plan.graph[fetch]));
+            let drv = Derivation {
+                hash: e.finish(),
+                name: format!("{}: package {}={}", image.name, p.name, p.version),
+                kind: DrvKind::DebLayer(DebLayerDrv { package: format!("{}={}", p.name, p.version), fetch, epoch, merged_usr }),
+            };
+            b.add(drv, &[fetch])
+        };
+        let mut image_layers = Vec::new();
+        for p in &order[..own] {
+            let layer = deb_layer(self, p);
+            image_layers.push(layer);
+            layers.push(PackageLayer { layer, packages: vec![p.name.clone()], replaces: p.replaces.clone() });
+        }
+        if order.len() > own {
+            let rest = &order[own..];
+            let parts: Vec<NodeIndex> = rest.iter().map(|p| deb_layer(self, p)).collect();
+            for (p, &layer) in rest.iter().zip(&parts) {
+                layers.push(PackageLayer { layer, packages: vec![p.name.clone()], replaces: p.replaces.clone() });
+            }
+            let mut e = Encoder::new("merged-layer");
+            e.str(self.inputs.layer_format).list(parts.len());
+            for &n in &parts {
+                e.drv(&self.plan.graph[n].hash);
+            }
+            let drv = Derivation {
+                hash: e.finish(),
+                name: format!("{}: {} packages merged", image.name, rest.len()),
+                kind: DrvKind::MergedLayer(MergedLayerDrv { parts: parts.clone() }),
+            };
+            image_layers.push(self.add(drv, &parts));
+        }
+        // The metadata layer.
+        let mut symlinks = vec![
+            ("/bin".to_string(), "usr/bin".to_string()),
+            ("/lib".to_string(), "usr/lib".to_string()),
+            ("/sbin".to_string(), "usr/sbin".to_string()),
+        ];
+        if platform.architecture == "amd64" {
+            symlinks.push(("/lib64".to_string(), "usr/lib64".to_string()));
+        }
+        let base_accounts = self.inherited_accounts(image, &platform.to_string());
+        let has_base = !matches!(image.base, Base::Scratch);
+        let write_accounts = !has_base || image.accounts.is_some() || fetches.contains_key("base-passwd");
+        let meta = MetaDrv {
+            base_accounts,
+            write_accounts,
+            accounts: image.accounts.clone(),
+            base_passwd: fetches.get("base-passwd").copied(),
+            ca_certificates: fetches.get("ca-certificates").copied(),
+            timezone: fetches.contains_key("tzdata").then_some(tz),
+            symlinks,
+            epoch,
+        };
+        let mut e = Encoder::new("meta-layer");
+        e.str(self.inputs.layer_format).u64(epoch);
+        for dep in [meta.base_passwd, meta.ca_certificates] {
+            match dep {
+                Some(n) => e.sha256(&sha_of(&self.plan.graph[n])),
+                None => e.opt_str(None),
+            };
+        }
+        e.opt_str(meta.timezone.as_deref());
+        e.list(meta.symlinks.len());
+        for (a, b) in &meta.symlinks {
+            e.str(a).str(b);
+        }
+        encode_accounts(&mut e, meta.accounts.as_ref());
+        e.u64(meta.write_accounts as u64);
+        match &meta.base_accounts {
+            Some((p, g)) => {
+                e.str(p).str(g);
+            }
+            None => {
+                e.opt_str(None);
+            }
+        }
+        let deps: Vec<NodeIndex> = [meta.base_passwd, meta.ca_certificates].into_iter().flatten().collect();
+        let drv =
+            Derivation { hash: e.finish(), name: format!("{}: metadata ({platform})", image.name), kind: DrvKind::Meta(Box::new(meta)) };
+        let meta = self.add(drv, &deps);
+        (image_layers, layers, meta)
+    }
+}
+
+/// For each pinned package, how many pinned packages depend on it, directly or transitively.
+fn popularity(pins: &[PackageLock]) -> BTreeMap<&str, usize> {
+    let deps: BTreeMap<&str, Vec<&str>> = pins.iter().map(|p| (p.name.as_str(), p.depends.iter().map(String::as_str).collect())).collect();
+    let mut count: BTreeMap<&str, usize> = pins.iter().map(|p| (p.name.as_str(), 0)).collect();
+    for p in pins {
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        let mut stack: Vec<&str> = deps.get(p.name.as_str()).cloned().unwrap_or_default();
+        while let Some(d) = stack.pop() {
+            if d == p.name || !seen.insert(d) {
+                continue;
+            }
+            if let Some(next) = deps.get(d) {
+                stack.extend(next.iter().copied());
+            }
+        }
+        for d in seen {
+            if let Some(c) = count.get_mut(d) {
+                *c += 1;
+            }
+        }
+    }
+    count
+}
