@@ -798,7 +798,7 @@ fn remembered_files(
                     drv,
                     kind: "base-files".into(),
                     outputs: BTreeMap::from([("files".to_string(), output)]),
-                    inputs: vec![b.reference.clone()],
+                    inputs: BTreeMap::from([("reference".to_string(), b.reference.clone())]),
                 };
                 let _ = s.put_record(&rec);
             }

@@ -130,6 +130,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Say why each derivation the next build would run is not in the store: what changed in
+    /// its inputs since it last built here.
+    Explain {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and maintain the store.
     Cache {
         #[command(subcommand)]
@@ -427,6 +436,20 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
                     let after = if deps.is_empty() { String::new() } else { format!(" ← {}", deps.join(" ")) };
                     let _ = writeln!(stdout, "#{:<3} {state} {:<7} {} {}{after}", n.id, n.kind, &n.hash[4..20], n.name);
                 }
+            }
+        }
+        Command::Explain { spec, json } => {
+            let e = ops::explain(&spec_options(&spec)?)?;
+            if json {
+                let _ = writeln!(stdout, "{}", serde_json::to_string_pretty(&e).unwrap_or_default());
+            } else {
+                for r in &e.rebuild {
+                    let _ = writeln!(stdout, "{} ({}):", r.name, r.kind);
+                    for why in &r.reasons {
+                        let _ = writeln!(stdout, "    {why}");
+                    }
+                }
+                let _ = writeln!(stdout, "{} of {} derivations would run; {} are in the store", e.rebuild.len(), e.derivations, e.cached);
             }
         }
         Command::Cache { action } => match action {

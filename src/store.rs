@@ -12,6 +12,7 @@
 //!     ├── stat/<key>.bin             stat caches of local source trees (size, mtime, inode → blake3)
 //!     ├── locks/<drv-hex>            per-derivation build locks (two processes never build one twice)
 //!     ├── shared/<remote-id>/<drv-hex>  empty markers: this record is known to be in that remote cache
+//!     ├── names/<key>.json           per spec file: derivation name → the hash last built under it (`compose explain`)
 //!     └── tmp/                       temporary files, renamed into place when complete
 //! ```
 //!
@@ -69,9 +70,26 @@ pub struct Record {
     pub drv: DrvHash,
     pub kind: String,
     pub outputs: BTreeMap<String, Output>,
-    /// Human-readable description of the inputs (e.g. changed file list); informational only.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub inputs: Vec<String>,
+    /// What the derivation was made from, in words (`name → value`: a file's size and content
+    /// hash, a package's version, a dependency's hash), for `compose explain`; informational
+    /// only (never trusted, never signed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "inputs_compat")]
+    pub inputs: BTreeMap<String, String>,
+}
+
+/// Records written before `inputs` was a map held a list of strings; read those as numbered
+/// entries rather than refusing the record.
+fn inputs_compat<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Map(BTreeMap<String, String>),
+        List(Vec<String>),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::Map(m) => m,
+        Either::List(l) => l.into_iter().enumerate().map(|(i, v)| (i.to_string(), v)).collect(),
+    })
 }
 
 /// An open store. Holds a shared lock on the store for its lifetime.
@@ -252,6 +270,29 @@ impl Store {
         fs::create_dir_all(&parent).map_err(io_err("create directory", &parent))?;
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError::BadRecord { path: p.clone(), message: e.to_string() })?;
         self.write_atomic(&p, &bytes)
+    }
+
+    /// The derivations last built for spec `key` (a canonical spec path), by name: what
+    /// `compose explain` compares the next plan with. Empty when unknown or unreadable.
+    pub fn last_built(&self, key: &str) -> BTreeMap<String, DrvHash> {
+        let p = self.names_path(key);
+        fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    /// Remember `names` as the derivations last built for spec `key` (written only if changed).
+    pub fn set_last_built(&self, key: &str, names: &BTreeMap<String, DrvHash>) -> Result<(), StoreError> {
+        if self.last_built(key) == *names {
+            return Ok(());
+        }
+        let p = self.names_path(key);
+        let dir = self.dir.join("names");
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        let bytes = serde_json::to_vec(names).map_err(|e| StoreError::BadRecord { path: p.clone(), message: e.to_string() })?;
+        self.write_atomic(&p, &bytes)
+    }
+
+    fn names_path(&self, key: &str) -> PathBuf {
+        self.dir.join("names").join(format!("{}.json", &blake3::hash(key.as_bytes()).to_hex()[..32]))
     }
 
     /// Write a small file atomically (temporary file + rename).
@@ -471,7 +512,7 @@ mod tests {
         let drv = DrvHash([7; 32]);
         let mut outputs = BTreeMap::new();
         outputs.insert("blob".to_string(), Output { digest: d, size: 5, media_type: "x".into(), diff_id: None });
-        let rec = Record { version: RECORD_VERSION, drv, kind: "t".into(), outputs, inputs: vec![] };
+        let rec = Record { version: RECORD_VERSION, drv, kind: "t".into(), outputs, inputs: BTreeMap::new() };
         store.put_record(&rec).unwrap();
         assert_eq!(store.lookup(&drv).unwrap(), Some(rec));
         assert!(store.verify(false).unwrap().damage.is_empty());
@@ -516,7 +557,7 @@ mod tests {
         let record = |drv: DrvHash, d: Sha256, n: u64| {
             let mut outputs = BTreeMap::new();
             outputs.insert("o".to_string(), Output { digest: d, size: n, media_type: "x".into(), diff_id: None });
-            Record { version: RECORD_VERSION, drv, kind: "t".into(), outputs, inputs: vec![] }
+            Record { version: RECORD_VERSION, drv, kind: "t".into(), outputs, inputs: BTreeMap::new() }
         };
         store.put_record(&record(DrvHash([1; 32]), kept, 4)).unwrap();
         store.put_record(&record(DrvHash([2; 32]), stale, 5)).unwrap();

@@ -308,7 +308,7 @@ fn execute_inner(
                     }
                 }
                 reporter.started(drv);
-                let r = run(plan, drv, &deps, store, clients)?;
+                let r = run(plan, n, &deps, store, clients)?;
                 store.put_record(&r)?;
                 let _ = uploads.send((r.clone(), false));
                 Ok(Step::Done(n, r, Outcome::Built))
@@ -363,7 +363,8 @@ pub(crate) fn output<'r>(r: &'r Record, key: &'static str) -> Result<&'r Output,
     r.outputs.get(key).ok_or_else(|| BuildError::MissingOutput(r.drv.to_string(), key))
 }
 
-fn run(plan: &Plan, drv: &Derivation, deps: &HashMap<NodeIndex, Record>, store: &Store, clients: &Clients) -> Result<Record, BuildError> {
+fn run(plan: &Plan, n: NodeIndex, deps: &HashMap<NodeIndex, Record>, store: &Store, clients: &Clients) -> Result<Record, BuildError> {
+    let drv = &plan.graph[n];
     let mut outputs = BTreeMap::new();
     match &drv.kind {
         DrvKind::Layer(l) => {
@@ -414,7 +415,7 @@ fn run(plan: &Plan, drv: &Derivation, deps: &HashMap<NodeIndex, Record>, store: 
             );
         }
     }
-    Ok(Record { version: RECORD_VERSION, drv: drv.hash, kind: drv.kind.name().into(), outputs, inputs: vec![] })
+    Ok(Record { version: RECORD_VERSION, drv: drv.hash, kind: drv.kind.name().into(), outputs, inputs: crate::plan::describe(plan, n) })
 }
 
 fn oci_platform(p: &crate::spec::Platform) -> image::Platform {

@@ -83,6 +83,9 @@ fn export_all(opts: &BuildOptions, planned: &Planned, ex: build::Executed) -> Re
             pushed,
         });
     }
+    // What was built in each place of this spec, for `compose explain` next time.
+    let names = ex.records.keys().map(|&n| (plan::slot(&planned.plan, n), planned.plan.graph[n].hash)).collect();
+    planned.store.set_last_built(&super::explain::spec_key(&opts.spec.spec), &names)?;
     Ok(BuildSummary { images, derivations: ex.counts, hashed_files: planned.scanner_stats.0 })
 }
 

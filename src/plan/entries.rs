@@ -38,18 +38,7 @@ pub(super) struct LayerEntries {
     pub(super) merged_usr: bool,
 }
 
-/// `/bin/x` → `/usr/bin/x` (and `/sbin`, `/lib`, `/lib32`, `/lib64`, `/libx32`); other paths as they are.
-pub fn merged_usr_path(path: &str) -> Option<String> {
-    for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
-        if path == top {
-            return Some(format!("/usr{top}"));
-        }
-        if let Some(rest) = path.strip_prefix(top).filter(|r| r.starts_with('/')) {
-            return Some(format!("/usr{top}{rest}"));
-        }
-    }
-    None
-}
+pub use crate::layer::merged_usr_path;
 
 impl LayerEntries {
     pub(super) fn insert(&mut self, mut entry: PlannedEntry, span: SourceSpan) -> Result<(), Conflict> {

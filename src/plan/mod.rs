@@ -16,6 +16,7 @@
 
 mod accounts;
 mod builder;
+mod describe;
 mod entries;
 mod layering;
 
@@ -35,6 +36,7 @@ pub use accounts::{meta_entries, MetaInputs};
 pub use entries::merged_usr_path;
 
 use builder::{image_order, Builder};
+pub use describe::{describe, slot};
 
 /// Default epoch when neither `SOURCE_DATE_EPOCH` nor the spec gives one: 1980-01-01T00:00:00Z
 /// (not 0, which some tools read as "missing").
@@ -253,6 +255,10 @@ pub struct PlannedImage {
 pub struct Plan {
     pub graph: DiGraph<Derivation, ()>,
     pub images: Vec<PlannedImage>,
+    /// Dependencies before dependents, computed once the graph is complete.
+    order: Vec<NodeIndex>,
+    /// The layer byte format (tar rules and compressor) every layer was planned with.
+    pub layer_format: String,
 }
 
 /// Inputs to planning besides the spec.
@@ -293,6 +299,23 @@ pub fn plan(spec: &SpecFile, only: Option<&str>, inputs: &PlanInputs<'_>) -> Res
         b.image(image, output);
     }
     if b.errors.is_empty() {
+        // The builder only adds edges from existing derivations to new ones, so a cycle is a
+        // bug; say so rather than build nothing.
+        b.plan.layer_format = inputs.layer_format.to_string();
+        match petgraph::algo::toposort(&b.plan.graph, None) {
+            Ok(order) => b.plan.order = order,
+            Err(cycle) => {
+                let name = b.plan.graph[cycle.node_id()].name.clone();
+                let span = spec.images.first().map(|i| i.span).unwrap_or_else(|| (0, 0).into());
+                return Err(vec![spec.diagnostic(
+                    "compose::plan::cycle",
+                    span,
+                    format!("internal error: derivation {name} depends on itself"),
+                    "while planning this file",
+                    None,
+                )]);
+            }
+        }
         Ok(b.plan)
     } else {
         Err(b.errors)
@@ -301,8 +324,9 @@ pub fn plan(spec: &SpecFile, only: Option<&str>, inputs: &PlanInputs<'_>) -> Res
 
 impl Plan {
     /// Nodes in a deterministic topological order (dependencies first).
+    /// Every derivation, dependencies before dependents.
     pub fn topo_order(&self) -> Vec<NodeIndex> {
-        petgraph::algo::toposort(&self.graph, None).unwrap_or_default()
+        self.order.clone()
     }
 
     pub fn dependencies(&self, n: NodeIndex) -> Vec<NodeIndex> {

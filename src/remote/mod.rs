@@ -374,7 +374,7 @@ mod tests {
             drv: DrvHash(*blake3::hash(b"d").as_bytes()),
             kind: "layer".into(),
             outputs,
-            inputs: vec!["informational".into()],
+            inputs: [("note".to_string(), "informational".to_string())].into(),
         }
     }
 

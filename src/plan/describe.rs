@@ -1,0 +1,137 @@
+//! What a derivation is made from, in words: its inputs as `name → value` pairs (a file's kind,
+//! size, mode, owner and content hash; a package's version and `.deb` hash; an image's base and
+//! its dependencies' hashes by name; the epoch and layer format). Kept beside each record, so
+//! `compose explain` can say what changed since the last build. Informational: the `DrvHash`
+//! is computed over [`crate::hash::Encoder`], never over these words.
+
+use std::collections::BTreeMap;
+
+use petgraph::graph::NodeIndex;
+
+use super::{Content, DrvKind, EntryKind, ImageBase, Plan, PlannedEntry};
+
+/// `size=… mode=… owner=… content=…` of a planned entry.
+fn entry_value(e: &PlannedEntry) -> String {
+    let common = format!("mode={:04o} owner={}:{}", e.mode, e.uid, e.gid);
+    match &e.kind {
+        EntryKind::Dir => format!("dir {common}"),
+        EntryKind::Symlink { target } => format!("symlink target={target} {common}"),
+        EntryKind::File { size, content } => {
+            let hash = match content {
+                Content::Inline(bytes) => crate::hash::ContentHash::of(bytes).to_string(),
+                Content::Local { hash, .. } => hash.to_string(),
+            };
+            format!("file size={size} {common} content={}", &hash[..hash.len().min(23)])
+        }
+    }
+}
+
+fn dep(plan: &Plan, n: NodeIndex) -> String {
+    plan.graph[n].hash.to_string()
+}
+
+/// The inputs of derivation `n`, in words.
+pub fn describe(plan: &Plan, n: NodeIndex) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let mut put = |k: String, v: String| {
+        m.insert(k, v);
+    };
+    match &plan.graph[n].kind {
+        DrvKind::Layer(l) => {
+            put("epoch".into(), l.epoch.to_string());
+            put("layer format".into(), plan.layer_format.to_string());
+            for e in &l.entries {
+                put(e.path.clone(), entry_value(e));
+            }
+        }
+        DrvKind::Fetch(f) => {
+            put("package".into(), f.package.clone());
+            put("sha256".into(), f.sha256.hex());
+            put("size".into(), f.size.to_string());
+        }
+        DrvKind::Blob(b) => {
+            put("base".into(), b.reference.clone());
+            put("layer".into(), b.layer.digest.to_string());
+        }
+        DrvKind::DebLayer(d) => {
+            put("package".into(), d.package.clone());
+            put("epoch".into(), d.epoch.to_string());
+            put("merged /usr".into(), d.merged_usr.to_string());
+            put("layer format".into(), plan.layer_format.to_string());
+            put(format!("download {}", plan.graph[d.fetch].name), dep(plan, d.fetch));
+        }
+        DrvKind::MergedLayer(ml) => {
+            for &p in &ml.parts {
+                put(format!("part {}", plan.graph[p].name), dep(plan, p));
+            }
+        }
+        DrvKind::Meta(meta) => {
+            put("epoch".into(), meta.epoch.to_string());
+            put("layer format".into(), plan.layer_format.to_string());
+            put("time zone".into(), meta.timezone.clone().unwrap_or_default());
+            if let Some(a) = &meta.accounts {
+                for u in &a.users {
+                    put(format!("user {}", u.name), format!("uid={} gid={} home={} shell={}", u.uid, u.gid, u.home, u.shell));
+                }
+                for g in &a.groups {
+                    put(format!("group {}", g.name), format!("gid={}", g.gid));
+                }
+            }
+            if let Some((p, g)) = &meta.base_accounts {
+                put("base passwd".into(), crate::hash::ContentHash::of(p.as_bytes()).to_string());
+                put("base group".into(), crate::hash::ContentHash::of(g.as_bytes()).to_string());
+            }
+            for (link, target) in &meta.symlinks {
+                put(link.clone(), format!("symlink target={target}"));
+            }
+            for d in [meta.base_passwd, meta.ca_certificates].into_iter().flatten() {
+                put(format!("package {}", plan.graph[d].name), dep(plan, d));
+            }
+        }
+        DrvKind::Image(img) => {
+            put("platform".into(), img.platform.to_string());
+            put("epoch".into(), img.epoch.to_string());
+            match &img.base {
+                None => {}
+                Some(ImageBase::External { manifest, .. }) => put("base".into(), manifest.to_string()),
+                Some(ImageBase::Image(p)) => put(format!("base {}", plan.graph[*p].name), dep(plan, *p)),
+            }
+            for (i, &l) in img.layers.iter().enumerate() {
+                put(format!("layer {:02} {}", i + 1, plan.graph[l].name), dep(plan, l));
+            }
+            let c = &img.config;
+            let list = |v: &Option<Vec<String>>| v.as_ref().map(|v| format!("{v:?}")).unwrap_or_default();
+            put("config env".into(), format!("{:?}", c.env));
+            put("config entrypoint".into(), list(&c.entrypoint));
+            put("config cmd".into(), list(&c.cmd));
+            put("config workdir".into(), c.workdir.clone().unwrap_or_default());
+            put("config user".into(), c.user.clone().unwrap_or_default());
+            put("config expose".into(), format!("{:?}", c.exposed));
+            put("config volumes".into(), format!("{:?}", c.volumes));
+            put("config labels".into(), format!("{:?}", c.labels));
+            put("config stop-signal".into(), c.stop_signal.clone().unwrap_or_default());
+        }
+        DrvKind::Index(ix) => {
+            for &i in &ix.images {
+                put(format!("image {}", plan.graph[i].name), dep(plan, i));
+            }
+        }
+    }
+    m
+}
+
+/// A derivation's place in its spec, stable across changes of its inputs: its name, with a
+/// package's version left out (`web: package curl`), so the next plan's derivation can be
+/// compared with the one last built in the same place.
+pub fn slot(plan: &Plan, n: NodeIndex) -> String {
+    let d = &plan.graph[n];
+    let unversioned = |p: &str| p.split('=').next().unwrap_or(p).to_string();
+    match &d.kind {
+        DrvKind::DebLayer(l) => match d.name.split_once(": ") {
+            Some((image, _)) => format!("{image}: package {}", unversioned(&l.package)),
+            None => format!("package {}", unversioned(&l.package)),
+        },
+        DrvKind::Fetch(f) => format!("fetch {}", unversioned(&f.package)),
+        _ => d.name.clone(),
+    }
+}
