@@ -1,9 +1,46 @@
 //! compose: a declarative, Nix-style OCI image composer.
 //!
-//! Data flow, left to right: [`spec`] (KDL → typed spec) → [`source`] (fingerprint local files) →
-//! [`plan`] (DAG of derivations with [`hash::DrvHash`]es) → [`build`] (store ▸ execute, in
-//! parallel, writing [`layer`]s into the [`store`]) → [`image`] (config, manifest, index; exports).
-//! [`ops`] strings them together for each command; `main.rs` is the only place that prints.
+//! # Architecture
+//!
+//! Data flows one way: `spec.kdl` → [`spec`] → [`base`] + [`source`] + [`resolution`]/[`lock`]
+//! → [`plan`] (a DAG of derivations) → [`build`] (store ▸ remote ▸ run, in parallel) →
+//! [`image`] (finished images and their exports) → [`ops`] (one operation per command) →
+//! `main.rs` (flags in, output out: the only place that prints).
+//!
+//! A module may use only modules of a lower level (`tests/it/architecture.rs` holds this):
+//!
+//! | level | module | owns |
+//! |---|---|---|
+//! | 0 | [`util`] | an I/O error with its path, atomic file writes, error chains as one line |
+//! | 0 | [`hash`] | typed digests (`Sha256`, `DrvHash`, `ContentHash`) and the derivation-hash encoding |
+//! | 0 | [`layer`] | reproducible tar + gzip layer writing; image-path rules (parents, merged `/usr`) |
+//! | 1 | [`reference`] | the OCI reference grammar (hosts, repositories, tags) |
+//! | 2 | [`spec`] | KDL → typed, checked `SpecFile`, with diagnostics pointing at the bad node |
+//! | 3 | [`lock`] | the lockfile: model, versioned read/write, consistency with the spec |
+//! | 3 | [`oci`] | OCI documents: exact bytes of what we write, typed reading of what others wrote |
+//! | 3 | [`store`] | the content-addressed store (`cache/v1/…`, drawn in its module doc) |
+//! | 4 | [`http`] | the HTTP client (mirrors, the HTTP cache): retries, streaming, `file://` |
+//! | 4 | [`registry`] | OCI distribution: pull, push, auth, reference parsing |
+//! | 4 | [`source`] | fingerprints of local files (stat cache) |
+//! | 4 | [`sbom`] | SPDX documents and DEP-5 licence names |
+//! | 5 | [`apt`] | Debian archives: InRelease, indexes, resolver, `.deb` installs |
+//! | 5 | [`clients`] | the network clients of one command, made once from flags and environment |
+//! | 6 | [`base`] | base images (layouts, archives, registries), their layers and files |
+//! | 6 | [`resolution`] | a spec's packages → pinned lockfile entries |
+//! | 6 | [`remote`] | shared caches (HTTP, OCI registry), signed records |
+//! | 7 | [`plan`] | the derivation model, the DAG, `DrvHash`es, layering and file-op rules; no I/O |
+//! | 8 | [`build`] | executing a plan: lookups, parallel runs, records, progress through `Reporter` |
+//! | 9 | [`image`] | finished images; OCI layout, archives, registry push |
+//! | 10 | [`ops`] | each command's operation: build, lock, plan, explain, cache |
+//!
+//! # On-disk formats
+//!
+//! All versioned; an unknown version is refused with a clear error:
+//! - the store, `cache/v1/` (blobs, records, stat caches, locks, remote markers, names): [`store`];
+//! - the lockfile, `SPEC.lock` (`version` field): [`lock`];
+//! - records (`version` field, outputs by name, inputs in words): [`store::Record`];
+//! - layers: `layer::LAYER_FORMAT_ID` names the tar rules and compressor, and is part of every
+//!   layer's derivation hash.
 
 pub mod apt;
 pub mod base;

@@ -1,6 +1,9 @@
 //! The `compose` command line: parse flags, call one operation of `compose::ops`, print.
 //! This is the only place that prints; progress arrives through [`compose::build::Reporter`].
 
+// The only place that prints: the lints that keep the library silent do not apply here.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;

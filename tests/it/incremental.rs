@@ -48,6 +48,21 @@ image "other" {
     fs::write(&f, &content).unwrap();
     assert_eq!(counts(&ctx.build_json(&["spec.kdl"])), (5, 0, 5, 0));
 
+    // `compose explain` after editing one copied file names that file and the one layer it is
+    // in (and the image that is re-assembled over it), nothing else.
+    ctx.write("c/f7.txt", "changed, and longer\n");
+    let out = ctx.compose(&["explain", "spec.kdl", "--image", "inc"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("inc: layer \"c\" (layer):\n    /c/f7.txt changed ("), "{text}");
+    assert!(text.contains("size 3 B → 20 B"), "{text}");
+    assert!(text.contains("2 of 4 derivations would run"), "{text}");
+    assert_eq!(text.matches("(layer):").count(), 1, "one layer: {text}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&ctx.compose(&["explain", "spec.kdl", "--image", "inc", "--json"]).stdout).unwrap();
+    assert_eq!(json["rebuild"].as_array().unwrap().len(), 2, "{json}");
+    ctx.write("c/f7.txt", "c7\n");
+
     // One changed file in layer "b": that layer and inc's image, nothing else.
     ctx.write("b/f3.txt", "changed\n");
     let changed = ctx.build_json(&["spec.kdl"]);

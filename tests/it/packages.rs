@@ -168,6 +168,13 @@ fn resolves_locks_and_installs_fixture_packages() {
     let out = f.compose(&["lock", "spec.kdl"]);
     assert_success(&out, "lock");
     assert!(f.locked_names().contains(&"newlib=1.0".to_string()));
+
+    // `compose explain` names the package whose pin changed, with both versions.
+    let out = f.compose(&["explain", "spec.kdl"]);
+    assert_success(&out, "explain");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("package newlib=2.0 → newlib=1.0"), "{text}");
+    assert!(!text.contains("package tool"), "tool did not change: {text}");
 }
 
 fn expect_failure(f: &Fixture, packages: &str, code: i32, needles: &[&str]) -> String {
