@@ -285,6 +285,34 @@ pub(super) fn accounts_entries(a: &Accounts, inherited: Option<&(String, String)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::{Group, User};
+
+    fn user(name: &str, uid: u32, gid: u32, home: &str) -> User {
+        User { name: name.into(), uid, gid, gecos: String::new(), home: home.into(), shell: "/sbin/nologin".into(), span: (0, 0).into() }
+    }
+
+    fn group(name: &str, gid: u32, members: &[&str]) -> Group {
+        Group { name: name.into(), gid, members: members.iter().map(|m| m.to_string()).collect(), span: (0, 0).into() }
+    }
+
+    fn accounts(users: Vec<User>, groups: Vec<Group>) -> Accounts {
+        Accounts { users, groups, span: (0, 0).into() }
+    }
+
+    fn name(s: &str) -> Owner {
+        Owner::Name(s.into())
+    }
+
+    /// The bytes of the file entry at `path`.
+    fn text_of(entries: &[PlannedEntry], path: &str) -> Option<String> {
+        entries.iter().find(|e| e.path == path).and_then(|e| match &e.kind {
+            EntryKind::File { content: Content::Inline(b), size } => {
+                assert_eq!(*size, b.len() as u64, "size of {path}");
+                Some(String::from_utf8_lossy(b).into_owned())
+            }
+            _ => None,
+        })
+    }
 
     #[test]
     fn owners_resolve_against_the_base_accounts_then_ours() {
@@ -313,5 +341,237 @@ mod tests {
         assert!(ids.check_user("www-data:staff").is_ok());
         let scratch = Ids::new(None, None);
         assert!(scratch.resolve(&Owner::Name("www-data".into())).is_err());
+    }
+
+    #[test]
+    fn every_owner_form_resolves() {
+        let ours = accounts(vec![user("app", 10001, 10001, "/home/app")], vec![group("staff", 50, &[])]);
+        let ids = Ids::new(Some(&ours), None);
+        assert_eq!(ids.resolve(&Owner::Ids(7, 8)), Ok((7, 8)));
+        assert_eq!(ids.resolve(&name("root")), Ok((0, 0)), "root is always known");
+        assert_eq!(ids.resolve(&name("app")), Ok((10001, 10001)), "a user alone gets its primary group");
+        assert_eq!(ids.resolve(&name("app:staff")), Ok((10001, 50)));
+        assert_eq!(ids.resolve(&name("app:0")), Ok((10001, 0)));
+        assert_eq!(ids.resolve(&name("1000")), Ok((1000, 1000)), "a numeric user alone: gid = uid");
+        assert_eq!(ids.resolve(&name("1000:2000")), Ok((1000, 2000)));
+        assert_eq!(ids.resolve(&name("1000:staff")), Ok((1000, 50)));
+        assert_eq!(ids.resolve(&name("ghost")), Err("unknown owner `ghost`: there is no user `ghost` in `accounts`".to_string()));
+        assert_eq!(
+            ids.resolve(&name("app:nogroup")),
+            Err("unknown owner `app:nogroup`: there is no group `nogroup` in `accounts`".to_string())
+        );
+        assert_eq!(ids.help(), "known users: root, app; or give numeric ids as \"UID:GID\"");
+    }
+
+    #[test]
+    fn check_user_accepts_known_names_and_numbers_only() {
+        let ours = accounts(vec![user("app", 10001, 10001, "/home/app")], vec![group("app", 10001, &[])]);
+        let ids = Ids::new(Some(&ours), None);
+        for ok in ["app", "root", "0", "1000:1000", "app:app", "app:0", "65534:app"] {
+            assert_eq!(ids.check_user(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(ids.check_user("ghost"), Err("unknown user `ghost`: it is not in `accounts`".to_string()));
+        assert_eq!(ids.check_user("app:ghosts"), Err("unknown group `ghosts`: it is not in `accounts`".to_string()));
+    }
+
+    #[test]
+    fn accounts_replace_base_users_and_groups_of_the_same_name() {
+        let inherited =
+            ("root:x:0:0:root:/root:/bin/sh\nweb:x:33:33::/var/www:/bin/sh\n".to_string(), "root:x:0:\nweb:x:33:\n".to_string());
+        let ours = accounts(vec![user("web", 2000, 2001, "/srv"), user("root", 0, 0, "/root")], vec![group("web", 2001, &[])]);
+        let ids = Ids::new(Some(&ours), Some(&inherited));
+        assert_eq!(ids.resolve(&name("web")), Ok((2000, 2001)));
+        assert_eq!(ids.resolve(&name("0:web")), Ok((0, 2001)));
+        // Each name once: ours replaced the base's.
+        assert_eq!(ids.users.iter().filter(|(n, _, _)| n == "web").count(), 1);
+        assert_eq!(ids.groups.iter().filter(|(n, _)| n == "web").count(), 1);
+    }
+
+    #[test]
+    fn accounts_text_without_a_base_starts_with_root() {
+        let ours = accounts(vec![user("app", 10001, 10001, "/home/app")], vec![group("app", 10001, &["app", "ops"])]);
+        let (passwd, group_text) = accounts_text(&ours, None);
+        assert_eq!(passwd, "root:x:0:0:root:/root:/sbin/nologin\napp:x:10001:10001::/home/app:/sbin/nologin\n");
+        assert_eq!(group_text, "root:x:0:\napp:x:10001:app,ops\n");
+
+        // A spec that defines root gets its own root line, not a second one.
+        let with_root = accounts(vec![user("root", 0, 0, "/root")], vec![group("root", 0, &[])]);
+        let (passwd, group_text) = accounts_text(&with_root, None);
+        assert_eq!(passwd, "root:x:0:0::/root:/sbin/nologin\n");
+        assert_eq!(group_text, "root:x:0:\n");
+    }
+
+    #[test]
+    fn accounts_text_merges_into_the_base_in_place_and_appends_in_spec_order() {
+        let inherited = (
+            "root:x:0:0:root:/root:/bin/sh\n\nappl:x:7:7::/:/bin/sh\napp:x:5:5::/:/bin/sh\nbin:x:2:2::/bin:/x".to_string(),
+            "root:x:0:\napp:x:5:\n".to_string(),
+        );
+        let ours = accounts(
+            vec![user("zed", 3000, 3000, "/z"), user("app", 1000, 1000, "/home/app"), user("abe", 3001, 3001, "/a")],
+            vec![group("app", 1000, &[]), group("zed", 3000, &["app"])],
+        );
+        let (passwd, group_text) = accounts_text(&ours, Some(&inherited));
+        assert_eq!(
+            passwd,
+            "root:x:0:0:root:/root:/bin/sh\nappl:x:7:7::/:/bin/sh\napp:x:1000:1000::/home/app:/sbin/nologin\nbin:x:2:2::/bin:/x\n\
+             zed:x:3000:3000::/z:/sbin/nologin\nabe:x:3001:3001::/a:/sbin/nologin\n"
+        );
+        assert_eq!(group_text, "root:x:0:\napp:x:1000:\nzed:x:3000:app\n");
+        assert_eq!(accounts_text(&ours, Some(&inherited)), (passwd, group_text), "same inputs, same text");
+    }
+
+    #[test]
+    fn accounts_entries_write_passwd_group_and_homes() {
+        let ours = accounts(
+            vec![user("app", 10001, 10002, "/home/app"), user("daemon", 1, 1, "/nonexistent"), user("svc", 20, 20, "/")],
+            vec![group("app", 10002, &[])],
+        );
+        let entries = accounts_entries(&ours, None);
+        let summary: Vec<(&str, u32, u32, u32)> = entries.iter().map(|e| (e.path.as_str(), e.mode, e.uid, e.gid)).collect();
+        assert_eq!(
+            summary,
+            [
+                ("/etc", 0o755, 0, 0),
+                ("/etc/group", 0o644, 0, 0),
+                ("/etc/passwd", 0o644, 0, 0),
+                ("/home", 0o755, 0, 0),
+                ("/home/app", 0o755, 10001, 10002),
+                ("/root", 0o700, 0, 0),
+            ]
+        );
+        assert_eq!(text_of(&entries, "/etc/passwd"), Some(accounts_text(&ours, None).0));
+        assert_eq!(text_of(&entries, "/etc/group").as_deref(), Some("root:x:0:\napp:x:10002:\n"));
+    }
+
+    #[test]
+    fn encode_accounts_tells_none_from_empty_and_sees_every_field() {
+        let hash = |a: Option<&Accounts>| {
+            let mut e = Encoder::new("t");
+            encode_accounts(&mut e, a);
+            e.finish()
+        };
+        let base = accounts(vec![user("app", 1, 1, "/home/app")], vec![group("app", 1, &[])]);
+        let empty = accounts(vec![], vec![]);
+        assert_ne!(hash(None), hash(Some(&empty)));
+        assert_eq!(hash(Some(&base)), hash(Some(&base.clone())));
+        let mut other_home = base.clone();
+        other_home.users[0].home = "/srv".into();
+        let mut other_member = base.clone();
+        other_member.groups[0].members.push("app".into());
+        let mut spans_moved = base.clone();
+        spans_moved.span = (5, 1).into();
+        assert_ne!(hash(Some(&base)), hash(Some(&other_home)));
+        assert_ne!(hash(Some(&base)), hash(Some(&other_member)));
+        assert_eq!(hash(Some(&base)), hash(Some(&spans_moved)), "spans are not part of the hash");
+    }
+
+    fn meta<'a>(symlinks: &'a [(String, String)]) -> MetaInputs<'a> {
+        MetaInputs {
+            accounts: None,
+            base_accounts: None,
+            write_accounts: true,
+            masters: None,
+            certificates: vec![],
+            timezone: None,
+            symlinks,
+        }
+    }
+
+    #[test]
+    fn meta_entries_bundle_the_ca_certificates_in_list_order() {
+        let mut m = meta(&[]);
+        m.certificates = vec![
+            ("/usr/share/ca-certificates/mozilla/A.crt".into(), b"-----A-----".to_vec()),
+            ("/usr/share/ca-certificates/mozilla/B.crt".into(), b"-----B-----\n".to_vec()),
+            ("/usr/local/share/ca-certificates/local.crt".into(), b"-----L-----\n".to_vec()),
+        ];
+        let entries = meta_entries(&m);
+        assert_eq!(text_of(&entries, "/etc/ssl/certs/ca-certificates.crt").as_deref(), Some("-----A-----\n-----B-----\n-----L-----\n"));
+        assert_eq!(text_of(&entries, "/etc/ca-certificates.conf").as_deref(), Some("mozilla/A.crt\nmozilla/B.crt\n"));
+        assert_eq!(entries, meta_entries(&m), "same inputs, same entries");
+        let bundle = entries.iter().find(|e| e.path == "/etc/ssl/certs/ca-certificates.crt").map(|e| (e.mode, e.uid, e.gid));
+        assert_eq!(bundle, Some((0o644, 0, 0)));
+
+        let none = meta_entries(&meta(&[]));
+        assert!(!none.iter().any(|e| e.path.starts_with("/etc/ssl") || e.path == "/etc/ca-certificates.conf"));
+    }
+
+    #[test]
+    fn meta_entries_timezone_is_a_localtime_link_and_a_timezone_file() {
+        let mut m = meta(&[]);
+        m.timezone = Some("Europe/Paris");
+        let entries = meta_entries(&m);
+        let localtime = entries.iter().find(|e| e.path == "/etc/localtime").map(|e| (e.kind.clone(), e.mode));
+        assert_eq!(localtime, Some((EntryKind::Symlink { target: "/usr/share/zoneinfo/Europe/Paris".into() }, 0o777)));
+        assert_eq!(text_of(&entries, "/etc/timezone").as_deref(), Some("Europe/Paris\n"));
+
+        let without = meta_entries(&meta(&[]));
+        assert!(!without.iter().any(|e| e.path == "/etc/localtime" || e.path == "/etc/timezone"));
+    }
+
+    #[test]
+    fn meta_entries_base_layout_links_and_default_accounts() {
+        let links = vec![("/bin".to_string(), "usr/bin".to_string()), ("/lib".to_string(), "usr/lib".to_string())];
+        let entries = meta_entries(&meta(&links));
+        let summary: Vec<(&str, u32)> = entries.iter().map(|e| (e.path.as_str(), e.mode)).collect();
+        assert_eq!(
+            summary,
+            [
+                ("/bin", 0o777),
+                ("/etc", 0o755),
+                ("/etc/group", 0o644),
+                ("/etc/passwd", 0o644),
+                ("/lib", 0o777),
+                ("/root", 0o700),
+                ("/tmp", 0o1777),
+            ]
+        );
+        assert_eq!(entries[0].kind, EntryKind::Symlink { target: "usr/bin".into() });
+        assert_eq!(text_of(&entries, "/etc/passwd").as_deref(), Some("root:x:0:0:root:/root:/sbin/nologin\n"));
+        assert_eq!(text_of(&entries, "/etc/group").as_deref(), Some("root:x:0:\n"));
+
+        let mut kept = meta(&links);
+        kept.write_accounts = false;
+        assert!(!meta_entries(&kept).iter().any(|e| e.path.starts_with("/etc")), "write_accounts = false writes no passwd/group");
+    }
+
+    #[test]
+    fn meta_entries_merge_accounts_into_the_masters_before_the_base() {
+        let base = ("root:x:0:0:base:/root:/bin/sh\n".to_string(), "root:x:0:\n".to_string());
+        let ours = accounts(vec![user("app", 10001, 10001, "/home/app"), user("admin", 0, 0, "/admin")], vec![group("app", 10001, &[])]);
+        let mut m = meta(&[]);
+        m.base_accounts = Some(&base);
+        m.masters = Some((
+            "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n".into(),
+            "root:x:0:\ndaemon:x:1:\n".into(),
+        ));
+        m.accounts = Some(&ours);
+        let entries = meta_entries(&m);
+        assert_eq!(
+            text_of(&entries, "/etc/passwd").as_deref(),
+            Some(
+                "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/usr/sbin/nologin\napp:x:10001:10001::/home/app:/sbin/nologin\n\
+                 admin:x:0:0::/admin:/sbin/nologin\n"
+            )
+        );
+        assert_eq!(text_of(&entries, "/etc/group").as_deref(), Some("root:x:0:\ndaemon:x:1:\napp:x:10001:\n"));
+        let home = entries.iter().find(|e| e.path == "/home/app").map(|e| (e.kind.clone(), e.mode, e.uid, e.gid));
+        assert_eq!(home, Some((EntryKind::Dir, 0o755, 10001, 10001)));
+        assert!(!entries.iter().any(|e| e.path == "/admin"), "no home directory is made for uid 0");
+
+        // Without masters, the base's files are the starting point.
+        m.masters = None;
+        let from_base = meta_entries(&m);
+        assert!(text_of(&from_base, "/etc/passwd").is_some_and(|p| p.starts_with("root:x:0:0:base:/root:/bin/sh\napp:")));
+    }
+
+    #[test]
+    fn merge_db_replaces_by_exact_name() {
+        let base = "apple:x:1:\n\napp:x:2:\n  \nzoo:x:3:";
+        let merged =
+            merge_db(base, [("app".to_string(), "app:x:20:".to_string()), ("new".to_string(), "new:x:4:".to_string())].into_iter());
+        assert_eq!(merged, "apple:x:1:\napp:x:20:\nzoo:x:3:\nnew:x:4:\n");
+        assert_eq!(merge_db("", std::iter::empty()), "\n");
     }
 }

@@ -423,3 +423,42 @@ pub(super) fn sha_of(d: &Derivation) -> Sha256 {
         _ => Sha256([0; 32]),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::plan::FetchDrv;
+
+    #[test]
+    fn image_order_puts_bases_first_and_only_keeps_ancestors() {
+        let text = r#"
+image "child" { base image="middle"; }
+image "other" { }
+image "middle" { base image="root"; }
+image "root" { }
+"#;
+        let spec = crate::spec::parse_str(Path::new("t.kdl"), text).unwrap();
+        let order = |only: Option<&str>| image_order(&spec, only).iter().map(|i| i.name.as_str()).collect::<Vec<_>>();
+        assert_eq!(order(None), ["root", "middle", "child", "other"]);
+        assert_eq!(order(Some("child")), ["root", "middle", "child"]);
+        assert_eq!(order(Some("middle")), ["root", "middle"]);
+        assert_eq!(order(Some("other")), ["other"]);
+        assert!(order(Some("missing")).is_empty());
+    }
+
+    #[test]
+    fn sha_of_is_a_fetch_digest_and_zero_otherwise() {
+        let sha = Sha256::of(b"deb");
+        let fetch = Derivation {
+            hash: Encoder::new("fetch").sha256(&sha).finish(),
+            name: "fetch".into(),
+            kind: DrvKind::Fetch(FetchDrv { package: "x=1".into(), sha256: sha, size: 3, url: Err("none".into()), repository: "d".into() }),
+        };
+        assert_eq!(sha_of(&fetch), sha);
+        let index =
+            Derivation { hash: Encoder::new("index").finish(), name: "index".into(), kind: DrvKind::Index(IndexDrv { images: vec![] }) };
+        assert_eq!(sha_of(&index), Sha256([0; 32]));
+    }
+}

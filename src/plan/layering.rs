@@ -185,3 +185,173 @@ fn popularity(pins: &[PackageLock]) -> BTreeMap<&str, usize> {
     }
     count
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::hash::DrvHash;
+    use crate::plan::{Plan, PlanInputs};
+    use crate::spec::SpecFile;
+
+    const SPEC: &str = r#"
+image "pk" {
+    repository "debian" suite="bookworm" components="main"
+    packages "aa"
+}
+"#;
+
+    fn pin(name: &str, depends: &[&str], replaces: &[&str]) -> PackageLock {
+        PackageLock {
+            name: name.into(),
+            version: "1.0".into(),
+            architecture: "amd64".into(),
+            sha256: Sha256::of(name.as_bytes()).hex(),
+            size: 10,
+            filename: format!("pool/main/{name}.deb"),
+            repository: "debian".into(),
+            depends: depends.iter().map(|s| s.to_string()).collect(),
+            replaces: replaces.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// What `package_layers` planned: each image layer's packages (in order), every
+    /// `PackageLayer`'s packages, and the hashes of the image layers and of the metadata layer.
+    struct Planned {
+        layers: Vec<Vec<String>>,
+        per_package: Vec<String>,
+        hashes: Vec<DrvHash>,
+        meta: DrvHash,
+    }
+
+    fn package_layers(pins: &[PackageLock], max_layers: usize, other_layers: usize) -> Planned {
+        let spec: SpecFile = crate::spec::parse_str(Path::new("t.kdl"), SPEC).unwrap();
+        let sources = HashMap::new();
+        let bases = HashMap::new();
+        let mirror = |_: &str, _: &str| -> Result<String, String> { Ok("http://mirror/debian".into()) };
+        let inputs = PlanInputs {
+            sources: &sources,
+            source_date_epoch: None,
+            layer_format: "test",
+            lock: None,
+            mirror: &mirror,
+            max_layers,
+            bases: &bases,
+        };
+        let mut b = Builder {
+            image_nodes: HashMap::new(),
+            accounts_of: HashMap::new(),
+            spec: &spec,
+            inputs: &inputs,
+            plan: Plan::default(),
+            by_hash: HashMap::new(),
+            errors: Vec::new(),
+        };
+        let platform = Platform::linux_amd64();
+        let (image_layers, per_package, meta) = b.package_layers(&spec.images[0], &platform, pins, 1, other_layers, "Etc/UTC".into());
+        assert!(b.errors.is_empty());
+        let graph = &b.plan.graph;
+        let name_of = |n: NodeIndex| match &graph[n].kind {
+            DrvKind::DebLayer(d) => d.package.trim_end_matches("=1.0").to_string(),
+            other => panic!("not a package layer: {}", other.name()),
+        };
+        let layers = image_layers
+            .iter()
+            .map(|&n| match &graph[n].kind {
+                DrvKind::MergedLayer(m) => m.parts.iter().map(|&p| name_of(p)).collect(),
+                _ => vec![name_of(n)],
+            })
+            .collect();
+        assert!(per_package.iter().all(|p| p.packages.len() == 1));
+        Planned {
+            layers,
+            per_package: per_package.iter().map(|p| p.packages[0].clone()).collect(),
+            hashes: image_layers.iter().map(|&n| graph[n].hash).collect(),
+            meta: graph[meta].hash,
+        }
+    }
+
+    fn names(layers: &[&[&str]]) -> Vec<Vec<String>> {
+        layers.iter().map(|l| l.iter().map(|s| s.to_string()).collect()).collect()
+    }
+
+    /// cc ← bb ← aa, cc ← dd, and two leaves.
+    fn six() -> Vec<PackageLock> {
+        vec![
+            pin("aa", &["bb"], &[]),
+            pin("bb", &["cc"], &[]),
+            pin("cc", &[], &[]),
+            pin("dd", &["cc"], &[]),
+            pin("ee", &[], &[]),
+            pin("ff", &[], &[]),
+        ]
+    }
+
+    #[test]
+    fn popularity_counts_each_transitive_dependent_once() {
+        let pins = vec![
+            pin("aa", &["bb", "cc"], &[]),
+            pin("bb", &["cc"], &[]),
+            pin("cc", &["not-pinned"], &[]),
+            pin("dd", &["cc", "cc"], &[]),
+            pin("ee", &["ff"], &[]),
+            pin("ff", &["ee"], &[]),
+        ];
+        let p = popularity(&pins);
+        let got: Vec<(&str, usize)> = p.into_iter().collect();
+        assert_eq!(got, [("aa", 0), ("bb", 1), ("cc", 3), ("dd", 0), ("ee", 1), ("ff", 1)]);
+    }
+
+    #[test]
+    fn under_the_budget_every_package_has_its_own_layer_most_popular_first() {
+        let p = package_layers(&six(), 99, 1);
+        // cc has 3 dependents, bb 1, the rest none (then by name).
+        assert_eq!(p.layers, names(&[&["cc"], &["bb"], &["aa"], &["dd"], &["ee"], &["ff"]]));
+        assert_eq!(p.per_package, ["cc", "bb", "aa", "dd", "ee", "ff"]);
+        // Exactly at the budget (7 - 1 other layer - 1 metadata layer = 5): still one layer each.
+        let exact = package_layers(&six()[..5], 7, 1);
+        assert_eq!(exact.layers.len(), 5);
+        assert!(exact.layers.iter().all(|l| l.len() == 1));
+    }
+
+    #[test]
+    fn past_the_budget_the_most_depended_upon_get_their_own_layers_and_the_rest_are_merged() {
+        // 5 layers at most, 1 files layer, 1 metadata layer: 3 for packages, so 2 own + 1 merged.
+        let p = package_layers(&six(), 5, 1);
+        assert_eq!(p.layers, names(&[&["cc"], &["bb"], &["aa", "dd", "ee", "ff"]]));
+        // The conflict check still sees every package on its own, in the image's order.
+        assert_eq!(p.per_package, ["cc", "bb", "aa", "dd", "ee", "ff"]);
+        // A budget of one still leaves the most popular package alone.
+        let tight = package_layers(&six(), 2, 1);
+        assert_eq!(tight.layers, names(&[&["cc"], &["bb", "aa", "dd", "ee", "ff"]]));
+    }
+
+    #[test]
+    fn layering_does_not_depend_on_the_order_of_the_pins() {
+        let sorted = package_layers(&six(), 5, 1);
+        let mut reversed = six();
+        reversed.reverse();
+        let mut rotated = six();
+        rotated.rotate_left(2);
+        for other in [reversed, rotated] {
+            let p = package_layers(&other, 5, 1);
+            assert_eq!(p.layers, sorted.layers);
+            assert_eq!(p.hashes, sorted.hashes);
+            assert_eq!(p.meta, sorted.meta);
+        }
+        // The merged layer's hash depends on what it merges.
+        let fewer = package_layers(&six()[..5], 5, 1);
+        assert_ne!(fewer.hashes.last(), sorted.hashes.last());
+    }
+
+    #[test]
+    fn a_package_that_replaces_another_comes_after_it() {
+        // aa is the most popular but replaces ee, so it moves after ee.
+        let pins = vec![pin("aa", &[], &["ee"]), pin("bb", &["aa"], &[]), pin("ee", &[], &[])];
+        let p = package_layers(&pins, 99, 1);
+        assert_eq!(p.layers, names(&[&["bb"], &["ee"], &["aa"]]));
+    }
+}

@@ -335,3 +335,216 @@ impl Plan {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::lock::{ImageLock, PackageLock, PlatformLock};
+
+    /// A files-only image and a two-platform image with packages; `docs` and `tool` are the
+    /// contents of one `text` operation each.
+    fn spec_text(docs: &str, tool: &str) -> String {
+        format!(
+            r#"
+image "hello" {{
+    epoch 1700000000
+    accounts {{
+        group "app" gid=10001
+        user "app" uid=10001 gid=10001 home="/home/app"
+    }}
+    files {{
+        text "/etc/motd" "built with compose\n"
+        dir "/var/cache/app" mode=0o750 owner="app"
+        symlink "/srv/current" target="/srv/www"
+    }}
+    layer "docs" {{
+        text "/usr/share/doc/hello/README" "{docs}"
+    }}
+    config {{
+        user "app"
+    }}
+}}
+image "pk" {{
+    platforms "linux/amd64" "linux/arm64"
+    repository "debian" suite="bookworm" components="main"
+    packages "base-passwd" "tzdata"
+    files {{
+        text "/bin/tool" "{tool}" mode=0o755
+    }}
+}}
+"#
+        )
+    }
+
+    fn lockfile() -> Lockfile {
+        let pin = |name: &str| PackageLock {
+            name: name.into(),
+            version: "1.0".into(),
+            architecture: "amd64".into(),
+            sha256: Sha256::of(name.as_bytes()).hex(),
+            size: 10,
+            filename: format!("pool/main/{name}.deb"),
+            repository: "debian".into(),
+            ..Default::default()
+        };
+        let platform = PlatformLock { repositories: vec![], packages: vec![pin("base-passwd"), pin("tzdata")] };
+        let platforms = ["linux/amd64", "linux/arm64"].into_iter().map(|p| (p.to_string(), platform.clone())).collect();
+        Lockfile { version: 1, images: [("pk".to_string(), ImageLock { platforms, ..Default::default() })].into_iter().collect() }
+    }
+
+    fn plan_of(text: &str, only: Option<&str>, source_date_epoch: Option<u64>) -> Result<Plan, Vec<SpecDiagnostic>> {
+        let spec = crate::spec::parse_str(Path::new("t.kdl"), text).unwrap();
+        let lock = lockfile();
+        let sources = HashMap::new();
+        let bases = HashMap::new();
+        let mirror = |_: &str, _: &str| -> Result<String, String> { Err("offline".into()) };
+        let inputs = PlanInputs {
+            sources: &sources,
+            source_date_epoch,
+            layer_format: "test",
+            lock: Some(&lock),
+            mirror: &mirror,
+            max_layers: DEFAULT_MAX_LAYERS,
+            bases: &bases,
+        };
+        plan(&spec, only, &inputs)
+    }
+
+    /// Every derivation's hash by name (names are unique in these plans).
+    fn hashes(p: &Plan) -> BTreeMap<String, DrvHash> {
+        let map: BTreeMap<String, DrvHash> = p.graph.node_weights().map(|d| (d.name.clone(), d.hash)).collect();
+        assert_eq!(map.len(), p.graph.node_count(), "derivation names are unique");
+        map
+    }
+
+    fn node<'p>(p: &'p Plan, name: &str) -> &'p Derivation {
+        p.graph.node_weights().find(|d| d.name == name).unwrap_or_else(|| panic!("no derivation `{name}`"))
+    }
+
+    fn codes(r: Result<Plan, Vec<SpecDiagnostic>>) -> Vec<&'static str> {
+        r.err().unwrap_or_default().iter().map(|d| d.code).collect()
+    }
+
+    #[test]
+    fn planning_the_same_spec_twice_gives_the_same_hashes() {
+        let text = spec_text("docs", "tool");
+        let (a, b) = (plan_of(&text, None, None).unwrap(), plan_of(&text, None, None).unwrap());
+        assert_eq!(hashes(&a), hashes(&b));
+        let roots = |p: &Plan| p.images.iter().map(|i| (i.name.clone(), p.graph[i.root].hash)).collect::<Vec<_>>();
+        assert_eq!(roots(&a), roots(&b));
+        assert_eq!(a.images.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["hello", "pk"]);
+        // hello: accounts, files, docs, image; pk: files, 2 fetches, 2 packages, 2 metadata, 2 images, index.
+        assert_eq!(a.graph.node_count(), 4 + 10);
+        // Pinned across builds too: a change here changes every image digest (update it only
+        // for an intended change of the derivation encoding).
+        assert_eq!(node(&a, "hello: image").hash.hex(), "881494ab6f60f900db7f16bc6d8616fdf13b904d62f1a324bdeee41360fe0922");
+    }
+
+    #[test]
+    fn changing_one_text_op_changes_only_its_layer_and_the_images_over_it() {
+        let before = hashes(&plan_of(&spec_text("docs", "tool"), None, None).unwrap());
+        let after = hashes(&plan_of(&spec_text("docs, edited", "tool"), None, None).unwrap());
+        let changed: Vec<&str> = before.iter().filter(|(n, h)| after.get(*n) != Some(h)).map(|(n, _)| n.as_str()).collect();
+        assert_eq!(changed, ["hello: image", "hello: layer \"docs\""]);
+        assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+
+        // In the image with packages: the files layer, each platform's image and the index;
+        // not the fetches, the package layers or the metadata layers.
+        let after = hashes(&plan_of(&spec_text("docs", "tool 2"), None, None).unwrap());
+        let changed: Vec<&str> = before.iter().filter(|(n, h)| after.get(*n) != Some(h)).map(|(n, _)| n.as_str()).collect();
+        assert_eq!(changed, ["pk: files", "pk: image linux/amd64", "pk: image linux/arm64", "pk: index"]);
+        assert!(before.contains_key("hello: accounts") && before.contains_key("pk: metadata (linux/amd64)"));
+    }
+
+    #[test]
+    fn the_files_layer_holds_resolved_owners_modes_and_parents() {
+        let p = plan_of(&spec_text("docs", "tool"), None, None).unwrap();
+        let DrvKind::Layer(files) = &node(&p, "hello: files").kind else { panic!("not a files layer") };
+        let summary: Vec<(&str, u32, u32, u32)> = files.entries.iter().map(|e| (e.path.as_str(), e.mode, e.uid, e.gid)).collect();
+        assert_eq!(
+            summary,
+            [
+                ("/etc", 0o755, 0, 0),
+                ("/etc/motd", 0o644, 0, 0),
+                ("/srv", 0o755, 0, 0),
+                ("/srv/current", 0o777, 0, 0),
+                ("/var", 0o755, 0, 0),
+                ("/var/cache", 0o755, 0, 0),
+                ("/var/cache/app", 0o750, 10001, 10001),
+            ]
+        );
+        assert_eq!((files.epoch, files.created_by.as_str()), (1_700_000_000, "compose: files"));
+        // An image with packages has merged-/usr links: `/bin/tool` is written as `/usr/bin/tool`.
+        let DrvKind::Layer(pk) = &node(&p, "pk: files").kind else { panic!("not a files layer") };
+        let paths: Vec<&str> = pk.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["/usr", "/usr/bin", "/usr/bin/tool"]);
+    }
+
+    #[test]
+    fn an_image_with_packages_stacks_packages_then_metadata_then_files() {
+        let p = plan_of(&spec_text("docs", "tool"), None, None).unwrap();
+        let DrvKind::Image(img) = &node(&p, "pk: image linux/arm64").kind else { panic!("not an image") };
+        let layers: Vec<&str> = img.layers.iter().map(|&n| p.graph[n].name.as_str()).collect();
+        // base-passwd and tzdata are equally popular (0): by name.
+        assert_eq!(layers, ["pk: package base-passwd=1.0", "pk: package tzdata=1.0", "pk: metadata (linux/arm64)", "pk: files"]);
+        let DrvKind::Meta(meta) = &node(&p, "pk: metadata (linux/arm64)").kind else { panic!("not a metadata layer") };
+        assert_eq!(meta.timezone.as_deref(), Some("Etc/UTC"), "tzdata is installed, TZ is unset");
+        assert!(meta.write_accounts && meta.base_passwd.is_some() && meta.ca_certificates.is_none());
+        assert_eq!(meta.symlinks.len(), 3, "no /lib64 link on arm64");
+        let pk = p.images.iter().find(|i| i.name == "pk").unwrap();
+        let DrvKind::Index(index) = &p.graph[pk.root].kind else { panic!("a two-platform image is rooted at an index") };
+        assert_eq!(index.images.len(), 2);
+        // Dependencies come first in the topological order.
+        let order = p.topo_order();
+        let pos = |n: NodeIndex| order.iter().position(|&m| m == n).unwrap();
+        assert_eq!(order.len(), p.graph.node_count());
+        for n in p.graph.node_indices() {
+            let deps = p.dependencies(n);
+            assert!(deps.windows(2).all(|w| w[0] < w[1]), "dependencies are sorted");
+            assert!(deps.iter().all(|&d| pos(d) < pos(n)), "{} comes after its dependencies", p.graph[n].name);
+        }
+    }
+
+    #[test]
+    fn the_epoch_is_source_date_epoch_then_the_spec_then_the_default() {
+        let text = spec_text("docs", "tool");
+        let epoch_of = |p: &Plan, name: &str| match &node(p, name).kind {
+            DrvKind::Image(i) => i.epoch,
+            other => panic!("not an image: {}", other.name()),
+        };
+        let from_spec = plan_of(&text, None, None).unwrap();
+        let from_env = plan_of(&text, None, Some(42)).unwrap();
+        assert_eq!(epoch_of(&from_spec, "hello: image"), 1_700_000_000);
+        assert_eq!(epoch_of(&from_spec, "pk: image linux/amd64"), DEFAULT_EPOCH);
+        assert_eq!(epoch_of(&from_env, "hello: image"), 42);
+        assert_eq!(epoch_of(&from_env, "pk: image linux/amd64"), 42);
+        assert_ne!(node(&from_spec, "hello: files").hash, node(&from_env, "hello: files").hash, "the epoch is part of a layer's hash");
+    }
+
+    #[test]
+    fn only_plans_the_image_and_its_bases_and_outputs_the_image() {
+        let text = format!("{}\nimage \"child\" {{\n    base image=\"hello\"\n}}\n", spec_text("docs", "tool"));
+        let p = plan_of(&text, Some("child"), None).unwrap();
+        assert_eq!(p.images.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["child"]);
+        let names = hashes(&p);
+        assert!(names.contains_key("hello: image") && names.contains_key("child: image"));
+        assert!(!names.keys().any(|n| n.starts_with("pk:")), "pk is not planned for child");
+        let DrvKind::Image(child) = &node(&p, "child: image").kind else { panic!("not an image") };
+        assert!(matches!(child.base, Some(ImageBase::Image(n)) if p.graph[n].name == "hello: image"));
+    }
+
+    #[test]
+    fn unknown_owners_users_and_path_clashes_are_planning_errors() {
+        let text = spec_text("docs", "tool");
+        let bad_owner = text.replace("owner=\"app\"", "owner=\"ghost\"");
+        assert_eq!(codes(plan_of(&bad_owner, None, None)), ["compose::spec::unknown_owner"]);
+        let bad_user = text.replace("user \"app\"\n", "user \"ghost\"\n");
+        assert_eq!(codes(plan_of(&bad_user, None, None)), ["compose::spec::unknown_user"]);
+        let clash = text.replace("symlink \"/srv/current\"", "dir \"/etc/motd\"\n        symlink \"/srv/current\"");
+        assert_eq!(codes(plan_of(&clash, None, None)), ["compose::spec::path_conflict"]);
+        let unlocked = text.replace("image \"pk\"", "image \"pk2\"");
+        assert_eq!(codes(plan_of(&unlocked, None, None)), ["compose::lock::missing", "compose::lock::missing"]);
+    }
+}
