@@ -515,42 +515,20 @@ pub fn copy_layer(b: &LayerSource<'_>, l: &BaseLayer, clients: &Clients, sink: &
     Ok(())
 }
 
-/// A writer that hashes and counts what passes through.
-struct Hashing<W> {
-    inner: W,
-    hasher: sha2::Sha256,
-    n: u64,
-}
-
-impl<W: io::Write> io::Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        use sha2::Digest as _;
-        let k = self.inner.write(buf)?;
-        self.hasher.update(&buf[..k]);
-        self.n += k as u64;
-        Ok(k)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Bring layer `l` of base `b` into the store, verified by its digest and size (a layer already
 /// there is not read again); returns its path in the store.
 pub fn pull_layer(b: &LayerSource<'_>, l: &BaseLayer, store: &Store, clients: &Clients) -> Result<PathBuf, BaseError> {
-    use sha2::Digest as _;
     if store.has_blob(&l.digest) {
         return Ok(store.blob_path(&l.digest));
     }
     let err = |message: String| BaseError::Layer { reference: b.reference.to_string(), digest: l.digest.to_string(), message };
     let tmp = store.temp_file().map_err(|e| err(crate::util::chain_message(&e)))?;
     let file = tmp.reopen().map_err(|e| err(e.to_string()))?;
-    let mut sink = Hashing { inner: io::BufWriter::new(file), hasher: sha2::Sha256::new(), n: 0 };
+    let mut sink = crate::hash::HashingWriter::new(io::BufWriter::new(file));
     copy_layer(b, l, clients, &mut sink)?;
     io::Write::flush(&mut sink).map_err(|e| err(e.to_string()))?;
-    let Hashing { inner, hasher, n } = sink;
+    let (actual, n, inner) = sink.finish();
     drop(inner);
-    let actual = Sha256(hasher.finalize().into());
     if actual != l.digest || n != l.size {
         return Err(err(format!("got {actual} ({n} bytes), expected {} bytes", l.size)));
     }

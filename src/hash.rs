@@ -26,6 +26,43 @@ pub fn is_sha256_hex(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// A writer that computes the sha256 and length of what passes through it (downloads and
+/// copies verified as they stream into the store).
+pub struct HashingWriter<W> {
+    pub inner: W,
+    hasher: sha2::Sha256,
+    len: u64,
+}
+
+impl<W: io::Write> HashingWriter<W> {
+    pub fn new(inner: W) -> HashingWriter<W> {
+        HashingWriter { inner, hasher: sha2::Sha256::new(), len: 0 }
+    }
+
+    /// Start over (after `inner` was reset for a retry).
+    pub fn restart(&mut self) {
+        self.hasher = sha2::Sha256::new();
+        self.len = 0;
+    }
+
+    /// The digest and length of everything written, and the inner writer.
+    pub fn finish(self) -> (Sha256, u64, W) {
+        (Sha256(self.hasher.finalize().into()), self.len, self.inner)
+    }
+}
+
+impl<W: io::Write> io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.hasher.update(&buf[..k]);
+        self.len += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn parse_hex32(text: &str) -> Option<[u8; 32]> {
     if !is_sha256_hex(text) {
         return None;

@@ -60,30 +60,22 @@ pub enum PackageError {
     Store(#[from] StoreError),
 }
 
-/// A download sink: a store temporary file that hashes what it gets.
-struct HashingFile {
-    file: File,
-    hasher: sha2::Sha256,
-    n: u64,
-}
+/// A download sink: a store temporary file that hashes what it gets, and starts over on a retry.
+struct HashingFile(crate::hash::HashingWriter<File>);
 
 impl Write for HashingFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let k = self.file.write(buf)?;
-        self.hasher.update(&buf[..k]);
-        self.n += k as u64;
-        Ok(k)
+        self.0.write(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        self.0.flush()
     }
 }
 
 impl Sink for HashingFile {
     fn reset(&mut self) -> io::Result<()> {
-        self.file.reset()?;
-        self.hasher = sha2::Sha256::new();
-        self.n = 0;
+        self.0.inner.reset()?;
+        self.0.restart();
         Ok(())
     }
 }
@@ -98,20 +90,20 @@ pub fn fetch(f: &FetchDrv, store: &Store, clients: &Clients) -> Result<Output, B
     let http = clients.http().map_err(|source| PackageError::Download { package: f.package.clone(), source })?;
     let tmp = store.temp_file()?;
     let file = tmp.reopen().map_err(crate::util::io_err::<StoreError>("open", tmp.path()))?;
-    let mut sink = HashingFile { file, hasher: sha2::Sha256::new(), n: 0 };
+    let mut sink = HashingFile(crate::hash::HashingWriter::new(file));
     http.download(&url, &mut sink).map_err(|source| match source {
         HttpError::NotFound { url } => PackageError::Gone { package: f.package.clone(), repository: f.repository.clone(), url },
         source => PackageError::Download { package: f.package.clone(), source },
     })?;
-    let actual = Sha256(sink.hasher.finalize().into());
-    if actual != f.sha256 || sink.n != f.size {
+    let (actual, n, _) = sink.0.finish();
+    if actual != f.sha256 || n != f.size {
         return Err(PackageError::Mismatch {
             package: f.package.clone(),
             url,
             expected: f.sha256.hex(),
             expected_size: f.size,
             actual: actual.hex(),
-            actual_size: sink.n,
+            actual_size: n,
         }
         .into());
     }

@@ -173,7 +173,7 @@ fn resolves_locks_and_installs_fixture_packages() {
     let out = f.compose(&["explain", "spec.kdl"]);
     assert_success(&out, "explain");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(text.contains("package newlib=2.0 → newlib=1.0"), "{text}");
+    assert!(text.contains("package changed (newlib=2.0 → newlib=1.0)"), "{text}");
     assert!(!text.contains("package tool"), "tool did not change: {text}");
 }
 
