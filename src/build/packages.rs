@@ -10,7 +10,6 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::PathBuf;
 
 use petgraph::graph::NodeIndex;
-use sha2::Digest as _;
 
 use crate::apt::deb::{self, DebError, InstallOptions};
 use crate::clients::Clients;

@@ -106,13 +106,7 @@ impl Error {
             // A key that does not parse, a key file named on the command line that is not there,
             // a cache URL that is not one: the command line is wrong. A key file that exists but
             // cannot be read or written is the machine's problem.
-            Error::Key { source: crate::remote::sign::KeyError::Io(e), .. } => {
-                if e.source.kind() == std::io::ErrorKind::NotFound {
-                    2
-                } else {
-                    1
-                }
-            }
+            Error::Key { source: crate::remote::sign::KeyError::Io(e), .. } if e.source.kind() != std::io::ErrorKind::NotFound => 1,
             Error::Key { .. } => 2,
             Error::Remote(crate::remote::RemoteError::Url(_) | crate::remote::RemoteError::Failed { .. }) => 2,
             _ => 1,
