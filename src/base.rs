@@ -630,7 +630,7 @@ pub type Bases = std::collections::HashMap<(String, String), BaseImage>;
 
 /// What [`load`] found.
 pub struct Loaded<'s> {
-    /// The selected images and their `base image=` ancestors.
+    /// The selected images and every image they use (bases, steps' images, `copy from=`).
     pub needed: Vec<&'s ImageSpec>,
     pub bases: Bases,
     /// Registry bases' manifest digests per image and platform, for the lockfile.
@@ -670,18 +670,8 @@ pub fn load<'s>(
     let mut pins: BTreeMap<String, BaseLock> = BTreeMap::new();
     let mut errors: Vec<SpecDiagnostic> = Vec::new();
     // Images with a `base image="NAME"` need their ancestors planned too.
-    let mut needed: Vec<&ImageSpec> = selected.to_vec();
-    let mut i = 0;
-    while i < needed.len() {
-        if let Base::Image { name, .. } = &needed[i].base {
-            if let Some(parent) = spec.image(name) {
-                if !needed.iter().any(|n| n.name == parent.name) {
-                    needed.push(parent);
-                }
-            }
-        }
-        i += 1;
-    }
+    // …and so do images used by steps and `copy from=`.
+    let needed: Vec<&ImageSpec> = spec.images_needed(selected);
     let mut bases = Bases::new();
     for img in &needed {
         for platform in &img.platforms {

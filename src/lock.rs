@@ -48,6 +48,19 @@ pub struct Lockfile {
     pub version: u32,
     /// Per image name.
     pub images: BTreeMap<String, ImageLock>,
+    /// Fixed-output steps (`network #true`), per step name: the output they were pinned to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub steps: BTreeMap<String, StepLock>,
+}
+
+/// A fixed-output step's pin: the recipe it was run from and the hash of what it yielded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepLock {
+    /// The step's recipe (its image, inputs, commands, environment), as a derivation hash. When
+    /// the spec's recipe differs, the step runs again (not with `--locked`) and is pinned anew.
+    pub recipe: String,
+    /// `sha256:…` of the output as an uncompressed, normalised tar (independent of compression).
+    pub output: String,
 }
 
 /// What one image resolved to.
@@ -163,7 +176,7 @@ pub fn requests_of(image: &ImageSpec) -> Requests {
 impl Default for Lockfile {
     /// An empty lockfile of the current version.
     fn default() -> Lockfile {
-        Lockfile { version: LOCK_VERSION, images: BTreeMap::new() }
+        Lockfile { version: LOCK_VERSION, images: BTreeMap::new(), steps: BTreeMap::new() }
     }
 }
 

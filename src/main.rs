@@ -104,6 +104,10 @@ enum Command {
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
+        /// Run every build step again, even when cached, and fail naming those whose output
+        /// differs (with the first differing path).
+        #[arg(long)]
+        check: bool,
     },
     /// Build (if needed) and push an image of the spec to a registry.
     Push {
@@ -257,6 +261,10 @@ impl Reporter for Progress {
     fn warning(&self, message: &str) {
         self.line(format!("warning: {message}"));
     }
+    fn step_line(&self, drv: &Derivation, line: &str) {
+        let name = drv.name.strip_prefix("step ").unwrap_or(&drv.name);
+        self.line(format!("[{name}] {line}"));
+    }
     fn finished(&self, drv: &Derivation, outcome: Outcome, bytes: u64) {
         if let Some(b) = &self.bar {
             b.inc(1);
@@ -335,7 +343,10 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
                 None => ops::LockMode::Build,
                 Some(names) => ops::LockMode::Update(names),
             };
-            let path = ops::lock(&opts, mode)?;
+            let progress = Progress::new();
+            let path = ops::lock(&opts, mode, &progress);
+            progress.done();
+            let path = path?;
             let _ = writeln!(stdout, "{}", path.display());
         }
         Command::Push { spec, reference, json } => {
@@ -345,6 +356,7 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
                 format: Format::Oci,
                 push: Some(reference),
                 insecure: spec.insecure.clone(),
+                check: false,
             };
             if opts.spec.image.is_none() && ops::image_count(&opts.spec)? > 1 {
                 return Err(ops::Error::Usage("the spec has several images: choose one with --image NAME".into()));
@@ -372,13 +384,13 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
                 let _ = writeln!(stdout, "{}", serde_json::to_string(&summary).unwrap_or_default());
             }
         }
-        Command::Build { spec, out, format, push, json } => {
+        Command::Build { spec, out, format, push, json, check } => {
             let format = match format {
                 FormatArg::Oci => Format::Oci,
                 FormatArg::OciArchive => Format::OciArchive,
                 FormatArg::DockerArchive => Format::DockerArchive,
             };
-            let opts = BuildOptions { spec: spec_options(&spec)?, out, format, push, insecure: spec.insecure.clone() };
+            let opts = BuildOptions { spec: spec_options(&spec)?, out, format, push, insecure: spec.insecure.clone(), check };
             let progress = Progress::new();
             let summary = ops::build(&opts, &progress);
             progress.done();

@@ -147,6 +147,11 @@ impl Store {
         Ok(Store { root: root.to_path_buf(), dir, _lock: lock })
     }
 
+    /// The versioned directory (`ROOT/v1`) everything of this store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -22,6 +22,11 @@ use crate::plan::{Content, Derivation, DrvKind, EntryKind, ImageBase, ImageDrv, 
 use crate::store::{self, Output, Record, Store, StoreError, RECORD_VERSION};
 
 pub mod packages;
+pub mod sandbox;
+mod step;
+pub mod trees;
+
+pub use step::shell_words;
 
 /// How a derivation's output was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +48,8 @@ pub trait Reporter: Sync {
     fn finished(&self, _drv: &Derivation, _outcome: Outcome, _bytes: u64) {}
     /// Something the user should know that did not stop the build.
     fn warning(&self, _message: &str) {}
+    /// A line a build step printed (stdout or stderr).
+    fn step_line(&self, _drv: &Derivation, _line: &str) {}
 }
 
 /// A reporter that reports nothing.
@@ -79,6 +86,62 @@ pub enum BuildError {
     Package(#[from] packages::PackageError),
     #[error(transparent)]
     Base(#[from] crate::base::BaseError),
+    #[error("{message}")]
+    Tree {
+        message: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{message}")]
+    CopyFrom { message: String },
+    #[error("step `{step}` cannot run")]
+    Sandbox {
+        step: String,
+        #[source]
+        source: sandbox::SandboxError,
+    },
+    #[error(
+        "step `{step}` failed: `{command}` exited with code {code}{}\n--- last lines of its log ---\n{tail}",
+        log.as_ref().map(|p| format!(" (whole log: {})", p.display())).unwrap_or_default()
+    )]
+    StepFailed { step: String, command: String, code: i32, tail: String, log: Option<PathBuf>, hermetic: bool },
+    #[error(
+        "fixed-output step `{step}` yielded {got}, but the lockfile pins {pinned}: its result changed (a moved download, \
+         an unpinned version); if the new result is right, run `compose lock` to pin it again"
+    )]
+    FixedOutputChanged { step: String, pinned: String, got: String },
+}
+
+impl BuildError {
+    /// A hint for the user, where one helps.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            BuildError::StepFailed { hermetic: true, .. } => Some(
+                "the step is hermetic: it has no network. If it downloads something, make it a fixed-output step \
+                 with `network #true` (its result is then pinned in the lockfile)"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// How to execute a plan.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// Build these instead of the plan's exported images.
+    pub roots: Option<Vec<NodeIndex>>,
+    /// `--check`: run cached steps again and compare their outputs.
+    pub check: bool,
+}
+
+/// A step whose output differs when run again (`--check`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Mismatch {
+    pub step: String,
+    pub path: String,
+    pub before: String,
+    pub after: String,
 }
 
 /// Counts for `--json` and the summary line.
@@ -96,6 +159,8 @@ pub struct Counts {
 pub struct Executed {
     pub records: HashMap<NodeIndex, Record>,
     pub counts: Counts,
+    /// With `--check`: steps whose output differed.
+    pub mismatches: Vec<Mismatch>,
 }
 
 /// Run `plan` against `store`, with `remote` as the second level of the lookup stack.
@@ -106,7 +171,7 @@ pub fn execute(
     clients: &Clients,
     reporter: &dyn Reporter,
 ) -> Result<Executed, BuildError> {
-    execute_then(plan, store, remote, clients, reporter, Ok)
+    execute_then(plan, store, remote, clients, reporter, &ExecOptions::default(), Ok)
 }
 
 /// [`execute`], then `then` (exporting, pushing) while results are still being written back to
@@ -117,6 +182,7 @@ pub fn execute_then<T, E: From<BuildError>>(
     remote: Option<&crate::remote::RemoteCache>,
     clients: &Clients,
     reporter: &dyn Reporter,
+    options: &ExecOptions,
     then: impl FnOnce(Executed) -> Result<T, E>,
 ) -> Result<T, E> {
     // (record, found in the store rather than built here)
@@ -142,7 +208,7 @@ pub fn execute_then<T, E: From<BuildError>>(
                     .collect()
             })
             .unwrap_or_default();
-        let result = execute_inner(plan, store, remote, clients, reporter, &tx);
+        let result = execute_inner(plan, store, remote, clients, reporter, options, &tx);
         drop(tx);
         let result = result.map_err(E::from).and_then(then);
         for u in uploaders {
@@ -162,35 +228,34 @@ const UPLOADERS: usize = 4;
 /// Remote cache requests (record lookups, blob downloads) in flight at once.
 const REMOTE_REQUESTS: usize = 16;
 
-/// Derivations whose records are wanted whatever the cache has: the images and indexes (what
-/// is exported) and each package's layer (its licences feed the SBOM).
-fn is_root(kind: &DrvKind) -> bool {
-    matches!(kind, DrvKind::Image(_) | DrvKind::Index(_) | DrvKind::DebLayer(_))
-}
-
 /// Which derivations this build needs, top down: a root is needed; a needed derivation that
 /// must run needs all its dependencies; one that comes from the store or the remote cache
-/// needs none, except images and indexes, whose dependencies' blobs are exported with them.
+/// needs none, except images and indexes, whose dependencies' blobs are exported with them, and
+/// whose packages' layers are wanted whatever the cache has (their licences feed the SBOM).
 /// With `asked`, derivations the remote has not been asked about yet count as cached (their
-/// dependencies wait for the answer).
+/// dependencies wait for the answer). With `check`, steps always run.
 fn needed(
     plan: &Plan,
     order: &[NodeIndex],
+    roots: &[NodeIndex],
     done: &HashMap<NodeIndex, Record>,
     offered: &HashMap<NodeIndex, Record>,
     asked: Option<&HashSet<NodeIndex>>,
+    check: bool,
 ) -> HashSet<NodeIndex> {
-    let mut need = HashSet::new();
+    let mut need: HashSet<NodeIndex> = roots.iter().copied().collect();
     for &n in order.iter().rev() {
         let drv = &plan.graph[n];
-        if !(is_root(&drv.kind) || need.contains(&n)) {
+        if !need.contains(&n) {
             continue;
         }
-        need.insert(n);
         let unknown = asked.is_some_and(|a| !a.contains(&n));
-        let cached = done.contains_key(&n) || offered.contains_key(&n) || unknown;
+        let cached = (done.contains_key(&n) || offered.contains_key(&n) || unknown) && !(check && matches!(drv.kind, DrvKind::Step(_)));
         if !cached || matches!(drv.kind, DrvKind::Image(_) | DrvKind::Index(_)) {
             need.extend(plan.dependencies(n));
+        }
+        if let DrvKind::Image(img) = &drv.kind {
+            need.extend(img.packages.iter().map(|p| p.layer));
         }
     }
     need
@@ -214,9 +279,24 @@ fn execute_inner(
     remote: Option<&crate::remote::RemoteCache>,
     clients: &Clients,
     reporter: &dyn Reporter,
+    options: &ExecOptions,
     uploads: &std::sync::mpsc::Sender<(Record, bool)>,
 ) -> Result<Executed, BuildError> {
     let order = plan.topo_order();
+    let mut roots = options.roots.clone().unwrap_or_else(|| plan.roots());
+    let check = options.check;
+    if check {
+        // Every step the roots are made from, whatever is cached downstream of it.
+        let mut seen: HashSet<NodeIndex> = HashSet::new();
+        let mut todo = roots.clone();
+        while let Some(n) = todo.pop() {
+            if seen.insert(n) {
+                todo.extend(plan.dependencies(n));
+            }
+        }
+        roots.extend(seen.into_iter().filter(|&n| matches!(plan.graph[n].kind, DrvKind::Step(_))));
+    }
+    let mismatches: Mutex<Vec<Mismatch>> = Mutex::new(Vec::new());
     let mut done: HashMap<NodeIndex, Record> = HashMap::new();
     let mut counts = Counts { total: order.len(), ..Counts::default() };
     for &n in &order {
@@ -235,7 +315,7 @@ fn execute_inner(
     if let Some(rc) = remote {
         let mut asked: HashSet<NodeIndex> = HashSet::new();
         loop {
-            let ask: Vec<NodeIndex> = needed(plan, &order, &done, &offered, Some(&asked))
+            let ask: Vec<NodeIndex> = needed(plan, &order, &roots, &done, &offered, Some(&asked), check)
                 .into_iter()
                 .filter(|n| !done.contains_key(n) && !asked.contains(n))
                 .collect();
@@ -252,7 +332,12 @@ fn execute_inner(
             });
         }
     }
-    let need = needed(plan, &order, &done, &offered, None);
+    if check {
+        // Steps run again whatever the caches hold; what they held is compared below.
+        offered.retain(|n, _| !matches!(plan.graph[*n].kind, DrvKind::Step(_)));
+        done.retain(|n, _| !matches!(plan.graph[*n].kind, DrvKind::Step(_)));
+    }
+    let need = needed(plan, &order, &roots, &done, &offered, None, check);
     reporter.planned(order.len(), need.iter().filter(|n| !done.contains_key(n) && !offered.contains_key(n)).count());
     for &n in &order {
         if let Some(r) = done.get(&n) {
@@ -280,7 +365,7 @@ fn execute_inner(
     loop {
         let need = {
             let done = records.lock().unwrap_or_else(|e| e.into_inner());
-            needed(plan, &order, &done, &offered, None)
+            needed(plan, &order, &roots, &done, &offered, None, check)
         };
         let mut replan = Vec::new();
         for wave in 0..=max_depth {
@@ -295,6 +380,23 @@ fn execute_inner(
                     plan.dependencies(n).into_iter().filter_map(|d| done.get(&d).map(|r| (d, r.clone()))).collect()
                 };
                 let _guard = store.lock_derivation(&drv.hash)?;
+                if let (true, DrvKind::Step(_), Some(before)) = (check, &drv.kind, store.lookup(&drv.hash)?) {
+                    // `--check`: run it again and compare; what the store has stays.
+                    reporter.started(drv);
+                    let again = run(plan, n, &deps, store, clients, reporter)?;
+                    let (a, b) = (output(&before, "tree")?, output(&again, "tree")?);
+                    if a.diff_id != b.diff_id {
+                        let path = trees::first_difference(store, a, b)?.unwrap_or_else(|| "(the tree's encoding)".into());
+                        let show = |o: &Output| o.diff_id.map(|d| d.to_string()).unwrap_or_default();
+                        mismatches.lock().unwrap_or_else(|e| e.into_inner()).push(Mismatch {
+                            step: drv.name.clone(),
+                            path,
+                            before: show(a),
+                            after: show(b),
+                        });
+                    }
+                    return Ok(Step::Done(n, before, Outcome::Built));
+                }
                 // Another process may have built it while we waited for the lock.
                 if let Some(r) = store.lookup(&drv.hash)? {
                     return Ok(Step::Done(n, r, Outcome::Local));
@@ -308,7 +410,7 @@ fn execute_inner(
                     }
                 }
                 reporter.started(drv);
-                let r = run(plan, n, &deps, store, clients)?;
+                let r = run(plan, n, &deps, store, clients, reporter)?;
                 store.put_record(&r)?;
                 let _ = uploads.send((r.clone(), false));
                 Ok(Step::Done(n, r, Outcome::Built))
@@ -352,7 +454,9 @@ fn execute_inner(
     }
     let records = records.into_inner().unwrap_or_else(|e| e.into_inner());
     counts.skipped = counts.total.saturating_sub(counts.local + counts.remote + counts.built);
-    Ok(Executed { records, counts })
+    let mut mismatches = mismatches.into_inner().unwrap_or_else(|e| e.into_inner());
+    mismatches.sort_by(|a, b| a.step.cmp(&b.step));
+    Ok(Executed { records, counts, mismatches })
 }
 
 fn main_size(r: &Record) -> u64 {
@@ -363,12 +467,27 @@ pub(crate) fn output<'r>(r: &'r Record, key: &'static str) -> Result<&'r Output,
     r.outputs.get(key).ok_or_else(|| BuildError::MissingOutput(r.drv.to_string(), key))
 }
 
-fn run(plan: &Plan, n: NodeIndex, deps: &HashMap<NodeIndex, Record>, store: &Store, clients: &Clients) -> Result<Record, BuildError> {
+fn run(
+    plan: &Plan,
+    n: NodeIndex,
+    deps: &HashMap<NodeIndex, Record>,
+    store: &Store,
+    clients: &Clients,
+    reporter: &dyn Reporter,
+) -> Result<Record, BuildError> {
     let drv = &plan.graph[n];
     let mut outputs = BTreeMap::new();
     match &drv.kind {
-        DrvKind::Layer(l) => {
+        DrvKind::Layer(l) if l.parts.is_empty() => {
             outputs.insert("layer".to_string(), build_layer(&drv.name, &l.entries, l.epoch, store)?);
+        }
+        DrvKind::Layer(l) => {
+            outputs.insert("layer".to_string(), layer_with_copies(plan, &drv.name, l, deps, store)?);
+        }
+        DrvKind::Step(s) => {
+            let (log, tree) = step::run_step(drv, s, deps, store, reporter)?;
+            outputs.insert("log".to_string(), log);
+            outputs.insert("tree".to_string(), tree);
         }
         DrvKind::Fetch(f) => {
             outputs.insert("file".to_string(), packages::fetch(f, store, clients)?);
@@ -418,6 +537,51 @@ fn run(plan: &Plan, n: NodeIndex, deps: &HashMap<NodeIndex, Record>, store: &Sto
     Ok(Record { version: RECORD_VERSION, drv: drv.hash, kind: drv.kind.name().into(), outputs, inputs: crate::plan::describe(plan, n) })
 }
 
+/// A layer with `copy from=`: each source tree made available (a step's output unpacked, an
+/// image's root filesystem), the copies' entries read from it, and every operation merged in order.
+fn layer_with_copies(
+    plan: &Plan,
+    name: &str,
+    l: &crate::plan::LayerDrv,
+    deps: &HashMap<NodeIndex, Record>,
+    store: &Store,
+) -> Result<Output, BuildError> {
+    let mut unpacked: HashMap<NodeIndex, (PathBuf, Option<tempfile::TempDir>)> = HashMap::new();
+    let mut parts: Vec<Vec<PlannedEntry>> = Vec::new();
+    for part in &l.parts {
+        match part {
+            crate::plan::LayerPart::Entries(e) => parts.push(e.clone()),
+            crate::plan::LayerPart::From(c) => {
+                let source = &plan.graph[c.source];
+                let rec = deps.get(&c.source).ok_or_else(|| BuildError::MissingOutput(source.name.clone(), "tree"))?;
+                if !unpacked.contains_key(&c.source) {
+                    let entry = match &source.kind {
+                        DrvKind::Step(_) => {
+                            let tree = output(rec, "tree")?;
+                            let tmp_root = store.tmp_dir();
+                            let dir = tempfile::Builder::new().prefix("tree-").tempdir_in(&tmp_root).map_err(|source| {
+                                BuildError::Tree { message: format!("cannot create a directory in `{}`", tmp_root.display()), source }
+                            })?;
+                            trees::unpack(&store.blob_path(&tree.digest), &tree.media_type, dir.path())?;
+                            (dir.path().to_path_buf(), Some(dir))
+                        }
+                        _ => (trees::image_rootfs(store, rec)?, None),
+                    };
+                    unpacked.insert(c.source, entry);
+                }
+                let root = unpacked.get(&c.source).map(|(p, _)| p.clone()).unwrap_or_default();
+                let what = match &source.kind {
+                    DrvKind::Step(s) => format!("the output of step `{}` (under {})", s.step, s.output),
+                    _ => format!("image {}", source.name),
+                };
+                parts.push(trees::copy_entries(c, &root, &what)?);
+            }
+        }
+    }
+    let entries = crate::plan::merge_parts(l.merged_usr, parts).map_err(|message| BuildError::CopyFrom { message: format!("{name}: {message}") })?;
+    build_layer(name, &entries, l.epoch, store)
+}
+
 fn oci_platform(p: &crate::spec::Platform) -> image::Platform {
     image::Platform::of(p)
 }
@@ -453,6 +617,14 @@ pub(crate) fn build_layer(name: &str, entries: &[PlannedEntry], epoch: u64, stor
             Some(Content::Inline(bytes)) => {
                 let mut r: &[u8] = bytes;
                 w.append(&entry, Some(&mut r)).map_err(layer_err)?
+            }
+            Some(Content::Tree { abs }) => {
+                let f = File::open(abs).map_err(|source| BuildError::Read { path: abs.clone(), source })?;
+                let mut r = io::BufReader::with_capacity(256 * 1024, f);
+                w.append(&entry, Some(&mut r)).map_err(|source| match source {
+                    layer::LayerError::DataLength { .. } => BuildError::Changed { path: abs.clone() },
+                    other => layer_err(other),
+                })?;
             }
             Some(Content::Local { abs, hash }) => {
                 let f = File::open(abs).map_err(|source| BuildError::Read { path: abs.clone(), source })?;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::{load_and_plan, open_remote, BuildOptions, Error, Planned};
+use super::{load_and_plan, open_remote, BuildOptions, Error, Planned, SpecOptions};
 use crate::build::{self, Counts, Reporter};
 use crate::image::{self, ImageError, Pushed};
 use crate::lock;
@@ -28,23 +28,85 @@ pub struct BuildSummary {
     pub derivations: Counts,
     #[serde(skip)]
     pub hashed_files: u64,
+    /// `--check`: steps whose output differed when run again.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mismatches: Vec<build::Mismatch>,
 }
 
 /// `compose build`.
 pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummary, Error> {
     let planned = load_and_plan(&opts.spec)?;
-    if opts.push.is_some() && planned.plan.images.len() > 1 {
+    if opts.push.is_some() && planned.plan.roots().len() > 1 {
         return Err(Error::Usage("--push takes one image, but the spec has several: choose one with --image NAME".into()));
     }
     let remote = open_remote(&opts.spec, &planned.clients)?;
+    let planned = pin_steps(&opts.spec, planned, remote.as_ref(), reporter)?;
     // Exporting and pushing overlap with writing results back to the remote cache.
-    build::execute_then(&planned.plan, &planned.store, remote.as_ref(), &planned.clients, reporter, |ex| export_all(opts, &planned, ex))
+    let options = build::ExecOptions { roots: None, check: opts.check };
+    let summary = build::execute_then(&planned.plan, &planned.store, remote.as_ref(), &planned.clients, reporter, &options, |ex| {
+        export_all(opts, &planned, ex)
+    })?;
+    if !summary.mismatches.is_empty() {
+        return Err(Error::NotReproducible(summary.mismatches));
+    }
+    Ok(summary)
+}
+
+/// Run the fixed-output steps that have no pin for their current recipe, pin what they yield in
+/// the lockfile (refused with `--locked` or `--offline`), and plan again with the pins.
+pub fn pin_steps(
+    opts: &SpecOptions,
+    planned: Planned,
+    remote: Option<&crate::remote::RemoteCache>,
+    reporter: &dyn Reporter,
+) -> Result<Planned, Error> {
+    let unpinned = planned.plan.unpinned_steps();
+    let Some(&first) = unpinned.first() else { return Ok(planned) };
+    let path = lock::path_for(&opts.spec);
+    let step_name = |n: petgraph::graph::NodeIndex| match &planned.plan.graph[n].kind {
+        plan::DrvKind::Step(s) => s.step.clone(),
+        _ => planned.plan.graph[n].name.clone(),
+    };
+    if opts.locked {
+        return Err(Error::StepUnpinned { path, step: step_name(first) });
+    }
+    if opts.offline {
+        return Err(Error::Usage(format!(
+            "fixed-output step `{}` must run to be pinned, which needs the network, but --offline is set",
+            step_name(first)
+        )));
+    }
+    let options = build::ExecOptions { roots: Some(unpinned.clone()), check: false };
+    let ex = build::execute_then(&planned.plan, &planned.store, remote, &planned.clients, reporter, &options, Ok::<_, Error>)?;
+    let mut lockfile = lock::Lockfile::read(&path)?.unwrap_or_default();
+    for n in unpinned {
+        let plan::DrvKind::Step(s) = &planned.plan.graph[n].kind else { continue };
+        let rec = ex.records.get(&n).ok_or_else(|| Error::Internal(format!("step {} ran but left no record", s.step)))?;
+        let tree = build::output(rec, "tree")?;
+        let diff_id = tree.diff_id.ok_or_else(|| Error::Internal(format!("step {} has no diff_id", s.step)))?;
+        lockfile.steps.insert(s.step.clone(), lock::StepLock { recipe: s.recipe.hex(), output: diff_id.to_string() });
+        // The same result, found under the pinned derivation the next plan will ask for.
+        let pinned = crate::store::Record { drv: plan::fixed_output_hash(&diff_id), ..rec.clone() };
+        planned.store.put_record(&pinned)?;
+    }
+    lockfile.steps.retain(|k, _| planned.spec.step(k).is_some_and(|s| s.network));
+    lockfile.write(&path)?;
+    drop(planned);
+    let again = load_and_plan(opts)?;
+    if let Some(&n) = again.plan.unpinned_steps().first() {
+        return Err(Error::Internal(format!("step {} is still unpinned after pinning", step_name_of(&again, n))));
+    }
+    Ok(again)
+}
+
+fn step_name_of(planned: &Planned, n: petgraph::graph::NodeIndex) -> String {
+    planned.plan.graph[n].name.clone()
 }
 
 /// Export (and push) every image of an executed plan.
 fn export_all(opts: &BuildOptions, planned: &Planned, ex: build::Executed) -> Result<BuildSummary, Error> {
     let mut images = Vec::new();
-    for pi in &planned.plan.images {
+    for pi in planned.plan.images.iter().filter(|i| i.export) {
         let fin = image::finished(&planned.plan, &ex, &planned.store, &pi.name, &pi.tag, pi.root)?;
         let path = image::export(&planned.store, &fin, &opts.out, opts.format)?;
         write_sbom(planned, &ex, pi, &fin, &opts.out)?;
@@ -86,7 +148,7 @@ fn export_all(opts: &BuildOptions, planned: &Planned, ex: build::Executed) -> Re
     // What was built in each place of this spec, for `compose explain` next time.
     let names = ex.records.keys().map(|&n| (plan::slot(&planned.plan, n), planned.plan.graph[n].hash)).collect();
     planned.store.set_last_built(&super::explain::spec_key(&opts.spec.spec), &names)?;
-    Ok(BuildSummary { images, derivations: ex.counts, hashed_files: planned.scanner_stats.0 })
+    Ok(BuildSummary { images, derivations: ex.counts, hashed_files: planned.scanner_stats.0, mismatches: ex.mismatches })
 }
 
 /// `out/<image>.spdx.json`, for images with packages.

@@ -131,17 +131,19 @@ pub fn ensure_locked(
         entry.base = lockfile.images.get(&image.name).and_then(|l| l.base.clone());
         lockfile.images.insert(image.name.clone(), entry);
     }
-    // Entries of images no longer in the spec are dropped.
+    // Entries of images and fixed-output steps no longer in the spec are dropped.
     let names: Vec<&str> = spec.images.iter().map(|i| i.name.as_str()).collect();
     lockfile.images.retain(|k, _| names.contains(&k.as_str()));
+    lockfile.steps.retain(|k, _| spec.step(k).is_some_and(|s| s.network));
     if existing.as_ref() != Some(&lockfile) {
         lockfile.write(&path)?;
     }
     Ok(Some(lockfile))
 }
 
-/// `compose lock`: resolve and write the lockfile; returns its path.
-pub fn lock(opts: &SpecOptions, mode: LockMode) -> Result<PathBuf, Error> {
+/// `compose lock`: resolve and write the lockfile, running fixed-output steps that have no pin
+/// for their recipe; returns its path.
+pub fn lock(opts: &SpecOptions, mode: LockMode, reporter: &dyn crate::build::Reporter) -> Result<PathBuf, Error> {
     let spec = spec::parse_file(&opts.spec)?;
     let selected: Vec<&spec::ImageSpec> = spec.images.iter().filter(|i| opts.image.as_ref().is_none_or(|n| *n == i.name)).collect();
     let env = |name: &str| std::env::var(name).ok();
@@ -150,6 +152,11 @@ pub fn lock(opts: &SpecOptions, mode: LockMode) -> Result<PathBuf, Error> {
     let update = matches!(mode, LockMode::Update(_));
     let clients = opts.clients();
     let loaded = load_bases(&spec, &selected, opts, existing.as_ref(), update, &clients)?;
-    ensure_locked(&spec, &selected, opts, &mirrors, mode, &loaded.bases, &loaded.pins, existing, &clients)?;
+    ensure_locked(&spec, &loaded.needed, opts, &mirrors, mode, &loaded.bases, &loaded.pins, existing, &clients)?;
+    if spec.steps.iter().any(|s| s.network) {
+        let planned = super::load_and_plan(opts)?;
+        let remote = super::open_remote(opts, &planned.clients)?;
+        super::build::pin_steps(opts, planned, remote.as_ref(), reporter)?;
+    }
     Ok(lock::path_for(&opts.spec))
 }

@@ -71,7 +71,21 @@ pub enum Error {
     Source(#[from] SourceError),
     #[error(transparent)]
     #[diagnostic(code(compose::build))]
-    Build(#[from] BuildError),
+    Build(BuildError),
+    /// A step failed, or its result differs from its pin.
+    #[error("{source}")]
+    #[diagnostic(code(compose::step))]
+    Step {
+        source: BuildError,
+        #[help]
+        help: Option<String>,
+    },
+    #[error("{} step(s) are not reproducible: {}", .0.len(), .0.iter().map(|m| format!("{} (first difference: {}; {} then {})", m.step, m.path, m.before, m.after)).collect::<Vec<_>>().join("; "))]
+    #[diagnostic(code(compose::check), help("a step must give the same bytes from the same inputs: look for clocks, random numbers, unordered output or host data in what it writes"))]
+    NotReproducible(Vec<crate::build::Mismatch>),
+    #[error("fixed-output step `{step}` has no pin in `{path}` for its current recipe, and --locked forbids changing the lockfile")]
+    #[diagnostic(code(compose::lock::locked), help("run `compose lock` (or build without --locked) to run it and pin its result"))]
+    StepUnpinned { path: PathBuf, step: String },
     #[error(transparent)]
     #[diagnostic(code(compose::output))]
     Image(#[from] ImageError),
@@ -97,11 +111,23 @@ pub enum Error {
     },
 }
 
+impl From<BuildError> for Error {
+    fn from(e: BuildError) -> Error {
+        match e {
+            BuildError::StepFailed { .. } | BuildError::FixedOutputChanged { .. } | BuildError::Sandbox { .. } => {
+                let help = e.help();
+                Error::Step { source: e, help }
+            }
+            e => Error::Build(e),
+        }
+    }
+}
+
 impl Error {
     /// User errors (the spec, lockfile or command line is wrong) exit with 2, the rest with 1.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Spec(_) | Error::Usage(_) | Error::Locked { .. } | Error::Lock(LockError::Parse { .. } | LockError::Version { .. }) => 2,
+            Error::Spec(_) | Error::Usage(_) | Error::Locked { .. } | Error::StepUnpinned { .. } | Error::Lock(LockError::Parse { .. } | LockError::Version { .. }) => 2,
             Error::Resolution { source, .. } if matches!(**source, ResolutionError::Spec(_) | ResolutionError::Mirror(_)) => 2,
             // A key that does not parse, a key file named on the command line that is not there,
             // a cache URL that is not one: the command line is wrong. A key file that exists but
@@ -156,6 +182,8 @@ pub struct BuildOptions {
     pub push: Option<String>,
     /// Registries (`HOST[:PORT]`) spoken to over plain HTTP.
     pub insecure: Vec<String>,
+    /// `--check`: run cached steps again and compare their outputs.
+    pub check: bool,
 }
 
 /// A loaded, planned spec.
@@ -223,9 +251,14 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
     let mut errors: Vec<SpecDiagnostic> = Vec::new();
     let mut scanner = Scanner::new(&opts.cache_dir, &spec.dir)?;
     let mut sources: HashMap<String, Scanned> = HashMap::new();
-    for img in &needed {
-        for op in img.files.iter().chain(img.layers.iter().flat_map(|l| l.ops.iter())) {
-            let FileOp::Copy { src, src_span, .. } = op else { continue };
+    // Local copy sources of the images planned and of every step (`copy from=` reads no local file).
+    let ops = needed
+        .iter()
+        .flat_map(|img| img.files.iter().chain(img.layers.iter().flat_map(|l| l.ops.iter())))
+        .chain(spec.steps.iter().flat_map(|s| s.inputs.iter()));
+    {
+        for op in ops {
+            let FileOp::Copy { src, src_span, from: None, .. } = op else { continue };
             if sources.contains_key(src) {
                 continue;
             }
@@ -241,7 +274,7 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
     let epoch = source_date_epoch()?;
     let env = |name: &str| std::env::var(name).ok();
     let mirrors = MirrorConfig { flags: &opts.mirrors, env: &env, root: &opts.host_root };
-    let lockfile = self::lock::ensure_locked(&spec, &selected, opts, &mirrors, LockMode::Build, &bases, &pins, existing_lock, &clients)?;
+    let lockfile = self::lock::ensure_locked(&spec, &needed, opts, &mirrors, LockMode::Build, &bases, &pins, existing_lock, &clients)?;
     let mirror = |repo: &str, suite: &str| -> Result<String, String> {
         if opts.offline {
             return Err("--offline is set and the package is not in the store".into());

@@ -9,12 +9,34 @@ use petgraph::graph::NodeIndex;
 use super::accounts::{accounts_entries, accounts_text, Ids};
 use super::entries::{join, Conflict, LayerEntries};
 use super::{
-    BlobDrv, Content, Derivation, DrvKind, EntryKind, ImageBase, ImageDrv, IndexDrv, LayerDrv, Plan, PlanInputs, PlannedEntry,
-    PlannedImage, RuntimeConfig, DEFAULT_EPOCH,
+    BlobDrv, Content, CopyFrom, Derivation, DrvKind, EntryKind, ImageBase, ImageDrv, IndexDrv, LayerDrv, LayerPart, Plan, PlanInputs,
+    PlannedEntry, PlannedImage, RuntimeConfig, StepDrv, DEFAULT_EPOCH,
 };
 use crate::hash::{ContentHash, DrvHash, Encoder, Sha256};
 use crate::source::SourceKind;
-use crate::spec::{Base, FileOp, ImageSpec, OwnerSpec, SpecDiagnostic, SpecFile};
+use crate::spec::{Base, FileOp, ImageSpec, OwnerSpec, SpecDiagnostic, SpecFile, StepSpec};
+
+/// File operations merged into one layer: the entries of those known now, and (with `copy
+/// from=`) every operation in order.
+pub(super) struct Merged {
+    what: String,
+    entries: Vec<PlannedEntry>,
+    /// Empty unless a `copy from=` is among the operations.
+    parts: Vec<PendingPart>,
+    merged_usr: bool,
+}
+
+enum PendingPart {
+    Entries(Vec<PlannedEntry>),
+    /// A `copy from=`: the name of its step or image, resolved per platform.
+    From { name: String, span: miette::SourceSpan, copy: CopyFrom },
+}
+
+/// An image or a step of the spec.
+pub(super) enum Unit<'s> {
+    Image(&'s ImageSpec),
+    Step(&'s StepSpec),
+}
 
 pub(super) struct Builder<'a> {
     /// Image derivations by (image name, platform), for `base image="NAME"`.
@@ -26,6 +48,8 @@ pub(super) struct Builder<'a> {
     pub(super) plan: Plan,
     pub(super) by_hash: HashMap<DrvHash, NodeIndex>,
     pub(super) errors: Vec<SpecDiagnostic>,
+    /// Step derivations by step name.
+    pub(super) step_nodes: HashMap<String, NodeIndex>,
 }
 
 impl Builder<'_> {
@@ -42,31 +66,39 @@ impl Builder<'_> {
         n
     }
 
-    pub(super) fn image(&mut self, image: &ImageSpec, output: bool) {
+    pub(super) fn image(&mut self, image: &ImageSpec, output: bool, export: bool) {
         let epoch = self.inputs.source_date_epoch.or(image.epoch).unwrap_or(DEFAULT_EPOCH);
         let packaged = !image.packages.is_empty();
-        let mut common: Vec<NodeIndex> = Vec::new();
+        let mut merged: Vec<Merged> = Vec::new();
 
         let first = image.platforms.first().map(|p| p.to_string()).unwrap_or_default();
         let ids = Ids::new(image.accounts.as_ref(), self.inherited_accounts(image, &first).as_ref());
         if let (Some(accounts), false) = (&image.accounts, packaged) {
             let inherited = self.inherited_accounts(image, &first);
             let entries = accounts_entries(accounts, inherited.as_ref());
-            common.push(self.layer(&image.name, "accounts", entries, epoch));
+            merged.push(Merged { what: "accounts".into(), entries, parts: Vec::new(), merged_usr: false });
         }
         if !image.files.is_empty() {
-            if let Some(entries) = self.merge_ops(&image.files, &ids, packaged) {
-                common.push(self.layer(&image.name, "files", entries, epoch));
+            if let Some(m) = self.merge_ops("files", &image.files, &ids, packaged) {
+                merged.push(m);
             }
         }
         for l in &image.layers {
-            if let Some(entries) = self.merge_ops(&l.ops, &ids, packaged) {
-                common.push(self.layer(&image.name, &format!("layer \"{}\"", l.name), entries, epoch));
+            if let Some(m) = self.merge_ops(&format!("layer \"{}\"", l.name), &l.ops, &ids, packaged) {
+                merged.push(m);
             }
         }
         let config = self.runtime_config(image, &ids);
         let mut images = Vec::new();
         for platform in &image.platforms {
+            // Layers with `copy from=` an image take that image's file system for this platform;
+            // the others are the same derivation on every platform.
+            let mut common = Vec::new();
+            for m in &merged {
+                if let Some(n) = self.layer(&image.name, m, epoch, &platform.to_string()) {
+                    common.push(n);
+                }
+            }
             let mut layers = Vec::new();
             let mut packages = Vec::new();
             let mut base_deps = Vec::new();
@@ -172,7 +204,109 @@ impl Builder<'_> {
             };
             self.add(drv, &images)
         };
-        self.plan.images.push(PlannedImage { name: image.name.clone(), tag: image.tag.clone(), root });
+        self.plan.images.push(PlannedImage { name: image.name.clone(), tag: image.tag.clone(), root, export });
+    }
+
+    /// A step: its inputs layer, the image it runs in (for its platform), its recipe and, for a
+    /// fixed-output step, the pin the lockfile holds for that recipe.
+    pub(super) fn step(&mut self, step: &StepSpec) {
+        let Some(image) = self.spec.image(&step.image.0) else { return };
+        let Some(platform) = step.platform.clone().or_else(|| image.platforms.first().cloned()) else { return };
+        let Some(&image_node) = self.image_nodes.get(&(image.name.clone(), platform.to_string())) else {
+            self.errors.push(self.spec.diagnostic(
+                "compose::spec::step_platform",
+                step.image.1,
+                format!("image `{}` is not built for {platform}, which step `{}` runs on", image.name, step.name),
+                "this image",
+                Some(format!("add \"{platform}\" to the `platforms` of `{}`, or set the step's `platform`", image.name)),
+            ));
+            return;
+        };
+        let epoch = match &self.plan.graph[image_node].kind {
+            DrvKind::Image(i) => i.epoch,
+            _ => self.inputs.source_date_epoch.unwrap_or(DEFAULT_EPOCH),
+        };
+        let ids = Ids::new(None, None);
+        let mut deps = vec![image_node];
+        let mut inputs = None;
+        if !step.inputs.is_empty() {
+            let Some(m) = self.merge_ops(&format!("inputs of step \"{}\"", step.name), &step.inputs, &ids, !image.packages.is_empty())
+            else {
+                return;
+            };
+            let Some(n) = self.layer(&step.name, &m, epoch, &platform.to_string()) else { return };
+            inputs = Some(n);
+            deps.push(n);
+        }
+        let mut input_paths: Vec<String> = step
+            .inputs
+            .iter()
+            .filter_map(|op| match op {
+                FileOp::Copy { to, .. } => Some(to.clone()),
+                _ => None,
+            })
+            .collect();
+        input_paths.sort();
+        input_paths.dedup();
+        let mut e = Encoder::new("step");
+        e.str(self.inputs.layer_format).drv(&self.plan.graph[image_node].hash).u64(epoch);
+        match inputs {
+            Some(n) => e.drv(&self.plan.graph[n].hash),
+            None => e.opt_str(None),
+        };
+        e.list(input_paths.len());
+        for p in &input_paths {
+            e.str(p);
+        }
+        e.list(step.runs.len());
+        for argv in &step.runs {
+            e.list(argv.len());
+            for a in argv {
+                e.str(a);
+            }
+        }
+        e.list(step.env.len());
+        for (k, v) in &step.env {
+            e.str(k).str(v);
+        }
+        e.opt_str(step.workdir.as_deref()).u64(step.user.0 as u64).u64(step.user.1 as u64).str(&step.output);
+        e.u64(step.network as u64).list(step.pass_env.len());
+        for v in &step.pass_env {
+            e.str(v);
+        }
+        e.str(super::SANDBOX_ID);
+        let recipe = e.finish();
+        let pin = if step.network {
+            self.inputs
+                .lock
+                .and_then(|l| l.steps.get(&step.name))
+                .filter(|p| p.recipe == recipe.hex())
+                .and_then(|p| p.output.strip_prefix("sha256:").and_then(|h| Sha256::from_hex(h).ok()))
+        } else {
+            None
+        };
+        let hash = match &pin {
+            Some(out) => super::fixed_output_hash(out),
+            None => recipe,
+        };
+        let drv = StepDrv {
+            step: step.name.clone(),
+            image: image_node,
+            inputs,
+            input_paths,
+            runs: step.runs.clone(),
+            env: step.env.clone(),
+            workdir: step.workdir.clone(),
+            user: step.user,
+            output: step.output.clone(),
+            network: step.network,
+            pass_env: step.pass_env.clone(),
+            epoch,
+            recipe,
+            pin,
+        };
+        let n = self.add(Derivation { hash, name: format!("step {}", step.name), kind: DrvKind::Step(Box::new(drv)) }, &deps);
+        self.step_nodes.insert(step.name.clone(), n);
     }
 
     /// The base's `/etc/passwd` and `/etc/group` for `platform`, if the image has a base that has them.
@@ -187,34 +321,56 @@ impl Builder<'_> {
         }
     }
 
-    fn layer(&mut self, image: &str, what: &str, entries: Vec<PlannedEntry>, epoch: u64) -> NodeIndex {
+    /// The layer derivation of merged operations on `platform` (`copy from=` an image takes that
+    /// image's file system for this platform); `None` after reporting an error.
+    fn layer(&mut self, owner: &str, m: &Merged, epoch: u64, platform: &str) -> Option<NodeIndex> {
         let mut e = Encoder::new("files-layer");
-        e.str(self.inputs.layer_format).u64(epoch).list(entries.len());
-        for entry in &entries {
-            e.str(&entry.path).u64(entry.mode as u64).u64(entry.uid as u64).u64(entry.gid as u64);
-            match &entry.kind {
-                EntryKind::Dir => {
-                    e.str("dir");
+        e.str(self.inputs.layer_format).u64(epoch);
+        encode_entries(&mut e, &m.entries);
+        let mut parts = Vec::new();
+        let mut deps = Vec::new();
+        if !m.parts.is_empty() {
+            e.str("parts").u64(m.merged_usr as u64).list(m.parts.len());
+        }
+        for part in &m.parts {
+            match part {
+                PendingPart::Entries(entries) => {
+                    e.str("entries");
+                    encode_entries(&mut e, entries);
+                    parts.push(LayerPart::Entries(entries.clone()));
                 }
-                EntryKind::Symlink { target } => {
-                    e.str("symlink").str(target);
-                }
-                EntryKind::File { size, content } => {
-                    e.str("file").u64(*size);
-                    match content {
-                        Content::Inline(bytes) => e.content(&ContentHash::of(bytes)),
-                        Content::Local { hash, .. } => e.content(hash),
+                PendingPart::From { name, span, copy } => {
+                    let source = match self.step_nodes.get(name) {
+                        Some(&n) => Some(n),
+                        None => self.image_nodes.get(&(name.clone(), platform.to_string())).copied(),
                     };
+                    let Some(source) = source else {
+                        self.errors.push(self.spec.diagnostic(
+                            "compose::spec::from_platform",
+                            *span,
+                            format!("`{name}` has nothing for {platform}, which `{owner}` is built for"),
+                            "copied from here",
+                            Some(format!("add \"{platform}\" to the `platforms` of `{name}`")),
+                        ));
+                        return None;
+                    };
+                    let c = CopyFrom { source, ..copy.clone() };
+                    e.str("from").drv(&self.plan.graph[source].hash).str(&c.src).str(&c.to).u64(c.to_dir as u64);
+                    e.u64(c.mode.map_or(u64::MAX, u64::from)).u64(c.dir_mode.map_or(u64::MAX, u64::from)).u64(c.uid as u64).u64(c.gid as u64);
+                    deps.push(source);
+                    parts.push(LayerPart::From(c));
                 }
             }
         }
-        let created_by = format!("compose: {what}");
+        let created_by = format!("compose: {}", m.what);
         let drv = Derivation {
             hash: e.finish(),
-            name: format!("{image}: {what}"),
-            kind: DrvKind::Layer(LayerDrv { entries, epoch, created_by }),
+            name: format!("{owner}: {}", m.what),
+            kind: DrvKind::Layer(LayerDrv { entries: m.entries.clone(), epoch, created_by, parts, merged_usr: m.merged_usr }),
         };
-        self.add(drv, &[])
+        deps.sort();
+        deps.dedup();
+        Some(self.add(drv, &deps))
     }
 
     fn image_hash(&self, drv: &ImageDrv) -> DrvHash {
@@ -303,12 +459,36 @@ impl Builder<'_> {
     }
 
     /// Merge file operations into one layer's sorted entry list.
-    fn merge_ops(&mut self, ops: &[FileOp], ids: &Ids, merged_usr: bool) -> Option<Vec<PlannedEntry>> {
+    fn merge_ops(&mut self, what: &str, ops: &[FileOp], ids: &Ids, merged_usr: bool) -> Option<Merged> {
         let mut layer = LayerEntries { merged_usr, ..LayerEntries::default() };
         let errors_before = self.errors.len();
+        let with_from = ops.iter().any(|op| matches!(op, FileOp::Copy { from: Some(_), .. }));
+        let mut parts: Vec<PendingPart> = Vec::new();
         for op in ops {
+            // With `copy from=`, each operation's own entries are kept too, in order.
+            let before: Option<std::collections::BTreeMap<String, PlannedEntry>> =
+                with_from.then(|| layer.map.iter().map(|(k, (e, _))| (k.clone(), e.clone())).collect());
             match op {
-                FileOp::Copy { src, src_span, to, to_dir, mode, dir_mode, owner, span } => {
+                FileOp::Copy { src, to, to_dir, mode, dir_mode, owner, from: Some((name, at)), .. } => {
+                    let Some((uid, gid)) = self.owner(owner.as_ref(), ids) else { continue };
+                    let src = match self.spec.step(name) {
+                        Some(step) => src.strip_prefix(step.output.as_str()).unwrap_or_default().trim_start_matches('/').to_string(),
+                        None => src.clone(),
+                    };
+                    let copy = CopyFrom {
+                        source: NodeIndex::end(),
+                        src,
+                        to: to.clone(),
+                        to_dir: *to_dir,
+                        mode: *mode,
+                        dir_mode: *dir_mode,
+                        uid,
+                        gid,
+                    };
+                    parts.push(PendingPart::From { name: name.clone(), span: *at, copy });
+                    continue;
+                }
+                FileOp::Copy { src, src_span, to, to_dir, mode, dir_mode, owner, span, from: None } => {
                     let Some((uid, gid)) = self.owner(owner.as_ref(), ids) else { continue };
                     let Some(scanned) = self.inputs.sources.get(src) else {
                         self.errors.push(self.spec.diagnostic(
@@ -372,11 +552,16 @@ impl Builder<'_> {
                     }
                 }
             }
+            if let Some(before) = before {
+                let changed: Vec<PlannedEntry> =
+                    layer.map.iter().filter(|(k, (e, _))| before.get(*k) != Some(e)).map(|(_, (e, _))| e.clone()).collect();
+                parts.push(PendingPart::Entries(changed));
+            }
         }
         if self.errors.len() > errors_before {
             return None;
         }
-        Some(layer.finish())
+        Some(Merged { what: what.to_string(), entries: layer.finish(), parts, merged_usr })
     }
 
     fn conflict(&self, c: Conflict) -> SpecDiagnostic {
@@ -395,26 +580,64 @@ impl Builder<'_> {
     }
 }
 
-/// The images to plan, parents (`base image="NAME"`) first; with `only`, it and its ancestors.
-pub(super) fn image_order<'s>(spec: &'s SpecFile, only: Option<&str>) -> Vec<&'s ImageSpec> {
-    let mut out: Vec<&ImageSpec> = Vec::new();
-    fn visit<'s>(spec: &'s SpecFile, image: &'s ImageSpec, out: &mut Vec<&'s ImageSpec>, depth: usize) {
-        if depth > spec.images.len() || out.iter().any(|i| i.name == image.name) {
+/// The images and steps to plan, each after what it uses (its base image, a step's image, the
+/// sources of `copy from=`); with `only`, that image and what it needs.
+pub(super) fn unit_order<'s>(spec: &'s SpecFile, only: Option<&str>) -> Vec<Unit<'s>> {
+    fn visit(spec: &SpecFile, name: &str, out: &mut Vec<String>, depth: usize) {
+        if depth > spec.images.len() + spec.steps.len() || out.iter().any(|n| n == name) {
             return;
         }
-        if let Base::Image { name, .. } = &image.base {
-            if let Some(parent) = spec.image(name) {
-                visit(spec, parent, out, depth + 1);
-            }
+        for u in spec.uses(name) {
+            visit(spec, u, out, depth + 1);
         }
-        out.push(image);
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
     }
+    let mut names: Vec<String> = Vec::new();
     for image in &spec.images {
         if only.is_none_or(|n| n == image.name) {
-            visit(spec, image, &mut out, 0);
+            visit(spec, &image.name, &mut names, 0);
         }
     }
-    out
+    if only.is_none() {
+        for step in &spec.steps {
+            visit(spec, &step.name, &mut names, 0);
+        }
+    }
+    names
+        .iter()
+        .filter_map(|n| match (spec.image(n), spec.step(n)) {
+            (Some(i), _) => Some(Unit::Image(i)),
+            (None, Some(s)) => Some(Unit::Step(s)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The encoding of a layer's entries, for its hash.
+fn encode_entries(e: &mut Encoder, entries: &[PlannedEntry]) {
+    e.list(entries.len());
+    for entry in entries {
+        e.str(&entry.path).u64(entry.mode as u64).u64(entry.uid as u64).u64(entry.gid as u64);
+        match &entry.kind {
+            EntryKind::Dir => {
+                e.str("dir");
+            }
+            EntryKind::Symlink { target } => {
+                e.str("symlink").str(target);
+            }
+            EntryKind::File { size, content } => {
+                e.str("file").u64(*size);
+                match content {
+                    Content::Inline(bytes) => e.content(&ContentHash::of(bytes)),
+                    Content::Local { hash, .. } => e.content(hash),
+                    // Planned layers never hold build trees; mark it rather than hash a path.
+                    Content::Tree { .. } => e.str("tree"),
+                };
+            }
+        }
+    }
 }
 
 pub(super) fn sha_of(d: &Derivation) -> Sha256 {
@@ -440,7 +663,15 @@ image "middle" { base image="root"; }
 image "root" { }
 "#;
         let spec = crate::spec::parse_str(Path::new("t.kdl"), text).unwrap();
-        let order = |only: Option<&str>| image_order(&spec, only).iter().map(|i| i.name.as_str()).collect::<Vec<_>>();
+        let order = |only: Option<&str>| {
+            unit_order(&spec, only)
+                .iter()
+                .map(|u| match u {
+                    Unit::Image(i) => i.name.as_str(),
+                    Unit::Step(s) => s.name.as_str(),
+                })
+                .collect::<Vec<_>>()
+        };
         assert_eq!(order(None), ["root", "middle", "child", "other"]);
         assert_eq!(order(Some("child")), ["root", "middle", "child"]);
         assert_eq!(order(Some("middle")), ["root", "middle"]);

@@ -20,6 +20,7 @@ fn entry_value(e: &PlannedEntry) -> String {
             let hash = match content {
                 Content::Inline(bytes) => crate::hash::ContentHash::of(bytes).to_string(),
                 Content::Local { hash, .. } => hash.to_string(),
+                Content::Tree { .. } => "(built)".to_string(),
             };
             format!("file size={size} {common} content={}", &hash[..hash.len().min(23)])
         }
@@ -42,6 +43,13 @@ pub fn describe(plan: &Plan, n: NodeIndex) -> BTreeMap<String, String> {
             put("layer format".into(), plan.layer_format.to_string());
             for e in &l.entries {
                 put(e.path.clone(), entry_value(e));
+            }
+            for (i, part) in l.parts.iter().enumerate() {
+                if let super::LayerPart::From(c) = part {
+                    let mode = c.mode.map(|m| format!(" mode={m:04o}")).unwrap_or_default();
+                    let what = format!("{} from {}: {} to {}{mode} owner={}:{}", i + 1, plan.graph[c.source].name, c.src, c.to, c.uid, c.gid);
+                    put(format!("copy {what}"), dep(plan, c.source));
+                }
             }
         }
         DrvKind::Fetch(f) => {
@@ -114,6 +122,29 @@ pub fn describe(plan: &Plan, n: NodeIndex) -> BTreeMap<String, String> {
         DrvKind::Index(ix) => {
             for &i in &ix.images {
                 put(format!("image {}", plan.graph[i].name), dep(plan, i));
+            }
+        }
+        DrvKind::Step(s) => {
+            put(format!("image {}", plan.graph[s.image].name), dep(plan, s.image));
+            if let Some(i) = s.inputs {
+                put("inputs".into(), dep(plan, i));
+            }
+            for (i, argv) in s.runs.iter().enumerate() {
+                put(format!("run {:02}", i + 1), format!("{argv:?}"));
+            }
+            for (k, v) in &s.env {
+                put(format!("env {k}"), v.clone());
+            }
+            put("workdir".into(), s.workdir.clone().unwrap_or_default());
+            put("user".into(), format!("{}:{}", s.user.0, s.user.1));
+            put("output".into(), s.output.clone());
+            put("epoch".into(), s.epoch.to_string());
+            put("sandbox".into(), super::SANDBOX_ID.to_string());
+            if s.network {
+                put("network".into(), "fixed-output".into());
+                put("pass-env".into(), s.pass_env.join(" "));
+                put("recipe".into(), s.recipe.to_string());
+                put("pinned output".into(), s.pin.map(|p| p.to_string()).unwrap_or_else(|| "(not pinned yet)".into()));
             }
         }
     }

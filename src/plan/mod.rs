@@ -35,12 +35,17 @@ use crate::spec::{Accounts, Platform, SpecDiagnostic, SpecFile};
 pub use accounts::{meta_entries, MetaInputs};
 pub use entries::merged_usr_path;
 
-use builder::{image_order, Builder};
+use builder::{unit_order, Builder, Unit};
 pub use describe::{describe, slot};
 
 /// Default epoch when neither `SOURCE_DATE_EPOCH` nor the spec gives one: 1980-01-01T00:00:00Z
 /// (not 0, which some tools read as "missing").
 pub const DEFAULT_EPOCH: u64 = 315_532_800;
+
+/// Identity of the step runner: the sandbox configuration steps run under (runc, namespaces, the
+/// fixed environment, how outputs are captured). Part of every step's hash; changed by hand when
+/// any of that changes.
+pub const SANDBOX_ID: &str = "runc/oci-bundle/overlay/v1";
 
 /// Identity of the layer byte format (tar rules + compressor); part of every layer's hash.
 pub type CompressorId = &'static str;
@@ -60,6 +65,9 @@ pub enum Content {
     Inline(Arc<Vec<u8>>),
     /// A local file; `abs` says where to read it and is never hashed.
     Local { abs: PathBuf, hash: ContentHash },
+    /// A file of a tree made during the build (a step's output, an image's file system), read
+    /// as it is: its identity is the derivation that made the tree.
+    Tree { abs: PathBuf },
 }
 
 /// One entry of a planned layer.
@@ -79,6 +87,63 @@ pub struct LayerDrv {
     pub epoch: u64,
     /// Shown in the image history (`created_by`).
     pub created_by: String,
+    /// With `copy from=`: every operation in order (the entries of the others, and the copies,
+    /// whose entries are known once their source is built); `entries` then holds only the
+    /// others'. Empty otherwise.
+    pub parts: Vec<LayerPart>,
+    /// Paths under `/bin`, `/lib`… are written under `/usr` (the image has merged-/usr links).
+    pub merged_usr: bool,
+}
+
+/// One operation of a layer that has `copy from=`.
+#[derive(Debug, Clone)]
+pub enum LayerPart {
+    Entries(Vec<PlannedEntry>),
+    From(CopyFrom),
+}
+
+/// A `copy from=` operation: paths out of a step's output or an image's file system.
+#[derive(Debug, Clone)]
+pub struct CopyFrom {
+    /// A [`DrvKind::Step`] or [`DrvKind::Image`] node.
+    pub source: NodeIndex,
+    /// The path inside the source: relative to a step's output (`""` = all of it), or absolute in
+    /// an image.
+    pub src: String,
+    pub to: String,
+    pub to_dir: bool,
+    pub mode: Option<u32>,
+    pub dir_mode: Option<u32>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A build step: commands run in a sandbox over an image's root filesystem, yielding a tree.
+#[derive(Debug, Clone)]
+pub struct StepDrv {
+    pub step: String,
+    /// The image node whose file system the commands run in.
+    pub image: NodeIndex,
+    /// The layer of its inputs (file operations), if it has any.
+    pub inputs: Option<NodeIndex>,
+    /// Destinations of the inputs, mounted read-only.
+    pub input_paths: Vec<String>,
+    pub runs: Vec<Vec<String>>,
+    /// The step's own `env`, over the fixed environment and the image's.
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+    pub user: (u32, u32),
+    pub output: String,
+    /// Fixed-output: may use the network; the output's hash is pinned.
+    pub network: bool,
+    /// Host variables passed through by name (fixed-output steps).
+    pub pass_env: Vec<String>,
+    pub epoch: u64,
+    /// The input-addressed hash of the recipe (the derivation hash of a hermetic step).
+    pub recipe: DrvHash,
+    /// A fixed-output step's pinned output (`diff_id` of its tree), from the lockfile; `None` when
+    /// it has no pin for this recipe yet.
+    pub pin: Option<Sha256>,
 }
 
 /// The runtime configuration of an image, resolved from the spec.
@@ -188,6 +253,14 @@ pub enum DrvKind {
     Meta(Box<MetaDrv>),
     Image(Box<ImageDrv>),
     Index(IndexDrv),
+    Step(Box<StepDrv>),
+}
+
+/// The derivation hash of a fixed-output step pinned to `output`: its output, nothing else (as
+/// Nix's fixed-output derivations), so that a new builder image yielding the same bytes changes
+/// nothing downstream.
+pub fn fixed_output_hash(output: &Sha256) -> DrvHash {
+    crate::hash::Encoder::new("fixed-output-step").sha256(output).finish()
 }
 
 impl DrvKind {
@@ -201,6 +274,7 @@ impl DrvKind {
             DrvKind::Meta(_) => "meta",
             DrvKind::Image(_) => "image",
             DrvKind::Index(_) => "index",
+            DrvKind::Step(_) => "step",
         }
     }
 
@@ -213,6 +287,7 @@ impl DrvKind {
             DrvKind::MergedLayer(_) => &["files", "layer"],
             DrvKind::Image(_) => &["config", "manifest"],
             DrvKind::Index(_) => &["index"],
+            DrvKind::Step(_) => &["log", "tree"],
         }
     }
 
@@ -248,6 +323,8 @@ pub struct PlannedImage {
     pub name: String,
     pub tag: String,
     pub root: NodeIndex,
+    /// Written to `out/` (not an `export #false` image, unless asked for by name).
+    pub export: bool,
 }
 
 /// The DAG. Edges go from a dependency to its dependent.
@@ -292,11 +369,19 @@ pub fn plan(spec: &SpecFile, only: Option<&str>, inputs: &PlanInputs<'_>) -> Res
         plan: Plan::default(),
         by_hash: HashMap::new(),
         errors: Vec::new(),
+        step_nodes: HashMap::new(),
     };
-    // Parents (`base image="NAME"`) before children; with `only`, what it needs is planned too.
-    for image in image_order(spec, only) {
-        let output = only.is_none_or(|n| n == image.name);
-        b.image(image, output);
+    // What each image or step uses (bases, step images, `copy from=`) before it; with `only`,
+    // what it needs is planned too.
+    for unit in unit_order(spec, only) {
+        match unit {
+            Unit::Image(image) => {
+                let output = only.is_none_or(|n| n == image.name);
+                let export = image.export || only == Some(image.name.as_str());
+                b.image(image, output, export);
+            }
+            Unit::Step(step) => b.step(step),
+        }
     }
     if b.errors.is_empty() {
         // The builder only adds edges from existing derivations to new ones, so a cycle is a
@@ -322,11 +407,34 @@ pub fn plan(spec: &SpecFile, only: Option<&str>, inputs: &PlanInputs<'_>) -> Res
     }
 }
 
+/// The entries of a layer with `copy from=`, once the copies' entries are known: every
+/// operation's entries inserted in order, with the same rules as at planning (implicit parents,
+/// the later operation wins, a path cannot be both a directory and something else).
+pub fn merge_parts(merged_usr: bool, parts: Vec<Vec<PlannedEntry>>) -> Result<Vec<PlannedEntry>, String> {
+    let mut layer = entries::LayerEntries { merged_usr, ..Default::default() };
+    for (i, part) in parts.into_iter().enumerate() {
+        for e in part {
+            layer.insert(e, (i, 0).into()).map_err(|c| c.message)?;
+        }
+    }
+    Ok(layer.finish())
+}
+
 impl Plan {
     /// Nodes in a deterministic topological order (dependencies first).
     /// Every derivation, dependencies before dependents.
     pub fn topo_order(&self) -> Vec<NodeIndex> {
         self.order.clone()
+    }
+
+    /// What a build must produce: the roots of exported images.
+    pub fn roots(&self) -> Vec<NodeIndex> {
+        self.images.iter().filter(|i| i.export).map(|i| i.root).collect()
+    }
+
+    /// Fixed-output steps without a pin for their current recipe.
+    pub fn unpinned_steps(&self) -> Vec<NodeIndex> {
+        self.order.iter().copied().filter(|&n| matches!(&self.graph[n].kind, DrvKind::Step(s) if s.network && s.pin.is_none())).collect()
     }
 
     pub fn dependencies(&self, n: NodeIndex) -> Vec<NodeIndex> {
@@ -391,7 +499,11 @@ image "pk" {{
         };
         let platform = PlatformLock { repositories: vec![], packages: vec![pin("base-passwd"), pin("tzdata")] };
         let platforms = ["linux/amd64", "linux/arm64"].into_iter().map(|p| (p.to_string(), platform.clone())).collect();
-        Lockfile { version: 1, images: [("pk".to_string(), ImageLock { platforms, ..Default::default() })].into_iter().collect() }
+        Lockfile {
+            version: 1,
+            images: [("pk".to_string(), ImageLock { platforms, ..Default::default() })].into_iter().collect(),
+            steps: Default::default(),
+        }
     }
 
     fn plan_of(text: &str, only: Option<&str>, source_date_epoch: Option<u64>) -> Result<Plan, Vec<SpecDiagnostic>> {

@@ -14,16 +14,19 @@ use super::values::{
     valid_account_name, valid_image_name, valid_package_name, valid_package_version, valid_tag, Bad, TAG_HELP,
 };
 use super::{
-    Accounts, Base, ConfigSpec, FileOp, Group, ImageSpec, LayerSpec, OwnerSpec, PackageReq, Platform, Repository, SpecDiagnostic, User,
+    Accounts, Base, ConfigSpec, FileOp, Group, ImageSpec, LayerSpec, Owner, OwnerSpec, PackageReq, Platform, Repository, SpecDiagnostic,
+    StepSpec, User,
 };
 
 // ---------------------------------------------------------------------------
 // The vocabulary
 // ---------------------------------------------------------------------------
 
-const TOP_CHILDREN: &[&str] = &["image"];
+const TOP_CHILDREN: &[&str] = &["image", "step"];
 pub(super) const IMAGE_CHILDREN: &[&str] =
-    &["tag", "platforms", "base", "epoch", "repository", "packages", "accounts", "files", "layer", "config"];
+    &["tag", "platforms", "base", "epoch", "repository", "packages", "accounts", "files", "layer", "config", "export"];
+pub(super) const STEP_CHILDREN: &[&str] =
+    &["image", "platform", "copy", "text", "symlink", "dir", "workdir", "env", "user", "run", "output", "network", "pass-env"];
 const ACCOUNT_CHILDREN: &[&str] = &["group", "user"];
 pub(super) const FILE_CHILDREN: &[&str] = &["copy", "text", "symlink", "dir"];
 pub(super) const CONFIG_CHILDREN: &[&str] = &["env", "workdir", "user", "entrypoint", "cmd", "expose", "volume", "label", "stop-signal"];
@@ -41,7 +44,16 @@ const USAGE_GROUP: &str = "group \"app\" gid=10001 members=\"alice bob\"";
 const USAGE_USER: &str = "user \"app\" uid=10001 gid=10001 home=\"/home/app\" shell=\"/bin/sh\" gecos=\"App\"";
 const USAGE_FILES: &str = "files { copy ...; text ...; symlink ...; dir ... }";
 const USAGE_LAYER: &str = "layer \"NAME\" { copy ...; text ...; symlink ...; dir ... }";
-const USAGE_COPY: &str = "copy \"SOURCE\" to=\"/DEST\" mode=0o644 dir-mode=0o755 owner=\"NAME\"";
+const USAGE_COPY: &str = "copy \"SOURCE\" to=\"/DEST\" mode=0o644 dir-mode=0o755 owner=\"NAME\" (or copy from=\"STEP-OR-IMAGE\" \"/PATH\" to=\"/DEST\")";
+const USAGE_STEP: &str = "step \"NAME\" { image \"IMAGE\"; copy ...; run \"PROGRAM\" \"ARG\"...; output \"/out\" }";
+const USAGE_STEP_IMAGE: &str = "image \"NAME\" (an image of this file)";
+const USAGE_STEP_PLATFORM: &str = "platform \"linux/amd64\"";
+const USAGE_RUN: &str = "run \"go\" \"build\" \"-o\" \"/out/app\" \".\"";
+const USAGE_OUTPUT: &str = "output \"/out\"";
+const USAGE_STEP_USER: &str = "user \"UID:GID\" (numeric, e.g. \"1000:1000\")";
+const USAGE_NETWORK: &str = "network #true";
+const USAGE_EXPORT: &str = "export #false";
+const USAGE_PASS_ENV: &str = "pass-env \"PIP_INDEX_URL\" \"HTTPS_PROXY\"";
 const USAGE_TEXT: &str = "text \"/PATH\" \"CONTENT\" mode=0o644 owner=\"NAME\"";
 const USAGE_SYMLINK: &str = "symlink \"/PATH\" target=\"TARGET\" owner=\"NAME\"";
 const USAGE_DIR: &str = "dir \"/PATH\" mode=0o755 owner=\"NAME\"";
@@ -524,35 +536,131 @@ impl Decoder {
 
     // -- the document -------------------------------------------------------
 
-    pub(super) fn document(&mut self, doc: &KdlDocument) -> Vec<ImageSpec> {
+    pub(super) fn document(&mut self, doc: &KdlDocument) -> (Vec<ImageSpec>, Vec<StepSpec>) {
         let mut images: Vec<ImageSpec> = Vec::new();
+        let mut steps: Vec<StepSpec> = Vec::new();
+        // Images and steps share one namespace: `copy from="NAME"` names either.
         let mut names: Seen<String> = Seen::new();
-        let mut name_spans = Vec::new();
         for n in doc.nodes() {
-            if n.name().value() != "image" {
-                self.unknown_node(n, "", TOP_CHILDREN);
-                continue;
-            }
-            let (img, name_span) = self.image(n);
+            let (name, name_span, what) = match n.name().value() {
+                "image" => {
+                    let (img, name_span) = self.image(n);
+                    let name = img.name.clone();
+                    images.push(img);
+                    (name, name_span, "image")
+                }
+                "step" => {
+                    let Some((step, name_span)) = self.step(n) else { continue };
+                    let name = step.name.clone();
+                    steps.push(step);
+                    (name, Some(name_span), "step")
+                }
+                _ => {
+                    self.unknown_node(n, "", TOP_CHILDREN);
+                    continue;
+                }
+            };
             if let Some(at) = name_span {
-                if let Some(first) = names.first(img.name.clone(), at) {
-                    self.duplicate(
-                        "compose::spec::duplicate_image",
-                        format!("image `{}` is defined more than once", img.name),
-                        at,
-                        first,
-                        "defined",
-                    );
+                if let Some(first) = names.first(name.clone(), at) {
+                    let code = if what == "image" { "compose::spec::duplicate_image" } else { "compose::spec::duplicate_step" };
+                    self.duplicate(code, format!("the name `{name}` is defined more than once (images and steps share names)"), at, first, "defined");
                 }
             }
-            name_spans.push(name_span);
-            images.push(img);
         }
         if images.is_empty() && self.diags.is_empty() {
             self.push("compose::spec::no_images", "the spec file defines no image", Vec::new(), Some(format!("add one: {USAGE_IMAGE}")));
         }
         self.check_bases(&images);
-        images
+        self.check_steps(&images, &steps);
+        (images, steps)
+    }
+
+    /// A step's `image` names an image of the file; `copy from=` names an image or a step; no
+    /// image or step depends on itself through bases, step images and `copy from=`.
+    fn check_steps(&mut self, images: &[ImageSpec], steps: &[StepSpec]) {
+        let image_names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
+        let all: Vec<&str> = image_names.iter().copied().chain(steps.iter().map(|s| s.name.as_str())).collect();
+        let mut deps: HashMap<&str, Vec<(&str, SourceSpan)>> = HashMap::new();
+        for step in steps {
+            let (image, at) = &step.image;
+            if image_names.contains(&image.as_str()) {
+                deps.entry(step.name.as_str()).or_default().push((image.as_str(), *at));
+            } else {
+                let help = match suggest(image, &image_names) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("images in this file: {}", one_of(&image_names)),
+                };
+                self.push(
+                    "compose::spec::unknown_image",
+                    format!("step `{}` runs in image `{image}`, which this file does not define", step.name),
+                    vec![(*at, "unknown image".to_owned())],
+                    Some(help),
+                );
+            }
+        }
+        let ops = images
+            .iter()
+            .flat_map(|i| i.files.iter().chain(i.layers.iter().flat_map(|l| l.ops.iter())).map(move |op| (i.name.as_str(), op)))
+            .chain(steps.iter().flat_map(|s| s.inputs.iter().map(move |op| (s.name.as_str(), op))));
+        for (owner, op) in ops {
+            let FileOp::Copy { from: Some((from, at)), src, src_span, .. } = op else { continue };
+            if !all.contains(&from.as_str()) {
+                let help = match suggest(from, &all) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("images and steps in this file: {}", one_of(&all)),
+                };
+                self.push(
+                    "compose::spec::unknown_from",
+                    format!("`copy from=\"{from}\"` names no image or step of this file"),
+                    vec![(*at, "unknown name".to_owned())],
+                    Some(help),
+                );
+                continue;
+            }
+            if let Some(step) = steps.iter().find(|s| s.name == *from) {
+                let inside = src == &step.output || src.strip_prefix(step.output.as_str()).is_some_and(|r| r.starts_with('/'));
+                if !inside {
+                    self.push(
+                        "compose::spec::outside_output",
+                        format!("`{src}` is not in the output of step `{from}`, which is `{}`", step.output),
+                        vec![(*src_span, "not under the step's output".to_owned())],
+                        Some(format!("copy a path under `{}`", step.output)),
+                    );
+                }
+            }
+            deps.entry(owner).or_default().push((from.as_str(), *at));
+        }
+        for img in images {
+            if let Base::Image { name, span } = &img.base {
+                deps.entry(img.name.as_str()).or_default().push((name.as_str(), *span));
+            }
+        }
+        // A cycle through steps (cycles of bases alone are reported by `check_bases`).
+        let mut reported = false;
+        for start in steps.iter().map(|s| s.name.as_str()) {
+            let mut stack: Vec<(&str, Vec<&str>)> = vec![(start, vec![start])];
+            let mut seen: Vec<&str> = Vec::new();
+            while let Some((cur, path)) = stack.pop() {
+                for (next, at) in deps.get(cur).map(Vec::as_slice).unwrap_or_default() {
+                    if *next == start && !reported {
+                        reported = true;
+                        let mut p = path.clone();
+                        p.push(start);
+                        self.push(
+                            "compose::spec::step_cycle",
+                            format!("steps and images depend on each other in a cycle: {}", p.join(" -> ")),
+                            vec![(*at, "closes the cycle".to_owned())],
+                            Some("a step cannot use, directly or through its image, what is made from its own output".to_owned()),
+                        );
+                    } else if !seen.contains(next) {
+                        seen.push(next);
+                        let mut p = path.clone();
+                        p.push(next);
+                        stack.push((next, p));
+                    }
+                }
+            }
+        }
     }
 
     /// `base image=` must name another image of the file, without cycles.
@@ -636,6 +744,7 @@ impl Decoder {
             files: Vec::new(),
             layers: Vec::new(),
             config: ConfigSpec::default(),
+            export: true,
         };
         let mut seen = Seen::new();
         let mut packages: Seen<String> = Seen::new();
@@ -643,7 +752,7 @@ impl Decoder {
         let children = kdl.children().map_or(&[][..], |d| d.nodes());
         for c in children {
             let cname = c.name().value();
-            if matches!(cname, "tag" | "platforms" | "base" | "epoch" | "accounts" | "config") && !self.once(&mut seen, c) {
+            if matches!(cname, "tag" | "platforms" | "base" | "epoch" | "accounts" | "config" | "export") && !self.once(&mut seen, c) {
                 continue;
             }
             match cname {
@@ -706,6 +815,11 @@ impl Decoder {
                     }
                 }
                 "config" => img.config = self.config(c),
+                "export" => {
+                    if let Some(b) = self.flag(c, USAGE_EXPORT) {
+                        img.export = b;
+                    }
+                }
                 _ => self.unknown_node(c, "image", IMAGE_CHILDREN),
             }
         }
@@ -1118,9 +1232,17 @@ impl Decoder {
     fn copy(&mut self, kdl: &KdlNode) -> Option<FileOp> {
         let node = self.open(kdl, USAGE_COPY);
         self.leaf(&node);
-        let props = self.props(&node, &["to", "mode", "dir-mode", "owner"]);
+        let props = self.props(&node, &["to", "mode", "dir-mode", "owner", "from"]);
         let args = self.args(&node, 1, Some(1), "a source path");
+        let from = match props.get("from") {
+            Some(e) => Some(self.name(e, "step or image").map(|n| (n, value_span(e)))),
+            None => None,
+        };
         let src = args.first().and_then(|e| {
+            if from.is_some() {
+                // A path in the step's output or the image's file system.
+                return self.path(e, "the path to copy").map(|(p, _)| (p, value_span(e)));
+            }
             let s = self.string(e, "the copy source")?;
             match copy_source(s) {
                 Ok(()) => Some((s.to_owned(), value_span(e))),
@@ -1143,6 +1265,10 @@ impl Decoder {
             mode: mode.ok()?,
             dir_mode: dir_mode.ok()?,
             owner: owner.ok()?,
+            from: match from {
+                Some(f) => Some(f?),
+                None => None,
+            },
             span: node.head,
         })
     }
@@ -1180,6 +1306,184 @@ impl Decoder {
         let mode = self.opt_mode(&props, "mode");
         let owner = self.opt_owner(&props);
         Some(FileOp::Dir { path: path?.0, mode: mode.ok()?, owner: owner.ok()?, span: node.head })
+    }
+
+    /// A leaf node with one boolean argument (`#true` / `#false`).
+    fn flag(&mut self, kdl: &KdlNode, usage: &'static str) -> Option<bool> {
+        let node = self.open(kdl, usage);
+        self.leaf(&node);
+        self.props(&node, &[]);
+        let args = self.args(&node, 1, Some(1), "#true or #false");
+        let e = args.first()?;
+        match e.value() {
+            KdlValue::Bool(b) => Some(*b),
+            _ => {
+                self.wrong_type(e, "#true or #false", "the value");
+                None
+            }
+        }
+    }
+
+    fn step(&mut self, kdl: &KdlNode) -> Option<(StepSpec, SourceSpan)> {
+        let node = self.open(kdl, USAGE_STEP);
+        self.props(&node, &[]);
+        let args = self.args(&node, 1, Some(1), "a step name");
+        let name_e = args.first().copied();
+        let name = name_e.and_then(|e| self.name(e, "step"));
+        let mut image: Option<(String, SourceSpan)> = None;
+        let mut platform_v = None;
+        let mut inputs = Vec::new();
+        let mut workdir = None;
+        let mut env: Vec<(String, String)> = Vec::new();
+        let mut user = (0, 0);
+        let mut runs = Vec::new();
+        let mut output: Option<String> = None;
+        let mut network = false;
+        let mut pass_env = Vec::new();
+        let mut seen = Seen::new();
+        let mut ok = true;
+        let children = kdl.children().map_or(&[][..], |d| d.nodes());
+        for c in children {
+            let cname = c.name().value();
+            if matches!(cname, "image" | "platform" | "workdir" | "user" | "output" | "network") && !self.once(&mut seen, c) {
+                continue;
+            }
+            match cname {
+                "image" => {
+                    if let Some(e) = self.single_string(c, USAGE_STEP_IMAGE, "an image name") {
+                        image = self.name(e, "image").map(|n| (n, value_span(e)));
+                    }
+                }
+                "platform" => {
+                    if let Some(e) = self.single_string(c, USAGE_STEP_PLATFORM, "a platform") {
+                        match platform(e.value().as_string().unwrap_or_default()) {
+                            Ok(p) => platform_v = Some(p),
+                            Err(b) => self.bad("compose::spec::bad_platform", value_span(e), b),
+                        }
+                    }
+                }
+                "copy" | "text" | "symlink" | "dir" => {
+                    let op = match cname {
+                        "copy" => self.copy(c),
+                        "text" => self.text(c),
+                        "symlink" => self.symlink(c),
+                        _ => self.dir(c),
+                    };
+                    if let Some(op) = op {
+                        if let Some(o) = op.owner().filter(|o| matches!(o.owner, Owner::Name(_))) {
+                            self.push(
+                                "compose::spec::bad_owner",
+                                "a step's inputs take numeric owners",
+                                vec![(o.span, "a name".to_owned())],
+                                Some("write owner=\"UID:GID\"".to_owned()),
+                            );
+                            continue;
+                        }
+                        inputs.push(op);
+                    }
+                }
+                "workdir" => {
+                    if let Some(e) = self.single_string(c, USAGE_WORKDIR, "a directory") {
+                        workdir = self.path(e, "the working directory").map(|p| p.0);
+                    }
+                }
+                "env" => {
+                    for (k, v) in self.key_values(c, USAGE_ENV, true) {
+                        match env.iter_mut().find(|(name, _)| *name == k) {
+                            Some(slot) => slot.1 = v,
+                            None => env.push((k, v)),
+                        }
+                    }
+                }
+                "user" => {
+                    if let Some(e) = self.single_string(c, USAGE_STEP_USER, "a user") {
+                        let s = e.value().as_string().unwrap_or_default();
+                        match owner(s) {
+                            Ok(Owner::Ids(u, g)) => user = (u, g),
+                            _ => self.push(
+                                "compose::spec::bad_user",
+                                format!("`{s}` is not a numeric `UID:GID`"),
+                                vec![(value_span(e), "not UID:GID".to_owned())],
+                                Some(format!("usage: {USAGE_STEP_USER}")),
+                            ),
+                        }
+                    }
+                }
+                "run" => match self.strings(c, USAGE_RUN, 1) {
+                    Some(argv) => runs.push(argv),
+                    None => ok = false,
+                },
+                "output" => {
+                    if let Some(e) = self.single_string(c, USAGE_OUTPUT, "a directory") {
+                        match self.path(e, "the output directory") {
+                            Some((p, _)) if p == "/" => self.push(
+                                "compose::spec::bad_path",
+                                "a step's output cannot be `/`",
+                                vec![(value_span(e), "the whole root filesystem".to_owned())],
+                                Some("write the results to a directory of their own, such as /out".to_owned()),
+                            ),
+                            Some((p, _)) => output = Some(p),
+                            None => {}
+                        }
+                    }
+                }
+                "network" => {
+                    if let Some(b) = self.flag(c, USAGE_NETWORK) {
+                        network = b;
+                    }
+                }
+                "pass-env" => {
+                    if let Some(names) = self.strings(c, USAGE_PASS_ENV, 1) {
+                        for n in names {
+                            if n.is_empty() || n.contains('=') || n.contains('\0') {
+                                self.push(
+                                    "compose::spec::bad_env",
+                                    format!("`{n}` is not an environment variable name"),
+                                    vec![(head_span(c), "here".to_owned())],
+                                    None,
+                                );
+                            } else if !pass_env.contains(&n) {
+                                pass_env.push(n);
+                            }
+                        }
+                    }
+                }
+                _ => self.unknown_node(c, "step", STEP_CHILDREN),
+            }
+        }
+        let missing = |what: &str, usage: &str| (format!("step needs `{what}`"), format!("add `{usage}`"));
+        for (absent, (message, help)) in [
+            (image.is_none() && !seen.0.contains_key("image"), missing("image", USAGE_STEP_IMAGE)),
+            (runs.is_empty() && ok, missing("run", USAGE_RUN)),
+            (output.is_none() && !seen.0.contains_key("output"), missing("output", USAGE_OUTPUT)),
+        ] {
+            if absent {
+                self.push("compose::spec::missing_node", message, vec![(node.head, "this step".to_owned())], Some(help));
+            }
+        }
+        if !network && !pass_env.is_empty() {
+            self.push(
+                "compose::spec::pass_env_hermetic",
+                "`pass-env` is only for fixed-output steps",
+                vec![(node.head, "this step is hermetic".to_owned())],
+                Some("a hermetic step sees no host environment; add `network #true` to make it fixed-output".to_owned()),
+            );
+        }
+        let step = StepSpec {
+            name: name?,
+            span: node.head,
+            image: image?,
+            platform: platform_v,
+            inputs,
+            workdir,
+            env,
+            user,
+            runs,
+            output: output?,
+            network,
+            pass_env,
+        };
+        Some((step, value_span(name_e?)))
     }
 
     fn config(&mut self, kdl: &KdlNode) -> ConfigSpec {

@@ -78,6 +78,35 @@ pub struct SpecFile {
     pub source: NamedSource<Arc<String>>,
     /// The `image` nodes, in file order. Never empty.
     pub images: Vec<ImageSpec>,
+    /// The `step` nodes, in file order (v1.1). Names are unique among images and steps.
+    pub steps: Vec<StepSpec>,
+}
+
+/// One `step` node: commands run in a sandbox over an image of the file, yielding a directory
+/// tree (v1.1, "Build steps").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepSpec {
+    pub name: String,
+    pub span: SourceSpan,
+    /// The image of this file whose root filesystem the commands run in, with the value's span.
+    pub image: (String, SourceSpan),
+    /// The platform of that image to run; default its first.
+    pub platform: Option<Platform>,
+    /// Inputs: file operations applied over the root filesystem before the commands run.
+    pub inputs: Vec<FileOp>,
+    pub workdir: Option<String>,
+    /// Added to the fixed environment, in first-definition order.
+    pub env: Vec<(String, String)>,
+    /// Numeric `uid:gid` the commands run as; default `0:0`.
+    pub user: (u32, u32),
+    /// One argv per `run`, in order; never empty.
+    pub runs: Vec<Vec<String>>,
+    /// The directory the step yields (absolute, normalized, not `/`).
+    pub output: String,
+    /// `network #true`: a fixed-output step (its output's hash is pinned in the lockfile).
+    pub network: bool,
+    /// More host environment variables passed through by name (fixed-output steps only).
+    pub pass_env: Vec<String>,
 }
 
 /// One `image` node.
@@ -100,6 +129,8 @@ pub struct ImageSpec {
     pub files: Vec<FileOp>,
     pub layers: Vec<LayerSpec>,
     pub config: ConfigSpec,
+    /// `export #false`: built for steps and `copy from=`, not written to `out/` (default true).
+    pub export: bool,
 }
 
 /// An OCI platform such as `linux/amd64` or `linux/arm/v7`.
@@ -231,6 +262,9 @@ pub enum FileOp {
         /// Mode of directories created by a directory copy (default 0o755).
         dir_mode: Option<u32>,
         owner: Option<OwnerSpec>,
+        /// `from="NAME"`: `src` is an absolute path in step `NAME`'s output or in image `NAME`'s
+        /// file system (checked to name one), with the span of the value.
+        from: Option<(String, SourceSpan)>,
         span: SourceSpan,
     },
     Text {
@@ -301,6 +335,14 @@ pub struct ConfigSpec {
     pub stop_signal: Option<String>,
 }
 
+/// The `from=` of a `copy from=` operation.
+fn from_of(op: &FileOp) -> Option<&str> {
+    match op {
+        FileOp::Copy { from: Some((n, _)), .. } => Some(n.as_str()),
+        _ => None,
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Entry points
 // ---------------------------------------------------------------------------
@@ -320,7 +362,7 @@ pub fn parse_str(path: &Path, text: &str) -> Result<SpecFile, SpecError> {
     let text = Arc::new(text.to_owned());
     let source = NamedSource::new(path.display().to_string(), text.clone());
     let mut dec = Decoder { source: source.clone(), diags: Vec::new() };
-    let images = match KdlDocument::parse(&text) {
+    let (images, steps) = match KdlDocument::parse(&text) {
         Ok(doc) => dec.document(&doc),
         Err(err) => {
             for d in err.diagnostics {
@@ -328,7 +370,7 @@ pub fn parse_str(path: &Path, text: &str) -> Result<SpecFile, SpecError> {
                 let label = d.label.unwrap_or_else(|| "here".to_owned());
                 dec.push("compose::spec::syntax", message, vec![(d.span, label)], d.help);
             }
-            Vec::new()
+            (Vec::new(), Vec::new())
         }
     };
     if !dec.diags.is_empty() {
@@ -338,13 +380,50 @@ pub fn parse_str(path: &Path, text: &str) -> Result<SpecFile, SpecError> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    Ok(SpecFile { path: path.to_path_buf(), dir, source, images })
+    Ok(SpecFile { path: path.to_path_buf(), dir, source, images, steps })
 }
 
 impl SpecFile {
     /// The image named `name`.
     pub fn image(&self, name: &str) -> Option<&ImageSpec> {
         self.images.iter().find(|i| i.name == name)
+    }
+
+    /// The step named `name`.
+    pub fn step(&self, name: &str) -> Option<&StepSpec> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// The images and steps that image or step `name` uses directly: its base image, a step's
+    /// image, the sources of its `copy from=`.
+    pub fn uses(&self, name: &str) -> Vec<&str> {
+        let mut v = Vec::new();
+        if let Some(img) = self.image(name) {
+            if let Base::Image { name, .. } = &img.base {
+                v.push(name.as_str());
+            }
+            v.extend(img.files.iter().chain(img.layers.iter().flat_map(|l| l.ops.iter())).filter_map(from_of));
+        } else if let Some(step) = self.step(name) {
+            v.push(step.image.0.as_str());
+            v.extend(step.inputs.iter().filter_map(from_of));
+        }
+        v
+    }
+
+    /// The images `selected` need (themselves, and every image they use through bases, steps
+    /// and `copy from=`), selected first, then in the order found.
+    pub fn images_needed<'s>(&'s self, selected: &[&'s ImageSpec]) -> Vec<&'s ImageSpec> {
+        let mut names: Vec<&str> = selected.iter().map(|i| i.name.as_str()).collect();
+        let mut i = 0;
+        while i < names.len() {
+            for u in self.uses(names[i]) {
+                if !names.contains(&u) {
+                    names.push(u);
+                }
+            }
+            i += 1;
+        }
+        names.into_iter().filter_map(|n| self.image(n)).collect()
     }
 
     /// The text of the file.

@@ -1,0 +1,235 @@
+//! Running a build step: its image's root filesystem (unpacked once, shared read-only) under an
+//! overlay with its inputs on top, each command in the sandbox with a fixed environment, its log
+//! streamed to the reporter and kept in the store, its output captured as a normalised tree, and a
+//! fixed-output step's result checked against its pin.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use petgraph::graph::NodeIndex;
+
+use super::sandbox::{self, Bind, Command1};
+use super::{output, trees, BuildError, Reporter};
+use crate::plan::{Derivation, StepDrv};
+use crate::store::{Output, Record, Store};
+
+/// Host variables a fixed-output step sees without asking (proxies, certificate bundles, the
+/// settings of language package managers), as Nix's `impureEnvVars`.
+const PASS_ENV: &[&str] = &[
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "GOPROXY",
+    "GOSUMDB",
+    "GONOSUMDB",
+    "GOPRIVATE",
+    "GOINSECURE",
+];
+/// …and every variable with one of these prefixes.
+const PASS_PREFIXES: &[&str] = &["PIP_", "npm_config_", "NPM_CONFIG_", "CARGO_REGISTRIES_", "CARGO_HTTP_", "UV_"];
+/// Host settings files a fixed-output step sees, read-only, where the host has them.
+const PASS_FILES: &[&str] = &["/etc/resolv.conf", "/etc/hosts", "/etc/pip.conf", "/etc/npmrc"];
+
+/// Lines of a failed step's log shown in the error.
+const TAIL: usize = 20;
+
+/// The removal of a step's work directory, unmounting its overlay first.
+struct Work {
+    dir: tempfile::TempDir,
+    mounted: Option<PathBuf>,
+}
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        if let Some(m) = self.mounted.take() {
+            sandbox::unmount(&m);
+        }
+    }
+}
+
+fn io(action: &str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
+    let message = format!("cannot {action} `{}`", path.display());
+    move |source| BuildError::Tree { message, source }
+}
+
+/// The environment of a step's commands: a fixed base, the image's `Env`, the host's passed
+/// variables (fixed-output steps), then the step's own.
+fn environment(s: &StepDrv, image_env: &[String]) -> Vec<String> {
+    let home = if s.user.0 == 0 { "/root" } else { "/tmp" };
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        ("HOME".into(), home.into()),
+        ("TZ".into(), "UTC".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("SOURCE_DATE_EPOCH".into(), s.epoch.to_string()),
+    ];
+    let set = |env: &mut Vec<(String, String)>, k: &str, v: &str| match env.iter_mut().find(|(n, _)| n == k) {
+        Some(slot) => slot.1 = v.to_string(),
+        None => env.push((k.to_string(), v.to_string())),
+    };
+    for kv in image_env {
+        if let Some((k, v)) = kv.split_once('=') {
+            set(&mut env, k, v);
+        }
+    }
+    if s.network {
+        for (k, v) in passed_env(s) {
+            set(&mut env, &k, &v);
+        }
+    }
+    for (k, v) in &s.env {
+        set(&mut env, k, v);
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// The host variables a fixed-output step is given, sorted by name.
+fn passed_env(s: &StepDrv) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| PASS_ENV.contains(&k.as_str()) || PASS_PREFIXES.iter().any(|p| k.starts_with(p)) || s.pass_env.contains(k))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Run step `s` (derivation `drv`); returns its log and its tree.
+pub fn run_step(
+    drv: &Derivation,
+    s: &StepDrv,
+    deps: &HashMap<NodeIndex, Record>,
+    store: &Store,
+    reporter: &dyn Reporter,
+) -> Result<(Output, Output), BuildError> {
+    let runc = sandbox::runc().map_err(|e| BuildError::Sandbox { step: s.step.clone(), source: e })?;
+    let missing = |what: &'static str| BuildError::MissingOutput(format!("the image of step {}", s.step), what);
+    let image = deps.get(&s.image).ok_or_else(|| missing("manifest"))?;
+    let lower = trees::image_rootfs(store, image)?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&store.read_blob(&output(image, "config")?.digest)?).map_err(|_| missing("config"))?;
+    let image_env: Vec<String> = config
+        .pointer("/config/Env")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+
+    let tmp_root = store.tmp_dir();
+    let dir = tempfile::Builder::new().prefix("step-").tempdir_in(&tmp_root).map_err(io("create a directory in", &tmp_root))?;
+    let mut work = Work { dir, mounted: None };
+    let w = work.dir.path().to_path_buf();
+    let (inputs, upper, ovl, rootfs) = (w.join("inputs"), w.join("upper"), w.join("overlay-work"), w.join("rootfs"));
+    for d in [&inputs, &upper, &ovl, &rootfs] {
+        fs::create_dir_all(d).map_err(io("create", d))?;
+    }
+    fs::set_permissions(&upper, fs::Permissions::from_mode(0o755)).map_err(io("set the mode of", &upper))?;
+    if let Some(n) = s.inputs {
+        let rec = deps.get(&n).ok_or_else(|| missing("inputs"))?;
+        let layer = output(rec, "layer")?;
+        trees::unpack(&store.blob_path(&layer.digest), &layer.media_type, &inputs)?;
+    }
+    // The output directory, empty and the step user's; a home for root.
+    let out_dir = upper.join(s.output.trim_start_matches('/'));
+    fs::create_dir_all(&out_dir).map_err(io("create", &out_dir))?;
+    std::os::unix::fs::chown(&out_dir, Some(s.user.0), Some(s.user.1)).map_err(io("change the owner of", &out_dir))?;
+    if s.user.0 == 0 && !lower.join("root").exists() {
+        let home = upper.join("root");
+        fs::create_dir_all(&home).map_err(io("create", &home))?;
+        fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).map_err(io("set the mode of", &home))?;
+    }
+    let lowers: Vec<&Path> = if s.inputs.is_some() { vec![&inputs, &lower] } else { vec![&lower] };
+    sandbox::mount_overlay(&lowers, &upper, &ovl, &rootfs).map_err(|e| BuildError::Sandbox { step: s.step.clone(), source: e })?;
+    work.mounted = Some(rootfs.clone());
+
+    // Inputs are read-only; a fixed-output step sees the host's resolver and named settings.
+    let mut binds: Vec<Bind> = s
+        .input_paths
+        .iter()
+        .map(|p| Bind { source: inputs.join(p.trim_start_matches('/')), destination: p.clone() })
+        .filter(|b| b.source.symlink_metadata().is_ok_and(|m| !m.file_type().is_symlink()))
+        .collect();
+    if s.network {
+        let mut files: Vec<String> = PASS_FILES.iter().map(|f| f.to_string()).collect();
+        files.extend(passed_env(s).into_iter().map(|(_, v)| v).filter(|v| v.starts_with('/') && !v.contains(':')));
+        files.sort();
+        files.dedup();
+        for f in files {
+            let p = PathBuf::from(&f);
+            if p.exists() && !binds.iter().any(|b| b.destination == f) {
+                binds.push(Bind { source: p, destination: f });
+            }
+        }
+    }
+    let env = environment(s, &image_env);
+    let cwd = s.workdir.clone().unwrap_or_else(|| "/".into());
+    let mut log: Vec<String> = Vec::new();
+    for argv in &s.runs {
+        let cmd = Command1 { rootfs: &rootfs, args: argv, env: &env, cwd: &cwd, user: s.user, network: s.network, binds: &binds };
+        log.push(format!("$ {}", shell_words(argv)));
+        let code = sandbox::run(&runc, &w, &cmd, &mut |line| {
+            reporter.step_line(drv, line);
+            log.push(line.to_string());
+        })
+        .map_err(|e| BuildError::Sandbox { step: s.step.clone(), source: e })?;
+        if code != 0 {
+            let kept = keep_log(store, drv, &log);
+            let tail = log.iter().skip(log.len().saturating_sub(TAIL)).cloned().collect::<Vec<_>>().join("\n");
+            return Err(BuildError::StepFailed {
+                step: s.step.clone(),
+                command: shell_words(argv),
+                code,
+                tail,
+                log: kept,
+                hermetic: !s.network,
+            });
+        }
+    }
+    let captured = rootfs.join(s.output.trim_start_matches('/'));
+    let tree = trees::capture(&drv.name, &captured, s.epoch, store)?;
+    if let (Some(pin), Some(got)) = (s.pin, tree.diff_id) {
+        if pin != got {
+            keep_log(store, drv, &log);
+            return Err(BuildError::FixedOutputChanged { step: s.step.clone(), pinned: pin.to_string(), got: got.to_string() });
+        }
+    }
+    let mut text = log.join("\n");
+    text.push('\n');
+    let digest = store.put_bytes(text.as_bytes())?;
+    let log_out = Output { digest, size: text.len() as u64, media_type: "text/plain; charset=utf-8".into(), diff_id: None };
+    Ok((log_out, tree))
+}
+
+/// Keep a failed step's log in the store's `logs/` (failures are never cached as records).
+fn keep_log(store: &Store, drv: &Derivation, log: &[String]) -> Option<PathBuf> {
+    let dir = store.dir().join("logs");
+    fs::create_dir_all(&dir).ok()?;
+    let path = dir.join(format!("{}.log", drv.hash.hex()));
+    let mut text = log.join("\n");
+    text.push('\n');
+    crate::util::write_atomic(&path, text.as_bytes(), 0o644, None).ok()?;
+    Some(path)
+}
+
+/// An argv as a shell would read it back, for messages.
+pub fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,286 @@
+//! Trees on disk made during a build: an image's root filesystem unpacked from its layers (OCI
+//! whiteouts applied), cached in the store by manifest digest; a step's output unpacked; a
+//! directory captured as a normalised layer (byte order, numeric owners, mtimes at the epoch); and
+//! the entries a `copy from=` takes out of such a tree.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use super::{output, BuildError};
+use crate::hash::Sha256;
+use crate::oci;
+use crate::plan::{Content, CopyFrom, EntryKind, PlannedEntry};
+use crate::store::{Output, Record, Store};
+
+/// Where an image's unpacked root filesystems are kept, by manifest digest.
+fn rootfs_cache(store: &Store) -> PathBuf {
+    store.dir().join("rootfs")
+}
+
+fn io_error(path: &Path, what: &str) -> impl FnOnce(io::Error) -> BuildError {
+    let path = path.to_path_buf();
+    let what = what.to_string();
+    move |source| BuildError::Tree { message: format!("{what} `{}`", path.display()), source }
+}
+
+/// The root filesystem of the image whose record is `image`, unpacked (read-only by convention:
+/// steps run over it through an overlay). Made once per manifest and kept in the store.
+pub fn image_rootfs(store: &Store, image: &Record) -> Result<PathBuf, BuildError> {
+    let manifest = output(image, "manifest")?;
+    let dir = rootfs_cache(store).join(manifest.digest.hex());
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let parent = rootfs_cache(store);
+    fs::create_dir_all(&parent).map_err(io_error(&parent, "cannot create"))?;
+    let doc: oci::ManifestDoc = oci::read("the manifest", &store.read_blob(&manifest.digest)?)
+        .map_err(|_| BuildError::MissingOutput(format!("image {}", manifest.digest), "manifest"))?;
+    let tmp = tempfile::Builder::new().prefix(".unpack-").tempdir_in(&parent).map_err(io_error(&parent, "cannot create a directory in"))?;
+    let root = tmp.path().join("rootfs");
+    fs::create_dir(&root).map_err(io_error(&root, "cannot create"))?;
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).map_err(io_error(&root, "cannot set the mode of"))?;
+    for l in &doc.layers {
+        let blob = store.blob_path(&l.digest);
+        unpack(&blob, l.media_type.as_deref().unwrap_or(crate::layer::GZIP_MEDIA_TYPE), &root)?;
+    }
+    match fs::rename(&root, &dir) {
+        Ok(()) => Ok(dir),
+        // Another build unpacked it first.
+        Err(_) if dir.is_dir() => Ok(dir),
+        Err(e) => Err(io_error(&dir, "cannot move an unpacked image to")(e)),
+    }
+}
+
+/// Unpack the layer or tree blob `blob` into `dest`, applying OCI whiteouts. Entries that would
+/// leave `dest` are refused (by the tar reader's checks and ours).
+pub fn unpack(blob: &Path, media_type: &str, dest: &Path) -> Result<(), BuildError> {
+    let f = File::open(blob).map_err(io_error(blob, "cannot open"))?;
+    let reader: Box<dyn Read> = if media_type.ends_with("gzip") {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, f)))
+    } else if media_type.ends_with("zstd") {
+        Box::new(zstd::stream::read::Decoder::new(f).map_err(io_error(blob, "cannot read"))?)
+    } else {
+        Box::new(BufReader::new(f))
+    };
+    let mut ar = tar::Archive::new(reader);
+    ar.set_preserve_permissions(true);
+    ar.set_preserve_ownerships(true);
+    ar.set_preserve_mtime(true);
+    ar.set_overwrite(true);
+    let bad = |what: String| BuildError::Tree { message: what, source: io::Error::new(io::ErrorKind::InvalidData, "refused") };
+    for entry in ar.entries().map_err(io_error(blob, "cannot read"))? {
+        let mut entry = entry.map_err(io_error(blob, "cannot read"))?;
+        let path = entry.path().map_err(io_error(blob, "cannot read"))?.into_owned();
+        let mut rel = PathBuf::new();
+        for c in path.components() {
+            match c {
+                Component::Normal(p) => rel.push(p),
+                Component::CurDir | Component::RootDir => {}
+                _ => return Err(bad(format!("`{}` in `{}` leaves the root", path.display(), blob.display()))),
+            }
+        }
+        let Some(name) = rel.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            let dir = dest.join(rel.parent().unwrap_or(Path::new("")));
+            if hidden == ".wh..opq" {
+                // Opaque: what lower layers put in this directory is gone.
+                if let Ok(rd) = fs::read_dir(&dir) {
+                    for e in rd.flatten() {
+                        remove(&e.path());
+                    }
+                }
+            } else {
+                remove(&dir.join(hidden));
+            }
+            continue;
+        }
+        // A file replacing a directory (or the other way round) replaces it whole.
+        let target = dest.join(&rel);
+        if let Ok(meta) = fs::symlink_metadata(&target) {
+            let is_dir = entry.header().entry_type().is_dir();
+            if meta.is_dir() != is_dir || meta.file_type().is_symlink() {
+                remove(&target);
+            }
+        }
+        entry.unpack_in(dest).map_err(io_error(&target, "cannot unpack"))?;
+    }
+    Ok(())
+}
+
+fn remove(p: &Path) {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => {
+            let _ = fs::remove_dir_all(p);
+        }
+        Ok(_) => {
+            let _ = fs::remove_file(p);
+        }
+        Err(_) => {}
+    }
+}
+
+/// The entries of directory `dir` (not itself), byte-sorted by path, as paths below `/`: modes,
+/// numeric owners and file sizes as found; hard links become separate regular files. Devices,
+/// FIFOs and sockets are refused.
+pub fn scan_tree(dir: &Path) -> Result<Vec<PlannedEntry>, BuildError> {
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(dir).min_depth(1).follow_links(false) {
+        let e = e.map_err(|e| {
+            let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| dir.to_path_buf());
+            io_error(&path, "cannot read")(e.into())
+        })?;
+        let rel = e.path().strip_prefix(dir).unwrap_or(e.path());
+        let Some(rel) = rel.to_str() else {
+            return Err(BuildError::Tree {
+                message: format!("`{}` has a name that is not UTF-8", e.path().display()),
+                source: io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"),
+            });
+        };
+        let meta = e.path().symlink_metadata().map_err(io_error(e.path(), "cannot read"))?;
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            EntryKind::Dir
+        } else if ft.is_symlink() {
+            let target = fs::read_link(e.path()).map_err(io_error(e.path(), "cannot read the link"))?;
+            EntryKind::Symlink { target: target.to_string_lossy().into_owned() }
+        } else if ft.is_file() {
+            EntryKind::File { size: meta.len(), content: Content::Tree { abs: e.path().to_path_buf() } }
+        } else {
+            return Err(BuildError::Tree {
+                message: format!("`/{rel}` is a device, FIFO or socket; a tree holds files, directories and symlinks"),
+                source: io::Error::new(io::ErrorKind::InvalidData, "special file"),
+            });
+        };
+        let mode = if ft.is_symlink() { 0o777 } else { meta.mode() & 0o7777 };
+        out.push(PlannedEntry { path: format!("/{rel}"), kind, mode, uid: meta.uid(), gid: meta.gid() });
+    }
+    out.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    Ok(out)
+}
+
+/// Resolve `path` (absolute, inside the tree at `root`) following symlinks as the tree's own root
+/// would, never leaving it.
+pub fn resolve_in(root: &Path, path: &str) -> PathBuf {
+    let mut parts: Vec<String> = Vec::new();
+    let mut todo: Vec<String> = path.split('/').filter(|p| !p.is_empty()).rev().map(str::to_owned).collect();
+    let mut links = 0;
+    while let Some(p) = todo.pop() {
+        match p.as_str() {
+            "." => continue,
+            ".." => {
+                parts.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let mut candidate = root.to_path_buf();
+        candidate.extend(parts.iter());
+        candidate.push(&p);
+        match fs::read_link(&candidate) {
+            Ok(target) if links < 40 => {
+                links += 1;
+                let t = target.to_string_lossy().into_owned();
+                if t.starts_with('/') {
+                    parts.clear();
+                }
+                todo.extend(t.split('/').filter(|x| !x.is_empty()).rev().map(str::to_owned));
+            }
+            _ => parts.push(p),
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(parts.iter());
+    out
+}
+
+/// The entries a `copy from=` adds, from the tree at `root` (a step's output, or an image's root
+/// filesystem): as a local `copy` would, a directory's contents go into `to`; modes are kept
+/// unless the operation sets them; owners are the operation's.
+pub fn copy_entries(c: &CopyFrom, root: &Path, what: &str) -> Result<Vec<PlannedEntry>, BuildError> {
+    let abs = if c.src.is_empty() { root.to_path_buf() } else { resolve_in(root, &c.src) };
+    let shown = if c.src.starts_with('/') || c.src.is_empty() { c.src.clone() } else { format!("…/{}", c.src) };
+    let meta = abs.symlink_metadata().map_err(|source| BuildError::Tree { message: format!("{what} has no `{shown}`"), source })?;
+    let mut out = Vec::new();
+    let join = |dir: &str, rel: &str| if dir == "/" { format!("/{rel}") } else { format!("{dir}/{rel}") };
+    let fix = |mut e: PlannedEntry, path: String| {
+        e.path = path;
+        match e.kind {
+            EntryKind::Dir => e.mode = c.dir_mode.unwrap_or(e.mode),
+            EntryKind::File { .. } => e.mode = c.mode.unwrap_or(e.mode),
+            EntryKind::Symlink { .. } => {}
+        }
+        e.uid = c.uid;
+        e.gid = c.gid;
+        e
+    };
+    if meta.is_dir() {
+        out.push(fix(PlannedEntry { path: String::new(), kind: EntryKind::Dir, mode: meta.mode() & 0o7777, uid: 0, gid: 0 }, c.to.clone()));
+        for e in scan_tree(&abs)? {
+            let path = join(&c.to, e.path.trim_start_matches('/'));
+            out.push(fix(e, path));
+        }
+    } else {
+        let base = abs.file_name().and_then(|n| n.to_str()).unwrap_or("file").to_string();
+        let path = if c.to_dir { join(&c.to, &base) } else { c.to.clone() };
+        let kind = if meta.file_type().is_symlink() {
+            let target = fs::read_link(&abs).map_err(io_error(&abs, "cannot read the link"))?;
+            EntryKind::Symlink { target: target.to_string_lossy().into_owned() }
+        } else if meta.is_file() {
+            EntryKind::File { size: meta.len(), content: Content::Tree { abs: abs.clone() } }
+        } else {
+            return Err(BuildError::Tree {
+                message: format!("`{shown}` in {what} is a device, FIFO or socket"),
+                source: io::Error::new(io::ErrorKind::InvalidData, "special file"),
+            });
+        };
+        let mode = if meta.file_type().is_symlink() { 0o777 } else { meta.mode() & 0o7777 };
+        out.push(fix(PlannedEntry { path: String::new(), kind, mode, uid: 0, gid: 0 }, path));
+    }
+    Ok(out)
+}
+
+/// Capture the directory `dir` as a normalised layer in the store (see [`scan_tree`]; mtimes
+/// are the epoch).
+pub fn capture(name: &str, dir: &Path, epoch: u64, store: &Store) -> Result<Output, BuildError> {
+    let entries = scan_tree(dir)?;
+    super::build_layer(name, &entries, epoch, store)
+}
+
+/// The first path where two captured trees differ, for `--check`.
+pub fn first_difference(store: &Store, a: &Output, b: &Output) -> Result<Option<String>, BuildError> {
+    let list = |o: &Output| -> Result<Vec<(String, String)>, BuildError> {
+        let path = store.blob_path(&o.digest);
+        let f = File::open(&path).map_err(io_error(&path, "cannot open"))?;
+        let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(BufReader::new(f)));
+        let mut v = Vec::new();
+        for e in ar.entries().map_err(io_error(&path, "cannot read"))? {
+            let mut e = e.map_err(io_error(&path, "cannot read"))?;
+            let p = e.path().map_err(io_error(&path, "cannot read"))?.to_string_lossy().into_owned();
+            let h = e.header();
+            let head = format!("{:?} {:o} {}:{} {}", h.entry_type(), h.mode().unwrap_or(0), h.uid().unwrap_or(0), h.gid().unwrap_or(0), h.size().unwrap_or(0));
+            let (sha, _) = Sha256::of_reader(&mut e).map_err(io_error(&path, "cannot read"))?;
+            let link = e.link_name().ok().flatten().map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
+            v.push((p, format!("{head} {link} {}", sha.hex())));
+        }
+        Ok(v)
+    };
+    let (x, y) = (list(a)?, list(b)?);
+    let mut i = 0;
+    loop {
+        match (x.get(i), y.get(i)) {
+            (None, None) => return Ok(None),
+            (Some((p, _)), None) | (None, Some((p, _))) => return Ok(Some(format!("/{p}"))),
+            (Some((p, h)), Some((q, g))) => {
+                if p != q {
+                    return Ok(Some(format!("/{}", p.min(q))));
+                }
+                if h != g {
+                    return Ok(Some(format!("/{p}")));
+                }
+            }
+        }
+        i += 1;
+    }
+}
