@@ -107,7 +107,7 @@ pub enum BuildError {
     StepFailed { step: String, command: String, code: i32, tail: String, log: Option<PathBuf>, hermetic: bool },
     #[error(
         "fixed-output step `{step}` yielded {got}, but the lockfile pins {pinned}: its result changed (a moved download, \
-         an unpinned version); if the new result is right, run `compose lock` to pin it again"
+         an unpinned version); if the new result is right, pin it again with `compose lock --update {step}`"
     )]
     FixedOutputChanged { step: String, pinned: String, got: String },
 }

@@ -39,8 +39,9 @@ const PASS_ENV: &[&str] = &[
 ];
 /// …and every variable with one of these prefixes.
 const PASS_PREFIXES: &[&str] = &["PIP_", "npm_config_", "NPM_CONFIG_", "CARGO_REGISTRIES_", "CARGO_HTTP_", "UV_"];
-/// Host settings files a fixed-output step sees, read-only, where the host has them.
-const PASS_FILES: &[&str] = &["/etc/resolv.conf", "/etc/hosts", "/etc/pip.conf", "/etc/npmrc"];
+/// Host files a fixed-output step sees, read-only, where the host has them: the resolver, the CA
+/// bundle (a host behind a TLS-inspecting proxy trusts its CA there) and package-manager settings.
+const PASS_FILES: &[&str] = &["/etc/resolv.conf", "/etc/hosts", "/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf", "/etc/npmrc"];
 
 /// Lines of a failed step's log shown in the error.
 const TAIL: usize = 20;

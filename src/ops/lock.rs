@@ -152,7 +152,25 @@ pub fn lock(opts: &SpecOptions, mode: LockMode, reporter: &dyn crate::build::Rep
     let update = matches!(mode, LockMode::Update(_));
     let clients = opts.clients();
     let loaded = load_bases(&spec, &selected, opts, existing.as_ref(), update, &clients)?;
+    let update_steps: Option<Vec<String>> = match &mode {
+        LockMode::Update(names) => Some(names.clone()),
+        LockMode::Build => None,
+    };
     ensure_locked(&spec, &loaded.needed, opts, &mirrors, mode, &loaded.bases, &loaded.pins, existing, &clients)?;
+    // `--update` runs fixed-output steps again: all of them, or those named.
+    if let Some(names) = update_steps {
+        let path = lock::path_for(&opts.spec);
+        if let Some(mut l) = Lockfile::read(&path)? {
+            let before = l.steps.len();
+            l.steps.retain(|k, _| !(names.is_empty() || names.contains(k)));
+            if l.steps.len() != before {
+                if opts.locked {
+                    return Err(Error::Locked { path, image: "(steps)".into(), why: "--update re-pins fixed-output steps".into() });
+                }
+                l.write(&path)?;
+            }
+        }
+    }
     if spec.steps.iter().any(|s| s.network) {
         let planned = super::load_and_plan(opts)?;
         let remote = super::open_remote(opts, &planned.clients)?;

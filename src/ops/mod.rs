@@ -73,10 +73,10 @@ pub enum Error {
     #[diagnostic(code(compose::build))]
     Build(BuildError),
     /// A step failed, or its result differs from its pin.
-    #[error("{source}")]
+    #[error("{error}")]
     #[diagnostic(code(compose::step))]
     Step {
-        source: BuildError,
+        error: BuildError,
         #[help]
         help: Option<String>,
     },
@@ -116,7 +116,7 @@ impl From<BuildError> for Error {
         match e {
             BuildError::StepFailed { .. } | BuildError::FixedOutputChanged { .. } | BuildError::Sandbox { .. } => {
                 let help = e.help();
-                Error::Step { source: e, help }
+                Error::Step { error: e, help }
             }
             e => Error::Build(e),
         }

@@ -249,6 +249,7 @@ image "pk" {
             plan: Plan::default(),
             by_hash: HashMap::new(),
             errors: Vec::new(),
+            step_nodes: HashMap::new(),
         };
         let platform = Platform::linux_amd64();
         let (image_layers, per_package, meta) = b.package_layers(&spec.images[0], &platform, pins, 1, other_layers, "Etc/UTC".into());

@@ -562,8 +562,16 @@ impl Decoder {
             };
             if let Some(at) = name_span {
                 if let Some(first) = names.first(name.clone(), at) {
-                    let code = if what == "image" { "compose::spec::duplicate_image" } else { "compose::spec::duplicate_step" };
-                    self.duplicate(code, format!("the name `{name}` is defined more than once (images and steps share names)"), at, first, "defined");
+                    let first_is_image = images.iter().filter(|i| i.name == name).count() > usize::from(what == "image");
+                    let (code, message) = match (what, first_is_image) {
+                        ("image", true) => ("compose::spec::duplicate_image", format!("image `{name}` is defined more than once")),
+                        ("step", false) => ("compose::spec::duplicate_step", format!("step `{name}` is defined more than once")),
+                        _ => (
+                            "compose::spec::duplicate_name",
+                            format!("`{name}` names both an image and a step; `copy from=\"{name}\"` could not tell them apart"),
+                        ),
+                    };
+                    self.duplicate(code, message, at, first, "defined");
                 }
             }
         }

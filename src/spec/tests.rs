@@ -130,7 +130,7 @@ fn example_decodes() {
 
     assert_eq!(img.files.len(), 5);
     match &img.files[0] {
-        FileOp::Copy { src, src_span, to, to_dir, mode, dir_mode, owner, span } => {
+        FileOp::Copy { src, src_span, to, to_dir, mode, dir_mode, owner, span, from: None } => {
             assert_eq!((src.as_str(), to.as_str(), *to_dir), ("site/", "/srv/www", false));
             assert_eq!((*mode, *dir_mode, owner), (None, None, &None));
             assert_eq!(span_text(&spec, *src_span), "\"site/\"");
