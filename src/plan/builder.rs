@@ -230,11 +230,11 @@ impl Builder<'_> {
         let mut deps = vec![image_node];
         let mut inputs = None;
         if !step.inputs.is_empty() {
-            let Some(m) = self.merge_ops(&format!("inputs of step \"{}\"", step.name), &step.inputs, &ids, !image.packages.is_empty())
+            let Some(m) = self.merge_ops("inputs", &step.inputs, &ids, !image.packages.is_empty())
             else {
                 return;
             };
-            let Some(n) = self.layer(&step.name, &m, epoch, &platform.to_string()) else { return };
+            let Some(n) = self.layer(&format!("step {}", step.name), &m, epoch, &platform.to_string()) else { return };
             inputs = Some(n);
             deps.push(n);
         }

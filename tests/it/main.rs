@@ -17,4 +17,5 @@ mod packages;
 mod registry;
 mod remote;
 mod repro;
+mod steps;
 mod store;

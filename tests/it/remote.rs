@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-struct Nginx {
+pub(crate) struct Nginx {
     child: Option<Child>,
     pub url: String,
     pub root: std::path::PathBuf,
 }
 
 impl Nginx {
-    fn start(dir: &Path) -> Nginx {
+    pub(crate) fn start(dir: &Path) -> Nginx {
         Nginx::start_with(dir, "")
     }
 

@@ -1,0 +1,256 @@
+//! Build steps against real things: Debian's golang-go, python3-pip and busybox from the archive
+//! this machine's apt uses, runc as the sandbox, PyPI through the host's own pip settings, podman
+//! running what comes out, nginx as the shared cache.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use crate::support::*;
+
+/// Copy the example `specs/NAME` to `dest` (a checkout somewhere else).
+fn checkout(name: &str, dest: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs").join(name);
+    for e in walkdir::WalkDir::new(&src) {
+        let e = e.unwrap();
+        let to = dest.join(e.path().strip_prefix(&src).unwrap());
+        if e.file_type().is_dir() {
+            fs::create_dir_all(&to).unwrap();
+        } else {
+            fs::copy(e.path(), &to).unwrap();
+        }
+    }
+    dest.to_path_buf()
+}
+
+/// `compose ARGS` in `dir` with the store `store` (under the test's directory) and `env`.
+fn compose_in(ctx: &TestContext, dir: &Path, store: &str, args: &[&str], env: &[(String, String)]) -> Output {
+    ctx.cmd().current_dir(dir).env("COMPOSE_CACHE_DIR", ctx.tmp.path().join(store)).envs(env.iter().cloned()).args(args).output().unwrap()
+}
+
+fn build_json(ctx: &TestContext, dir: &Path, store: &str, args: &[&str], env: &[(String, String)]) -> serde_json::Value {
+    let mut all = vec!["build", "--json"];
+    all.extend_from_slice(args);
+    let out = compose_in(ctx, dir, store, &all, env);
+    assert_success(&out, "compose build");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn digest(v: &serde_json::Value) -> String {
+    v["images"][0]["digest"].as_str().unwrap().to_string()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Load `out/<name>` (an OCI layout) into podman as `localhost/<name>:<tag>` and run it.
+fn podman_run(ctx: &TestContext, layout: &Path, name: &str, tag: &str, args: &[&str]) -> String {
+    let archive = ctx.tmp.path().join(format!("{name}.tar"));
+    let _ = fs::remove_file(&archive);
+    run(std::process::Command::new("skopeo").arg("copy").arg("-q").arg(format!("oci:{}:{tag}", layout.display())).arg(format!(
+        "oci-archive:{}:localhost/{name}:{tag}",
+        archive.display()
+    )));
+    let podman = Podman::new(ctx.tmp.path());
+    run(podman.cmd().arg("load").arg("-q").arg("-i").arg(&archive));
+    let out = run(podman.cmd().args(["run", "--rm", &format!("localhost/{name}:{tag}")]).args(args));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn go_program_built_in_a_step_runs_reproduces_and_is_shared() {
+    let ctx = TestContext::new();
+    let nginx = crate::remote::Nginx::start(&ctx.tmp.path().join("nginx"));
+    let a = checkout("go-app", &ctx.tmp.path().join("a/checkout"));
+    // Machine A: an empty store; what it builds goes to the shared cache.
+    let va = build_json(&ctx, &a, "store-a", &["compose.kdl", "--remote-cache", &nginx.url], &[]);
+    assert_eq!(va["derivations"]["built"], va["derivations"]["total"], "{va}");
+    assert_eq!(va["images"].as_array().unwrap().len(), 1, "the builder image is not exported: {va}");
+    assert!(!a.join("out/go-builder").exists());
+    let text = podman_run(&ctx, &a.join("out/hello-go"), "hello-go", "latest", &["podman"]);
+    assert!(text.starts_with("hello, podman (built with go1.19"), "{text}");
+
+    // A second build runs nothing.
+    let again = build_json(&ctx, &a, "store-a", &["compose.kdl"], &[]);
+    assert_eq!((again["derivations"]["built"].as_u64(), digest(&again)), (Some(0), digest(&va)), "{again}");
+
+    // Machine B: another checkout path, an empty store, no shared cache, one job, another TZ:
+    // the same image, byte for byte.
+    let b = checkout("go-app", &ctx.tmp.path().join("elsewhere/b"));
+    let tz = [("TZ".to_string(), "Asia/Tokyo".to_string())];
+    let vb = build_json(&ctx, &b, "store-b", &["compose.kdl", "--jobs", "1"], &tz);
+    assert_eq!(digest(&vb), digest(&va));
+
+    // Machine C: an empty store and the shared cache, read-only: the step's output comes from the
+    // cache; nothing runs, and the builder image's packages are not even fetched.
+    let vc = build_json(&ctx, &b, "store-c", &["compose.kdl", "--remote-cache", &nginx.url, "--remote-cache-mode", "ro"], &[]);
+    assert_eq!((vc["derivations"]["built"].as_u64(), digest(&vc)), (Some(0), digest(&va)), "{vc}");
+    assert!(vc["derivations"]["remote"].as_u64().unwrap() <= 3, "only the image, its layer and the step: {vc}");
+
+    // One source edit re-runs the step and what copies from it, nothing else.
+    let main = a.join("src/main.go");
+    fs::write(&main, fs::read_to_string(&main).unwrap().replace("hello, %s", "hi, %s")).unwrap();
+    let out = compose_in(&ctx, &a, "store-a", &["build", "--json", "compose.kdl"], &[]);
+    assert_success(&out, "build after an edit");
+    let edited: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The step's inputs, the step, the layer copying from it, the image.
+    assert_eq!(edited["derivations"]["built"], 4, "{edited}\n{}", stderr(&out));
+    assert!(stderr(&out).contains("building step app-bin"));
+    let text = podman_run(&ctx, &a.join("out/hello-go"), "hello-go", "latest", &["again"]);
+    assert!(text.starts_with("hi, again"), "{text}");
+}
+
+/// The host's pip settings (index, certificates, proxies), passed to compose by name as a user's
+/// shell would: compose passes them on to fixed-output steps.
+fn host_pip_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("PIP_") || k.to_ascii_lowercase().ends_with("_proxy") || k == "SSL_CERT_FILE")
+        .collect()
+}
+
+#[test]
+fn python_app_pins_wheels_installs_them_hermetically_and_rebuilds_offline() {
+    let ctx = TestContext::new();
+    let dir = checkout("python-app", &ctx.root);
+    // Start without the wheels' pin: the first build runs the download and pins it.
+    let lock_path = dir.join("compose.kdl.lock");
+    let mut lock: serde_json::Value = serde_json::from_slice(&fs::read(&lock_path).unwrap()).unwrap();
+    let committed = lock["steps"]["wheels"]["output"].as_str().unwrap().to_string();
+    lock.as_object_mut().unwrap().remove("steps");
+    fs::write(&lock_path, serde_json::to_vec_pretty(&lock).unwrap()).unwrap();
+
+    let env = host_pip_env();
+    let out = compose_in(&ctx, &dir, "store", &["build", "--json", "compose.kdl", "--locked"], &env);
+    assert_eq!(out.status.code(), Some(2), "--locked refuses to pin: {}", stderr(&out));
+    assert!(stderr(&out).contains("fixed-output step `wheels` has no pin"), "{}", stderr(&out));
+
+    let first = build_json(&ctx, &dir, "store", &["compose.kdl"], &env);
+    let lock: serde_json::Value = serde_json::from_slice(&fs::read(&lock_path).unwrap()).unwrap();
+    assert_eq!(lock["steps"]["wheels"]["output"], committed.as_str(), "the same wheels as when the example was locked");
+    let text = podman_run(&ctx, &dir.join("out/py-app"), "py-app", "1.0", &[]);
+    assert_eq!(text.trim(), "six 1.16.0, idna 3.7: xn--bcher-kva.example");
+
+    // Offline, from the store: nothing runs, the same image.
+    let offline = build_json(&ctx, &dir, "store", &["compose.kdl", "--offline", "--locked"], &[]);
+    assert_eq!((offline["derivations"]["built"].as_u64(), digest(&offline)), (Some(0), digest(&first)), "{offline}");
+}
+
+const TOOLS: &str = r#"
+image "tools" {
+    export #false
+    repository "debian" suite="bookworm" components="main" keyring="/usr/share/keyrings/debian-archive-keyring.gpg"
+    packages "busybox-static"
+    files { symlink "/bin/sh" target="busybox" }
+}
+step "online" {
+    image "tools"
+    run "busybox" "wget" "-q" "-O" "/out/page" "http://example.com/"
+    output "/out"
+}
+step "boom" {
+    image "tools"
+    run "sh" "-c" "echo starting; echo boom >&2; exit 3"
+    output "/out"
+}
+step "clock" {
+    image "tools"
+    copy "a.txt" to="/in/a.txt"
+    run "sh" "-c" "cat /proc/sys/kernel/random/uuid > /out/now; cp /in/a.txt /out/a.txt"
+    output "/out"
+}
+step "stable" {
+    image "tools"
+    copy "b.txt" to="/in/b.txt"
+    // Inputs are read-only: the write must fail.
+    run "sh" "-c" "tr a-z A-Z < /in/b.txt > /out/B.TXT; if echo more >> /in/b.txt; then exit 9; fi"
+    output "/out"
+}
+step "fetch" {
+    image "tools"
+    run "sh" "-c" "cat /proc/sys/kernel/random/uuid > /out/download"
+    output "/out"
+    network #true
+}
+image "uses-online" { files { copy from="online" "/out/page" to="/page" } }
+image "uses-boom" { files { copy from="boom" "/out" to="/boom" } }
+image "both" {
+    files {
+        copy from="clock" "/out" to="/clock"
+        copy from="stable" "/out/B.TXT" to="/stable/"
+        copy from="tools" "/usr/bin/busybox" to="/bin/busybox"
+    }
+}
+image "fetched" { files { copy from="fetch" "/out/download" to="/download" } }
+"#;
+
+#[test]
+fn failing_changing_and_nondeterministic_steps_are_caught() {
+    let ctx = TestContext::new();
+    ctx.write("spec.kdl", TOOLS);
+    ctx.write("a.txt", "a\n");
+    ctx.write("b.txt", "b\n");
+    let root = ctx.root.clone();
+    let compose = |store: &str, args: &[&str]| compose_in(&ctx, &root, store, args, &[]);
+
+    // A hermetic step has no network: it fails, naming the step, the command, its exit code and
+    // the end of its log, with a hint.
+    let out = compose("store", &["build", "spec.kdl", "--image", "uses-online"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for s in ["step `online` failed", "`busybox wget -q -O /out/page http://example.com/` exited with code 1", "bad address", "no network"] {
+        assert!(err.contains(s), "missing {s:?} in:\n{err}");
+    }
+
+    // A failing command: its code and log tail; a failure is never cached.
+    for _ in 0..2 {
+        let out = compose("store", &["build", "spec.kdl", "--image", "uses-boom"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        for s in ["building step boom", "[boom] boom", "exited with code 3", "starting\n", "whole log: "] {
+            assert!(err.contains(s), "missing {s:?} in:\n{err}");
+        }
+    }
+
+    // Steps, their inputs read-only, and `copy from=` an image.
+    let first = compose("store", &["build", "--json", "spec.kdl", "--image", "both"]);
+    assert_success(&first, "build both");
+    let layout = root.join("out/both");
+    run(std::process::Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", layout.display())).arg(ctx.tmp.path().join("bundle")));
+    let rootfs = ctx.tmp.path().join("bundle/rootfs");
+    assert_eq!(fs::read_to_string(rootfs.join("stable/B.TXT")).unwrap(), "B\n");
+    assert_eq!(fs::read_to_string(rootfs.join("clock/a.txt")).unwrap(), "a\n");
+    assert!(rootfs.join("bin/busybox").is_file());
+    let log = stderr(&compose("store", &["build", "spec.kdl", "--image", "both"]));
+    assert!(!log.contains("building step"), "a second build runs no step:\n{log}");
+
+    // Editing one step's input re-runs that step only.
+    ctx.write("b.txt", "bee\n");
+    let out = compose("store", &["build", "--json", "spec.kdl", "--image", "both"]);
+    assert_success(&out, "build after an edit");
+    let err = stderr(&out);
+    assert!(err.contains("building step stable") && !err.contains("building step clock"), "{err}");
+
+    // --check runs every step again and names the one that is not reproducible, with the path.
+    let out = compose("store", &["build", "spec.kdl", "--image", "both", "--check"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("step clock (first difference: /now"), "{err}");
+    assert!(!err.contains("step stable (first difference"), "{err}");
+
+    // A fixed-output step is pinned on first run; a different result later names both hashes.
+    let first = compose("store", &["build", "spec.kdl", "--image", "fetched"]);
+    assert_success(&first, "build fetched");
+    let lock: serde_json::Value = serde_json::from_slice(&fs::read(root.join("spec.kdl.lock")).unwrap()).unwrap();
+    let pinned = lock["steps"]["fetch"]["output"].as_str().unwrap().to_string();
+    let out = compose("store-2", &["build", "spec.kdl", "--image", "fetched"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("but the lockfile pins {pinned}")) && err.contains("fixed-output step `fetch` yielded sha256:"), "{err}");
+    // `compose lock --update fetch` pins the new result.
+    let out = compose("store-2", &["lock", "spec.kdl", "--update", "fetch"]);
+    assert_success(&out, "lock --update fetch");
+    let lock: serde_json::Value = serde_json::from_slice(&fs::read(root.join("spec.kdl.lock")).unwrap()).unwrap();
+    assert_ne!(lock["steps"]["fetch"]["output"].as_str().unwrap(), pinned);
+    assert_success(&compose("store-2", &["build", "spec.kdl", "--image", "fetched", "--locked"]), "build after re-pinning");
+}
