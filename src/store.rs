@@ -464,8 +464,20 @@ impl Store {
         for sub in ["tmp", "locks"] {
             let d = self.dir.join(sub);
             for e in fs::read_dir(&d).map_err(io_err("list", &d))?.flatten() {
-                if fs::remove_file(e.path()).is_ok() && sub == "tmp" {
+                // Build steps' work directories are directories.
+                let removed = fs::remove_file(e.path()).is_ok() || (sub == "tmp" && fs::remove_dir_all(e.path()).is_ok());
+                if removed && sub == "tmp" {
                     report.temp_removed += 1;
+                }
+            }
+        }
+        // Images unpacked for build steps are a cache of blobs the store holds: made again when
+        // a step needs them. Logs of failed steps go when old.
+        let _ = fs::remove_dir_all(self.dir.join("rootfs"));
+        if let Ok(rd) = fs::read_dir(self.dir.join("logs")) {
+            for e in rd.flatten() {
+                if is_old(&e.path()) {
+                    let _ = fs::remove_file(e.path());
                 }
             }
         }
