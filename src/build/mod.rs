@@ -94,7 +94,7 @@ pub enum BuildError {
     },
     #[error("{message}")]
     CopyFrom { message: String },
-    #[error("step `{step}` cannot run")]
+    #[error("step `{step}` cannot run: {}", crate::util::chain_message(source))]
     Sandbox {
         step: String,
         #[source]
@@ -116,6 +116,14 @@ impl BuildError {
     /// A hint for the user, where one helps.
     pub fn help(&self) -> Option<String> {
         match self {
+            BuildError::Sandbox { source: sandbox::SandboxError::NotRoot(_), .. } => Some(
+                "run compose as root (as CI jobs do, or with sudo); steps need runc and an overlay mount, and rootless \
+                 steps (user namespaces) are not supported yet"
+                    .into(),
+            ),
+            BuildError::Sandbox { source: sandbox::SandboxError::NoRunc, .. } => {
+                Some("install runc (Debian and Ubuntu: `apt-get install runc`)".into())
+            }
             BuildError::StepFailed { hermetic: true, .. } => Some(
                 "the step is hermetic: it has no network. If it downloads something, make it a fixed-output step \
                  with `network #true` (its result is then pinned in the lockfile)"

@@ -251,11 +251,13 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
     let mut errors: Vec<SpecDiagnostic> = Vec::new();
     let mut scanner = Scanner::new(&opts.cache_dir, &spec.dir)?;
     let mut sources: HashMap<String, Scanned> = HashMap::new();
-    // Local copy sources of the images planned and of every step (`copy from=` reads no local file).
+    // Local copy sources of the images and steps planned (`copy from=` reads no local file):
+    // without --image, every step is planned.
+    let steps: Vec<&spec::StepSpec> = if opts.image.is_some() { spec.steps_needed(&selected) } else { spec.steps.iter().collect() };
     let ops = needed
         .iter()
         .flat_map(|img| img.files.iter().chain(img.layers.iter().flat_map(|l| l.ops.iter())))
-        .chain(spec.steps.iter().flat_map(|s| s.inputs.iter()));
+        .chain(steps.iter().flat_map(|s| s.inputs.iter()));
     {
         for op in ops {
             let FileOp::Copy { src, src_span, from: None, .. } = op else { continue };

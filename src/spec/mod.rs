@@ -413,6 +413,15 @@ impl SpecFile {
     /// The images `selected` need (themselves, and every image they use through bases, steps
     /// and `copy from=`), selected first, then in the order found.
     pub fn images_needed<'s>(&'s self, selected: &[&'s ImageSpec]) -> Vec<&'s ImageSpec> {
+        self.needed_names(selected).into_iter().filter_map(|n| self.image(n)).collect()
+    }
+
+    /// The steps `selected` need, in the order found.
+    pub fn steps_needed<'s>(&'s self, selected: &[&'s ImageSpec]) -> Vec<&'s StepSpec> {
+        self.needed_names(selected).into_iter().filter_map(|n| self.step(n)).collect()
+    }
+
+    fn needed_names<'s>(&'s self, selected: &[&'s ImageSpec]) -> Vec<&'s str> {
         let mut names: Vec<&str> = selected.iter().map(|i| i.name.as_str()).collect();
         let mut i = 0;
         while i < names.len() {
@@ -423,7 +432,7 @@ impl SpecFile {
             }
             i += 1;
         }
-        names.into_iter().filter_map(|n| self.image(n)).collect()
+        names
     }
 
     /// The text of the file.

@@ -253,4 +253,25 @@ fn failing_changing_and_nondeterministic_steps_are_caught() {
     let lock: serde_json::Value = serde_json::from_slice(&fs::read(root.join("spec.kdl.lock")).unwrap()).unwrap();
     assert_ne!(lock["steps"]["fetch"]["output"].as_str().unwrap(), pinned);
     assert_success(&compose("store-2", &["build", "spec.kdl", "--image", "fetched", "--locked"]), "build after re-pinning");
+
+    // Where the sandbox cannot run (here: not root), a step says what it needs.
+    use std::os::unix::fs::PermissionsExt;
+    let nobody = ctx.tmp.path().join("nobody");
+    fs::create_dir_all(&nobody).unwrap();
+    for d in [ctx.tmp.path(), nobody.as_path()] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    fs::write(nobody.join("spec.kdl"), TOOLS).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", COMPOSE, "build", "spec.kdl", "--image", "uses-boom"])
+        .current_dir(&nobody)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &nobody)
+        .env("COMPOSE_CACHE_DIR", nobody.join("cache"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("step `boom` cannot run: build steps need root") && err.contains("help: run compose as root"), "{err}");
 }
