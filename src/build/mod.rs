@@ -562,7 +562,7 @@ fn layer_with_copies(
             crate::plan::LayerPart::From(c) => {
                 let source = &plan.graph[c.source];
                 let rec = deps.get(&c.source).ok_or_else(|| BuildError::MissingOutput(source.name.clone(), "tree"))?;
-                if !unpacked.contains_key(&c.source) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = unpacked.entry(c.source) {
                     let entry = match &source.kind {
                         DrvKind::Step(_) => {
                             let tree = output(rec, "tree")?;
@@ -575,7 +575,7 @@ fn layer_with_copies(
                         }
                         _ => (trees::image_rootfs(store, rec)?, None),
                     };
-                    unpacked.insert(c.source, entry);
+                    slot.insert(entry);
                 }
                 let root = unpacked.get(&c.source).map(|(p, _)| p.clone()).unwrap_or_default();
                 let what = match &source.kind {
@@ -586,7 +586,8 @@ fn layer_with_copies(
             }
         }
     }
-    let entries = crate::plan::merge_parts(l.merged_usr, parts).map_err(|message| BuildError::CopyFrom { message: format!("{name}: {message}") })?;
+    let entries =
+        crate::plan::merge_parts(l.merged_usr, parts).map_err(|message| BuildError::CopyFrom { message: format!("{name}: {message}") })?;
     build_layer(name, &entries, l.epoch, store)
 }
 

@@ -106,7 +106,9 @@ pub fn config(c: &Command1<'_>) -> serde_json::Value {
     ];
     if c.network {
         // sysfs cannot be mounted fresh without a network namespace of one's own.
-        mounts.push(json!({"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "ro", "nosuid", "noexec", "nodev"]}));
+        mounts.push(
+            json!({"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "ro", "nosuid", "noexec", "nodev"]}),
+        );
     } else {
         mounts.push(json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}));
     }

@@ -259,7 +259,14 @@ pub fn first_difference(store: &Store, a: &Output, b: &Output) -> Result<Option<
             let mut e = e.map_err(io_error(&path, "cannot read"))?;
             let p = e.path().map_err(io_error(&path, "cannot read"))?.to_string_lossy().into_owned();
             let h = e.header();
-            let head = format!("{:?} {:o} {}:{} {}", h.entry_type(), h.mode().unwrap_or(0), h.uid().unwrap_or(0), h.gid().unwrap_or(0), h.size().unwrap_or(0));
+            let head = format!(
+                "{:?} {:o} {}:{} {}",
+                h.entry_type(),
+                h.mode().unwrap_or(0),
+                h.uid().unwrap_or(0),
+                h.gid().unwrap_or(0),
+                h.size().unwrap_or(0)
+            );
             let (sha, _) = Sha256::of_reader(&mut e).map_err(io_error(&path, "cannot read"))?;
             let link = e.link_name().ok().flatten().map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
             v.push((p, format!("{head} {link} {}", sha.hex())));

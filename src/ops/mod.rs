@@ -76,7 +76,7 @@ pub enum Error {
     #[error("{error}")]
     #[diagnostic(code(compose::step))]
     Step {
-        error: BuildError,
+        error: Box<BuildError>,
         #[help]
         help: Option<String>,
     },
@@ -116,7 +116,7 @@ impl From<BuildError> for Error {
         match e {
             BuildError::StepFailed { .. } | BuildError::FixedOutputChanged { .. } | BuildError::Sandbox { .. } => {
                 let help = e.help();
-                Error::Step { error: e, help }
+                Error::Step { error: Box::new(e), help }
             }
             e => Error::Build(e),
         }
@@ -127,7 +127,11 @@ impl Error {
     /// User errors (the spec, lockfile or command line is wrong) exit with 2, the rest with 1.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Spec(_) | Error::Usage(_) | Error::Locked { .. } | Error::StepUnpinned { .. } | Error::Lock(LockError::Parse { .. } | LockError::Version { .. }) => 2,
+            Error::Spec(_)
+            | Error::Usage(_)
+            | Error::Locked { .. }
+            | Error::StepUnpinned { .. }
+            | Error::Lock(LockError::Parse { .. } | LockError::Version { .. }) => 2,
             Error::Resolution { source, .. } if matches!(**source, ResolutionError::Spec(_) | ResolutionError::Mirror(_)) => 2,
             // A key that does not parse, a key file named on the command line that is not there,
             // a cache URL that is not one: the command line is wrong. A key file that exists but

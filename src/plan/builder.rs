@@ -29,7 +29,11 @@ pub(super) struct Merged {
 enum PendingPart {
     Entries(Vec<PlannedEntry>),
     /// A `copy from=`: the name of its step or image, resolved per platform.
-    From { name: String, span: miette::SourceSpan, copy: CopyFrom },
+    From {
+        name: String,
+        span: miette::SourceSpan,
+        copy: CopyFrom,
+    },
 }
 
 /// An image or a step of the spec.
@@ -230,8 +234,7 @@ impl Builder<'_> {
         let mut deps = vec![image_node];
         let mut inputs = None;
         if !step.inputs.is_empty() {
-            let Some(m) = self.merge_ops("inputs", &step.inputs, &ids, !image.packages.is_empty())
-            else {
+            let Some(m) = self.merge_ops("inputs", &step.inputs, &ids, !image.packages.is_empty()) else {
                 return;
             };
             let Some(n) = self.layer(&format!("step {}", step.name), &m, epoch, &platform.to_string()) else { return };
@@ -356,7 +359,10 @@ impl Builder<'_> {
                     };
                     let c = CopyFrom { source, ..copy.clone() };
                     e.str("from").drv(&self.plan.graph[source].hash).str(&c.src).str(&c.to).u64(c.to_dir as u64);
-                    e.u64(c.mode.map_or(u64::MAX, u64::from)).u64(c.dir_mode.map_or(u64::MAX, u64::from)).u64(c.uid as u64).u64(c.gid as u64);
+                    e.u64(c.mode.map_or(u64::MAX, u64::from))
+                        .u64(c.dir_mode.map_or(u64::MAX, u64::from))
+                        .u64(c.uid as u64)
+                        .u64(c.gid as u64);
                     deps.push(source);
                     parts.push(LayerPart::From(c));
                 }

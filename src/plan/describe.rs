@@ -47,7 +47,8 @@ pub fn describe(plan: &Plan, n: NodeIndex) -> BTreeMap<String, String> {
             for (i, part) in l.parts.iter().enumerate() {
                 if let super::LayerPart::From(c) = part {
                     let mode = c.mode.map(|m| format!(" mode={m:04o}")).unwrap_or_default();
-                    let what = format!("{} from {}: {} to {}{mode} owner={}:{}", i + 1, plan.graph[c.source].name, c.src, c.to, c.uid, c.gid);
+                    let what =
+                        format!("{} from {}: {} to {}{mode} owner={}:{}", i + 1, plan.graph[c.source].name, c.src, c.to, c.uid, c.gid);
                     put(format!("copy {what}"), dep(plan, c.source));
                 }
             }

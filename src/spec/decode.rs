@@ -44,7 +44,8 @@ const USAGE_GROUP: &str = "group \"app\" gid=10001 members=\"alice bob\"";
 const USAGE_USER: &str = "user \"app\" uid=10001 gid=10001 home=\"/home/app\" shell=\"/bin/sh\" gecos=\"App\"";
 const USAGE_FILES: &str = "files { copy ...; text ...; symlink ...; dir ... }";
 const USAGE_LAYER: &str = "layer \"NAME\" { copy ...; text ...; symlink ...; dir ... }";
-const USAGE_COPY: &str = "copy \"SOURCE\" to=\"/DEST\" mode=0o644 dir-mode=0o755 owner=\"NAME\" (or copy from=\"STEP-OR-IMAGE\" \"/PATH\" to=\"/DEST\")";
+const USAGE_COPY: &str =
+    "copy \"SOURCE\" to=\"/DEST\" mode=0o644 dir-mode=0o755 owner=\"NAME\" (or copy from=\"STEP-OR-IMAGE\" \"/PATH\" to=\"/DEST\")";
 const USAGE_STEP: &str = "step \"NAME\" { image \"IMAGE\"; copy ...; run \"PROGRAM\" \"ARG\"...; output \"/out\" }";
 const USAGE_STEP_IMAGE: &str = "image \"NAME\" (an image of this file)";
 const USAGE_STEP_PLATFORM: &str = "platform \"linux/amd64\"";
@@ -1242,10 +1243,7 @@ impl Decoder {
         self.leaf(&node);
         let props = self.props(&node, &["to", "mode", "dir-mode", "owner", "from"]);
         let args = self.args(&node, 1, Some(1), "a source path");
-        let from = match props.get("from") {
-            Some(e) => Some(self.name(e, "step or image").map(|n| (n, value_span(e)))),
-            None => None,
-        };
+        let from = props.get("from").map(|e| self.name(e, "step or image").map(|n| (n, value_span(e))));
         let src = args.first().and_then(|e| {
             if from.is_some() {
                 // A path in the step's output or the image's file system.

@@ -48,10 +48,11 @@ fn stderr(out: &Output) -> String {
 fn podman_run(ctx: &TestContext, layout: &Path, name: &str, tag: &str, args: &[&str]) -> String {
     let archive = ctx.tmp.path().join(format!("{name}.tar"));
     let _ = fs::remove_file(&archive);
-    run(std::process::Command::new("skopeo").arg("copy").arg("-q").arg(format!("oci:{}:{tag}", layout.display())).arg(format!(
-        "oci-archive:{}:localhost/{name}:{tag}",
-        archive.display()
-    )));
+    run(std::process::Command::new("skopeo")
+        .arg("copy")
+        .arg("-q")
+        .arg(format!("oci:{}:{tag}", layout.display()))
+        .arg(format!("oci-archive:{}:localhost/{name}:{tag}", archive.display())));
     let podman = Podman::new(ctx.tmp.path());
     run(podman.cmd().arg("load").arg("-q").arg("-i").arg(&archive));
     let out = run(podman.cmd().args(["run", "--rm", &format!("localhost/{name}:{tag}")]).args(args));
@@ -104,9 +105,7 @@ fn go_program_built_in_a_step_runs_reproduces_and_is_shared() {
 /// The host's pip settings (index, certificates, proxies), passed to compose by name as a user's
 /// shell would: compose passes them on to fixed-output steps.
 fn host_pip_env() -> Vec<(String, String)> {
-    std::env::vars()
-        .filter(|(k, _)| k.starts_with("PIP_") || k.to_ascii_lowercase().ends_with("_proxy") || k == "SSL_CERT_FILE")
-        .collect()
+    std::env::vars().filter(|(k, _)| k.starts_with("PIP_") || k.to_ascii_lowercase().ends_with("_proxy") || k == "SSL_CERT_FILE").collect()
 }
 
 #[test]
@@ -198,7 +197,8 @@ fn failing_changing_and_nondeterministic_steps_are_caught() {
     let out = compose("store", &["build", "spec.kdl", "--image", "uses-online"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    for s in ["step `online` failed", "`busybox wget -q -O /out/page http://example.com/` exited with code 1", "bad address", "no network"] {
+    for s in ["step `online` failed", "`busybox wget -q -O /out/page http://example.com/` exited with code 1", "bad address", "no network"]
+    {
         assert!(err.contains(s), "missing {s:?} in:\n{err}");
     }
 
@@ -216,7 +216,10 @@ fn failing_changing_and_nondeterministic_steps_are_caught() {
     let first = compose("store", &["build", "--json", "spec.kdl", "--image", "both"]);
     assert_success(&first, "build both");
     let layout = root.join("out/both");
-    run(std::process::Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", layout.display())).arg(ctx.tmp.path().join("bundle")));
+    run(std::process::Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:latest", layout.display()))
+        .arg(ctx.tmp.path().join("bundle")));
     let rootfs = ctx.tmp.path().join("bundle/rootfs");
     assert_eq!(fs::read_to_string(rootfs.join("stable/B.TXT")).unwrap(), "B\n");
     assert_eq!(fs::read_to_string(rootfs.join("clock/a.txt")).unwrap(), "a\n");
