@@ -184,7 +184,8 @@ pub fn run(runc: &Path, work: &Path, c: &Command1<'_>, line: &mut dyn FnMut(&str
                 let mut buf = Vec::new();
                 loop {
                     buf.clear();
-                    match r.read_until(b'\n', &mut buf) {
+                    // A line without an end is passed on every 64 KiB rather than held whole.
+                    match (&mut r).take(64 * 1024).read_until(b'\n', &mut buf) {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {
                             let s = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();

@@ -173,18 +173,18 @@ pub fn run_step(
     }
     let env = environment(s, &image_env);
     let cwd = s.workdir.clone().unwrap_or_else(|| "/".into());
-    let mut log: Vec<String> = Vec::new();
+    let mut log = Log::new(store)?;
     for argv in &s.runs {
         let cmd = Command1 { rootfs: &rootfs, args: argv, env: &env, cwd: &cwd, user: s.user, network: s.network, binds: &binds };
-        log.push(format!("$ {}", shell_words(argv)));
+        log.line(&format!("$ {}", shell_words(argv)));
         let code = sandbox::run(&runc, &w, &cmd, &mut |line| {
             reporter.step_line(drv, line);
-            log.push(line.to_string());
+            log.line(line);
         })
         .map_err(|e| BuildError::Sandbox { step: s.step.clone(), source: e })?;
         if code != 0 {
-            let kept = keep_log(store, drv, &log);
-            let tail = log.iter().skip(log.len().saturating_sub(TAIL)).cloned().collect::<Vec<_>>().join("\n");
+            let tail = log.tail.iter().cloned().collect::<Vec<_>>().join("\n");
+            let kept = log.keep(store, drv);
             return Err(BuildError::StepFailed {
                 step: s.step.clone(),
                 command: shell_words(argv),
@@ -195,30 +195,83 @@ pub fn run_step(
             });
         }
     }
-    let captured = rootfs.join(s.output.trim_start_matches('/'));
+    // The output as the step saw it: symlinks on the way are followed inside its root, and the
+    // output itself must be a directory (never a link out of the sandbox).
+    let captured = trees::resolve_in(&rootfs, &s.output);
+    if !captured.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        log.keep(store, drv);
+        return Err(BuildError::Tree {
+            message: format!("step `{}`: its output `{}` is not a directory when it ends", s.step, s.output),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not a directory"),
+        });
+    }
     let tree = trees::capture(&drv.name, &captured, s.epoch, store)?;
     if let (Some(pin), Some(got)) = (s.pin, tree.diff_id) {
         if pin != got {
-            keep_log(store, drv, &log);
+            log.keep(store, drv);
             return Err(BuildError::FixedOutputChanged { step: s.step.clone(), pinned: pin.to_string(), got: got.to_string() });
         }
     }
-    let mut text = log.join("\n");
-    text.push('\n');
-    let digest = store.put_bytes(text.as_bytes())?;
-    let log_out = Output { digest, size: text.len() as u64, media_type: "text/plain; charset=utf-8".into(), diff_id: None };
-    Ok((log_out, tree))
+    Ok((log.commit(store)?, tree))
 }
 
-/// Keep a failed step's log in the store's `logs/` (failures are never cached as records).
-fn keep_log(store: &Store, drv: &Derivation, log: &[String]) -> Option<PathBuf> {
-    let dir = store.dir().join("logs");
-    fs::create_dir_all(&dir).ok()?;
-    let path = dir.join(format!("{}.log", drv.hash.hex()));
-    let mut text = log.join("\n");
-    text.push('\n');
-    crate::util::write_atomic(&path, text.as_bytes(), 0o644, None).ok()?;
-    Some(path)
+/// A step's log: written to a store temporary as it comes (never held whole in memory), with its
+/// last lines kept for the error message.
+struct Log {
+    file: std::io::BufWriter<std::fs::File>,
+    tmp: tempfile::NamedTempFile,
+    tail: std::collections::VecDeque<String>,
+}
+
+/// Longest line of a log kept as is; longer ones are cut (the file keeps them whole).
+const LINE_MAX: usize = 4096;
+
+impl Log {
+    fn new(store: &Store) -> Result<Log, BuildError> {
+        let tmp = store.temp_file()?;
+        let file = crate::store::buffered(&tmp)?;
+        Ok(Log { file, tmp, tail: std::collections::VecDeque::new() })
+    }
+
+    fn line(&mut self, line: &str) {
+        use std::io::Write;
+        let _ = writeln!(self.file, "{line}");
+        if self.tail.len() == TAIL {
+            self.tail.pop_front();
+        }
+        let mut shown = line.to_string();
+        if shown.len() > LINE_MAX {
+            let mut cut = LINE_MAX;
+            while !shown.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            shown.truncate(cut);
+            shown.push('…');
+        }
+        self.tail.push_back(shown);
+    }
+
+    /// Into the store, as the step's `log` output.
+    fn commit(mut self, store: &Store) -> Result<Output, BuildError> {
+        use std::io::Write;
+        let path = self.tmp.path().to_path_buf();
+        self.file.flush().map_err(io("write", &path))?;
+        let f = std::fs::File::open(&path).map_err(io("read", &path))?;
+        let (digest, size) = crate::hash::Sha256::of_reader(f).map_err(io("read", &path))?;
+        store.commit_blob(self.tmp, &digest)?;
+        Ok(Output { digest, size, media_type: "text/plain; charset=utf-8".into(), diff_id: None })
+    }
+
+    /// Keep a failed step's log in the store's `logs/` (failures are never cached as records).
+    fn keep(&mut self, store: &Store, drv: &Derivation) -> Option<PathBuf> {
+        use std::io::Write;
+        self.file.flush().ok()?;
+        let dir = store.dir().join("logs");
+        fs::create_dir_all(&dir).ok()?;
+        let path = dir.join(format!("{}.log", drv.hash.hex()));
+        fs::copy(self.tmp.path(), &path).ok()?;
+        Some(path)
+    }
 }
 
 /// An argv as a shell would read it back, for messages.

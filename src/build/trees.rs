@@ -82,29 +82,41 @@ pub fn unpack(blob: &Path, media_type: &str, dest: &Path) -> Result<(), BuildErr
             }
         }
         let Some(name) = rel.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
+        // The parent as the image itself sees it: symlinks inside the tree are followed within it
+        // (an absolute target is re-rooted at `dest`), so nothing is ever written or removed
+        // outside `dest`.
+        let parent_rel = rel.parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let parent = resolve_in(dest, &parent_rel);
         if let Some(hidden) = name.strip_prefix(".wh.") {
-            let dir = dest.join(rel.parent().unwrap_or(Path::new("")));
             if hidden == ".wh..opq" {
                 // Opaque: what lower layers put in this directory is gone.
-                if let Ok(rd) = fs::read_dir(&dir) {
+                if let Ok(rd) = fs::read_dir(&parent) {
                     for e in rd.flatten() {
                         remove(&e.path());
                     }
                 }
-            } else {
-                remove(&dir.join(hidden));
+            } else if !hidden.is_empty() && hidden != "." && hidden != ".." {
+                remove(&parent.join(hidden));
             }
             continue;
         }
+        fs::create_dir_all(&parent).map_err(io_error(&parent, "cannot create"))?;
         // A file replacing a directory (or the other way round) replaces it whole.
-        let target = dest.join(&rel);
+        let target = parent.join(&name);
+        let kind = entry.header().entry_type();
         if let Ok(meta) = fs::symlink_metadata(&target) {
-            let is_dir = entry.header().entry_type().is_dir();
-            if meta.is_dir() != is_dir || meta.file_type().is_symlink() {
+            if meta.is_dir() != kind.is_dir() || meta.file_type().is_symlink() || kind.is_hard_link() {
                 remove(&target);
             }
         }
-        entry.unpack_in(dest).map_err(io_error(&target, "cannot unpack"))?;
+        if kind.is_hard_link() {
+            let link = entry.link_name().map_err(io_error(blob, "cannot read"))?.map(|l| l.to_string_lossy().into_owned());
+            let Some(link) = link else { return Err(bad(format!("hard link `{}` in `{}` has no target", path.display(), blob.display()))) };
+            let source = resolve_in(dest, &link);
+            fs::hard_link(&source, &target).map_err(io_error(&target, "cannot link"))?;
+            continue;
+        }
+        entry.unpack(&target).map_err(io_error(&target, "cannot unpack"))?;
     }
     Ok(())
 }
@@ -126,7 +138,7 @@ fn remove(p: &Path) {
 /// FIFOs and sockets are refused.
 pub fn scan_tree(dir: &Path) -> Result<Vec<PlannedEntry>, BuildError> {
     let mut out = Vec::new();
-    for e in walkdir::WalkDir::new(dir).min_depth(1).follow_links(false) {
+    for e in walkdir::WalkDir::new(dir).min_depth(1).follow_links(false).follow_root_links(false) {
         let e = e.map_err(|e| {
             let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| dir.to_path_buf());
             io_error(&path, "cannot read")(e.into())
