@@ -303,3 +303,95 @@ pub fn first_difference(store: &Store, a: &Output, b: &Output) -> Result<Option<
         i += 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plain tar of (path, kind) entries: `Some(target)` makes a symlink, `None` a file
+    /// holding its path.
+    fn tar_of(entries: &[(&str, Option<&str>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, link) in entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            match link {
+                Some(t) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    b.append_link(&mut h, path, t).unwrap();
+                }
+                None => {
+                    h.set_size(path.len() as u64);
+                    b.append_data(&mut h, path, path.as_bytes()).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn unpack_all(dest: &Path, layers: &[Vec<u8>]) {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, l) in layers.iter().enumerate() {
+            let p = dir.path().join(format!("{i}.tar"));
+            fs::write(&p, l).unwrap();
+            unpack(&p, "application/vnd.oci.image.layer.v1.tar", dest).unwrap();
+        }
+    }
+
+    #[test]
+    fn symlinks_in_a_layer_never_lead_outside_the_tree() {
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, "host file").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let abs = outside.path().display().to_string();
+        unpack_all(
+            root.path(),
+            &[
+                tar_of(&[("etc-link", Some(abs.as_str())), ("up", Some("../../.."))]),
+                // Written through the links: they resolve inside the tree.
+                tar_of(&[("etc-link/new", None), ("up/escaped", None), ("etc-link/.wh.victim", None)]),
+            ],
+        );
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "host file", "a whiteout through a link removed a host file");
+        assert!(!outside.path().join("new").exists());
+        let inside = root.path().join(outside.path().strip_prefix("/").unwrap());
+        assert_eq!(fs::read_to_string(inside.join("new")).unwrap(), "etc-link/new");
+        assert_eq!(fs::read_to_string(root.path().join("escaped")).unwrap(), "up/escaped");
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_directories_hide_lower_layers() {
+        let root = tempfile::tempdir().unwrap();
+        unpack_all(
+            root.path(),
+            &[
+                tar_of(&[("d/a", None), ("d/b", None), ("o/x", None), ("keep", None)]),
+                tar_of(&[("d/.wh.a", None), ("o/.wh..wh..opq", None), ("o/y", None), (".wh...", None)]),
+            ],
+        );
+        let names = |d: &str| {
+            let mut v: Vec<String> = fs::read_dir(root.path().join(d)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names("d"), ["b"]);
+        assert_eq!(names("o"), ["y"]);
+        assert!(root.path().join("keep").exists(), "`.wh...` removes nothing");
+    }
+
+    #[test]
+    fn resolve_in_re_roots_absolute_links_and_stops_at_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("usr/bin")).unwrap();
+        std::os::unix::fs::symlink("usr/bin", root.path().join("bin")).unwrap();
+        std::os::unix::fs::symlink("/usr", root.path().join("abs")).unwrap();
+        assert_eq!(resolve_in(root.path(), "/bin/sh"), root.path().join("usr/bin/sh"));
+        assert_eq!(resolve_in(root.path(), "/abs/bin"), root.path().join("usr/bin"));
+        assert_eq!(resolve_in(root.path(), "/../../etc"), root.path().join("etc"));
+    }
+}
