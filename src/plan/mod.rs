@@ -659,4 +659,83 @@ image "pk" {{
         let unlocked = text.replace("image \"pk\"", "image \"pk2\"");
         assert_eq!(codes(plan_of(&unlocked, None, None)), ["compose::lock::missing", "compose::lock::missing"]);
     }
+
+    const STEPS: &str = r#"
+image "b" { export #false; files { text "/bin/tool" "tool" mode=0o755; } }
+step "s" {
+    image "b"
+    text "/in/x" "INPUT"
+    run "tool" "ARG"
+    output "/out"
+}
+step "fo" {
+    image "b"
+    run "fetch"
+    output "/out"
+    network #true
+}
+image "app" {
+    files {
+        copy from="s" "/out/bin" to="/bin/"
+        text "/etc/t" "t"
+    }
+    layer "fetched" { copy from="fo" "/out" to="/data" }
+}
+"#;
+
+    #[test]
+    fn steps_are_keyed_by_their_inputs_and_fixed_output_steps_by_their_pin() {
+        let p = plan_of(STEPS, None, None).unwrap();
+        assert_eq!(p.images.iter().map(|i| (i.name.as_str(), i.export)).collect::<Vec<_>>(), [("b", false), ("app", true)]);
+        assert_eq!(p.roots(), [p.images[1].root], "only exported images are built for their own sake");
+        let DrvKind::Step(s) = &node(&p, "step s").kind else { panic!("not a step") };
+        assert_eq!((s.network, s.pin, s.input_paths.len()), (false, None, 0));
+        assert!(s.inputs.is_some_and(|n| p.graph[n].name == "step s: inputs"));
+        assert_eq!(node(&p, "step s").hash, s.recipe, "a hermetic step is keyed by its recipe");
+        let DrvKind::Layer(files) = &node(&p, "app: files").kind else { panic!("not a layer") };
+        assert_eq!(files.parts.len(), 2, "the copy and the text, in order");
+        let deps: Vec<&str> = p.dependencies(p.graph.node_indices().find(|&n| p.graph[n].name == "app: files").unwrap())
+            .into_iter()
+            .map(|n| p.graph[n].name.as_str())
+            .collect();
+        assert_eq!(deps, ["step s"]);
+        // Unpinned, then pinned for its recipe: keyed by the pin alone.
+        assert_eq!(p.unpinned_steps().len(), 1);
+        let DrvKind::Step(fo) = &node(&p, "step fo").kind else { panic!("not a step") };
+        assert_eq!(node(&p, "step fo").hash, fo.recipe);
+
+        let pin = Sha256::of(b"tree");
+        let with_pin = |recipe: String| {
+            let spec = crate::spec::parse_str(std::path::Path::new("t.kdl"), STEPS).unwrap();
+            let mut lock = lockfile();
+            lock.steps.insert("fo".into(), crate::lock::StepLock { recipe, output: pin.to_string() });
+            let (sources, bases) = (HashMap::new(), HashMap::new());
+            let mirror = |_: &str, _: &str| -> Result<String, String> { Err("offline".into()) };
+            let inputs = PlanInputs {
+                sources: &sources,
+                source_date_epoch: None,
+                layer_format: "test",
+                lock: Some(&lock),
+                mirror: &mirror,
+                max_layers: DEFAULT_MAX_LAYERS,
+                bases: &bases,
+            };
+            plan(&spec, None, &inputs).unwrap()
+        };
+        let pinned = with_pin(fo.recipe.hex());
+        assert!(pinned.unpinned_steps().is_empty());
+        assert_eq!(node(&pinned, "step fo").hash, fixed_output_hash(&pin));
+        let stale = with_pin("another recipe".into());
+        assert_eq!(stale.unpinned_steps().len(), 1, "a pin for another recipe is no pin");
+
+        // Another command changes the step and what copies from it, not the builder image or the
+        // fixed-output step.
+        let before = hashes(&p);
+        let after = hashes(&plan_of(&STEPS.replace("\"ARG\"", "\"OTHER\""), None, None).unwrap());
+        let changed: Vec<&str> = before.iter().filter(|(n, h)| after.get(*n) != Some(h)).map(|(n, _)| n.as_str()).collect();
+        assert_eq!(changed, ["app: files", "app: image", "step s"]);
+        // With --image app, the step and its image are planned; no step the image does not use.
+        let only = plan_of(&format!("{STEPS}\nstep \"unused\" {{ image \"b\"; run \"x\"; output \"/o\"; }}\n"), Some("app"), None).unwrap();
+        assert!(hashes(&only).contains_key("step s") && !hashes(&only).contains_key("step unused"));
+    }
 }
