@@ -578,11 +578,12 @@ fn layer_with_copies(
                     slot.insert(entry);
                 }
                 let root = unpacked.get(&c.source).map(|(p, _)| p.clone()).unwrap_or_default();
-                let what = match &source.kind {
-                    DrvKind::Step(s) => format!("the output of step `{}` (under {})", s.step, s.output),
-                    _ => format!("image {}", source.name),
+                let (what, shown) = match &source.kind {
+                    DrvKind::Step(s) if c.src.is_empty() => (format!("the output of step `{}`", s.step), s.output.clone()),
+                    DrvKind::Step(s) => (format!("the output of step `{}`", s.step), format!("{}/{}", s.output.trim_end_matches('/'), c.src)),
+                    _ => (format!("image {}", source.name), c.src.clone()),
                 };
-                parts.push(trees::copy_entries(c, &root, &what)?);
+                parts.push(trees::copy_entries(c, &root, &what, &shown)?);
             }
         }
     }

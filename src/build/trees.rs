@@ -210,9 +210,9 @@ pub fn resolve_in(root: &Path, path: &str) -> PathBuf {
 /// The entries a `copy from=` adds, from the tree at `root` (a step's output, or an image's root
 /// filesystem): as a local `copy` would, a directory's contents go into `to`; modes are kept
 /// unless the operation sets them; owners are the operation's.
-pub fn copy_entries(c: &CopyFrom, root: &Path, what: &str) -> Result<Vec<PlannedEntry>, BuildError> {
+/// `shown` is the source path as the spec wrote it, for messages.
+pub fn copy_entries(c: &CopyFrom, root: &Path, what: &str, shown: &str) -> Result<Vec<PlannedEntry>, BuildError> {
     let abs = if c.src.is_empty() { root.to_path_buf() } else { resolve_in(root, &c.src) };
-    let shown = if c.src.starts_with('/') || c.src.is_empty() { c.src.clone() } else { format!("…/{}", c.src) };
     let meta = abs.symlink_metadata().map_err(|source| BuildError::Tree { message: format!("{what} has no `{shown}`"), source })?;
     let mut out = Vec::new();
     let join = |dir: &str, rel: &str| if dir == "/" { format!("/{rel}") } else { format!("{dir}/{rel}") };
