@@ -29,15 +29,16 @@
 //! | 6 | [`resolution`] | a spec's packages → pinned lockfile entries |
 //! | 6 | [`remote`] | shared caches (HTTP, OCI registry), signed records |
 //! | 7 | [`plan`] | the derivation model, the DAG, `DrvHash`es, layering and file-op rules; no I/O |
-//! | 8 | [`build`] | executing a plan: lookups, parallel runs, records, progress through `Reporter` |
+//! | 8 | [`build`] | executing a plan: lookups, parallel runs, records, progress through `Reporter`; build steps (`build::sandbox`: runc; `build::trees`: unpacked images, captured outputs) |
 //! | 9 | [`image`] | finished images; OCI layout, archives, registry push |
 //! | 10 | [`ops`] | each command's operation: build, lock, plan, explain, cache |
 //!
 //! # On-disk formats
 //!
 //! All versioned; an unknown version is refused with a clear error:
-//! - the store, `cache/v1/` (blobs, records, stat caches, locks, remote markers, names): [`store`];
-//! - the lockfile, `SPEC.lock` (`version` field): [`lock`];
+//! - the store, `cache/v1/` (blobs, records, stat caches, locks, remote markers, names, unpacked
+//!   images and failed steps' logs): [`store`];
+//! - the lockfile, `SPEC.lock` (`version` field; packages, base digests, fixed-output steps' pins): [`lock`];
 //! - records (`version` field, outputs by name, inputs in words): [`store::Record`];
 //! - layers: `layer::LAYER_FORMAT_ID` names the tar rules and compressor, and is part of every
 //!   layer's derivation hash.
