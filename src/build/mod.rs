@@ -580,7 +580,9 @@ fn layer_with_copies(
                 let root = unpacked.get(&c.source).map(|(p, _)| p.clone()).unwrap_or_default();
                 let (what, shown) = match &source.kind {
                     DrvKind::Step(s) if c.src.is_empty() => (format!("the output of step `{}`", s.step), s.output.clone()),
-                    DrvKind::Step(s) => (format!("the output of step `{}`", s.step), format!("{}/{}", s.output.trim_end_matches('/'), c.src)),
+                    DrvKind::Step(s) => {
+                        (format!("the output of step `{}`", s.step), format!("{}/{}", s.output.trim_end_matches('/'), c.src))
+                    }
                     _ => (format!("image {}", source.name), c.src.clone()),
                 };
                 parts.push(trees::copy_entries(c, &root, &what, &shown)?);

@@ -375,7 +375,8 @@ mod tests {
             ],
         );
         let names = |d: &str| {
-            let mut v: Vec<String> = fs::read_dir(root.path().join(d)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+            let mut v: Vec<String> =
+                fs::read_dir(root.path().join(d)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
             v.sort();
             v
         };

@@ -694,7 +694,8 @@ image "app" {
         assert_eq!(node(&p, "step s").hash, s.recipe, "a hermetic step is keyed by its recipe");
         let DrvKind::Layer(files) = &node(&p, "app: files").kind else { panic!("not a layer") };
         assert_eq!(files.parts.len(), 2, "the copy and the text, in order");
-        let deps: Vec<&str> = p.dependencies(p.graph.node_indices().find(|&n| p.graph[n].name == "app: files").unwrap())
+        let deps: Vec<&str> = p
+            .dependencies(p.graph.node_indices().find(|&n| p.graph[n].name == "app: files").unwrap())
             .into_iter()
             .map(|n| p.graph[n].name.as_str())
             .collect();
