@@ -18,6 +18,14 @@ use super::{
     StepSpec, User,
 };
 
+/// "did you mean `X`?" when a known name is close to `name`, else `what: A, B or C`.
+fn known_names_help(name: &str, known: &[&str], what: &str) -> String {
+    match suggest(name, known) {
+        Some(s) => format!("did you mean `{s}`?"),
+        None => format!("{what}: {}", one_of(known)),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The vocabulary
 // ---------------------------------------------------------------------------
@@ -595,10 +603,7 @@ impl Decoder {
             if image_names.contains(&image.as_str()) {
                 deps.entry(step.name.as_str()).or_default().push((image.as_str(), *at));
             } else {
-                let help = match suggest(image, &image_names) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None => format!("images in this file: {}", one_of(&image_names)),
-                };
+                let help = known_names_help(image, &image_names, "images in this file");
                 self.push(
                     "compose::spec::unknown_image",
                     format!("step `{}` runs in image `{image}`, which this file does not define", step.name),
@@ -614,10 +619,7 @@ impl Decoder {
         for (owner, op) in ops {
             let FileOp::Copy { from: Some((from, at)), src, src_span, .. } = op else { continue };
             if !all.contains(&from.as_str()) {
-                let help = match suggest(from, &all) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None => format!("images and steps in this file: {}", one_of(&all)),
-                };
+                let help = known_names_help(from, &all, "images and steps in this file");
                 self.push(
                     "compose::spec::unknown_from",
                     format!("`copy from=\"{from}\"` names no image or step of this file"),
@@ -691,10 +693,10 @@ impl Decoder {
             }
             if !index.contains_key(name.as_str()) {
                 let others: Vec<&str> = names.iter().copied().filter(|n| *n != img.name).collect();
-                let help = match suggest(name, &others) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None if others.is_empty() => "this file defines no other image".to_owned(),
-                    None => format!("images in this file: {}", one_of(&others)),
+                let help = if others.is_empty() {
+                    "this file defines no other image".to_owned()
+                } else {
+                    known_names_help(name, &others, "images in this file")
                 };
                 self.push(
                     "compose::spec::unknown_image",
