@@ -145,6 +145,9 @@ pub fn ensure_locked(
 /// for their recipe; returns its path.
 pub fn lock(opts: &SpecOptions, mode: LockMode, reporter: &dyn crate::build::Reporter) -> Result<PathBuf, Error> {
     let spec = spec::parse_file(&opts.spec)?;
+    for w in spec.warnings() {
+        reporter.warning(&w);
+    }
     let selected: Vec<&spec::ImageSpec> = spec.images.iter().filter(|i| opts.image.as_ref().is_none_or(|n| *n == i.name)).collect();
     let env = |name: &str| std::env::var(name).ok();
     let mirrors = MirrorConfig { flags: &opts.mirrors, env: &env, root: &opts.host_root };

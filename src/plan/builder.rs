@@ -164,12 +164,30 @@ impl Builder<'_> {
                     continue;
                 };
                 let tz = config.env.iter().find_map(|e| e.strip_prefix("TZ=")).unwrap_or("Etc/UTC").to_string();
-                let (pkg_layers, per_package, meta) = self.package_layers(image, platform, &pins.packages, epoch, common.len(), tz);
+                let (pkg_layers, per_package, meta) =
+                    self.package_layers(image, platform, &pins.packages, epoch, common.len() + self.base_layers(base.as_ref()), tz);
                 layers.extend(pkg_layers);
                 layers.push(meta);
                 packages = per_package;
             }
             layers.extend(common.iter().copied());
+            // The layer budget counts what the base brings (`base image=` chains included).
+            let inherited = self.base_layers(base.as_ref());
+            if inherited + layers.len() > self.inputs.max_layers {
+                self.errors.push(self.spec.diagnostic(
+                    "compose::plan::too_many_layers",
+                    image.span,
+                    format!(
+                        "image `{}` would have {} layers on {platform} ({inherited} from its base), more than the limit of {}",
+                        image.name,
+                        inherited + layers.len(),
+                        self.inputs.max_layers
+                    ),
+                    "this image",
+                    Some("raise --max-layers (engines accept up to 127), or give the image or its base fewer `layer` blocks".into()),
+                ));
+                continue;
+            }
             let drv = ImageDrv { platform: platform.clone(), base, layers: layers.clone(), packages, config: config.clone(), epoch };
             let hash = self.image_hash(&drv);
             let name =
@@ -310,6 +328,18 @@ impl Builder<'_> {
         };
         let n = self.add(Derivation { hash, name: format!("step {}", step.name), kind: DrvKind::Step(Box::new(drv)) }, &deps);
         self.step_nodes.insert(step.name.clone(), n);
+    }
+
+    /// How many layers an image's base gives it (a `base image=` parent's own base included).
+    fn base_layers(&self, base: Option<&ImageBase>) -> usize {
+        match base {
+            None => 0,
+            Some(ImageBase::External { layers, .. }) => layers.len(),
+            Some(ImageBase::Image(n)) => match &self.plan.graph[*n].kind {
+                DrvKind::Image(parent) => parent.layers.len() + self.base_layers(parent.base.as_ref()),
+                _ => 0,
+            },
+        }
     }
 
     /// The base's `/etc/passwd` and `/etc/group` for `platform`, if the image has a base that has them.

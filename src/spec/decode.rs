@@ -18,6 +18,27 @@ use super::{
     StepSpec, User,
 };
 
+/// A `base image=` child installs from its ancestors' repositories too: each repository its
+/// parent chain names that it does not name itself is appended (nearest ancestor first), with the
+/// span where it is written, so every later check points at the right node.
+fn inherit_repositories(images: &mut [ImageSpec]) {
+    let snapshot: Vec<(String, Base, Vec<Repository>)> =
+        images.iter().map(|i| (i.name.clone(), i.base.clone(), i.repositories.clone())).collect();
+    for img in images.iter_mut() {
+        let mut base = img.base.clone();
+        for _ in 0..snapshot.len() {
+            let Base::Image { name, .. } = &base else { break };
+            let Some((_, parent_base, repos)) = snapshot.iter().find(|(n, _, _)| n == name) else { break };
+            for r in repos {
+                if !img.repositories.iter().any(|mine| mine.name == r.name) {
+                    img.repositories.push(r.clone());
+                }
+            }
+            base = parent_base.clone();
+        }
+    }
+}
+
 /// "did you mean `X`?" when a known name is close to `name`, else `what: A, B or C`.
 fn known_names_help(name: &str, known: &[&str], what: &str) -> String {
     match suggest(name, known) {
@@ -589,6 +610,19 @@ impl Decoder {
         }
         self.check_bases(&images);
         self.check_steps(&images, &steps);
+        if self.diags.is_empty() {
+            inherit_repositories(&mut images);
+            for img in &images {
+                if let (Some(first), true) = (img.packages.first(), img.repositories.is_empty()) {
+                    self.push(
+                        "compose::spec::no_repository",
+                        format!("image `{}` lists packages but has no `repository` to install them from", img.name),
+                        vec![(first.span, "no repository to install this from".to_owned())],
+                        Some(format!("add one to the image (or to its `base image=`): {USAGE_REPOSITORY}")),
+                    );
+                }
+            }
+        }
         (images, steps)
     }
 

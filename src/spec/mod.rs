@@ -435,6 +435,39 @@ impl SpecFile {
         names
     }
 
+    /// Warnings about the spec that do not stop a build, one per problem: a Debian release
+    /// installed from without its security suite (`bookworm` without `bookworm-security`) misses
+    /// every security update.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut missing: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for img in self.images.iter().filter(|i| !i.packages.is_empty()) {
+            for r in &img.repositories {
+                let debian = r.name == "debian" || r.keyring.as_deref().is_some_and(|k| k.contains("debian-archive-keyring"));
+                let release = !r.suite.contains('-')
+                    && !r.suite.contains('/')
+                    && !matches!(r.suite.as_str(), "sid" | "unstable" | "experimental" | "testing" | "rc-buggy");
+                if !debian || !release {
+                    continue;
+                }
+                let security = format!("{}-security", r.suite);
+                if !img.repositories.iter().any(|o| o.suite == security) {
+                    missing.entry(r.suite.clone()).or_default().push(img.name.as_str());
+                }
+            }
+        }
+        missing
+            .into_iter()
+            .map(|(suite, images)| {
+                format!(
+                    "{} install{} from Debian `{suite}` without `{suite}-security`: security updates are missed; add \
+                     `repository \"debian-security\" suite=\"{suite}-security\" components=\"main\" keyring=…`",
+                    images.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", "),
+                    if images.len() == 1 { "s" } else { "" }
+                )
+            })
+            .collect()
+    }
+
     /// The text of the file.
     pub fn text(&self) -> &str {
         self.source.inner()

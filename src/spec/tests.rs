@@ -925,3 +925,23 @@ step "s" {
     assert_eq!(codes(&e), ["step_cycle"]);
     assert!(e.diagnostics()[0].to_string().contains("s -> builder -> s"), "{}", e.diagnostics()[0]);
 }
+
+/// Found by users: a spec with `debian` but not `debian-security` silently missed security
+/// updates. Said once per release, naming every image.
+#[test]
+fn debian_without_debian_security_warns_once() {
+    let k = "keyring=\"/usr/share/keyrings/debian-archive-keyring.gpg\"";
+    let text = format!(
+        "image \"a\" {{\n    repository \"debian\" suite=\"bookworm\" components=\"main\" {k}\n    packages \"curl\"\n}}\n\
+         image \"b\" {{\n    base image=\"a\"\n    packages \"less\"\n}}\n\
+         image \"c\" {{\n    repository \"debian\" suite=\"bookworm\" components=\"main\" {k}\n    \
+         repository \"debian-security\" suite=\"bookworm-security\" components=\"main\" {k}\n    packages \"curl\"\n}}\n\
+         image \"d\" {{\n    repository \"main\" suite=\"unstable\" components=\"main\" {k}\n    packages \"curl\"\n}}\n"
+    );
+    let spec = parse_ok(&text);
+    let w = spec.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("`a`, `b` install from Debian `bookworm` without `bookworm-security`"), "{}", w[0]);
+    // `b` inherited `a`'s repository.
+    assert_eq!(spec.image("b").unwrap().repositories.len(), 1);
+}

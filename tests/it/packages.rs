@@ -341,3 +341,59 @@ fn packages_in_the_base_count_as_installed_and_base_accounts_are_kept() {
         assert!(bundle.join("rootfs/usr/bin/tool").exists());
     }
 }
+
+/// Found by users: a `base image=` child did not inherit its parent's `repository` nodes, and
+/// failed with exit 2 only after downloading, having written the store.
+#[test]
+fn base_image_child_inherits_its_parents_repositories() {
+    let f = Fixture::new();
+    let repo = format!("repository \"fixture\" suite=\"{SUITE}\" components=\"main\" keyring=\"{}\"", f.repo.keyring.display());
+    f.ctx.write(
+        "spec.kdl",
+        format!("image \"parent\" {{\n    {repo}\n    packages \"libfix\"\n}}\nimage \"child\" {{\n    base image=\"parent\"\n    packages \"tool\"\n}}\n"),
+    );
+    let out = f.compose(&["build", "spec.kdl", "--image", "child"]);
+    assert_success(&out, "a child without repositories of its own");
+    let names: Vec<String> = f.lock()["images"]["child"]["platforms"]["linux/amd64"]["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&"tool".to_string()) && !names.contains(&"libfix".to_string()), "{names:?}");
+
+    // Packages and no repository anywhere: refused from the text, before any download, and the
+    // store is not created.
+    let fresh = TestContext::new();
+    fresh.write("spec.kdl", "image \"lonely\" {\n    packages \"tool\"\n}\n");
+    let out = fresh.compose(&["build", "spec.kdl"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("image `lonely` lists packages but has no `repository`") && err.contains("spec.kdl:2:"), "{err}");
+    assert!(!fresh.cache.exists(), "a spec error writes nothing");
+}
+
+/// Found by users: `--max-layers` ignored the layers a `base image=` parent brings (a child
+/// reached 222 layers).
+#[test]
+fn max_layers_counts_layers_inherited_through_base_image() {
+    let f = Fixture::new();
+    let repo = format!("repository \"fixture\" suite=\"{SUITE}\" components=\"main\" keyring=\"{}\"", f.repo.keyring.display());
+    let blocks: String = (0..5).map(|i| format!("    layer \"l{i}\" {{ text \"/etc/l{i}\" \"{i}\" }}\n")).collect();
+    f.ctx.write(
+        "spec.kdl",
+        format!("image \"parent\" {{\n{blocks}}}\nimage \"child\" {{\n    base image=\"parent\"\n    {repo}\n    packages \"tool\" \"consumer\" \"newlib\"\n}}\n"),
+    );
+    // 5 inherited + 6 packages + metadata = 12 without a budget; with 8, the packages merge.
+    let out = f.compose(&["build", "spec.kdl", "--image", "child", "--max-layers", "8"]);
+    assert_success(&out, "child under a budget");
+    let inspect = run(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:latest", f.ctx.path("out/child").display())));
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let n = v["Layers"].as_array().unwrap().len();
+    assert!(n <= 8, "{n} layers: {v}");
+    // What cannot fit is an error naming the counts, not an image over the limit.
+    let out = f.compose(&["build", "spec.kdl", "--image", "child", "--max-layers", "6"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("image `child` would have 8 layers on linux/amd64 (5 from its base), more than the limit of 6"), "{err}");
+}
