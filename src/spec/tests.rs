@@ -193,7 +193,9 @@ fn example_decodes() {
 fn defaults_and_normalization() {
     let spec = parse_ok(
         r#"
-image "min"
+image "min" {
+    repository "debian" suite="bookworm" components="main"
+}
 image "app" {
     base image="min"
     platforms "linux/arm/v7" "linux/arm64/v8"
@@ -816,6 +818,7 @@ fn unreadable_files() {
 
 const STEPS: &str = r#"image "go-builder" {
     export #false
+    repository "debian" suite="bookworm" components="main"
     packages "golang-go" "ca-certificates"
 }
 step "app-bin" {
