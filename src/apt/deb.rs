@@ -76,8 +76,11 @@ use crate::layer::{Entry, EntryKind, LayerDigests, LayerError, LayerWriter};
 /// Largest control-archive member (`control`, `md5sums`, `conffiles`) read into memory.
 pub const MAX_CONTROL_FILE: u64 = 64 << 20;
 
-/// Directory of the per-package dpkg database entries written into each layer.
-pub const STATUS_DIR: &str = "/var/lib/dpkg/status.d";
+/// Directory of the per-package dpkg database files written into each layer.
+pub const INFO_DIR: &str = "/var/lib/dpkg/info";
+
+/// The image's dpkg status file (written once per image, from every package's paragraph).
+pub const STATUS_FILE: &str = "/var/lib/dpkg/status";
 
 /// Top-level directories that are symlinks into `/usr` on a merged-/usr system.
 pub use crate::layer::MERGED_USR_DIRS;
@@ -148,6 +151,9 @@ pub struct InstalledLayer {
     /// Contents of the [`InstallOptions::keep`] paths the package has as regular files (or
     /// hardlinks to them).
     pub kept: BTreeMap<String, Vec<u8>>,
+    /// The package's paragraph of the dpkg `status` file: its control file with
+    /// `Status: install ok installed` and, for conffiles, `Conffiles:` with their MD5s.
+    pub status: String,
 }
 
 /// Errors reading or installing a `.deb`. Each names the `.deb` file.
@@ -420,6 +426,92 @@ pub fn dpkg_status_entry(info: &DebInfo) -> (String, Option<String>) {
     (out, info.md5sums.clone())
 }
 
+/// Effects of a package's maintainer scripts that compose reproduces in the package's own layer,
+/// exactly, without running them: base-files' postinst turns `/var/run` and `/var/lock` into
+/// links to `/run` and `/run/lock` (with `/run/lock` mode 1777).
+fn emulate_postinst(package: &str, nodes: &mut BTreeMap<String, Node>, epoch: u64) {
+    if package != "base-files" {
+        return;
+    }
+    let mut dir = |path: &str, mode: u32| {
+        nodes.entry(path.to_owned()).or_insert(Node {
+            kind: Kind::Dir,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: epoch,
+            shown: path.to_owned(),
+            moved: false,
+        });
+    };
+    dir("/run", 0o755);
+    dir("/run/lock", 0o1777);
+    for (path, target) in [("/var/run", "/run"), ("/var/lock", "/run/lock")] {
+        let empty_dir = matches!(nodes.get(path).map(|n| &n.kind), Some(Kind::Dir))
+            && !nodes.keys().any(|k| k.strip_prefix(path).is_some_and(|r| r.starts_with('/')));
+        if empty_dir {
+            if let Some(n) = nodes.get_mut(path) {
+                n.kind = Kind::Symlink(target.to_owned());
+                n.mode = 0o777;
+            }
+        }
+    }
+}
+
+/// The name dpkg files a package's database entries under: `name:arch` for `Multi-Arch: same`
+/// packages (which may be installed for several architectures), else `name`.
+pub fn dpkg_name(info: &DebInfo, name: &str) -> String {
+    let same = info.field("Multi-Arch").is_some_and(|m| m.eq_ignore_ascii_case("same"));
+    match (same, info.field("Architecture")) {
+        (true, Some(arch)) if arch != "all" => format!("{name}:{arch}"),
+        _ => name.to_owned(),
+    }
+}
+
+/// A status paragraph with a `Conffiles:` field (each conffile with the MD5 of what was
+/// installed, as dpkg records it), placed before `Description` (dpkg's order); unchanged when the
+/// package has no conffiles.
+fn with_conffiles(status: &str, conffiles: Option<&str>, md5_of: &dyn Fn(&str) -> Option<String>) -> String {
+    let lines: Vec<String> = conffiles
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter(|p| p.starts_with('/'))
+        .map(|p| format!(" {p} {}", md5_of(p).unwrap_or_else(|| "newconffile".to_owned())))
+        .collect();
+    if lines.is_empty() {
+        return status.to_owned();
+    }
+    let field = format!("Conffiles:\n{}\n", lines.join("\n"));
+    let mut out = String::with_capacity(status.len() + field.len());
+    let mut placed = false;
+    for (name, text) in control_fields(status) {
+        if !placed && name.eq_ignore_ascii_case("Description") {
+            out.push_str(&field);
+            placed = true;
+        }
+        if name.eq_ignore_ascii_case("Conffiles") {
+            continue;
+        }
+        out.push_str(text);
+        if !text.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    if !placed {
+        out.push_str(&field);
+    }
+    out
+}
+
+/// Where a package path (`/bin/ls`) is in the image (`/usr/bin/ls` with merged /usr).
+fn place_path(path: &str, merged_usr: bool) -> String {
+    match place(path.to_owned(), merged_usr) {
+        Placed::At(p, _) => p,
+        Placed::TopDir(d) => format!("/{d}"),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Names
 // ---------------------------------------------------------------------------
@@ -604,6 +696,9 @@ struct Listed {
 struct Scanned {
     nodes: BTreeMap<String, Node>,
     listed: Vec<Listed>,
+    /// Every entry's path as in the package, in archive order, as dpkg's `info/*.list` has them
+    /// (`/.` for the root).
+    dpkg_list: Vec<String>,
 }
 
 /// The pax `mtime` of an entry, if any (integer part; negative → 0).
@@ -637,6 +732,7 @@ fn scan_data(
     let mut archive = tar::Archive::new(reader);
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     let mut listed = Vec::new();
+    let mut dpkg_list = Vec::new();
     let entries = archive.entries().map_err(io_err(deb, format!("reading {member}")))?;
     for entry in entries {
         let mut entry = entry.map_err(io_err(deb, format!("reading {member}")))?;
@@ -663,10 +759,12 @@ fn scan_data(
         let path = normalize_name(&raw).map_err(&bad)?;
         let Some(path) = path else {
             if etype.is_dir() {
+                dpkg_list.push("/.".to_owned());
                 continue;
             }
             return Err(bad("the root entry must be a directory".to_owned()));
         };
+        dpkg_list.push(path.clone());
         let package_path = path[1..].to_owned();
         let is_file = etype.is_file() || etype.is_contiguous();
 
@@ -733,7 +831,7 @@ fn scan_data(
         let node = Node { kind, mode, uid, gid, mtime, shown: shown.clone(), moved };
         insert_node(&mut nodes, path, node).map_err(&bad)?;
     }
-    Ok(Scanned { nodes, listed })
+    Ok(Scanned { nodes, listed, dpkg_list })
 }
 
 /// Follows hardlinks to the regular file holding the data.
@@ -801,7 +899,7 @@ pub fn install_layer<W: Write>(deb: &Path, opts: &InstallOptions, sink: W, spill
     let (Some(info), Some(scanned)) = (info, scanned) else {
         return Err(format_err(deb, "no control.tar or data.tar member"));
     };
-    let Scanned { mut nodes, listed } = scanned;
+    let Scanned { mut nodes, listed, dpkg_list } = scanned;
     let name = info.package().map_err(|r| format_err(deb, r))?;
 
     // Hardlinks: resolve each to its file, before the database entries join the map.
@@ -857,7 +955,19 @@ pub fn install_layer<W: Write>(deb: &Path, opts: &InstallOptions, sink: W, spill
         lines.dedup();
         lines.into_iter().map(|(p, m)| format!("{m}  {p}\n")).collect()
     });
-    for (path, content) in [(format!("{STATUS_DIR}/{name}"), status), (format!("{STATUS_DIR}/{name}.md5sums"), md5sums)] {
+    // dpkg's own database files: info/<name>.list, .md5sums, .conffiles; the status paragraph
+    // goes to the caller, for the image's one `status` file.
+    let db = dpkg_name(&info, &name);
+    let mut list: String = dpkg_list.iter().map(|p| format!("{p}\n")).collect();
+    if list.is_empty() {
+        list.push_str("/.\n");
+    }
+    let mut db_files = vec![(format!("{INFO_DIR}/{db}.list"), list), (format!("{INFO_DIR}/{db}.md5sums"), md5sums)];
+    if let Some(c) = info.conffiles.as_ref().filter(|c| !c.trim().is_empty()) {
+        db_files.push((format!("{INFO_DIR}/{db}.conffiles"), c.clone()));
+    }
+    let status = with_conffiles(&status, info.conffiles.as_deref(), &|p: &str| md5_of(&place_path(p, opts.merged_usr)).map(hex::encode));
+    for (path, content) in db_files {
         if nodes.contains_key(&path) {
             return Err(entry_err(deb, &path, "the package ships a file at its own dpkg database path"));
         }
@@ -873,6 +983,7 @@ pub fn install_layer<W: Write>(deb: &Path, opts: &InstallOptions, sink: W, spill
         nodes.insert(path, node);
     }
 
+    emulate_postinst(&name, &mut nodes, opts.epoch);
     check_parents(deb, &nodes)?;
 
     // Missing parents.
@@ -942,7 +1053,7 @@ pub fn install_layer<W: Write>(deb: &Path, opts: &InstallOptions, sink: W, spill
         .map_err(layer_err)?;
     }
     let (sink, digests) = writer.finish().map_err(layer_err)?;
-    Ok((sink, InstalledLayer { digests, files, file_md5, kept }))
+    Ok((sink, InstalledLayer { digests, files, file_md5, kept, status }))
 }
 
 // ---------------------------------------------------------------------------
@@ -1298,7 +1409,6 @@ mod tests {
         let deb = dpkg_build(dir.path(), "xz", true);
         let (gz, installed) = install(&deb, true);
         let layer = read_layer(&gz);
-        let dpkg_status = format!("{STATUS_DIR}/testpkg");
         let long = format!("usr/share/testpkg/{LONG}");
         let expected = vec![
             "etc/",
@@ -1323,9 +1433,9 @@ mod tests {
             "var/",
             "var/lib/",
             "var/lib/dpkg/",
-            "var/lib/dpkg/status.d/",
-            "var/lib/dpkg/status.d/testpkg",
-            "var/lib/dpkg/status.d/testpkg.md5sums",
+            "var/lib/dpkg/info/",
+            "var/lib/dpkg/info/testpkg.list",
+            "var/lib/dpkg/info/testpkg.md5sums",
         ];
         assert_eq!(paths(&layer), expected);
 
@@ -1373,7 +1483,7 @@ mod tests {
                 p if p == long => {
                     assert_eq!((h.typ, h.mode, &h.data[..]), (b'0', 0o600, &b"long name\n"[..]));
                 }
-                p if p.starts_with("var/lib/dpkg/status.d/testpkg") => {
+                p if p.starts_with("var/lib/dpkg/info/testpkg.") => {
                     assert_eq!((h.typ, h.mode), (b'0', 0o644));
                 }
                 _ => {
@@ -1386,16 +1496,18 @@ mod tests {
             }
         }
 
-        // The dpkg database entry.
-        let status = find(&layer, &dpkg_status[1..]);
-        let status_text = String::from_utf8(status.data.clone()).expect("utf8");
+        // The dpkg database entries: the status paragraph for the image's status file, the list of
+        // every path as in the package (archive order, before the merged-/usr rewrite), md5sums.
+        let status_text = installed.status.clone();
+        let list = String::from_utf8(find(&layer, "var/lib/dpkg/info/testpkg.list").data.clone()).expect("utf8");
+        assert!(list.starts_with("/.\n") && list.contains("\n/bin/mytool\n") && !list.contains("/usr/bin/mytool"), "{list}");
         assert_eq!(
             status_text,
             "Package: testpkg\nStatus: install ok installed\nVersion: 1:1.0-1\n\
              Architecture: amd64\nMaintainer: Test <test@example.org>\nInstalled-Size: 12\n\
              Description: a test package\n multi-line description\n .\n end\n"
         );
-        let sums = find(&layer, "var/lib/dpkg/status.d/testpkg.md5sums");
+        let sums = find(&layer, "var/lib/dpkg/info/testpkg.md5sums");
         let info = read_control(&deb).expect("control");
         assert_eq!(Some(String::from_utf8(sums.data.clone()).expect("utf8")), info.md5sums);
 
@@ -1474,7 +1586,26 @@ mod tests {
         assert_ne!(names(&deb), names(&rev));
         let (a, _) = install(&deb, true);
         let (b, _) = install(&rev, true);
-        assert_eq!(a, b);
+        // Everything but dpkg's file list, which is in archive order, as dpkg writes it.
+        let without_list = |gz: &[u8]| {
+            read_layer(gz)
+                .into_iter()
+                .map(|mut h| {
+                    if h.path.ends_with(".list") {
+                        h.data.clear();
+                    }
+                    h
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(without_list(&a), without_list(&b));
+        let list = |gz: &[u8]| read_layer(gz).into_iter().find(|h| h.path.ends_with(".list")).map(|h| h.data).unwrap_or_default();
+        let sorted = |v: Vec<u8>| {
+            let mut l: Vec<String> = String::from_utf8(v).expect("utf8").lines().map(str::to_owned).collect();
+            l.sort();
+            l
+        };
+        assert_eq!(sorted(list(&a)), sorted(list(&b)));
     }
 
     #[test]
@@ -1484,7 +1615,7 @@ mod tests {
         assert_eq!(read_control(&deb).expect("control").md5sums, None);
         let (gz, _) = install(&deb, true);
         let layer = read_layer(&gz);
-        let sums = String::from_utf8(find(&layer, "var/lib/dpkg/status.d/testpkg.md5sums").data.clone()).expect("utf8");
+        let sums = String::from_utf8(find(&layer, "var/lib/dpkg/info/testpkg.md5sums").data.clone()).expect("utf8");
         let tool = md5_hex(b"#!/bin/sh\necho tool\n");
         let expected = format!(
             "{}  bin/mytool\n{}  etc/testpkg.conf\n{}  lib/x86_64-linux-gnu/libfoo.so.1\n\

@@ -504,10 +504,11 @@ fn run(
             outputs.insert("file".to_string(), packages::base_blob(b, store, clients)?);
         }
         DrvKind::DebLayer(d) => {
-            let (layer, files, licences) = packages::deb_layer(plan, d, deps, store)?;
-            outputs.insert("layer".to_string(), layer);
-            outputs.insert("files".to_string(), files);
-            outputs.insert("licences".to_string(), licences);
+            let o = packages::deb_layer(plan, d, deps, store)?;
+            outputs.insert("layer".to_string(), o.layer);
+            outputs.insert("files".to_string(), o.files);
+            outputs.insert("licences".to_string(), o.licences);
+            outputs.insert("status".to_string(), o.status);
         }
         DrvKind::MergedLayer(m) => {
             let (layer, files) = packages::merged_layer(&drv.name, plan, m, deps, store)?;

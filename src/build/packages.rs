@@ -141,7 +141,7 @@ pub fn deb_layer(
     d: &DebLayerDrv,
     deps: &HashMap<NodeIndex, Record>,
     store: &Store,
-) -> Result<(Output, Output, Output), BuildError> {
+) -> Result<DebOutputs, BuildError> {
     let deb = deb_path(plan, d.fetch, deps, store)?;
     let tmp = store.temp_file()?;
     let sink = store::buffered(&tmp)?;
@@ -171,8 +171,24 @@ pub fn deb_layer(
     let bytes = serde_json::to_vec(&licences).map_err(|e| PackageError::Files(e.to_string()))?;
     let lic_digest = store.put_bytes(&bytes)?;
     let lic = Output { digest: lic_digest, size: bytes.len() as u64, media_type: LICENCES_MEDIA_TYPE.into(), diff_id: None };
-    Ok((layer, put_files(store, &files)?, lic))
+    let status_digest = store.put_bytes(installed.status.as_bytes())?;
+    let status =
+        Output { digest: status_digest, size: installed.status.len() as u64, media_type: STATUS_MEDIA_TYPE.into(), diff_id: None };
+    Ok(DebOutputs { layer, files: put_files(store, &files)?, licences: lic, status })
 }
+
+/// What a package's layer derivation yields.
+pub struct DebOutputs {
+    pub layer: Output,
+    /// Path → md5 (or `link`) of what it installs, for the conflict check.
+    pub files: Output,
+    pub licences: Output,
+    /// Its paragraph of the dpkg status file.
+    pub status: Output,
+}
+
+/// Media type of a package's dpkg status paragraph.
+const STATUS_MEDIA_TYPE: &str = "text/plain; charset=utf-8";
 
 /// Licences recorded for a package layer (empty when unknown).
 pub fn licences_of(store: &Store, rec: &Record) -> Vec<String> {
@@ -297,7 +313,29 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
         certificates = deb::read_files(&deb, &|p: &str| p.starts_with("/usr/share/ca-certificates/") && p.ends_with(".crt"))
             .map_err(|source| PackageError::Install { package: "ca-certificates".into(), source })?;
     }
+    // dpkg's status file: every package's paragraph, by name (an external base's own first).
+    let mut paragraphs: Vec<(String, String)> = Vec::new();
+    for &n in &m.statuses {
+        let rec = deps.get(&n).ok_or_else(|| BuildError::MissingOutput("package layer".into(), "status"))?;
+        let text = String::from_utf8_lossy(&store.read_blob(&output(rec, "status")?.digest)?).into_owned();
+        let key = text.lines().find_map(|l| l.strip_prefix("Package:")).unwrap_or_default().trim().to_string();
+        paragraphs.push((key, text));
+    }
+    paragraphs.sort();
+    let mut status = String::new();
+    if let Some(base) = &m.base_status {
+        for p in base.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
+            status.push_str(p);
+            status.push_str("\n\n");
+        }
+    }
+    for (_, p) in &paragraphs {
+        status.push_str(p.trim_end());
+        status.push_str("\n\n");
+    }
+    let dpkg_status = (!m.statuses.is_empty() || m.base_status.is_some()).then_some(status);
     Ok(plan::meta_entries(&plan::MetaInputs {
+        dpkg_status,
         accounts: m.accounts.as_ref(),
         base_accounts: m.base_accounts.as_ref(),
         write_accounts: m.write_accounts,

@@ -41,13 +41,78 @@ pub struct MetaInputs<'a> {
     pub certificates: Vec<(String, Vec<u8>)>,
     pub timezone: Option<&'a str>,
     pub symlinks: &'a [(String, String)],
+    /// `/var/lib/dpkg/status`, when the image has packages.
+    pub dpkg_status: Option<String>,
 }
+
+/// The users every Debian system has: base-passwd's `passwd.master` (bookworm, 3.6.1), for
+/// images whose packages do not include base-passwd and whose base brings no accounts.
+pub const DEBIAN_PASSWD: &str = "root:*:0:0:root:/root:/bin/bash
+daemon:*:1:1:daemon:/usr/sbin:/usr/sbin/nologin
+bin:*:2:2:bin:/bin:/usr/sbin/nologin
+sys:*:3:3:sys:/dev:/usr/sbin/nologin
+sync:*:4:65534:sync:/bin:/bin/sync
+games:*:5:60:games:/usr/games:/usr/sbin/nologin
+man:*:6:12:man:/var/cache/man:/usr/sbin/nologin
+lp:*:7:7:lp:/var/spool/lpd:/usr/sbin/nologin
+mail:*:8:8:mail:/var/mail:/usr/sbin/nologin
+news:*:9:9:news:/var/spool/news:/usr/sbin/nologin
+uucp:*:10:10:uucp:/var/spool/uucp:/usr/sbin/nologin
+proxy:*:13:13:proxy:/bin:/usr/sbin/nologin
+www-data:*:33:33:www-data:/var/www:/usr/sbin/nologin
+backup:*:34:34:backup:/var/backups:/usr/sbin/nologin
+list:*:38:38:Mailing List Manager:/var/list:/usr/sbin/nologin
+irc:*:39:39:ircd:/run/ircd:/usr/sbin/nologin
+_apt:*:42:65534::/nonexistent:/usr/sbin/nologin
+nobody:*:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+";
+
+/// base-passwd's `group.master` (bookworm, 3.6.1).
+pub const DEBIAN_GROUP: &str = "root:*:0:
+daemon:*:1:
+bin:*:2:
+sys:*:3:
+adm:*:4:
+tty:*:5:
+disk:*:6:
+lp:*:7:
+mail:*:8:
+news:*:9:
+uucp:*:10:
+man:*:12:
+proxy:*:13:
+kmem:*:15:
+dialout:*:20:
+fax:*:21:
+voice:*:22:
+cdrom:*:24:
+floppy:*:25:
+tape:*:26:
+sudo:*:27:
+audio:*:29:
+dip:*:30:
+www-data:*:33:
+backup:*:34:
+operator:*:37:
+list:*:38:
+irc:*:39:
+src:*:40:
+shadow:*:42:
+utmp:*:43:
+video:*:44:
+sasl:*:45:
+plugdev:*:46:
+staff:*:50:
+games:*:60:
+users:*:100:
+nogroup:*:65534:
+";
 
 /// Entries of the metadata layer (sorted, parents first).
 pub fn meta_entries(m: &MetaInputs<'_>) -> Vec<PlannedEntry> {
     let (mut passwd, mut group) = match (&m.masters, m.base_accounts) {
         (Some((p, g)), _) | (None, Some((p, g))) => (p.clone(), g.clone()),
-        (None, None) => ("root:x:0:0:root:/root:/sbin/nologin\n".to_string(), "root:x:0:\n".to_string()),
+        (None, None) => (DEBIAN_PASSWD.to_string(), DEBIAN_GROUP.to_string()),
     };
     if let Some(a) = m.accounts {
         passwd = merge_db(
@@ -99,6 +164,9 @@ pub fn meta_entries(m: &MetaInputs<'_>) -> Vec<PlannedEntry> {
         let conf: String =
             m.certificates.iter().filter_map(|(p, _)| p.strip_prefix("/usr/share/ca-certificates/")).map(|p| format!("{p}\n")).collect();
         push(file("/etc/ca-certificates.conf", conf.into_bytes(), 0o644));
+    }
+    if let Some(status) = &m.dpkg_status {
+        push(file("/var/lib/dpkg/status", status.clone().into_bytes(), 0o644));
     }
     if let Some(tz) = m.timezone {
         push(PlannedEntry {
@@ -475,6 +543,7 @@ mod tests {
             certificates: vec![],
             timezone: None,
             symlinks,
+            dpkg_status: None,
         }
     }
 
@@ -528,8 +597,10 @@ mod tests {
             ]
         );
         assert_eq!(entries[0].kind, EntryKind::Symlink { target: "usr/bin".into() });
-        assert_eq!(text_of(&entries, "/etc/passwd").as_deref(), Some("root:x:0:0:root:/root:/sbin/nologin\n"));
-        assert_eq!(text_of(&entries, "/etc/group").as_deref(), Some("root:x:0:\n"));
+        // Without base-passwd and without a base: the users and groups every Debian system has.
+        assert_eq!(text_of(&entries, "/etc/passwd").as_deref(), Some(DEBIAN_PASSWD));
+        assert_eq!(text_of(&entries, "/etc/group").as_deref(), Some(DEBIAN_GROUP));
+        assert!(DEBIAN_PASSWD.contains("\nwww-data:*:33:33:") && DEBIAN_PASSWD.contains("\nnobody:*:65534:"));
 
         let mut kept = meta(&links);
         kept.write_accounts = false;

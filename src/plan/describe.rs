@@ -96,6 +96,12 @@ pub fn describe(plan: &Plan, n: NodeIndex) -> BTreeMap<String, String> {
             for d in [meta.base_passwd, meta.ca_certificates].into_iter().flatten() {
                 put(format!("package {}", plan.graph[d].name), dep(plan, d));
             }
+            for &d in &meta.statuses {
+                put(format!("dpkg status of {}", plan.graph[d].name), dep(plan, d));
+            }
+            if let Some(s) = &meta.base_status {
+                put("base dpkg status".into(), crate::hash::ContentHash::of(s.as_bytes()).to_string());
+            }
         }
         DrvKind::Image(img) => {
             put("platform".into(), img.platform.to_string());

@@ -3,6 +3,7 @@
 //! merged into one layer; and the metadata layer's derivation (its entries: `accounts`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use petgraph::graph::NodeIndex;
 
@@ -13,7 +14,44 @@ use crate::hash::{Encoder, Sha256};
 use crate::lock::PackageLock;
 use crate::spec::{Base, ImageSpec, Platform};
 
+/// What a package layer holds besides the package's files: dpkg's `info/` entries and the effects
+/// compose reproduces without running scripts. Part of every package layer's hash.
+pub const DEB_LAYER_FORMAT: &str = "deb-layer/v2";
+
 impl Builder<'_> {
+    /// What an image inherits of the dpkg database: the package layers of its `base image=`
+    /// ancestors on `platform` (root first), and the status file of the external base at the top
+    /// of that chain, if it has one.
+    fn inherited_dpkg(&self, image: &ImageSpec, platform: &str) -> (Vec<NodeIndex>, Option<Arc<String>>) {
+        let mut chain: Vec<Vec<NodeIndex>> = Vec::new();
+        let mut cur = image;
+        for _ in 0..=self.spec.images.len() {
+            match &cur.base {
+                Base::Scratch => break,
+                Base::Image { name, .. } => {
+                    let (Some(parent), Some(&n)) = (self.spec.image(name), self.image_nodes.get(&(name.clone(), platform.to_string())))
+                    else {
+                        break;
+                    };
+                    if let DrvKind::Image(d) = &self.plan.graph[n].kind {
+                        chain.push(d.packages.iter().map(|p| p.layer).collect());
+                    }
+                    cur = parent;
+                }
+                _ => {
+                    let status = self
+                        .inputs
+                        .bases
+                        .get(&(cur.name.clone(), platform.to_string()))
+                        .and_then(|b| b.files.get("var/lib/dpkg/status"))
+                        .map(|v| Arc::new(String::from_utf8_lossy(v).into_owned()));
+                    return (chain.into_iter().rev().flatten().collect(), status);
+                }
+            }
+        }
+        (chain.into_iter().rev().flatten().collect(), None)
+    }
+
     /// Fetch and layer derivations for one platform's pinned packages, and the metadata layer.
     /// Packages get a layer each while the image stays within the layer budget; past it, the
     /// least depended-upon packages share one merged layer (Nix's popularity layering).
@@ -77,7 +115,8 @@ impl Builder<'_> {
         let deb_layer = |b: &mut Self, p: &PackageLock| -> NodeIndex {
             let fetch = fetches[p.name.as_str()];
             let mut e = Encoder::new("deb-layer");
-            e.str(b.inputs.layer_format).u64(epoch).u64(merged_usr as u64).sha256(&sha_of(&b.plan.graph[fetch]));
+            // v2: dpkg's info/ files in the layer (was: distroless status.d/), base-files' links.
+            e.str(b.inputs.layer_format).u64(epoch).u64(merged_usr as u64).sha256(&sha_of(&b.plan.graph[fetch])).str(DEB_LAYER_FORMAT);
             let drv = Derivation {
                 hash: e.finish(),
                 name: format!("{}: package {}={}", image.name, p.name, p.version),
@@ -121,6 +160,10 @@ impl Builder<'_> {
         let base_accounts = self.inherited_accounts(image, &platform.to_string());
         let has_base = !matches!(image.base, Base::Scratch);
         let write_accounts = !has_base || image.accounts.is_some() || fetches.contains_key("base-passwd");
+        // dpkg's status file holds every package: this image's, its `base image=` ancestors',
+        // and an external base's own status file.
+        let (mut statuses, base_status) = self.inherited_dpkg(image, &platform.to_string());
+        statuses.extend(layers.iter().map(|p: &PackageLayer| p.layer));
         let meta = MetaDrv {
             base_accounts,
             write_accounts,
@@ -130,6 +173,8 @@ impl Builder<'_> {
             timezone: fetches.contains_key("tzdata").then_some(tz),
             symlinks,
             epoch,
+            statuses,
+            base_status,
         };
         let mut e = Encoder::new("meta-layer");
         e.str(self.inputs.layer_format).u64(epoch);
@@ -154,7 +199,17 @@ impl Builder<'_> {
                 e.opt_str(None);
             }
         }
-        let deps: Vec<NodeIndex> = [meta.base_passwd, meta.ca_certificates].into_iter().flatten().collect();
+        // Only when there is a status file to write: images of earlier versions keep their hash.
+        if !meta.statuses.is_empty() || meta.base_status.is_some() {
+            // v2: Debian's users when base-passwd is not installed, and the dpkg status file.
+            e.str("dpkg-status/v2").list(meta.statuses.len());
+            for &n in &meta.statuses {
+                e.drv(&self.plan.graph[n].hash);
+            }
+            e.opt_str(meta.base_status.as_deref().map(String::as_str));
+        }
+        let mut deps: Vec<NodeIndex> = [meta.base_passwd, meta.ca_certificates].into_iter().flatten().collect();
+        deps.extend(meta.statuses.iter().copied());
         let drv =
             Derivation { hash: e.finish(), name: format!("{}: metadata ({platform})", image.name), kind: DrvKind::Meta(Box::new(meta)) };
         let meta = self.add(drv, &deps);

@@ -241,6 +241,11 @@ pub struct MetaDrv {
     pub timezone: Option<String>,
     pub symlinks: Vec<(String, String)>,
     pub epoch: u64,
+    /// The package layers whose dpkg status paragraphs make `/var/lib/dpkg/status`: this image's
+    /// packages and its `base image=` ancestors'.
+    pub statuses: Vec<NodeIndex>,
+    /// An external base's own `/var/lib/dpkg/status`, kept in the image's status file.
+    pub base_status: Option<Arc<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -283,7 +288,7 @@ impl DrvKind {
         match self {
             DrvKind::Layer(_) | DrvKind::Meta(_) => &["layer"],
             DrvKind::Fetch(_) | DrvKind::Blob(_) => &["file"],
-            DrvKind::DebLayer(_) => &["files", "layer", "licences"],
+            DrvKind::DebLayer(_) => &["files", "layer", "licences", "status"],
             DrvKind::MergedLayer(_) => &["files", "layer"],
             DrvKind::Image(_) => &["config", "manifest"],
             DrvKind::Index(_) => &["index"],
