@@ -101,6 +101,8 @@ pub struct DebInfo {
     pub md5sums: Option<String>,
     /// The `conffiles` file text, if the package has one.
     pub conffiles: Option<String>,
+    /// The `postinst` script, if the package has one (read for what it registers, never run).
+    pub postinst: Option<String>,
     /// Compression of the data member: `"xz"`, `"zst"`, `"gz"`, `"lzma"` or `"none"`.
     pub data_compression: &'static str,
 }
@@ -154,6 +156,8 @@ pub struct InstalledLayer {
     /// The package's paragraph of the dpkg `status` file: its control file with
     /// `Status: install ok installed` and, for conffiles, `Conffiles:` with their MD5s.
     pub status: String,
+    /// What its `postinst` registers with `update-alternatives`.
+    pub alternatives: Vec<super::alternatives::Registration>,
 }
 
 /// Errors reading or installing a `.deb`. Each names the `.deb` file.
@@ -310,6 +314,7 @@ fn read_control_tar(deb: &Path, reader: &mut dyn Read, data_compression: &'stati
     let mut control = None;
     let mut md5sums = None;
     let mut conffiles = None;
+    let mut postinst = None;
     for entry in archive.entries().map_err(io_err(deb, ctx))? {
         let mut entry = entry.map_err(io_err(deb, ctx))?;
         if !entry.header().entry_type().is_file() {
@@ -317,10 +322,13 @@ fn read_control_tar(deb: &Path, reader: &mut dyn Read, data_compression: &'stati
         }
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
-        let slot = match normalize_name(&raw) {
+        let name = normalize_name(&raw);
+        let is_script = matches!(&name, Ok(Some(p)) if p == "/postinst");
+        let slot = match name {
             Ok(Some(p)) if p == "/control" => &mut control,
             Ok(Some(p)) if p == "/md5sums" => &mut md5sums,
             Ok(Some(p)) if p == "/conffiles" => &mut conffiles,
+            Ok(Some(p)) if p == "/postinst" => &mut postinst,
             _ => continue,
         };
         if entry.size() > MAX_CONTROL_FILE {
@@ -332,11 +340,16 @@ fn read_control_tar(deb: &Path, reader: &mut dyn Read, data_compression: &'stati
         }
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes).map_err(io_err(deb, format!("reading control.tar member `{shown}`")))?;
+        // A script may be any bytes; only what it registers is read from it.
+        if is_script {
+            *slot = Some(String::from_utf8_lossy(&bytes).into_owned());
+            continue;
+        }
         let text = String::from_utf8(bytes).map_err(|_| entry_err(deb, &shown, "control.tar member is not UTF-8"))?;
         *slot = Some(text);
     }
     let control = control.ok_or_else(|| format_err(deb, "control.tar has no `control` file"))?;
-    Ok(DebInfo { control, md5sums, conffiles, data_compression })
+    Ok(DebInfo { control, md5sums, conffiles, postinst, data_compression })
 }
 
 /// Reads the control member of a `.deb` (and notes the data member's compression, without
@@ -1053,7 +1066,8 @@ pub fn install_layer<W: Write>(deb: &Path, opts: &InstallOptions, sink: W, spill
         .map_err(layer_err)?;
     }
     let (sink, digests) = writer.finish().map_err(layer_err)?;
-    Ok((sink, InstalledLayer { digests, files, file_md5, kept, status }))
+    let alternatives = info.postinst.as_deref().map(super::alternatives::registrations).unwrap_or_default();
+    Ok((sink, InstalledLayer { digests, files, file_md5, kept, status, alternatives }))
 }
 
 // ---------------------------------------------------------------------------

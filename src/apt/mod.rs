@@ -3,6 +3,7 @@
 //! ([`resolve`]), reading `.deb`s into layers ([`deb`]), and loading a repository for one
 //! architecture with its indexes cached in the store by sha256 ([`repo`]).
 
+pub mod alternatives;
 pub mod deb;
 pub mod index;
 pub mod release;

@@ -174,8 +174,14 @@ pub fn deb_layer(
     let status_digest = store.put_bytes(installed.status.as_bytes())?;
     let status =
         Output { digest: status_digest, size: installed.status.len() as u64, media_type: STATUS_MEDIA_TYPE.into(), diff_id: None };
-    Ok(DebOutputs { layer, files: put_files(store, &files)?, licences: lic, status })
+    let alt_bytes = serde_json::to_vec(&installed.alternatives).map_err(|e| PackageError::Files(e.to_string()))?;
+    let alt_digest = store.put_bytes(&alt_bytes)?;
+    let alternatives = Output { digest: alt_digest, size: alt_bytes.len() as u64, media_type: ALTERNATIVES_MEDIA_TYPE.into(), diff_id: None };
+    Ok(DebOutputs { layer, files: put_files(store, &files)?, licences: lic, status, alternatives })
 }
+
+/// Media type of what a package registers with update-alternatives (JSON).
+const ALTERNATIVES_MEDIA_TYPE: &str = "application/vnd.compose.alternatives.v1+json";
 
 /// What a package's layer derivation yields.
 pub struct DebOutputs {
@@ -185,6 +191,8 @@ pub struct DebOutputs {
     pub licences: Output,
     /// Its paragraph of the dpkg status file.
     pub status: Output,
+    /// What its postinst registers with update-alternatives.
+    pub alternatives: Output,
 }
 
 /// Media type of a package's dpkg status paragraph.
@@ -322,6 +330,28 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
         paragraphs.push((key, text));
     }
     paragraphs.sort();
+    // update-alternatives, as the packages' postinst would call it: every registration, in
+    // package order, kept where its paths exist in the image.
+    let mut registrations: Vec<crate::apt::alternatives::Registration> = Vec::new();
+    let mut installed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut ordered: Vec<(String, NodeIndex)> = Vec::new();
+    for &n in &m.statuses {
+        let rec = deps.get(&n).ok_or_else(|| BuildError::MissingOutput("package layer".into(), "alternatives"))?;
+        installed.extend(read_files(store, output(rec, "files")?)?.into_keys());
+        let name = rec.inputs.get("package").cloned().unwrap_or_default();
+        ordered.push((name, n));
+    }
+    ordered.sort();
+    for (_, n) in &ordered {
+        let Some(rec) = deps.get(n) else { continue };
+        let bytes = store.read_blob(&output(rec, "alternatives")?.digest)?;
+        let regs: Vec<crate::apt::alternatives::Registration> =
+            serde_json::from_slice(&bytes).map_err(|e| PackageError::Files(e.to_string()))?;
+        registrations.extend(regs);
+    }
+    let exists = |p: &str| installed.contains(p) || plan::merged_usr_path(p).is_some_and(|q| installed.contains(&q));
+    let alternatives = crate::apt::alternatives::resolve(&registrations, &exists);
+    let shipped = |p: &str| exists(p);
     let mut status = String::new();
     if let Some(base) = &m.base_status {
         for p in base.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
@@ -334,8 +364,10 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
         status.push_str("\n\n");
     }
     let dpkg_status = (!m.statuses.is_empty() || m.base_status.is_some()).then_some(status);
+    let alternatives: Vec<_> = alternatives.into_iter().filter(|a| !shipped(&a.link)).collect();
     Ok(plan::meta_entries(&plan::MetaInputs {
         dpkg_status,
+        alternatives,
         accounts: m.accounts.as_ref(),
         base_accounts: m.base_accounts.as_ref(),
         write_accounts: m.write_accounts,

@@ -43,6 +43,8 @@ pub struct MetaInputs<'a> {
     pub symlinks: &'a [(String, String)],
     /// `/var/lib/dpkg/status`, when the image has packages.
     pub dpkg_status: Option<String>,
+    /// What update-alternatives would have set up (links and its database).
+    pub alternatives: Vec<crate::apt::alternatives::Alternative>,
 }
 
 /// The users every Debian system has: base-passwd's `passwd.master` (bookworm, 3.6.1), for
@@ -167,6 +169,23 @@ pub fn meta_entries(m: &MetaInputs<'_>) -> Vec<PlannedEntry> {
     }
     if let Some(status) = &m.dpkg_status {
         push(file("/var/lib/dpkg/status", status.clone().into_bytes(), 0o644));
+    }
+    // update-alternatives: LINK → /etc/alternatives/NAME → PATH, for the master and each
+    // slave, and its database entry.
+    let merged = m.symlinks.iter().any(|(l, _)| l == "/bin");
+    let link = |path: &str, target: &str| PlannedEntry {
+        path: if merged { crate::layer::merged_usr_path(path) } else { None }.unwrap_or_else(|| path.to_owned()),
+        kind: EntryKind::Symlink { target: target.to_owned() },
+        mode: 0o777,
+        uid: 0,
+        gid: 0,
+    };
+    for a in &m.alternatives {
+        for (l, name, path) in std::iter::once((&a.link, &a.name, &a.path)).chain(a.slaves.iter().map(|(l, n, p)| (l, n, p))) {
+            push(link(&format!("/etc/alternatives/{name}"), path));
+            push(link(l, &format!("/etc/alternatives/{name}")));
+        }
+        push(file(&format!("/var/lib/dpkg/alternatives/{}", a.name), a.admin.clone().into_bytes(), 0o644));
     }
     if let Some(tz) = m.timezone {
         push(PlannedEntry {
@@ -544,6 +563,7 @@ mod tests {
             timezone: None,
             symlinks,
             dpkg_status: None,
+            alternatives: Vec::new(),
         }
     }
 

@@ -16,7 +16,7 @@ use crate::spec::{Base, ImageSpec, Platform};
 
 /// What a package layer holds besides the package's files: dpkg's `info/` entries and the effects
 /// compose reproduces without running scripts. Part of every package layer's hash.
-pub const DEB_LAYER_FORMAT: &str = "deb-layer/v2";
+pub const DEB_LAYER_FORMAT: &str = "deb-layer/v3";
 
 impl Builder<'_> {
     /// What an image inherits of the dpkg database: the package layers of its `base image=`
@@ -115,7 +115,8 @@ impl Builder<'_> {
         let deb_layer = |b: &mut Self, p: &PackageLock| -> NodeIndex {
             let fetch = fetches[p.name.as_str()];
             let mut e = Encoder::new("deb-layer");
-            // v2: dpkg's info/ files in the layer (was: distroless status.d/), base-files' links.
+            // v3: dpkg's info/ files in the layer (was: distroless status.d/), base-files' links,
+            // the status paragraph and alternatives as outputs.
             e.str(b.inputs.layer_format).u64(epoch).u64(merged_usr as u64).sha256(&sha_of(&b.plan.graph[fetch])).str(DEB_LAYER_FORMAT);
             let drv = Derivation {
                 hash: e.finish(),
@@ -201,8 +202,9 @@ impl Builder<'_> {
         }
         // Only when there is a status file to write: images of earlier versions keep their hash.
         if !meta.statuses.is_empty() || meta.base_status.is_some() {
-            // v2: Debian's users when base-passwd is not installed, and the dpkg status file.
-            e.str("dpkg-status/v2").list(meta.statuses.len());
+            // v3: Debian's users when base-passwd is not installed, the dpkg status file and the
+            // alternatives.
+            e.str("dpkg-status/v3").list(meta.statuses.len());
             for &n in &meta.statuses {
                 e.drv(&self.plan.graph[n].hash);
             }
