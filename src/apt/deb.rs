@@ -1892,6 +1892,7 @@ mod tests {
             control: "Package: a\nStatus: purge ok not-installed\nVersion: 1\nDescription: x\n y".to_owned(),
             md5sums: None,
             conffiles: None,
+            postinst: None,
             data_compression: "xz",
         };
         let (status, md5sums) = dpkg_status_entry(&info);
