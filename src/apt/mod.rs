@@ -4,6 +4,7 @@
 //! architecture with its indexes cached in the store by sha256 ([`repo`]).
 
 pub mod alternatives;
+pub mod certs;
 pub mod deb;
 pub mod index;
 pub mod release;

@@ -368,6 +368,8 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
     Ok(plan::meta_entries(&plan::MetaInputs {
         dpkg_status,
         alternatives,
+        java_cacerts: m.java_cacerts,
+        epoch: m.epoch,
         accounts: m.accounts.as_ref(),
         base_accounts: m.base_accounts.as_ref(),
         write_accounts: m.write_accounts,

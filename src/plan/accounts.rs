@@ -2,6 +2,7 @@
 //! passwd/group, the passwd/group text and entries an image gets, how `accounts` enter a hash, and
 //! the metadata layer's entries (passwd/group, CA bundle, time zone, merged-/usr links, `/tmp`).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use miette::SourceSpan;
 
 use super::entries::LayerEntries;
 use super::{Content, EntryKind, PlannedEntry};
+use crate::apt::certs;
 use crate::hash::Encoder;
 use crate::spec::{Accounts, Owner};
 
@@ -45,6 +47,10 @@ pub struct MetaInputs<'a> {
     pub dpkg_status: Option<String>,
     /// What update-alternatives would have set up (links and its database).
     pub alternatives: Vec<crate::apt::alternatives::Alternative>,
+    /// Write Java's `cacerts` (ca-certificates-java is installed).
+    pub java_cacerts: bool,
+    /// The date of generated entries (the keystore's).
+    pub epoch: u64,
 }
 
 /// The users every Debian system has: base-passwd's `passwd.master` (bookworm, 3.6.1), for
@@ -163,6 +169,42 @@ pub fn meta_entries(m: &MetaInputs<'_>) -> Vec<PlannedEntry> {
             }
         }
         push(file("/etc/ssl/certs/ca-certificates.crt", bundle, 0o644));
+        // update-ca-certificates' NAME.pem links, and `openssl rehash`'s HASH.N links to them.
+        let mut hashed: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        let mut java: Vec<(String, Vec<u8>)> = Vec::new();
+        for (path, pem) in &m.certificates {
+            let name = certs::pem_link_name(path);
+            push(PlannedEntry {
+                path: format!("/etc/ssl/certs/{name}"),
+                kind: EntryKind::Symlink { target: path.clone() },
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+            });
+            let ders = certs::pem_certificates(pem);
+            if let [der] = ders.as_slice() {
+                if let Some(h) = certs::subject_hash(der) {
+                    hashed.entry(h).or_default().push(name.clone());
+                }
+                java.push((format!("debian:{}", name.to_ascii_lowercase()), der.clone()));
+            }
+        }
+        for (h, mut names) in hashed {
+            names.sort();
+            for (i, name) in names.iter().enumerate() {
+                push(PlannedEntry {
+                    path: format!("/etc/ssl/certs/{h:08x}.{i}"),
+                    kind: EntryKind::Symlink { target: name.clone() },
+                    mode: 0o777,
+                    uid: 0,
+                    gid: 0,
+                });
+            }
+        }
+        if m.java_cacerts {
+            java.sort();
+            push(file("/etc/ssl/certs/java/cacerts", certs::jks(&java, "changeit", m.epoch.saturating_mul(1000)), 0o644));
+        }
         let conf: String =
             m.certificates.iter().filter_map(|(p, _)| p.strip_prefix("/usr/share/ca-certificates/")).map(|p| format!("{p}\n")).collect();
         push(file("/etc/ca-certificates.conf", conf.into_bytes(), 0o644));
@@ -564,6 +606,8 @@ mod tests {
             symlinks,
             dpkg_status: None,
             alternatives: Vec::new(),
+            java_cacerts: false,
+            epoch: 0,
         }
     }
 

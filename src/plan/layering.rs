@@ -18,6 +18,11 @@ use crate::spec::{Base, ImageSpec, Platform};
 /// compose reproduces without running scripts. Part of every package layer's hash.
 pub const DEB_LAYER_FORMAT: &str = "deb-layer/v3";
 
+/// What the metadata layer of an image with packages generates besides accounts, CA bundle and
+/// time zone: Debian's users without base-passwd, the dpkg status file, alternatives, the CA
+/// hash links and Java's cacerts. Part of its hash: change it with the generation.
+pub const META_LAYER_FORMAT: &str = "meta/v4";
+
 impl Builder<'_> {
     /// What an image inherits of the dpkg database: the package layers of its `base image=`
     /// ancestors on `platform` (root first), and the status file of the external base at the top
@@ -176,6 +181,7 @@ impl Builder<'_> {
             epoch,
             statuses,
             base_status,
+            java_cacerts: fetches.contains_key("ca-certificates-java"),
         };
         let mut e = Encoder::new("meta-layer");
         e.str(self.inputs.layer_format).u64(epoch);
@@ -202,13 +208,12 @@ impl Builder<'_> {
         }
         // Only when there is a status file to write: images of earlier versions keep their hash.
         if !meta.statuses.is_empty() || meta.base_status.is_some() {
-            // v3: Debian's users when base-passwd is not installed, the dpkg status file and the
-            // alternatives.
-            e.str("dpkg-status/v3").list(meta.statuses.len());
+            e.str(META_LAYER_FORMAT).list(meta.statuses.len());
             for &n in &meta.statuses {
                 e.drv(&self.plan.graph[n].hash);
             }
             e.opt_str(meta.base_status.as_deref().map(String::as_str));
+            e.u64(meta.java_cacerts as u64);
         }
         let mut deps: Vec<NodeIndex> = [meta.base_passwd, meta.ca_certificates].into_iter().flatten().collect();
         deps.extend(meta.statuses.iter().copied());

@@ -246,6 +246,8 @@ pub struct MetaDrv {
     pub statuses: Vec<NodeIndex>,
     /// An external base's own `/var/lib/dpkg/status`, kept in the image's status file.
     pub base_status: Option<Arc<String>>,
+    /// ca-certificates-java is installed: write Java's `cacerts` from the CA certificates.
+    pub java_cacerts: bool,
 }
 
 #[derive(Debug, Clone)]
