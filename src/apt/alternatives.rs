@@ -82,11 +82,8 @@ fn commands(script: &str) -> Vec<Command> {
             Some('{') => {
                 let close = chars[i..].iter().position(|&c| c == '}').map_or(chars.len(), |p| i + p);
                 let inner: String = chars[i + 2..close.min(chars.len())].iter().collect();
-                let part = if inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    Part::Var(inner, quoted)
-                } else {
-                    Part::Unknown
-                };
+                let part =
+                    if inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') { Part::Var(inner, quoted) } else { Part::Unknown };
                 (part, close + 1)
             }
             Some(c) if c.is_ascii_alphabetic() || c == '_' => {
@@ -481,18 +478,25 @@ esac
     fn reads_literal_calls_with_continuations_and_slaves() {
         let r = registrations(MAWK);
         assert_eq!(r.len(), 1);
-        assert_eq!((r[0].link.as_str(), r[0].name.as_str(), r[0].path.as_str(), r[0].priority), ("/usr/bin/awk", "awk", "/usr/bin/mawk", 5));
+        assert_eq!(
+            (r[0].link.as_str(), r[0].name.as_str(), r[0].path.as_str(), r[0].priority),
+            ("/usr/bin/awk", "awk", "/usr/bin/mawk", 5)
+        );
         assert_eq!(r[0].slaves[1], ("/usr/bin/nawk".to_string(), "nawk".to_string(), "/usr/bin/mawk".to_string()));
     }
 
     #[test]
     fn follows_variables_and_loops_and_skips_unknown_values() {
         let r = registrations(JDK);
-        let names: Vec<(&str, &str, i64, usize)> = r.iter().map(|r| (r.name.as_str(), r.path.as_str(), r.priority, r.slaves.len())).collect();
+        let names: Vec<(&str, &str, i64, usize)> =
+            r.iter().map(|r| (r.name.as_str(), r.path.as_str(), r.priority, r.slaves.len())).collect();
         // The `$(expr …)` assignment is ignored; the jexec call uses a backquoted value: skipped.
         assert_eq!(
             names,
-            [("java", "/usr/lib/jvm/java-17-openjdk-amd64/bin/java", 1711, 1), ("keytool", "/usr/lib/jvm/java-17-openjdk-amd64/bin/keytool", 1711, 1)]
+            [
+                ("java", "/usr/lib/jvm/java-17-openjdk-amd64/bin/java", 1711, 1),
+                ("keytool", "/usr/lib/jvm/java-17-openjdk-amd64/bin/keytool", 1711, 1)
+            ]
         );
         assert_eq!(r[0].slaves[0].0, "/usr/share/man/man1/java.1.gz");
     }
@@ -500,7 +504,13 @@ esac
     #[test]
     fn the_highest_priority_wins_and_missing_paths_are_dropped() {
         let regs = vec![
-            Registration { link: "/usr/bin/pager".into(), name: "pager".into(), path: "/usr/bin/less".into(), priority: 77, slaves: vec![] },
+            Registration {
+                link: "/usr/bin/pager".into(),
+                name: "pager".into(),
+                path: "/usr/bin/less".into(),
+                priority: 77,
+                slaves: vec![],
+            },
             Registration { link: "/usr/bin/pager".into(), name: "pager".into(), path: "/bin/more".into(), priority: 50, slaves: vec![] },
             Registration {
                 link: "/usr/bin/awk".into(),

@@ -91,7 +91,8 @@ fn canonical_string(value: &Tlv<'_>) -> Option<String> {
         0x1c => value
             .contents
             .chunks(4)
-            .filter_map(|c| (c.len() == 4).then(|| u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+            .filter(|c| c.len() == 4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
             .filter_map(char::from_u32)
             .collect(),
         _ => return None,
@@ -163,11 +164,14 @@ pub fn pem_certificates(pem: &[u8]) -> Vec<Vec<u8>> {
 pub fn pem_link_name(crt_path: &str) -> String {
     let base = crt_path.rsplit('/').next().unwrap_or(crt_path);
     let base = base.strip_suffix(".crt").unwrap_or(base);
-    let name: String = base.chars().map(|c| match c {
-        ' ' | ',' => '_',
-        '(' | ')' => '=',
-        c => c,
-    }).collect();
+    let name: String = base
+        .chars()
+        .map(|c| match c {
+            ' ' | ',' => '_',
+            '(' | ')' => '=',
+            c => c,
+        })
+        .collect();
     format!("{name}.pem")
 }
 

@@ -136,12 +136,7 @@ fn read_files(store: &Store, o: &Output) -> Result<BTreeMap<String, String>, Bui
 }
 
 /// One package's data as a layer, with its file list and the licences its `copyright` declares.
-pub fn deb_layer(
-    plan: &Plan,
-    d: &DebLayerDrv,
-    deps: &HashMap<NodeIndex, Record>,
-    store: &Store,
-) -> Result<DebOutputs, BuildError> {
+pub fn deb_layer(plan: &Plan, d: &DebLayerDrv, deps: &HashMap<NodeIndex, Record>, store: &Store) -> Result<DebOutputs, BuildError> {
     let deb = deb_path(plan, d.fetch, deps, store)?;
     let tmp = store.temp_file()?;
     let sink = store::buffered(&tmp)?;
@@ -172,11 +167,11 @@ pub fn deb_layer(
     let lic_digest = store.put_bytes(&bytes)?;
     let lic = Output { digest: lic_digest, size: bytes.len() as u64, media_type: LICENCES_MEDIA_TYPE.into(), diff_id: None };
     let status_digest = store.put_bytes(installed.status.as_bytes())?;
-    let status =
-        Output { digest: status_digest, size: installed.status.len() as u64, media_type: STATUS_MEDIA_TYPE.into(), diff_id: None };
+    let status = Output { digest: status_digest, size: installed.status.len() as u64, media_type: STATUS_MEDIA_TYPE.into(), diff_id: None };
     let alt_bytes = serde_json::to_vec(&installed.alternatives).map_err(|e| PackageError::Files(e.to_string()))?;
     let alt_digest = store.put_bytes(&alt_bytes)?;
-    let alternatives = Output { digest: alt_digest, size: alt_bytes.len() as u64, media_type: ALTERNATIVES_MEDIA_TYPE.into(), diff_id: None };
+    let alternatives =
+        Output { digest: alt_digest, size: alt_bytes.len() as u64, media_type: ALTERNATIVES_MEDIA_TYPE.into(), diff_id: None };
     Ok(DebOutputs { layer, files: put_files(store, &files)?, licences: lic, status, alternatives })
 }
 

@@ -211,6 +211,8 @@ pub fn meta_entries(m: &MetaInputs<'_>) -> Vec<PlannedEntry> {
     }
     if let Some(status) = &m.dpkg_status {
         push(file("/var/lib/dpkg/status", status.clone().into_bytes(), 0o644));
+        // The database layout: `name:arch` files for Multi-Arch: same packages.
+        push(file("/var/lib/dpkg/info/format", b"1\n".to_vec(), 0o644));
     }
     // update-alternatives: LINK → /etc/alternatives/NAME → PATH, for the master and each
     // slave, and its database entry.

@@ -120,3 +120,75 @@ fn two_platforms_resolve_per_architecture_into_one_index() {
     assert_eq!(lock["images"]["mp"]["platforms"]["linux/arm64"]["packages"][0]["architecture"], "arm64");
     run(std::process::Command::new("skopeo").args(["inspect", "--override-arch", "arm64"]).arg(format!("oci:{}:latest", layout.display())));
 }
+
+/// Issue 11, default mode (no maintainer script runs): what apt-installed images have and
+/// programs rely on — Debian's users, alternatives, CA hash links, Java's cacerts, dpkg's
+/// database, base-files' layout — checked by the programs themselves under podman.
+#[test]
+fn default_mode_images_work_like_apt_installed_ones() {
+    let ctx = TestContext::new();
+    let k = "keyring=\"/usr/share/keyrings/debian-archive-keyring.gpg\"";
+    ctx.write(
+        "spec.kdl",
+        format!(
+            "image \"apt-like\" {{\n    tag \"1\"\n    repository \"debian\" suite=\"bookworm\" components=\"main\" {k}\n    \
+             repository \"debian-security\" suite=\"bookworm-security\" components=\"main\" {k}\n    \
+             packages \"base-files\" \"dash\" \"coreutils\" \"mawk\" \"less\" \"dpkg\" \"apt\" \"curl\" \"nginx\" \"openssl\" \
+             \"ca-certificates\" \"openjdk-17-jre-headless\"\n    files {{ symlink \"/bin/sh\" target=\"dash\" }}\n}}\n"
+        ),
+    );
+    let out = ctx.compose(&["build", "spec.kdl", "--format", "oci-archive"]);
+    assert_success(&out, "build");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("security updates are missed"));
+    let podman = Podman::new(ctx.tmp.path());
+    run(podman.cmd().arg("load").arg("-i").arg(ctx.path("out/apt-like.tar")));
+    let script = r#"
+awk 'BEGIN { print "awk:", 1 + 1 }'
+readlink /usr/bin/pager
+nginx -t 2>&1
+id www-data; id nobody; id _apt
+dpkg -s curl | head -2
+dpkg --audit && echo "audit: clean"
+dpkg -V curl && echo "verify: clean"
+apt-get install -s curl 2>&1 | tail -2
+readlink /var/run /var/lock
+openssl verify -CApath /etc/ssl/certs /usr/share/ca-certificates/mozilla/ISRG_Root_X1.crt
+java -version 2>&1 | head -1
+keytool -list -cacerts -storepass changeit | head -5
+cat > /tmp/T.java <<'J'
+public class T { public static void main(String[] a) throws Exception {
+  javax.net.ssl.TrustManagerFactory f = javax.net.ssl.TrustManagerFactory.getInstance("PKIX");
+  f.init((java.security.KeyStore) null);
+  System.out.println("java trusts " + ((javax.net.ssl.X509TrustManager) f.getTrustManagers()[0]).getAcceptedIssuers().length + " CAs");
+} }
+J
+java /tmp/T.java
+"#;
+    let out = run(podman.cmd().args(["run", "--rm", "--entrypoint", "/bin/sh", "localhost/apt-like:1", "-c", script]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "awk: 2",
+        "/etc/alternatives/pager",
+        "syntax is ok",
+        "test is successful",
+        "uid=33(www-data)",
+        "uid=65534(nobody)",
+        "uid=42(_apt)",
+        "Status: install ok installed",
+        "audit: clean",
+        "verify: clean",
+        "curl is already the newest version",
+        "/run\n/run/lock",
+        "ISRG_Root_X1.crt: OK",
+        "openjdk version \"17",
+        "Keystore type: JKS",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let cas: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("java trusts ").and_then(|r| r.strip_suffix(" CAs")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(cas > 100, "Java's default truststore holds {cas} CAs:\n{text}");
+}
