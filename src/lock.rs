@@ -91,6 +91,9 @@ pub struct Requests {
     /// Identity of what the base image has installed (per platform), when there is a base.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
+    /// `variant` when not `custom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +173,7 @@ pub fn requests_of(image: &ImageSpec) -> Requests {
             .collect(),
         packages,
         base: None,
+        variant: (image.variant != crate::spec::Variant::Custom).then(|| image.variant.name().to_string()),
     }
 }
 
@@ -248,6 +252,7 @@ impl Lockfile {
         let r = requests_of(image);
         l.requests.repositories == r.repositories
             && l.requests.packages == r.packages
+            && l.requests.variant == r.variant
             && image.platforms.iter().all(|p| l.platforms.contains_key(&p.to_string()))
             && l.platforms.len() == image.platforms.len()
     }

@@ -113,13 +113,29 @@ pub fn resolve_image(
             all.extend(l.packages.iter().cloned());
             loaded.push(l);
         }
+        // `variant "minbase"`: every `Priority: required` package of this architecture, and apt.
+        let mut extra: BTreeSet<String> = BTreeSet::new();
+        if image.variant == crate::spec::Variant::Minbase {
+            extra.extend(
+                all.iter()
+                    .filter(|p| p.priority.as_deref() == Some("required") && (p.architecture == arch || p.architecture == "all"))
+                    .map(|p| p.name.clone()),
+            );
+            extra.insert("apt".to_string());
+        }
         let universe = Universe::new(all, arch);
-        let requests: Vec<Request> = image.packages.iter().map(|p| Request { name: p.name.clone(), version: p.version.clone() }).collect();
+        let mut requests: Vec<Request> = image.packages.iter().map(|p| Request { name: p.name.clone(), version: p.version.clone() }).collect();
+        for name in extra {
+            if !requests.iter().any(|r| r.name == name) {
+                requests.push(Request { name, version: None });
+            }
+        }
+        let options = ResolveOptions { add_essential: image.variant != crate::spec::Variant::Custom };
         let base: Vec<(String, crate::apt::types::Version, String)> = installed
             .get(&platform.to_string())
             .map(|l| l.iter().filter_map(|(n, v, a)| v.parse().ok().map(|v| (n.clone(), v, a.clone()))).collect())
             .unwrap_or_default();
-        let resolution = resolve::resolve(&universe, &requests, &base, &ResolveOptions::default())
+        let resolution = resolve::resolve(&universe, &requests, &base, &options)
             .map_err(|e| resolve_diagnostic(spec, image, platform, e))?;
         let selected: Vec<&Package> = resolution.packages.iter().map(|&id| universe.get(id)).collect();
         let names: BTreeSet<&str> = selected.iter().map(|p| p.name.as_str()).collect();

@@ -15,7 +15,7 @@ use super::values::{
 };
 use super::{
     Accounts, Base, ConfigSpec, FileOp, Group, ImageSpec, LayerSpec, Owner, OwnerSpec, PackageReq, Platform, Repository, SpecDiagnostic,
-    StepSpec, User,
+    StepSpec, User, Variant,
 };
 
 /// A `base image=` child installs from its ancestors' repositories too: each repository its
@@ -53,7 +53,7 @@ fn known_names_help(name: &str, known: &[&str], what: &str) -> String {
 
 const TOP_CHILDREN: &[&str] = &["image", "step"];
 pub(super) const IMAGE_CHILDREN: &[&str] =
-    &["tag", "platforms", "base", "epoch", "repository", "packages", "accounts", "files", "layer", "config", "export"];
+    &["tag", "platforms", "base", "epoch", "repository", "packages", "accounts", "files", "layer", "config", "export", "variant"];
 pub(super) const STEP_CHILDREN: &[&str] =
     &["image", "platform", "copy", "text", "symlink", "dir", "workdir", "env", "user", "run", "output", "network", "pass-env"];
 const ACCOUNT_CHILDREN: &[&str] = &["group", "user"];
@@ -83,6 +83,7 @@ const USAGE_OUTPUT: &str = "output \"/out\"";
 const USAGE_STEP_USER: &str = "user \"UID:GID\" (numeric, e.g. \"1000:1000\")";
 const USAGE_NETWORK: &str = "network #true";
 const USAGE_EXPORT: &str = "export #false";
+const USAGE_VARIANT: &str = "variant \"minbase\" (or \"essential\", \"custom\")";
 const USAGE_PASS_ENV: &str = "pass-env \"PIP_INDEX_URL\" \"HTTPS_PROXY\"";
 const USAGE_TEXT: &str = "text \"/PATH\" \"CONTENT\" mode=0o644 owner=\"NAME\"";
 const USAGE_SYMLINK: &str = "symlink \"/PATH\" target=\"TARGET\" owner=\"NAME\"";
@@ -613,6 +614,14 @@ impl Decoder {
         if self.diags.is_empty() {
             inherit_repositories(&mut images);
             for img in &images {
+                if img.variant != Variant::Custom && img.packages.is_empty() {
+                    self.push(
+                        "compose::spec::variant_without_packages",
+                        format!("image `{}` has `variant \"{}\"` but no `packages`", img.name, img.variant.name()),
+                        vec![(img.span, "this image".to_owned())],
+                        Some("a variant adds Debian's base set to an image's packages: list at least one package".to_owned()),
+                    );
+                }
                 if let (Some(first), true) = (img.packages.first(), img.repositories.is_empty()) {
                     self.push(
                         "compose::spec::no_repository",
@@ -790,6 +799,7 @@ impl Decoder {
             layers: Vec::new(),
             config: ConfigSpec::default(),
             export: true,
+            variant: Variant::Custom,
         };
         let mut seen = Seen::new();
         let mut packages: Seen<String> = Seen::new();
@@ -797,7 +807,7 @@ impl Decoder {
         let children = kdl.children().map_or(&[][..], |d| d.nodes());
         for c in children {
             let cname = c.name().value();
-            if matches!(cname, "tag" | "platforms" | "base" | "epoch" | "accounts" | "config" | "export") && !self.once(&mut seen, c) {
+            if matches!(cname, "tag" | "platforms" | "base" | "epoch" | "accounts" | "config" | "export" | "variant") && !self.once(&mut seen, c) {
                 continue;
             }
             match cname {
@@ -863,6 +873,25 @@ impl Decoder {
                 "export" => {
                     if let Some(b) = self.flag(c, USAGE_EXPORT) {
                         img.export = b;
+                    }
+                }
+                "variant" => {
+                    if let Some(e) = self.single_string(c, USAGE_VARIANT, "a variant") {
+                        match e.value().as_string().unwrap_or_default() {
+                            "custom" => img.variant = Variant::Custom,
+                            "essential" => img.variant = Variant::Essential,
+                            "minbase" => img.variant = Variant::Minbase,
+                            other => {
+                                let known = ["custom", "essential", "minbase"];
+                                let help = known_names_help(other, &known, "variants");
+                                self.push(
+                                    "compose::spec::bad_variant",
+                                    format!("unknown variant `{other}`"),
+                                    vec![(value_span(e), "not a variant".to_owned())],
+                                    Some(help),
+                                );
+                            }
+                        }
                     }
                 }
                 _ => self.unknown_node(c, "image", IMAGE_CHILDREN),

@@ -131,6 +131,31 @@ pub struct ImageSpec {
     pub config: ConfigSpec,
     /// `export #false`: built for steps and `copy from=`, not written to `out/` (default true).
     pub export: bool,
+    /// `variant "NAME"`: the Debian base set added to the packages (default `custom`: none).
+    pub variant: Variant,
+}
+
+/// A standard Debian base set, with mmdebstrap's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Variant {
+    /// Only the requested packages and their dependencies.
+    #[default]
+    Custom,
+    /// Plus every `Essential: yes` package.
+    Essential,
+    /// Plus the Essential packages, every `Priority: required` one, and apt (what
+    /// `debian:bookworm-slim` is made from).
+    Minbase,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Custom => "custom",
+            Variant::Essential => "essential",
+            Variant::Minbase => "minbase",
+        }
+    }
 }
 
 /// An OCI platform such as `linux/amd64` or `linux/arm/v7`.

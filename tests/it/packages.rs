@@ -397,3 +397,20 @@ fn max_layers_counts_layers_inherited_through_base_image() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("image `child` would have 8 layers on linux/amd64 (5 from its base), more than the limit of 6"), "{err}");
 }
+
+/// `variant "essential"` adds the archive's Essential packages; the variant is part of what the
+/// lockfile was resolved from, so changing it re-resolves (and `--locked` refuses).
+#[test]
+fn variant_essential_adds_the_essential_packages() {
+    let f = Fixture::new();
+    let text = spec(&f.repo, "\"arch-indep\"");
+    f.ctx.write("spec.kdl", text.replace("image \"pkgs\" {\n", "image \"pkgs\" {\n    variant \"essential\"\n"));
+    assert_success(&f.compose(&["lock", "spec.kdl"]), "lock with a variant");
+    assert!(f.locked_names().contains(&"ess=1.0".to_string()), "{:?}", f.locked_names());
+    assert_eq!(f.lock()["images"]["pkgs"]["requests"]["variant"], "essential");
+    f.ctx.write("spec.kdl", &text);
+    let out = f.compose(&["build", "spec.kdl", "--locked"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_success(&f.compose(&["build", "spec.kdl"]), "build after dropping the variant");
+    assert!(!f.locked_names().iter().any(|n| n.starts_with("ess=")), "{:?}", f.locked_names());
+}
