@@ -517,6 +517,53 @@ fn with_conffiles(status: &str, conffiles: Option<&str>, md5_of: &dyn Fn(&str) -
     out
 }
 
+/// The fields of a status paragraph in the order dpkg writes them (lib/dpkg's field table), the
+/// others after them in their own order.
+fn dpkg_field_order(paragraph: &str) -> String {
+    const ORDER: &[&str] = &[
+        "Package",
+        "Essential",
+        "Protected",
+        "Status",
+        "Priority",
+        "Section",
+        "Installed-Size",
+        "Origin",
+        "Maintainer",
+        "Bugs",
+        "Architecture",
+        "Multi-Arch",
+        "Source",
+        "Version",
+        "Config-Version",
+        "Replaces",
+        "Provides",
+        "Depends",
+        "Pre-Depends",
+        "Recommends",
+        "Suggests",
+        "Breaks",
+        "Conflicts",
+        "Enhances",
+        "Conffiles",
+        "Description",
+        "Triggers-Pending",
+        "Triggers-Awaited",
+    ];
+    let fields = control_fields(paragraph);
+    let rank = |name: &str| ORDER.iter().position(|o| o.eq_ignore_ascii_case(name)).unwrap_or(ORDER.len());
+    let mut sorted: Vec<(usize, usize, &str)> = fields.iter().enumerate().map(|(i, (n, t))| (rank(n), i, *t)).collect();
+    sorted.sort();
+    let mut out = String::with_capacity(paragraph.len());
+    for (_, _, text) in sorted {
+        out.push_str(text);
+        if !text.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Where a package path (`/bin/ls`) is in the image (`/usr/bin/ls` with merged /usr).
 fn place_path(path: &str, merged_usr: bool) -> String {
     match place(path.to_owned(), merged_usr) {
@@ -979,7 +1026,9 @@ pub fn install_layer<W: Write>(deb: &Path, opts: &InstallOptions, sink: W, spill
     if let Some(c) = info.conffiles.as_ref().filter(|c| !c.trim().is_empty()) {
         db_files.push((format!("{INFO_DIR}/{db}.conffiles"), c.clone()));
     }
-    let status = with_conffiles(&status, info.conffiles.as_deref(), &|p: &str| md5_of(&place_path(p, opts.merged_usr)).map(hex::encode));
+    let status = dpkg_field_order(&with_conffiles(&status, info.conffiles.as_deref(), &|p: &str| {
+        md5_of(&place_path(p, opts.merged_usr)).map(hex::encode)
+    }));
     for (path, content) in db_files {
         if nodes.contains_key(&path) {
             return Err(entry_err(deb, &path, "the package ships a file at its own dpkg database path"));
@@ -1517,9 +1566,10 @@ mod tests {
         assert!(list.starts_with("/.\n") && list.contains("\n/bin/mytool\n") && !list.contains("/usr/bin/mytool"), "{list}");
         assert_eq!(
             status_text,
-            "Package: testpkg\nStatus: install ok installed\nVersion: 1:1.0-1\n\
-             Architecture: amd64\nMaintainer: Test <test@example.org>\nInstalled-Size: 12\n\
-             Description: a test package\n multi-line description\n .\n end\n"
+            "Package: testpkg\nStatus: install ok installed\nInstalled-Size: 12\n\
+             Maintainer: Test <test@example.org>\nArchitecture: amd64\nVersion: 1:1.0-1\n\
+             Description: a test package\n multi-line description\n .\n end\n",
+            "dpkg's field order"
         );
         let sums = find(&layer, "var/lib/dpkg/info/testpkg.md5sums");
         let info = read_control(&deb).expect("control");

@@ -30,6 +30,12 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 mkdir -p "$work"
 cd "$work"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+# The host's own Debian mirrors (deb822 or one-line sources), as compose itself finds them.
+uris=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/{for (i = 2; i <= NF; i++) print $i}';
+       cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk '/^deb /{for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:/) {print $i; break}}' || true)
+main_uri=$(echo "$uris" | grep -E '/debian/?$' | head -1 || true)
+security_uri=$(echo "$uris" | grep -E '/debian-security/?$' | head -1 || true)
+[ -n "$main_uri" ] && [ -n "$security_uri" ] || { echo "no debian and debian-security mirrors in the host's apt sources" >&2; exit 1; }
 
 for set in "${sets[@]}"; do
     name=$(echo "$set" | tr ',' '-' | cut -c1-40)
@@ -50,8 +56,7 @@ KDL
 import json; l = json.load(open('spec.kdl.lock'))
 print(','.join(p['name'] + '=' + p['version'] for p in l['images']['fid']['platforms']['linux/amd64']['packages']))")
     mmdebstrap --variant=essential --mode=root --format=directory --include="$pins" \
-        bookworm mm "deb [signed-by=$keyring] $(awk '/^URIs:/{print $2; exit} /^deb /{print $2; exit}' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -1) bookworm main" \
-        "deb [signed-by=$keyring] $(awk '/^URIs:/{print $2; exit} /^deb /{print $2; exit}' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | tail -1) bookworm-security main" \
+        bookworm mm "deb [signed-by=$keyring] $main_uri bookworm main" "deb [signed-by=$keyring] $security_uri bookworm-security main" \
         >/dev/null 2>mm.log || { echo "$set: mmdebstrap failed, see $work/$name/mm.log"; cd ..; continue; }
     python3 - "$set" bundle/rootfs mm <<'PY'
 import os, sys, stat, hashlib, re, collections
