@@ -124,7 +124,8 @@ pub fn resolve_image(
             extra.insert("apt".to_string());
         }
         let universe = Universe::new(all, arch);
-        let mut requests: Vec<Request> = image.packages.iter().map(|p| Request { name: p.name.clone(), version: p.version.clone() }).collect();
+        let mut requests: Vec<Request> =
+            image.packages.iter().map(|p| Request { name: p.name.clone(), version: p.version.clone() }).collect();
         for name in extra {
             if !requests.iter().any(|r| r.name == name) {
                 requests.push(Request { name, version: None });
@@ -135,8 +136,8 @@ pub fn resolve_image(
             .get(&platform.to_string())
             .map(|l| l.iter().filter_map(|(n, v, a)| v.parse().ok().map(|v| (n.clone(), v, a.clone()))).collect())
             .unwrap_or_default();
-        let resolution = resolve::resolve(&universe, &requests, &base, &options)
-            .map_err(|e| resolve_diagnostic(spec, image, platform, e))?;
+        let resolution =
+            resolve::resolve(&universe, &requests, &base, &options).map_err(|e| resolve_diagnostic(spec, image, platform, e))?;
         let selected: Vec<&Package> = resolution.packages.iter().map(|&id| universe.get(id)).collect();
         let names: BTreeSet<&str> = selected.iter().map(|p| p.name.as_str()).collect();
         // Which selected package satisfies a relation name (directly or as a provider).

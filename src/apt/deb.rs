@@ -103,6 +103,9 @@ pub struct DebInfo {
     pub conffiles: Option<String>,
     /// The `postinst` script, if the package has one (read for what it registers, never run).
     pub postinst: Option<String>,
+    /// The other control files (maintainer scripts, `triggers`, `shlibs`, `symbols`,
+    /// `templates`, `config`…): name, bytes, mode. dpkg keeps them in `info/`.
+    pub others: Vec<(String, Vec<u8>, u32)>,
     /// Compression of the data member: `"xz"`, `"zst"`, `"gz"`, `"lzma"` or `"none"`.
     pub data_compression: &'static str,
 }
@@ -156,8 +159,19 @@ pub struct InstalledLayer {
     /// The package's paragraph of the dpkg `status` file: its control file with
     /// `Status: install ok installed` and, for conffiles, `Conffiles:` with their MD5s.
     pub status: String,
-    /// What its `postinst` registers with `update-alternatives`.
+    /// What its `postinst` registers with `update-alternatives`, and the triggers it is interested in.
+    pub facts: ScriptFacts,
+}
+
+/// What compose learns from a package's maintainer scripts and control files without running
+/// them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScriptFacts {
+    /// The name dpkg files its database entries under (`name` or `name:arch`).
+    pub db_name: String,
     pub alternatives: Vec<super::alternatives::Registration>,
+    /// `interest` lines of its `triggers` file: (trigger, noawait).
+    pub interests: Vec<(String, bool)>,
 }
 
 /// Errors reading or installing a `.deb`. Each names the `.deb` file.
@@ -315,6 +329,7 @@ fn read_control_tar(deb: &Path, reader: &mut dyn Read, data_compression: &'stati
     let mut md5sums = None;
     let mut conffiles = None;
     let mut postinst = None;
+    let mut others: Vec<(String, Vec<u8>, u32)> = Vec::new();
     for entry in archive.entries().map_err(io_err(deb, ctx))? {
         let mut entry = entry.map_err(io_err(deb, ctx))?;
         if !entry.header().entry_type().is_file() {
@@ -322,15 +337,13 @@ fn read_control_tar(deb: &Path, reader: &mut dyn Read, data_compression: &'stati
         }
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
-        let name = normalize_name(&raw);
-        let is_script = matches!(&name, Ok(Some(p)) if p == "/postinst");
-        let slot = match name {
-            Ok(Some(p)) if p == "/control" => &mut control,
-            Ok(Some(p)) if p == "/md5sums" => &mut md5sums,
-            Ok(Some(p)) if p == "/conffiles" => &mut conffiles,
-            Ok(Some(p)) if p == "/postinst" => &mut postinst,
-            _ => continue,
-        };
+        let Ok(Some(name)) = normalize_name(&raw) else { continue };
+        let member = name[1..].to_owned();
+        // A control file at the top of control.tar, with a name dpkg accepts.
+        if member.is_empty() || !member.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            continue;
+        }
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
         if entry.size() > MAX_CONTROL_FILE {
             return Err(entry_err(
                 deb,
@@ -340,16 +353,23 @@ fn read_control_tar(deb: &Path, reader: &mut dyn Read, data_compression: &'stati
         }
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes).map_err(io_err(deb, format!("reading control.tar member `{shown}`")))?;
-        // A script may be any bytes; only what it registers is read from it.
-        if is_script {
-            *slot = Some(String::from_utf8_lossy(&bytes).into_owned());
-            continue;
+        let text = || String::from_utf8(bytes.clone()).map_err(|_| entry_err(deb, &shown, "control.tar member is not UTF-8"));
+        match member.as_str() {
+            "control" => control = Some(text()?),
+            "md5sums" => md5sums = Some(text()?),
+            "conffiles" => conffiles = Some(text()?),
+            other => {
+                // Kept in dpkg's info/ as they are (a script may be any bytes).
+                if other == "postinst" {
+                    postinst = Some(String::from_utf8_lossy(&bytes).into_owned());
+                }
+                others.push((member.clone(), bytes, mode));
+            }
         }
-        let text = String::from_utf8(bytes).map_err(|_| entry_err(deb, &shown, "control.tar member is not UTF-8"))?;
-        *slot = Some(text);
     }
     let control = control.ok_or_else(|| format_err(deb, "control.tar has no `control` file"))?;
-    Ok(DebInfo { control, md5sums, conffiles, postinst, data_compression })
+    others.sort();
+    Ok(DebInfo { control, md5sums, conffiles, postinst, others, data_compression })
 }
 
 /// Reads the control member of a `.deb` (and notes the data member's compression, without
@@ -1029,19 +1049,17 @@ pub fn install_layer<W: Write>(deb: &Path, opts: &InstallOptions, sink: W, spill
     let status = dpkg_field_order(&with_conffiles(&status, info.conffiles.as_deref(), &|p: &str| {
         md5_of(&place_path(p, opts.merged_usr)).map(hex::encode)
     }));
-    for (path, content) in db_files {
+    // The package's other control files: maintainer scripts (executable), triggers, shlibs…
+    let mut db_files: Vec<(String, Vec<u8>, u32)> = db_files.into_iter().map(|(p, c)| (p, c.into_bytes(), DB_FILE_MODE)).collect();
+    for (member, bytes, mode) in &info.others {
+        let mode = if *mode & 0o111 != 0 { 0o755 } else { DB_FILE_MODE };
+        db_files.push((format!("{INFO_DIR}/{db}.{member}"), bytes.clone(), mode));
+    }
+    for (path, content, mode) in db_files {
         if nodes.contains_key(&path) {
             return Err(entry_err(deb, &path, "the package ships a file at its own dpkg database path"));
         }
-        let node = Node {
-            kind: Kind::Inline(content.into_bytes()),
-            mode: DB_FILE_MODE,
-            uid: 0,
-            gid: 0,
-            mtime: opts.epoch,
-            shown: path.clone(),
-            moved: false,
-        };
+        let node = Node { kind: Kind::Inline(content), mode, uid: 0, gid: 0, mtime: opts.epoch, shown: path.clone(), moved: false };
         nodes.insert(path, node);
     }
 
@@ -1115,8 +1133,30 @@ pub fn install_layer<W: Write>(deb: &Path, opts: &InstallOptions, sink: W, spill
         .map_err(layer_err)?;
     }
     let (sink, digests) = writer.finish().map_err(layer_err)?;
-    let alternatives = info.postinst.as_deref().map(super::alternatives::registrations).unwrap_or_default();
-    Ok((sink, InstalledLayer { digests, files, file_md5, kept, status, alternatives }))
+    let interests = info
+        .others
+        .iter()
+        .filter(|(n, _, _)| n == "triggers")
+        .flat_map(|(_, b, _)| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .filter_map(|l| {
+                    let mut w = l.split_whitespace();
+                    match (w.next(), w.next()) {
+                        (Some("interest" | "interest-await"), Some(t)) => Some((t.to_owned(), false)),
+                        (Some("interest-noawait"), Some(t)) => Some((t.to_owned(), true)),
+                        _ => None,
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let facts = ScriptFacts {
+        db_name: db.clone(),
+        alternatives: info.postinst.as_deref().map(super::alternatives::registrations).unwrap_or_default(),
+        interests,
+    };
+    Ok((sink, InstalledLayer { digests, files, file_md5, kept, status, facts }))
 }
 
 // ---------------------------------------------------------------------------
@@ -1943,6 +1983,7 @@ mod tests {
             md5sums: None,
             conffiles: None,
             postinst: None,
+            others: Vec::new(),
             data_compression: "xz",
         };
         let (status, md5sums) = dpkg_status_entry(&info);

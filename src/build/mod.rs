@@ -509,7 +509,7 @@ fn run(
             outputs.insert("files".to_string(), o.files);
             outputs.insert("licences".to_string(), o.licences);
             outputs.insert("status".to_string(), o.status);
-            outputs.insert("alternatives".to_string(), o.alternatives);
+            outputs.insert("facts".to_string(), o.facts);
         }
         DrvKind::MergedLayer(m) => {
             let (layer, files) = packages::merged_layer(&drv.name, plan, m, deps, store)?;

@@ -168,15 +168,14 @@ pub fn deb_layer(plan: &Plan, d: &DebLayerDrv, deps: &HashMap<NodeIndex, Record>
     let lic = Output { digest: lic_digest, size: bytes.len() as u64, media_type: LICENCES_MEDIA_TYPE.into(), diff_id: None };
     let status_digest = store.put_bytes(installed.status.as_bytes())?;
     let status = Output { digest: status_digest, size: installed.status.len() as u64, media_type: STATUS_MEDIA_TYPE.into(), diff_id: None };
-    let alt_bytes = serde_json::to_vec(&installed.alternatives).map_err(|e| PackageError::Files(e.to_string()))?;
-    let alt_digest = store.put_bytes(&alt_bytes)?;
-    let alternatives =
-        Output { digest: alt_digest, size: alt_bytes.len() as u64, media_type: ALTERNATIVES_MEDIA_TYPE.into(), diff_id: None };
-    Ok(DebOutputs { layer, files: put_files(store, &files)?, licences: lic, status, alternatives })
+    let facts_bytes = serde_json::to_vec(&installed.facts).map_err(|e| PackageError::Files(e.to_string()))?;
+    let facts_digest = store.put_bytes(&facts_bytes)?;
+    let facts = Output { digest: facts_digest, size: facts_bytes.len() as u64, media_type: FACTS_MEDIA_TYPE.into(), diff_id: None };
+    Ok(DebOutputs { layer, files: put_files(store, &files)?, licences: lic, status, facts })
 }
 
-/// Media type of what a package registers with update-alternatives (JSON).
-const ALTERNATIVES_MEDIA_TYPE: &str = "application/vnd.compose.alternatives.v1+json";
+/// Media type of what compose learnt from a package's scripts (JSON [`deb::ScriptFacts`]).
+const FACTS_MEDIA_TYPE: &str = "application/vnd.compose.script-facts.v1+json";
 
 /// What a package's layer derivation yields.
 pub struct DebOutputs {
@@ -186,8 +185,8 @@ pub struct DebOutputs {
     pub licences: Output,
     /// Its paragraph of the dpkg status file.
     pub status: Output,
-    /// What its postinst registers with update-alternatives.
-    pub alternatives: Output,
+    /// What its scripts and control files say (alternatives, trigger interests).
+    pub facts: Output,
 }
 
 /// Media type of a package's dpkg status paragraph.
@@ -331,18 +330,28 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
     let mut installed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut ordered: Vec<(String, NodeIndex)> = Vec::new();
     for &n in &m.statuses {
-        let rec = deps.get(&n).ok_or_else(|| BuildError::MissingOutput("package layer".into(), "alternatives"))?;
+        let rec = deps.get(&n).ok_or_else(|| BuildError::MissingOutput("package layer".into(), "facts"))?;
         installed.extend(read_files(store, output(rec, "files")?)?.into_keys());
         let name = rec.inputs.get("package").cloned().unwrap_or_default();
         ordered.push((name, n));
     }
     ordered.sort();
+    // …and dpkg's trigger interests: triggers/File (file triggers) and triggers/NAME.
+    let mut file_triggers = String::new();
+    let mut named: BTreeMap<String, String> = BTreeMap::new();
     for (_, n) in &ordered {
         let Some(rec) = deps.get(n) else { continue };
-        let bytes = store.read_blob(&output(rec, "alternatives")?.digest)?;
-        let regs: Vec<crate::apt::alternatives::Registration> =
-            serde_json::from_slice(&bytes).map_err(|e| PackageError::Files(e.to_string()))?;
-        registrations.extend(regs);
+        let bytes = store.read_blob(&output(rec, "facts")?.digest)?;
+        let facts: deb::ScriptFacts = serde_json::from_slice(&bytes).map_err(|e| PackageError::Files(e.to_string()))?;
+        registrations.extend(facts.alternatives);
+        for (trigger, noawait) in facts.interests {
+            let who = if noawait { format!("{}/noawait", facts.db_name) } else { facts.db_name.clone() };
+            if trigger.starts_with('/') {
+                file_triggers.push_str(&format!("{trigger} {who}\n"));
+            } else {
+                named.entry(trigger).or_default().push_str(&format!("{who}\n"));
+            }
+        }
     }
     let exists = |p: &str| installed.contains(p) || plan::merged_usr_path(p).is_some_and(|q| installed.contains(&q));
     let alternatives = crate::apt::alternatives::resolve(&registrations, &exists);
@@ -360,8 +369,14 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
     }
     let dpkg_status = (!m.statuses.is_empty() || m.base_status.is_some()).then_some(status);
     let alternatives: Vec<_> = alternatives.into_iter().filter(|a| !shipped(&a.link)).collect();
+    let mut triggers: Vec<(String, String)> = named.into_iter().collect();
+    if dpkg_status.is_some() {
+        triggers.push(("File".into(), file_triggers));
+        triggers.push(("Unincorp".into(), String::new()));
+    }
     Ok(plan::meta_entries(&plan::MetaInputs {
         dpkg_status,
+        triggers,
         alternatives,
         java_cacerts: m.java_cacerts,
         epoch: m.epoch,

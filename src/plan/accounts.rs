@@ -45,6 +45,8 @@ pub struct MetaInputs<'a> {
     pub symlinks: &'a [(String, String)],
     /// `/var/lib/dpkg/status`, when the image has packages.
     pub dpkg_status: Option<String>,
+    /// `/var/lib/dpkg/triggers/NAME` files: (name, content).
+    pub triggers: Vec<(String, String)>,
     /// What update-alternatives would have set up (links and its database).
     pub alternatives: Vec<crate::apt::alternatives::Alternative>,
     /// Write Java's `cacerts` (ca-certificates-java is installed).
@@ -228,6 +230,9 @@ pub fn meta_entries(m: &MetaInputs<'_>) -> Vec<PlannedEntry> {
         push(file("/var/lib/dpkg/status", status.clone().into_bytes(), 0o644));
         // The database layout: `name:arch` files for Multi-Arch: same packages.
         push(file("/var/lib/dpkg/info/format", b"1\n".to_vec(), 0o644));
+        for (name, text) in &m.triggers {
+            push(file(&format!("/var/lib/dpkg/triggers/{name}"), text.clone().into_bytes(), 0o644));
+        }
     }
     // update-alternatives: LINK → /etc/alternatives/NAME → PATH, for the master and each
     // slave, and its database entry.
@@ -622,6 +627,7 @@ mod tests {
             timezone: None,
             symlinks,
             dpkg_status: None,
+            triggers: Vec::new(),
             alternatives: Vec::new(),
             java_cacerts: false,
             epoch: 0,
@@ -638,7 +644,10 @@ mod tests {
         ];
         let entries = meta_entries(&m);
         assert_eq!(text_of(&entries, "/etc/ssl/certs/ca-certificates.crt").as_deref(), Some("-----A-----\n-----B-----\n-----L-----\n"));
-        assert_eq!(text_of(&entries, "/etc/ca-certificates.conf").as_deref(), Some(format!("{CA_CONF_HEADER}mozilla/A.crt\nmozilla/B.crt\n").as_str()));
+        assert_eq!(
+            text_of(&entries, "/etc/ca-certificates.conf").as_deref(),
+            Some(format!("{CA_CONF_HEADER}mozilla/A.crt\nmozilla/B.crt\n").as_str())
+        );
         assert_eq!(entries, meta_entries(&m), "same inputs, same entries");
         let bundle = entries.iter().find(|e| e.path == "/etc/ssl/certs/ca-certificates.crt").map(|e| (e.mode, e.uid, e.gid));
         assert_eq!(bundle, Some((0o644, 0, 0)));

@@ -16,12 +16,12 @@ use crate::spec::{Base, ImageSpec, Platform};
 
 /// What a package layer holds besides the package's files: dpkg's `info/` entries and the effects
 /// compose reproduces without running scripts. Part of every package layer's hash.
-pub const DEB_LAYER_FORMAT: &str = "deb-layer/v4";
+pub const DEB_LAYER_FORMAT: &str = "deb-layer/v5";
 
 /// What the metadata layer of an image with packages generates besides accounts, CA bundle and
 /// time zone: Debian's users without base-passwd, the dpkg status file, alternatives, the CA
 /// hash links and Java's cacerts. Part of its hash: change it with the generation.
-pub const META_LAYER_FORMAT: &str = "meta/v6";
+pub const META_LAYER_FORMAT: &str = "meta/v7";
 
 impl Builder<'_> {
     /// What an image inherits of the dpkg database: the package layers of its `base image=`

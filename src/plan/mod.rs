@@ -290,7 +290,7 @@ impl DrvKind {
         match self {
             DrvKind::Layer(_) | DrvKind::Meta(_) => &["layer"],
             DrvKind::Fetch(_) | DrvKind::Blob(_) => &["file"],
-            DrvKind::DebLayer(_) => &["alternatives", "files", "layer", "licences", "status"],
+            DrvKind::DebLayer(_) => &["facts", "files", "layer", "licences", "status"],
             DrvKind::MergedLayer(_) => &["files", "layer"],
             DrvKind::Image(_) => &["config", "manifest"],
             DrvKind::Index(_) => &["index"],

@@ -807,7 +807,9 @@ impl Decoder {
         let children = kdl.children().map_or(&[][..], |d| d.nodes());
         for c in children {
             let cname = c.name().value();
-            if matches!(cname, "tag" | "platforms" | "base" | "epoch" | "accounts" | "config" | "export" | "variant") && !self.once(&mut seen, c) {
+            if matches!(cname, "tag" | "platforms" | "base" | "epoch" | "accounts" | "config" | "export" | "variant")
+                && !self.once(&mut seen, c)
+            {
                 continue;
             }
             match cname {

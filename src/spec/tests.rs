@@ -951,9 +951,13 @@ fn debian_without_debian_security_warns_once() {
 
 #[test]
 fn variants() {
-    let spec = parse_ok("image \"a\" {\n    variant \"minbase\"\n    repository \"d\" suite=\"s\" components=\"main\"\n    packages \"curl\"\n}\n");
+    let spec = parse_ok(
+        "image \"a\" {\n    variant \"minbase\"\n    repository \"d\" suite=\"s\" components=\"main\"\n    packages \"curl\"\n}\n",
+    );
     assert_eq!(spec.images[0].variant, crate::spec::Variant::Minbase);
-    let e = parse_err("image \"a\" {\n    variant \"minbas\"\n    repository \"d\" suite=\"s\" components=\"main\"\n    packages \"curl\"\n}\n");
+    let e = parse_err(
+        "image \"a\" {\n    variant \"minbas\"\n    repository \"d\" suite=\"s\" components=\"main\"\n    packages \"curl\"\n}\n",
+    );
     assert_eq!(codes(&e), ["bad_variant"]);
     assert!(e.diagnostics()[0].help().is_some_and(|h| h.to_string().contains("did you mean `minbase`?")));
     let e = parse_err("image \"a\" {\n    variant \"essential\"\n}\n");
