@@ -16,7 +16,7 @@ use crate::spec::{Base, ImageSpec, Platform};
 
 /// What a package layer holds besides the package's files: dpkg's `info/` entries and the effects
 /// compose reproduces without running scripts. Part of every package layer's hash.
-pub const DEB_LAYER_FORMAT: &str = "deb-layer/v5";
+pub const DEB_LAYER_FORMAT: &str = "deb-layer/v6";
 
 /// What the metadata layer of an image with packages generates besides accounts, CA bundle and
 /// time zone: Debian's users without base-passwd, the dpkg status file, alternatives, the CA
