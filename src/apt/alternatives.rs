@@ -402,8 +402,11 @@ pub fn resolve(regs: &[Registration], exists: &dyn Fn(&str) -> bool) -> Vec<Alte
         // The slave names of every registration, in first-seen order (the admin file's list).
         let mut slave_names: Vec<(&str, &str)> = Vec::new();
         for r in &list {
+            // A slave no registration can point anywhere was not passed (a branch that does not
+            // run, such as `if false && …`): update-alternatives never saw it.
             for (link, sname, _) in &r.slaves {
-                if !slave_names.iter().any(|(n, _)| n == sname) {
+                let anywhere = list.iter().any(|o| o.slaves.iter().any(|(_, n, p)| n == sname && exists(p)));
+                if anywhere && !slave_names.iter().any(|(n, _)| n == sname) {
                     slave_names.push((sname.as_str(), link.as_str()));
                 }
             }
