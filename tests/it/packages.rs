@@ -113,7 +113,7 @@ fn resolves_locks_and_installs_fixture_packages() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let digest = v["images"][0]["digest"].as_str().unwrap().to_string();
 
-    // The image: each package is a layer; /bin is the merged-/usr link; dpkg's status.d is there.
+    // The image: each package is a layer; /bin is the merged-/usr link; dpkg's database is there.
     let layout = f.ctx.path("out/pkgs");
     run(Command::new("oci-image-tool").args(["validate", "--type", "image"]).arg(&layout));
     let bundle = f.ctx.tmp.path().join("bundle");
@@ -123,9 +123,11 @@ fn resolves_locks_and_installs_fixture_packages() {
     assert_eq!(fs::read_to_string(rootfs.join("usr/bin/tool")).unwrap(), "#!/bin/sh\necho tool\n");
     assert_eq!(fs::read_to_string(rootfs.join("usr/lib/x86_64-linux-gnu/libfix.so.1")).unwrap(), "libfix\n");
     assert_eq!(fs::read_to_string(rootfs.join("usr/share/newlib/version")).unwrap(), "2\n");
-    let status = fs::read_to_string(rootfs.join("var/lib/dpkg/status.d/tool")).unwrap();
-    assert!(status.contains("Package: tool\n") && status.contains("Status: install ok installed"), "{status}");
-    assert!(rootfs.join("var/lib/dpkg/status.d/tool.md5sums").exists());
+    let status = fs::read_to_string(rootfs.join("var/lib/dpkg/status")).unwrap();
+    assert!(status.contains("Package: tool\nStatus: install ok installed\n"), "{status}");
+    assert_eq!(status.matches("Package: ").count(), 7, "every package once: {status}");
+    assert!(rootfs.join("var/lib/dpkg/info/tool.md5sums").exists() && rootfs.join("var/lib/dpkg/info/libfix:amd64.list").exists());
+    assert!(!rootfs.join("var/lib/dpkg/status.d").exists(), "no second database for scanners to count twice");
     let config: serde_json::Value = {
         let o = run(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:latest", layout.display())));
         serde_json::from_slice(&o.stdout).unwrap()
@@ -292,7 +294,7 @@ fn replaces_allows_a_shared_path_and_the_layer_budget_merges_packages() {
     let bundle = f.ctx.tmp.path().join("bundle4");
     run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", layout.display())).arg(&bundle));
     let rootfs = bundle.join("rootfs");
-    for p in ["usr/bin/tool", "usr/share/newlib/version", "usr/share/indep", "usr/share/consumer", "var/lib/dpkg/status.d/clash1"] {
+    for p in ["usr/bin/tool", "usr/share/newlib/version", "usr/share/indep", "usr/share/consumer", "var/lib/dpkg/info/clash1.list"] {
         assert!(rootfs.join(p).exists(), "{p} missing from the merged image");
     }
     assert_eq!(fs::read_to_string(rootfs.join("usr/share/clash.txt")).unwrap(), "three\n");
