@@ -492,6 +492,11 @@ fn run(
         DrvKind::Layer(l) => {
             outputs.insert("layer".to_string(), layer_with_copies(plan, &drv.name, l, deps, store)?);
         }
+        DrvKind::Scripts(sc) => {
+            let (log, layer) = step::run_scripts(drv, sc, deps, store, reporter)?;
+            outputs.insert("log".to_string(), log);
+            outputs.insert("layer".to_string(), layer);
+        }
         DrvKind::Step(s) => {
             let (log, tree) = step::run_step(drv, s, deps, store, reporter)?;
             outputs.insert("log".to_string(), log);
@@ -715,6 +720,7 @@ fn build_image(plan: &Plan, img: &ImageDrv, deps: &HashMap<NodeIndex, Record>, s
             DrvKind::DebLayer(d) => format!("compose: package {}", d.package),
             DrvKind::MergedLayer(m) => format!("compose: {} packages", m.parts.len()),
             DrvKind::Meta(_) => "compose: metadata".to_string(),
+            DrvKind::Scripts(_) => "compose: maintainer scripts (dpkg --configure -a)".to_string(),
             _ => "compose".to_string(),
         });
     }

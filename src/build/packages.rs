@@ -364,6 +364,8 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
         }
     }
     for (_, p) in &paragraphs {
+        // `maintainer-scripts "run"`: unpacked, for `dpkg --configure -a` to configure.
+        let p = if m.unpacked { p.replacen("\nStatus: install ok installed\n", "\nStatus: install ok unpacked\n", 1) } else { p.clone() };
         status.push_str(p.trim_end());
         status.push_str("\n\n");
     }

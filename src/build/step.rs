@@ -287,3 +287,174 @@ pub fn shell_words(argv: &[String]) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// Paths a `dpkg --configure -a` run changes that are noise, not the image's: logs, `-old`
+/// backups, locks, ldconfig's aux-cache, our policy-rc.d, and what lives on the sandbox's own
+/// mounts.
+fn scripts_noise(rel: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "usr/sbin/policy-rc.d",
+        "var/log/dpkg.log",
+        "var/log/alternatives.log",
+        "var/cache/ldconfig/aux-cache",
+        "var/lib/dpkg/lock",
+        "var/lib/dpkg/lock-frontend",
+        "var/lib/dpkg/triggers/Lock",
+    ];
+    EXACT.contains(&rel)
+        || rel.ends_with("-old") && (rel.starts_with("var/lib/dpkg/") || rel.starts_with("var/cache/debconf/"))
+        || ["var/log/apt/", "tmp/", "run/", "dev/", "proc/", "sys/"].iter().any(|p| rel.starts_with(p))
+        || ["tmp", "run", "dev", "proc", "sys"].contains(&rel)
+}
+
+/// `maintainer-scripts "run"`: `dpkg --configure -a` over the packages root in the sandbox (no
+/// network, services never started, debconf non-interactive, SOURCE_DATE_EPOCH set); what it
+/// changes, deletions as OCI whiteouts, becomes a normalised layer.
+pub fn run_scripts(
+    drv: &Derivation,
+    sc: &crate::plan::ScriptsDrv,
+    deps: &HashMap<NodeIndex, Record>,
+    store: &Store,
+    reporter: &dyn Reporter,
+) -> Result<(Output, Output), BuildError> {
+    let step = format!("maintainer scripts of {}", sc.image);
+    let runc = sandbox::runc().map_err(|e| BuildError::Sandbox { step: step.clone(), source: e })?;
+    let root = deps.get(&sc.root).ok_or_else(|| BuildError::MissingOutput(format!("the packages root of {}", sc.image), "manifest"))?;
+    let lower = trees::image_rootfs(store, root)?;
+    for need in ["/usr/bin/dpkg", "/bin/sh"] {
+        if trees::resolve_in(&lower, need).symlink_metadata().is_err() {
+            return Err(BuildError::Tree {
+                message: format!(
+                    "image `{}`: maintainer-scripts \"run\" needs dpkg and a shell, and the image has no `{need}`; \
+                     add `variant \"essential\"` (or the packages dpkg and dash)",
+                    sc.image
+                ),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "missing"),
+            });
+        }
+    }
+    let tmp_root = store.tmp_dir();
+    let dir = tempfile::Builder::new().prefix("scripts-").tempdir_in(&tmp_root).map_err(io("create a directory in", &tmp_root))?;
+    let mut work = Work { dir, mounted: None };
+    let w = work.dir.path().to_path_buf();
+    let (upper, ovl, rootfs) = (w.join("upper"), w.join("overlay-work"), w.join("rootfs"));
+    for d in [&upper, &ovl, &rootfs] {
+        fs::create_dir_all(d).map_err(io("create", d))?;
+    }
+    fs::set_permissions(&upper, fs::Permissions::from_mode(0o755)).map_err(io("set the mode of", &upper))?;
+    // Services are never started (invoke-rc.d asks policy-rc.d, as mmdebstrap arranges).
+    let policy = upper.join("usr/sbin/policy-rc.d");
+    if let Some(parent) = policy.parent() {
+        fs::create_dir_all(parent).map_err(io("create", parent))?;
+    }
+    fs::write(&policy, "#!/bin/sh\nexit 101\n").map_err(io("write", &policy))?;
+    fs::set_permissions(&policy, fs::Permissions::from_mode(0o755)).map_err(io("set the mode of", &policy))?;
+    sandbox::mount_overlay(&[&lower], &upper, &ovl, &rootfs).map_err(|e| BuildError::Sandbox { step: step.clone(), source: e })?;
+    work.mounted = Some(rootfs.clone());
+    let env: Vec<String> = [
+        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+        ("HOME", "/root".to_string()),
+        ("TZ", "UTC".to_string()),
+        ("LC_ALL", "C.UTF-8".to_string()),
+        ("SOURCE_DATE_EPOCH", sc.epoch.to_string()),
+        ("DEBIAN_FRONTEND", "noninteractive".to_string()),
+        ("DEBCONF_NONINTERACTIVE_SEEN", "true".to_string()),
+    ]
+    .iter()
+    .map(|(k, v)| format!("{k}={v}"))
+    .collect();
+    let argv: Vec<String> = ["dpkg", "--configure", "-a"].iter().map(|s| s.to_string()).collect();
+    let mut log = Log::new(store)?;
+    log.line(&format!("$ {}", shell_words(&argv)));
+    let cmd = Command1 { rootfs: &rootfs, args: &argv, env: &env, cwd: "/", user: (0, 0), network: false, binds: &[] };
+    let code = sandbox::run(&runc, &w, &cmd, &mut |line| {
+        reporter.step_line(drv, line);
+        log.line(line);
+    })
+    .map_err(|e| BuildError::Sandbox { step: step.clone(), source: e })?;
+    if code != 0 {
+        let tail = log.tail.iter().cloned().collect::<Vec<_>>().join("\n");
+        let kept = log.keep(store, drv);
+        return Err(BuildError::StepFailed { step, command: shell_words(&argv), code, tail, log: kept, hermetic: false });
+    }
+    if let Some(m) = work.mounted.take() {
+        sandbox::unmount(&m);
+    }
+    let entries = upper_entries(&upper)?;
+    let layer = super::build_layer(&drv.name, &entries, sc.epoch, store)?;
+    Ok((log.commit(store)?, layer))
+}
+
+/// The entries of an overlay's upper directory as a layer: what was added or changed, deletions
+/// (overlayfs' 0:0 character devices) as `.wh.NAME`, opaque directories with `.wh..wh..opq`,
+/// without the noise of [`scripts_noise`].
+fn upper_entries(upper: &Path) -> Result<Vec<crate::plan::PlannedEntry>, BuildError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+    use crate::plan::{Content, EntryKind, PlannedEntry};
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(upper).min_depth(1).follow_links(false).follow_root_links(false) {
+        let e = e.map_err(|e| {
+            let p = e.path().map(Path::to_path_buf).unwrap_or_else(|| upper.to_path_buf());
+            io("read", &p)(e.into())
+        })?;
+        let Some(rel) = e.path().strip_prefix(upper).ok().and_then(|r| r.to_str()).map(str::to_owned) else { continue };
+        if scripts_noise(&rel) {
+            continue;
+        }
+        let meta = e.path().symlink_metadata().map_err(io("read", e.path()))?;
+        let ft = meta.file_type();
+        let path = format!("/{rel}");
+        let entry = |kind, mode| PlannedEntry { path: path.clone(), kind, mode, uid: meta.uid(), gid: meta.gid() };
+        if ft.is_char_device() && meta.rdev() == 0 {
+            let (dir, name) = path.rsplit_once('/').unwrap_or(("", &path));
+            let wh = format!("{dir}/.wh.{name}");
+            let empty = std::sync::Arc::new(Vec::new());
+            out.push(PlannedEntry {
+                path: wh,
+                kind: EntryKind::File { size: 0, content: Content::Inline(empty) },
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            });
+        } else if ft.is_dir() {
+            out.push(entry(EntryKind::Dir, meta.mode() & 0o7777));
+            if opaque(e.path()) {
+                let empty = std::sync::Arc::new(Vec::new());
+                out.push(PlannedEntry {
+                    path: format!("{path}/.wh..wh..opq"),
+                    kind: EntryKind::File { size: 0, content: Content::Inline(empty) },
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                });
+            }
+        } else if ft.is_symlink() {
+            let target = fs::read_link(e.path()).map_err(io("read the link", e.path()))?;
+            out.push(entry(EntryKind::Symlink { target: target.to_string_lossy().into_owned() }, 0o777));
+        } else if ft.is_file() {
+            out.push(entry(
+                EntryKind::File { size: meta.len(), content: Content::Tree { abs: e.path().to_path_buf() } },
+                meta.mode() & 0o7777,
+            ));
+        } else {
+            return Err(BuildError::Tree {
+                message: format!("maintainer scripts left a device, FIFO or socket at `{path}`"),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "special file"),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    Ok(out)
+}
+
+/// Is `dir` an overlayfs opaque directory (`trusted.overlay.opaque` = `y`)?
+fn opaque(dir: &Path) -> bool {
+    let (Ok(path), Ok(name)) = (std::ffi::CString::new(dir.display().to_string()), std::ffi::CString::new("trusted.overlay.opaque")) else {
+        return false;
+    };
+    let mut buf = [0u8; 4];
+    // SAFETY: valid NUL-terminated strings and a buffer of the length given.
+    let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    n == 1 && buf[0] == b'y'
+}

@@ -164,11 +164,20 @@ impl Builder<'_> {
                     continue;
                 };
                 let tz = config.env.iter().find_map(|e| e.strip_prefix("TZ=")).unwrap_or("Etc/UTC").to_string();
-                let (pkg_layers, per_package, meta) =
-                    self.package_layers(image, platform, &pins.packages, epoch, common.len() + self.base_layers(base.as_ref()), tz);
+                let (pkg_layers, per_package, meta) = self.package_layers(
+                    image,
+                    platform,
+                    &pins.packages,
+                    epoch,
+                    common.len() + self.base_layers(base.as_ref()) + usize::from(image.run_scripts),
+                    tz,
+                );
                 layers.extend(pkg_layers);
                 layers.push(meta);
                 packages = per_package;
+                if image.run_scripts {
+                    layers.push(self.scripts(image, platform, base.clone(), &layers, &packages, epoch, &base_deps));
+                }
             }
             layers.extend(common.iter().copied());
             // The layer budget counts what the base brings (`base image=` chains included).
@@ -328,6 +337,40 @@ impl Builder<'_> {
         };
         let n = self.add(Derivation { hash, name: format!("step {}", step.name), kind: DrvKind::Step(Box::new(drv)) }, &deps);
         self.step_nodes.insert(step.name.clone(), n);
+    }
+
+    /// `maintainer-scripts "run"`: the packages root (the base, the package layers and the
+    /// metadata layer, as an image of its own) and the derivation that configures it.
+    #[allow(clippy::too_many_arguments)]
+    fn scripts(
+        &mut self,
+        image: &ImageSpec,
+        platform: &crate::spec::Platform,
+        base: Option<ImageBase>,
+        layers: &[NodeIndex],
+        packages: &[super::PackageLayer],
+        epoch: u64,
+        base_deps: &[NodeIndex],
+    ) -> NodeIndex {
+        let root = ImageDrv {
+            platform: platform.clone(),
+            base,
+            layers: layers.to_vec(),
+            packages: packages.to_vec(),
+            config: RuntimeConfig::default(),
+            epoch,
+        };
+        let hash = self.image_hash(&root);
+        let mut deps = layers.to_vec();
+        deps.extend(packages.iter().map(|p| p.layer).filter(|n| !layers.contains(n)));
+        deps.extend(base_deps.iter().copied());
+        let name = format!("{}: packages root ({platform})", image.name);
+        let root = self.add(Derivation { hash, name, kind: DrvKind::Image(Box::new(root)) }, &deps);
+        let mut e = Encoder::new("scripts");
+        e.str(super::SCRIPTS_FORMAT).str(super::SANDBOX_ID).str(self.inputs.layer_format).drv(&self.plan.graph[root].hash).u64(epoch);
+        let drv = super::ScriptsDrv { image: image.name.clone(), root, epoch };
+        let name = format!("{}: maintainer scripts ({platform})", image.name);
+        self.add(Derivation { hash: e.finish(), name, kind: DrvKind::Scripts(drv) }, &[root])
     }
 
     /// How many layers an image's base gives it (a `base image=` parent's own base included).

@@ -131,6 +131,13 @@ pub fn describe(plan: &Plan, n: NodeIndex) -> BTreeMap<String, String> {
                 put(format!("image {}", plan.graph[i].name), dep(plan, i));
             }
         }
+        DrvKind::Scripts(sc) => {
+            put(format!("packages root {}", plan.graph[sc.root].name), dep(plan, sc.root));
+            put("epoch".into(), sc.epoch.to_string());
+            put("run".into(), "dpkg --configure -a".into());
+            put("format".into(), super::SCRIPTS_FORMAT.to_string());
+            put("sandbox".into(), super::SANDBOX_ID.to_string());
+        }
         DrvKind::Step(s) => {
             put(format!("image {}", plan.graph[s.image].name), dep(plan, s.image));
             if let Some(i) = s.inputs {

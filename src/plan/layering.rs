@@ -182,6 +182,7 @@ impl Builder<'_> {
             statuses,
             base_status,
             java_cacerts: fetches.contains_key("ca-certificates-java"),
+            unpacked: image.run_scripts,
         };
         let mut e = Encoder::new("meta-layer");
         e.str(self.inputs.layer_format).u64(epoch);
@@ -214,6 +215,9 @@ impl Builder<'_> {
             }
             e.opt_str(meta.base_status.as_deref().map(String::as_str));
             e.u64(meta.java_cacerts as u64);
+            if meta.unpacked {
+                e.str("unpacked");
+            }
         }
         let mut deps: Vec<NodeIndex> = [meta.base_passwd, meta.ca_certificates].into_iter().flatten().collect();
         deps.extend(meta.statuses.iter().copied());

@@ -248,7 +248,22 @@ pub struct MetaDrv {
     pub base_status: Option<Arc<String>>,
     /// ca-certificates-java is installed: write Java's `cacerts` from the CA certificates.
     pub java_cacerts: bool,
+    /// `maintainer-scripts "run"`: the packages are written as unpacked, for `dpkg --configure`.
+    pub unpacked: bool,
 }
+
+/// `maintainer-scripts "run"`: `dpkg --configure -a` over an image's packages and metadata (its
+/// "packages root"), in the build steps' sandbox; what it changes becomes a layer.
+#[derive(Debug, Clone)]
+pub struct ScriptsDrv {
+    pub image: String,
+    /// The image derivation of the packages root.
+    pub root: NodeIndex,
+    pub epoch: u64,
+}
+
+/// Identity of how maintainer scripts are run and their changes captured; part of the hash.
+pub const SCRIPTS_FORMAT: &str = "dpkg-configure-a/overlay-upper/v1";
 
 #[derive(Debug, Clone)]
 pub enum DrvKind {
@@ -261,6 +276,7 @@ pub enum DrvKind {
     Image(Box<ImageDrv>),
     Index(IndexDrv),
     Step(Box<StepDrv>),
+    Scripts(ScriptsDrv),
 }
 
 /// The derivation hash of a fixed-output step pinned to `output`: its output, nothing else (as
@@ -282,6 +298,7 @@ impl DrvKind {
             DrvKind::Image(_) => "image",
             DrvKind::Index(_) => "index",
             DrvKind::Step(_) => "step",
+            DrvKind::Scripts(_) => "scripts",
         }
     }
 
@@ -295,12 +312,13 @@ impl DrvKind {
             DrvKind::Image(_) => &["config", "manifest"],
             DrvKind::Index(_) => &["index"],
             DrvKind::Step(_) => &["log", "tree"],
+            DrvKind::Scripts(_) => &["layer", "log"],
         }
     }
 
     /// Does this derivation produce an image layer?
     pub fn is_layer(&self) -> bool {
-        matches!(self, DrvKind::Layer(_) | DrvKind::DebLayer(_) | DrvKind::MergedLayer(_) | DrvKind::Meta(_))
+        matches!(self, DrvKind::Layer(_) | DrvKind::DebLayer(_) | DrvKind::MergedLayer(_) | DrvKind::Meta(_) | DrvKind::Scripts(_))
     }
 }
 

@@ -52,8 +52,21 @@ fn known_names_help(name: &str, known: &[&str], what: &str) -> String {
 // ---------------------------------------------------------------------------
 
 const TOP_CHILDREN: &[&str] = &["image", "step"];
-pub(super) const IMAGE_CHILDREN: &[&str] =
-    &["tag", "platforms", "base", "epoch", "repository", "packages", "accounts", "files", "layer", "config", "export", "variant"];
+pub(super) const IMAGE_CHILDREN: &[&str] = &[
+    "tag",
+    "platforms",
+    "base",
+    "epoch",
+    "repository",
+    "packages",
+    "accounts",
+    "files",
+    "layer",
+    "config",
+    "export",
+    "variant",
+    "maintainer-scripts",
+];
 pub(super) const STEP_CHILDREN: &[&str] =
     &["image", "platform", "copy", "text", "symlink", "dir", "workdir", "env", "user", "run", "output", "network", "pass-env"];
 const ACCOUNT_CHILDREN: &[&str] = &["group", "user"];
@@ -83,6 +96,7 @@ const USAGE_OUTPUT: &str = "output \"/out\"";
 const USAGE_STEP_USER: &str = "user \"UID:GID\" (numeric, e.g. \"1000:1000\")";
 const USAGE_NETWORK: &str = "network #true";
 const USAGE_EXPORT: &str = "export #false";
+const USAGE_SCRIPTS: &str = "maintainer-scripts \"run\" (or \"emulate\")";
 const USAGE_VARIANT: &str = "variant \"minbase\" (or \"essential\", \"custom\")";
 const USAGE_PASS_ENV: &str = "pass-env \"PIP_INDEX_URL\" \"HTTPS_PROXY\"";
 const USAGE_TEXT: &str = "text \"/PATH\" \"CONTENT\" mode=0o644 owner=\"NAME\"";
@@ -614,6 +628,14 @@ impl Decoder {
         if self.diags.is_empty() {
             inherit_repositories(&mut images);
             for img in &images {
+                if img.run_scripts && img.packages.is_empty() {
+                    self.push(
+                        "compose::spec::scripts_without_packages",
+                        format!("image `{}` has `maintainer-scripts \"run\"` but no `packages`", img.name),
+                        vec![(img.span, "this image".to_owned())],
+                        Some("maintainer scripts are the packages': list at least one package".to_owned()),
+                    );
+                }
                 if img.variant != Variant::Custom && img.packages.is_empty() {
                     self.push(
                         "compose::spec::variant_without_packages",
@@ -800,6 +822,7 @@ impl Decoder {
             config: ConfigSpec::default(),
             export: true,
             variant: Variant::Custom,
+            run_scripts: false,
         };
         let mut seen = Seen::new();
         let mut packages: Seen<String> = Seen::new();
@@ -875,6 +898,20 @@ impl Decoder {
                 "export" => {
                     if let Some(b) = self.flag(c, USAGE_EXPORT) {
                         img.export = b;
+                    }
+                }
+                "maintainer-scripts" => {
+                    if let Some(e) = self.single_string(c, USAGE_SCRIPTS, "`run` or `emulate`") {
+                        match e.value().as_string().unwrap_or_default() {
+                            "run" => img.run_scripts = true,
+                            "emulate" => img.run_scripts = false,
+                            other => self.push(
+                                "compose::spec::bad_scripts",
+                                format!("unknown maintainer-scripts mode `{other}`"),
+                                vec![(value_span(e), "not a mode".to_owned())],
+                                Some(known_names_help(other, &["run", "emulate"], "modes")),
+                            ),
+                        }
                     }
                 }
                 "variant" => {

@@ -133,6 +133,9 @@ pub struct ImageSpec {
     pub export: bool,
     /// `variant "NAME"`: the Debian base set added to the packages (default `custom`: none).
     pub variant: Variant,
+    /// `maintainer-scripts "run"`: configure the packages by running their scripts (default
+    /// `emulate`: never run them).
+    pub run_scripts: bool,
 }
 
 /// A standard Debian base set, with mmdebstrap's names.

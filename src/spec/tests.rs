@@ -963,3 +963,13 @@ fn variants() {
     let e = parse_err("image \"a\" {\n    variant \"essential\"\n}\n");
     assert_eq!(codes(&e), ["variant_without_packages"]);
 }
+
+#[test]
+fn maintainer_scripts_modes() {
+    let ok =
+        "image \"a\" {\n    maintainer-scripts \"run\"\n    repository \"d\" suite=\"s\" components=\"main\"\n    packages \"curl\"\n}\n";
+    assert!(parse_ok(ok).images[0].run_scripts);
+    assert!(!parse_ok(&ok.replace("\"run\"", "\"emulate\"")).images[0].run_scripts);
+    assert_eq!(codes(&parse_err(&ok.replace("\"run\"", "\"rn\""))), ["bad_scripts"]);
+    assert_eq!(codes(&parse_err("image \"a\" {\n    maintainer-scripts \"run\"\n}\n")), ["scripts_without_packages"]);
+}

@@ -4,7 +4,8 @@
 #
 #   tests/bench/fidelity.sh [WORKDIR] [SET...]
 #
-# A SET is a comma-separated package list; by default the five sets of issue 11. Both sides
+# A SET is a comma-separated package list; by default the five sets of issue 11. MODE=run
+# compares `maintainer-scripts "run"` instead of the default (emulate). Both sides
 # get the Essential set (`variant "essential"` / `--variant=essential`), the same suite
 # (bookworm + bookworm-security from the host's apt mirror) and SOURCE_DATE_EPOCH. Needs root,
 # mmdebstrap and umoci. Prints, per set: paths compared, identical, and each cause's count with
@@ -44,6 +45,7 @@ for set in "${sets[@]}"; do
     cat > spec.kdl <<KDL
 image "fid" {
     variant "essential"
+    maintainer-scripts "${MODE:-emulate}"
     repository "debian" suite="bookworm" components="main" keyring="$keyring"
     repository "debian-security" suite="bookworm-security" components="main" keyring="$keyring"
     packages "$pkgs"

@@ -192,3 +192,44 @@ java /tmp/T.java
         .unwrap_or(0);
     assert!(cas > 100, "Java's default truststore holds {cas} CAs:\n{text}");
 }
+
+/// Issue 11, `maintainer-scripts "run"`: `dpkg --configure -a` in the build sandbox over the
+/// packages; nginx's postinst enables its default site, so it serves its page; the captured layer
+/// (and so the image) is the same from two empty stores.
+#[test]
+fn scripts_mode_configures_packages_and_reproduces() {
+    let ctx = TestContext::new();
+    let k = "keyring=\"/usr/share/keyrings/debian-archive-keyring.gpg\"";
+    ctx.write(
+        "spec.kdl",
+        format!(
+            "image \"web\" {{\n    variant \"essential\"\n    maintainer-scripts \"run\"\n    \
+             repository \"debian\" suite=\"bookworm\" components=\"main\" {k}\n    \
+             repository \"debian-security\" suite=\"bookworm-security\" components=\"main\" {k}\n    \
+             packages \"nginx\" \"curl\" \"python3-minimal\"\n    \
+             config {{ entrypoint \"/bin/sh\" \"-c\" \"nginx && sleep 0.5 && curl -s http://127.0.0.1/\"; }}\n}}\n"
+        ),
+    );
+    let first = ctx.build_json(&["spec.kdl", "--format", "oci-archive"]);
+    let out = ctx
+        .cmd()
+        .env("COMPOSE_CACHE_DIR", ctx.tmp.path().join("other-store"))
+        .args(["build", "--json", "spec.kdl", "--out", "out2"])
+        .output()
+        .unwrap();
+    assert_success(&out, "build from another empty store");
+    let second: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(first["images"][0]["digest"], second["images"][0]["digest"], "scripts mode is reproducible");
+
+    let podman = Podman::new(ctx.tmp.path());
+    run(podman.cmd().arg("load").arg("-i").arg(ctx.path("out/web.tar")));
+    let out = run(podman.cmd().args(["run", "--rm", "localhost/web:latest"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("<title>Welcome to nginx!</title>"), "{}", String::from_utf8_lossy(&out.stdout));
+    let script = "readlink /etc/nginx/sites-enabled/default; dpkg --audit && echo audit-clean; \
+                  awk '/^Status:/' /var/lib/dpkg/status | sort -u; ls /var/lib/dpkg/status-old 2>/dev/null || echo no-noise";
+    let out = run(podman.cmd().args(["run", "--rm", "--entrypoint", "/bin/sh", "localhost/web:latest", "-c", script]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in ["/etc/nginx/sites-available/default", "audit-clean", "Status: install ok installed\nno-noise"] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+}
