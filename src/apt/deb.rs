@@ -137,6 +137,9 @@ pub struct InstallOptions {
     pub epoch: u64,
     /// Rewrite `bin/`, `sbin/`, `lib*/` entries into `usr/` (bookworm and later).
     pub merged_usr: bool,
+    /// Reproduce the effects compose knows of the package's maintainer scripts in the layer
+    /// (base-files' links and defaults); off when the scripts will run.
+    pub emulate: bool,
     /// Image paths of regular files whose contents the caller wants too (e.g. the copyright
     /// file), read from the one pass over the data (no second decompression).
     pub keep: Vec<String>,
@@ -1112,7 +1115,9 @@ pub fn install_layer<W: Write>(deb: &Path, opts: &InstallOptions, sink: W, spill
         nodes.insert(path, node);
     }
 
-    emulate_postinst(&name, &mut nodes, opts.epoch);
+    if opts.emulate {
+        emulate_postinst(&name, &mut nodes, opts.epoch);
+    }
     check_parents(deb, &nodes)?;
 
     // Missing parents.
@@ -1528,7 +1533,7 @@ mod tests {
 
     fn install(deb: &Path, merged_usr: bool) -> (Vec<u8>, InstalledLayer) {
         let spill = tempfile::tempdir().expect("spill dir");
-        let opts = InstallOptions { epoch: EPOCH, merged_usr, keep: vec![] };
+        let opts = InstallOptions { epoch: EPOCH, merged_usr, emulate: true, keep: vec![] };
         install_layer(deb, &opts, Vec::new(), spill.path()).expect("install")
     }
 
@@ -1546,7 +1551,7 @@ mod tests {
 
     fn install_err(deb: &Path, merged_usr: bool) -> String {
         let spill = tempfile::tempdir().expect("spill dir");
-        let opts = InstallOptions { epoch: EPOCH, merged_usr, keep: vec![] };
+        let opts = InstallOptions { epoch: EPOCH, merged_usr, emulate: true, keep: vec![] };
         match install_layer(deb, &opts, Vec::new(), spill.path()) {
             Ok(_) => panic!("{} was accepted", deb.display()),
             Err(e) => e.to_string(),

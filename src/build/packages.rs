@@ -142,7 +142,7 @@ pub fn deb_layer(plan: &Plan, d: &DebLayerDrv, deps: &HashMap<NodeIndex, Record>
     let sink = store::buffered(&tmp)?;
     let name = d.package.split('=').next().unwrap_or(&d.package).to_string();
     let copyright = format!("/usr/share/doc/{name}/copyright");
-    let opts = InstallOptions { epoch: d.epoch, merged_usr: d.merged_usr, keep: vec![copyright.clone()] };
+    let opts = InstallOptions { epoch: d.epoch, merged_usr: d.merged_usr, emulate: d.emulate, keep: vec![copyright.clone()] };
     let spill = store.tmp_dir();
     let (mut sink, installed) =
         deb::install_layer(&deb, &opts, sink, &spill).map_err(|source| PackageError::Install { package: d.package.clone(), source })?;

@@ -290,7 +290,7 @@ pub fn shell_words(argv: &[String]) -> String {
 
 /// Paths a `dpkg --configure -a` run changes that are noise, not the image's: logs, `-old`
 /// backups, locks, ldconfig's aux-cache, our policy-rc.d, and what lives on the sandbox's own
-/// mounts.
+/// mounts (`/tmp`, `/dev`, `/proc`, `/sys`; `/run` is the image's own here).
 fn scripts_noise(rel: &str) -> bool {
     const EXACT: &[&str] = &[
         "usr/sbin/policy-rc.d",
@@ -303,8 +303,8 @@ fn scripts_noise(rel: &str) -> bool {
     ];
     EXACT.contains(&rel)
         || rel.ends_with("-old") && (rel.starts_with("var/lib/dpkg/") || rel.starts_with("var/cache/debconf/"))
-        || ["var/log/apt/", "tmp/", "run/", "dev/", "proc/", "sys/"].iter().any(|p| rel.starts_with(p))
-        || ["tmp", "run", "dev", "proc", "sys"].contains(&rel)
+        || ["var/log/apt/", "tmp/", "dev/", "proc/", "sys/"].iter().any(|p| rel.starts_with(p))
+        || ["tmp", "dev", "proc", "sys"].contains(&rel)
 }
 
 /// `maintainer-scripts "run"`: `dpkg --configure -a` over the packages root in the sandbox (no

@@ -123,10 +123,19 @@ impl Builder<'_> {
             // v3: dpkg's info/ files in the layer (was: distroless status.d/), base-files' links,
             // the status paragraph and alternatives as outputs.
             e.str(b.inputs.layer_format).u64(epoch).u64(merged_usr as u64).sha256(&sha_of(&b.plan.graph[fetch])).str(DEB_LAYER_FORMAT);
+            if image.run_scripts {
+                e.str("scripts run");
+            }
             let drv = Derivation {
                 hash: e.finish(),
                 name: format!("{}: package {}={}", image.name, p.name, p.version),
-                kind: DrvKind::DebLayer(DebLayerDrv { package: format!("{}={}", p.name, p.version), fetch, epoch, merged_usr }),
+                kind: DrvKind::DebLayer(DebLayerDrv {
+                    package: format!("{}={}", p.name, p.version),
+                    fetch,
+                    epoch,
+                    merged_usr,
+                    emulate: !image.run_scripts,
+                }),
             };
             b.add(drv, &[fetch])
         };

@@ -218,6 +218,9 @@ pub struct DebLayerDrv {
     pub fetch: NodeIndex,
     pub epoch: u64,
     pub merged_usr: bool,
+    /// Reproduce the effects compose knows of the package's scripts in its layer (not when the
+    /// image runs them: `maintainer-scripts "run"`).
+    pub emulate: bool,
 }
 
 /// Several package layers merged into one (past the layer budget).
@@ -263,7 +266,7 @@ pub struct ScriptsDrv {
 }
 
 /// Identity of how maintainer scripts are run and their changes captured; part of the hash.
-pub const SCRIPTS_FORMAT: &str = "dpkg-configure-a/overlay-upper/v1";
+pub const SCRIPTS_FORMAT: &str = "dpkg-configure-a/overlay-upper/v2";
 
 #[derive(Debug, Clone)]
 pub enum DrvKind {
