@@ -767,4 +767,19 @@ image "app" {
         let only = plan_of(&format!("{STEPS}\nstep \"unused\" {{ image \"b\"; run \"x\"; output \"/o\"; }}\n"), Some("app"), None).unwrap();
         assert!(hashes(&only).contains_key("step s") && !hashes(&only).contains_key("step unused"));
     }
+
+    /// Found by users (issue 12, defect 11): the documented `owner="user:group"` with names from
+    /// `accounts` was refused.
+    #[test]
+    fn owner_user_group_names_from_accounts_are_accepted() {
+        let text = spec_text("docs", "tool")
+            .replace("owner=\"app\"", "owner=\"app:staff\"")
+            .replace("group \"app\" gid=10001\n", "group \"app\" gid=10001\n        group \"staff\" gid=50\n");
+        let p = plan_of(&text, None, None).unwrap();
+        let DrvKind::Layer(files) = &node(&p, "hello: files").kind else { panic!("not a files layer") };
+        let e = files.entries.iter().find(|e| e.path == "/var/cache/app").unwrap();
+        assert_eq!((e.uid, e.gid), (10001, 50));
+        let unknown = text.replace("owner=\"app:staff\"", "owner=\"app:nogroup\"");
+        assert_eq!(codes(plan_of(&unknown, None, None)), ["compose::spec::unknown_owner"]);
+    }
 }

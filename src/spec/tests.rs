@@ -593,6 +593,7 @@ fn bad_owners() {
     files {
         dir "/a" owner="1000"
         dir "/b" owner="app:staff"
+        dir "/b2" owner="app:"
         dir "/c" owner="bad name"
         dir "/d" owner="1000:"
         dir "/e" owner="0:0"
@@ -690,7 +691,7 @@ fn packages_tags_users_signals() {
     repository "debian" suite="bookworm" components="  "
     packages "busybox" "BusyBox" "curl=7.88" "curl" "x=" "libc6=abc"
     config {
-        user "app:staff"
+        user "app:"
         stop-signal "TERM"
     }
 }

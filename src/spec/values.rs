@@ -213,11 +213,16 @@ pub(super) fn copy_source(s: &str) -> Result<(), (&'static str, Bad)> {
 
 pub(super) fn owner(s: &str) -> Result<Owner, Bad> {
     if let Some((u, g)) = s.split_once(':') {
+        // `user:group` with names (or a name and an id), resolved against `accounts` later.
+        let part = |p: &str| valid_account_name(p) || (all_digits(p) && p.parse::<u32>().is_ok());
+        if part(u) && part(g) && !(all_digits(u) && all_digits(g)) {
+            return Ok(Owner::Name(s.to_owned()));
+        }
         let ids = (all_digits(u) && all_digits(g)).then(|| (u.parse::<u32>(), g.parse::<u32>()));
         let help = if ids.is_some() || u.is_empty() || g.is_empty() || all_digits(u) || all_digits(g) {
             "numeric owners are two ids from 0 to 4294967295, like \"1000:1000\""
         } else {
-            "write an account name alone (the file gets that user's group) or numeric \"UID:GID\""
+            "write an account name (the file gets that user's group), \"user:group\" or numeric \"UID:GID\""
         };
         return match ids {
             Some((Ok(u), Ok(g))) => Ok(Owner::Ids(u, g)),
@@ -238,7 +243,10 @@ pub(super) fn owner(s: &str) -> Result<Owner, Bad> {
 
 pub(super) fn config_user(s: &str) -> Result<(), Bad> {
     let ok = match s.split_once(':') {
-        Some((u, g)) => all_digits(u) && all_digits(g) && u.parse::<u32>().is_ok() && g.parse::<u32>().is_ok(),
+        Some((u, g)) => {
+            let part = |p: &str| valid_account_name(p) || (all_digits(p) && p.parse::<u32>().is_ok());
+            part(u) && part(g)
+        }
         None => (all_digits(s) && s.parse::<u32>().is_ok()) || valid_account_name(s),
     };
     if ok {
