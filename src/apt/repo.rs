@@ -41,6 +41,11 @@ pub enum RepoError {
         #[source]
         source: Box<ReleaseError>,
     },
+    #[error(
+        "the signed Release of repository `{repo}` from {mirror} is for suite {found}, not the `{suite}` the spec asks for \
+         (a mirror serving another suite's release, such as an older one, is refused)"
+    )]
+    SuiteMismatch { repo: String, suite: String, mirror: String, found: String },
     #[error("repository `{repo}` (suite `{suite}`) has no `Packages` index for component `{component}` and architecture `{arch}`")]
     NoIndex { repo: String, suite: String, component: String, arch: String },
     #[error("the `Packages` index `{path}` of repository `{repo}` from {mirror} is not the one its Release names")]
@@ -98,6 +103,16 @@ pub fn load(store: &Store, http: &Http, src: &RepoSource<'_>, arch: &str, now: S
     let text = String::from_utf8_lossy(&text).into_owned();
     let rel = release::parse_release(&text).map_err(release_err)?;
     rel.check_valid_until(now, false).map_err(release_err)?;
+    // The signed text must be the suite asked for (its Suite or its Codename, as apt checks),
+    // or a mirror could serve another suite's valid release: a downgrade.
+    if rel.suite.as_deref() != Some(src.suite) && rel.codename.as_deref() != Some(src.suite) {
+        let found = match (&rel.suite, &rel.codename) {
+            (Some(s), Some(c)) => format!("`{s}` (codename `{c}`)"),
+            (Some(s), None) | (None, Some(s)) => format!("`{s}`"),
+            (None, None) => "(none: no Suite or Codename field)".to_string(),
+        };
+        return Err(RepoError::SuiteMismatch { repo: src.name.to_string(), suite: src.suite.to_string(), mirror: mirror.clone(), found });
+    }
     let mut packages = Vec::new();
     for component in src.components {
         let Some((path, size, sha256)) = rel.index_path(component, arch) else {

@@ -416,3 +416,20 @@ fn variant_essential_adds_the_essential_packages() {
     assert_success(&f.compose(&["build", "spec.kdl"]), "build after dropping the variant");
     assert!(!f.locked_names().iter().any(|n| n.starts_with("ess=")), "{:?}", f.locked_names());
 }
+
+/// Issue 12, defect 5: the signed Release's Suite/Codename was not checked against the suite
+/// asked for, so a mirror could serve another suite's validly signed release (a downgrade).
+#[test]
+fn signed_release_for_another_suite_is_refused() {
+    let f = Fixture::new();
+    // The mirror answers for `fixture-next` with fixture-stable's signed release and indexes.
+    let dists = f.repo.root.join("dists");
+    let status = Command::new("cp").arg("-a").arg(dists.join(SUITE)).arg(dists.join("fixture-next")).status().unwrap();
+    assert!(status.success());
+    f.ctx.write("spec.kdl", spec(&f.repo, "\"tool\"").replace(&format!("suite=\"{SUITE}\""), "suite=\"fixture-next\""));
+    let out = f.compose(&["build", "spec.kdl"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is for suite `fixture-stable` (codename `fixture-stable`), not the `fixture-next` the spec asks for"), "{err}");
+    assert!(!f.ctx.path("spec.kdl.lock").exists(), "nothing is locked");
+}
