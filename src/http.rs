@@ -107,7 +107,7 @@ impl Http {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            sink.reset().map_err(|source| HttpError::Sink { url: url.to_string(), source })?;
+            sink.reset().map_err(|source| HttpError::Sink { url: crate::util::redact_url(url), source })?;
             match self.once(url, sink) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.is_transient() && attempt < ATTEMPTS => {
@@ -121,18 +121,22 @@ impl Http {
     fn once(&self, url: &str, w: &mut dyn Sink) -> Result<u64, HttpError> {
         if let Some(path) = url.strip_prefix("file://") {
             let mut f = File::open(path).map_err(|source| match source.kind() {
-                io::ErrorKind::NotFound => HttpError::NotFound { url: url.to_string() },
+                io::ErrorKind::NotFound => HttpError::NotFound { url: crate::util::redact_url(url) },
                 _ => HttpError::File { path: path.to_string(), source },
             })?;
             return io::copy(&mut f, w).map_err(|source| HttpError::File { path: path.to_string(), source });
         }
-        let mut resp = self.client.get(url).send().map_err(|e| HttpError::Transport { url: url.to_string(), source: Box::new(e) })?;
+        let mut resp = self
+            .client
+            .get(url)
+            .send()
+            .map_err(|e| HttpError::Transport { url: crate::util::redact_url(url), source: Box::new(e.without_url()) })?;
         let status = resp.status().as_u16();
         if status == 404 || status == 410 {
-            return Err(HttpError::NotFound { url: url.to_string() });
+            return Err(HttpError::NotFound { url: crate::util::redact_url(url) });
         }
         if !(200..300).contains(&status) {
-            return Err(HttpError::Status { url: url.to_string(), status });
+            return Err(HttpError::Status { url: crate::util::redact_url(url), status });
         }
         let mut buf = vec![0u8; 256 * 1024];
         let mut n = 0u64;
@@ -141,9 +145,9 @@ impl Http {
                 Ok(0) => break,
                 Ok(k) => k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(HttpError::Transport { url: url.to_string(), source: Box::new(e) }),
+                Err(e) => return Err(HttpError::Transport { url: crate::util::redact_url(url), source: Box::new(e) }),
             };
-            w.write_all(&buf[..k]).map_err(|source| HttpError::Sink { url: url.to_string(), source })?;
+            w.write_all(&buf[..k]).map_err(|source| HttpError::Sink { url: crate::util::redact_url(url), source })?;
             n += k as u64;
         }
         Ok(n)

@@ -81,3 +81,29 @@ mod tests {
         assert!(err.to_string().contains("missing"), "{err}");
     }
 }
+
+/// `url` without its credentials (`http://user:pass@host/…` → `http://***@host/…`): every URL
+/// compose prints goes through here.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{tail}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    /// Issue 12, defect 6: mirror credentials were printed in errors.
+    #[test]
+    fn mirror_credentials_are_never_printed() {
+        assert_eq!(redact_url("http://bob:s3cr3t@127.0.0.1:8080/pool/a.deb"), "http://***@127.0.0.1:8080/pool/a.deb");
+        assert_eq!(redact_url("https://token@host/x?y=1"), "https://***@host/x?y=1");
+        assert_eq!(redact_url("http://host/a@b"), "http://host/a@b");
+        assert_eq!(redact_url("file:///srv/repo"), "file:///srv/repo");
+    }
+}

@@ -84,7 +84,9 @@ pub struct RepoSource<'a> {
 /// Fetch, verify and parse `src` for Debian architecture `arch`.
 pub fn load(store: &Store, http: &Http, src: &RepoSource<'_>, arch: &str, now: SystemTime) -> Result<Loaded, RepoError> {
     let mirror = src.mirror.url.trim_end_matches('/').to_string();
-    let fetch_err = |source| RepoError::Fetch { repo: src.name.to_string(), mirror: mirror.clone(), source };
+    // What messages show: never the credentials a mirror URL may hold.
+    let shown = crate::util::redact_url(&mirror);
+    let fetch_err = |source| RepoError::Fetch { repo: src.name.to_string(), mirror: shown.clone(), source };
     let keyring = Keyring::load(src.keyring).map_err(|source| RepoError::Keyring {
         repo: src.name.to_string(),
         path: src.keyring.to_path_buf(),
@@ -95,7 +97,7 @@ pub fn load(store: &Store, http: &Http, src: &RepoSource<'_>, arch: &str, now: S
     let release_err = |source| RepoError::Release {
         repo: src.name.to_string(),
         suite: src.suite.to_string(),
-        mirror: mirror.clone(),
+        mirror: shown.clone(),
         source: Box::new(source),
     };
     let text = release::verify_inrelease(&inrelease, &keyring, now).map_err(release_err)?;
@@ -111,7 +113,7 @@ pub fn load(store: &Store, http: &Http, src: &RepoSource<'_>, arch: &str, now: S
             (Some(s), None) | (None, Some(s)) => format!("`{s}`"),
             (None, None) => "(none: no Suite or Codename field)".to_string(),
         };
-        return Err(RepoError::SuiteMismatch { repo: src.name.to_string(), suite: src.suite.to_string(), mirror: mirror.clone(), found });
+        return Err(RepoError::SuiteMismatch { repo: src.name.to_string(), suite: src.suite.to_string(), mirror: shown.clone(), found });
     }
     let mut packages = Vec::new();
     for component in src.components {
@@ -124,7 +126,7 @@ pub fn load(store: &Store, http: &Http, src: &RepoSource<'_>, arch: &str, now: S
             });
         };
         let index_err =
-            |source| RepoError::Index { repo: src.name.to_string(), path: path.clone(), mirror: mirror.clone(), source: Box::new(source) };
+            |source| RepoError::Index { repo: src.name.to_string(), path: path.clone(), mirror: shown.clone(), source: Box::new(source) };
         let digest = Sha256::from_hex(&sha256.to_ascii_lowercase()).map_err(|_| {
             index_err(IndexError::HashMismatch {
                 what: path.clone(),

@@ -98,7 +98,7 @@ pub fn fetch(f: &FetchDrv, store: &Store, clients: &Clients) -> Result<Output, B
     if actual != f.sha256 || n != f.size {
         return Err(PackageError::Mismatch {
             package: f.package.clone(),
-            url,
+            url: crate::util::redact_url(&url),
             expected: f.sha256.hex(),
             expected_size: f.size,
             actual: actual.hex(),

@@ -433,3 +433,28 @@ fn signed_release_for_another_suite_is_refused() {
     assert!(err.contains("is for suite `fixture-stable` (codename `fixture-stable`), not the `fixture-next` the spec asks for"), "{err}");
     assert!(!f.ctx.path("spec.kdl.lock").exists(), "nothing is locked");
 }
+
+/// Issue 12, defect 6: mirror credentials were printed in errors (`failed to fetch
+/// http://bob:s3cr3t@…/InRelease`, `… from http://bob:s3cr3t@…/pool/…deb does not match`).
+#[test]
+fn mirror_credentials_are_never_printed() {
+    let f = Fixture::new();
+    f.ctx.write("spec.kdl", spec(&f.repo, "\"tool\""));
+    // A mirror that is down, and the real one, both given with credentials.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = format!("fixture=http://bob:s3cr3t@127.0.0.1:{port}");
+    let out = f.ctx.compose(&["build", "spec.kdl", "--mirror", &dead]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("***@127.0.0.1") && !err.contains("s3cr3t") && !err.contains("bob"), "{err}");
+    // A package whose bytes do not match the lock, fetched with credentials.
+    let live = f.server.url.replace("http://", "http://bob:s3cr3t@");
+    assert_success(&f.ctx.compose(&["lock", "spec.kdl", "--mirror", &format!("fixture={live}")]), "lock");
+    let mut lock = f.lock();
+    lock["images"]["pkgs"]["platforms"]["linux/amd64"]["packages"][0]["sha256"] = serde_json::json!("0".repeat(64));
+    fs::write(f.ctx.path("spec.kdl.lock"), serde_json::to_vec_pretty(&lock).unwrap()).unwrap();
+    let out = f.ctx.compose(&["build", "spec.kdl", "--mirror", &format!("fixture={live}")]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("does not match the lockfile") && !err.contains("s3cr3t"), "{err}");
+}
