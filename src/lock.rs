@@ -207,8 +207,44 @@ impl Lockfile {
         }
         let mut lock: Lockfile =
             serde_json::from_slice(&bytes).map_err(|e| LockError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        lock.check().map_err(|message| LockError::Parse { path: path.to_path_buf(), message })?;
         lock.normalize();
         Ok(Some(lock))
+    }
+
+    /// Fields that end up in line-based formats (dpkg's database, the SBOM, messages) must be
+    /// what Debian allows: a package name of `[a-z0-9][a-z0-9+.-]*`, a version and architecture
+    /// of printable ASCII without spaces, a sha256 of 64 hex digits. Anything else (a newline, a
+    /// bidirectional override) is refused, naming the image and the field.
+    pub fn check(&self) -> Result<(), String> {
+        let printable = |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_graphic());
+        for (image, il) in &self.images {
+            for (platform, pl) in &il.platforms {
+                for p in &pl.packages {
+                    let name_ok = p.name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                        && p.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.'));
+                    let bad = if !name_ok {
+                        Some(("name", p.name.as_str()))
+                    } else if !printable(&p.version) {
+                        Some(("version", p.version.as_str()))
+                    } else if !printable(&p.architecture) {
+                        Some(("architecture", p.architecture.as_str()))
+                    } else if !crate::hash::is_sha256_hex(&p.sha256) {
+                        Some(("sha256", p.sha256.as_str()))
+                    } else if !printable(&p.filename) {
+                        Some(("filename", p.filename.as_str()))
+                    } else {
+                        None
+                    };
+                    if let Some((field, value)) = bad {
+                        return Err(format!(
+                            "image `{image}` ({platform}) has a package whose {field} {value:?} is not a valid Debian {field}"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Sort everything that has no meaningful order.
@@ -268,7 +304,14 @@ mod tests {
         let path = dir.path().join("spec.kdl.lock");
         assert_eq!(Lockfile::read(&path).unwrap(), None);
         let mut lock = Lockfile::new();
-        let pkg = |n: &str| PackageLock { name: n.into(), version: "1".into(), architecture: "amd64".into(), ..Default::default() };
+        let pkg = |n: &str| PackageLock {
+            name: n.into(),
+            version: "1".into(),
+            architecture: "amd64".into(),
+            sha256: "a".repeat(64),
+            filename: format!("pool/main/{n}.deb"),
+            ..Default::default()
+        };
         let pl = PlatformLock { packages: vec![pkg("zlib"), pkg("curl")], ..Default::default() };
         let mut il = ImageLock::default();
         il.platforms.insert("linux/amd64".into(), pl);
@@ -282,5 +325,35 @@ mod tests {
         fs::write(&path, "not json").unwrap();
         assert!(matches!(Lockfile::read(&path), Err(LockError::Parse { .. })));
         assert_eq!(path_for(Path::new("a/spec.kdl")), Path::new("a/spec.kdl.lock"));
+    }
+
+    /// Issue 12, defect 10: a lockfile package name with a newline, or a version with U+202E,
+    /// was accepted and copied into the SBOM.
+    #[test]
+    fn lockfile_fields_that_would_corrupt_line_based_formats_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.kdl.lock");
+        let good = PackageLock {
+            name: "curl".into(),
+            version: "7.88.1-10+deb12u5".into(),
+            architecture: "amd64".into(),
+            sha256: "a".repeat(64),
+            filename: "pool/main/c/curl/curl.deb".into(),
+            ..Default::default()
+        };
+        for (field, bad) in [
+            ("name", PackageLock { name: "curl\nStatus: x".into(), ..good.clone() }),
+            ("version", PackageLock { version: "1.0\u{202e}".into(), ..good.clone() }),
+        ] {
+            let mut lock = Lockfile::new();
+            let mut il = ImageLock::default();
+            il.platforms.insert("linux/amd64".into(), PlatformLock { packages: vec![good.clone(), bad], ..Default::default() });
+            lock.images.insert("web".into(), il);
+            fs::write(&path, lock.to_bytes()).unwrap();
+            match Lockfile::read(&path) {
+                Err(LockError::Parse { message, .. }) => assert!(message.contains(&format!("whose {field}")), "{message}"),
+                other => panic!("accepted a bad {field}: {other:?}"),
+            }
+        }
     }
 }

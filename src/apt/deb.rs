@@ -655,6 +655,10 @@ fn normalize_name(raw: &[u8]) -> Result<Option<String>, String> {
     if name.contains('\0') {
         return Err("the name contains a NUL byte".to_owned());
     }
+    // Names go into line-based files (dpkg's lists and md5sums): no line breaks or other controls.
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(format!("the name contains the control character {:?}; dpkg's line-based database could not hold it", c));
+    }
     if name.starts_with('/') {
         return Err("absolute names are not allowed".to_owned());
     }
@@ -1837,6 +1841,12 @@ mod tests {
                 "entry `./../etc/passwd`: `..` components are not allowed",
             ),
             ("absolute", vec![raw("/etc/passwd", F, "", b"x")], "entry `/etc/passwd`: absolute names are not allowed"),
+            // Issue 12, defect 10: a newline in a name injected a line into dpkg's md5sums.
+            (
+                "newline-in-name",
+                vec![raw("./usr/bin/x\nd41d8cd98f00b204e9800998ecf8427e  etc/shadow", F, "", b"x")],
+                "the name contains the control character '\\n'",
+            ),
             (
                 "hardlink-dotdot",
                 vec![raw("./x", F, "", b"x"), raw("./y", Link, "../../x", b"")],
