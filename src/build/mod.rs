@@ -574,9 +574,10 @@ fn layer_with_copies(
                         DrvKind::Step(_) => {
                             let tree = output(rec, "tree")?;
                             let tmp_root = store.tmp_dir();
-                            let dir = tempfile::Builder::new().prefix("tree-").tempdir_in(&tmp_root).map_err(|source| {
-                                BuildError::Tree { message: format!("cannot create a directory in `{}`", tmp_root.display()), source }
-                            })?;
+                            let dir = tempfile::Builder::new()
+                                .prefix("tree-")
+                                .tempdir_in(&tmp_root)
+                                .map_err(trees::io_error(&tmp_root, "cannot create a directory in"))?;
                             trees::unpack(&store.blob_path(&tree.digest), &tree.media_type, dir.path())?;
                             (dir.path().to_path_buf(), Some(dir))
                         }

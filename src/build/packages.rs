@@ -355,7 +355,6 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
     }
     let exists = |p: &str| installed.contains(p) || plan::merged_usr_path(p).is_some_and(|q| installed.contains(&q));
     let alternatives = crate::apt::alternatives::resolve(&registrations, &exists);
-    let shipped = |p: &str| exists(p);
     let mut status = String::new();
     if let Some(base) = &m.base_status {
         for p in base.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
@@ -370,7 +369,8 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
         status.push_str("\n\n");
     }
     let dpkg_status = (!m.statuses.is_empty() || m.base_status.is_some()).then_some(status);
-    let alternatives: Vec<_> = alternatives.into_iter().filter(|a| !shipped(&a.link)).collect();
+    // A link path a package ships as a file of its own stays that file.
+    let alternatives: Vec<_> = alternatives.into_iter().filter(|a| !exists(&a.link)).collect();
     let mut triggers: Vec<(String, String)> = named.into_iter().collect();
     if dpkg_status.is_some() {
         triggers.push(("File".into(), file_triggers));

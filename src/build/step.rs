@@ -60,11 +60,6 @@ impl Drop for Work {
     }
 }
 
-fn io(action: &str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
-    let message = format!("cannot {action} `{}`", path.display());
-    move |source| BuildError::Tree { message, source }
-}
-
 /// The environment of a step's commands: a fixed base, the image's `Env`, the host's passed
 /// variables (fixed-output steps), then the step's own.
 fn environment(s: &StepDrv, image_env: &[String]) -> Vec<String> {
@@ -126,14 +121,17 @@ pub fn run_step(
         .unwrap_or_default();
 
     let tmp_root = store.tmp_dir();
-    let dir = tempfile::Builder::new().prefix("step-").tempdir_in(&tmp_root).map_err(io("create a directory in", &tmp_root))?;
+    let dir = tempfile::Builder::new()
+        .prefix("step-")
+        .tempdir_in(&tmp_root)
+        .map_err(trees::io_error(&tmp_root, "cannot create a directory in"))?;
     let mut work = Work { dir, mounted: None };
     let w = work.dir.path().to_path_buf();
     let (inputs, upper, ovl, rootfs) = (w.join("inputs"), w.join("upper"), w.join("overlay-work"), w.join("rootfs"));
     for d in [&inputs, &upper, &ovl, &rootfs] {
-        fs::create_dir_all(d).map_err(io("create", d))?;
+        fs::create_dir_all(d).map_err(trees::io_error(d, "cannot create"))?;
     }
-    fs::set_permissions(&upper, fs::Permissions::from_mode(0o755)).map_err(io("set the mode of", &upper))?;
+    fs::set_permissions(&upper, fs::Permissions::from_mode(0o755)).map_err(trees::io_error(&upper, "cannot set the mode of"))?;
     if let Some(n) = s.inputs {
         let rec = deps.get(&n).ok_or_else(|| missing("inputs"))?;
         let layer = output(rec, "layer")?;
@@ -141,12 +139,12 @@ pub fn run_step(
     }
     // The output directory, empty and the step user's; a home for root.
     let out_dir = upper.join(s.output.trim_start_matches('/'));
-    fs::create_dir_all(&out_dir).map_err(io("create", &out_dir))?;
-    std::os::unix::fs::chown(&out_dir, Some(s.user.0), Some(s.user.1)).map_err(io("change the owner of", &out_dir))?;
+    fs::create_dir_all(&out_dir).map_err(trees::io_error(&out_dir, "cannot create"))?;
+    std::os::unix::fs::chown(&out_dir, Some(s.user.0), Some(s.user.1)).map_err(trees::io_error(&out_dir, "cannot change the owner of"))?;
     if s.user.0 == 0 && !lower.join("root").exists() {
         let home = upper.join("root");
-        fs::create_dir_all(&home).map_err(io("create", &home))?;
-        fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).map_err(io("set the mode of", &home))?;
+        fs::create_dir_all(&home).map_err(trees::io_error(&home, "cannot create"))?;
+        fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).map_err(trees::io_error(&home, "cannot set the mode of"))?;
     }
     let lowers: Vec<&Path> = if s.inputs.is_some() { vec![&inputs, &lower] } else { vec![&lower] };
     sandbox::mount_overlay(&lowers, &upper, &ovl, &rootfs).map_err(|e| BuildError::Sandbox { step: s.step.clone(), source: e })?;
@@ -255,9 +253,9 @@ impl Log {
     fn commit(mut self, store: &Store) -> Result<Output, BuildError> {
         use std::io::Write;
         let path = self.tmp.path().to_path_buf();
-        self.file.flush().map_err(io("write", &path))?;
-        let f = std::fs::File::open(&path).map_err(io("read", &path))?;
-        let (digest, size) = crate::hash::Sha256::of_reader(f).map_err(io("read", &path))?;
+        self.file.flush().map_err(trees::io_error(&path, "cannot write"))?;
+        let f = std::fs::File::open(&path).map_err(trees::io_error(&path, "cannot read"))?;
+        let (digest, size) = crate::hash::Sha256::of_reader(f).map_err(trees::io_error(&path, "cannot read"))?;
         store.commit_blob(self.tmp, &digest)?;
         Ok(Output { digest, size, media_type: "text/plain; charset=utf-8".into(), diff_id: None })
     }
@@ -334,21 +332,24 @@ pub fn run_scripts(
         }
     }
     let tmp_root = store.tmp_dir();
-    let dir = tempfile::Builder::new().prefix("scripts-").tempdir_in(&tmp_root).map_err(io("create a directory in", &tmp_root))?;
+    let dir = tempfile::Builder::new()
+        .prefix("scripts-")
+        .tempdir_in(&tmp_root)
+        .map_err(trees::io_error(&tmp_root, "cannot create a directory in"))?;
     let mut work = Work { dir, mounted: None };
     let w = work.dir.path().to_path_buf();
     let (upper, ovl, rootfs) = (w.join("upper"), w.join("overlay-work"), w.join("rootfs"));
     for d in [&upper, &ovl, &rootfs] {
-        fs::create_dir_all(d).map_err(io("create", d))?;
+        fs::create_dir_all(d).map_err(trees::io_error(d, "cannot create"))?;
     }
-    fs::set_permissions(&upper, fs::Permissions::from_mode(0o755)).map_err(io("set the mode of", &upper))?;
+    fs::set_permissions(&upper, fs::Permissions::from_mode(0o755)).map_err(trees::io_error(&upper, "cannot set the mode of"))?;
     // Services are never started (invoke-rc.d asks policy-rc.d, as mmdebstrap arranges).
     let policy = upper.join("usr/sbin/policy-rc.d");
     if let Some(parent) = policy.parent() {
-        fs::create_dir_all(parent).map_err(io("create", parent))?;
+        fs::create_dir_all(parent).map_err(trees::io_error(parent, "cannot create"))?;
     }
-    fs::write(&policy, "#!/bin/sh\nexit 101\n").map_err(io("write", &policy))?;
-    fs::set_permissions(&policy, fs::Permissions::from_mode(0o755)).map_err(io("set the mode of", &policy))?;
+    fs::write(&policy, "#!/bin/sh\nexit 101\n").map_err(trees::io_error(&policy, "cannot write"))?;
+    fs::set_permissions(&policy, fs::Permissions::from_mode(0o755)).map_err(trees::io_error(&policy, "cannot set the mode of"))?;
     sandbox::mount_overlay(&[&lower], &upper, &ovl, &rootfs).map_err(|e| BuildError::Sandbox { step: step.clone(), source: e })?;
     work.mounted = Some(rootfs.clone());
     let env: Vec<String> = [
@@ -396,13 +397,13 @@ fn upper_entries(upper: &Path) -> Result<Vec<crate::plan::PlannedEntry>, BuildEr
     for e in walkdir::WalkDir::new(upper).min_depth(1).follow_links(false).follow_root_links(false) {
         let e = e.map_err(|e| {
             let p = e.path().map(Path::to_path_buf).unwrap_or_else(|| upper.to_path_buf());
-            io("read", &p)(e.into())
+            trees::io_error(&p, "cannot read")(e.into())
         })?;
         let Some(rel) = e.path().strip_prefix(upper).ok().and_then(|r| r.to_str()).map(str::to_owned) else { continue };
         if scripts_noise(&rel) {
             continue;
         }
-        let meta = e.path().symlink_metadata().map_err(io("read", e.path()))?;
+        let meta = e.path().symlink_metadata().map_err(trees::io_error(e.path(), "cannot read"))?;
         let ft = meta.file_type();
         let path = format!("/{rel}");
         let entry = |kind, mode| PlannedEntry { path: path.clone(), kind, mode, uid: meta.uid(), gid: meta.gid() };
@@ -430,7 +431,7 @@ fn upper_entries(upper: &Path) -> Result<Vec<crate::plan::PlannedEntry>, BuildEr
                 });
             }
         } else if ft.is_symlink() {
-            let target = fs::read_link(e.path()).map_err(io("read the link", e.path()))?;
+            let target = fs::read_link(e.path()).map_err(trees::io_error(e.path(), "cannot read the link"))?;
             out.push(entry(EntryKind::Symlink { target: target.to_string_lossy().into_owned() }, 0o777));
         } else if ft.is_file() {
             out.push(entry(

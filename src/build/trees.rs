@@ -19,7 +19,8 @@ fn rootfs_cache(store: &Store) -> PathBuf {
     store.dir().join("rootfs")
 }
 
-fn io_error(path: &Path, what: &str) -> impl FnOnce(io::Error) -> BuildError {
+/// An I/O failure on `path` as a build error: `what` ("cannot read") and the path.
+pub(super) fn io_error(path: &Path, what: &str) -> impl FnOnce(io::Error) -> BuildError {
     let path = path.to_path_buf();
     let what = what.to_string();
     move |source| BuildError::Tree { message: format!("{what} `{}`", path.display()), source }

@@ -97,13 +97,9 @@ pub fn pin_steps(
     drop(planned);
     let again = load_and_plan(opts)?;
     if let Some(&n) = again.plan.unpinned_steps().first() {
-        return Err(Error::Internal(format!("step {} is still unpinned after pinning", step_name_of(&again, n))));
+        return Err(Error::Internal(format!("{} is still unpinned after pinning", again.plan.graph[n].name)));
     }
     Ok(again)
-}
-
-fn step_name_of(planned: &Planned, n: petgraph::graph::NodeIndex) -> String {
-    planned.plan.graph[n].name.clone()
 }
 
 /// Export (and push) every image of an executed plan.
