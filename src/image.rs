@@ -7,8 +7,16 @@
 //! paths `docker save` uses since Docker 25; loadable by `docker load` and `podman load`).
 //!
 //! Outputs are replaced atomically: written under a temporary name in the same directory, then
-//! renamed into place. Blobs are hard-linked from the store when it shares a filesystem with the
-//! output, copied otherwise.
+//! renamed into place. Exports into one output directory are serialised by a lock file in it
+//! (`.compose-lock`), which also makes it safe to remove what killed exports left there
+//! (`.compose-tmp-*`, `.compose-old-*`).
+//!
+//! An export never shares a file with the store (so writing into `out/` cannot damage the
+//! store): blobs are copied, and only blobs the store has verified are. To keep a no-op build
+//! from copying the whole image again, the store remembers what was written at each output path
+//! and each file's identity (see `store`); an output whose files are all still as written is
+//! left alone, and a changed image takes its unchanged blobs from the previous export (hard
+//! links inside `out/`), copying only the new ones.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -35,6 +43,8 @@ pub enum ImageError {
     DockerArchiveMultiPlatform { name: String, count: usize },
     #[error("blob {0} is missing from the store")]
     MissingBlob(Sha256),
+    #[error("blob {0} in the store is damaged or missing (it was removed); build again to make or fetch it anew")]
+    DamagedBlob(Sha256),
 }
 
 fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> ImageError + 'p {
@@ -113,23 +123,58 @@ pub enum Format {
     DockerArchive,
 }
 
+/// What compose wrote at an output path, remembered in the store: what it was (`key`) and each
+/// file's identity then, by path relative to the output.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct ExportState {
+    key: String,
+    files: std::collections::BTreeMap<String, String>,
+}
+
+/// The identity of the regular file at `p`, if it is one.
+fn file_identity(p: &Path) -> Option<String> {
+    fs::symlink_metadata(p).ok().filter(|m| m.file_type().is_file()).map(|m| crate::util::file_identity(&m))
+}
+
 /// Write `img` into `out_dir` in `format`; returns the path written.
 pub fn export(store: &Store, img: &Finished, out_dir: &Path, format: Format) -> Result<PathBuf, ImageError> {
     fs::create_dir_all(out_dir).map_err(io_err("create output directory", out_dir))?;
-    for (d, _) in &img.blobs {
-        if !store.has_blob(d) {
-            return Err(ImageError::MissingBlob(*d));
+    let lock_path = out_dir.join(".compose-lock");
+    let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err("open", &lock_path))?;
+    lock.lock().map_err(io_err("lock", &lock_path))?;
+    remove_leftovers(out_dir, &img.name);
+    for (d, size) in &img.blobs {
+        match store.checked_size(d) {
+            Some(n) if n == *size => {}
+            Some(_) => return Err(ImageError::MissingBlob(*d)),
+            None => return Err(ImageError::DamagedBlob(*d)),
         }
     }
+    let tmp_prefix = format!(".compose-tmp-{}.", img.name);
     match format {
         Format::Oci => {
             let dest = out_dir.join(&img.name);
+            let key = format!("oci {} {} {}", img.root.digest, img.tag, img.epoch);
+            let previous: Option<ExportState> = store.export_state(&dest).and_then(|b| serde_json::from_slice(&b).ok());
+            let mut wanted: Vec<String> = img.blobs.iter().map(|(d, _)| format!("blobs/sha256/{}", d.hex())).collect();
+            wanted.extend(["index.json".to_string(), "oci-layout".to_string()]);
+            if let Some(prev) = &previous {
+                let intact = prev.key == key
+                    && wanted
+                        .iter()
+                        .all(|f| prev.files.get(f).is_some_and(|id| file_identity(&dest.join(f)).as_deref() == Some(id.as_str())));
+                if intact {
+                    return Ok(dest);
+                }
+            }
             let tmp = tempfile::Builder::new()
-                .prefix(&format!(".{}.", img.name))
+                .prefix(&tmp_prefix)
                 .tempdir_in(out_dir)
                 .map_err(io_err("create a temporary directory in", out_dir))?;
-            write_layout(store, img, tmp.path())?;
-            replace_dir(tmp.keep(), &dest)?;
+            write_layout(store, img, tmp.path(), &dest, previous.as_ref())?;
+            replace_dir(tmp.keep(), &dest, &img.name)?;
+            let files = wanted.into_iter().filter_map(|f| file_identity(&dest.join(&f)).map(|id| (f, id))).collect();
+            remember(store, &dest, ExportState { key, files });
             Ok(dest)
         }
         Format::OciArchive | Format::DockerArchive => {
@@ -138,8 +183,15 @@ pub fn export(store: &Store, img: &Finished, out_dir: &Path, format: Format) -> 
                 return Err(ImageError::DockerArchiveMultiPlatform { name: img.name.clone(), count: img.platforms.len() });
             }
             let dest = out_dir.join(format!("{}.tar", img.name));
+            let key = format!("{format:?} {} {}:{} {}", img.root.digest, img.name, img.tag, img.epoch);
+            let previous: Option<ExportState> = store.export_state(&dest).and_then(|b| serde_json::from_slice(&b).ok());
+            if previous
+                .is_some_and(|p| p.key == key && p.files.get("").is_some_and(|id| file_identity(&dest).as_deref() == Some(id.as_str())))
+            {
+                return Ok(dest);
+            }
             let tmp = tempfile::Builder::new()
-                .prefix(&format!(".{}.", img.name))
+                .prefix(&tmp_prefix)
                 .suffix(".tar")
                 .tempfile_in(out_dir)
                 .map_err(io_err("create a temporary file in", out_dir))?;
@@ -150,7 +202,36 @@ pub fn export(store: &Store, img: &Finished, out_dir: &Path, format: Format) -> 
             set_mode(tmp.path(), 0o644)?;
             tmp.persist(&dest)
                 .map_err(|e| ImageError::Io(crate::util::IoError { action: "write", path: dest.clone(), source: e.error }))?;
+            let files = file_identity(&dest).map(|id| (String::new(), id)).into_iter().collect();
+            remember(store, &dest, ExportState { key, files });
             Ok(dest)
+        }
+    }
+}
+
+/// Remember what was written at `dest`. Best effort: without it, the next export writes again.
+fn remember(store: &Store, dest: &Path, state: ExportState) {
+    if let Ok(bytes) = serde_json::to_vec(&state) {
+        let _ = store.set_export_state(dest, &bytes);
+    }
+}
+
+/// Remove what killed exports left in `out_dir`. Called with the directory's lock held, so no
+/// export is writing there. Also the names compose used before (`.old.*`, `.NAME.xxxxxx`).
+fn remove_leftovers(out_dir: &Path, name: &str) {
+    let legacy = format!(".{name}.");
+    for e in fs::read_dir(out_dir).into_iter().flatten().flatten() {
+        let file_name = e.file_name();
+        let Some(n) = file_name.to_str() else { continue };
+        let legacy_tmp = n.strip_prefix(&legacy).is_some_and(|rest| {
+            let rest = rest.strip_suffix(".tar").unwrap_or(rest);
+            rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+        });
+        if n.starts_with(".compose-tmp-") || n.starts_with(".compose-old-") || n.starts_with(".old.") || legacy_tmp {
+            let p = e.path();
+            if fs::remove_file(&p).is_err() {
+                let _ = fs::remove_dir_all(&p);
+            }
         }
     }
 }
@@ -187,16 +268,21 @@ fn docker_manifest(img: &Finished) -> Vec<u8> {
     canonical_json(&Value::Array(entries))
 }
 
-fn write_layout(store: &Store, img: &Finished, dir: &Path) -> Result<(), ImageError> {
+/// Write the layout of `img` into `dir`: each blob from the previous export at `dest` when it
+/// is still as compose wrote it there (a hard link within `out/`), else copied from the store.
+fn write_layout(store: &Store, img: &Finished, dir: &Path, dest: &Path, previous: Option<&ExportState>) -> Result<(), ImageError> {
     set_mode(dir, 0o755)?;
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs).map_err(io_err("create", &blobs))?;
     for (d, _) in &img.blobs {
-        let src = store.blob_path(d);
-        let dst = blobs.join(d.hex());
-        if fs::hard_link(&src, &dst).is_err() {
-            fs::copy(&src, &dst).map_err(io_err("copy blob to", &dst))?;
+        let rel = format!("blobs/sha256/{}", d.hex());
+        let dst = dir.join(&rel);
+        let old = dest.join(&rel);
+        let reusable = previous.and_then(|p| p.files.get(&rel)).is_some_and(|id| file_identity(&old).as_deref() == Some(id.as_str()));
+        if reusable && fs::hard_link(&old, &dst).is_ok() {
+            continue;
         }
+        fs::copy(store.blob_path(d), &dst).map_err(io_err("copy blob to", &dst))?;
     }
     let write = |name: &str, bytes: &[u8]| -> Result<(), ImageError> {
         let p = dir.join(name);
@@ -209,11 +295,14 @@ fn write_layout(store: &Store, img: &Finished, dir: &Path) -> Result<(), ImageEr
 }
 
 /// Replace directory `dest` by `new` (both in the same directory), never leaving `dest` half-written.
-fn replace_dir(new: PathBuf, dest: &Path) -> Result<(), ImageError> {
+fn replace_dir(new: PathBuf, dest: &Path, name: &str) -> Result<(), ImageError> {
     if fs::symlink_metadata(dest).is_ok() {
         let parent = dest.parent().unwrap_or(Path::new("."));
-        let old =
-            tempfile::Builder::new().prefix(".old.").tempdir_in(parent).map_err(io_err("create a temporary directory in", parent))?.keep();
+        let old = tempfile::Builder::new()
+            .prefix(&format!(".compose-old-{name}."))
+            .tempdir_in(parent)
+            .map_err(io_err("create a temporary directory in", parent))?
+            .keep();
         let old_dest = old.join("x");
         fs::rename(dest, &old_dest).map_err(io_err("move aside", dest))?;
         fs::rename(&new, dest).map_err(io_err("move into place", dest))?;

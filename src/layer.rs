@@ -976,6 +976,98 @@ impl<W: Write> Write for ParallelGzip<W> {
 // Tests
 // ---------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------
+// Checking a layer's diff_id
+// ---------------------------------------------------------------------------
+
+/// The `diff_id` (sha256 of the uncompressed tar) of a layer blob, computed from the blob's
+/// bytes as they are written to it: gzip and zstd layers are decompressed on the fly, an
+/// uncompressed tar is its own diff_id. Used to check what a cache or a file claims about a
+/// layer while the blob streams in, without a second pass.
+pub struct DiffIdWriter(Decoding);
+
+/// sha256 of what is written to it.
+struct HashSink(Sha256);
+
+impl Write for HashSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+enum Decoding {
+    Plain(HashSink),
+    Gzip(Box<flate2::write::MultiGzDecoder<HashSink>>),
+    Zstd(Box<zstd::stream::write::Decoder<'static, HashSink>>),
+    /// The stream did not decompress: takes the rest, then fails.
+    Broken,
+}
+
+impl DiffIdWriter {
+    /// A writer for a layer of `media_type`; `None` if it is not a layer media type known here.
+    pub fn new(media_type: &str) -> Option<DiffIdWriter> {
+        let sink = HashSink(Sha256::new());
+        let d = if media_type.ends_with("+gzip") {
+            Decoding::Gzip(Box::new(flate2::write::MultiGzDecoder::new(sink)))
+        } else if media_type.ends_with("+zstd") {
+            Decoding::Zstd(Box::new(zstd::stream::write::Decoder::new(sink).ok()?))
+        } else if media_type.ends_with(".tar") {
+            Decoding::Plain(sink)
+        } else {
+            return None;
+        };
+        Some(DiffIdWriter(d))
+    }
+
+    /// A writer whose stream already failed to decompress: [`DiffIdWriter::finish`] fails.
+    pub fn broken() -> DiffIdWriter {
+        DiffIdWriter(Decoding::Broken)
+    }
+
+    /// The diff_id of everything written; an error if the compressed stream is damaged or cut.
+    pub fn finish(self) -> io::Result<[u8; 32]> {
+        let sink = match self.0 {
+            Decoding::Plain(s) => s,
+            Decoding::Broken => return Err(io::Error::new(io::ErrorKind::InvalidData, "the layer does not decompress")),
+            Decoding::Gzip(mut g) => {
+                g.try_finish()?;
+                g.finish()?
+            }
+            Decoding::Zstd(mut z) => {
+                z.flush()?;
+                z.into_inner()
+            }
+        };
+        Ok(sink.0.finalize().into())
+    }
+
+    /// The diff_id of the layer blob at `path`.
+    pub fn of_file(path: &std::path::Path, media_type: &str) -> io::Result<[u8; 32]> {
+        let mut w = DiffIdWriter::new(media_type)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("`{media_type}` is not a layer media type")))?;
+        io::copy(&mut std::fs::File::open(path)?, &mut w)?;
+        w.finish()
+    }
+}
+
+impl Write for DiffIdWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.0 {
+            Decoding::Plain(s) => s.write(buf),
+            Decoding::Gzip(g) => g.write(buf),
+            Decoding::Zstd(z) => z.write(buf),
+            Decoding::Broken => Ok(buf.len()),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

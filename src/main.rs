@@ -470,7 +470,7 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
         Command::Cache { action } => match action {
             CacheAction::Verify { cache_dir, repair } => {
                 let store = ops::open_store(&cache_dir)?;
-                let r = store.verify(repair).map_err(ops::Error::from)?;
+                let r = store.verify(repair, &compose::build::record_problem).map_err(ops::Error::from)?;
                 for d in &r.damage {
                     let _ = writeln!(stdout, "damaged: {d}");
                 }

@@ -13,6 +13,8 @@
 //!     ├── locks/<drv-hex>            per-derivation build locks (two processes never build one twice)
 //!     ├── shared/<remote-id>/<drv-hex>  empty markers: this record is known to be in that remote cache
 //!     ├── names/<key>.json           per spec file: derivation name → the hash last built under it (`compose explain`)
+//!     ├── verified/<hex>             symlinks to `INODE-SIZE-MTIME-CTIME`: the identity blob <hex> had when last hashed
+//!     ├── exports/<key>.json         what compose last wrote at an output path, with each file's identity
 //!     └── tmp/                       temporary files, renamed into place when complete
 //! ```
 //!
@@ -20,6 +22,15 @@
 //! build killed at any moment leaves either nothing or a complete file. Blobs are written before the
 //! records that name them, so a record never points at a missing blob unless someone deleted it;
 //! [`Store::lookup`] checks that and treats such a record as a miss.
+//!
+//! No wrong byte leaves the store: a blob is only handed out ([`Store::has_blob`],
+//! [`Store::lookup`], [`Store::read_blob`]) once it is known to match its digest. Hashing is the
+//! proof; its result is remembered in `verified/` against the file's identity (inode, size, and
+//! modification and change times in nanoseconds), which any write, truncation, replacement or
+//! `chmod` changes. So a warm build hashes nothing, and a damaged blob (other bytes, truncated, a
+//! symlink, a directory) is found on its next use, removed, and made or fetched again.
+//! Leftover temporary files of killed builds are removed by the next build that finds no other
+//! build running on the store.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -50,6 +61,8 @@ pub enum StoreError {
     BadRecord { path: PathBuf, message: String },
     #[error("blob {expected} was written with the wrong content (got {actual})")]
     DigestMismatch { expected: Sha256, actual: Sha256 },
+    #[error("blob {0} in the store is damaged (it does not match its digest); it was removed: build again to make or fetch it anew")]
+    Damaged(Sha256),
 }
 
 /// One output of a derivation: a blob in the store.
@@ -110,6 +123,14 @@ pub struct Stats {
     pub temp_files: u64,
 }
 
+use crate::util::file_identity as identity;
+
+/// Open `p` for reading without following a symlink at its last component.
+fn open_nofollow(p: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(p)
+}
+
 /// What `compose cache verify` found.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct VerifyReport {
@@ -136,13 +157,18 @@ impl Store {
     /// Open (creating if needed) the store at `root`, taking a shared lock.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let dir = root.join(format!("v{STORE_VERSION}"));
-        for sub in ["blobs/sha256", "records", "stat", "locks", "tmp"] {
+        for sub in ["blobs/sha256", "records", "stat", "locks", "tmp", "verified"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(io_err("create store directory", &p))?;
         }
         let lock_path = dir.join("lock");
         let lock =
             File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err("open store lock", &lock_path))?;
+        // Alone on the store (no build, no gc holds its lock): whatever `tmp/` holds was left by
+        // builds that were killed; remove it, then share the store as every build does.
+        if lock.try_lock().is_ok() {
+            clean_dir(&dir.join("tmp"));
+        }
         lock.lock_shared().map_err(io_err("lock", &lock_path))?;
         Ok(Store { root: root.to_path_buf(), dir, _lock: lock })
     }
@@ -175,8 +201,71 @@ impl Store {
         root.join(format!("v{STORE_VERSION}")).join("stat").join(format!("{key}.bin"))
     }
 
+    /// Is blob `d` in the store, with the right content? A file hashed before and unchanged
+    /// since (its identity is the one `verified/` remembers) is not read again; any other is
+    /// hashed, and removed if it does not match.
     pub fn has_blob(&self, d: &Sha256) -> bool {
-        self.blob_path(d).is_file()
+        self.checked_size(d).is_some()
+    }
+
+    /// The size of blob `d` if it is in the store with the right content (see [`Store::has_blob`]).
+    pub fn checked_size(&self, d: &Sha256) -> Option<u64> {
+        let p = self.blob_path(d);
+        let meta = fs::symlink_metadata(&p).ok()?;
+        if !meta.file_type().is_file() {
+            self.discard(d);
+            return None;
+        }
+        if self.marker_matches(d, &meta) {
+            return Some(meta.len());
+        }
+        let id = identity(&meta);
+        let hashed = open_nofollow(&p).and_then(Sha256::of_reader);
+        match hashed {
+            Ok((actual, n)) if actual == *d => {
+                // Remembered only if nothing changed the file while it was read.
+                if fs::symlink_metadata(&p).is_ok_and(|m| identity(&m) == id) {
+                    self.mark_verified(d, &id);
+                }
+                Some(n)
+            }
+            Ok(_) => {
+                self.discard(d);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Was blob `d` hashed when its file looked as `meta` says?
+    fn marker_matches(&self, d: &Sha256, meta: &fs::Metadata) -> bool {
+        fs::read_link(self.marker_path(d)).is_ok_and(|t| t.as_os_str() == identity(meta).as_str())
+    }
+
+    fn marker_path(&self, d: &Sha256) -> PathBuf {
+        self.dir.join("verified").join(d.hex())
+    }
+
+    /// Remember that blob `d` matched its digest when its file had identity `id`. Best effort:
+    /// a lost marker only costs hashing the blob again.
+    fn mark_verified(&self, d: &Sha256, id: &str) {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.dir.join("tmp").join(format!("v-{}-{n}", std::process::id()));
+        if std::os::unix::fs::symlink(id, &tmp).is_ok() && fs::rename(&tmp, self.marker_path(d)).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+
+    /// Remove blob `d` (whatever is at its path: damaged bytes, a symlink, a directory) and its
+    /// marker, so that it is made or fetched again.
+    fn discard(&self, d: &Sha256) {
+        let _ = fs::remove_file(self.marker_path(d));
+        let p = self.blob_path(d);
+        if fs::remove_file(&p).is_err() {
+            make_writable(&p);
+            let _ = fs::remove_dir_all(&p);
+        }
     }
 
     /// The store's directory for temporary files (same filesystem as the blobs).
@@ -191,15 +280,21 @@ impl Store {
     }
 
     /// Move a finished temporary file into place as blob `digest`. The caller vouches for the
-    /// digest (it hashed the bytes as it wrote them).
+    /// digest (it hashed the bytes as it wrote them). A blob already there is kept only if it is
+    /// known to be good; anything else at its path is replaced.
     pub fn commit_blob(&self, tmp: tempfile::NamedTempFile, digest: &Sha256) -> Result<PathBuf, StoreError> {
         let dest = self.blob_path(digest);
         set_readonly(tmp.path())?;
-        if dest.exists() {
+        match fs::symlink_metadata(&dest) {
             // Same content already present (another build won the race); drop ours.
-            return Ok(dest);
+            Ok(m) if m.file_type().is_file() && self.marker_matches(digest, &m) => return Ok(dest),
+            Ok(m) if m.is_dir() => self.discard(digest),
+            _ => {}
         }
         tmp.persist(&dest).map_err(|e| StoreError::Io(IoError { action: "move blob into", path: dest.clone(), source: e.error }))?;
+        if let Ok(m) = fs::symlink_metadata(&dest) {
+            self.mark_verified(digest, &identity(&m));
+        }
         Ok(dest)
     }
 
@@ -215,9 +310,17 @@ impl Store {
         Ok(digest)
     }
 
+    /// The bytes of (small) blob `d`, checked against its digest; a damaged blob is removed and
+    /// reported as [`StoreError::Damaged`].
     pub fn read_blob(&self, d: &Sha256) -> Result<Vec<u8>, StoreError> {
         let p = self.blob_path(d);
-        fs::read(&p).map_err(io_err("read blob", &p))
+        let mut bytes = Vec::new();
+        open_nofollow(&p).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io_err("read blob", &p))?;
+        if Sha256::of(&bytes) != *d {
+            self.discard(d);
+            return Err(StoreError::Damaged(*d));
+        }
+        Ok(bytes)
     }
 
     /// The record of `drv`, if present and all its output blobs exist. Marks it used (for gc).
@@ -237,9 +340,8 @@ impl Store {
             return Ok(None);
         }
         for out in record.outputs.values() {
-            match fs::metadata(self.blob_path(&out.digest)) {
-                Ok(m) if m.len() == out.size => {}
-                _ => return Ok(None),
+            if self.checked_size(&out.digest) != Some(out.size) {
+                return Ok(None);
             }
         }
         // Touch for gc; failure to touch is harmless.
@@ -294,6 +396,28 @@ impl Store {
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         let bytes = serde_json::to_vec(names).map_err(|e| StoreError::BadRecord { path: p.clone(), message: e.to_string() })?;
         self.write_atomic(&p, &bytes)
+    }
+
+    /// What compose last wrote at output path `dest` (opaque bytes of `image`), if known.
+    pub fn export_state(&self, dest: &Path) -> Option<Vec<u8>> {
+        fs::read(self.export_path(dest)).ok()
+    }
+
+    /// Remember what was written at output path `dest`.
+    pub fn set_export_state(&self, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let dir = self.dir.join("exports");
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        self.write_atomic(&self.export_path(dest), bytes)
+    }
+
+    fn export_path(&self, dest: &Path) -> PathBuf {
+        // The output directory's real path: the same output reached another way is the same.
+        let full = match (dest.parent().and_then(|p| p.canonicalize().ok()), dest.file_name()) {
+            (Some(parent), Some(name)) => parent.join(name),
+            _ => dest.to_path_buf(),
+        };
+        let key = blake3::hash(full.as_os_str().as_encoded_bytes()).to_hex();
+        self.dir.join("exports").join(format!("{}.json", &key[..32]))
     }
 
     fn names_path(&self, key: &str) -> PathBuf {
@@ -362,53 +486,70 @@ impl Store {
         Ok(s)
     }
 
-    /// Re-hash every blob and check every record. With `repair`, damaged blobs and records that
-    /// name missing or damaged blobs are removed (they will be rebuilt).
-    pub fn verify(&self, repair: bool) -> Result<VerifyReport, StoreError> {
+    /// Re-hash every blob and check every record: that it parses, that the blobs it names are
+    /// here and good, and what `check` says of it (whether its outputs fit its kind). With
+    /// `repair`, damaged blobs and records that fail any of these are removed (they will be
+    /// made again).
+    pub fn verify(&self, repair: bool, check: &(dyn Fn(&Store, &Record) -> Option<String> + Sync)) -> Result<VerifyReport, StoreError> {
         let blobs = self.list_blobs()?;
-        type Checked = (Sha256, PathBuf, Result<(Sha256, u64), io::Error>);
+        type Checked = (Sha256, Result<(Sha256, u64), io::Error>);
         let results: Vec<Checked> = blobs
             .into_par_iter()
             .map(|(d, p)| {
-                let r = File::open(&p).and_then(Sha256::of_reader);
-                (d, p, r)
+                let r = open_nofollow(&p).and_then(Sha256::of_reader);
+                if let (Ok((actual, _)), Ok(m)) = (&r, fs::symlink_metadata(&p)) {
+                    if *actual == d {
+                        self.mark_verified(&d, &identity(&m));
+                    }
+                }
+                (d, r)
             })
             .collect();
         let mut report = VerifyReport::default();
         let mut bad: BTreeSet<Sha256> = BTreeSet::new();
-        for (d, p, r) in results {
+        for (d, r) in results {
             report.blobs_checked += 1;
-            match r {
+            let problem = match r {
                 Ok((actual, n)) => {
                     report.bytes_checked += n;
-                    if actual != d {
-                        report.damage.push(format!("blob {d} has content {actual}"));
-                        bad.insert(d);
-                        if repair && fs::remove_file(&p).is_ok() {
-                            report.repaired += 1;
-                        }
-                    }
+                    (actual != d).then(|| format!("blob {d} has content {actual}"))
                 }
-                Err(e) => {
-                    report.damage.push(format!("blob {d} cannot be read: {e}"));
-                    bad.insert(d);
+                Err(e) => Some(format!("blob {d} cannot be read: {e}")),
+            };
+            if let Some(msg) = problem {
+                report.damage.push(msg);
+                bad.insert(d);
+                if repair {
+                    self.discard(&d);
+                    report.repaired += 1;
                 }
             }
         }
-        for p in self.list_records()? {
+        let records = self.list_records()?;
+        let problems: Vec<(PathBuf, Option<String>)> = records
+            .into_par_iter()
+            .map(|p| {
+                let problem = match fs::read(&p).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok()) {
+                    None => Some(format!("record {} cannot be parsed", p.display())),
+                    Some(r) => r
+                        .outputs
+                        .values()
+                        .find_map(|o| {
+                            if bad.contains(&o.digest) {
+                                Some(format!("record {} names damaged blob {}", r.drv, o.digest))
+                            } else if self.checked_size(&o.digest).is_none() {
+                                Some(format!("record {} names missing blob {}", r.drv, o.digest))
+                            } else {
+                                None
+                            }
+                        })
+                        .or_else(|| check(self, &r).map(|why| format!("record {} ({}) does not fit its kind: {why}", r.drv, r.kind))),
+                };
+                (p, problem)
+            })
+            .collect();
+        for (p, problem) in problems {
             report.records_checked += 1;
-            let problem = match fs::read(&p).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok()) {
-                None => Some(format!("record {} cannot be parsed", p.display())),
-                Some(r) => r.outputs.values().find_map(|o| {
-                    if bad.contains(&o.digest) {
-                        Some(format!("record {} names damaged blob {}", r.drv, o.digest))
-                    } else if !self.has_blob(&o.digest) {
-                        Some(format!("record {} names missing blob {}", r.drv, o.digest))
-                    } else {
-                        None
-                    }
-                }),
-            };
             if let Some(msg) = problem {
                 report.damage.push(msg);
                 if repair && fs::remove_file(&p).is_ok() {
@@ -461,13 +602,20 @@ impl Store {
             report.blobs_removed += 1;
             report.bytes_freed += n;
         }
-        for sub in ["tmp", "locks"] {
-            let d = self.dir.join(sub);
-            for e in fs::read_dir(&d).map_err(io_err("list", &d))?.flatten() {
-                // Build steps' work directories are directories.
-                let removed = fs::remove_file(e.path()).is_ok() || (sub == "tmp" && fs::remove_dir_all(e.path()).is_ok());
-                if removed && sub == "tmp" {
-                    report.temp_removed += 1;
+        report.temp_removed += clean_dir(&self.dir.join("tmp"));
+        let locks = self.dir.join("locks");
+        for e in fs::read_dir(&locks).map_err(io_err("list", &locks))?.flatten() {
+            let _ = fs::remove_file(e.path());
+        }
+        // Markers of blobs that are gone, and what was exported long ago.
+        for sub in ["verified", "exports"] {
+            if let Ok(rd) = fs::read_dir(self.dir.join(sub)) {
+                for e in rd.flatten() {
+                    let gone = sub == "verified"
+                        && e.file_name().to_str().and_then(|n| Sha256::from_hex(n).ok()).is_none_or(|d| !self.blob_path(&d).exists());
+                    if gone || (sub == "exports" && is_old(&e.path())) {
+                        let _ = fs::remove_file(e.path());
+                    }
                 }
             }
         }
@@ -490,6 +638,78 @@ impl Store {
         // Markers are hints; dropping them all only costs a question per record next time.
         let _ = fs::remove_dir_all(self.dir.join("shared"));
         Ok(report)
+    }
+}
+
+/// Remove everything in `dir` (a store's `tmp/`): files, build steps' work directories (their
+/// overlay mounts first, left by a killed build) and directories made read-only by what ran in
+/// them. Returns how many entries went.
+fn clean_dir(dir: &Path) -> u64 {
+    unmount_below(dir);
+    let mut n = 0;
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if fs::remove_file(&p).is_ok() {
+            n += 1;
+        } else {
+            make_writable(&p);
+            if fs::remove_dir_all(&p).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Detach every mount below `dir` (deepest first).
+fn unmount_below(dir: &Path) {
+    let Ok(dir) = dir.canonicalize() else { return };
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mountinfo(m)))
+        .filter(|m| m.starts_with(&dir) && *m != dir)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) {
+            // SAFETY: a valid NUL-terminated path; umount2 only reads it.
+            unsafe {
+                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// `/proc/self/mountinfo` writes space, tab, newline and backslash in paths as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Give the owner write (and search) permission on every directory below `p`, so that it can
+/// be removed by a user other than root.
+fn make_writable(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(m) = fs::symlink_metadata(p) else { return };
+    if !m.is_dir() {
+        return;
+    }
+    let _ = fs::set_permissions(p, fs::Permissions::from_mode(m.permissions().mode() | 0o700));
+    for e in fs::read_dir(p).into_iter().flatten().flatten() {
+        make_writable(&e.path());
     }
 }
 
@@ -532,11 +752,11 @@ mod tests {
         let rec = Record { version: RECORD_VERSION, drv, kind: "t".into(), outputs, inputs: BTreeMap::new() };
         store.put_record(&rec).unwrap();
         assert_eq!(store.lookup(&drv).unwrap(), Some(rec));
-        assert!(store.verify(false).unwrap().damage.is_empty());
+        assert!(store.verify(false, &|_, _| None).unwrap().damage.is_empty());
         let p = store.blob_path(&d);
         fs::remove_file(&p).unwrap();
         assert_eq!(store.lookup(&drv).unwrap(), None);
-        let report = store.verify(true).unwrap();
+        let report = store.verify(true, &|_, _| None).unwrap();
         assert_eq!(report.damage.len(), 1, "{:?}", report.damage);
     }
 
@@ -549,7 +769,7 @@ mod tests {
         let p = store.blob_path(&d);
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         fs::write(&p, b"jello").unwrap();
-        let report = store.verify(true).unwrap();
+        let report = store.verify(true, &|_, _| None).unwrap();
         assert_eq!(report.damage.len(), 1);
         assert!(!p.exists());
     }

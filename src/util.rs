@@ -41,6 +41,13 @@ pub fn write_atomic(dest: &Path, bytes: &[u8], mode: u32, tmp_dir: Option<&Path>
     Ok(())
 }
 
+/// The identity of a file as `stat` gives it (device, inode, size, modification and change
+/// times to the nanosecond): what any write, truncation, `chmod` or replacement changes.
+pub fn file_identity(m: &fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!("{}-{}-{}-{}.{}-{}.{}", m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec())
+}
+
 /// An error and its causes as one line: "outer: inner: innermost".
 pub fn chain_message(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();

@@ -188,6 +188,14 @@ pub enum DebError {
         #[source]
         source: io::Error,
     },
+    /// A member's compressed data does not decode (a damaged or cut download).
+    #[error("{}: the .deb is damaged: {context} failed, its data does not decompress to a tar archive ({source})", .deb.display())]
+    Damaged {
+        deb: PathBuf,
+        context: String,
+        #[source]
+        source: io::Error,
+    },
     /// The file is not a `.deb` this module can read.
     #[error("{}: not a valid .deb: {reason}", .deb.display())]
     Format { deb: PathBuf, reason: String },
@@ -206,7 +214,16 @@ pub enum DebError {
 fn io_err(deb: &Path, context: impl Into<String>) -> impl FnOnce(io::Error) -> DebError {
     let deb = deb.to_path_buf();
     let context = context.into();
-    move |source| DebError::Io { deb, context, source }
+    move |source| {
+        // Reading a member fails this way when its compressed bytes are damaged: the
+        // decompressor or the tar reader then reports what it choked on, which alone says little.
+        let damaged = matches!(source.kind(), io::ErrorKind::InvalidData | io::ErrorKind::Other | io::ErrorKind::UnexpectedEof);
+        if damaged && context.starts_with("reading") {
+            DebError::Damaged { deb, context, source }
+        } else {
+            DebError::Io { deb, context, source }
+        }
+    }
 }
 
 fn format_err(deb: &Path, reason: impl Into<String>) -> DebError {
@@ -1891,6 +1908,20 @@ mod tests {
             let err = install_err(&deb, true);
             assert!(err.contains(message) && err.contains(&deb.display().to_string()), "{file}: got `{err}`, want `{message}`");
         }
+
+        // Issue 12, defect 12: a corrupt xz stream said "numeric field was not a number: when
+        // getting cksum" and nothing of a damaged download.
+        let good = craft_deb(dir.path(), "good.deb", &[raw("./usr/", D, "", b""), raw("./usr/x", F, "", &[7u8; 4000])]);
+        let mut bytes = fs::read(&good).expect("read");
+        let member = bytes.windows(11).position(|w| w == b"data.tar.xz").expect("data member");
+        // Past the ar header (60 bytes) and the xz stream header, into the compressed data.
+        for b in &mut bytes[member + 60 + 24..member + 60 + 40] {
+            *b ^= 0x5a;
+        }
+        let damaged = dir.path().join("damaged.deb");
+        fs::write(&damaged, bytes).expect("write");
+        let err = install_err(&damaged, true);
+        assert!(err.contains("the .deb is damaged") && err.contains("data.tar"), "{err}");
 
         // Names that are not UTF-8.
         let deb = craft_deb(dir.path(), "latin1.deb", &[Raw { name: b"./caf\xe9", kind: F, mode: 0o644, link: b"", data: b"x" }]);

@@ -169,7 +169,22 @@ pub fn verify_inrelease(data: &[u8], keyring: &Keyring, now: SystemTime) -> Resu
         }
         return Err(ReleaseError::NotSigned);
     }
-    let (msg, _headers) = CleartextSignedMessage::from_string(text).map_err(|e| ReleaseError::Malformed { reason: e.to_string() })?;
+    const FOOTER: &str = "-----END PGP SIGNATURE-----";
+    if let Some(end) = text.rfind(FOOTER) {
+        let after = text[end + FOOTER.len()..].trim();
+        if !after.is_empty() {
+            return Err(ReleaseError::Malformed { reason: format!("{} bytes of data after `{FOOTER}`", after.len()) });
+        }
+    }
+    // The parser's own messages can hold the rest of the input as a byte list: one line, cut.
+    let (msg, _headers) = CleartextSignedMessage::from_string(text).map_err(|e| {
+        let mut reason = e.to_string().lines().next().unwrap_or_default().to_string();
+        if reason.len() > 160 {
+            reason.truncate(reason.floor_char_boundary(150));
+            reason.push('…');
+        }
+        ReleaseError::Malformed { reason }
+    })?;
     if msg.signatures().is_empty() {
         return Err(ReleaseError::NotSigned);
     }
@@ -751,11 +766,18 @@ mod tests {
         let e = verify_inrelease(&leading, &ring_a, now).unwrap_err();
         assert!(matches!(e, ReleaseError::Malformed { .. }), "{e}");
 
-        // Garbage after the signature.
+        // Garbage after the signature (issue 12, defect 12: this printed a byte-array dump).
         let mut trailing = signed.clone();
         trailing.extend_from_slice(b"Suite: evil\n");
         let e = verify_inrelease(&trailing, &ring_a, now).unwrap_err();
         assert!(matches!(e, ReleaseError::Malformed { .. }), "{e}");
+        assert_eq!(e.to_string(), "failed to parse `InRelease` signature: 11 bytes of data after `-----END PGP SIGNATURE-----`");
+        // A damaged armour: one short line.
+        let damaged = String::from_utf8(signed.clone())
+            .expect("utf8")
+            .replace("-----BEGIN PGP SIGNATURE-----", "-----BEGIN PGP SIGNATURE-----\n@@@@");
+        let e = verify_inrelease(damaged.as_bytes(), &ring_a, now).unwrap_err();
+        assert!(e.to_string().len() < 220 && !e.to_string().contains('\n'), "{e}");
     }
 
     #[test]

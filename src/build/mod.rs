@@ -269,10 +269,123 @@ fn needed(
     need
 }
 
-/// Is `rec` shaped like a record of `drv` (its kind, its outputs)? A remote record that is not
-/// is ignored rather than allowed to fail the build later.
+/// Media type of build logs and dpkg status texts.
+pub const TEXT_MEDIA_TYPE: &str = "text/plain; charset=utf-8";
+
+/// What a record of kind `kind` holds: each output's name (sorted), its media type (`None`:
+/// the derivation's to say, as a base layer's) and whether it is a layer (with a `diff_id`).
+type Shape = &'static [(&'static str, Option<&'static str>, bool)];
+
+fn shape(kind: &str) -> Option<Shape> {
+    use packages::{DEB_MEDIA_TYPE, FACTS_MEDIA_TYPE, FILES_MEDIA_TYPE, LICENCES_MEDIA_TYPE};
+    const GZ: Option<&str> = Some(layer::GZIP_MEDIA_TYPE);
+    Some(match kind {
+        "layer" | "meta" => &[("layer", GZ, true)],
+        "fetch" => &[("file", Some(DEB_MEDIA_TYPE), false)],
+        "blob" => &[("file", None, true)],
+        "deb" => &[
+            ("facts", Some(FACTS_MEDIA_TYPE), false),
+            ("files", Some(FILES_MEDIA_TYPE), false),
+            ("layer", GZ, true),
+            ("licences", Some(LICENCES_MEDIA_TYPE), false),
+            ("status", Some(TEXT_MEDIA_TYPE), false),
+        ],
+        "merged" => &[("files", Some(FILES_MEDIA_TYPE), false), ("layer", GZ, true)],
+        "image" => &[("config", Some(image::CONFIG_MEDIA_TYPE), false), ("manifest", Some(image::MANIFEST_MEDIA_TYPE), false)],
+        "index" => &[("index", Some(image::INDEX_MEDIA_TYPE), false)],
+        "step" => &[("log", Some(TEXT_MEDIA_TYPE), false), ("tree", GZ, true)],
+        "scripts" => &[("layer", GZ, true), ("log", Some(TEXT_MEDIA_TYPE), false)],
+        _ => return None,
+    })
+}
+
+/// What is wrong with `rec` for its kind, from the record alone: unknown kind, other outputs,
+/// a media type not of that output, a layer without a `diff_id` or another output with one.
+fn shape_problem(rec: &Record) -> Option<String> {
+    let Some(shape) = shape(&rec.kind) else { return Some(format!("unknown kind `{}`", rec.kind)) };
+    if !rec.outputs.keys().map(String::as_str).eq(shape.iter().map(|s| s.0)) {
+        let names: Vec<&str> = rec.outputs.keys().map(String::as_str).collect();
+        return Some(format!("its outputs are {names:?}, not {:?}", shape.iter().map(|s| s.0).collect::<Vec<_>>()));
+    }
+    shape.iter().find_map(|&(name, media_type, is_layer)| {
+        let o = &rec.outputs[name];
+        if media_type.is_some_and(|m| m != o.media_type) || (media_type.is_none() && layer::DiffIdWriter::new(&o.media_type).is_none()) {
+            Some(format!("output `{name}` has media type `{}`", o.media_type))
+        } else if is_layer != o.diff_id.is_some() {
+            Some(format!("output `{name}` {} a diff_id", if is_layer { "lacks" } else { "has" }))
+        } else {
+            None
+        }
+    })
+}
+
+/// Does `rec` fit derivation `drv`? Its kind and the shape of its outputs, and what the
+/// derivation itself fixes: a `.deb`'s sha256 and size, a base layer's digest, size, media type
+/// and diff_id, a fixed-output step's pinned tree. A record (remote, or in a store from an
+/// older compose) that does not is ignored rather than allowed to fail the build later.
 pub fn fits(drv: &Derivation, rec: &Record) -> bool {
-    rec.kind == drv.kind.name() && rec.outputs.keys().map(String::as_str).eq(drv.kind.output_names().iter().copied())
+    if rec.kind != drv.kind.name() || shape_problem(rec).is_some() {
+        return false;
+    }
+    let out = |name: &str| &rec.outputs[name];
+    match &drv.kind {
+        DrvKind::Fetch(f) => out("file").digest == f.sha256 && out("file").size == f.size,
+        DrvKind::Blob(b) => {
+            let o = out("file");
+            (o.digest, o.size, o.media_type.as_str(), o.diff_id)
+                == (b.layer.digest, b.layer.size, b.layer.media_type.as_str(), Some(b.layer.diff_id))
+        }
+        DrvKind::Step(s) => s.pin.is_none_or(|pin| out("tree").diff_id == Some(pin)),
+        _ => true,
+    }
+}
+
+/// What `compose cache verify` finds wrong with stored record `rec` beyond its blobs' digests:
+/// a shape that does not fit its kind, a layer whose uncompressed bytes are not its `diff_id`,
+/// an image whose manifest does not parse or does not name its config and stored layers, an
+/// index that does not parse or names manifests the store lacks.
+pub fn record_problem(store: &Store, rec: &Record) -> Option<String> {
+    if let Some(p) = shape_problem(rec) {
+        return Some(p);
+    }
+    for (name, o) in &rec.outputs {
+        if let Some(want) = o.diff_id {
+            match layer::DiffIdWriter::of_file(&store.blob_path(&o.digest), &o.media_type) {
+                Ok(got) if Sha256(got) == want => {}
+                Ok(got) => return Some(format!("layer `{name}` has diff_id {}, not {want}", Sha256(got))),
+                Err(e) => return Some(format!("layer `{name}` does not decompress: {e}")),
+            }
+        }
+    }
+    let read = |o: &Output| store.read_blob(&o.digest).ok();
+    match rec.kind.as_str() {
+        "image" => {
+            let (config, manifest) = (&rec.outputs["config"], &rec.outputs["manifest"]);
+            let Some(doc) = read(manifest).and_then(|b| image::read::<image::ManifestDoc>("the manifest", &b).ok()) else {
+                return Some("its manifest does not parse".into());
+            };
+            if (doc.config.digest, doc.config.size) != (config.digest, config.size) {
+                return Some("its manifest names another config".into());
+            }
+            if read(config).and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).is_none() {
+                return Some("its config does not parse".into());
+            }
+            doc.layers
+                .iter()
+                .find(|l| store.checked_size(&l.digest) != Some(l.size))
+                .map(|l| format!("layer {} of its manifest is not in the store", l.digest))
+        }
+        "index" => {
+            let Some(doc) = read(&rec.outputs["index"]).and_then(|b| image::read::<image::IndexDoc>("the index", &b).ok()) else {
+                return Some("its index does not parse".into());
+            };
+            doc.manifests
+                .iter()
+                .find(|m| store.checked_size(&m.digest) != Some(m.size))
+                .map(|m| format!("manifest {} of its index is not in the store", m.digest))
+        }
+        _ => None,
+    }
 }
 
 enum Step {
@@ -308,7 +421,7 @@ fn execute_inner(
     let mut done: HashMap<NodeIndex, Record> = HashMap::new();
     let mut counts = Counts { total: order.len(), ..Counts::default() };
     for &n in &order {
-        if let Some(r) = store.lookup(&plan.graph[n].hash)? {
+        if let Some(r) = store.lookup(&plan.graph[n].hash)?.filter(|r| fits(&plan.graph[n], r)) {
             done.insert(n, r);
         }
     }
@@ -406,8 +519,22 @@ fn execute_inner(
                     return Ok(Step::Done(n, before, Outcome::Built));
                 }
                 // Another process may have built it while we waited for the lock.
-                if let Some(r) = store.lookup(&drv.hash)? {
+                if let Some(r) = store.lookup(&drv.hash)?.filter(|r| fits(drv, r)) {
                     return Ok(Step::Done(n, r, Outcome::Local));
+                }
+                if let (DrvKind::Image(_) | DrvKind::Index(_), Some(rec)) = (&drv.kind, offered.get(&n)) {
+                    // An image or index is checked by making it again from its layers' records
+                    // (milliseconds, no download): a cache cannot make it name other blobs.
+                    let r = run(plan, n, &deps, store, clients, reporter)?;
+                    store.put_record(&r)?;
+                    if r.outputs == rec.outputs {
+                        if let Some(rc) = remote {
+                            store.mark_shared(&rc.id(), &r.drv);
+                        }
+                        return Ok(Step::Done(n, r, Outcome::Remote));
+                    }
+                    let _ = uploads.send((r.clone(), false));
+                    return Ok(Step::Done(n, r, Outcome::Built));
                 }
                 if let (Some(rc), Some(rec)) = (remote, offered.get(&n)) {
                     if rc.fetch_outputs(store, rec) {

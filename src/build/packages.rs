@@ -175,7 +175,7 @@ pub fn deb_layer(plan: &Plan, d: &DebLayerDrv, deps: &HashMap<NodeIndex, Record>
 }
 
 /// Media type of what compose learnt from a package's scripts (JSON [`deb::ScriptFacts`]).
-const FACTS_MEDIA_TYPE: &str = "application/vnd.compose.script-facts.v1+json";
+pub const FACTS_MEDIA_TYPE: &str = "application/vnd.compose.script-facts.v1+json";
 
 /// What a package's layer derivation yields.
 pub struct DebOutputs {
@@ -190,7 +190,7 @@ pub struct DebOutputs {
 }
 
 /// Media type of a package's dpkg status paragraph.
-const STATUS_MEDIA_TYPE: &str = "text/plain; charset=utf-8";
+const STATUS_MEDIA_TYPE: &str = super::TEXT_MEDIA_TYPE;
 
 /// Licences recorded for a package layer (empty when unknown).
 pub fn licences_of(store: &Store, rec: &Record) -> Vec<String> {

@@ -257,7 +257,7 @@ impl Log {
         let f = std::fs::File::open(&path).map_err(trees::io_error(&path, "cannot read"))?;
         let (digest, size) = crate::hash::Sha256::of_reader(f).map_err(trees::io_error(&path, "cannot read"))?;
         store.commit_blob(self.tmp, &digest)?;
-        Ok(Output { digest, size, media_type: "text/plain; charset=utf-8".into(), diff_id: None })
+        Ok(Output { digest, size, media_type: super::TEXT_MEDIA_TYPE.into(), diff_id: None })
     }
 
     /// Keep a failed step's log in the store's `logs/` (failures are never cached as records).

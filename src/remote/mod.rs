@@ -170,7 +170,7 @@ impl RemoteCache {
     }
 
     /// Names this cache in the store's markers of what it holds.
-    fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         blake3::hash(self.backend.describe().as_bytes()).to_hex()[..16].to_string()
     }
 
@@ -247,7 +247,7 @@ impl RemoteCache {
     /// False if a blob is missing or damaged, or the server failed.
     pub fn fetch_outputs(&self, store: &Store, rec: &Record) -> bool {
         for o in rec.outputs.values() {
-            if !self.fetch_blob(store, &o.digest, o.size) {
+            if !self.fetch_blob(store, o) {
                 return false;
             }
         }
@@ -258,17 +258,42 @@ impl RemoteCache {
         true
     }
 
-    fn fetch_blob(&self, store: &Store, digest: &Sha256, size: u64) -> bool {
-        if store.has_blob(digest) {
-            return true;
+    /// Fetch output `o` into the store: its blob, checked against its digest and size and, for
+    /// a layer, against the record's `diff_id` while it streams in (a blob already in the store
+    /// is checked against the `diff_id` the same way).
+    fn fetch_blob(&self, store: &Store, o: &crate::store::Output) -> bool {
+        let (digest, size) = (&o.digest, o.size);
+        let diff_id = match o.diff_id {
+            Some(_) => match crate::layer::DiffIdWriter::new(&o.media_type) {
+                Some(w) => Some(w),
+                None => {
+                    self.damaged.fetch_add(1, Ordering::SeqCst);
+                    return false;
+                }
+            },
+            None => None,
+        };
+        if store.checked_size(digest) == Some(size) {
+            let fits = o
+                .diff_id
+                .is_none_or(|d| crate::layer::DiffIdWriter::of_file(&store.blob_path(digest), &o.media_type).is_ok_and(|a| Sha256(a) == d));
+            if !fits {
+                self.damaged.fetch_add(1, Ordering::SeqCst);
+            }
+            return fits;
         }
         if !self.usable() {
             return false;
         }
         let Ok(tmp) = store.temp_file() else { return false };
         let Ok(file) = tmp.reopen() else { return false };
-        let mut sink =
-            Verifying { inner: io::BufWriter::with_capacity(256 * 1024, file), hasher: sha2::Sha256::new(), written: 0, limit: size };
+        let mut sink = Verifying {
+            inner: io::BufWriter::with_capacity(256 * 1024, file),
+            hasher: sha2::Sha256::new(),
+            written: 0,
+            limit: size,
+            diff_id,
+        };
         match self.backend.get_blob(digest, size, &mut sink) {
             Ok(true) => {}
             Ok(false) => return false,
@@ -281,8 +306,12 @@ impl RemoteCache {
                 return false;
             }
         }
-        // A damaged blob is discarded (and rebuilt here), never let into the store.
-        let ok = sink.written == size && Sha256(sink.hasher.finalize_reset().into()) == *digest;
+        // A damaged blob is discarded (and rebuilt here), never let into the store; so is a
+        // layer whose uncompressed bytes are not what the record says.
+        let uncompressed = sink.diff_id.take().map(|w| w.finish().ok().map(Sha256));
+        let ok = sink.written == size
+            && Sha256(sink.hasher.finalize_reset().into()) == *digest
+            && uncompressed.is_none_or(|actual| actual.is_some() && actual == o.diff_id);
         if !ok {
             self.damaged.fetch_add(1, Ordering::SeqCst);
             return false;
@@ -334,6 +363,8 @@ struct Verifying<W: Write> {
     hasher: sha2::Sha256,
     written: u64,
     limit: u64,
+    /// For a layer: its diff_id, computed as the bytes pass.
+    diff_id: Option<crate::layer::DiffIdWriter>,
 }
 
 impl<W: Write> Write for Verifying<W> {
@@ -343,6 +374,12 @@ impl<W: Write> Write for Verifying<W> {
         }
         self.inner.write_all(buf)?;
         self.hasher.update(buf);
+        if let Some(d) = &mut self.diff_id {
+            // A stream that does not decompress is damaged: noted, judged at the end.
+            if d.write_all(buf).is_err() {
+                self.diff_id = Some(crate::layer::DiffIdWriter::broken());
+            }
+        }
         self.written += buf.len() as u64;
         Ok(buf.len())
     }
@@ -408,7 +445,7 @@ mod tests {
 
     #[test]
     fn verifying_sink_refuses_extra_bytes() {
-        let mut s = Verifying { inner: Vec::new(), hasher: sha2::Sha256::new(), written: 0, limit: 3 };
+        let mut s = Verifying { inner: Vec::new(), hasher: sha2::Sha256::new(), written: 0, limit: 3, diff_id: None };
         s.write_all(b"abc").unwrap();
         assert!(s.write_all(b"d").is_err());
     }

@@ -29,6 +29,9 @@ impl SpecDiagnostic {
         labels: Vec<(SourceSpan, String)>,
         help: Option<String>,
     ) -> Self {
+        let mut labels: Vec<(SourceSpan, String)> = labels.into_iter().map(|(s, l)| (s, clip_message(&l))).collect();
+        let source = clip_source(source, &mut labels);
+        let message = clip_message(&message);
         let labels =
             labels
                 .into_iter()
@@ -41,13 +44,89 @@ impl SpecDiagnostic {
                     }
                 })
                 .collect();
-        SpecDiagnostic { code, message, labels, help, source: source.clone() }
+        SpecDiagnostic { code, message, labels, help, source }
     }
 
     /// The primary span, if the diagnostic has labels.
     pub fn primary_span(&self) -> Option<SourceSpan> {
         self.labels.first().map(|l| *l.inner())
     }
+}
+
+/// The longest quoted value (between backticks) a message echoes whole.
+const MAX_QUOTED: usize = 64;
+/// The longest source line a diagnostic shows whole.
+const MAX_SHOWN_LINE: usize = 200;
+
+/// `message` with every value quoted in backticks cut to [`MAX_QUOTED`] characters (`…`
+/// marks the cut), so that a 10 MiB value gives a one-line error, not 10 MiB of one.
+fn clip_message(message: &str) -> String {
+    if message.len() <= MAX_QUOTED {
+        return message.to_string();
+    }
+    let mut out = String::with_capacity(message.len().min(1024));
+    for (i, part) in message.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        if i % 2 == 1 && part.chars().count() > MAX_QUOTED {
+            out.extend(part.chars().take(MAX_QUOTED - 4));
+            out.push('…');
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// The source a diagnostic shows: `source` with every line longer than [`MAX_SHOWN_LINE`]
+/// bytes cut (`…` marks the cut), and `labels` moved to match. Lines keep their numbers and
+/// labels starting in what is kept keep their columns.
+fn clip_source(source: &NamedSource<Arc<String>>, labels: &mut [(SourceSpan, String)]) -> NamedSource<Arc<String>> {
+    let text: &str = source.inner();
+    if !text.split('\n').any(|l| l.len() > MAX_SHOWN_LINE) {
+        return source.clone();
+    }
+    // Per cut line: where it started in the original, how much of it is kept, how long it was,
+    // and where it starts in the result.
+    let mut cuts: Vec<(usize, usize, usize, usize, usize)> = Vec::new();
+    let mut out = String::new();
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let body = line.strip_suffix('\n').unwrap_or(line);
+        if body.len() > MAX_SHOWN_LINE {
+            let keep = body.floor_char_boundary(MAX_SHOWN_LINE - 40);
+            let new_start = out.len();
+            out.push_str(&body[..keep]);
+            out.push('…');
+            if line.ends_with('\n') {
+                out.push('\n');
+            }
+            cuts.push((at, keep, line.len(), new_start, out.len() - new_start));
+        } else {
+            out.push_str(line);
+        }
+        at += line.len();
+    }
+    let map = |o: usize| -> usize {
+        let mut removed = 0usize;
+        for &(start, keep, len, new_start, new_len) in &cuts {
+            if o < start {
+                break;
+            }
+            if o < start + len {
+                return new_start + (o - start).min(keep);
+            }
+            removed += len - new_len;
+        }
+        o.saturating_sub(removed)
+    };
+    for (span, _) in labels.iter_mut() {
+        let start = map(span.offset());
+        let end = map(span.offset() + span.len()).max(start);
+        *span = SourceSpan::new(start.into(), end - start);
+    }
+    NamedSource::new(source.name(), Arc::new(out))
 }
 
 impl fmt::Display for SpecDiagnostic {

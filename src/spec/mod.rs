@@ -375,6 +375,86 @@ fn from_of(op: &FileOp) -> Option<&str> {
 // Entry points
 // ---------------------------------------------------------------------------
 
+/// How deep children blocks (`{ … }`) and block comments (`/* /* … */ */`) may nest. The
+/// spec language needs four levels; the KDL parser recurses once per level, so a bound keeps a
+/// hostile file from overflowing the stack.
+pub const MAX_NESTING: usize = 32;
+
+/// Where `text` first nests children blocks or block comments deeper than [`MAX_NESTING`], and
+/// which: a scan that knows KDL's strings (quoted, raw `#"…"#`, multi-line `"""…"""`) and
+/// comments. What it cannot make sense of is left to the parser to report.
+fn too_deep(text: &str) -> Option<(usize, &'static str)> {
+    let b = text.as_bytes();
+    let (mut braces, mut comments) = (0usize, 0usize);
+    let mut i = 0;
+    while i < b.len() {
+        let rest = &b[i..];
+        if comments > 0 {
+            if rest.starts_with(b"/*") {
+                comments += 1;
+                if comments > MAX_NESTING {
+                    return Some((i, "block comments"));
+                }
+                i += 2;
+            } else if rest.starts_with(b"*/") {
+                comments -= 1;
+                i += 2;
+            } else {
+                i += 1;
+            }
+            continue;
+        }
+        match b[i] {
+            b'/' if rest.starts_with(b"//") => {
+                i += rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
+            }
+            b'/' if rest.starts_with(b"/*") => {
+                comments = 1;
+                i += 2;
+            }
+            b'"' => {
+                // A quoted string (`"""` multi-line or `"`), with backslash escapes.
+                let close: &[u8] = if rest.starts_with(b"\"\"\"") { b"\"\"\"" } else { b"\"" };
+                i += close.len();
+                while i < b.len() && !b[i..].starts_with(close) {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += close.len();
+            }
+            b'#' | b'r'
+                if {
+                    let hashes = rest[1..].iter().take_while(|&&c| c == b'#').count() + usize::from(b[i] == b'#');
+                    rest.get(hashes + usize::from(b[i] == b'r')).is_some_and(|&c| c == b'"')
+                } =>
+            {
+                // A raw string: `#"…"#` (or r#"…"# in KDL 1), ended by `"` and as many `#`.
+                let start = i + usize::from(b[i] == b'r');
+                let hashes = b[start..].iter().take_while(|&&c| c == b'#').count();
+                let mut close = vec![b'"'];
+                close.extend(std::iter::repeat_n(b'#', hashes));
+                i = start + hashes + 1;
+                while i < b.len() && !b[i..].starts_with(&close) {
+                    i += 1;
+                }
+                i += close.len();
+            }
+            b'{' => {
+                braces += 1;
+                if braces > MAX_NESTING {
+                    return Some((i, "children blocks"));
+                }
+                i += 1;
+            }
+            b'}' => {
+                braces = braces.saturating_sub(1);
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 /// Reads and parses the spec file at `path`.
 pub fn parse_file(path: &Path) -> Result<SpecFile, SpecError> {
     let bytes = std::fs::read(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
@@ -390,6 +470,15 @@ pub fn parse_str(path: &Path, text: &str) -> Result<SpecFile, SpecError> {
     let text = Arc::new(text.to_owned());
     let source = NamedSource::new(path.display().to_string(), text.clone());
     let mut dec = Decoder { source: source.clone(), diags: Vec::new() };
+    if let Some((offset, what)) = too_deep(&text) {
+        dec.push(
+            "compose::spec::too_deep",
+            format!("{what} nested more than {MAX_NESTING} deep"),
+            vec![(SourceSpan::new(offset.into(), 2), format!("level {} starts here", MAX_NESTING + 1))],
+            Some("a spec needs a few levels (image { layer { … } }); this is not a spec".into()),
+        );
+        return Err(finish(path, dec.diags));
+    }
     let (images, steps) = match KdlDocument::parse(&text) {
         Ok(doc) => dec.document(&doc),
         Err(err) => {

@@ -974,3 +974,36 @@ fn maintainer_scripts_modes() {
     assert_eq!(codes(&parse_err(&ok.replace("\"run\"", "\"rn\""))), ["bad_scripts"]);
     assert_eq!(codes(&parse_err("image \"a\" {\n    maintainer-scripts \"run\"\n}\n")), ["scripts_without_packages"]);
 }
+
+/// Issue 12, defect 8: deep nesting overflowed the stack (exit 134) and a 10 MiB value gave
+/// 55 MiB of error text. Nesting is bounded with a located error; echoed values and shown
+/// source lines are cut.
+#[test]
+fn deeply_nested_specs_and_huge_values_give_short_clear_errors() {
+    let deep_nodes = format!("image \"x\" {}{}", "{ a ".repeat(5000), "}".repeat(5000));
+    let e = parse_err(&deep_nodes);
+    assert_eq!(codes(&e), ["too_deep"]);
+    let text = render(&e);
+    assert!(text.contains("children blocks nested more than 32 deep") && text.contains("web.kdl:1:"), "{text}");
+    let deep_comments = format!("image \"x\" {{}}\n{}{}", "/* ".repeat(10_000), "*/ ".repeat(10_000));
+    assert_eq!(codes(&parse_err(&deep_comments)), ["too_deep"]);
+    // Braces and comment openers inside strings and raw strings are not nesting.
+    let in_strings = format!(
+        "image \"x\" {{\n    files {{ text \"/a\" \"{}\"\n    text \"/b\" #\"{}\"#\n    text \"/c\" \"\"\"\n{}\n\"\"\" }}\n}}\n",
+        "{".repeat(100),
+        "/*{\"".repeat(100),
+        "{".repeat(100)
+    );
+    parse_ok(&in_strings);
+    // Nesting that is fine stays fine: 32 levels of (unknown) children are decoded as usual.
+    assert!(!codes(&parse_err(&format!("image \"x\" {}{}", "{ a ".repeat(31), "}".repeat(31)))).contains(&"too_deep"));
+
+    let huge = format!("image \"x\" {{\n    tag \"{}\"\n}}\n", "a".repeat(10 << 20));
+    let started = std::time::Instant::now();
+    let e = parse_err(&huge);
+    let text = render(&e);
+    assert_eq!(codes(&e), ["bad_tag"]);
+    assert!(text.len() < 4096, "{} bytes of error", text.len());
+    assert!(text.contains("web.kdl:2:9") && text.contains('…'), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+}

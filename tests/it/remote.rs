@@ -144,9 +144,11 @@ fn machine_b_builds_nothing_machine_a_built() {
         bytes[n] ^= 0xff;
         fs::write(&p, bytes).unwrap();
     }
+    // The image's record is never taken on trust: it is made again from its layers here and
+    // used only if identical (it is; its blobs are never downloaded).
     let vc = build(&ctx, &b, "store-c", &["--remote-cache", &url, "--remote-cache-mode", "ro"]);
-    assert_eq!(vc["derivations"]["remote"], 0, "{vc}");
-    assert_eq!(vc["derivations"]["built"], 3, "{vc}");
+    assert_eq!(vc["derivations"]["remote"], 1, "{vc}");
+    assert_eq!(vc["derivations"]["built"], 2, "{vc}");
     assert_eq!(vc["images"][0]["digest"], va["images"][0]["digest"]);
     let verify = ctx.cmd().env("COMPOSE_CACHE_DIR", ctx.tmp.path().join("store-c")).args(["cache", "verify"]).output().unwrap();
     assert_success(&verify, "verify after damaged remote blobs");
@@ -601,4 +603,106 @@ fn results_built_before_the_cache_was_configured_are_shared_once() {
     let ve = build(&ctx, &b, "store-e", &["--remote-cache", &nginx.url, "--remote-cache-mode", "ro"]);
     assert_eq!((ve["derivations"]["built"].as_u64(), ve["derivations"]["remote"].as_u64()), (Some(2), Some(1)), "{ve}");
     assert_eq!(ve["images"][0]["digest"], va["images"][0]["digest"]);
+}
+
+/// The records in the cache, by kind: (path, parsed signed record).
+fn remote_records(nginx: &Nginx) -> Vec<(std::path::PathBuf, serde_json::Value)> {
+    let mut v: Vec<_> = fs::read_dir(nginx.root.join("ac"))
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let json: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+            (p, json)
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Issue 12, defect 3: an unsigned image record whose `manifest` names another blob that
+/// exists (a layer) made the build fail, and every later build of that store too, and
+/// `cache verify --repair` did not find it.
+#[test]
+fn one_bad_remote_record_never_bricks_a_store() {
+    let ctx = TestContext::new();
+    let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
+    let a = checkout(&ctx.tmp.path().join("machine-a"));
+    let b = checkout(&ctx.tmp.path().join("machine-b"));
+    let va = build(&ctx, &a, "store-a", &["--remote-cache", &nginx.url]);
+    let records = remote_records(&nginx);
+    let layer = records.iter().find(|(_, r)| r["kind"] == "layer").unwrap().1["outputs"]["layer"].clone();
+    let (image_path, mut image) = records.into_iter().find(|(_, r)| r["kind"] == "image").unwrap();
+    image["outputs"]["manifest"]["digest"] = layer["digest"].clone();
+    image["outputs"]["manifest"]["size"] = layer["size"].clone();
+    fs::write(&image_path, serde_json::to_vec(&image).unwrap()).unwrap();
+
+    let vb = build(&ctx, &b, "store-b", &["--remote-cache", &nginx.url, "--remote-cache-mode", "ro"]);
+    assert_eq!(vb["images"][0]["digest"], va["images"][0]["digest"], "{vb}");
+    assert_eq!((vb["derivations"]["remote"].as_u64(), vb["derivations"]["built"].as_u64()), (Some(2), Some(1)), "{vb}");
+    // Without the cache, the store it left builds nothing and verifies clean.
+    let again = build(&ctx, &b, "store-b", &[]);
+    assert_eq!(
+        (again["derivations"]["built"].as_u64(), again["images"][0]["digest"].clone()),
+        (Some(0), va["images"][0]["digest"].clone())
+    );
+    let verify = ctx.cmd().env("COMPOSE_CACHE_DIR", ctx.tmp.path().join("store-b")).args(["cache", "verify"]).output().unwrap();
+    assert_success(&verify, "verify store-b");
+
+    // A store that took such a record before (an older compose): `cache verify` names it,
+    // `--repair` removes it, and the next build makes the image again.
+    let store_a = ctx.tmp.path().join("store-a");
+    let local = walkdir::WalkDir::new(store_a.join("v1/records"))
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .find(|p| p.is_file() && fs::read_to_string(p).unwrap().contains("\"kind\": \"image\""))
+        .unwrap();
+    let mut rec: serde_json::Value = serde_json::from_slice(&fs::read(&local).unwrap()).unwrap();
+    rec["outputs"]["manifest"]["digest"] = layer["digest"].clone();
+    rec["outputs"]["manifest"]["size"] = layer["size"].clone();
+    fs::write(&local, serde_json::to_vec(&rec).unwrap()).unwrap();
+    let verify = |repair: bool| {
+        let mut c = ctx.cmd();
+        c.env("COMPOSE_CACHE_DIR", &store_a).args(["cache", "verify"]);
+        if repair {
+            c.arg("--repair");
+        }
+        c.output().unwrap()
+    };
+    let out = verify(false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("does not fit its kind: its manifest does not parse"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(verify(true).status.code(), Some(1));
+    assert_success(&verify(false), "verify after repair");
+    let va2 = build(&ctx, &a, "store-a", &[]);
+    assert_eq!((va2["derivations"]["built"].as_u64(), va2["images"][0]["digest"].clone()), (Some(1), va["images"][0]["digest"].clone()));
+}
+
+/// Issue 12, defect 4: an unsigned layer record with another `diff_id` or media type gave a
+/// wrong image with exit 0. Such records are refused (the diff_id is checked as the layer
+/// streams in) and the layers built here.
+#[test]
+fn unsigned_remote_records_are_checked_against_their_derivation() {
+    let ctx = TestContext::new();
+    let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
+    let a = checkout(&ctx.tmp.path().join("machine-a"));
+    let b = checkout(&ctx.tmp.path().join("machine-b"));
+    let va = build(&ctx, &a, "store-a", &["--remote-cache", &nginx.url]);
+    let layers: Vec<_> = remote_records(&nginx).into_iter().filter(|(_, r)| r["kind"] == "layer").collect();
+    assert_eq!(layers.len(), 2);
+    for (i, (path, mut rec)) in layers.into_iter().enumerate() {
+        let out = &mut rec["outputs"]["layer"];
+        if i == 0 {
+            out["diff_id"] = serde_json::json!(format!("sha256:{}", "ab".repeat(32)));
+        } else {
+            out["media_type"] = serde_json::json!("application/vnd.oci.image.layer.v1.tar");
+        }
+        fs::write(&path, serde_json::to_vec(&rec).unwrap()).unwrap();
+    }
+    let vb = build(&ctx, &b, "store-b", &["--remote-cache", &nginx.url, "--remote-cache-mode", "ro"]);
+    assert_eq!(vb["images"][0]["digest"], va["images"][0]["digest"], "{vb}");
+    assert_eq!((vb["derivations"]["remote"].as_u64(), vb["derivations"]["built"].as_u64()), (Some(1), Some(2)), "{vb}");
 }
