@@ -390,7 +390,9 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
                 FormatArg::OciArchive => Format::OciArchive,
                 FormatArg::DockerArchive => Format::DockerArchive,
             };
-            let opts = BuildOptions { spec: spec_options(&spec)?, out, format, push, insecure: spec.insecure.clone(), check };
+            let mut spec_opts = spec_options(&spec)?;
+            spec_opts.out_dir = out.clone();
+            let opts = BuildOptions { spec: spec_opts, out, format, push, insecure: spec.insecure.clone(), check };
             let progress = Progress::new();
             let summary = ops::build(&opts, &progress);
             progress.done();

@@ -8,6 +8,14 @@
 //! Entries whose mtime is within [`RACY_WINDOW_NS`] of the moment the cache is saved are not cached,
 //! so a file changed within the filesystem's timestamp granularity is always re-hashed.
 //!
+//! What a directory copy picks up leaves out, always, the store and the output directory (they
+//! often live in the spec's directory, where `copy "." …` would read the store while writing it
+//! and copy the last export into the image), and whatever the spec directory's ignore file lists:
+//! `.composeignore`, or else `.dockerignore`, with `.dockerignore`'s rules (patterns relative to
+//! the spec directory, `*` within one name, `**` across directories, `!` to take back, the last
+//! matching line wins, a matched directory takes everything below it). A source named explicitly
+//! is always read.
+//!
 //! This runs before planning: `plan` itself does no I/O and takes the fingerprints from here.
 
 use std::collections::HashMap;
@@ -21,6 +29,16 @@ use rayon::prelude::*;
 
 use crate::hash::ContentHash;
 use crate::store::{read_optional, Store, StoreError};
+
+/// `p` made absolute and, as far as it exists, canonical (a store or output directory that is
+/// not made yet is compared by its lexical absolute path).
+fn absolute(p: &Path) -> Option<PathBuf> {
+    if p.as_os_str().is_empty() {
+        return None;
+    }
+    let abs = if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir().ok()?.join(p) };
+    Some(fs::canonicalize(&abs).unwrap_or(abs))
+}
 
 /// Files modified this close (in ns) to the cache save time are not cached.
 pub const RACY_WINDOW_NS: i128 = 2_000_000_000;
@@ -37,6 +55,8 @@ pub enum SourceError {
     Unsupported { path: PathBuf, kind: &'static str },
     #[error("`{path}` has a name that is not valid UTF-8")]
     NonUtf8 { path: PathBuf },
+    #[error("`{path}` line {line}: `{pattern}` is not a valid pattern: {reason}")]
+    BadIgnore { path: PathBuf, line: usize, pattern: String, reason: String },
     #[error(transparent)]
     Io(#[from] crate::util::IoError),
     #[error(transparent)]
@@ -55,6 +75,7 @@ impl SourceError {
             SourceError::Escapes { path, resolved, dir } => SourceError::Escapes { path: rel(path), resolved, dir },
             SourceError::Unsupported { path, kind } => SourceError::Unsupported { path: rel(path), kind },
             SourceError::NonUtf8 { path } => SourceError::NonUtf8 { path: rel(path) },
+            e @ SourceError::BadIgnore { .. } => e,
             SourceError::Io(crate::util::IoError { action, path, source }) => {
                 SourceError::Io(crate::util::IoError { action, path: rel(path), source })
             }
@@ -158,8 +179,85 @@ fn decode_stat_cache(bytes: &[u8]) -> Option<HashMap<String, Fingerprint>> {
     Some(map)
 }
 
+/// The ignore file of a spec directory (`.composeignore`, else `.dockerignore`).
+#[derive(Debug, Default)]
+struct Ignore {
+    /// In file order: a pattern and whether it excludes (`false`: a `!` line taking back).
+    rules: Vec<(globset::GlobMatcher, bool)>,
+    /// The `!` patterns, as cleaned text.
+    exceptions: Vec<String>,
+}
+
+impl Ignore {
+    fn load(dir: &Path) -> Result<Ignore, SourceError> {
+        let Some((path, text)) =
+            [".composeignore", ".dockerignore"].iter().map(|n| dir.join(n)).find_map(|p| fs::read_to_string(&p).ok().map(|t| (p, t)))
+        else {
+            return Ok(Ignore::default());
+        };
+        let mut ig = Ignore::default();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (exclude, pattern) = match line.strip_prefix('!') {
+                Some(p) => (false, p.trim()),
+                None => (true, line),
+            };
+            // As Docker does: a leading `/` and `./` mean the spec directory; `a/../b` is `b`.
+            let cleaned: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+            let mut parts: Vec<&str> = Vec::new();
+            for c in cleaned {
+                if c == ".." {
+                    parts.pop();
+                } else {
+                    parts.push(c);
+                }
+            }
+            if parts.is_empty() {
+                continue;
+            }
+            let glob = globset::GlobBuilder::new(&parts.join("/")).literal_separator(true).backslash_escape(true).build().map_err(|e| {
+                SourceError::BadIgnore { path: path.clone(), line: i + 1, pattern: pattern.to_string(), reason: e.kind().to_string() }
+            })?;
+            if !exclude {
+                ig.exceptions.push(parts.join("/"));
+            }
+            ig.rules.push((glob.compile_matcher(), exclude));
+        }
+        Ok(ig)
+    }
+
+    /// Is `rel` (relative to the spec directory, `/`-separated) left out? The last rule matching
+    /// it or one of its parent directories decides.
+    fn ignores(&self, rel: &str) -> bool {
+        let mut ignored = false;
+        for (m, exclude) in &self.rules {
+            let mut hit = m.is_match(rel);
+            let mut at = rel;
+            while !hit {
+                match at.rfind('/') {
+                    Some(i) => {
+                        at = &at[..i];
+                        hit = m.is_match(at);
+                    }
+                    None => break,
+                }
+            }
+            if hit {
+                ignored = *exclude;
+            }
+        }
+        ignored
+    }
+}
+
 /// Walks copy sources below one spec directory, with the store's stat cache.
 pub struct Scanner {
+    /// Never read inside a directory copy: the store and the output directory.
+    excluded: Vec<PathBuf>,
+    ignore: Ignore,
     dir: PathBuf,
     cache_path: PathBuf,
     old: HashMap<String, Fingerprint>,
@@ -177,13 +275,37 @@ struct Pending {
 
 impl Scanner {
     /// A scanner for sources relative to `spec_dir`, with the stat cache of the store at
-    /// `store_root` (read only; nothing is written until [`Scanner::save`]).
-    pub fn new(store_root: &Path, spec_dir: &Path) -> Result<Scanner, SourceError> {
+    /// `store_root` (read only; nothing is written until [`Scanner::save`]). Directory copies
+    /// never read the store or `out_dir`, nor what the spec directory's ignore file lists.
+    pub fn new(store_root: &Path, spec_dir: &Path, out_dir: &Path) -> Result<Scanner, SourceError> {
         let dir = fs::canonicalize(spec_dir).map_err(io_err("resolve", spec_dir))?;
         let key = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex()[..32].to_string();
         let cache_path = Store::stat_cache_path_in(store_root, &key);
         let old = read_optional(&cache_path)?.and_then(|b| decode_stat_cache(&b)).unwrap_or_default();
-        Ok(Scanner { dir, cache_path, old, seen: Vec::new(), hashed_files: 0, hashed_bytes: 0 })
+        let excluded = [store_root, out_dir].iter().filter_map(|p| absolute(p)).collect();
+        let ignore = Ignore::load(&dir)?;
+        Ok(Scanner { excluded, ignore, dir, cache_path, old, seen: Vec::new(), hashed_files: 0, hashed_bytes: 0 })
+    }
+
+    /// Is `path` (found inside a directory copy) left out?
+    fn skipped(&self, path: &Path, is_dir: bool) -> bool {
+        if self.excluded.iter().any(|x| x == path) {
+            return true;
+        }
+        match path.strip_prefix(&self.dir).ok().and_then(|r| r.to_str()) {
+            // An ignored directory is still walked when a `!` line may take back something below
+            // it (one naming a path inside it, or starting with a wildcard).
+            Some(rel) if !rel.is_empty() => {
+                self.ignore.ignores(rel)
+                    && !(is_dir
+                        && self
+                            .ignore
+                            .exceptions
+                            .iter()
+                            .any(|x| x.starts_with(&format!("{rel}/")) || x.starts_with('*') || x.starts_with('?')))
+            }
+            _ => false,
+        }
     }
 
     /// The canonical spec directory.
@@ -230,7 +352,12 @@ impl Scanner {
         let mut entries: Vec<SourceEntry> = Vec::new();
         if meta.is_dir() {
             entries.push(SourceEntry { rel: String::new(), kind: SourceKind::Dir, abs: root.clone() });
-            let walker = walkdir::WalkDir::new(&root).follow_links(false).min_depth(1).sort_by(|a, b| a.file_name().cmp(b.file_name()));
+            let walker = walkdir::WalkDir::new(&root)
+                .follow_links(false)
+                .min_depth(1)
+                .sort_by(|a, b| a.file_name().cmp(b.file_name()))
+                .into_iter()
+                .filter_entry(|e| !self.skipped(e.path(), e.file_type().is_dir()));
             for item in walker {
                 let item = item.map_err(|e| {
                     let path = e.path().unwrap_or(&root).to_path_buf();

@@ -131,7 +131,8 @@ impl Error {
             | Error::Usage(_)
             | Error::Locked { .. }
             | Error::StepUnpinned { .. }
-            | Error::Lock(LockError::Parse { .. } | LockError::Version { .. }) => 2,
+            | Error::Lock(LockError::Parse { .. } | LockError::Version { .. })
+            | Error::Source(SourceError::BadIgnore { .. }) => 2,
             Error::Resolution { source, .. } if matches!(**source, ResolutionError::Spec(_) | ResolutionError::Mirror(_)) => 2,
             // A key that does not parse, a key file named on the command line that is not there,
             // a cache URL that is not one: the command line is wrong. A key file that exists but
@@ -150,6 +151,8 @@ pub struct SpecOptions {
     pub spec: PathBuf,
     pub image: Option<String>,
     pub cache_dir: PathBuf,
+    /// Where images are exported (`--out`, default `out`): never read as a copy source.
+    pub out_dir: PathBuf,
     /// `--mirror NAME=URL`.
     pub mirrors: Vec<(String, String)>,
     /// Fail rather than change the lockfile.
@@ -173,7 +176,14 @@ pub struct SpecOptions {
 
 impl SpecOptions {
     pub fn new(spec: PathBuf, cache_dir: PathBuf) -> SpecOptions {
-        SpecOptions { spec, cache_dir, max_layers: crate::plan::DEFAULT_MAX_LAYERS, host_root: PathBuf::from("/"), ..Default::default() }
+        SpecOptions {
+            spec,
+            cache_dir,
+            out_dir: PathBuf::from("out"),
+            max_layers: crate::plan::DEFAULT_MAX_LAYERS,
+            host_root: PathBuf::from("/"),
+            ..Default::default()
+        }
     }
 }
 
@@ -253,7 +263,7 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
     let clients = Arc::new(opts.clients());
     let crate::base::Loaded { needed, bases, pins } = load_bases(&spec, &selected, opts, existing_lock.as_ref(), false, &clients)?;
     let mut errors: Vec<SpecDiagnostic> = Vec::new();
-    let mut scanner = Scanner::new(&opts.cache_dir, &spec.dir)?;
+    let mut scanner = Scanner::new(&opts.cache_dir, &spec.dir, &opts.out_dir)?;
     let mut sources: HashMap<String, Scanned> = HashMap::new();
     // Local copy sources of the images and steps planned (`copy from=` reads no local file):
     // without --image, every step is planned.

@@ -11,6 +11,7 @@ mod architecture;
 mod bases;
 mod cli_errors;
 mod debian;
+mod dockerfile;
 mod incremental;
 mod outputs;
 mod packages;

@@ -1,0 +1,64 @@
+//! A Dockerfile user's first hour (issue 13): what got in the way of users coming from
+//! Dockerfiles, one regression test each.
+
+use std::fs;
+
+use crate::support::*;
+
+/// Every path in the layers of the single-platform layout `out/NAME`, in order, as the tar says.
+pub fn layer_paths(ctx: &TestContext, name: &str) -> Vec<String> {
+    let dir = ctx.path(&format!("out/{name}"));
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &serde_json::Value| dir.join("blobs/sha256").join(d.as_str().unwrap().trim_start_matches("sha256:"));
+    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(blob(&index["manifests"][0]["digest"])).unwrap()).unwrap();
+    let mut paths = Vec::new();
+    for l in manifest["layers"].as_array().unwrap() {
+        let bytes = fs::read(blob(&l["digest"])).unwrap();
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+        for e in ar.entries().unwrap() {
+            paths.push(e.unwrap().path().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    paths
+}
+
+/// `copy "." to="/app"` with the store and the outputs in the spec's directory (the defaults)
+/// failed every build ("… changed during the build") and copied the last export into the image.
+/// They are never inputs; `.composeignore` (or `.dockerignore`) leaves out what it lists.
+#[test]
+fn copy_dot_never_reads_the_store_or_the_outputs_and_honours_an_ignore_file() {
+    let ctx = TestContext::new();
+    ctx.write("compose.kdl", "image \"app\" {\n    files { copy \".\" to=\"/app\" }\n}\n");
+    ctx.write("main.py", "print('hi')\n");
+    ctx.write("debug.log", "noise\n");
+    ctx.write("keep.log", "kept\n");
+    ctx.write("node_modules/x/index.js", "x\n");
+    ctx.write("src/deep.log", "deep logs stay: `*.log` is the top level only, as in Docker\n");
+    ctx.write(".dockerignore", "# as Docker reads it\n*.log\n!keep.log\nnode_modules\n");
+    let build = || {
+        let out = ctx.cmd().env_remove("COMPOSE_CACHE_DIR").args(["build", "--json", "--cache-dir", "cache"]).output().unwrap();
+        assert_success(&out, "build with the store in the spec directory");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = build();
+    let second = build();
+    assert_eq!(first["images"][0]["digest"], second["images"][0]["digest"]);
+    assert_eq!(second["derivations"]["built"], 0, "{second}");
+    let paths = layer_paths(&ctx, "app");
+    for want in ["app/main.py", "app/keep.log", "app/src/deep.log", "app/compose.kdl"] {
+        assert!(paths.iter().any(|p| p == want), "{want} missing from {paths:?}");
+    }
+    for never in ["app/cache", "app/out", "app/debug.log", "app/node_modules"] {
+        assert!(!paths.iter().any(|p| p.starts_with(never)), "{never} copied: {paths:?}");
+    }
+    // `.composeignore` wins over `.dockerignore`; a bad pattern names the file and line.
+    ctx.write(".composeignore", "node_modules\nsrc/[z-a]\n");
+    let out = ctx.cmd().env_remove("COMPOSE_CACHE_DIR").args(["build", "--cache-dir", "cache"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(".composeignore` line 2: `src/[z-a]` is not a valid pattern"), "{err}");
+    ctx.write(".composeignore", "node_modules\n");
+    build();
+    let paths = layer_paths(&ctx, "app");
+    assert!(paths.iter().any(|p| p == "app/debug.log") && !paths.iter().any(|p| p.starts_with("app/node_modules")), "{paths:?}");
+}
