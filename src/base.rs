@@ -85,6 +85,26 @@ pub struct BaseImage {
     pub files: BTreeMap<String, Vec<u8>>,
 }
 
+/// A registry's answer as a base error: what the machine's environment is to blame for (the
+/// network, credentials, a failing server) is [`BaseError::Unavailable`]; what the reference is
+/// (a tag or digest the registry does not have, bytes that are not what they claim) is invalid.
+fn from_registry(reference: &str, e: &crate::registry::RegistryError) -> BaseError {
+    use crate::registry::RegistryError as R;
+    let message = crate::util::chain_message(e);
+    match e {
+        R::NotFound { .. } | R::BadReference { .. } | R::DigestMismatch { .. } | R::SizeMismatch { .. } => invalid(reference, message),
+        _ => BaseError::Unavailable { reference: reference.to_string(), message },
+    }
+}
+
+impl BaseError {
+    /// Is the machine's environment (network, registry, credentials, `--offline`) to blame,
+    /// rather than the spec?
+    pub fn is_environment(&self) -> bool {
+        matches!(self, BaseError::Unavailable { .. } | BaseError::Offline { .. } | BaseError::Layer { .. })
+    }
+}
+
 fn invalid(reference: &str, message: impl Into<String>) -> BaseError {
     BaseError::Invalid { reference: reference.to_string(), message: message.into() }
 }
@@ -132,7 +152,7 @@ impl RegistryBlobs<'_> {
             return Ok(bytes);
         }
         let reg = registry_of(self.clients, self.reference)?;
-        let bytes = fetch(reg).map_err(|e| invalid(self.reference, e.to_string()))?;
+        let bytes = fetch(reg).map_err(|e| from_registry(self.reference, &e))?;
         if let Some(store) = self.store {
             let _ = store.put_bytes(&bytes);
         }
@@ -169,7 +189,7 @@ pub fn registry_base(
         Some(d) => Root { digest: *d, media_type: None },
         None => {
             let reg = registry_of(clients, reference)?;
-            let f = reg.resolve(reference).map_err(|e| invalid(reference, e.to_string()))?;
+            let f = reg.resolve(reference).map_err(|e| from_registry(reference, &e))?;
             Root { digest: f.digest, media_type: Some(f.media_type) }
         }
     };
@@ -509,7 +529,7 @@ pub fn copy_layer(b: &LayerSource<'_>, l: &BaseLayer, clients: &Clients, sink: &
                 return Err(BaseError::Offline { reference: b.reference.to_string() });
             }
             let reg = clients.registry().map_err(|message| BaseError::Unavailable { reference: b.reference.to_string(), message })?;
-            reg.blob(repo, &l.digest, Some(l.size), sink).map_err(|e| invalid(b.reference, crate::util::chain_message(&e)))?;
+            reg.blob(repo, &l.digest, Some(l.size), sink).map_err(|e| from_registry(b.reference, &e))?;
         }
     }
     Ok(())
@@ -644,6 +664,13 @@ pub enum LoadError {
     /// `--locked`, and a registry base is not pinned.
     #[error("image `{image}`: {why}")]
     Unpinned { image: String, why: String },
+    /// A base could not be had for a reason of the machine's (network, registry, credentials).
+    #[error("image `{image}`: {source}")]
+    Unavailable {
+        image: String,
+        #[source]
+        source: BaseError,
+    },
 }
 
 /// How [`load`] treats the lockfile.
@@ -721,6 +748,7 @@ pub fn load<'s>(
                 Ok(b) => {
                     bases.insert((img.name.clone(), p), b);
                 }
+                Err(e) if e.is_environment() => return Err(LoadError::Unavailable { image: img.name.clone(), source: e }),
                 Err(e) => errors.push(spec.diagnostic("compose::spec::base", *span, crate::util::chain_message(&e), "this base", None)),
             }
         }

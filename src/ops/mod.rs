@@ -42,6 +42,10 @@ pub enum Error {
     #[error("{0}")]
     #[diagnostic(code(compose::usage))]
     Usage(String),
+    /// A base image could not be had: the network, the registry or credentials (exit 1).
+    #[error(transparent)]
+    #[diagnostic(code(compose::base_unavailable), help("check the network, the registry's address and the credentials (registry auth.json, --insecure-registry); --offline builds from the store"))]
+    BaseUnavailable(Box<crate::base::LoadError>),
     #[error("the store at `{path}` could not be used")]
     #[diagnostic(code(compose::store))]
     Store {
@@ -234,6 +238,7 @@ fn load_bases<'s>(
     crate::base::load(spec, selected, &opts.load_options(existing, update), clients).map_err(|e| match e {
         crate::base::LoadError::Spec(e) => Error::Spec(e),
         crate::base::LoadError::Unpinned { image, why } => Error::Locked { path: crate::lock::path_for(&opts.spec), image, why },
+        e @ crate::base::LoadError::Unavailable { .. } => Error::BaseUnavailable(Box::new(e)),
     })
 }
 

@@ -653,7 +653,7 @@ fn bad_env_and_labels() {
 fn bad_base_references() {
     check(
         "spec_bad_base",
-        r#"image "a" { base "debian:bookworm"; }
+        r#"image "a" { base "debian"; }
 image "b" { base "docker.io/library/debian"; }
 image "c" { base "docker.io/library/debian@sha256:1234"; }
 image "d" { base "oci:"; }
@@ -1006,4 +1006,36 @@ fn deeply_nested_specs_and_huge_values_give_short_clear_errors() {
     assert!(text.len() < 4096, "{} bytes of error", text.len());
     assert!(text.contains("web.kdl:2:9") && text.contains('…'), "{text}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+/// Issue 13: Docker Hub names (`debian:bookworm`) were refused ("does not name a registry").
+/// Docker's rule applies: no registry host means `docker.io`, one path part means `library/`.
+#[test]
+fn docker_hub_names_are_refused() {
+    let refs = |text: &str| -> Vec<String> {
+        parse_ok(text)
+            .images
+            .iter()
+            .map(|i| match &i.base {
+                Base::Registry { reference, .. } => reference.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let text = r#"image "a" { base "debian:bookworm"; }
+image "b" { base "bitnami/nginx:1.25"; }
+image "c" { base "python@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"; }
+image "d" { base "registry.example:5000/team/app:1"; }
+image "e" { base "localhost/app:1"; }
+"#;
+    assert_eq!(
+        refs(text),
+        [
+            "docker.io/library/debian:bookworm",
+            "docker.io/bitnami/nginx:1.25",
+            "docker.io/library/python@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "registry.example:5000/team/app:1",
+            "localhost/app:1",
+        ]
+    );
 }

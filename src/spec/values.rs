@@ -408,12 +408,23 @@ pub(super) fn base_reference(s: &str, span: SourceSpan) -> Result<Base, Bad> {
         }
     }
     let mut parts = name.split('/');
-    let host = parts.next().unwrap_or_default();
-    let repo: Vec<&str> = parts.collect();
-    let looks_like_host = names_registry(host);
-    if !looks_like_host || repo.is_empty() {
-        return Err(Bad::new(format!("base reference `{s}` does not name a registry"), "expected REGISTRY/REPO")
-            .help(format!("write the registry out, e.g. \"docker.io/library/{}\"", s.rsplit('/').next().unwrap_or(s))));
+    let first = parts.next().unwrap_or_default();
+    let rest: Vec<&str> = parts.collect();
+    // Docker's rule, which is what users type: no registry host means Docker Hub, and a
+    // one-part name there is an official image under `library/`.
+    let (host, repo, normalized): (&str, Vec<&str>, Option<String>) = if names_registry(first) && !rest.is_empty() {
+        (first, rest, None)
+    } else {
+        let mut repo = vec![first];
+        repo.extend(rest);
+        if repo.len() == 1 {
+            repo.insert(0, "library");
+        }
+        let full = format!("{DOCKER_HUB}/{}{}", repo.join("/"), &s[name.len()..]);
+        (DOCKER_HUB, repo, Some(full))
+    };
+    if names_registry(first) && host != first {
+        return Err(Bad::new(format!("base reference `{s}` names registry `{first}` but no repository"), "expected REGISTRY/REPO:TAG"));
     }
     if !valid_registry_host(host) {
         return Err(bad(format!("invalid registry `{host}` in base reference `{s}`"), "invalid registry host"));
@@ -428,5 +439,9 @@ pub(super) fn base_reference(s: &str, span: SourceSpan) -> Result<Base, Bad> {
         return Err(Bad::new(format!("base reference `{s}` has neither a tag nor a digest"), "expected :TAG or @sha256:DIGEST")
             .help(format!("pin the base: \"{s}:TAG\" or \"{s}@sha256:DIGEST\"")));
     }
-    Ok(Base::Registry { reference: s.to_owned(), span })
+    Ok(Base::Registry { reference: normalized.unwrap_or_else(|| s.to_owned()), span })
 }
+
+/// Where references without a registry host point, by Docker's rule (the reference grammar's
+/// default domain; the registry client resolves its API endpoint).
+pub const DOCKER_HUB: &str = "docker.io";

@@ -62,3 +62,18 @@ fn copy_dot_never_reads_the_store_or_the_outputs_and_honours_an_ignore_file() {
     let paths = layer_paths(&ctx, "app");
     assert!(paths.iter().any(|p| p == "app/debug.log") && !paths.iter().any(|p| p.starts_with("app/node_modules")), "{paths:?}");
 }
+
+/// An unreachable registry was reported as a spec error (exit 2, "base image … is not valid").
+/// It is the environment: exit 1, naming the registry and what failed.
+#[test]
+fn an_unreachable_registry_is_reported_as_a_spec_error() {
+    let ctx = TestContext::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    ctx.write("compose.kdl", format!("image \"a\" {{\n    base \"127.0.0.1:{port}/team/app:1\"\n}}\n"));
+    let out = ctx.compose(&["build", "--insecure-registry", &format!("127.0.0.1:{port}")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot get base image") && err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(!err.contains("is not valid"), "{err}");
+    assert!(!ctx.path("compose.kdl.lock").exists(), "nothing is written");
+}
