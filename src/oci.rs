@@ -118,6 +118,62 @@ pub struct ConfigFields {
     pub volumes: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub stop_signal: Option<String>,
+    /// The config's `Healthcheck` object, as Docker writes it.
+    pub healthcheck: Option<Value>,
+}
+
+/// `value` with `$NAME`, `${NAME}`, `${NAME:-default}` and `${NAME:+alternative}` replaced from
+/// `env` (`NAME=value` entries; an unset name is empty), as Docker expands `ENV`; `\$` is a
+/// literal `$`, and a `$` not followed by a name stays as it is.
+pub fn expand_env(value: &str, env: &[String]) -> String {
+    let lookup =
+        |name: &str| -> Option<&str> { env.iter().rev().find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v)) };
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(i) = rest.find(['$', '\\']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(after) = tail.strip_prefix("\\$") {
+            out.push('$');
+            rest = after;
+        } else if tail.starts_with('\\') {
+            out.push('\\');
+            rest = &tail[1..];
+        } else if let Some(braced) = tail.strip_prefix("${") {
+            match braced.find('}') {
+                Some(end) => {
+                    let inner = &braced[..end];
+                    let (name, op) = match inner.find(":-").or_else(|| inner.find(":+")) {
+                        Some(k) => (&inner[..k], Some((&inner[k..k + 2], &inner[k + 2..]))),
+                        None => (inner, None),
+                    };
+                    let set = lookup(name).filter(|v| !v.is_empty());
+                    match op {
+                        None => out.push_str(lookup(name).unwrap_or("")),
+                        Some((":-", word)) => out.push_str(set.unwrap_or(word)),
+                        Some((_, word)) => out.push_str(if set.is_some() { word } else { "" }),
+                    }
+                    rest = &braced[end + 1..];
+                }
+                None => {
+                    out.push_str(tail);
+                    rest = "";
+                }
+            }
+        } else {
+            let name_len = tail[1..].find(|c: char| !is_name(c)).unwrap_or(tail.len() - 1);
+            if name_len == 0 || tail[1..].starts_with(|c: char| c.is_ascii_digit()) {
+                out.push('$');
+                rest = &tail[1..];
+            } else {
+                out.push_str(lookup(&tail[1..1 + name_len]).unwrap_or(""));
+                rest = &tail[1 + name_len..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// RFC 3339 UTC time of a Unix timestamp (no external time crate needed for whole seconds).
@@ -161,10 +217,12 @@ pub fn config_json(
             .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
             .unwrap_or_default();
         for kv in &fields.env {
-            let name = kv.split('=').next().unwrap_or(kv);
+            let (name, value) = kv.split_once('=').unwrap_or((kv, ""));
+            // Against the environment so far, the base's included, as Docker's ENV.
+            let kv = format!("{name}={}", expand_env(value, &env));
             match env.iter_mut().find(|e| e.split('=').next() == Some(name)) {
-                Some(slot) => *slot = kv.clone(),
-                None => env.push(kv.clone()),
+                Some(slot) => *slot = kv,
+                None => env.push(kv),
             }
         }
         config.insert("Env".into(), json!(env));
@@ -197,6 +255,9 @@ pub fn config_json(
     }
     if let Some(s) = &fields.stop_signal {
         config.insert("StopSignal".into(), json!(s));
+    }
+    if let Some(h) = &fields.healthcheck {
+        config.insert("Healthcheck".into(), h.clone());
     }
     let mut all_history: Vec<Value> = base.and_then(|b| b.get("history")).and_then(Value::as_array).cloned().unwrap_or_default();
     all_history.extend(history.iter().map(|h| json!({"created": created, "created_by": h})));

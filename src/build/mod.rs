@@ -863,6 +863,22 @@ fn build_image(plan: &Plan, img: &ImageDrv, deps: &HashMap<NodeIndex, Record>, s
         volumes: c.volumes.iter().cloned().collect(),
         labels: c.labels.clone(),
         stop_signal: c.stop_signal.clone(),
+        healthcheck: c.healthcheck.as_ref().map(|h| {
+            let mut o = serde_json::Map::new();
+            o.insert("Test".into(), serde_json::json!(h.test));
+            for (key, n) in [
+                ("Interval", h.interval),
+                ("Timeout", h.timeout),
+                ("StartPeriod", h.start_period),
+                ("StartInterval", h.start_interval),
+                ("Retries", h.retries),
+            ] {
+                if n > 0 {
+                    o.insert(key.into(), serde_json::json!(n));
+                }
+            }
+            serde_json::Value::Object(o)
+        }),
     };
     let config = image::config_json(&oci_platform(&img.platform), &fields, base.as_ref().map(|b| &b.0), &diff_ids, &history, img.epoch);
     let config_digest = store.put_bytes(&config)?;

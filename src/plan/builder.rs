@@ -507,6 +507,16 @@ impl Builder<'_> {
         for (k, v) in &c.labels {
             e.str(k).str(v);
         }
+        // Encoded only when set, so that images without one keep their hashes.
+        if let Some(h) = &c.healthcheck {
+            e.str("healthcheck").list(h.test.len());
+            for t in &h.test {
+                e.str(t);
+            }
+            for n in [h.interval, h.timeout, h.start_period, h.start_interval, h.retries] {
+                e.u64(n);
+            }
+        }
         e.finish()
     }
 
@@ -534,6 +544,7 @@ impl Builder<'_> {
             volumes: c.volumes.iter().cloned().collect(),
             labels: c.labels.clone(),
             stop_signal: c.stop_signal.clone(),
+            healthcheck: c.healthcheck.clone(),
         }
     }
 

@@ -158,6 +158,7 @@ pub struct RuntimeConfig {
     pub volumes: BTreeSet<String>,
     pub labels: BTreeMap<String, String>,
     pub stop_signal: Option<String>,
+    pub healthcheck: Option<crate::spec::Healthcheck>,
 }
 
 /// One platform's image: config + manifest over its layers.

@@ -10,12 +10,12 @@ use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use miette::{NamedSource, SourceSpan};
 
 use super::values::{
-    base_reference, config_user, copy_source, expose_string, home_of, image_path, one_of, owner, platform, stop_signal, suggest,
-    valid_account_name, valid_image_name, valid_package_name, valid_package_version, valid_tag, Bad, TAG_HELP,
+    base_reference, config_user, copy_source, expose_string, go_duration, home_of, image_path, one_of, owner, platform, stop_signal,
+    suggest, valid_account_name, valid_image_name, valid_package_name, valid_package_version, valid_tag, Bad, TAG_HELP,
 };
 use super::{
-    Accounts, Base, ConfigSpec, FileOp, Group, ImageSpec, LayerSpec, Owner, OwnerSpec, PackageReq, Platform, Repository, SpecDiagnostic,
-    StepSpec, User, Variant,
+    Accounts, Base, ConfigSpec, FileOp, Group, Healthcheck, ImageSpec, LayerSpec, Owner, OwnerSpec, PackageReq, Platform, Repository,
+    SpecDiagnostic, StepSpec, User, Variant,
 };
 
 /// A `base image=` child installs from its ancestors' repositories too: each repository its
@@ -71,7 +71,8 @@ pub(super) const STEP_CHILDREN: &[&str] =
     &["image", "platform", "copy", "text", "symlink", "dir", "workdir", "env", "user", "run", "output", "network", "pass-env"];
 const ACCOUNT_CHILDREN: &[&str] = &["group", "user"];
 pub(super) const FILE_CHILDREN: &[&str] = &["copy", "text", "symlink", "dir"];
-pub(super) const CONFIG_CHILDREN: &[&str] = &["env", "workdir", "user", "entrypoint", "cmd", "expose", "volume", "label", "stop-signal"];
+pub(super) const CONFIG_CHILDREN: &[&str] =
+    &["env", "workdir", "user", "entrypoint", "cmd", "expose", "volume", "label", "stop-signal", "healthcheck"];
 
 const USAGE_IMAGE: &str = "image \"NAME\" { ... }";
 const USAGE_TAG: &str = "tag \"1.0\"";
@@ -108,6 +109,7 @@ const USAGE_WORKDIR: &str = "workdir \"/PATH\"";
 const USAGE_CONFIG_USER: &str = "user \"NAME\" (or \"UID\" or \"UID:GID\")";
 const USAGE_ENTRYPOINT: &str = "entrypoint \"/usr/bin/app\" \"--flag\"";
 const USAGE_CMD: &str = "cmd \"--port\" \"8080\"";
+const USAGE_HEALTHCHECK: &str = "healthcheck \"curl\" \"-f\" \"http://localhost/\" interval=\"30s\" timeout=\"5s\" retries=3";
 const USAGE_EXPOSE: &str = "expose 8080 \"53/udp\"";
 const USAGE_VOLUME: &str = "volume \"/data\"";
 const USAGE_LABEL: &str = "label \"org.example.key\"=\"value\"";
@@ -184,6 +186,12 @@ impl<'n> Props<'n> {
     fn get(&self, key: &str) -> Option<&'n KdlEntry> {
         self.0.iter().find(|(k, _)| *k == key).map(|(_, e)| *e)
     }
+}
+
+/// A command as written: an argv, or one line for the shell.
+enum Argv {
+    Exec(Vec<String>),
+    Shell(String),
 }
 
 /// First occurrences of keys, for duplicate checks.
@@ -1605,10 +1613,11 @@ impl Decoder {
         let children = kdl.children().map_or(&[][..], |d| d.nodes());
         for c in children {
             let cname = c.name().value();
-            if matches!(cname, "workdir" | "user" | "entrypoint" | "cmd" | "stop-signal") && !self.once(&mut seen, c) {
+            if matches!(cname, "workdir" | "user" | "entrypoint" | "cmd" | "stop-signal" | "healthcheck") && !self.once(&mut seen, c) {
                 continue;
             }
             match cname {
+                "healthcheck" => cfg.healthcheck = self.healthcheck(c),
                 "env" => {
                     for (k, v) in self.key_values(c, USAGE_ENV, true) {
                         match cfg.env.iter_mut().find(|(name, _)| *name == k) {
@@ -1641,8 +1650,8 @@ impl Decoder {
                         }
                     }
                 }
-                "entrypoint" => cfg.entrypoint = self.strings(c, USAGE_ENTRYPOINT, 1),
-                "cmd" => cfg.cmd = self.strings(c, USAGE_CMD, 0),
+                "entrypoint" => cfg.entrypoint = self.command(c, USAGE_ENTRYPOINT, 1),
+                "cmd" => cfg.cmd = self.command(c, USAGE_CMD, 0),
                 "expose" => {
                     for p in self.expose(c) {
                         if !cfg.expose.contains(&p) {
@@ -1666,6 +1675,116 @@ impl Decoder {
             }
         }
         cfg
+    }
+
+    /// `cmd`/`entrypoint`: an argv (`min`+ strings) or, with `shell=#true`, one line run by
+    /// `/bin/sh -c` (Docker's shell form). One argument holding whitespace without `shell` is
+    /// refused: it would be taken as one program name.
+    fn command(&mut self, kdl: &KdlNode, usage: &'static str, min: usize) -> Option<Vec<String>> {
+        let node = self.open(kdl, usage);
+        self.leaf(&node);
+        let props = self.props(&node, &["shell"]);
+        let args = self.args(&node, min, None, "at least one argument");
+        let argv = self.argv(&node, &props, &args)?;
+        if args.len() < min {
+            return None;
+        }
+        Some(match argv {
+            Argv::Exec(v) => v,
+            Argv::Shell(line) => vec!["/bin/sh".into(), "-c".into(), line],
+        })
+    }
+
+    /// The arguments of a command node: exec form, or one shell line with `shell=#true`.
+    fn argv(&mut self, node: &Node<'_>, props: &Props<'_>, args: &[&KdlEntry]) -> Option<Argv> {
+        let shell = match props.get("shell") {
+            None => false,
+            Some(e) => match e.value() {
+                KdlValue::Bool(b) => *b,
+                _ => {
+                    self.wrong_type(e, "#true or #false", "`shell`");
+                    return None;
+                }
+            },
+        };
+        let mut out = Vec::new();
+        for e in args {
+            out.push(self.string(e, "each argument")?.to_owned());
+        }
+        if shell {
+            if out.len() != 1 {
+                self.push(
+                    "compose::spec::shell_form",
+                    format!("`{} shell=#true` takes one command line, not {} arguments", node.name, out.len()),
+                    vec![(node.head, "one string expected".to_owned())],
+                    Some(format!("join them into one line, or drop `shell=#true` to give an argv; usage: {}", node.usage)),
+                );
+                return None;
+            }
+            return out.pop().map(Argv::Shell);
+        }
+        if let ([line], [e]) = (out.as_slice(), args) {
+            if line.trim().contains(char::is_whitespace) {
+                let words: Vec<String> = line.split_whitespace().map(|w| format!("\"{w}\"")).collect();
+                self.push(
+                    "compose::spec::shell_form",
+                    format!("`{}` is an argv, so `{line}` would be one program name", node.name),
+                    vec![(value_span(e), "one argument holding spaces".to_owned())],
+                    Some(format!(
+                        "give each word as its own argument ({} {}), or run the line through a shell as Docker's shell form does: {} \"…\" shell=#true",
+                        node.name,
+                        words.join(" "),
+                        node.name
+                    )),
+                );
+                return None;
+            }
+        }
+        Some(Argv::Exec(out))
+    }
+
+    /// `healthcheck ARGV… [shell=#true] [interval= timeout= start-period= start-interval= retries=]`
+    /// or `healthcheck #false` (Docker's `HEALTHCHECK NONE`).
+    fn healthcheck(&mut self, kdl: &KdlNode) -> Option<Healthcheck> {
+        let node = self.open(kdl, USAGE_HEALTHCHECK);
+        self.leaf(&node);
+        let props = self.props(&node, &["shell", "interval", "timeout", "start-period", "start-interval", "retries"]);
+        let args = self.args(&node, 1, None, "a command, or #false");
+        if let [e] = args.as_slice() {
+            if let KdlValue::Bool(b) = e.value() {
+                if *b {
+                    self.wrong_type(e, "a command or #false", "the health check");
+                    return None;
+                }
+                return Some(Healthcheck { test: vec!["NONE".into()], ..Healthcheck::default() });
+            }
+        }
+        let test = match self.argv(&node, &props, &args)? {
+            Argv::Exec(v) => std::iter::once("CMD".to_string()).chain(v).collect(),
+            Argv::Shell(line) => vec!["CMD-SHELL".into(), line],
+        };
+        let mut h = Healthcheck { test, ..Healthcheck::default() };
+        for (key, slot) in [
+            ("interval", &mut h.interval),
+            ("timeout", &mut h.timeout),
+            ("start-period", &mut h.start_period),
+            ("start-interval", &mut h.start_interval),
+        ] {
+            if let Some(e) = props.get(key) {
+                let v = self.string(e, key)?;
+                match go_duration(v) {
+                    Ok(ns) => *slot = ns,
+                    Err(b) => {
+                        self.bad("compose::spec::bad_duration", value_span(e), b);
+                        return None;
+                    }
+                }
+            }
+        }
+        if let Some(e) = props.get("retries") {
+            h.retries = self.unsigned(e, "`retries`", 1_000_000)?;
+        }
+        Some(h)
     }
 
     /// `min`+ string arguments, no properties.

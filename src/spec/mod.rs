@@ -361,6 +361,21 @@ pub struct ConfigSpec {
     pub volumes: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub stop_signal: Option<String>,
+    pub healthcheck: Option<Healthcheck>,
+}
+
+/// `config { healthcheck … }`: Docker's `HEALTHCHECK`, as the image config holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Healthcheck {
+    /// `["NONE"]`, `["CMD", argv…]` or `["CMD-SHELL", line]`.
+    pub test: Vec<String>,
+    /// Nanoseconds; 0 leaves the runtime's default.
+    pub interval: u64,
+    pub timeout: u64,
+    pub start_period: u64,
+    pub start_interval: u64,
+    /// 0 leaves the runtime's default.
+    pub retries: u64,
 }
 
 /// The `from=` of a `copy from=` operation.

@@ -445,3 +445,38 @@ pub(super) fn base_reference(s: &str, span: SourceSpan) -> Result<Base, Bad> {
 /// Where references without a registry host point, by Docker's rule (the reference grammar's
 /// default domain; the registry client resolves its API endpoint).
 pub const DOCKER_HUB: &str = "docker.io";
+
+/// A duration as Docker's `HEALTHCHECK` options take it (Go's syntax: `30s`, `1m30s`, `500ms`,
+/// `1.5h`), in nanoseconds.
+pub fn go_duration(s: &str) -> Result<u64, Bad> {
+    let bad = || {
+        Bad::new(format!("invalid duration `{s}`"), "expected a duration")
+            .help("a number and a unit, e.g. \"30s\", \"1m30s\", \"500ms\" (units: ns, us, ms, s, m, h)")
+    };
+    let mut rest = s;
+    let mut total: f64 = 0.0;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total += n * scale;
+    }
+    if total > u64::MAX as f64 / 2.0 {
+        return Err(bad());
+    }
+    Ok(total.round() as u64)
+}

@@ -77,3 +77,60 @@ fn an_unreachable_registry_is_reported_as_a_spec_error() {
     assert!(!err.contains("is not valid"), "{err}");
     assert!(!ctx.path("compose.kdl.lock").exists(), "nothing is written");
 }
+
+/// The image config of the single-platform layout `out/NAME`.
+fn config_of(ctx: &TestContext, name: &str) -> serde_json::Value {
+    let dir = ctx.path(&format!("out/{name}"));
+    let read = |d: &serde_json::Value| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(dir.join("blobs/sha256").join(d.as_str().unwrap().trim_start_matches("sha256:"))).unwrap())
+            .unwrap()
+    };
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let manifest = read(&index["manifests"][0]["digest"]);
+    read(&manifest["config"]["digest"])
+}
+
+/// Dockerfile semantics that silently differed: `env PATH="/app/bin:$PATH"` was stored
+/// literally, a shell-form `cmd "nginx -g …"` became one program name, and there was no
+/// `healthcheck`.
+#[test]
+fn dockerfile_semantics_silently_differ() {
+    let ctx = TestContext::new();
+    ctx.write(
+        "compose.kdl",
+        r#"image "parent" {
+    config { env PATH="/usr/bin:/bin" LANG="C.UTF-8" }
+}
+image "child" {
+    base image="parent"
+    config {
+        env PATH="/app/bin:$PATH" WHERE="${HOME:-/root}" SET="${LANG:+yes}" LITERAL="\\$PATH" BRACED="${LANG}-x"
+        cmd "nginx -g 'daemon off;'" shell=#true
+        healthcheck "curl -f http://localhost/ || exit 1" shell=#true interval="30s" timeout="5s" start-period="1m30s" retries=3
+    }
+}
+image "none" {
+    base image="parent"
+    config { healthcheck #false; entrypoint "/bin/app" "--flag"; }
+}
+"#,
+    );
+    ctx.build(&[]);
+    let c = config_of(&ctx, "child");
+    let env: Vec<&str> = c["config"]["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(env, ["PATH=/app/bin:/usr/bin:/bin", "LANG=C.UTF-8", "WHERE=/root", "SET=yes", "LITERAL=$PATH", "BRACED=C.UTF-8-x"], "{c}");
+    assert_eq!(c["config"]["Cmd"], serde_json::json!(["/bin/sh", "-c", "nginx -g 'daemon off;'"]));
+    assert_eq!(
+        c["config"]["Healthcheck"],
+        serde_json::json!({"Test": ["CMD-SHELL", "curl -f http://localhost/ || exit 1"], "Interval": 30_000_000_000u64,
+            "Timeout": 5_000_000_000u64, "StartPeriod": 90_000_000_000u64, "Retries": 3})
+    );
+    assert_eq!(config_of(&ctx, "none")["config"]["Healthcheck"], serde_json::json!({"Test": ["NONE"]}));
+
+    // One argument holding spaces, without `shell=#true`, would be one program name: refused.
+    ctx.write("bad.kdl", "image \"x\" {\n    config { cmd \"nginx -g 'daemon off;'\" }\n}\n");
+    let out = ctx.compose(&["build", "bad.kdl"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("shell_form") && err.contains("shell=#true") && err.contains("bad.kdl:2:"), "{err}");
+}
