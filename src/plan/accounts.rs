@@ -164,6 +164,11 @@ pub fn meta_entries(m: &MetaInputs<'_>) -> Vec<PlannedEntry> {
     push(dir("/tmp", 0o1777, 0, 0));
     push(dir("/root", 0o700, 0, 0));
     if m.write_accounts {
+        if m.accounts.is_some() {
+            for e in shadow_entries(&passwd, &group) {
+                push(e);
+            }
+        }
         push(file("/etc/passwd", passwd.into_bytes(), 0o644));
         push(file("/etc/group", group.into_bytes(), 0o644));
     }
@@ -402,9 +407,39 @@ pub(super) fn accounts_text(a: &Accounts, inherited: Option<&(String, String)>) 
     (passwd, group)
 }
 
+/// `/etc/shadow` and `/etc/gshadow` for `passwd` and `group`, as `useradd` leaves them for an
+/// account without a password: locked (`!`) for the accounts of the spec (whose `passwd` entry
+/// says `x`), `*` for the rest; no password ageing dates (so no clock in the image). Without
+/// them `su` and PAM refuse the `x` accounts ("Authentication failure").
+pub(super) fn shadow_entries(passwd: &str, group: &str) -> Vec<PlannedEntry> {
+    let locked = |pw: Option<&str>| if pw == Some("x") { "!" } else { "*" };
+    let mut shadow = String::new();
+    for f in passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).filter(|f| f.len() > 2 && !f[0].is_empty()) {
+        let _ = writeln!(shadow, "{}:{}::0:99999:7:::", f[0], locked(f.get(1).copied()));
+    }
+    let mut gshadow = String::new();
+    for f in group.lines().map(|l| l.split(':').collect::<Vec<_>>()).filter(|f| f.len() > 2 && !f[0].is_empty()) {
+        let _ = writeln!(gshadow, "{}:{}::{}", f[0], locked(f.get(1).copied()), f.get(3).copied().unwrap_or(""));
+    }
+    // Debian: root:shadow 0640.
+    let shadow_gid =
+        group.lines().find_map(|l| l.strip_prefix("shadow:")).and_then(|r| r.split(':').nth(1)).and_then(|g| g.parse().ok()).unwrap_or(0);
+    [("/etc/shadow", shadow), ("/etc/gshadow", gshadow)]
+        .into_iter()
+        .map(|(path, text)| PlannedEntry {
+            path: path.into(),
+            kind: EntryKind::File { size: text.len() as u64, content: Content::Inline(Arc::new(text.into_bytes())) },
+            mode: 0o640,
+            uid: 0,
+            gid: shadow_gid,
+        })
+        .collect()
+}
+
 /// `/etc/passwd`, `/etc/group` and home directories for `accounts` (root always present).
 pub(super) fn accounts_entries(a: &Accounts, inherited: Option<&(String, String)>) -> Vec<PlannedEntry> {
     let (passwd, group) = accounts_text(a, inherited);
+    let shadow = shadow_entries(&passwd, &group);
     let file = |path: &str, text: String| PlannedEntry {
         path: path.into(),
         kind: EntryKind::File { size: text.len() as u64, content: Content::Inline(Arc::new(text.into_bytes())) },
@@ -420,6 +455,9 @@ pub(super) fn accounts_entries(a: &Accounts, inherited: Option<&(String, String)
     };
     push(file("/etc/passwd", passwd));
     push(file("/etc/group", group));
+    for e in shadow {
+        push(e);
+    }
     if !a.users.iter().any(|u| u.name == "root") {
         push(PlannedEntry { path: "/root".into(), kind: EntryKind::Dir, mode: 0o700, uid: 0, gid: 0 });
     }
@@ -585,7 +623,9 @@ mod tests {
             [
                 ("/etc", 0o755, 0, 0),
                 ("/etc/group", 0o644, 0, 0),
+                ("/etc/gshadow", 0o640, 0, 0),
                 ("/etc/passwd", 0o644, 0, 0),
+                ("/etc/shadow", 0o640, 0, 0),
                 ("/home", 0o755, 0, 0),
                 ("/home/app", 0o755, 10001, 10002),
                 ("/root", 0o700, 0, 0),

@@ -76,7 +76,11 @@ impl Builder<'_> {
         let mut merged: Vec<Merged> = Vec::new();
 
         let first = image.platforms.first().map(|p| p.to_string()).unwrap_or_default();
-        let ids = Ids::new(image.accounts.as_ref(), self.inherited_accounts(image, &first).as_ref());
+        // An image with packages gets Debian's base-passwd users and groups (the metadata layer
+        // writes them) unless its base has its own.
+        let debian = || (super::accounts::DEBIAN_PASSWD.to_string(), super::accounts::DEBIAN_GROUP.to_string());
+        let known = self.inherited_accounts(image, &first).or_else(|| packaged.then(debian));
+        let ids = Ids::new(image.accounts.as_ref(), known.as_ref());
         if let (Some(accounts), false) = (&image.accounts, packaged) {
             let inherited = self.inherited_accounts(image, &first);
             let entries = accounts_entries(accounts, inherited.as_ref());

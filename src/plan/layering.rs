@@ -21,7 +21,7 @@ pub const DEB_LAYER_FORMAT: &str = "deb-layer/v6";
 /// What the metadata layer of an image with packages generates besides accounts, CA bundle and
 /// time zone: Debian's users without base-passwd, the dpkg status file, alternatives, the CA
 /// hash links and Java's cacerts. Part of its hash: change it with the generation.
-pub const META_LAYER_FORMAT: &str = "meta/v8";
+pub const META_LAYER_FORMAT: &str = "meta/v9";
 
 impl Builder<'_> {
     /// What an image inherits of the dpkg database: the package layers of its `base image=`

@@ -579,8 +579,9 @@ image "pk" {{
         // hello: accounts, files, docs, image; pk: files, 2 fetches, 2 packages, 2 metadata, 2 images, index.
         assert_eq!(a.graph.node_count(), 4 + 10);
         // Pinned across builds too: a change here changes every image digest (update it only
-        // for an intended change of the derivation encoding).
-        assert_eq!(node(&a, "hello: image").hash.hex(), "881494ab6f60f900db7f16bc6d8616fdf13b904d62f1a324bdeee41360fe0922");
+        // for an intended change of the derivation encoding; last: issue 13, `accounts` also
+        // writes /etc/shadow and /etc/gshadow).
+        assert_eq!(node(&a, "hello: image").hash.hex(), "aa6f9ba15534d6b3800e4156db498381efb4c4afc42821c3b3fcfc936527addb");
     }
 
     #[test]
@@ -782,5 +783,29 @@ image "app" {
         assert_eq!((e.uid, e.gid), (10001, 50));
         let unknown = text.replace("owner=\"app:staff\"", "owner=\"app:nogroup\"");
         assert_eq!(codes(plan_of(&unknown, None, None)), ["compose::spec::unknown_owner"]);
+    }
+
+    /// Issue 13: `owner="5000"` said "numeric owners need a group id" (Docker's `--chown=5000`
+    /// means 5000:5000), and `owner="nobody:nogroup"` was unknown in an image whose packages
+    /// bring Debian's base-passwd users; `accounts` wrote no `/etc/shadow`, so `su` failed.
+    #[test]
+    fn owners_and_accounts_as_a_dockerfile_user_writes_them() {
+        let text = spec_text("docs", "tool")
+            .replace("owner=\"app\"", "owner=\"5000\"")
+            .replace("text \"/bin/tool\" \"tool\" mode=0o755", "text \"/bin/tool\" \"tool\" mode=0o755 owner=\"nobody:nogroup\"");
+        let p = plan_of(&text, None, None).unwrap();
+        let DrvKind::Layer(files) = &node(&p, "hello: files").kind else { panic!("not a files layer") };
+        let e = files.entries.iter().find(|e| e.path == "/var/cache/app").unwrap();
+        assert_eq!((e.uid, e.gid), (5000, 5000));
+        let DrvKind::Layer(pk) = &node(&p, "pk: files").kind else { panic!("not a files layer") };
+        let e = pk.entries.iter().find(|e| e.path == "/usr/bin/tool").unwrap();
+        assert_eq!((e.uid, e.gid), (65534, 65534));
+        // Locked shadow entries beside the accounts' passwd.
+        let DrvKind::Layer(acc) = &node(&p, "hello: accounts").kind else { panic!("not an accounts layer") };
+        let shadow = acc.entries.iter().find(|e| e.path == "/etc/shadow").expect("/etc/shadow");
+        let EntryKind::File { content: Content::Inline(bytes), .. } = &shadow.kind else { panic!("inline") };
+        assert_eq!(String::from_utf8_lossy(bytes), "root:!::0:99999:7:::\napp:!::0:99999:7:::\n");
+        assert_eq!(shadow.mode, 0o640);
+        assert!(acc.entries.iter().any(|e| e.path == "/etc/gshadow"));
     }
 }

@@ -591,7 +591,7 @@ fn bad_owners() {
         "spec_bad_owner",
         r#"image "web" {
     files {
-        dir "/a" owner="1000"
+        dir "/a" owner="99999999999"
         dir "/b" owner="app:staff"
         dir "/b2" owner="app:"
         dir "/c" owner="bad name"

@@ -230,8 +230,12 @@ pub(super) fn owner(s: &str) -> Result<Owner, Bad> {
         };
     }
     if all_digits(s) {
-        return Err(Bad::new(format!("invalid owner `{s}`: numeric owners need a group id"), "expected an account name or \"UID:GID\"")
-            .help(format!("write \"{s}:{s}\" (UID:GID)")));
+        // As Docker's `--chown=UID`: the group id is the user id.
+        return match s.parse::<u32>() {
+            Ok(n) => Ok(Owner::Ids(n, n)),
+            Err(_) => Err(Bad::new(format!("invalid owner `{s}`"), "expected an account name or \"UID:GID\"")
+                .help("numeric owners are ids from 0 to 4294967295")),
+        };
     }
     if valid_account_name(s) {
         Ok(Owner::Name(s.to_owned()))

@@ -190,4 +190,4 @@ image "golden" {
     assert_ne!(last_line(&out), GOLDEN);
 }
 
-const GOLDEN: &str = "sha256:0d75dda1ce67bbd04574825b4acdcd069ac6639fffb979f16240091708233b8d";
+const GOLDEN: &str = "sha256:73fd38fc740114f59dd4114ad5f5ba0681aa1d605bc100067de964f5e44f7177";
