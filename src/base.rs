@@ -562,6 +562,7 @@ pub fn pull_layer(b: &LayerSource<'_>, l: &BaseLayer, store: &Store, clients: &C
 /// download, not two.
 pub fn read_base_files(b: &BaseImage, store: Option<&Store>, clients: &Clients) -> Result<BTreeMap<String, Vec<u8>>, BaseError> {
     let wanted = |p: &str| p == "etc/passwd" || p == "etc/group" || p == "var/lib/dpkg/status" || p.starts_with("var/lib/dpkg/status.d/");
+    let mut dirs: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for l in &b.layers {
         let io = |source| BaseError::Io {
@@ -597,12 +598,18 @@ pub fn read_base_files(b: &BaseImage, store: Option<&Store>, clients: &Clients) 
             if name == ".wh..wh..opq" {
                 let prefix = format!("{dir}/");
                 files.retain(|k, _| !k.starts_with(&prefix));
+                dirs.retain(|k| !k.starts_with(&prefix));
                 continue;
             }
             if let Some(gone) = name.strip_prefix(".wh.") {
                 let target = if dir.is_empty() { gone.to_string() } else { format!("{dir}/{gone}") };
                 files.retain(|k, _| *k != target && !k.starts_with(&format!("{target}/")));
+                dirs.retain(|k| *k != target && !k.starts_with(&format!("{target}/")));
                 continue;
+            }
+            let kind = e.header().entry_type();
+            if kind.is_dir() || kind.is_symlink() {
+                dirs.insert(path.clone());
             }
             if wanted(&path) && e.header().entry_type().is_file() {
                 let mut v = Vec::new();
@@ -611,8 +618,14 @@ pub fn read_base_files(b: &BaseImage, store: Option<&Store>, clients: &Clients) 
             }
         }
     }
+    let list: Vec<&str> = dirs.iter().map(String::as_str).collect();
+    files.insert(BASE_DIRS.to_string(), list.join("\n").into_bytes());
     Ok(files)
 }
+
+/// The key, in [`BaseImage::files`], of the base's directories and symlinks (their paths,
+/// one a line, without a leading `/`): what `config { workdir }` need not create.
+pub const BASE_DIRS: &str = "compose:dirs";
 
 /// Packages a base image's dpkg database says are installed: (name, version, architecture).
 pub fn installed_packages(files: &BTreeMap<String, Vec<u8>>) -> Vec<(String, String, String)> {
@@ -767,7 +780,8 @@ fn remembered_files(
 ) -> Result<BTreeMap<String, Vec<u8>>, BaseError> {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut key = crate::hash::Encoder::new("base-files");
+    // v2: with the base's directories (BASE_DIRS).
+    let mut key = crate::hash::Encoder::new("base-files/v2");
     key.list(b.layers.len());
     for l in &b.layers {
         key.sha256(&l.digest).str(&l.media_type);

@@ -376,7 +376,10 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
         triggers.push(("File".into(), file_triggers));
         triggers.push(("Unincorp".into(), String::new()));
     }
+    // `config { workdir }`, as Docker's WORKDIR makes it, when no package ships it.
+    let workdir = m.workdir.as_deref().filter(|w| !exists(w) && !installed.iter().any(|p| p.starts_with(&format!("{w}/"))));
     Ok(plan::meta_entries(&plan::MetaInputs {
+        workdir,
         dpkg_status,
         triggers,
         alternatives,

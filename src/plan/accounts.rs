@@ -53,6 +53,8 @@ pub struct MetaInputs<'a> {
     pub java_cacerts: bool,
     /// The date of generated entries (the keystore's).
     pub epoch: u64,
+    /// A working directory to make (root, 0755).
+    pub workdir: Option<&'a str>,
 }
 
 /// The header ca-certificates' postinst writes at the top of `/etc/ca-certificates.conf`.
@@ -163,6 +165,9 @@ pub fn meta_entries(m: &MetaInputs<'_>) -> Vec<PlannedEntry> {
     }
     push(dir("/tmp", 0o1777, 0, 0));
     push(dir("/root", 0o700, 0, 0));
+    if let Some(w) = m.workdir {
+        push(dir(w, 0o755, 0, 0));
+    }
     if m.write_accounts {
         if m.accounts.is_some() {
             for e in shadow_entries(&passwd, &group) {
@@ -659,6 +664,7 @@ mod tests {
 
     fn meta<'a>(symlinks: &'a [(String, String)]) -> MetaInputs<'a> {
         MetaInputs {
+            workdir: None,
             accounts: None,
             base_accounts: None,
             write_accounts: true,

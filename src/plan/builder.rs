@@ -97,6 +97,14 @@ impl Builder<'_> {
             }
         }
         let config = self.runtime_config(image, &ids);
+        // `workdir`, as Docker's WORKDIR, makes its directory when nothing else does: here when
+        // the base is known not to have it, or in the metadata layer when no package ships it.
+        let workdir = self.workdir_to_make(image, &merged, &first);
+        if let (Some(w), false) = (&workdir, packaged) {
+            let mut layer = LayerEntries::default();
+            let _ = layer.insert(PlannedEntry { path: w.clone(), kind: EntryKind::Dir, mode: 0o755, uid: 0, gid: 0 }, image.span);
+            merged.push(Merged { what: "workdir".into(), entries: layer.finish(), parts: Vec::new(), merged_usr: false });
+        }
         let mut images = Vec::new();
         for platform in &image.platforms {
             // Layers with `copy from=` an image take that image's file system for this platform;
@@ -175,6 +183,7 @@ impl Builder<'_> {
                     epoch,
                     common.len() + self.base_layers(base.as_ref()) + usize::from(image.run_scripts),
                     tz,
+                    workdir.as_deref(),
                 );
                 layers.extend(pkg_layers);
                 layers.push(meta);
@@ -390,6 +399,56 @@ impl Builder<'_> {
     }
 
     /// The base's `/etc/passwd` and `/etc/group` for `platform`, if the image has a base that has them.
+    /// The entrypoint `image` runs with: its own, else its base's (a `base image=` parent's,
+    /// or an external base's config).
+    fn entrypoint_of(&self, image: &ImageSpec) -> Option<Vec<String>> {
+        if let Some(e) = &image.config.entrypoint {
+            return Some(e.clone());
+        }
+        match &image.base {
+            Base::Scratch => None,
+            Base::Image { name, .. } => self.spec.image(name).filter(|p| p.name != image.name).and_then(|p| self.entrypoint_of(p)),
+            _ => {
+                let first = image.platforms.first().map(|p| p.to_string()).unwrap_or_default();
+                let b = self.inputs.bases.get(&(image.name.clone(), first))?;
+                let e = b.config.get("config")?.get("Entrypoint")?.as_array()?;
+                Some(e.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            }
+        }
+    }
+
+    /// The working directory an image's config names, if nothing in the image makes it: not
+    /// its own layers (a path at or below it) and not its base (scratch, or an external base
+    /// whose directories are known). Unknown (a `base image=` parent, a `copy from=` whose
+    /// paths are only known when built): not made, rather than risk changing what is there.
+    fn workdir_to_make(&self, image: &ImageSpec, merged: &[Merged], platform: &str) -> Option<String> {
+        let w = image.config.workdir.as_deref().filter(|w| *w != "/")?;
+        let below = format!("{w}/");
+        let covers = |e: &PlannedEntry| e.path == w || e.path.starts_with(&below);
+        for m in merged {
+            if m.entries.iter().any(covers) {
+                return None;
+            }
+            for part in &m.parts {
+                match part {
+                    PendingPart::Entries(entries) if entries.iter().any(covers) => return None,
+                    PendingPart::Entries(_) => {}
+                    PendingPart::From { .. } => return None,
+                }
+            }
+        }
+        match &image.base {
+            Base::Scratch => Some(w.to_string()),
+            Base::Image { .. } => None,
+            _ => {
+                let b = self.inputs.bases.get(&(image.name.clone(), platform.to_string()))?;
+                let dirs = String::from_utf8_lossy(b.files.get(crate::base::BASE_DIRS)?).into_owned();
+                let rel = w.trim_start_matches('/');
+                (!dirs.lines().any(|d| d == rel)).then(|| w.to_string())
+            }
+        }
+    }
+
     pub(super) fn inherited_accounts(&self, image: &ImageSpec, platform: &str) -> Option<(String, String)> {
         match &image.base {
             Base::Scratch => None,
@@ -536,6 +595,25 @@ impl Builder<'_> {
         if let Some((user, span)) = &c.user {
             if let Err(msg) = ids.check_user(user) {
                 self.errors.push(self.spec.diagnostic("compose::spec::unknown_user", *span, msg, "this user", Some(ids.help())));
+            }
+        }
+        // A one-argument `cmd` holding spaces is a shell line: fine as the argument of a shell's
+        // `-c` entrypoint (this image's or inherited), else it would be one program name.
+        if let (Some([line]), Some(span)) = (c.cmd.as_deref(), c.cmd_span) {
+            let entrypoint = self.entrypoint_of(image);
+            let under_shell = entrypoint.as_ref().and_then(|e| e.last()).is_some_and(|a| a == "-c");
+            if line.trim().contains(char::is_whitespace) && !under_shell {
+                let words: Vec<String> = line.split_whitespace().map(|w| format!("\"{w}\"")).collect();
+                self.errors.push(self.spec.diagnostic(
+                    "compose::spec::shell_form",
+                    span,
+                    format!("`cmd` is an argv, so `{line}` would be one program name"),
+                    "one argument holding spaces",
+                    Some(format!(
+                        "give each word as its own argument (cmd {}), or run the line through a shell as Docker's shell form does: cmd \"…\" shell=#true",
+                        words.join(" ")
+                    )),
+                ));
             }
         }
         RuntimeConfig {

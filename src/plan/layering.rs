@@ -68,6 +68,7 @@ impl Builder<'_> {
         epoch: u64,
         other_layers: usize,
         tz: String,
+        workdir: Option<&str>,
     ) -> (Vec<NodeIndex>, Vec<PackageLayer>, NodeIndex) {
         let merged_usr = true;
         let mut fetches: BTreeMap<&str, NodeIndex> = BTreeMap::new();
@@ -192,6 +193,7 @@ impl Builder<'_> {
             base_status,
             java_cacerts: fetches.contains_key("ca-certificates-java"),
             unpacked: image.run_scripts,
+            workdir: workdir.map(str::to_string),
         };
         let mut e = Encoder::new("meta-layer");
         e.str(self.inputs.layer_format).u64(epoch);
@@ -227,6 +229,10 @@ impl Builder<'_> {
             if meta.unpacked {
                 e.str("unpacked");
             }
+        }
+        // Only when there is one to make: other images keep their hash.
+        if let Some(w) = &meta.workdir {
+            e.str("workdir").str(w);
         }
         let mut deps: Vec<NodeIndex> = [meta.base_passwd, meta.ca_certificates].into_iter().flatten().collect();
         deps.extend(meta.statuses.iter().copied());
@@ -327,7 +333,7 @@ image "pk" {
             step_nodes: HashMap::new(),
         };
         let platform = Platform::linux_amd64();
-        let (image_layers, per_package, meta) = b.package_layers(&spec.images[0], &platform, pins, 1, other_layers, "Etc/UTC".into());
+        let (image_layers, per_package, meta) = b.package_layers(&spec.images[0], &platform, pins, 1, other_layers, "Etc/UTC".into(), None);
         assert!(b.errors.is_empty());
         let graph = &b.plan.graph;
         let name_of = |n: NodeIndex| match &graph[n].kind {

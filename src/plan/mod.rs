@@ -254,6 +254,8 @@ pub struct MetaDrv {
     pub java_cacerts: bool,
     /// `maintainer-scripts "run"`: the packages are written as unpacked, for `dpkg --configure`.
     pub unpacked: bool,
+    /// `config { workdir }` to make, unless a package ships it.
+    pub workdir: Option<String>,
 }
 
 /// `maintainer-scripts "run"`: `dpkg --configure -a` over an image's packages and metadata (its
@@ -807,5 +809,24 @@ image "app" {
         assert_eq!(String::from_utf8_lossy(bytes), "root:!::0:99999:7:::\napp:!::0:99999:7:::\n");
         assert_eq!(shadow.mode, 0o640);
         assert!(acc.entries.iter().any(|e| e.path == "/etc/gshadow"));
+    }
+
+    /// Issue 13 (`workdir` made as Docker's WORKDIR): in an image with packages, the metadata
+    /// layer makes it unless a package ships it; the images without one keep their hashes.
+    #[test]
+    fn workdir_of_a_packaged_image_is_made_by_the_metadata_layer() {
+        let before = hashes(&plan_of(&spec_text("docs", "tool"), None, None).unwrap());
+        let text =
+            spec_text("docs", "tool").replace("        text \"/bin/tool\"", "        text \"/opt/x\" \"x\"\n        text \"/bin/tool\"");
+        let text = text.replacen(
+            "    files {\n        text \"/opt/x\"",
+            "    config { workdir \"/app\"; }\n    files {\n        text \"/opt/x\"",
+            1,
+        );
+        let p = plan_of(&text, Some("pk"), None).unwrap();
+        let meta = p.graph.node_weights().find(|d| d.name.starts_with("pk: metadata")).unwrap();
+        let DrvKind::Meta(m) = &meta.kind else { panic!("not a metadata layer") };
+        assert_eq!(m.workdir.as_deref(), Some("/app"));
+        assert_ne!(before.get(&meta.name), Some(&meta.hash));
     }
 }

@@ -1650,8 +1650,13 @@ impl Decoder {
                         }
                     }
                 }
-                "entrypoint" => cfg.entrypoint = self.command(c, USAGE_ENTRYPOINT, 1),
-                "cmd" => cfg.cmd = self.command(c, USAGE_CMD, 0),
+                "entrypoint" => cfg.entrypoint = self.command(c, USAGE_ENTRYPOINT, 1, false),
+                "cmd" => {
+                    // One line may be the argument of an entrypoint that is a shell's `-c`
+                    // (this config's or the base's): checked when planning, where both are known.
+                    cfg.cmd = self.command(c, USAGE_CMD, 0, true);
+                    cfg.cmd_span = Some(head_span(c));
+                }
                 "expose" => {
                     for p in self.expose(c) {
                         if !cfg.expose.contains(&p) {
@@ -1680,12 +1685,12 @@ impl Decoder {
     /// `cmd`/`entrypoint`: an argv (`min`+ strings) or, with `shell=#true`, one line run by
     /// `/bin/sh -c` (Docker's shell form). One argument holding whitespace without `shell` is
     /// refused: it would be taken as one program name.
-    fn command(&mut self, kdl: &KdlNode, usage: &'static str, min: usize) -> Option<Vec<String>> {
+    fn command(&mut self, kdl: &KdlNode, usage: &'static str, min: usize, one_line_ok: bool) -> Option<Vec<String>> {
         let node = self.open(kdl, usage);
         self.leaf(&node);
         let props = self.props(&node, &["shell"]);
         let args = self.args(&node, min, None, "at least one argument");
-        let argv = self.argv(&node, &props, &args)?;
+        let argv = self.argv(&node, &props, &args, one_line_ok)?;
         if args.len() < min {
             return None;
         }
@@ -1696,7 +1701,7 @@ impl Decoder {
     }
 
     /// The arguments of a command node: exec form, or one shell line with `shell=#true`.
-    fn argv(&mut self, node: &Node<'_>, props: &Props<'_>, args: &[&KdlEntry]) -> Option<Argv> {
+    fn argv(&mut self, node: &Node<'_>, props: &Props<'_>, args: &[&KdlEntry], one_line_ok: bool) -> Option<Argv> {
         let shell = match props.get("shell") {
             None => false,
             Some(e) => match e.value() {
@@ -1723,7 +1728,7 @@ impl Decoder {
             }
             return out.pop().map(Argv::Shell);
         }
-        if let ([line], [e]) = (out.as_slice(), args) {
+        if let ([line], [e], false) = (out.as_slice(), args, one_line_ok) {
             if line.trim().contains(char::is_whitespace) {
                 let words: Vec<String> = line.split_whitespace().map(|w| format!("\"{w}\"")).collect();
                 self.push(
@@ -1731,10 +1736,11 @@ impl Decoder {
                     format!("`{}` is an argv, so `{line}` would be one program name", node.name),
                     vec![(value_span(e), "one argument holding spaces".to_owned())],
                     Some(format!(
-                        "give each word as its own argument ({} {}), or run the line through a shell as Docker's shell form does: {} \"…\" shell=#true",
+                        "give each word as its own argument ({} {}), or run the line through a shell as Docker's shell form does: {} \"…\" shell=#true{}",
                         node.name,
                         words.join(" "),
-                        node.name
+                        node.name,
+                        if node.name == "cmd" { " (a `cmd` line is fine under `entrypoint \"/bin/sh\" \"-c\"`)" } else { "" }
                     )),
                 );
                 return None;
@@ -1759,7 +1765,7 @@ impl Decoder {
                 return Some(Healthcheck { test: vec!["NONE".into()], ..Healthcheck::default() });
             }
         }
-        let test = match self.argv(&node, &props, &args)? {
+        let test = match self.argv(&node, &props, &args, false)? {
             Argv::Exec(v) => std::iter::once("CMD".to_string()).chain(v).collect(),
             Argv::Shell(line) => vec!["CMD-SHELL".into(), line],
         };

@@ -355,6 +355,8 @@ pub struct ConfigSpec {
     pub entrypoint: Option<Vec<String>>,
     /// `Some(vec![])` for an explicit empty `cmd`.
     pub cmd: Option<Vec<String>>,
+    /// Where `cmd` is written (for the shell-form check, made when planning).
+    pub cmd_span: Option<SourceSpan>,
     /// Normalized `PORT/PROTO`, in order, without duplicates.
     pub expose: Vec<String>,
     /// Normalized absolute paths, in order, without duplicates.

@@ -134,3 +134,35 @@ image "none" {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("shell_form") && err.contains("shell=#true") && err.contains("bad.kdl:2:"), "{err}");
 }
+
+/// `workdir "/data"` did not create the directory; Docker's WORKDIR does. It is made when
+/// nothing in the image makes it (and never over what the image's files make).
+#[test]
+fn workdir_does_not_create_the_directory() {
+    let ctx = TestContext::new();
+    ctx.write(
+        "compose.kdl",
+        r#"image "made" {
+    files { text "/etc/motd" "hi\n" }
+    config { workdir "/srv/app/data" }
+}
+image "own" {
+    files { dir "/srv" mode=0o700 }
+    config { workdir "/srv" }
+}
+"#,
+    );
+    ctx.build(&[]);
+    let made = layer_paths(&ctx, "made");
+    assert!(made.iter().any(|p| p == "srv/app/data/"), "{made:?}");
+    let own = layer_paths(&ctx, "own");
+    assert_eq!(own.iter().filter(|p| p.starts_with("srv")).count(), 1, "{own:?}");
+    let dir = ctx.path("out/own");
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &serde_json::Value| dir.join("blobs/sha256").join(d.as_str().unwrap().trim_start_matches("sha256:"));
+    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(blob(&index["manifests"][0]["digest"])).unwrap()).unwrap();
+    let bytes = fs::read(blob(&manifest["layers"][0]["digest"])).unwrap();
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+    let srv = ar.entries().unwrap().map(|e| e.unwrap()).find(|e| e.path().unwrap().to_string_lossy() == "srv/").unwrap();
+    assert_eq!(srv.header().mode().unwrap(), 0o700, "the image's own directory is left as it is");
+}
