@@ -175,14 +175,12 @@ impl Builder<'_> {
                     ));
                     continue;
                 };
-                let tz = config.env.iter().find_map(|e| e.strip_prefix("TZ=")).unwrap_or("Etc/UTC").to_string();
                 let (pkg_layers, per_package, meta) = self.package_layers(
                     image,
                     platform,
                     &pins.packages,
                     epoch,
                     common.len() + self.base_layers(base.as_ref()) + usize::from(image.run_scripts),
-                    tz,
                     workdir.as_deref(),
                 );
                 layers.extend(pkg_layers);

@@ -67,7 +67,6 @@ impl Builder<'_> {
         pins: &[PackageLock],
         epoch: u64,
         other_layers: usize,
-        tz: String,
         workdir: Option<&str>,
     ) -> (Vec<NodeIndex>, Vec<PackageLayer>, NodeIndex) {
         let merged_usr = true;
@@ -186,7 +185,10 @@ impl Builder<'_> {
             accounts: image.accounts.clone(),
             base_passwd: fetches.get("base-passwd").copied(),
             ca_certificates: fetches.get("ca-certificates").copied(),
-            timezone: fetches.contains_key("tzdata").then_some(tz),
+            // The spec's `TZ`, as the runtime config has it.
+            timezone: fetches.contains_key("tzdata").then(|| {
+                image.config.env.iter().rev().find(|(k, _)| k == "TZ").map(|(_, v)| v.clone()).unwrap_or_else(|| "Etc/UTC".to_string())
+            }),
             symlinks,
             epoch,
             statuses,
@@ -333,7 +335,7 @@ image "pk" {
             step_nodes: HashMap::new(),
         };
         let platform = Platform::linux_amd64();
-        let (image_layers, per_package, meta) = b.package_layers(&spec.images[0], &platform, pins, 1, other_layers, "Etc/UTC".into(), None);
+        let (image_layers, per_package, meta) = b.package_layers(&spec.images[0], &platform, pins, 1, other_layers, None);
         assert!(b.errors.is_empty());
         let graph = &b.plan.graph;
         let name_of = |n: NodeIndex| match &graph[n].kind {
