@@ -192,10 +192,15 @@ enum CacheAction {
 }
 
 /// Progress on stderr: a live bar on a terminal, plain lines otherwise.
+/// Progress on stderr. On a terminal: one live line (a bar, and what is being built now), and a
+/// line for each derivation that took a second or more; in logs: one line per derivation built
+/// or fetched, when it ends. Times are each derivation's own, from its start.
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     start: Instant,
     lines: Mutex<()>,
+    /// Derivations being built, by name, with when each started.
+    running: Mutex<Vec<(String, Instant)>>,
 }
 
 impl Progress {
@@ -209,7 +214,18 @@ impl Progress {
             b.enable_steady_tick(Duration::from_millis(100));
             b
         });
-        Progress { bar, start: Instant::now(), lines: Mutex::new(()) }
+        Progress { bar, start: Instant::now(), lines: Mutex::new(()), running: Mutex::new(Vec::new()) }
+    }
+
+    /// The live line: how many are building, and the oldest of them.
+    fn show_running(&self, running: &[(String, Instant)]) {
+        if let Some(b) = &self.bar {
+            b.set_message(match running {
+                [] => String::new(),
+                [(one, _)] => format!("building {one}"),
+                [(first, _), rest @ ..] => format!("building {first} and {} more", rest.len()),
+            });
+        }
     }
 
     fn line(&self, s: String) {
@@ -252,11 +268,13 @@ impl Reporter for Progress {
         self.line(format!("plan: {total} derivations, {to_build} to build"));
     }
     fn started(&self, drv: &Derivation) {
-        if let Some(b) = &self.bar {
-            b.set_message(format!("building {}", drv.name));
-        } else {
+        // A step's output streams as `[step] line`: say first which step it is.
+        if matches!(drv.kind, compose::plan::DrvKind::Step(_) | compose::plan::DrvKind::Scripts(_)) {
             self.line(format!("building {}", drv.name));
         }
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.push((drv.name.clone(), Instant::now()));
+        self.show_running(&running);
     }
     fn warning(&self, message: &str) {
         self.line(format!("warning: {message}"));
@@ -274,8 +292,16 @@ impl Reporter for Progress {
             Outcome::Local => "cached",
             Outcome::Remote => "fetched",
         };
-        if outcome != Outcome::Local {
-            self.line(format!("{what:>7} {} ({}) in {:.2}s", drv.name, human(bytes), self.start.elapsed().as_secs_f64()));
+        let took = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let took = running.iter().position(|(n, _)| *n == drv.name).map(|i| running.remove(i).1.elapsed());
+            self.show_running(&running);
+            took
+        };
+        let slow = took.is_some_and(|t| t >= Duration::from_secs(1));
+        if outcome != Outcome::Local && (self.bar.is_none() || slow) {
+            let time = took.map(|t| format!(" in {:.2}s", t.as_secs_f64())).unwrap_or_default();
+            self.line(format!("{what:>7} {} ({}){time}", drv.name, human(bytes)));
         }
     }
 }

@@ -166,3 +166,30 @@ image "own" {
     let srv = ar.entries().unwrap().map(|e| e.unwrap()).find(|e| e.path().unwrap().to_string_lossy() == "srv/").unwrap();
     assert_eq!(srv.header().mode().unwrap(), 0o700, "the image's own directory is left as it is");
 }
+
+/// Progress printed two lines per derivation (268 on a first build) and "in 29.12s" on every
+/// one, the time since the build started. In a log it is one line per derivation built, with
+/// that derivation's own time.
+#[test]
+fn progress_prints_two_lines_per_derivation() {
+    let ctx = TestContext::new();
+    let mut spec = String::from("image \"p\" {\n    files { text \"/a\" \"a\\n\" }\n");
+    for i in 0..6 {
+        spec.push_str(&format!("    layer \"l{i}\" {{ text \"/l{i}\" \"{i}\\n\" }}\n"));
+    }
+    spec.push_str("}\n");
+    ctx.write("compose.kdl", spec);
+    let out = ctx.compose(&["build", "--json"]);
+    assert_success(&out, "build");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let built = v["derivations"]["built"].as_u64().unwrap() as usize;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.trim_start().starts_with("built ")).collect();
+    assert_eq!(lines.len(), built, "{err}");
+    assert!(!err.lines().any(|l| l.starts_with("building ")), "{err}");
+    let total: f64 = err.lines().find_map(|l| l.strip_prefix("done in ")).and_then(|r| r.split('s').next()).unwrap().parse().unwrap();
+    for l in lines {
+        let t: f64 = l.rsplit(" in ").next().unwrap().trim_end_matches('s').parse().unwrap();
+        assert!(t <= total, "{l} (total {total}s)");
+    }
+}
