@@ -16,6 +16,7 @@
 //! | 0 | [`layer`] | reproducible tar + gzip layer writing; image-path rules (parents, merged `/usr`) |
 //! | 1 | [`reference`] | the OCI reference grammar (hosts, repositories, tags) |
 //! | 2 | [`spec`] | KDL → typed, checked `SpecFile`, with diagnostics pointing at the bad node |
+//! | 3 | [`import`] | a Dockerfile to a spec, with a note per instruction (`compose import`) |
 //! | 3 | [`lock`] | the lockfile: model, versioned read/write, consistency with the spec |
 //! | 3 | [`oci`] | OCI documents: exact bytes of what we write, typed reading of what others wrote |
 //! | 3 | [`store`] | the content-addressed store (`cache/v1/…`, drawn in its module doc) |
@@ -51,6 +52,7 @@ pub mod clients;
 pub mod hash;
 pub mod http;
 pub mod image;
+pub mod import;
 pub mod layer;
 pub mod lock;
 pub mod oci;

@@ -146,6 +146,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the spec a Dockerfile means, listing what needs review.
+    Import {
+        /// The Dockerfile (its directory is the build context).
+        dockerfile: PathBuf,
+        /// Where to write the spec (default: compose.kdl beside the Dockerfile).
+        #[arg(short = 'o', long = "out")]
+        out: Option<PathBuf>,
+        /// Keep `FROM debian:…` as a registry base instead of composing it from the archive.
+        #[arg(long)]
+        registry_base: bool,
+        /// Replace an existing spec.
+        #[arg(long)]
+        force: bool,
+        /// JSON output (the notes).
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and maintain the store.
     Cache {
         #[command(subcommand)]
@@ -479,6 +496,25 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
                     let after = if deps.is_empty() { String::new() } else { format!(" ← {}", deps.join(" ")) };
                     let _ = writeln!(stdout, "#{:<3} {state} {:<7} {} {}{after}", n.id, n.kind, &n.hash[4..20], n.name);
                 }
+            }
+        }
+        Command::Import { dockerfile, out, registry_base, force, json } => {
+            let (dest, imported) = ops::import(&dockerfile, out.as_deref(), registry_base, force)?;
+            let (exact, total) = imported.share();
+            if json {
+                let _ = writeln!(
+                    stdout,
+                    "{}",
+                    serde_json::json!({"spec": dest, "exact": exact, "instructions": total, "notes": imported.notes})
+                );
+            } else {
+                let mut err = std::io::stderr().lock();
+                for n in &imported.notes {
+                    let mark = if n.exact { "ok    " } else { "review" };
+                    let _ = writeln!(err, "{mark} {}:{}: {} → {}", dockerfile.display(), n.line, n.instruction, n.message);
+                }
+                let _ = writeln!(err, "{exact} of {total} instructions translated exactly; review the others");
+                let _ = writeln!(stdout, "{}", dest.display());
             }
         }
         Command::Explain { spec, json } => {

@@ -48,6 +48,60 @@ pub fn file_identity(m: &fs::Metadata) -> String {
     format!("{}-{}-{}-{}.{}-{}.{}", m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec())
 }
 
+/// `value` with `$NAME`, `${NAME}`, `${NAME:-default}` and `${NAME:+alternative}` replaced from
+/// `env` (`NAME=value` entries; an unset name is empty), as Docker expands `ENV`; `\$` is a
+/// literal `$`, and a `$` not followed by a name stays as it is.
+pub fn expand_env(value: &str, env: &[String]) -> String {
+    let lookup =
+        |name: &str| -> Option<&str> { env.iter().rev().find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v)) };
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(i) = rest.find(['$', '\\']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(after) = tail.strip_prefix("\\$") {
+            out.push('$');
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix('\\') {
+            out.push('\\');
+            rest = after;
+        } else if let Some(braced) = tail.strip_prefix("${") {
+            match braced.find('}') {
+                Some(end) => {
+                    let inner = &braced[..end];
+                    let (name, op) = match inner.find(":-").or_else(|| inner.find(":+")) {
+                        Some(k) => (&inner[..k], Some((&inner[k..k + 2], &inner[k + 2..]))),
+                        None => (inner, None),
+                    };
+                    let set = lookup(name).filter(|v| !v.is_empty());
+                    match op {
+                        None => out.push_str(lookup(name).unwrap_or("")),
+                        Some((":-", word)) => out.push_str(set.unwrap_or(word)),
+                        Some((_, word)) => out.push_str(if set.is_some() { word } else { "" }),
+                    }
+                    rest = &braced[end + 1..];
+                }
+                None => {
+                    out.push_str(tail);
+                    rest = "";
+                }
+            }
+        } else {
+            let name_len = tail[1..].find(|c: char| !is_name(c)).unwrap_or(tail.len() - 1);
+            if name_len == 0 || tail[1..].starts_with(|c: char| c.is_ascii_digit()) {
+                out.push('$');
+                rest = &tail[1..];
+            } else {
+                out.push_str(lookup(&tail[1..1 + name_len]).unwrap_or(""));
+                rest = &tail[1 + name_len..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// An error and its causes as one line: "outer: inner: innermost".
 pub fn chain_message(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();

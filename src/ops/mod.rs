@@ -24,12 +24,14 @@ use crate::util::chain_message;
 pub mod build;
 pub mod cache;
 pub mod explain;
+pub mod import;
 pub mod lock;
 pub mod plan;
 
 pub use self::build::{build, BuildSummary, BuiltImage};
 pub use self::cache::{default_key_name, keygen, keys_dir, open_remote};
 pub use self::explain::{explain, Explanation};
+pub use self::import::import;
 pub use self::lock::{lock, LockMode};
 pub use self::plan::{plan_report, PlanNode, PlanReport};
 pub use crate::image::Pushed;

@@ -15,6 +15,7 @@ const LEVELS: &[(&str, u32)] = &[
     ("reference", 1),
     ("spec", 2),
     ("lock", 3),
+    ("import", 3),
     ("oci", 3),
     ("store", 3),
     ("http", 4),

@@ -193,3 +193,48 @@ fn progress_prints_two_lines_per_derivation() {
         assert!(t <= total, "{l} (total {total}s)");
     }
 }
+
+/// `compose import` over the corpus of Dockerfiles (`tests/fixtures/dockerfiles/`): every one
+/// becomes a spec compose reads, what cannot be translated exactly is listed by line, and the
+/// Debian `apt-get` image translates fully, builds from the archive and runs under podman.
+#[test]
+fn compose_import_translates_the_corpus_and_the_result_runs() {
+    let ctx = TestContext::new();
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dockerfiles");
+    let mut names: Vec<String> = fs::read_dir(&corpus).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    let (mut exact, mut total) = (0, 0);
+    for name in &names {
+        let dir = ctx.path(name);
+        run(std::process::Command::new("cp").arg("-r").arg(corpus.join(name)).arg(&dir));
+        let out = ctx.compose(&["import", &format!("{name}/Dockerfile"), "--json"]);
+        assert_success(&out, &format!("import {name}"));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (e, t) = (v["exact"].as_u64().unwrap(), v["instructions"].as_u64().unwrap());
+        eprintln!("{name}: {e} of {t} instructions translated exactly");
+        for n in v["notes"].as_array().unwrap().iter().filter(|n| n["exact"] == false) {
+            assert!(n["line"].as_u64().unwrap() > 0 || n["instruction"].as_str().unwrap().starts_with("image "), "{n}");
+            assert!(!n["message"].as_str().unwrap().is_empty());
+        }
+        if ["debian-apt", "static-site"].contains(&name.as_str()) {
+            assert_eq!(e, t, "{name}: {v}");
+        }
+        exact += e;
+        total += t;
+        // A second import does not overwrite the spec silently.
+        let again = ctx.compose(&["import", &format!("{name}/Dockerfile")]);
+        assert_eq!(again.status.code(), Some(2), "{name}");
+    }
+    eprintln!("corpus: {exact} of {total} instructions translated exactly");
+    assert!(exact * 100 / total >= 75, "{exact} of {total}");
+
+    // The fully translated Debian image: composed from the archive this machine's apt uses.
+    let dir = ctx.path("debian-apt");
+    let out = ctx.cmd().current_dir(&dir).args(["build"]).output().unwrap();
+    assert_success(&out, "build the imported debian-apt spec");
+    let id = crate::steps::podman_run(&ctx, &dir.join("out/debian-apt"), "debian-apt", "latest", &["id"]);
+    assert!(id.starts_with("uid=10001(clock) gid=10001(clock)"), "{id}");
+    let tz =
+        crate::steps::podman_run(&ctx, &dir.join("out/debian-apt"), "debian-apt", "latest", &["sh", "-c", "pwd; curl --version | head -1"]);
+    assert!(tz.starts_with("/var/lib/clock\ncurl "), "{tz}");
+}

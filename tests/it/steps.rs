@@ -45,7 +45,7 @@ fn stderr(out: &Output) -> String {
 }
 
 /// Load `out/<name>` (an OCI layout) into podman as `localhost/<name>:<tag>` and run it.
-fn podman_run(ctx: &TestContext, layout: &Path, name: &str, tag: &str, args: &[&str]) -> String {
+pub(crate) fn podman_run(ctx: &TestContext, layout: &Path, name: &str, tag: &str, args: &[&str]) -> String {
     let archive = ctx.tmp.path().join(format!("{name}.tar"));
     let _ = fs::remove_file(&archive);
     run(std::process::Command::new("skopeo")
