@@ -41,6 +41,9 @@ struct SpecArgs {
     /// COMPOSE_MIRROR_<NAME> and the host's apt sources.
     #[arg(long = "mirror", value_name = "NAME=URL", value_parser = parse_mirror)]
     mirrors: Vec<(String, String)>,
+    /// A value for the spec's `arg "NAME"` (repeatable), as `docker build --build-arg`.
+    #[arg(long = "build-arg", value_name = "NAME=VALUE", value_parser = parse_build_arg)]
+    build_args: Vec<(String, String)>,
     /// Fail rather than change the lockfile.
     #[arg(long)]
     locked: bool,
@@ -345,6 +348,13 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_build_arg(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got `{s}`")),
+    }
+}
+
 fn spec_options(a: &SpecArgs) -> Result<SpecOptions, ops::Error> {
     if let Some(j) = a.jobs {
         if j == 0 {
@@ -358,6 +368,7 @@ fn spec_options(a: &SpecArgs) -> Result<SpecOptions, ops::Error> {
     let mut o = SpecOptions::new(a.spec.clone(), a.cache_dir.clone());
     o.image = a.image.clone();
     o.mirrors = a.mirrors.clone();
+    o.args = a.build_args.clone();
     o.locked = a.locked;
     o.offline = a.offline;
     o.max_layers = a.max_layers as usize;

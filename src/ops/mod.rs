@@ -161,6 +161,8 @@ pub struct SpecOptions {
     pub out_dir: PathBuf,
     /// `--mirror NAME=URL`.
     pub mirrors: Vec<(String, String)>,
+    /// `--build-arg NAME=VALUE`: values of the spec's `arg`s.
+    pub args: Vec<(String, String)>,
     /// Fail rather than change the lockfile.
     pub locked: bool,
     /// Use no network.
@@ -258,7 +260,7 @@ fn source_date_epoch() -> Result<Option<u64>, Error> {
 
 /// Parse, check, scan and plan.
 pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
-    let spec = spec::parse_file(&opts.spec)?;
+    let spec = spec::parse_file_with(&opts.spec, &opts.args)?;
     if let Some(name) = &opts.image {
         if spec.image(name).is_none() {
             let names: Vec<&str> = spec.images.iter().map(|i| i.name.as_str()).collect();
@@ -346,7 +348,7 @@ fn source_error(spec: &SpecFile, span: miette::SourceSpan, e: SourceError) -> Sp
 
 /// How many images a spec holds (for commands that need one).
 pub fn image_count(opts: &SpecOptions) -> Result<usize, Error> {
-    Ok(spec::parse_file(&opts.spec)?.images.len())
+    Ok(spec::parse_file_with(&opts.spec, &opts.args)?.images.len())
 }
 
 /// Open the store for `compose cache …`.

@@ -51,7 +51,7 @@ fn known_names_help(name: &str, known: &[&str], what: &str) -> String {
 // The vocabulary
 // ---------------------------------------------------------------------------
 
-const TOP_CHILDREN: &[&str] = &["image", "step"];
+const TOP_CHILDREN: &[&str] = &["arg", "image", "step"];
 pub(super) const IMAGE_CHILDREN: &[&str] = &[
     "tag",
     "platforms",
@@ -602,6 +602,8 @@ impl Decoder {
                     images.push(img);
                     (name, name_span, "image")
                 }
+                // Read (and substituted) before decoding: see `spec::build_args`.
+                "arg" => continue,
                 "step" => {
                     let Some((step, name_span)) = self.step(n) else { continue };
                     let name = step.name.clone();

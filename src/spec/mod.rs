@@ -484,6 +484,105 @@ pub fn parse_file(path: &Path) -> Result<SpecFile, SpecError> {
 /// Parses spec text; `path` names the file in diagnostics (kept as given)
 /// and locates the spec directory. Does not touch the file system.
 pub fn parse_str(path: &Path, text: &str) -> Result<SpecFile, SpecError> {
+    parse_str_with(path, text, &[])
+}
+
+/// [`parse_file`] with build arguments (`--build-arg NAME=VALUE`).
+pub fn parse_file_with(path: &Path, args: &[(String, String)]) -> Result<SpecFile, SpecError> {
+    let bytes = std::fs::read(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+    match std::str::from_utf8(&bytes) {
+        Ok(text) => parse_str_with(path, text, args),
+        Err(e) => Err(not_utf8(path, &bytes, e.valid_up_to())),
+    }
+}
+
+/// Build arguments, as Dockerfile's `ARG`: top-level `arg "NAME" default="VALUE"` nodes; each
+/// `${NAME}` in any string of the file is replaced by the value given on the command line
+/// (`--build-arg NAME=VALUE`), else the default. An `arg` without a default must be given; a
+/// `--build-arg` the file does not declare is an error. Only the braced form of declared names
+/// is replaced, so `$VAR` and `${VAR}` of anything else (environment variables, shell lines)
+/// stay as written.
+fn build_args(doc: &mut KdlDocument, given: &[(String, String)], dec: &mut Decoder) {
+    let mut values: Vec<(String, String)> = Vec::new();
+    for n in doc.nodes().iter().filter(|n| n.name().value() == "arg") {
+        let head = SourceSpan::new(n.span().offset().into(), n.name().span().len());
+        let name = n.entries().iter().find(|e| e.name().is_none()).and_then(|e| e.value().as_string());
+        let default = n.entries().iter().find(|e| e.name().is_some_and(|k| k.value() == "default")).and_then(|e| e.value().as_string());
+        let bad_entry = n.entries().iter().any(|e| e.name().is_some_and(|k| k.value() != "default")) || n.children().is_some();
+        let Some(name) = name.filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) else {
+            dec.push(
+                "compose::spec::bad_arg",
+                "`arg` needs a name: letters, digits and `_`",
+                vec![(head, "here".into())],
+                Some("usage: arg \"VERSION\" default=\"1.0\"".into()),
+            );
+            continue;
+        };
+        if bad_entry {
+            dec.push(
+                "compose::spec::bad_arg",
+                format!("`arg \"{name}\"` takes only `default=`"),
+                vec![(head, "here".into())],
+                Some("usage: arg \"VERSION\" default=\"1.0\"".into()),
+            );
+        }
+        match given.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).or(default) {
+            Some(v) => values.push((name.to_string(), v.to_string())),
+            None => dec.push(
+                "compose::spec::missing_arg",
+                format!("build argument `{name}` has no default and was not given"),
+                vec![(head, "declared here".into())],
+                Some(format!("pass --build-arg {name}=VALUE, or give it a default=")),
+            ),
+        }
+    }
+    for (k, _) in given {
+        if !doc
+            .nodes()
+            .iter()
+            .any(|n| n.name().value() == "arg" && n.entries().iter().any(|e| e.name().is_none() && e.value().as_string() == Some(k)))
+        {
+            dec.push(
+                "compose::spec::unknown_arg",
+                format!("--build-arg {k}: the spec declares no `arg \"{k}\"`"),
+                vec![(SourceSpan::new(0.into(), 0), "this file".into())],
+                Some(format!("declare it at the top level: arg \"{k}\" default=\"…\"")),
+            );
+        }
+    }
+    if values.is_empty() {
+        return;
+    }
+    fn walk(doc: &mut KdlDocument, values: &[(String, String)]) {
+        for n in doc.nodes_mut() {
+            if n.name().value() == "arg" {
+                continue;
+            }
+            for e in n.entries_mut() {
+                let replaced = match e.value().as_string() {
+                    Some(s) if s.contains("${") => {
+                        let mut out = s.to_string();
+                        for (k, v) in values {
+                            out = out.replace(&format!("${{{k}}}"), v);
+                        }
+                        (out != s).then_some(out)
+                    }
+                    _ => None,
+                };
+                if let Some(v) = replaced {
+                    e.set_value(kdl::KdlValue::String(v));
+                }
+            }
+            if let Some(children) = n.children_mut() {
+                walk(children, values);
+            }
+        }
+    }
+    walk(doc, &values);
+}
+
+/// [`parse_str`] with build arguments.
+pub fn parse_str_with(path: &Path, text: &str, args: &[(String, String)]) -> Result<SpecFile, SpecError> {
     let text = Arc::new(text.to_owned());
     let source = NamedSource::new(path.display().to_string(), text.clone());
     let mut dec = Decoder { source: source.clone(), diags: Vec::new() };
@@ -497,7 +596,15 @@ pub fn parse_str(path: &Path, text: &str) -> Result<SpecFile, SpecError> {
         return Err(finish(path, dec.diags));
     }
     let (images, steps) = match KdlDocument::parse(&text) {
-        Ok(doc) => dec.document(&doc),
+        Ok(mut doc) => {
+            build_args(&mut doc, args, &mut dec);
+            // Values left as `${NAME}` would only give errors that follow from these.
+            if dec.diags.is_empty() {
+                dec.document(&doc)
+            } else {
+                (Vec::new(), Vec::new())
+            }
+        }
         Err(err) => {
             for d in err.diagnostics {
                 let message = d.message.unwrap_or_else(|| "invalid KDL".to_owned());

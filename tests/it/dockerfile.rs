@@ -238,3 +238,22 @@ fn compose_import_translates_the_corpus_and_the_result_runs() {
         crate::steps::podman_run(&ctx, &dir.join("out/debian-apt"), "debian-apt", "latest", &["sh", "-c", "pwd; curl --version | head -1"]);
     assert!(tz.starts_with("/var/lib/clock\ncurl "), "{tz}");
 }
+
+/// `--build-arg NAME=VALUE` sets a spec's `arg` for one build, as `docker build --build-arg`;
+/// one the spec does not declare is a usage error that changes nothing.
+#[test]
+fn build_arguments_from_the_command_line() {
+    let ctx = TestContext::new();
+    ctx.write(
+        "compose.kdl",
+        "arg \"VERSION\" default=\"1.0\"\nimage \"v\" {\n    tag \"${VERSION}\"\n    files { text \"/version\" \"${VERSION}\\n\" }\n}\n",
+    );
+    let default = ctx.build_json(&[]);
+    assert_eq!(default["images"][0]["tag"], "1.0");
+    let given = ctx.build_json(&["--build-arg", "VERSION=2.0"]);
+    assert_eq!(given["images"][0]["tag"], "2.0");
+    assert_ne!(given["images"][0]["digest"], default["images"][0]["digest"]);
+    let out = ctx.compose(&["build", "--build-arg", "VERSOIN=2.0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--build-arg VERSOIN: the spec declares no `arg \"VERSOIN\"`"));
+}
