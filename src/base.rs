@@ -584,7 +584,7 @@ pub fn read_base_files(b: &BaseImage, store: Option<&Store>, clients: &Clients) 
             }
         };
         let reader: Box<dyn Read> = if l.media_type.ends_with("+gzip") {
-            Box::new(flate2::read::GzDecoder::new(raw))
+            Box::new(flate2::read::MultiGzDecoder::new(raw))
         } else if l.media_type.ends_with("+zstd") {
             Box::new(zstd::stream::read::Decoder::new(raw).map_err(io)?)
         } else {

@@ -45,32 +45,43 @@
 //!
 //! # Gzip format (fixed; identified by [`COMPRESSOR_ID`])
 //!
-//! The 10-byte header is `1f 8b 08 00 00000000 00 ff` (no name, mtime 0,
-//! XFL 0, OS 255). The uncompressed stream is cut into chunks at every
-//! [`CHUNK_SIZE`] (1 MiB) boundary of input, whatever the sizes of the
-//! `write` calls. Each chunk is deflated by a fresh `miniz_oxide` raw-deflate
-//! compressor at level 6; every full chunk ends with a SYNC flush (so chunks
-//! concatenate into one deflate stream) and the final chunk, the remainder
-//! after the last full chunk (possibly empty), ends with FINISH. The
-//! trailer is the CRC-32 and the length mod 2^32, little-endian. Chunks are
-//! compressed on the current rayon pool (the global one unless called inside
+//! The uncompressed stream is cut into chunks at every [`CHUNK_SIZE`] (1 MiB)
+//! boundary of input, whatever the sizes of the `write` calls, and each chunk
+//! becomes one complete gzip member (RFC 1952 allows any number, and every
+//! gzip reader reads them all: Go's `compress/gzip` that skopeo, podman, umoci
+//! and containerd use, GNU gzip, Python's `gzip`, flate2's `MultiGzDecoder`).
+//! A member is libdeflate's `gzip_compress` at level 6: the 10-byte header
+//! `1f 8b 08 00 00000000 00 ff` (no name, mtime 0, XFL 0, OS 255), one deflate
+//! stream, and the chunk's CRC-32 and length. The remainder after the last
+//! full chunk is a last member when it is not empty, or when there was no
+//! full chunk (so empty input is one empty member). Chunks are compressed on
+//! the current rayon pool (the global one unless called inside
 //! `ThreadPool::install`) and written in order; the bytes depend neither on
 //! the thread count nor on write sizes. A waiting writer compresses pending
 //! chunks itself, so it never deadlocks, even on a busy or 1-thread pool.
+//!
+//! Why the bytes do not depend on the CPU: libdeflate's compressor is
+//! portable C. Its CPU-dispatched code (x86 and ARM SIMD) is in the checksums
+//! (CRC-32, Adler-32, whose values are fixed by their definitions), in the
+//! decompressor, and in the match finder's table initialisation and rebasing
+//! (`matchfinder_init`/`matchfinder_rebase`, which set every entry to the same
+//! values either way); the match search and block splitting, which decide the
+//! output, have one code path. The version is pinned in `Cargo.toml` and named
+//! in [`COMPRESSOR_ID`], so an upgrade changes every layer's derivation hash
+//! rather than its bytes under the same hash.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use miniz_oxide::deflate::core::{compress_to_output, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush, TDEFLStatus};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 /// Identity of the exact bytes [`ParallelGzip`] and [`gzip_bytes`] produce.
 /// Change it whenever the compressed output could change (compressor crate,
 /// level, chunking, flush scheme, header).
-pub const COMPRESSOR_ID: &str = "gzip/miniz_oxide-0.8/level6/chunk1MiB/sync/v1";
+pub const COMPRESSOR_ID: &str = "gzip/libdeflate-1.26.1/level6/member-per-1MiB-chunk/v2";
 
 /// Identity of the exact tar bytes [`LayerWriter`] produces for a given list
 /// of entries (header format, PAX policy). Change it whenever that could
@@ -80,7 +91,7 @@ pub const TAR_FORMAT_ID: &str = "tar/ustar+pax/v1";
 /// Identity of the exact layer bytes (tar format and compressor) that
 /// [`LayerWriter`] produces for a given list of entries: the value to put in
 /// derivation hashes.
-pub const LAYER_FORMAT_ID: &str = "tar/ustar+pax/v1 gzip/miniz_oxide-0.8/level6/chunk1MiB/sync/v1";
+pub const LAYER_FORMAT_ID: &str = "tar/ustar+pax/v1 gzip/libdeflate-1.26.1/level6/member-per-1MiB-chunk/v2";
 
 /// OCI media type of the layers written here.
 pub const GZIP_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -634,35 +645,25 @@ pub struct GzipStats {
     pub compressed_sha256: [u8; 32],
 }
 
-fn deflate_flags() -> u32 {
-    // Negative window bits: raw deflate, no zlib wrapper.
-    create_comp_flags_from_zip_params(i32::from(GZIP_LEVEL), -15, 0)
-}
-
-/// Deflates one chunk with a fresh compressor; SYNC flush unless `last`.
-fn deflate_chunk(input: &[u8], last: bool) -> Result<Vec<u8>, String> {
-    let mut compressor = CompressorOxide::new(deflate_flags());
-    let mut out = Vec::with_capacity(input.len() / 2 + 64);
-    let flush = if last { TDEFLFlush::Finish } else { TDEFLFlush::Sync };
-    let mut pos = 0;
-    loop {
-        let (status, consumed) = compress_to_output(&mut compressor, &input[pos..], flush, |bytes| {
-            out.extend_from_slice(bytes);
-            true
+/// One chunk as a complete gzip member (libdeflate, level [`GZIP_LEVEL`]); `None` for an
+/// empty last chunk after full ones (it would add nothing).
+fn deflate_chunk(input: &[u8], last: bool, first: bool) -> Result<Vec<u8>, String> {
+    if last && input.is_empty() && !first {
+        return Ok(Vec::new());
+    }
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<libdeflater::Compressor>> = const { std::cell::RefCell::new(None) };
+    }
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        let compressor = c.get_or_insert_with(|| {
+            libdeflater::Compressor::new(libdeflater::CompressionLvl::new(i32::from(GZIP_LEVEL)).unwrap_or_default())
         });
-        pos += consumed;
-        match status {
-            TDEFLStatus::Done if last && pos == input.len() => break,
-            TDEFLStatus::Okay if !last && pos == input.len() => break,
-            TDEFLStatus::Okay if consumed > 0 => {}
-            other => return Err(format!("miniz_oxide deflate stopped with {other:?} after {pos} of {} bytes", input.len())),
-        }
-    }
-    // A SYNC flush always ends with an empty stored block: LEN 0, NLEN 0xffff.
-    if !last && !out.ends_with(&[0, 0, 0xff, 0xff]) {
-        return Err("miniz_oxide deflate did not end the chunk with a sync flush".to_owned());
-    }
-    Ok(out)
+        let mut out = vec![0u8; compressor.gzip_compress_bound(input.len())];
+        let n = compressor.gzip_compress(input, &mut out).map_err(|e| format!("libdeflate: {e:?}"))?;
+        out.truncate(n);
+        Ok(out)
+    })
 }
 
 /// Gzip-compresses an in-memory blob; the bytes are identical to what
@@ -681,17 +682,11 @@ pub fn gzip_bytes(data: &[u8]) -> Vec<u8> {
         .collect();
     let compressed: Vec<Vec<u8>> = parts
         .par_iter()
-        .map(|&(chunk, last)| deflate_chunk(chunk, last).unwrap_or_else(|e| panic!("gzip_bytes: internal compressor failure: {e}")))
+        .map(|&(chunk, last)| {
+            deflate_chunk(chunk, last, full == 0).unwrap_or_else(|e| panic!("gzip_bytes: internal compressor failure: {e}"))
+        })
         .collect();
-    let body: usize = compressed.iter().map(Vec::len).sum();
-    let mut out = Vec::with_capacity(GZIP_HEADER.len() + body + 8);
-    out.extend_from_slice(&GZIP_HEADER);
-    for part in &compressed {
-        out.extend_from_slice(part);
-    }
-    out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out
+    compressed.concat()
 }
 
 enum JobState {
@@ -706,6 +701,8 @@ enum JobState {
 /// depends on the pool having a free thread.
 struct Job {
     last: bool,
+    /// The stream's only chunk (an empty one still makes a member).
+    only: bool,
     state: Mutex<JobState>,
     done: Condvar,
 }
@@ -727,8 +724,8 @@ impl Job {
                 }
             }
         };
-        let last = self.last;
-        let result = catch_unwind(AssertUnwindSafe(|| deflate_chunk(&input, last)))
+        let (last, only) = (self.last, self.only);
+        let result = catch_unwind(AssertUnwindSafe(|| deflate_chunk(&input, last, only)))
             .unwrap_or_else(|_| Err("the deflate task panicked".to_owned()))
             .map(|out| (input, out));
         *self.lock() = JobState::Done(result);
@@ -786,7 +783,8 @@ pub struct ParallelGzip<W: Write> {
     out_sha: Sha256,
     in_len: u64,
     out_len: u64,
-    header_written: bool,
+    /// Chunks dispatched so far.
+    chunks: u64,
     failed: Option<String>,
 }
 
@@ -813,7 +811,7 @@ impl<W: Write> ParallelGzip<W> {
             out_sha: Sha256::new(),
             in_len: 0,
             out_len: 0,
-            header_written: false,
+            chunks: 0,
             failed: None,
         }
     }
@@ -843,10 +841,6 @@ impl<W: Write> ParallelGzip<W> {
     }
 
     fn emit(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if !self.header_written {
-            self.header_written = true;
-            self.emit(&GZIP_HEADER)?;
-        }
         self.sink.write_all(bytes)?;
         self.out_sha.update(bytes);
         self.out_len += bytes.len() as u64;
@@ -858,7 +852,9 @@ impl<W: Write> ParallelGzip<W> {
     fn dispatch(&mut self, last: bool) -> io::Result<()> {
         let next = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK_SIZE));
         let input = std::mem::replace(&mut self.buf, next);
-        let job = Arc::new(Job { last, state: Mutex::new(JobState::Pending(input)), done: Condvar::new() });
+        let only = last && self.chunks == 0;
+        self.chunks += 1;
+        let job = Arc::new(Job { last, only, state: Mutex::new(JobState::Pending(input)), done: Condvar::new() });
         // The last chunk is left to the draining thread, which is about to
         // wait for it anyway. So is every chunk when the caller is the only
         // worker of its pool: nobody else could run it, and the queued task
@@ -926,14 +922,10 @@ impl<W: Write> ParallelGzip<W> {
         while !self.in_flight.is_empty() {
             self.drain_one()?;
         }
-        let mut trailer = [0u8; 8];
-        trailer[..4].copy_from_slice(&self.crc.clone().finalize().to_le_bytes());
-        trailer[4..].copy_from_slice(&(self.in_len as u32).to_le_bytes());
-        self.emit(&trailer)?;
         self.sink.flush()
     }
 
-    /// Compresses the remaining data, writes the trailer, flushes the sink
+    /// Compresses the remaining data, flushes the sink
     /// and returns it with the stream's totals.
     pub fn finish(mut self) -> io::Result<(W, GzipStats)> {
         self.check()?;
@@ -1104,7 +1096,7 @@ mod tests {
 
     fn gunzip(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(data).read_to_end(&mut out).expect("valid gzip");
+        flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out).expect("valid gzip");
         out
     }
 
@@ -1194,8 +1186,10 @@ mod tests {
         // bytes must change COMPRESSOR_ID (and this literal).
         let data = sample(CHUNK_SIZE + 1000, 42);
         let out = gzip_bytes(&data);
-        assert_eq!(hex::encode(sha(&out)), "854e2a45d59a810857949b775edb4c0cbffec39e4a297d8b81f13a4aa6fa7eb9");
-        assert_eq!(COMPRESSOR_ID, "gzip/miniz_oxide-0.8/level6/chunk1MiB/sync/v1");
+        // Issue 14: libdeflate, a gzip member per chunk (two here: a full chunk and 1000 bytes).
+        assert_eq!(hex::encode(sha(&out)), "3c652ac098b35d1d9cbefefd7f5357c6782de1c9d8005b2e96a55ac776df1652");
+        assert_eq!(out.windows(GZIP_HEADER.len()).filter(|w| *w == GZIP_HEADER).count(), 2);
+        assert_eq!(COMPRESSOR_ID, "gzip/libdeflate-1.26.1/level6/member-per-1MiB-chunk/v2");
     }
 
     struct FailingSink {
@@ -1496,8 +1490,8 @@ mod tests {
         let (blob, d) = build(&entries);
         assert_eq!(hex::encode(sha(&blob)), hex::encode(d.digest));
         assert_eq!(d.diff_id_string(), "sha256:ddd4a7e225c4e2c7f210c45ec7353a9f0a15dabbaceaf5d928e39b346908780d");
-        assert_eq!(d.digest_string(), "sha256:e823051b06cf7c721b0b52eed33f71d7e0932f5b8df82e4b74e115e0743e6b4b");
-        assert_eq!((d.size, d.uncompressed_size), (279, 5632));
+        assert_eq!(d.digest_string(), "sha256:9e10c130d7a0beecf6ae09f56e7b308b9352e48d9c06ba941ae0ebf640077983");
+        assert_eq!((d.size, d.uncompressed_size), (276, 5632));
         assert_eq!(TAR_FORMAT_ID, "tar/ustar+pax/v1");
         assert_eq!(LAYER_FORMAT_ID, format!("{TAR_FORMAT_ID} {COMPRESSOR_ID}"));
     }

@@ -1530,7 +1530,7 @@ mod tests {
 
     fn read_layer(gz: &[u8]) -> Vec<Hdr> {
         let mut out = Vec::new();
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+        let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(gz));
         for e in archive.entries().expect("entries") {
             let mut e = e.expect("entry");
             let h = e.header().clone();
@@ -1712,7 +1712,7 @@ mod tests {
         assert_eq!(installed.file_md5["/usr/bin/mytool"], md5_hex(b"mytool"));
         assert_eq!(installed.digests.size, gz.len() as u64);
         let mut tar_bytes = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut tar_bytes).expect("gunzip");
+        flate2::read::MultiGzDecoder::new(&gz[..]).read_to_end(&mut tar_bytes).expect("gunzip");
         assert_eq!(installed.digests.uncompressed_size, tar_bytes.len() as u64);
         use sha2::Digest as _;
         let diff_id: [u8; 32] = sha2::Sha256::digest(&tar_bytes).into();

@@ -234,7 +234,7 @@ pub fn merged_layer(
     for &p in &m.parts {
         let rec = deps.get(&p).ok_or_else(|| BuildError::MissingOutput(plan.graph[p].name.clone(), "layer"))?;
         let f = File::open(store.blob_path(&output(rec, "layer")?.digest)).map_err(PackageError::Merge)?;
-        archives.push(tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(f))));
+        archives.push(tar::Archive::new(flate2::read::MultiGzDecoder::new(BufReader::new(f))));
         files.extend(read_files(store, output(rec, "files")?)?);
     }
     let mut iters = Vec::new();

@@ -74,7 +74,7 @@ fn busybox_machine(layout: &Path, manifest_digest: &str) -> u16 {
     let manifest: serde_json::Value = serde_json::from_slice(&blob(manifest_digest)).unwrap();
     for l in manifest["layers"].as_array().unwrap() {
         let bytes = blob(l["digest"].as_str().unwrap());
-        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+        let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(&bytes[..]));
         for e in ar.entries().unwrap() {
             let mut e = e.unwrap();
             if e.path().unwrap().to_str() == Some("usr/bin/busybox") {

@@ -14,7 +14,7 @@ pub fn layer_paths(ctx: &TestContext, name: &str) -> Vec<String> {
     let mut paths = Vec::new();
     for l in manifest["layers"].as_array().unwrap() {
         let bytes = fs::read(blob(&l["digest"])).unwrap();
-        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+        let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(&bytes[..]));
         for e in ar.entries().unwrap() {
             paths.push(e.unwrap().path().unwrap().to_string_lossy().into_owned());
         }
@@ -162,7 +162,7 @@ image "own" {
     let blob = |d: &serde_json::Value| dir.join("blobs/sha256").join(d.as_str().unwrap().trim_start_matches("sha256:"));
     let manifest: serde_json::Value = serde_json::from_slice(&fs::read(blob(&index["manifests"][0]["digest"])).unwrap()).unwrap();
     let bytes = fs::read(blob(&manifest["layers"][0]["digest"])).unwrap();
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+    let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(&bytes[..]));
     let srv = ar.entries().unwrap().map(|e| e.unwrap()).find(|e| e.path().unwrap().to_string_lossy() == "srv/").unwrap();
     assert_eq!(srv.header().mode().unwrap(), 0o700, "the image's own directory is left as it is");
 }

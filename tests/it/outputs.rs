@@ -168,3 +168,60 @@ image "bbx" {
     let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(v["Digest"], digest.as_str());
 }
+
+/// Issue 14: a layer is one gzip member per 1 MiB chunk (libdeflate). Every reader must read
+/// them all: GNU gzip, Python's gzip, oci-image-tool, umoci (which checks the diff_id), skopeo,
+/// podman load and run, and compose's own readers (a base made of such layers).
+#[test]
+fn multi_member_gzip_layers_are_read_by_every_client() {
+    let ctx = TestContext::new();
+    // ~3.5 MiB of text: four members.
+    let mut x: u64 = 7;
+    let mut text = String::new();
+    while text.len() < 3_500_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push_str(&format!("line {} {}\n", x % 100_000, x % 7));
+    }
+    ctx.write("data/big.txt", &text);
+    use sha2::Digest;
+    let want = sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    ctx.write(
+        "spec.kdl",
+        "image \"big\" {\n    files {\n        copy \"/bin/busybox\" to=\"/bin/busybox\" mode=0o755\n        copy \"data/\" to=\"/data\"\n    }\n    \
+         config { entrypoint \"/bin/busybox\"; cmd \"sha256sum\" \"/data/big.txt\"; }\n}\n\
+         image \"over\" {\n    base \"oci:out/big\"\n    files { text \"/etc/motd\" \"hi\\n\" }\n}\n",
+    );
+    ctx.build(&["spec.kdl", "--image", "big"]);
+    let layout = ctx.path("out/big");
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap()).unwrap();
+    let layer = blob(manifest["layers"][0]["digest"].as_str().unwrap());
+    let diff_id = config["rootfs"]["diff_ids"][0].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let members = fs::read(&layer).unwrap().windows(10).filter(|w| *w == [0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff]).count();
+    assert!(members >= 4, "{members} gzip members");
+
+    tool_ok(Command::new("gzip").arg("-t").arg(&layer));
+    let gnu = tool_ok(Command::new("sh").arg("-c").arg(format!("gzip -dc '{}' | sha256sum", layer.display())));
+    assert!(gnu.starts_with(&diff_id), "GNU gzip: {gnu}");
+    let py = tool_ok(Command::new("python3").args([
+        "-c",
+        "import gzip,hashlib,sys; print(hashlib.sha256(gzip.open(sys.argv[1]).read()).hexdigest())",
+        layer.to_str().unwrap(),
+    ]));
+    assert_eq!(py.trim(), diff_id, "Python's gzip");
+    tool_ok(Command::new("oci-image-tool").args(["validate", "--type", "image"]).arg(&layout));
+    tool_ok(
+        Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", layout.display())).arg(ctx.tmp.path().join("bundle")),
+    );
+    assert_eq!(fs::read_to_string(ctx.tmp.path().join("bundle/rootfs/data/big.txt")).unwrap(), text);
+    let ran = crate::steps::podman_run(&ctx, &layout, "big", "latest", &[]);
+    assert!(ran.starts_with(&want), "podman: {ran}");
+    // compose reads its own layers as a base (its passwd/dpkg reader walks every member).
+    ctx.build(&["spec.kdl", "--image", "over"]);
+}

@@ -190,4 +190,4 @@ image "golden" {
     assert_ne!(last_line(&out), GOLDEN);
 }
 
-const GOLDEN: &str = "sha256:73fd38fc740114f59dd4114ad5f5ba0681aa1d605bc100067de964f5e44f7177";
+const GOLDEN: &str = "sha256:06fd9a091de34701923dee38ff454cd060532a1a042741ee98a467e1c82630b7";
