@@ -9,6 +9,8 @@
 #   one-file-change rebuild / cold       goal < 5% (tree split over $PARTS `layer` blocks, default
 #                                        25: a rebuild redoes one layer, so it costs ~1/PARTS of cold)
 #   peak RSS of a cold build             goal < 200 MiB
+#   single-layer compressible tree (64 MiB of repetitive text and some random files, one layer):
+#   cold build / (tar -c | gzip -6)      goal <= 0.25 (issue 14)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 work=${1:-$(mktemp -d /tmp/compose-bench.XXXXXX)}
@@ -87,14 +89,49 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 PY
 )
 
+# The single-layer compressible case.
+if [ ! -f single.done ]; then
+    rm -rf single && mkdir -p single
+    python3 - <<'PY'
+import os, random
+random.seed(11)
+words = [("w%03d" % i).encode() for i in range(400)]
+total = 0
+i = 0
+while total < 64 * 2**20:
+    if i % 10 == 9:
+        data = os.urandom(200_000)
+    else:
+        out = bytearray()
+        while len(out) < 500_000:
+            out += b" ".join(random.choice(words) for _ in range(12)) + b"\n"
+        data = bytes(out)
+    with open(f"single/f{i:04}.txt", "wb") as fh:
+        fh.write(data)
+    total += len(data)
+    i += 1
+PY
+    printf 'image "single" {\n    layer "all" { copy "single/" to="/data" }\n}\n' > single.kdl
+    find single -type f -exec touch -d '2 minutes ago' {} +
+    touch single.done
+fi
+hyperfine --style basic --runs "$runs" --export-json single-baseline.json \
+    'tar -C single -c . | gzip -6 > /dev/null' >&2
+hyperfine --style basic --runs "$runs" --export-json single-cold.json \
+    --prepare 'rm -rf cache-single out-single' \
+    "$compose build single.kdl --cache-dir cache-single --out out-single" >&2
+
 python3 - "$rss_kib" <<'PY'
 import json, sys
 med = lambda f: json.load(open(f))["results"][0]["median"]
 base, cold, noop, change = med("baseline.json"), med("cold.json"), med("noop.json"), med("change.json")
+sbase, scold = med("single-baseline.json"), med("single-cold.json")
 rss = int(sys.argv[1]) / 1024
 print(f"baseline tar|gzip -6         {base:8.3f} s")
 print(f"cold build                   {cold:8.3f} s   ratio to baseline {cold/base:5.2f}   (goal <= 0.6)")
 print(f"no-op rebuild                {noop*1000:8.1f} ms  ratio to cold     {noop/cold:7.4f} (goal < 50 ms)")
 print(f"one-file-change rebuild      {change*1000:8.1f} ms  ratio to cold     {change/cold:7.4f} (goal < 0.05)")
 print(f"peak RSS, cold build         {rss:8.1f} MiB (goal < 200 MiB)")
+print(f"single layer, tar|gzip -6    {sbase:8.3f} s")
+print(f"single layer, cold build     {scold:8.3f} s   ratio to baseline {scold/sbase:5.2f}   (goal <= 0.25)")
 PY

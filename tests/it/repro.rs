@@ -121,7 +121,7 @@ fn same_digest_from_two_checkouts_under_different_conditions() {
     };
 
     let d1 = build(&a, "cache-a", "1", "UTC", "C.UTF-8");
-    let d2 = build_umask(&b, "cache-b", "2", "Asia/Tokyo", "de_DE.UTF-8", "077");
+    let d2 = build_umask(&b, "cache-b", "8", "Asia/Tokyo", "de_DE.UTF-8", "077");
     assert!(d1.starts_with("sha256:"), "{d1}");
     assert_eq!(d1, d2, "fresh stores, other path, jobs, TZ, LANG, umask, mtimes, creation order");
     // Byte-identical layouts.
