@@ -50,9 +50,11 @@ pub struct Imported {
 }
 
 impl Imported {
-    /// (instructions translated exactly, instructions).
+    /// (instructions translated exactly, instructions). Notes about the spec as a whole (line
+    /// 0) are not instructions.
     pub fn share(&self) -> (usize, usize) {
-        (self.notes.iter().filter(|n| n.exact).count(), self.notes.len())
+        let instructions = self.notes.iter().filter(|n| n.line > 0);
+        (instructions.clone().filter(|n| n.exact).count(), instructions.count())
     }
 }
 
@@ -1391,12 +1393,15 @@ fn emit(stages: &mut [Stage], external: &[(String, String)], opts: &ImportOption
             }
             let _ = writeln!(out, "}}");
             if i == last {
-                notes.push(Note {
-                    line: step.line,
-                    instruction: "RUN".into(),
-                    exact: false,
-                    message: format!("the last stage's RUN lines become step `{step_name}`; only `{output}` is kept from what they change: check that it holds what the image needs"),
-                });
+                let message = format!("the last stage's RUN lines become step `{step_name}`; only `{output}` is kept from what they change: check that it holds what the image needs");
+                // Said of the step's first RUN, whose note this completes.
+                match notes.iter_mut().find(|n| n.line == step.line) {
+                    Some(n) => {
+                        n.exact = false;
+                        n.message = format!("{}; {message}", n.message);
+                    }
+                    None => notes.push(Note { line: step.line, instruction: "RUN".into(), exact: false, message }),
+                }
             }
         }
     }
