@@ -173,13 +173,15 @@ fn exec_form(s: &str) -> Option<Vec<String>> {
     serde_json::from_str::<Vec<String>>(s).ok()
 }
 
-/// Words of a simple shell command: quotes and backslashes undone. `None` when the command uses
-/// what only a shell can do (substitution, globs, pipes, redirections, braces, variables).
-fn simple_words(s: &str) -> Option<Vec<String>> {
+/// Words of a command line, quotes and backslashes undone. `strict`: `None` when the line uses
+/// what only a shell can do (substitution, globs, pipes, redirections, braces, variables);
+/// otherwise `$` is kept as written (for `ENV`/`LABEL`/`ARG`, which expand later). `None` too
+/// for unbalanced quotes.
+fn words(s: &str, strict: bool) -> Option<Vec<String>> {
     let mut words = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
-    let mut chars = s.chars().peekable();
+    let mut chars = s.chars();
     while let Some(c) = chars.next() {
         match c {
             '\'' => {
@@ -197,7 +199,7 @@ fn simple_words(s: &str) -> Option<Vec<String>> {
                     match chars.next()? {
                         '"' => break,
                         '\\' => cur.push(chars.next()?),
-                        '$' | '`' => return None,
+                        '$' | '`' if strict => return None,
                         c => cur.push(c),
                     }
                 }
@@ -206,7 +208,7 @@ fn simple_words(s: &str) -> Option<Vec<String>> {
                 in_word = true;
                 cur.push(chars.next()?);
             }
-            '$' | '`' | '*' | '?' | '[' | '{' | '}' | '|' | '>' | '<' | '&' | ';' | '(' | ')' | '~' => return None,
+            '$' | '`' | '*' | '?' | '[' | '{' | '}' | '|' | '>' | '<' | '&' | ';' | '(' | ')' | '~' if strict => return None,
             c if c.is_whitespace() => {
                 if in_word {
                     words.push(std::mem::take(&mut cur));
@@ -269,7 +271,7 @@ fn subst(s: &str, vars: &[(String, String)]) -> String {
 
 /// `KEY=VALUE …` (or the legacy `KEY VALUE`), values unquoted.
 fn key_values(s: &str) -> Option<Vec<(String, String)>> {
-    let words = shell_like_words(s)?;
+    let words = words(s, false)?;
     if words.len() == 2 && !words[0].contains('=') {
         return Some(vec![(words[0].clone(), words[1].clone())]);
     }
@@ -278,55 +280,6 @@ fn key_values(s: &str) -> Option<Vec<(String, String)>> {
         return Some(vec![(k.to_string(), v.trim().to_string())]);
     }
     words.into_iter().map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect()
-}
-
-/// Words with quotes undone, `$` kept (for `ENV`/`LABEL`/`ARG`, which expand later).
-fn shell_like_words(s: &str) -> Option<Vec<String>> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next()? {
-                        '"' => break,
-                        '\\' => cur.push(chars.next()?),
-                        c => cur.push(c),
-                    }
-                }
-            }
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next()? {
-                        '\'' => break,
-                        c => cur.push(c),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                cur.push(chars.next()?);
-            }
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
-    Some(words)
 }
 
 /// `path` made absolute against `workdir`, normalised.
@@ -407,7 +360,9 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Imported, ImportError>
         let shown: String = i.text.chars().take(80).collect();
         notes.push(Note { line: i.line, instruction: shown, exact, message });
     };
-    let external_images: std::cell::RefCell<Vec<(String, String)>> = std::cell::RefCell::new(Vec::new());
+    let aliases = aliases(&instrs);
+    // `COPY --from=IMAGE` of an image that is no stage: (name in the spec, reference).
+    let mut external_images: Vec<(String, String)> = Vec::new();
     for ins in &instrs {
         let Some(stage) = stages.last_mut().filter(|_| ins.keyword != "FROM") else {
             match ins.keyword.as_str() {
@@ -597,7 +552,7 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Imported, ImportError>
                 note(ins, false, "not translated: compose runs no triggers; an image built on this one states those files itself".into())
             }
             "COPY" | "ADD" => {
-                let message = copy(ins, stage, &stages_names(&stages_meta(&instrs)), &external_images, opts);
+                let message = copy(ins, stage, &aliases, &mut external_images, opts);
                 match message {
                     Ok(m) => note(ins, true, m),
                     Err(m) => note(ins, false, m),
@@ -614,21 +569,20 @@ pub fn import(text: &str, opts: &ImportOptions) -> Result<Imported, ImportError>
         return Err(ImportError::NoFrom);
     }
     // Where later stages copy from, per stage (the outputs of their steps).
-    for (i, ins) in instrs.iter().enumerate() {
-        let _ = i;
+    for ins in &instrs {
         if ins.keyword != "COPY" {
             continue;
         }
         let Some(from) = flag(&ins.args, "--from") else { continue };
         let Some(idx) = stage_index(&stages, &from) else { continue };
-        let words = shell_like_words(&strip_flags(&ins.args)).unwrap_or_default();
+        let words = words(&strip_flags(&ins.args), false).unwrap_or_default();
         if words.len() >= 2 {
             for src in &words[..words.len() - 1] {
                 stages[idx].copied_out.push(absolute(src, "/"));
             }
         }
     }
-    let spec = emit(&mut stages, &external_images.into_inner(), opts, &mut notes);
+    let spec = emit(&mut stages, &external_images, opts, &mut notes);
     notes.sort_by_key(|n| n.line);
     Ok(Imported { spec, notes })
 }
@@ -677,23 +631,16 @@ fn strip_flags(args: &str) -> String {
     args.split_whitespace().skip_while(|w| w.starts_with("--")).collect::<Vec<_>>().join(" ")
 }
 
-struct StageMeta {
-    alias: Option<String>,
-}
-
-fn stages_meta(instrs: &[Instr]) -> Vec<StageMeta> {
+/// The `AS` name of each stage, in order.
+fn aliases(instrs: &[Instr]) -> Vec<Option<String>> {
     instrs
         .iter()
         .filter(|i| i.keyword == "FROM")
         .map(|i| {
             let w: Vec<&str> = i.args.split_whitespace().filter(|w| !w.starts_with("--")).collect();
-            StageMeta { alias: (w.len() == 3 && w[1].eq_ignore_ascii_case("as")).then(|| w[2].to_string()) }
+            (w.len() == 3 && w[1].eq_ignore_ascii_case("as")).then(|| w[2].to_string())
         })
         .collect()
-}
-
-fn stages_names(meta: &[StageMeta]) -> Vec<Option<String>> {
-    meta.iter().map(|m| m.alias.clone()).collect()
 }
 
 fn stage_index(stages: &[Stage], from: &str) -> Option<usize> {
@@ -771,7 +718,7 @@ fn copy(
     ins: &Instr,
     stage: &mut Stage,
     aliases: &[Option<String>],
-    external: &std::cell::RefCell<Vec<(String, String)>>,
+    external: &mut Vec<(String, String)>,
     opts: &ImportOptions,
 ) -> Result<String, String> {
     if ins.args.contains("<<") {
@@ -779,7 +726,7 @@ fn copy(
     }
     let words = match exec_form(&strip_flags(&ins.args)) {
         Some(w) => w,
-        None => shell_like_words(&strip_flags(&ins.args)).ok_or("not translated: unbalanced quotes")?,
+        None => words(&strip_flags(&ins.args), false).ok_or("not translated: unbalanced quotes")?,
     };
     if words.len() < 2 {
         return Err("not translated: expected a source and a destination".into());
@@ -829,10 +776,9 @@ fn copy(
                 let source = match aliases.iter().position(|a| a.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(f))) {
                     Some(_) => format!("@stage:{}", f.to_ascii_lowercase()),
                     None => {
-                        let mut ext = external.borrow_mut();
                         let name = format!("from-{}", name_of(f));
-                        if !ext.iter().any(|(n, _)| *n == name) {
-                            ext.push((name.clone(), f.clone()));
+                        if !external.iter().any(|(n, _)| *n == name) {
+                            external.push((name.clone(), f.clone()));
                         }
                         name
                     }
@@ -1009,7 +955,7 @@ fn classify(part: &str, stage: &mut Stage) -> Option<String> {
         }
         return None;
     }
-    let words = simple_words(part)?;
+    let words = words(part, true)?;
     let (cmd, args) = words.split_first()?;
     let cmd = cmd.rsplit('/').next().unwrap_or(cmd);
     match cmd {
@@ -1272,16 +1218,7 @@ fn emit(stages: &mut [Stage], external: &[(String, String)], opts: &ImportOption
             }
             StageBase::Debian { suite } => {
                 let _ = writeln!(out, "    variant \"minbase\"");
-                let _ = writeln!(
-                    out,
-                    "    repository \"debian\" suite={} components=\"main\" keyring=\"/usr/share/keyrings/debian-archive-keyring.gpg\"",
-                    q(suite)
-                );
-                let _ = writeln!(
-                    out,
-                    "    repository \"debian-security\" suite={} components=\"main\" keyring=\"/usr/share/keyrings/debian-archive-keyring.gpg\"",
-                    q(&format!("{suite}-security"))
-                );
+                repositories(&mut out, suite);
             }
         }
         if s.packages.is_empty() && matches!(s.base, StageBase::Debian { .. }) {
@@ -1292,16 +1229,7 @@ fn emit(stages: &mut [Stage], external: &[(String, String)], opts: &ImportOption
             if !matches!(s.base, StageBase::Debian { .. }) {
                 match &s.suite {
                     Some(suite) => {
-                        let _ = writeln!(
-                            out,
-                            "    repository \"debian\" suite={} components=\"main\" keyring=\"/usr/share/keyrings/debian-archive-keyring.gpg\"",
-                            q(suite)
-                        );
-                        let _ = writeln!(
-                            out,
-                            "    repository \"debian-security\" suite={} components=\"main\" keyring=\"/usr/share/keyrings/debian-archive-keyring.gpg\"",
-                            q(&format!("{suite}-security"))
-                        );
+                        repositories(&mut out, suite);
                     }
                     None => notes.push(Note {
                         line: 0,
@@ -1406,6 +1334,18 @@ fn emit(stages: &mut [Stage], external: &[(String, String)], opts: &ImportOption
         }
     }
     out
+}
+
+/// The `repository` lines of a Debian suite and its security suite.
+fn repositories(out: &mut String, suite: &str) {
+    for (name, suite) in [("debian", suite.to_string()), ("debian-security", format!("{suite}-security"))] {
+        let _ = writeln!(
+            out,
+            "    repository {} suite={} components=\"main\" keyring=\"/usr/share/keyrings/debian-archive-keyring.gpg\"",
+            q(name),
+            q(&suite)
+        );
+    }
 }
 
 /// `copy from="@stage:ALIAS"` → the stage's step or image.

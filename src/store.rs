@@ -645,9 +645,14 @@ impl Store {
 /// overlay mounts first, left by a killed build) and directories made read-only by what ran in
 /// them. Returns how many entries went.
 fn clean_dir(dir: &Path) -> u64 {
+    let entries: Vec<fs::DirEntry> = fs::read_dir(dir).into_iter().flatten().flatten().collect();
+    if entries.is_empty() {
+        // The usual case, on every build's start: no mount table to read.
+        return 0;
+    }
     unmount_below(dir);
     let mut n = 0;
-    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+    for e in entries {
         let p = e.path();
         if fs::remove_file(&p).is_ok() {
             n += 1;
