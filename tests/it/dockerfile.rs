@@ -194,19 +194,30 @@ fn progress_prints_two_lines_per_derivation() {
     }
 }
 
-/// `compose import` over the corpus of Dockerfiles (`tests/fixtures/dockerfiles/`): every one
-/// becomes a spec compose reads, what cannot be translated exactly is listed by line, and the
-/// Debian `apt-get` image translates fully, builds from the archive and runs under podman.
+/// `compose import` over the corpus of Dockerfiles (`tests/fixtures/dockerfiles/` and
+/// `specs/clock/`): every one becomes a spec compose reads, what cannot be translated exactly is
+/// listed by line, and the Debian `apt-get` image translates fully, into the spec committed in
+/// `specs/clock/`, builds from the archive and runs under podman.
 #[test]
 fn compose_import_translates_the_corpus_and_the_result_runs() {
     let ctx = TestContext::new();
-    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dockerfiles");
-    let mut names: Vec<String> = fs::read_dir(&corpus).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    names.sort();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let corpus = root.join("tests/fixtures/dockerfiles");
+    let mut sources: Vec<(String, std::path::PathBuf)> = fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().into_string().unwrap(), e.path())
+        })
+        .collect();
+    sources.push(("clock".into(), root.join("specs/clock")));
+    sources.sort();
     let (mut exact, mut total) = (0, 0);
-    for name in &names {
+    for (name, source) in &sources {
         let dir = ctx.path(name);
-        run(std::process::Command::new("cp").arg("-r").arg(corpus.join(name)).arg(&dir));
+        run(std::process::Command::new("cp").arg("-r").arg(source).arg(&dir));
+        let committed = fs::read_to_string(dir.join("compose.kdl")).ok();
+        let _ = fs::remove_file(dir.join("compose.kdl"));
         let out = ctx.compose(&["import", &format!("{name}/Dockerfile"), "--json"]);
         assert_success(&out, &format!("import {name}"));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -216,8 +227,13 @@ fn compose_import_translates_the_corpus_and_the_result_runs() {
             assert!(n["line"].as_u64().unwrap() > 0 || n["instruction"].as_str().unwrap().starts_with("image "), "{n}");
             assert!(!n["message"].as_str().unwrap().is_empty());
         }
-        if ["debian-apt", "static-site"].contains(&name.as_str()) {
+        if ["clock", "static-site"].contains(&name.as_str()) {
             assert_eq!(e, t, "{name}: {v}");
+        }
+        // The example in specs/ is what import writes (below its own header comment).
+        if let Some(committed) = committed {
+            let body = |s: &str| s.lines().skip_while(|l| l.starts_with("//")).collect::<Vec<_>>().join("\n");
+            assert_eq!(body(&fs::read_to_string(dir.join("compose.kdl")).unwrap()), body(&committed), "{name}");
         }
         exact += e;
         total += t;
@@ -229,13 +245,12 @@ fn compose_import_translates_the_corpus_and_the_result_runs() {
     assert!(exact * 100 / total >= 75, "{exact} of {total}");
 
     // The fully translated Debian image: composed from the archive this machine's apt uses.
-    let dir = ctx.path("debian-apt");
+    let dir = ctx.path("clock");
     let out = ctx.cmd().current_dir(&dir).args(["build"]).output().unwrap();
-    assert_success(&out, "build the imported debian-apt spec");
-    let id = crate::steps::podman_run(&ctx, &dir.join("out/debian-apt"), "debian-apt", "latest", &["id"]);
+    assert_success(&out, "build the imported clock spec");
+    let id = crate::steps::podman_run(&ctx, &dir.join("out/clock"), "clock", "latest", &["id"]);
     assert!(id.starts_with("uid=10001(clock) gid=10001(clock)"), "{id}");
-    let tz =
-        crate::steps::podman_run(&ctx, &dir.join("out/debian-apt"), "debian-apt", "latest", &["sh", "-c", "pwd; curl --version | head -1"]);
+    let tz = crate::steps::podman_run(&ctx, &dir.join("out/clock"), "clock", "latest", &["sh", "-c", "pwd; curl --version | head -1"]);
     assert!(tz.starts_with("/var/lib/clock\ncurl "), "{tz}");
 }
 
