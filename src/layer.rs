@@ -1,11 +1,11 @@
 //! Reproducible OCI layer writing: a deterministic tar stream fed into a
-//! deterministic, parallel, streaming gzip compressor.
+//! deterministic, parallel, streaming gzip or zstd compressor.
 //!
 //! [`LayerWriter`] turns a sorted sequence of [`Entry`]s into a
-//! `application/vnd.oci.image.layer.v1.tar+gzip` blob and, in the same pass,
+//! `application/vnd.oci.image.layer.v1.tar+gzip` (or `+zstd`) blob and, in the same pass,
 //! computes the OCI `diff_id` (sha256 of the uncompressed tar), the `digest`
-//! (sha256 of the gzip bytes) and both sizes. Memory use does not grow with the
-//! size of the layer's data: it is bounded by the number of gzip chunks in
+//! (sha256 of the compressed bytes) and both sizes. Memory use does not grow with the
+//! size of the layer's data: it is bounded by the number of chunks in
 //! flight (about `2 × threads + 1` chunks of 1 MiB, input plus output), plus
 //! the set of paths appended so far (needed to check parents and hardlink
 //! targets), which grows with the number of entries, not with their bytes.
@@ -43,32 +43,65 @@
 //! Paths must be absolute and normalized (no empty, `.` or `..` component,
 //! no trailing `/`, no NUL).
 //!
-//! # Gzip format (fixed; identified by [`COMPRESSOR_ID`])
+//! # Chunks (fixed; identified by [`CHUNKING_ID`])
 //!
-//! The uncompressed stream is cut into chunks at every [`CHUNK_SIZE`] (1 MiB)
-//! boundary of input, whatever the sizes of the `write` calls, and each chunk
-//! becomes one complete gzip member (RFC 1952 allows any number, and every
-//! gzip reader reads them all: Go's `compress/gzip` that skopeo, podman, umoci
-//! and containerd use, GNU gzip, Python's `gzip`, flate2's `MultiGzDecoder`).
-//! A member is libdeflate's `gzip_compress` at level 6: the 10-byte header
-//! `1f 8b 08 00 00000000 00 ff` (no name, mtime 0, XFL 0, OS 255), one deflate
-//! stream, and the chunk's CRC-32 and length. The remainder after the last
-//! full chunk is a last member when it is not empty, or when there was no
-//! full chunk (so empty input is one empty member). Chunks are compressed on
-//! the current rayon pool (the global one unless called inside
-//! `ThreadPool::install`) and written in order; the bytes depend neither on
-//! the thread count nor on write sizes. A waiting writer compresses pending
-//! chunks itself, so it never deadlocks, even on a busy or 1-thread pool.
+//! The tar stream is cut into chunks, and each chunk is compressed on its own, so chunks can be
+//! compressed in parallel and a chunk whose bytes were compressed before can be reused (see
+//! below). Cuts fall at tar-entry boundaries chosen by content, not by offset, so that a change
+//! to one file changes only the chunks holding it:
 //!
-//! Why the bytes do not depend on the CPU: libdeflate's compressor is
-//! portable C. Its CPU-dispatched code (x86 and ARM SIMD) is in the checksums
-//! (CRC-32, Adler-32, whose values are fixed by their definitions), in the
-//! decompressor, and in the match finder's table initialisation and rebasing
-//! (`matchfinder_init`/`matchfinder_rebase`, which set every entry to the same
-//! values either way); the match search and block splitting, which decide the
-//! output, have one code path. The version is pinned in `Cargo.toml` and named
-//! in [`COMPRESSOR_ID`], so an upgrade changes every layer's derivation hash
-//! rather than its bytes under the same hash.
+//! * after an entry (header, data and padding), when the chunk holds at least [`CHUNK_MIN`]
+//!   bytes and the entry's path is picked by [`cut_after`] (a hash of the path: one path in two);
+//! * before an entry whose header, data and padding come to [`CHUNK_SIZE`] or more, when the
+//!   chunk is not empty: a big file starts its own chunk, so its inner cuts (below) sit at the
+//!   same offsets from its header whatever comes before it;
+//! * wherever the chunk reaches [`CHUNK_SIZE`] (1 MiB) bytes, whatever the write sizes.
+//!
+//! After a changed file, the next picked entry past [`CHUNK_MIN`] ends a chunk in the old stream
+//! and the new one alike, so the chunking is back in step within a chunk or two.
+//!
+//! # Compression (fixed; identified by [`COMPRESSOR_ID`] and [`ZSTD_COMPRESSOR_ID`])
+//!
+//! **gzip**: each chunk becomes one complete gzip member (RFC 1952 allows any number, and every
+//! gzip reader reads them all: Go's `compress/gzip` that skopeo, podman, umoci and containerd use,
+//! GNU gzip, Python's `gzip`, flate2's `MultiGzDecoder`). A member is libdeflate's
+//! `gzip_compress` at level 6: the 10-byte header `1f 8b 08 00 00000000 00 ff` (no name, mtime 0,
+//! XFL 0, OS 255), one deflate stream, and the chunk's CRC-32 and length.
+//!
+//! **zstd**: each chunk becomes one complete zstd frame (RFC 8878 readers decode concatenated
+//! frames as one stream: Go's `klauspost/compress/zstd` in containerd, podman, skopeo and umoci,
+//! the `zstd` tool, libzstd's streaming decoder): libzstd's one-shot `ZSTD_compress2` at level 3,
+//! single-threaded, with the frame's content size and no checksum.
+//!
+//! The remainder after the last cut is a last chunk when it is not empty, or when there was no
+//! chunk before it (so empty input is one empty member or frame). Chunks are compressed on the
+//! current rayon pool (the global one unless called inside `ThreadPool::install`) and written in
+//! order; the bytes depend neither on the thread count nor on write sizes. A waiting writer
+//! compresses pending chunks itself, so it never deadlocks, even on a busy or 1-thread pool.
+//!
+//! Why the bytes do not depend on the CPU:
+//! * libdeflate's compressor is portable C. Its CPU-dispatched code (x86 and ARM SIMD) is in the
+//!   checksums (CRC-32, Adler-32, whose values are fixed by their definitions), in the
+//!   decompressor, and in the match finder's table initialisation and rebasing
+//!   (`matchfinder_init`/`matchfinder_rebase`, which set every entry to the same values either
+//!   way); the match search and block splitting, which decide the output, have one code path.
+//! * libzstd at level 3 uses the `dfast` strategy, whose match finder is scalar C; the SIMD
+//!   row-hash match finder (chosen at compile time) serves only the greedy and lazy strategies
+//!   of levels 5 to 15. Its one run-time dispatch, BMI2, picks between two compilations of the
+//!   same Huffman and FSE encoders, which give the same bits. Parameters follow the level and
+//!   the chunk's size only, and a context is reset for each chunk, so which thread's context
+//!   compresses a chunk does not matter.
+//!
+//! Both versions are pinned in `Cargo.toml` and named in the compressor ids, so an upgrade
+//! changes every layer's derivation hash rather than its bytes under the same hash.
+//!
+//! # Chunk reuse
+//!
+//! With a [`ChunkCache`] (the store's), each chunk's key is blake3 of the compressor id and the
+//! chunk's uncompressed bytes ([`chunk_key`]); a chunk the cache holds is taken from it rather
+//! than compressed, and [`LayerWriter::finish_with_chunks`] says where each chunk landed so the
+//! caller can keep it. Since a chunk's compressed bytes depend only on its own bytes and the
+//! codec, a layer is byte-identical whether its chunks were reused or compressed.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
@@ -78,32 +111,64 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-/// Identity of the exact bytes [`ParallelGzip`] and [`gzip_bytes`] produce.
-/// Change it whenever the compressed output could change (compressor crate,
-/// level, chunking, flush scheme, header).
-pub const COMPRESSOR_ID: &str = "gzip/libdeflate-1.26.1/level6/member-per-1MiB-chunk/v2";
+/// Identity of the exact bytes the gzip codec gives a chunk. Change it whenever the compressed
+/// output could change (library, level, header).
+pub const COMPRESSOR_ID: &str = "gzip/libdeflate-1.26.1/level6/member-per-chunk/v3";
+
+/// Identity of the exact bytes the zstd codec gives a chunk.
+pub const ZSTD_COMPRESSOR_ID: &str = "zstd/libzstd-1.5.7/level3/frame-per-chunk/v1";
+
+/// Identity of where the tar stream is cut into chunks ([`CHUNK_MIN`], [`CHUNK_SIZE`],
+/// [`cut_after`]).
+pub const CHUNKING_ID: &str = "chunks/entry-cuts-512KiB-1MiB-half/v1";
 
 /// Identity of the exact tar bytes [`LayerWriter`] produces for a given list
 /// of entries (header format, PAX policy). Change it whenever that could
 /// change.
 pub const TAR_FORMAT_ID: &str = "tar/ustar+pax/v1";
 
-/// Identity of the exact layer bytes (tar format and compressor) that
-/// [`LayerWriter`] produces for a given list of entries: the value to put in
-/// derivation hashes.
-pub const LAYER_FORMAT_ID: &str = "tar/ustar+pax/v1 gzip/libdeflate-1.26.1/level6/member-per-1MiB-chunk/v2";
+/// Identity of the exact gzip layer bytes (tar format, chunking and compressor) that
+/// [`LayerWriter`] produces for a given list of entries: the value to put in derivation hashes.
+pub const LAYER_FORMAT_ID: &str =
+    "tar/ustar+pax/v1 chunks/entry-cuts-512KiB-1MiB-half/v1 gzip/libdeflate-1.26.1/level6/member-per-chunk/v3";
 
-/// OCI media type of the layers written here.
+/// [`LAYER_FORMAT_ID`] for zstd layers.
+pub const ZSTD_LAYER_FORMAT_ID: &str =
+    "tar/ustar+pax/v1 chunks/entry-cuts-512KiB-1MiB-half/v1 zstd/libzstd-1.5.7/level3/frame-per-chunk/v1";
+
+/// OCI media type of gzip layers.
 pub const GZIP_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
-/// Uncompressed bytes per independently compressed gzip chunk.
+/// OCI media type of zstd layers.
+pub const ZSTD_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+
+/// Most uncompressed bytes in one chunk.
 pub const CHUNK_SIZE: usize = 1 << 20;
 
-/// Deflate level used for every chunk.
+/// Fewest uncompressed bytes in a chunk ended after a picked entry.
+pub const CHUNK_MIN: usize = 512 << 10;
+
+/// Deflate level used for every gzip chunk.
 pub const GZIP_LEVEL: u8 = 6;
+
+/// zstd level used for every zstd chunk.
+pub const ZSTD_LEVEL: i32 = 3;
 
 /// The fixed gzip member header: no file name, mtime 0, XFL 0, OS 255.
 pub const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0xff];
+
+/// Whether a chunk past [`CHUNK_MIN`] may end after the entry at `path`: one path in two, by a
+/// fixed hash of its bytes (FNV-1a, then a 64-bit finaliser).
+pub fn cut_after(path: &str) -> bool {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in path.as_bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h & 1 == 0
+}
 
 /// Size of a tar block.
 const BLOCK: usize = 512;
@@ -150,9 +215,9 @@ pub struct Entry {
 pub struct LayerDigests {
     /// sha256 of the uncompressed tar stream (the OCI `diff_id`).
     pub diff_id: [u8; 32],
-    /// sha256 of the gzip blob (the OCI descriptor `digest`).
+    /// sha256 of the compressed blob (the OCI descriptor `digest`).
     pub digest: [u8; 32],
-    /// Size of the gzip blob in bytes.
+    /// Size of the compressed blob in bytes.
     pub size: u64,
     /// Size of the uncompressed tar stream in bytes.
     pub uncompressed_size: u64,
@@ -434,11 +499,11 @@ pub fn parent_of(path: &str) -> Option<&str> {
 
 const COPY_BUF: usize = 128 * 1024;
 
-/// Streams a reproducible gzip-compressed tar layer into a sink.
+/// Streams a reproducible compressed tar layer into a sink.
 ///
 /// See the module documentation for the exact format and ordering rules.
 pub struct LayerWriter<W: Write> {
-    gz: ParallelGzip<W>,
+    gz: ChunkedCompressor<W>,
     last: Option<String>,
     dirs: HashSet<Box<str>>,
     non_dirs: HashSet<Box<str>>,
@@ -447,14 +512,19 @@ pub struct LayerWriter<W: Write> {
 }
 
 impl<W: Write> LayerWriter<W> {
-    /// A layer writer compressing into `sink` on the current rayon pool.
+    /// A gzip layer writer compressing into `sink` on the current rayon pool.
     pub fn new(sink: W) -> Self {
-        Self::with_gzip(ParallelGzip::new(sink))
+        Self::with_compressor(ChunkedCompressor::new(sink))
+    }
+
+    /// A layer writer compressing with `codec`, reusing the chunks `cache` holds.
+    pub fn with(sink: W, codec: Compression, cache: Option<Arc<dyn ChunkCache>>) -> Self {
+        Self::with_compressor(ChunkedCompressor::with(sink, codec, cache))
     }
 
     /// A layer writer over a configured compressor (which must not have been
     /// written to yet, or the tar stream would not start at offset 0).
-    pub fn with_gzip(gz: ParallelGzip<W>) -> Self {
+    pub fn with_compressor(gz: ChunkedCompressor<W>) -> Self {
         LayerWriter { gz, last: None, dirs: HashSet::new(), non_dirs: HashSet::new(), buf: Vec::new(), poisoned: false }
     }
 
@@ -546,9 +616,17 @@ impl<W: Write> LayerWriter<W> {
             typeflag,
             linkname,
         });
+        // A big entry starts its own chunk (see "Chunks" in the module documentation).
+        let padded = size.div_ceil(BLOCK as u64).saturating_mul(BLOCK as u64);
+        if (headers.len() as u64).saturating_add(padded) >= CHUNK_SIZE as u64 {
+            self.cut(path)?;
+        }
         self.write_stream(&headers, path)?;
         if let Some(reader) = data {
             self.copy_data(reader, size, path)?;
+        }
+        if self.gz.pending() >= CHUNK_MIN && cut_after(path) {
+            self.cut(path)?;
         }
         self.poisoned = false;
 
@@ -560,6 +638,10 @@ impl<W: Write> LayerWriter<W> {
             self.non_dirs.insert(owned);
         }
         Ok(())
+    }
+
+    fn cut(&mut self, path: &str) -> Result<(), LayerError> {
+        self.gz.cut().map_err(|source| LayerError::Write { context: format!("writing entry `{path}`"), source })
     }
 
     fn write_stream(&mut self, bytes: &[u8], path: &str) -> Result<(), LayerError> {
@@ -605,9 +687,15 @@ impl<W: Write> LayerWriter<W> {
         self.write_stream(&[0u8; BLOCK][..pad], path)
     }
 
-    /// Writes the end-of-archive blocks, finishes the gzip stream (flushing
+    /// Writes the end-of-archive blocks, finishes the compressed stream (flushing
     /// the sink) and returns the sink with the layer's digests.
-    pub fn finish(mut self) -> Result<(W, LayerDigests), LayerError> {
+    pub fn finish(self) -> Result<(W, LayerDigests), LayerError> {
+        self.finish_with_chunks().map(|(w, d, _)| (w, d))
+    }
+
+    /// [`finish`](Self::finish), also saying where each chunk is in the blob (with a
+    /// [`ChunkCache`] only; empty without).
+    pub fn finish_with_chunks(mut self) -> Result<(W, LayerDigests, Vec<ChunkRecord>), LayerError> {
         if self.poisoned {
             return Err(LayerError::Poisoned);
         }
@@ -622,58 +710,186 @@ impl<W: Write> LayerWriter<W> {
                 size: stats.compressed_size,
                 uncompressed_size: stats.uncompressed_size,
             },
+            stats.chunks,
         ))
     }
 }
 
 // ---------------------------------------------------------------------------
-// Parallel gzip
+// Chunked parallel compression
 // ---------------------------------------------------------------------------
 
-/// Totals of a finished gzip stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GzipStats {
-    /// CRC-32 of the uncompressed data (as in the trailer).
-    pub crc32: u32,
+/// How a layer's tar stream is compressed: the spec's `compression`, `--compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Compression {
+    /// `application/vnd.oci.image.layer.v1.tar+gzip`: libdeflate, one gzip member per chunk.
+    #[default]
+    Gzip,
+    /// `application/vnd.oci.image.layer.v1.tar+zstd`: libzstd, one frame per chunk.
+    Zstd,
+}
+
+impl Compression {
+    /// The names the spec and the command line take.
+    pub const NAMES: [&'static str; 2] = ["gzip", "zstd"];
+
+    /// The compression named `name` (`gzip`, `zstd`).
+    pub fn parse(name: &str) -> Option<Compression> {
+        match name {
+            "gzip" => Some(Compression::Gzip),
+            "zstd" => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+
+    /// Its name in the spec.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// The OCI media type of its layers.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => GZIP_MEDIA_TYPE,
+            Compression::Zstd => ZSTD_MEDIA_TYPE,
+        }
+    }
+
+    /// Identity of the exact compressed bytes of a chunk.
+    pub fn compressor_id(self) -> &'static str {
+        match self {
+            Compression::Gzip => COMPRESSOR_ID,
+            Compression::Zstd => ZSTD_COMPRESSOR_ID,
+        }
+    }
+
+    /// Identity of the exact layer bytes [`LayerWriter`] writes with it: the value for derivation
+    /// hashes.
+    pub fn layer_format_id(self) -> &'static str {
+        match self {
+            Compression::Gzip => LAYER_FORMAT_ID,
+            Compression::Zstd => ZSTD_LAYER_FORMAT_ID,
+        }
+    }
+}
+
+/// Totals of a finished compressed stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStats {
     /// Uncompressed bytes.
     pub uncompressed_size: u64,
-    /// Compressed bytes, header and trailer included.
+    /// Compressed bytes.
     pub compressed_size: u64,
     /// sha256 of the uncompressed data.
     pub uncompressed_sha256: [u8; 32],
     /// sha256 of the compressed bytes.
     pub compressed_sha256: [u8; 32],
+    /// Where each chunk's compressed bytes are in the stream (only with a [`ChunkCache`]).
+    pub chunks: Vec<ChunkRecord>,
 }
 
-/// One chunk as a complete gzip member (libdeflate, level [`GZIP_LEVEL`]); `None` for an
-/// empty last chunk after full ones (it would add nothing).
-fn deflate_chunk(input: &[u8], last: bool, first: bool) -> Result<Vec<u8>, String> {
-    if last && input.is_empty() && !first {
-        return Ok(Vec::new());
-    }
+/// The key of a chunk: blake3 over the compressor's id and the chunk's uncompressed bytes. Equal
+/// keys mean equal compressed bytes, since each chunk is compressed on its own.
+pub type ChunkKey = [u8; 32];
+
+/// The [`ChunkKey`] of uncompressed chunk `data` under `codec`.
+pub fn chunk_key(codec: Compression, data: &[u8]) -> ChunkKey {
+    let mut h = blake3::Hasher::new();
+    h.update(codec.compressor_id().as_bytes());
+    h.update(&[0]);
+    h.update(data);
+    *h.finalize().as_bytes()
+}
+
+/// Compressed chunks kept from earlier layers, by [`ChunkKey`]. A compressed chunk depends on
+/// nothing but its uncompressed bytes and the codec, so a kept one is exactly what compressing
+/// again would give: reusing it changes no byte of the layer.
+pub trait ChunkCache: Send + Sync {
+    /// The compressed bytes of the chunk `key` names, checked against what was kept (see
+    /// [`ChunkRecord::check`]); `None` when not kept or no longer intact.
+    fn get(&self, key: &ChunkKey) -> Option<Vec<u8>>;
+}
+
+/// One chunk of a written stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRecord {
+    pub key: ChunkKey,
+    /// Offset of its compressed bytes in the stream.
+    pub offset: u64,
+    /// Length of its compressed bytes.
+    pub len: u64,
+    /// blake3 of its compressed bytes, to check them when they are read back.
+    pub check: [u8; 32],
+    /// Taken from the [`ChunkCache`] rather than compressed.
+    pub reused: bool,
+}
+
+/// One chunk as a complete gzip member (libdeflate, level [`GZIP_LEVEL`]) or zstd frame (level
+/// [`ZSTD_LEVEL`]).
+fn compress_chunk(codec: Compression, input: &[u8]) -> Result<Vec<u8>, String> {
     thread_local! {
-        static COMPRESSOR: std::cell::RefCell<Option<libdeflater::Compressor>> = const { std::cell::RefCell::new(None) };
+        static DEFLATE: std::cell::RefCell<Option<libdeflater::Compressor>> = const { std::cell::RefCell::new(None) };
+        static ZSTD: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
     }
-    COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
-        let compressor = c.get_or_insert_with(|| {
-            libdeflater::Compressor::new(libdeflater::CompressionLvl::new(i32::from(GZIP_LEVEL)).unwrap_or_default())
-        });
-        let mut out = vec![0u8; compressor.gzip_compress_bound(input.len())];
-        let n = compressor.gzip_compress(input, &mut out).map_err(|e| format!("libdeflate: {e:?}"))?;
-        out.truncate(n);
-        Ok(out)
-    })
+    match codec {
+        Compression::Gzip => DEFLATE.with(|c| {
+            let mut c = c.borrow_mut();
+            let compressor = c.get_or_insert_with(|| {
+                libdeflater::Compressor::new(libdeflater::CompressionLvl::new(i32::from(GZIP_LEVEL)).unwrap_or_default())
+            });
+            let mut out = vec![0u8; compressor.gzip_compress_bound(input.len())];
+            let n = compressor.gzip_compress(input, &mut out).map_err(|e| format!("libdeflate: {e:?}"))?;
+            out.truncate(n);
+            Ok(out)
+        }),
+        Compression::Zstd => ZSTD.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.is_none() {
+                *c = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| format!("zstd: {e}"))?);
+            }
+            let compressor = c.as_mut().ok_or("zstd: no compressor")?;
+            compressor.compress(input).map_err(|e| format!("zstd: {e}"))
+        }),
+    }
 }
 
-/// Gzip-compresses an in-memory blob; the bytes are identical to what
-/// [`ParallelGzip`] produces for the same data. Chunks are compressed in
-/// parallel on the current rayon pool.
+/// What becomes of one chunk: its compressed bytes, and with a cache its record's key, check and
+/// whether it was reused. An empty last chunk after full ones is nothing (it would add nothing);
+/// an empty only chunk is one empty member or frame.
+fn run_chunk(codec: Compression, cache: Option<&dyn ChunkCache>, input: &[u8], last: bool, only: bool) -> Result<Chunked, String> {
+    if input.is_empty() {
+        let bytes = if last && !only { Vec::new() } else { compress_chunk(codec, input)? };
+        return Ok(Chunked { bytes, keyed: None });
+    }
+    let Some(cache) = cache else {
+        return Ok(Chunked { bytes: compress_chunk(codec, input)?, keyed: None });
+    };
+    let key = chunk_key(codec, input);
+    let (bytes, reused) = match cache.get(&key) {
+        Some(bytes) => (bytes, true),
+        None => (compress_chunk(codec, input)?, false),
+    };
+    let check = *blake3::hash(&bytes).as_bytes();
+    Ok(Chunked { bytes, keyed: Some((key, check, reused)) })
+}
+
+/// A compressed chunk.
+struct Chunked {
+    bytes: Vec<u8>,
+    keyed: Option<(ChunkKey, [u8; 32], bool)>,
+}
+
+/// Compresses an in-memory blob in chunks of [`CHUNK_SIZE`] (no entry cuts); the bytes are
+/// identical to what [`ChunkedCompressor`] produces for the same data written without
+/// [`ChunkedCompressor::cut`]. Chunks are compressed in parallel on the current rayon pool.
 ///
 /// # Panics
-/// Only if `miniz_oxide` itself fails, which does not happen for in-memory
-/// output (it would be a bug in that crate).
-pub fn gzip_bytes(data: &[u8]) -> Vec<u8> {
+/// Only if the compressor itself fails, which does not happen for in-memory output (it would be
+/// a bug in that library).
+pub fn compress_bytes(codec: Compression, data: &[u8]) -> Vec<u8> {
     let full = data.len() / CHUNK_SIZE;
     let parts: Vec<(&[u8], bool)> = data[..full * CHUNK_SIZE]
         .chunks(CHUNK_SIZE)
@@ -682,8 +898,9 @@ pub fn gzip_bytes(data: &[u8]) -> Vec<u8> {
         .collect();
     let compressed: Vec<Vec<u8>> = parts
         .par_iter()
-        .map(|&(chunk, last)| {
-            deflate_chunk(chunk, last, full == 0).unwrap_or_else(|e| panic!("gzip_bytes: internal compressor failure: {e}"))
+        .map(|&(chunk, last)| match run_chunk(codec, None, chunk, last, full == 0) {
+            Ok(c) => c.bytes,
+            Err(e) => panic!("compress_bytes: internal compressor failure: {e}"),
         })
         .collect();
     compressed.concat()
@@ -692,7 +909,7 @@ pub fn gzip_bytes(data: &[u8]) -> Vec<u8> {
 enum JobState {
     Pending(Vec<u8>),
     Running,
-    Done(Result<(Vec<u8>, Vec<u8>), String>),
+    Done(Result<(Vec<u8>, Chunked), String>),
     Collected,
 }
 
@@ -700,6 +917,8 @@ enum JobState {
 /// (a pool worker, or the producer while it waits), so progress never
 /// depends on the pool having a free thread.
 struct Job {
+    codec: Compression,
+    cache: Option<Arc<dyn ChunkCache>>,
     last: bool,
     /// The stream's only chunk (an empty one still makes a member).
     only: bool,
@@ -724,9 +943,8 @@ impl Job {
                 }
             }
         };
-        let (last, only) = (self.last, self.only);
-        let result = catch_unwind(AssertUnwindSafe(|| deflate_chunk(&input, last, only)))
-            .unwrap_or_else(|_| Err("the deflate task panicked".to_owned()))
+        let result = catch_unwind(AssertUnwindSafe(|| run_chunk(self.codec, self.cache.as_deref(), &input, self.last, self.only)))
+            .unwrap_or_else(|_| Err("the compression task panicked".to_owned()))
             .map(|out| (input, out));
         *self.lock() = JobState::Done(result);
         self.done.notify_all();
@@ -741,8 +959,8 @@ impl Job {
         matches!(*self.lock(), JobState::Pending(_))
     }
 
-    /// Waits for (or runs) the job and takes its `(input, output)`.
-    fn collect(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
+    /// Waits for (or runs) the job and takes its input and result.
+    fn collect(&self) -> Result<(Vec<u8>, Chunked), String> {
         loop {
             let mut state = self.lock();
             match std::mem::replace(&mut *state, JobState::Collected) {
@@ -762,56 +980,67 @@ impl Job {
     }
 }
 
-/// A streaming gzip compressor whose output is byte-identical whatever the
-/// thread count and write sizes (see the module documentation for the
-/// format). Full 1 MiB chunks are compressed on the current rayon pool while
-/// the caller keeps writing; at most `max_in_flight` chunks are buffered, and
-/// compressed chunks are written to the sink in order from the calling
-/// thread.
+/// A streaming compressor whose output is byte-identical whatever the thread count and write
+/// sizes (see the module documentation for the format). The stream is cut into chunks at every
+/// [`CHUNK_SIZE`] bytes since the last cut and wherever [`cut`](Self::cut) is called; each chunk
+/// is compressed on its own on the current rayon pool while the caller keeps writing. At most
+/// `max_in_flight` chunks are buffered, and compressed chunks are written to the sink in order
+/// from the calling thread. With a [`ChunkCache`], chunks it holds are taken from it instead.
 ///
 /// [`Write::flush`] writes every dispatched chunk and flushes the sink, but
 /// cannot emit the partial chunk being filled (that would change the bytes).
 /// Dropping without [`finish`](Self::finish) leaves a truncated stream.
-pub struct ParallelGzip<W: Write> {
+pub struct ChunkedCompressor<W: Write> {
     sink: W,
+    codec: Compression,
+    cache: Option<Arc<dyn ChunkCache>>,
     buf: Vec<u8>,
     spare: Vec<Vec<u8>>,
     in_flight: VecDeque<Arc<Job>>,
     max_in_flight: usize,
-    crc: crc32fast::Hasher,
     in_sha: Sha256,
     out_sha: Sha256,
     in_len: u64,
     out_len: u64,
     /// Chunks dispatched so far.
     chunks: u64,
+    records: Vec<ChunkRecord>,
     failed: Option<String>,
 }
 
-impl<W: Write> ParallelGzip<W> {
-    /// A compressor writing into `sink`, keeping up to `2 × threads + 1`
-    /// chunks in flight (threads of the current rayon pool, counted up to
-    /// 16).
+impl<W: Write> ChunkedCompressor<W> {
+    /// A gzip compressor writing into `sink`, keeping up to `2 × threads + 1` chunks in flight
+    /// (threads of the current rayon pool, counted up to 16).
     pub fn new(sink: W) -> Self {
-        let threads = rayon::current_num_threads().clamp(1, 16);
-        Self::with_max_in_flight(sink, 2 * threads + 1)
+        Self::with(sink, Compression::Gzip, None)
     }
 
-    /// A compressor keeping at most `max_in_flight` (at least 1) compressed
-    /// or compressing chunks buffered. Does not affect the output bytes.
+    /// A compressor with `codec`, taking chunks from `cache` when it has them.
+    pub fn with(sink: W, codec: Compression, cache: Option<Arc<dyn ChunkCache>>) -> Self {
+        let threads = rayon::current_num_threads().clamp(1, 16);
+        let mut c = Self::with_max_in_flight(sink, 2 * threads + 1);
+        c.codec = codec;
+        c.cache = cache;
+        c
+    }
+
+    /// A gzip compressor keeping at most `max_in_flight` (at least 1) compressed or compressing
+    /// chunks buffered. Does not affect the output bytes.
     pub fn with_max_in_flight(sink: W, max_in_flight: usize) -> Self {
-        ParallelGzip {
+        ChunkedCompressor {
             sink,
+            codec: Compression::Gzip,
+            cache: None,
             buf: Vec::with_capacity(CHUNK_SIZE),
             spare: Vec::new(),
             in_flight: VecDeque::new(),
             max_in_flight: max_in_flight.max(1),
-            crc: crc32fast::Hasher::new(),
             in_sha: Sha256::new(),
             out_sha: Sha256::new(),
             in_len: 0,
             out_len: 0,
             chunks: 0,
+            records: Vec::new(),
             failed: None,
         }
     }
@@ -826,10 +1055,24 @@ impl<W: Write> ParallelGzip<W> {
         self.in_len
     }
 
+    /// Uncompressed bytes since the last cut.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Ends the current chunk here (nothing when it is empty).
+    pub fn cut(&mut self) -> io::Result<()> {
+        self.check()?;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.dispatch(false).map_err(|e| self.fail(e))
+    }
+
     fn check(&self) -> io::Result<()> {
         match &self.failed {
             None => Ok(()),
-            Some(msg) => Err(io::Error::other(format!("gzip stream unusable after an earlier error: {msg}"))),
+            Some(msg) => Err(io::Error::other(format!("compressed stream unusable after an earlier error: {msg}"))),
         }
     }
 
@@ -840,7 +1083,11 @@ impl<W: Write> ParallelGzip<W> {
         err
     }
 
-    fn emit(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn emit(&mut self, chunk: &Chunked) -> io::Result<()> {
+        let bytes = &chunk.bytes;
+        if let Some((key, check, reused)) = chunk.keyed {
+            self.records.push(ChunkRecord { key, offset: self.out_len, len: bytes.len() as u64, check, reused });
+        }
         self.sink.write_all(bytes)?;
         self.out_sha.update(bytes);
         self.out_len += bytes.len() as u64;
@@ -854,7 +1101,14 @@ impl<W: Write> ParallelGzip<W> {
         let input = std::mem::replace(&mut self.buf, next);
         let only = last && self.chunks == 0;
         self.chunks += 1;
-        let job = Arc::new(Job { last, only, state: Mutex::new(JobState::Pending(input)), done: Condvar::new() });
+        let job = Arc::new(Job {
+            codec: self.codec,
+            cache: self.cache.clone(),
+            last,
+            only,
+            state: Mutex::new(JobState::Pending(input)),
+            done: Condvar::new(),
+        });
         // The last chunk is left to the draining thread, which is about to
         // wait for it anyway. So is every chunk when the caller is the only
         // worker of its pool: nobody else could run it, and the queued task
@@ -902,7 +1156,6 @@ impl<W: Write> ParallelGzip<W> {
     }
 
     fn write_inner(&mut self, data: &[u8]) -> io::Result<()> {
-        self.crc.update(data);
         self.in_sha.update(data);
         self.in_len += data.len() as u64;
         let mut rest = data;
@@ -927,23 +1180,23 @@ impl<W: Write> ParallelGzip<W> {
 
     /// Compresses the remaining data, flushes the sink
     /// and returns it with the stream's totals.
-    pub fn finish(mut self) -> io::Result<(W, GzipStats)> {
+    pub fn finish(mut self) -> io::Result<(W, StreamStats)> {
         self.check()?;
         if let Err(e) = self.finish_inner() {
             return Err(self.fail(e));
         }
-        let stats = GzipStats {
-            crc32: self.crc.clone().finalize(),
+        let stats = StreamStats {
             uncompressed_size: self.in_len,
             compressed_size: self.out_len,
             uncompressed_sha256: self.in_sha.clone().finalize().into(),
             compressed_sha256: self.out_sha.clone().finalize().into(),
+            chunks: std::mem::take(&mut self.records),
         };
         Ok((self.sink, stats))
     }
 }
 
-impl<W: Write> Write for ParallelGzip<W> {
+impl<W: Write> Write for ChunkedCompressor<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.check()?;
         match self.write_inner(data) {
@@ -1108,8 +1361,24 @@ mod tests {
         rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool")
     }
 
-    fn gzip_streaming(data: &[u8], write_size: usize, max_in_flight: usize) -> (Vec<u8>, GzipStats) {
-        let mut gz = ParallelGzip::with_max_in_flight(Vec::new(), max_in_flight);
+    fn unzstd(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        zstd::stream::read::Decoder::new(data).expect("decoder").read_to_end(&mut out).expect("valid zstd");
+        out
+    }
+
+    fn decompress(codec: Compression, data: &[u8]) -> Vec<u8> {
+        match codec {
+            Compression::Gzip => gunzip(data),
+            Compression::Zstd => unzstd(data),
+        }
+    }
+
+    const CODECS: [Compression; 2] = [Compression::Gzip, Compression::Zstd];
+
+    fn streaming(codec: Compression, data: &[u8], write_size: usize, max_in_flight: usize) -> (Vec<u8>, StreamStats) {
+        let mut gz = ChunkedCompressor::with_max_in_flight(Vec::new(), max_in_flight);
+        gz.codec = codec;
         for piece in data.chunks(write_size.max(1)) {
             gz.write_all(piece).expect("write");
         }
@@ -1118,7 +1387,7 @@ mod tests {
 
     #[test]
     fn gzip_header_and_trailer_are_fixed() {
-        let out = gzip_bytes(b"hello");
+        let out = compress_bytes(Compression::Gzip, b"hello");
         assert_eq!(out[..10], GZIP_HEADER);
         let n = out.len();
         assert_eq!(out[n - 8..n - 4], crc32fast::hash(b"hello").to_le_bytes());
@@ -1127,69 +1396,76 @@ mod tests {
     }
 
     #[test]
-    fn gzip_round_trips_edge_sizes() {
+    fn chunks_round_trip_edge_sizes() {
         let sizes = [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE, 3 * CHUNK_SIZE + 12_345];
-        for &len in &sizes {
-            let data = sample(len, len as u64);
-            let expected = gzip_bytes(&data);
-            assert_eq!(gunzip(&expected), data, "gzip_bytes len {len}");
-            let mut multi = Vec::new();
-            flate2::read::MultiGzDecoder::new(&expected[..]).read_to_end(&mut multi).expect("multigz");
-            assert_eq!(multi, data);
-            let (out, stats) = gzip_streaming(&data, 65_536, 3);
-            assert_eq!(out, expected, "streaming len {len}");
-            assert_eq!(stats.uncompressed_size, len as u64);
-            assert_eq!(stats.compressed_size, out.len() as u64);
-            assert_eq!(stats.crc32, crc32fast::hash(&data));
-            assert_eq!(stats.uncompressed_sha256, sha(&data));
-            assert_eq!(stats.compressed_sha256, sha(&out));
-        }
-    }
-
-    #[test]
-    fn gzip_is_independent_of_threads_and_write_sizes() {
-        let data = sample(3 * CHUNK_SIZE + 4321, 7);
-        let expected = gzip_bytes(&data);
-        assert_eq!(gunzip(&expected), data);
-        for threads in [1, 2, 7] {
-            let pool = pool(threads);
-            pool.install(|| {
-                assert_eq!(gzip_bytes(&data), expected, "gzip_bytes, {threads} threads");
-                for (write_size, in_flight) in [(1, 1), (4_095, 2), (CHUNK_SIZE, 3), (CHUNK_SIZE + 7, 16), (data.len(), 5)] {
-                    let (out, _) = gzip_streaming(&data, write_size, in_flight);
-                    assert_eq!(out, expected, "{threads} threads, writes of {write_size}, {in_flight} in flight");
-                }
-            });
-        }
-        // Also from a thread outside any pool (global pool).
-        let (out, _) = gzip_streaming(&data, 100_000, 5);
-        assert_eq!(out, expected);
-        // Irregular write sizes.
-        let mut gz = ParallelGzip::new(Vec::new());
-        let mut rest = &data[..];
-        let mut i = 0usize;
-        while !rest.is_empty() {
-            i += 1;
-            let n = ((i * 7919) % 300_000).min(rest.len());
-            gz.write_all(&rest[..n]).expect("write");
-            if i.is_multiple_of(5) {
-                gz.flush().expect("flush");
+        for codec in CODECS {
+            for &len in &sizes {
+                let data = sample(len, len as u64);
+                let expected = compress_bytes(codec, &data);
+                assert_eq!(decompress(codec, &expected), data, "{codec:?} compress_bytes len {len}");
+                let (out, stats) = streaming(codec, &data, 65_536, 3);
+                assert_eq!(out, expected, "{codec:?} streaming len {len}");
+                assert_eq!(stats.uncompressed_size, len as u64);
+                assert_eq!(stats.compressed_size, out.len() as u64);
+                assert_eq!(stats.uncompressed_sha256, sha(&data));
+                assert_eq!(stats.compressed_sha256, sha(&out));
             }
-            rest = &rest[n..];
         }
-        assert_eq!(gz.finish().expect("finish").0, expected);
     }
 
     #[test]
-    fn gzip_golden() {
+    fn chunks_are_independent_of_threads_and_write_sizes() {
+        let data = sample(3 * CHUNK_SIZE + 4321, 7);
+        for codec in CODECS {
+            let expected = compress_bytes(codec, &data);
+            assert_eq!(decompress(codec, &expected), data);
+            for threads in [1, 2, 7] {
+                let pool = pool(threads);
+                pool.install(|| {
+                    assert_eq!(compress_bytes(codec, &data), expected, "{codec:?} compress_bytes, {threads} threads");
+                    for (write_size, in_flight) in [(1, 1), (4_095, 2), (CHUNK_SIZE, 3), (CHUNK_SIZE + 7, 16), (data.len(), 5)] {
+                        let (out, _) = streaming(codec, &data, write_size, in_flight);
+                        assert_eq!(out, expected, "{codec:?}, {threads} threads, writes of {write_size}, {in_flight} in flight");
+                    }
+                });
+            }
+            // Also from a thread outside any pool (global pool).
+            let (out, _) = streaming(codec, &data, 100_000, 5);
+            assert_eq!(out, expected);
+            // Irregular write sizes.
+            let mut gz = ChunkedCompressor::with(Vec::new(), codec, None);
+            let mut rest = &data[..];
+            let mut i = 0usize;
+            while !rest.is_empty() {
+                i += 1;
+                let n = ((i * 7919) % 300_000).min(rest.len());
+                gz.write_all(&rest[..n]).expect("write");
+                if i.is_multiple_of(5) {
+                    gz.flush().expect("flush");
+                }
+                rest = &rest[n..];
+            }
+            assert_eq!(gz.finish().expect("finish").0, expected);
+        }
+    }
+
+    #[test]
+    fn compressor_golden() {
         // Pins the exact compressor output; a dependency upgrade that changes
-        // bytes must change COMPRESSOR_ID (and this literal).
+        // bytes must change the compressor id (and these literals).
         let data = sample(CHUNK_SIZE + 1000, 42);
-        let out = gzip_bytes(&data);
+        let out = compress_bytes(Compression::Gzip, &data);
         // Issue 14: libdeflate, a gzip member per chunk (two here: a full chunk and 1000 bytes).
         assert_eq!(hex::encode(sha(&out)), "3c652ac098b35d1d9cbefefd7f5357c6782de1c9d8005b2e96a55ac776df1652");
         assert_eq!(out.windows(GZIP_HEADER.len()).filter(|w| *w == GZIP_HEADER).count(), 2);
-        assert_eq!(COMPRESSOR_ID, "gzip/libdeflate-1.26.1/level6/member-per-1MiB-chunk/v2");
+        assert_eq!(COMPRESSOR_ID, "gzip/libdeflate-1.26.1/level6/member-per-chunk/v3");
+        // zstd: a frame per chunk, two here.
+        let out = compress_bytes(Compression::Zstd, &data);
+        assert_eq!(hex::encode(sha(&out)), "669911d940f11bf8cffb7bc6d5f838b6f60218b881b6649e59b8afbf131f6e42");
+        assert_eq!(out.windows(4).filter(|w| *w == [0x28, 0xb5, 0x2f, 0xfd]).count(), 2);
+        assert_eq!(ZSTD_COMPRESSOR_ID, "zstd/libzstd-1.5.7/level3/frame-per-chunk/v1");
+        // The library is the one the id names (Cargo.toml pins zstd-sys).
+        assert_eq!(zstd::zstd_safe::version_number(), 10507);
     }
 
     struct FailingSink {
@@ -1213,7 +1489,7 @@ mod tests {
     #[test]
     fn gzip_sink_errors_propagate_and_poison() {
         let data = sample(4 * CHUNK_SIZE, 3);
-        let mut gz = ParallelGzip::with_max_in_flight(FailingSink { budget: 100 }, 1);
+        let mut gz = ChunkedCompressor::with_max_in_flight(FailingSink { budget: 100 }, 1);
         let err = gz.write_all(&data).expect_err("sink fails");
         assert!(err.to_string().contains("disk full"), "{err}");
         assert!(gz.write_all(b"x").is_err());
@@ -1294,6 +1570,98 @@ mod tests {
             }
         }
         w.finish().expect("finish")
+    }
+
+    /// Chunks kept in memory, as the store keeps them.
+    #[derive(Default)]
+    struct MemCache(Mutex<std::collections::HashMap<ChunkKey, Vec<u8>>>);
+
+    impl ChunkCache for MemCache {
+        fn get(&self, key: &ChunkKey) -> Option<Vec<u8>> {
+            self.0.lock().expect("cache").get(key).cloned()
+        }
+    }
+
+    impl MemCache {
+        fn keep(&self, blob: &[u8], chunks: &[ChunkRecord]) {
+            for c in chunks {
+                let bytes = blob[c.offset as usize..(c.offset + c.len) as usize].to_vec();
+                assert_eq!(*blake3::hash(&bytes).as_bytes(), c.check);
+                self.0.lock().expect("cache").insert(c.key, bytes);
+            }
+        }
+    }
+
+    /// A tree of many files around one big file; `edit` grows one small file by 1000 bytes.
+    fn many_files(edit: Option<usize>) -> Vec<(Entry, Option<Vec<u8>>)> {
+        let mut entries = vec![(dir("/srv", 0o755), None)];
+        for i in 0..400 {
+            let mut data = sample(8_000 + (i * 997) % 50_000, i as u64);
+            if edit == Some(i) {
+                data.extend_from_slice(&sample(1000, 99));
+            }
+            if i == 200 {
+                data = sample(3 * CHUNK_SIZE + 5000, 1234);
+            }
+            entries.push((file(&format!("/srv/f{i:04}"), data.len() as u64, 0o644), Some(data)));
+        }
+        entries
+    }
+
+    fn build_with(
+        codec: Compression,
+        cache: &Arc<MemCache>,
+        entries: &[(Entry, Option<Vec<u8>>)],
+    ) -> (Vec<u8>, LayerDigests, Vec<ChunkRecord>) {
+        let cache: Arc<dyn ChunkCache> = cache.clone();
+        let mut w = LayerWriter::with(Vec::new(), codec, Some(cache));
+        for (entry, data) in entries {
+            match data {
+                Some(bytes) => w.append(entry, Some(&mut Cursor::new(bytes.as_slice()))).expect("append"),
+                None => w.append(entry, None).expect("append"),
+            }
+        }
+        w.finish_with_chunks().expect("finish")
+    }
+
+    #[test]
+    fn one_changed_file_recompresses_only_its_chunks_and_reuse_changes_no_byte() {
+        for codec in CODECS {
+            let cache = Arc::new(MemCache::default());
+            let before = many_files(None);
+            let (blob, d, chunks) = build_with(codec, &cache, &before);
+            assert!(chunks.iter().all(|c| !c.reused));
+            assert!(chunks.len() >= 16, "{} chunks", chunks.len());
+            assert_eq!(sha(&decompress(codec, &blob)), d.diff_id);
+            cache.keep(&blob, &chunks);
+            // The same layer again: every chunk reused, the same bytes.
+            let (again, d2, chunks2) = build_with(codec, &cache, &before);
+            assert!(again == blob && d2 == d);
+            assert!(chunks2.iter().all(|c| c.reused));
+            // One file grows (before the big file, so everything after it shifts): only the
+            // chunks around it are compressed; the bytes are those of a cold build.
+            for edit in [3, 150, 399] {
+                let after = many_files(Some(edit));
+                let (blob3, d3, chunks3) = build_with(codec, &cache, &after);
+                let cold = Arc::new(MemCache::default());
+                let (cold_blob, cold_d, _) = build_with(codec, &cold, &after);
+                assert!(blob3 == cold_blob && d3 == cold_d, "{codec:?}: reuse changed the bytes");
+                let fresh = chunks3.iter().filter(|c| !c.reused).count();
+                assert!(fresh <= 3, "{codec:?}, file {edit}: {fresh} of {} chunks compressed again", chunks3.len());
+            }
+            // Without a cache: the same bytes, no records.
+            let plain = {
+                let mut w = LayerWriter::with(Vec::new(), codec, None);
+                for (entry, data) in &before {
+                    match data {
+                        Some(bytes) => w.append(entry, Some(&mut Cursor::new(bytes.as_slice()))).expect("append"),
+                        None => w.append(entry, None).expect("append"),
+                    }
+                }
+                w.finish_with_chunks().expect("finish")
+            };
+            assert!(plain.0 == blob && plain.2.is_empty());
+        }
     }
 
     fn pax_value(entry: &mut tar::Entry<'_, &[u8]>, key: &str) -> Option<String> {
@@ -1493,7 +1861,8 @@ mod tests {
         assert_eq!(d.digest_string(), "sha256:9e10c130d7a0beecf6ae09f56e7b308b9352e48d9c06ba941ae0ebf640077983");
         assert_eq!((d.size, d.uncompressed_size), (276, 5632));
         assert_eq!(TAR_FORMAT_ID, "tar/ustar+pax/v1");
-        assert_eq!(LAYER_FORMAT_ID, format!("{TAR_FORMAT_ID} {COMPRESSOR_ID}"));
+        assert_eq!(LAYER_FORMAT_ID, format!("{TAR_FORMAT_ID} {CHUNKING_ID} {COMPRESSOR_ID}"));
+        assert_eq!(ZSTD_LAYER_FORMAT_ID, format!("{TAR_FORMAT_ID} {CHUNKING_ID} {ZSTD_COMPRESSOR_ID}"));
     }
 
     #[test]
