@@ -571,7 +571,7 @@ pub fn read_base_files(b: &BaseImage, store: Option<&Store>, clients: &Clients) 
             path: PathBuf::from(l.digest.to_string()),
             source,
         };
-        let raw: Box<dyn Read> = match (&b.source, store) {
+        let raw: Box<dyn io::BufRead> = match (&b.source, store) {
             (_, Some(s)) if s.has_blob(&l.digest) => Box::new(BufReader::new(File::open(s.blob_path(&l.digest)).map_err(io)?)),
             (BlobSource::Dir(dir), _) => Box::new(BufReader::new(File::open(dir.join(l.digest.hex())).map_err(io)?)),
             (_, Some(s)) => Box::new(BufReader::new(File::open(pull_layer(&b.layer_source(), l, s, clients)?).map_err(io)?)),
@@ -583,13 +583,7 @@ pub fn read_base_files(b: &BaseImage, store: Option<&Store>, clients: &Clients) 
                 Box::new(BufReader::new(tmp))
             }
         };
-        let reader: Box<dyn Read> = if l.media_type.ends_with("+gzip") {
-            Box::new(flate2::read::MultiGzDecoder::new(raw))
-        } else if l.media_type.ends_with("+zstd") {
-            Box::new(zstd::stream::read::Decoder::new(raw).map_err(io)?)
-        } else {
-            raw
-        };
+        let reader = crate::layer::decoder(&l.media_type, raw).map_err(io)?;
         let mut ar = tar::Archive::new(reader);
         for e in ar.entries().map_err(io)? {
             let mut e = e.map_err(io)?;

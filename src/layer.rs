@@ -1221,6 +1221,18 @@ impl<W: Write> Write for ChunkedCompressor<W> {
 // Tests
 // ---------------------------------------------------------------------------
 
+/// A reader of the tar stream inside a layer blob of `media_type`: gzip (every member) and zstd
+/// (every frame) are decompressed, anything else is read as a plain tar.
+pub fn decoder<'a, R: io::BufRead + 'a>(media_type: &str, reader: R) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(if media_type.ends_with("+gzip") || media_type.ends_with(".gzip") {
+        Box::new(flate2::bufread::MultiGzDecoder::new(reader))
+    } else if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
+        Box::new(zstd::stream::read::Decoder::with_buffer(reader)?)
+    } else {
+        Box::new(reader)
+    })
+}
+
 // ---------------------------------------------------------------------------
 // Checking a layer's diff_id
 // ---------------------------------------------------------------------------

@@ -68,6 +68,9 @@ struct SpecArgs {
     /// Use no network: everything must be locked and in the store.
     #[arg(long)]
     offline: bool,
+    /// Compress every image's layers so, whatever the spec's `compression` says.
+    #[arg(long, value_enum, value_name = "gzip|zstd")]
+    compression: Option<CompressionArg>,
     /// Most layers an image may have (packages are merged past it).
     #[arg(long, default_value_t = compose::plan::DEFAULT_MAX_LAYERS as u64, value_parser = clap::value_parser!(u64).range(2..=127))]
     max_layers: u64,
@@ -81,6 +84,12 @@ fn parse_mirror(s: &str) -> Result<(String, String), String> {
 enum RemoteMode {
     Ro,
     Rw,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CompressionArg {
+    Gzip,
+    Zstd,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -372,6 +381,10 @@ fn spec_options(a: &SpecArgs) -> Result<SpecOptions, ops::Error> {
     o.locked = a.locked;
     o.offline = a.offline;
     o.max_layers = a.max_layers as usize;
+    o.compression = a.compression.map(|c| match c {
+        CompressionArg::Gzip => compose::layer::Compression::Gzip,
+        CompressionArg::Zstd => compose::layer::Compression::Zstd,
+    });
     o.insecure = a.insecure.clone();
     o.remote_cache = a.remote_cache.clone().filter(|u| !u.is_empty());
     o.trusted_keys = a.trusted_keys.clone();

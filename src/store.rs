@@ -15,6 +15,8 @@
 //!     ├── names/<key>.json           per spec file: derivation name → the hash last built under it (`compose explain`)
 //!     ├── verified/<hex>             symlinks to `INODE-SIZE-MTIME-CTIME`: the identity blob <hex> had when last hashed
 //!     ├── exports/<key>.json         what compose last wrote at an output path, with each file's identity
+//!     ├── chunks/<key-hex>           kept compressed layer chunks: `BLOB-HEX OFFSET LEN BLAKE3-HEX`, where in a
+//!     │                              stored layer blob the chunk with that key (`layer::chunk_key`) is
 //!     └── tmp/                       temporary files, renamed into place when complete
 //! ```
 //!
@@ -126,6 +128,48 @@ pub struct Stats {
 use crate::util::file_identity as identity;
 
 /// Open `p` for reading without following a symlink at its last component.
+/// Where a kept chunk's compressed bytes are: a range of a stored layer blob, and their blake3.
+struct ChunkPointer {
+    blob: Sha256,
+    offset: u64,
+    len: u64,
+    check: [u8; 32],
+}
+
+/// Longest chunk pointer accepted: a chunk's compressed bytes are at most about its 1 MiB of
+/// input (incompressible data grows by a few bytes per block).
+const MAX_CHUNK_BYTES: u64 = 2 << 20;
+
+impl ChunkPointer {
+    fn parse(text: &str) -> Option<ChunkPointer> {
+        let mut it = text.trim_end().split(' ');
+        let blob = Sha256::from_hex(it.next()?).ok()?;
+        let offset = it.next()?.parse().ok()?;
+        let len = it.next()?.parse().ok()?;
+        let mut check = [0u8; 32];
+        hex::decode_to_slice(it.next()?, &mut check).ok()?;
+        (it.next().is_none() && len <= MAX_CHUNK_BYTES).then_some(ChunkPointer { blob, offset, len, check })
+    }
+}
+
+/// The store's kept chunks as a [`crate::layer::ChunkCache`]: a chunk is read from the layer blob
+/// it was written into and handed out only when its bytes still hash to what was kept.
+struct StoreChunks {
+    dir: PathBuf,
+}
+
+impl crate::layer::ChunkCache for StoreChunks {
+    fn get(&self, key: &crate::layer::ChunkKey) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let text = fs::read_to_string(self.dir.join("chunks").join(hex::encode(key))).ok()?;
+        let p = ChunkPointer::parse(&text)?;
+        let f = open_nofollow(&self.dir.join("blobs/sha256").join(p.blob.hex())).ok()?;
+        let mut bytes = vec![0u8; usize::try_from(p.len).ok()?];
+        f.read_exact_at(&mut bytes, p.offset).ok()?;
+        (*blake3::hash(&bytes).as_bytes() == p.check).then_some(bytes)
+    }
+}
+
 fn open_nofollow(p: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(p)
@@ -157,7 +201,7 @@ impl Store {
     /// Open (creating if needed) the store at `root`, taking a shared lock.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let dir = root.join(format!("v{STORE_VERSION}"));
-        for sub in ["blobs/sha256", "records", "stat", "locks", "tmp", "verified"] {
+        for sub in ["blobs/sha256", "records", "stat", "locks", "tmp", "verified", "chunks"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(io_err("create store directory", &p))?;
         }
@@ -171,6 +215,27 @@ impl Store {
         }
         lock.lock_shared().map_err(io_err("lock", &lock_path))?;
         Ok(Store { root: root.to_path_buf(), dir, _lock: lock })
+    }
+
+    /// The compressed layer chunks this store keeps, for [`crate::layer::LayerWriter::with`].
+    pub fn chunk_cache(&self) -> std::sync::Arc<dyn crate::layer::ChunkCache> {
+        std::sync::Arc::new(StoreChunks { dir: self.dir.clone() })
+    }
+
+    /// Keeps the chunks of stored layer blob `blob` that were compressed rather than reused (a
+    /// reused one is kept already). Best effort: a chunk not kept is compressed again next time.
+    pub fn keep_chunks(&self, blob: &Sha256, chunks: &[crate::layer::ChunkRecord]) {
+        let tmp = self.dir.join("tmp");
+        for c in chunks.iter().filter(|c| !c.reused && c.len <= MAX_CHUNK_BYTES) {
+            let name = hex::encode(c.key);
+            let line = format!("{} {} {} {}\n", blob.hex(), c.offset, c.len, hex::encode(c.check));
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let part = tmp.join(format!("chunk-{}-{n}", std::process::id()));
+            if fs::write(&part, line).is_ok() && fs::rename(&part, self.dir.join("chunks").join(&name)).is_err() {
+                let _ = fs::remove_file(&part);
+            }
+        }
     }
 
     /// The versioned directory (`ROOT/v1`) everything of this store lives in.
@@ -606,6 +671,15 @@ impl Store {
         let locks = self.dir.join("locks");
         for e in fs::read_dir(&locks).map_err(io_err("list", &locks))?.flatten() {
             let _ = fs::remove_file(e.path());
+        }
+        // Chunks kept in blobs that are gone.
+        if let Ok(rd) = fs::read_dir(self.dir.join("chunks")) {
+            for e in rd.flatten() {
+                let blob = fs::read_to_string(e.path()).ok().and_then(|t| ChunkPointer::parse(&t)).map(|p| p.blob);
+                if blob.is_none_or(|d| !self.blob_path(&d).exists()) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
         }
         // Markers of blobs that are gone, and what was exported long ago.
         for sub in ["verified", "exports"] {

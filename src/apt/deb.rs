@@ -150,6 +150,8 @@ pub struct InstallOptions {
 pub struct InstalledLayer {
     /// Digests and sizes of the layer.
     pub digests: LayerDigests,
+    /// Where its chunks are (with a chunk cache; see [`crate::layer::LayerWriter::finish_with_chunks`]).
+    pub chunks: Vec<crate::layer::ChunkRecord>,
     /// Image paths (`/usr/bin/curl`) of the package's regular files, hardlinks and symlinks,
     /// sorted, after normalization; not directories, not added parents, not the dpkg database
     /// entries. For conflict detection between packages.
@@ -1031,7 +1033,12 @@ fn spill_range(file: &File, offset: u64, len: u64) -> io::Result<io::Take<&File>
 /// dpkg database entries (see the module documentation for every rule). File contents are
 /// spilled to an anonymous temporary file in `spill_dir` while reading. The package name for
 /// the database entries is the control file's `Package` field.
-pub fn install_layer<W: Write>(deb: &Path, opts: &InstallOptions, sink: W, spill_dir: &Path) -> Result<(W, InstalledLayer), DebError> {
+pub fn install_layer<W: Write>(
+    deb: &Path,
+    opts: &InstallOptions,
+    mut writer: LayerWriter<W>,
+    spill_dir: &Path,
+) -> Result<(W, InstalledLayer), DebError> {
     let spill_file = tempfile::tempfile_in(spill_dir).map_err(io_err(deb, format!("creating a spill file in {}", spill_dir.display())))?;
     let mut info = None;
     let mut scanned = None;
@@ -1168,7 +1175,6 @@ pub fn install_layer<W: Write>(deb: &Path, opts: &InstallOptions, sink: W, spill
 
     // Write the layer.
     let layer_err = |source| DebError::Layer { deb: deb.to_path_buf(), source };
-    let mut writer = LayerWriter::new(sink);
     for (path, node) in &nodes {
         let mut meta = node;
         let mut data_of: Option<&Kind> = None;
@@ -1207,7 +1213,7 @@ pub fn install_layer<W: Write>(deb: &Path, opts: &InstallOptions, sink: W, spill
         }
         .map_err(layer_err)?;
     }
-    let (sink, digests) = writer.finish().map_err(layer_err)?;
+    let (sink, digests, chunks) = writer.finish_with_chunks().map_err(layer_err)?;
     let interests = info
         .others
         .iter()
@@ -1231,7 +1237,7 @@ pub fn install_layer<W: Write>(deb: &Path, opts: &InstallOptions, sink: W, spill
         alternatives: info.postinst.as_deref().map(super::alternatives::registrations).unwrap_or_default(),
         interests,
     };
-    Ok((sink, InstalledLayer { digests, files, file_md5, kept, status, facts }))
+    Ok((sink, InstalledLayer { digests, chunks, files, file_md5, kept, status, facts }))
 }
 
 // ---------------------------------------------------------------------------
@@ -1555,7 +1561,7 @@ mod tests {
     fn install(deb: &Path, merged_usr: bool) -> (Vec<u8>, InstalledLayer) {
         let spill = tempfile::tempdir().expect("spill dir");
         let opts = InstallOptions { epoch: EPOCH, merged_usr, emulate: true, keep: vec![] };
-        install_layer(deb, &opts, Vec::new(), spill.path()).expect("install")
+        install_layer(deb, &opts, LayerWriter::new(Vec::new()), spill.path()).expect("install")
     }
 
     fn find<'a>(layer: &'a [Hdr], path: &str) -> &'a Hdr {
@@ -1573,7 +1579,7 @@ mod tests {
     fn install_err(deb: &Path, merged_usr: bool) -> String {
         let spill = tempfile::tempdir().expect("spill dir");
         let opts = InstallOptions { epoch: EPOCH, merged_usr, emulate: true, keep: vec![] };
-        match install_layer(deb, &opts, Vec::new(), spill.path()) {
+        match install_layer(deb, &opts, LayerWriter::new(Vec::new()), spill.path()) {
             Ok(_) => panic!("{} was accepted", deb.display()),
             Err(e) => e.to_string(),
         }

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::clients::Clients;
 use crate::hash::{ContentHash, Sha256};
-use crate::layer::{self, LayerWriter};
+use crate::layer::{self, Compression, LayerWriter};
 use crate::oci::{self as image, ConfigFields, Descriptor};
 use crate::plan::{Content, Derivation, DrvKind, EntryKind, ImageBase, ImageDrv, Plan, PlannedEntry};
 use crate::store::{self, Output, Record, Store, StoreError, RECORD_VERSION};
@@ -273,12 +273,17 @@ fn needed(
 pub const TEXT_MEDIA_TYPE: &str = "text/plain; charset=utf-8";
 
 /// What a record of kind `kind` holds: each output's name (sorted), its media type (`None`:
-/// the derivation's to say, as a base layer's) and whether it is a layer (with a `diff_id`).
+/// the derivation's to say, as a base layer's; [`OUR_LAYER`]: one of the layer types compose
+/// writes, the derivation's compression saying which) and whether it is a layer (with a
+/// `diff_id`).
 type Shape = &'static [(&'static str, Option<&'static str>, bool)];
+
+/// In a [`Shape`]: a layer compose wrote, gzip or zstd as its derivation says.
+const OUR_LAYER: &str = "(a compose layer)";
 
 fn shape(kind: &str) -> Option<Shape> {
     use packages::{DEB_MEDIA_TYPE, FACTS_MEDIA_TYPE, FILES_MEDIA_TYPE, LICENCES_MEDIA_TYPE};
-    const GZ: Option<&str> = Some(layer::GZIP_MEDIA_TYPE);
+    const GZ: Option<&str> = Some(OUR_LAYER);
     Some(match kind {
         "layer" | "meta" => &[("layer", GZ, true)],
         "fetch" => &[("file", Some(DEB_MEDIA_TYPE), false)],
@@ -293,7 +298,7 @@ fn shape(kind: &str) -> Option<Shape> {
         "merged" => &[("files", Some(FILES_MEDIA_TYPE), false), ("layer", GZ, true)],
         "image" => &[("config", Some(image::CONFIG_MEDIA_TYPE), false), ("manifest", Some(image::MANIFEST_MEDIA_TYPE), false)],
         "index" => &[("index", Some(image::INDEX_MEDIA_TYPE), false)],
-        "step" => &[("log", Some(TEXT_MEDIA_TYPE), false), ("tree", GZ, true)],
+        "step" => &[("log", Some(TEXT_MEDIA_TYPE), false), ("tree", Some(layer::GZIP_MEDIA_TYPE), true)],
         "scripts" => &[("layer", GZ, true), ("log", Some(TEXT_MEDIA_TYPE), false)],
         _ => return None,
     })
@@ -309,7 +314,13 @@ fn shape_problem(rec: &Record) -> Option<String> {
     }
     shape.iter().find_map(|&(name, media_type, is_layer)| {
         let o = &rec.outputs[name];
-        if media_type.is_some_and(|m| m != o.media_type) || (media_type.is_none() && layer::DiffIdWriter::new(&o.media_type).is_none()) {
+        let ours = [layer::GZIP_MEDIA_TYPE, layer::ZSTD_MEDIA_TYPE];
+        let fits = match media_type {
+            Some(OUR_LAYER) => ours.contains(&o.media_type.as_str()),
+            Some(m) => m == o.media_type,
+            None => layer::DiffIdWriter::new(&o.media_type).is_some(),
+        };
+        if !fits {
             Some(format!("output `{name}` has media type `{}`", o.media_type))
         } else if is_layer != o.diff_id.is_some() {
             Some(format!("output `{name}` {} a diff_id", if is_layer { "lacks" } else { "has" }))
@@ -336,7 +347,7 @@ pub fn fits(drv: &Derivation, rec: &Record) -> bool {
                 == (b.layer.digest, b.layer.size, b.layer.media_type.as_str(), Some(b.layer.diff_id))
         }
         DrvKind::Step(s) => s.pin.is_none_or(|pin| out("tree").diff_id == Some(pin)),
-        _ => true,
+        kind => kind.compression().is_none_or(|c| out("layer").media_type == c.media_type()),
     }
 }
 
@@ -614,7 +625,7 @@ fn run(
     let mut outputs = BTreeMap::new();
     match &drv.kind {
         DrvKind::Layer(l) if l.parts.is_empty() => {
-            outputs.insert("layer".to_string(), build_layer(&drv.name, &l.entries, l.epoch, store)?);
+            outputs.insert("layer".to_string(), build_layer(&drv.name, &l.entries, l.epoch, l.compression, store)?);
         }
         DrvKind::Layer(l) => {
             outputs.insert("layer".to_string(), layer_with_copies(plan, &drv.name, l, deps, store)?);
@@ -650,7 +661,7 @@ fn run(
         }
         DrvKind::Meta(m) => {
             let entries = packages::meta_entries(m, deps, store)?;
-            outputs.insert("layer".to_string(), build_layer(&drv.name, &entries, m.epoch, store)?);
+            outputs.insert("layer".to_string(), build_layer(&drv.name, &entries, m.epoch, m.compression, store)?);
         }
         DrvKind::Image(img) => {
             let (config, manifest) = build_image(plan, img, deps, store)?;
@@ -726,7 +737,7 @@ fn layer_with_copies(
     }
     let entries =
         crate::plan::merge_parts(l.merged_usr, parts).map_err(|message| BuildError::CopyFrom { message: format!("{name}: {message}") })?;
-    build_layer(name, &entries, l.epoch, store)
+    build_layer(name, &entries, l.epoch, l.compression, store)
 }
 
 fn oci_platform(p: &crate::spec::Platform) -> image::Platform {
@@ -747,10 +758,18 @@ impl<R: Read> Read for CheckedReader<R> {
     }
 }
 
-pub(crate) fn build_layer(name: &str, entries: &[PlannedEntry], epoch: u64, store: &Store) -> Result<Output, BuildError> {
+/// Writes `entries` as a layer compressed with `codec` into the store, reusing the chunks the
+/// store keeps and keeping the new ones.
+pub(crate) fn build_layer(
+    name: &str,
+    entries: &[PlannedEntry],
+    epoch: u64,
+    codec: Compression,
+    store: &Store,
+) -> Result<Output, BuildError> {
     let tmp = store.temp_file()?;
     let sink = store::buffered(&tmp)?;
-    let mut w = LayerWriter::new(sink);
+    let mut w = LayerWriter::with(sink, codec, Some(store.chunk_cache()));
     let layer_err = |source| BuildError::Layer { name: name.to_string(), source };
     for e in entries {
         let (kind, data): (layer::EntryKind, Option<&Content>) = match &e.kind {
@@ -789,12 +808,13 @@ pub(crate) fn build_layer(name: &str, entries: &[PlannedEntry], epoch: u64, stor
             }
         }
     }
-    let (mut sink, digests) = w.finish().map_err(layer_err)?;
+    let (mut sink, digests, chunks) = w.finish_with_chunks().map_err(layer_err)?;
     sink.flush().map_err(|source| BuildError::Write { name: name.to_string(), source })?;
     drop(sink);
     let digest = Sha256(digests.digest);
     store.commit_blob(tmp, &digest)?;
-    Ok(Output { digest, size: digests.size, media_type: layer::GZIP_MEDIA_TYPE.into(), diff_id: Some(Sha256(digests.diff_id)) })
+    store.keep_chunks(&digest, &chunks);
+    Ok(Output { digest, size: digests.size, media_type: codec.media_type().into(), diff_id: Some(Sha256(digests.diff_id)) })
 }
 
 /// A base's config, layer descriptors and diff_ids.

@@ -144,12 +144,14 @@ pub fn deb_layer(plan: &Plan, d: &DebLayerDrv, deps: &HashMap<NodeIndex, Record>
     let copyright = format!("/usr/share/doc/{name}/copyright");
     let opts = InstallOptions { epoch: d.epoch, merged_usr: d.merged_usr, emulate: d.emulate, keep: vec![copyright.clone()] };
     let spill = store.tmp_dir();
+    let writer = LayerWriter::with(sink, d.compression, Some(store.chunk_cache()));
     let (mut sink, installed) =
-        deb::install_layer(&deb, &opts, sink, &spill).map_err(|source| PackageError::Install { package: d.package.clone(), source })?;
+        deb::install_layer(&deb, &opts, writer, &spill).map_err(|source| PackageError::Install { package: d.package.clone(), source })?;
     sink.flush().map_err(|source| BuildError::Write { name: d.package.clone(), source })?;
     drop(sink);
     let digest = Sha256(installed.digests.digest);
     store.commit_blob(tmp, &digest)?;
+    store.keep_chunks(&digest, &installed.chunks);
     let mut files: BTreeMap<String, String> = BTreeMap::new();
     for f in &installed.files {
         let v = installed.file_md5.get(f).cloned().unwrap_or_else(|| "link".to_string());
@@ -158,7 +160,7 @@ pub fn deb_layer(plan: &Plan, d: &DebLayerDrv, deps: &HashMap<NodeIndex, Record>
     let layer = Output {
         digest,
         size: installed.digests.size,
-        media_type: layer::GZIP_MEDIA_TYPE.into(),
+        media_type: d.compression.media_type().into(),
         diff_id: Some(Sha256(installed.digests.diff_id)),
     };
     let licences: Vec<String> =
@@ -233,8 +235,9 @@ pub fn merged_layer(
     let mut files: BTreeMap<String, String> = BTreeMap::new();
     for &p in &m.parts {
         let rec = deps.get(&p).ok_or_else(|| BuildError::MissingOutput(plan.graph[p].name.clone(), "layer"))?;
-        let f = File::open(store.blob_path(&output(rec, "layer")?.digest)).map_err(PackageError::Merge)?;
-        archives.push(tar::Archive::new(flate2::read::MultiGzDecoder::new(BufReader::new(f))));
+        let layer = output(rec, "layer")?;
+        let f = File::open(store.blob_path(&layer.digest)).map_err(PackageError::Merge)?;
+        archives.push(tar::Archive::new(layer::decoder(&layer.media_type, BufReader::new(f)).map_err(PackageError::Merge)?));
         files.extend(read_files(store, output(rec, "files")?)?);
     }
     let mut iters = Vec::new();
@@ -246,7 +249,7 @@ pub fn merged_layer(
         heads.push(next_head(it)?);
     }
     let tmp = store.temp_file()?;
-    let mut w = LayerWriter::new(store::buffered(&tmp)?);
+    let mut w = LayerWriter::with(store::buffered(&tmp)?, m.compression, Some(store.chunk_cache()));
     while let Some(min) = heads.iter().flatten().map(|h| h.path.clone()).min_by(|a, b| a.as_bytes().cmp(b.as_bytes())) {
         let holders: Vec<usize> = (0..heads.len()).filter(|&i| heads[i].as_ref().is_some_and(|h| h.path == min)).collect();
         let is_dir = |i: usize| heads[i].as_ref().is_some_and(|h| h.entry.header().entry_type().is_dir());
@@ -284,12 +287,14 @@ pub fn merged_layer(
             heads[i] = next_head(&mut iters[i])?;
         }
     }
-    let (mut sink, digests) = w.finish().map_err(PackageError::MergeLayer)?;
+    let (mut sink, digests, chunks) = w.finish_with_chunks().map_err(PackageError::MergeLayer)?;
     sink.flush().map_err(|source| BuildError::Write { name: name.to_string(), source })?;
     drop(sink);
     let digest = Sha256(digests.digest);
     store.commit_blob(tmp, &digest)?;
-    let layer = Output { digest, size: digests.size, media_type: layer::GZIP_MEDIA_TYPE.into(), diff_id: Some(Sha256(digests.diff_id)) };
+    store.keep_chunks(&digest, &chunks);
+    let layer =
+        Output { digest, size: digests.size, media_type: m.compression.media_type().into(), diff_id: Some(Sha256(digests.diff_id)) };
     Ok((layer, put_files(store, &files)?))
 }
 

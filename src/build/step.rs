@@ -382,7 +382,7 @@ pub fn run_scripts(
         sandbox::unmount(&m);
     }
     let entries = upper_entries(&upper)?;
-    let layer = super::build_layer(&drv.name, &entries, sc.epoch, store)?;
+    let layer = super::build_layer(&drv.name, &entries, sc.epoch, sc.compression, store)?;
     Ok((log.commit(store)?, layer))
 }
 

@@ -4,7 +4,7 @@
 //! the entries a `copy from=` takes out of such a tree.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -58,13 +58,7 @@ pub fn image_rootfs(store: &Store, image: &Record) -> Result<PathBuf, BuildError
 /// leave `dest` are refused (by the tar reader's checks and ours).
 pub fn unpack(blob: &Path, media_type: &str, dest: &Path) -> Result<(), BuildError> {
     let f = File::open(blob).map_err(io_error(blob, "cannot open"))?;
-    let reader: Box<dyn Read> = if media_type.ends_with("gzip") {
-        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, f)))
-    } else if media_type.ends_with("zstd") {
-        Box::new(zstd::stream::read::Decoder::new(f).map_err(io_error(blob, "cannot read"))?)
-    } else {
-        Box::new(BufReader::new(f))
-    };
+    let reader = crate::layer::decoder(media_type, BufReader::with_capacity(256 * 1024, f)).map_err(io_error(blob, "cannot read"))?;
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
     ar.set_preserve_ownerships(true);
@@ -258,7 +252,7 @@ pub fn copy_entries(c: &CopyFrom, root: &Path, what: &str, shown: &str) -> Resul
 /// are the epoch).
 pub fn capture(name: &str, dir: &Path, epoch: u64, store: &Store) -> Result<Output, BuildError> {
     let entries = scan_tree(dir)?;
-    super::build_layer(name, &entries, epoch, store)
+    super::build_layer(name, &entries, epoch, crate::layer::Compression::Gzip, store)
 }
 
 /// The first path where two captured trees differ, for `--check`.
@@ -266,7 +260,8 @@ pub fn first_difference(store: &Store, a: &Output, b: &Output) -> Result<Option<
     let list = |o: &Output| -> Result<Vec<(String, String)>, BuildError> {
         let path = store.blob_path(&o.digest);
         let f = File::open(&path).map_err(io_error(&path, "cannot open"))?;
-        let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(BufReader::new(f)));
+        let reader = crate::layer::decoder(&o.media_type, BufReader::new(f)).map_err(io_error(&path, "cannot read"))?;
+        let mut ar = tar::Archive::new(reader);
         let mut v = Vec::new();
         for e in ar.entries().map_err(io_error(&path, "cannot read"))? {
             let mut e = e.map_err(io_error(&path, "cannot read"))?;

@@ -169,6 +169,8 @@ pub struct SpecOptions {
     pub offline: bool,
     /// Layer budget per image.
     pub max_layers: usize,
+    /// `--compression`: every image's layers compressed so, whatever the spec says.
+    pub compression: Option<crate::layer::Compression>,
     /// Root of the filesystem whose apt sources give mirrors (`/`).
     pub host_root: PathBuf,
     /// Registries (`HOST[:PORT]`) spoken to over plain HTTP.
@@ -309,7 +311,8 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
     let inputs = crate::plan::PlanInputs {
         sources: &sources,
         source_date_epoch: epoch,
-        layer_format: crate::layer::LAYER_FORMAT_ID,
+        layer_format: crate::layer::Compression::layer_format_id,
+        compression: opts.compression,
         lock: lockfile.as_ref(),
         mirror: &mirror,
         max_layers: opts.max_layers,

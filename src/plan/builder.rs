@@ -1,6 +1,7 @@
 //! The `Builder`: turns each spec image into derivations (files layers, base blobs, image and
 //! index nodes, runtime config), deduplicated by `DrvHash`; and the order images are planned in.
 
+use crate::layer::Compression;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -54,9 +55,17 @@ pub(super) struct Builder<'a> {
     pub(super) errors: Vec<SpecDiagnostic>,
     /// Step derivations by step name.
     pub(super) step_nodes: HashMap<String, NodeIndex>,
+    /// How the layers being planned are compressed: the image's (or `--compression`); gzip for
+    /// a step's inputs and tree.
+    pub(super) compression: Compression,
 }
 
 impl Builder<'_> {
+    /// The layer format (tar rules, chunking, compressor) of the layers being planned.
+    pub(super) fn format(&self) -> &'static str {
+        (self.inputs.layer_format)(self.compression)
+    }
+
     pub(super) fn add(&mut self, drv: Derivation, deps: &[NodeIndex]) -> NodeIndex {
         if let Some(&n) = self.by_hash.get(&drv.hash) {
             return n;
@@ -71,6 +80,7 @@ impl Builder<'_> {
     }
 
     pub(super) fn image(&mut self, image: &ImageSpec, output: bool, export: bool) {
+        self.compression = self.inputs.compression.unwrap_or(image.compression);
         let epoch = self.inputs.source_date_epoch.or(image.epoch).unwrap_or(DEFAULT_EPOCH);
         let packaged = !image.packages.is_empty();
         let mut merged: Vec<Merged> = Vec::new();
@@ -252,6 +262,7 @@ impl Builder<'_> {
     /// A step: its inputs layer, the image it runs in (for its platform), its recipe and, for a
     /// fixed-output step, the pin the lockfile holds for that recipe.
     pub(super) fn step(&mut self, step: &StepSpec) {
+        self.compression = Compression::Gzip;
         let Some(image) = self.spec.image(&step.image.0) else { return };
         let Some(platform) = step.platform.clone().or_else(|| image.platforms.first().cloned()) else { return };
         let Some(&image_node) = self.image_nodes.get(&(image.name.clone(), platform.to_string())) else {
@@ -290,7 +301,7 @@ impl Builder<'_> {
         input_paths.sort();
         input_paths.dedup();
         let mut e = Encoder::new("step");
-        e.str(self.inputs.layer_format).drv(&self.plan.graph[image_node].hash).u64(epoch);
+        e.str((self.inputs.layer_format)(Compression::Gzip)).drv(&self.plan.graph[image_node].hash).u64(epoch);
         match inputs {
             Some(n) => e.drv(&self.plan.graph[n].hash),
             None => e.opt_str(None),
@@ -378,8 +389,8 @@ impl Builder<'_> {
         let name = format!("{}: packages root ({platform})", image.name);
         let root = self.add(Derivation { hash, name, kind: DrvKind::Image(Box::new(root)) }, &deps);
         let mut e = Encoder::new("scripts");
-        e.str(super::SCRIPTS_FORMAT).str(super::SANDBOX_ID).str(self.inputs.layer_format).drv(&self.plan.graph[root].hash).u64(epoch);
-        let drv = super::ScriptsDrv { image: image.name.clone(), root, epoch };
+        e.str(super::SCRIPTS_FORMAT).str(super::SANDBOX_ID).str(self.format()).drv(&self.plan.graph[root].hash).u64(epoch);
+        let drv = super::ScriptsDrv { image: image.name.clone(), root, epoch, compression: self.compression };
         let name = format!("{}: maintainer scripts ({platform})", image.name);
         self.add(Derivation { hash: e.finish(), name, kind: DrvKind::Scripts(drv) }, &[root])
     }
@@ -462,7 +473,7 @@ impl Builder<'_> {
     /// image's file system for this platform); `None` after reporting an error.
     fn layer(&mut self, owner: &str, m: &Merged, epoch: u64, platform: &str) -> Option<NodeIndex> {
         let mut e = Encoder::new("files-layer");
-        e.str(self.inputs.layer_format).u64(epoch);
+        e.str(self.format()).u64(epoch);
         encode_entries(&mut e, &m.entries);
         let mut parts = Vec::new();
         let mut deps = Vec::new();
@@ -506,7 +517,14 @@ impl Builder<'_> {
         let drv = Derivation {
             hash: e.finish(),
             name: format!("{owner}: {}", m.what),
-            kind: DrvKind::Layer(LayerDrv { entries: m.entries.clone(), epoch, created_by, parts, merged_usr: m.merged_usr }),
+            kind: DrvKind::Layer(LayerDrv {
+                entries: m.entries.clone(),
+                epoch,
+                created_by,
+                parts,
+                merged_usr: m.merged_usr,
+                compression: self.compression,
+            }),
         };
         deps.sort();
         deps.dedup();

@@ -31,6 +31,10 @@ fn dep(plan: &Plan, n: NodeIndex) -> String {
     plan.graph[n].hash.to_string()
 }
 
+fn format_of(plan: &Plan, c: crate::layer::Compression) -> String {
+    plan.layer_format[usize::from(c == crate::layer::Compression::Zstd)].clone()
+}
+
 /// The inputs of derivation `n`, in words.
 pub fn describe(plan: &Plan, n: NodeIndex) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
@@ -40,7 +44,7 @@ pub fn describe(plan: &Plan, n: NodeIndex) -> BTreeMap<String, String> {
     match &plan.graph[n].kind {
         DrvKind::Layer(l) => {
             put("epoch".into(), l.epoch.to_string());
-            put("layer format".into(), plan.layer_format.to_string());
+            put("layer format".into(), format_of(plan, l.compression));
             for e in &l.entries {
                 put(e.path.clone(), entry_value(e));
             }
@@ -66,7 +70,7 @@ pub fn describe(plan: &Plan, n: NodeIndex) -> BTreeMap<String, String> {
             put("package".into(), d.package.clone());
             put("epoch".into(), d.epoch.to_string());
             put("merged /usr".into(), d.merged_usr.to_string());
-            put("layer format".into(), plan.layer_format.to_string());
+            put("layer format".into(), format_of(plan, d.compression));
             put(format!("download {}", plan.graph[d.fetch].name), dep(plan, d.fetch));
         }
         DrvKind::MergedLayer(ml) => {
@@ -76,7 +80,7 @@ pub fn describe(plan: &Plan, n: NodeIndex) -> BTreeMap<String, String> {
         }
         DrvKind::Meta(meta) => {
             put("epoch".into(), meta.epoch.to_string());
-            put("layer format".into(), plan.layer_format.to_string());
+            put("layer format".into(), format_of(plan, meta.compression));
             put("time zone".into(), meta.timezone.clone().unwrap_or_default());
             if let Some(a) = &meta.accounts {
                 for u in &a.users {

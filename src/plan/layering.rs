@@ -122,7 +122,7 @@ impl Builder<'_> {
             let mut e = Encoder::new("deb-layer");
             // v3: dpkg's info/ files in the layer (was: distroless status.d/), base-files' links,
             // the status paragraph and alternatives as outputs.
-            e.str(b.inputs.layer_format).u64(epoch).u64(merged_usr as u64).sha256(&sha_of(&b.plan.graph[fetch])).str(DEB_LAYER_FORMAT);
+            e.str(b.format()).u64(epoch).u64(merged_usr as u64).sha256(&sha_of(&b.plan.graph[fetch])).str(DEB_LAYER_FORMAT);
             if image.run_scripts {
                 e.str("scripts run");
             }
@@ -135,6 +135,7 @@ impl Builder<'_> {
                     epoch,
                     merged_usr,
                     emulate: !image.run_scripts,
+                    compression: b.compression,
                 }),
             };
             b.add(drv, &[fetch])
@@ -152,14 +153,14 @@ impl Builder<'_> {
                 layers.push(PackageLayer { layer, packages: vec![p.name.clone()], replaces: p.replaces.clone() });
             }
             let mut e = Encoder::new("merged-layer");
-            e.str(self.inputs.layer_format).list(parts.len());
+            e.str(self.format()).list(parts.len());
             for &n in &parts {
                 e.drv(&self.plan.graph[n].hash);
             }
             let drv = Derivation {
                 hash: e.finish(),
                 name: format!("{}: {} packages merged", image.name, rest.len()),
-                kind: DrvKind::MergedLayer(MergedLayerDrv { parts: parts.clone() }),
+                kind: DrvKind::MergedLayer(MergedLayerDrv { parts: parts.clone(), compression: self.compression }),
             };
             image_layers.push(self.add(drv, &parts));
         }
@@ -196,9 +197,10 @@ impl Builder<'_> {
             java_cacerts: fetches.contains_key("ca-certificates-java"),
             unpacked: image.run_scripts,
             workdir: workdir.map(str::to_string),
+            compression: self.compression,
         };
         let mut e = Encoder::new("meta-layer");
-        e.str(self.inputs.layer_format).u64(epoch);
+        e.str(self.format()).u64(epoch);
         for dep in [meta.base_passwd, meta.ca_certificates] {
             match dep {
                 Some(n) => e.sha256(&sha_of(&self.plan.graph[n])),
@@ -318,7 +320,8 @@ image "pk" {
         let inputs = PlanInputs {
             sources: &sources,
             source_date_epoch: None,
-            layer_format: "test",
+            layer_format: |_| "test",
+            compression: None,
             lock: None,
             mirror: &mirror,
             max_layers,
@@ -333,6 +336,7 @@ image "pk" {
             by_hash: HashMap::new(),
             errors: Vec::new(),
             step_nodes: HashMap::new(),
+            compression: crate::layer::Compression::Gzip,
         };
         let platform = Platform::linux_amd64();
         let (image_layers, per_package, meta) = b.package_layers(&spec.images[0], &platform, pins, 1, other_layers, None);

@@ -28,6 +28,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::base::{BaseImage, BaseLayer, BlobSource};
 use crate::hash::{ContentHash, DrvHash, Sha256};
+use crate::layer::Compression;
 use crate::lock::Lockfile;
 use crate::source::Scanned;
 use crate::spec::{Accounts, Platform, SpecDiagnostic, SpecFile};
@@ -93,6 +94,7 @@ pub struct LayerDrv {
     pub parts: Vec<LayerPart>,
     /// Paths under `/bin`, `/lib`… are written under `/usr` (the image has merged-/usr links).
     pub merged_usr: bool,
+    pub compression: Compression,
 }
 
 /// One operation of a layer that has `copy from=`.
@@ -222,12 +224,14 @@ pub struct DebLayerDrv {
     /// Reproduce the effects compose knows of the package's scripts in its layer (not when the
     /// image runs them: `maintainer-scripts "run"`).
     pub emulate: bool,
+    pub compression: Compression,
 }
 
 /// Several package layers merged into one (past the layer budget).
 #[derive(Debug, Clone)]
 pub struct MergedLayerDrv {
     pub parts: Vec<NodeIndex>,
+    pub compression: Compression,
 }
 
 /// The generated metadata layer of an image with packages: passwd/group (base-passwd's masters
@@ -256,6 +260,7 @@ pub struct MetaDrv {
     pub unpacked: bool,
     /// `config { workdir }` to make, unless a package ships it.
     pub workdir: Option<String>,
+    pub compression: Compression,
 }
 
 /// `maintainer-scripts "run"`: `dpkg --configure -a` over an image's packages and metadata (its
@@ -266,6 +271,7 @@ pub struct ScriptsDrv {
     /// The image derivation of the packages root.
     pub root: NodeIndex,
     pub epoch: u64,
+    pub compression: Compression,
 }
 
 /// Identity of how maintainer scripts are run and their changes captured; part of the hash.
@@ -305,6 +311,18 @@ impl DrvKind {
             DrvKind::Index(_) => "index",
             DrvKind::Step(_) => "step",
             DrvKind::Scripts(_) => "scripts",
+        }
+    }
+
+    /// How its `layer` output is compressed, for the kinds with one.
+    pub fn compression(&self) -> Option<Compression> {
+        match self {
+            DrvKind::Layer(l) => Some(l.compression),
+            DrvKind::DebLayer(d) => Some(d.compression),
+            DrvKind::MergedLayer(m) => Some(m.compression),
+            DrvKind::Meta(m) => Some(m.compression),
+            DrvKind::Scripts(s) => Some(s.compression),
+            DrvKind::Fetch(_) | DrvKind::Blob(_) | DrvKind::Image(_) | DrvKind::Index(_) | DrvKind::Step(_) => None,
         }
     }
 
@@ -365,8 +383,9 @@ pub struct Plan {
     pub images: Vec<PlannedImage>,
     /// Dependencies before dependents, computed once the graph is complete.
     order: Vec<NodeIndex>,
-    /// The layer byte format (tar rules and compressor) every layer was planned with.
-    pub layer_format: String,
+    /// The layer byte format (tar rules, chunking and compressor) gzip layers were planned
+    /// with, then zstd layers.
+    pub layer_format: [String; 2],
 }
 
 /// Inputs to planning besides the spec.
@@ -375,8 +394,10 @@ pub struct PlanInputs<'a> {
     pub sources: &'a HashMap<String, Scanned>,
     /// `SOURCE_DATE_EPOCH`, if set.
     pub source_date_epoch: Option<u64>,
-    /// Identity of the layer format (tar rules + compressor).
-    pub layer_format: &'a str,
+    /// Identity of the layer format (tar rules, chunking, compressor) for each compression.
+    pub layer_format: fn(Compression) -> &'static str,
+    /// `--compression`: every image's layers compressed so, whatever the spec says.
+    pub compression: Option<Compression>,
     /// Pins of images with packages.
     pub lock: Option<&'a Lockfile>,
     /// Mirror URL of a repository (name, suite), or why there is none. Never hashed.
@@ -401,6 +422,7 @@ pub fn plan(spec: &SpecFile, only: Option<&str>, inputs: &PlanInputs<'_>) -> Res
         by_hash: HashMap::new(),
         errors: Vec::new(),
         step_nodes: HashMap::new(),
+        compression: Compression::Gzip,
     };
     // What each image or step uses (bases, step images, `copy from=`) before it; with `only`,
     // what it needs is planned too.
@@ -417,7 +439,7 @@ pub fn plan(spec: &SpecFile, only: Option<&str>, inputs: &PlanInputs<'_>) -> Res
     if b.errors.is_empty() {
         // The builder only adds edges from existing derivations to new ones, so a cycle is a
         // bug; say so rather than build nothing.
-        b.plan.layer_format = inputs.layer_format.to_string();
+        b.plan.layer_format = [Compression::Gzip, Compression::Zstd].map(|c| (inputs.layer_format)(c).to_string());
         match petgraph::algo::toposort(&b.plan.graph, None) {
             Ok(order) => b.plan.order = order,
             Err(cycle) => {
@@ -546,7 +568,8 @@ image "pk" {{
         let inputs = PlanInputs {
             sources: &sources,
             source_date_epoch,
-            layer_format: "test",
+            layer_format: |_| "test",
+            compression: None,
             lock: Some(&lock),
             mirror: &mirror,
             max_layers: DEFAULT_MAX_LAYERS,
@@ -747,7 +770,8 @@ image "app" {
             let inputs = PlanInputs {
                 sources: &sources,
                 source_date_epoch: None,
-                layer_format: "test",
+                layer_format: |_| "test",
+                compression: None,
                 lock: Some(&lock),
                 mirror: &mirror,
                 max_layers: DEFAULT_MAX_LAYERS,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
 
+use crate::layer::Compression;
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use miette::{NamedSource, SourceSpan};
 
@@ -66,6 +67,7 @@ pub(super) const IMAGE_CHILDREN: &[&str] = &[
     "export",
     "variant",
     "maintainer-scripts",
+    "compression",
 ];
 pub(super) const STEP_CHILDREN: &[&str] =
     &["image", "platform", "copy", "text", "symlink", "dir", "workdir", "env", "user", "run", "output", "network", "pass-env"];
@@ -99,6 +101,7 @@ const USAGE_NETWORK: &str = "network #true";
 const USAGE_EXPORT: &str = "export #false";
 const USAGE_SCRIPTS: &str = "maintainer-scripts \"run\" (or \"emulate\")";
 const USAGE_VARIANT: &str = "variant \"minbase\" (or \"essential\", \"custom\")";
+const USAGE_COMPRESSION: &str = "compression \"zstd\" (or \"gzip\")";
 const USAGE_PASS_ENV: &str = "pass-env \"PIP_INDEX_URL\" \"HTTPS_PROXY\"";
 const USAGE_TEXT: &str = "text \"/PATH\" \"CONTENT\" mode=0o644 owner=\"NAME\"";
 const USAGE_SYMLINK: &str = "symlink \"/PATH\" target=\"TARGET\" owner=\"NAME\"";
@@ -833,6 +836,7 @@ impl Decoder {
             export: true,
             variant: Variant::Custom,
             run_scripts: false,
+            compression: Compression::Gzip,
         };
         let mut seen = Seen::new();
         let mut packages: Seen<String> = Seen::new();
@@ -840,8 +844,19 @@ impl Decoder {
         let children = kdl.children().map_or(&[][..], |d| d.nodes());
         for c in children {
             let cname = c.name().value();
-            if matches!(cname, "tag" | "platforms" | "base" | "epoch" | "accounts" | "config" | "export" | "variant")
-                && !self.once(&mut seen, c)
+            if matches!(
+                cname,
+                "tag"
+                    | "platforms"
+                    | "base"
+                    | "epoch"
+                    | "accounts"
+                    | "config"
+                    | "export"
+                    | "variant"
+                    | "maintainer-scripts"
+                    | "compression"
+            ) && !self.once(&mut seen, c)
             {
                 continue;
             }
@@ -940,6 +955,20 @@ impl Decoder {
                                     Some(help),
                                 );
                             }
+                        }
+                    }
+                }
+                "compression" => {
+                    if let Some(e) = self.single_string(c, USAGE_COMPRESSION, "`gzip` or `zstd`") {
+                        let name = e.value().as_string().unwrap_or_default();
+                        match Compression::parse(name) {
+                            Some(codec) => img.compression = codec,
+                            None => self.push(
+                                "compose::spec::bad_compression",
+                                format!("unknown compression `{name}`"),
+                                vec![(value_span(e), "not a compression".to_owned())],
+                                Some(known_names_help(name, &Compression::NAMES, "compressions")),
+                            ),
                         }
                     }
                 }

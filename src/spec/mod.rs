@@ -136,6 +136,8 @@ pub struct ImageSpec {
     /// `maintainer-scripts "run"`: configure the packages by running their scripts (default
     /// `emulate`: never run them).
     pub run_scripts: bool,
+    /// `compression "zstd"`: how its layers are compressed (default gzip).
+    pub compression: crate::layer::Compression,
 }
 
 /// A standard Debian base set, with mmdebstrap's names.

@@ -975,6 +975,27 @@ fn maintainer_scripts_modes() {
     assert_eq!(codes(&parse_err("image \"a\" {\n    maintainer-scripts \"run\"\n}\n")), ["scripts_without_packages"]);
 }
 
+/// Issue 14: `compression` takes gzip or zstd, once per image; anything else is a located error
+/// naming what is known.
+#[test]
+fn compression_names_are_checked() {
+    use crate::layer::Compression;
+    assert_eq!(parse_ok("image \"a\" {\n}\n").images[0].compression, Compression::Gzip);
+    assert_eq!(parse_ok("image \"a\" {\n    compression \"zstd\"\n}\n").images[0].compression, Compression::Zstd);
+    assert_eq!(parse_ok("image \"a\" {\n    compression \"gzip\"\n}\n").images[0].compression, Compression::Gzip);
+    let e = parse_err("image \"a\" {\n    compression \"zstdd\"\n}\n");
+    assert_eq!(codes(&e), ["bad_compression"]);
+    let text = render(&e);
+    assert!(
+        text.contains("unknown compression `zstdd`") && text.contains("web.kdl:2:17") && text.contains("did you mean `zstd`?"),
+        "{text}"
+    );
+    assert_eq!(codes(&parse_err("image \"a\" {\n    compression \"zstd\" \"gzip\"\n}\n")).len(), 1);
+    assert_eq!(codes(&parse_err("image \"a\" {\n    compression 3\n}\n")).len(), 1);
+    let twice = parse_err("image \"a\" {\n    compression \"zstd\"\n    compression \"gzip\"\n}\n");
+    assert_eq!(codes(&twice).len(), 1, "{}", render(&twice));
+}
+
 /// Issue 12, defect 8: deep nesting overflowed the stack (exit 134) and a 10 MiB value gave
 /// 55 MiB of error text. Nesting is bounded with a located error; echoed values and shown
 /// source lines are cut.
