@@ -247,7 +247,7 @@ fn zstd_layers_are_read_by_every_client() {
                config { entrypoint \"/bin/busybox\"; cmd \"sha256sum\" \"/data/big.txt\"; }\n";
     ctx.write(
         "spec.kdl",
-        &format!(
+        format!(
             "image \"big\" {{\n    compression \"zstd\"\n{big}}}\n\
              image \"plain\" {{\n{big}}}\n\
              image \"over\" {{\n    base \"oci:out/big\"\n    files {{ text \"/etc/motd\" \"hi\\n\" }}\n}}\n"
