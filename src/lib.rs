@@ -38,12 +38,13 @@
 //!
 //! All versioned; an unknown version is refused with a clear error:
 //! - the store, `cache/v1/` (blobs, records, stat caches, locks, remote markers, names, unpacked
-//!   images, failed steps' logs, verified-blob markers, what was exported where): [`store`];
+//!   images, failed steps' logs, verified-blob markers, what was exported where, kept compressed
+//!   chunks): [`store`];
 //! - an output directory: the exports and `.compose-lock` (serialises exports into it): [`image`];
 //! - the lockfile, `SPEC.lock` (`version` field; packages, base digests, fixed-output steps' pins): [`lock`];
 //! - records (`version` field, outputs by name, inputs in words): [`store::Record`];
-//! - layers: `layer::LAYER_FORMAT_ID` names the tar rules and compressor, and is part of every
-//!   layer's derivation hash.
+//! - layers: `layer::LAYER_FORMAT_ID` and `layer::ZSTD_LAYER_FORMAT_ID` name the tar rules, the
+//!   chunking and the compressor, and one of them is part of every layer's derivation hash.
 
 pub mod apt;
 pub mod base;

@@ -11,6 +11,9 @@
 #   peak RSS of a cold build             goal < 200 MiB
 #   single-layer compressible tree (64 MiB of repetitive text and some random files, one layer):
 #   cold build / (tar -c | gzip -6)      goal <= 0.25 (issue 14)
+#   zstd (--compression zstd), cold build / (tar -c | gzip -6), both trees: goal <= 0.1 (issue 14)
+#   one layer of both trees (~245 MiB): one changed file / that layer's cold build: goal < 0.1
+#                                        (chunk reuse, issue 14); peak RSS of its cold build
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 work=${1:-$(mktemp -d /tmp/compose-bench.XXXXXX)}
@@ -121,7 +124,33 @@ hyperfine --style basic --runs "$runs" --export-json single-cold.json \
     --prepare 'rm -rf cache-single out-single' \
     "$compose build single.kdl --cache-dir cache-single --out out-single" >&2
 
-python3 - "$rss_kib" <<'PY'
+# zstd, both trees.
+hyperfine --style basic --runs "$runs" --export-json zstd-cold.json \
+    --prepare 'rm -rf cache-zstd out-zstd' \
+    "$compose build spec.kdl --cache-dir cache-zstd --out out-zstd --compression zstd" >&2
+hyperfine --style basic --runs "$runs" --export-json single-zstd.json \
+    --prepare 'rm -rf cache-single out-single' \
+    "$compose build single.kdl --cache-dir cache-single --out out-single --compression zstd" >&2
+
+# Both trees in one layer: its cold build, then one changed file (chunk reuse).
+printf 'image "one" {\n    layer "all" {\n        copy "tree/" to="/data/tree"\n        copy "single/" to="/data/single"\n    }\n}\n' > one.kdl
+hyperfine --style basic --runs "$runs" --export-json one-cold.json \
+    --prepare 'rm -rf cache-one out-one' \
+    "$compose build one.kdl --cache-dir cache-one --out out-one" >&2
+one_rss_kib=$(python3 - "$compose" <<'PY'
+import resource, subprocess, sys, shutil
+shutil.rmtree("cache-one", ignore_errors=True); shutil.rmtree("out-one", ignore_errors=True)
+subprocess.run([sys.argv[1], "build", "one.kdl", "--cache-dir", "cache-one", "--out", "out-one"], check=True,
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+PY
+)
+one_mib=$(( $(du -sm tree | cut -f1) + $(du -sm single | cut -f1) ))
+hyperfine --style basic --runs 10 --export-json one-change.json \
+    --prepare 'head -c 1000 /dev/urandom > tree/part-3/dir-01/file-05.dat' \
+    "$compose build one.kdl --cache-dir cache-one --out out-one" >&2
+
+python3 - "$rss_kib" "$one_rss_kib" "$one_mib" <<'PY'
 import json, sys
 med = lambda f: json.load(open(f))["results"][0]["median"]
 base, cold, noop, change = med("baseline.json"), med("cold.json"), med("noop.json"), med("change.json")
@@ -134,4 +163,10 @@ print(f"one-file-change rebuild      {change*1000:8.1f} ms  ratio to cold     {c
 print(f"peak RSS, cold build         {rss:8.1f} MiB (goal < 200 MiB)")
 print(f"single layer, tar|gzip -6    {sbase:8.3f} s")
 print(f"single layer, cold build     {scold:8.3f} s   ratio to baseline {scold/sbase:5.2f}   (goal <= 0.25)")
+zcold, szcold = med("zstd-cold.json"), med("single-zstd.json")
+print(f"zstd cold build              {zcold:8.3f} s   ratio to baseline {zcold/base:5.2f}   (goal <= 0.1)")
+print(f"single layer, zstd cold      {szcold:8.3f} s   ratio to baseline {szcold/sbase:5.2f}   (goal <= 0.1)")
+ocold, ochange = med("one-cold.json"), med("one-change.json")
+print(f"one {sys.argv[3]} MiB layer, cold     {ocold:8.3f} s   peak RSS {int(sys.argv[2])/1024:.1f} MiB (goal < 200 MiB)")
+print(f"  one changed file           {ochange*1000:8.1f} ms  ratio to its cold {ochange/ocold:7.4f} (goal < 0.1)")
 PY

@@ -305,6 +305,11 @@ fn zstd_layers_are_read_by_every_client() {
     assert!(ran.starts_with(&want), "podman: {ran}");
     // compose reads zstd layers as a base.
     ctx.build(&["spec.kdl", "--image", "over"]);
+    // The example in specs/ runs.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/busybox.kdl");
+    ctx.build(&[example.to_str().unwrap()]);
+    let ran = crate::steps::podman_run(&ctx, &ctx.path("out/busybox"), "busybox", "1.36", &[]);
+    assert!(ran.contains("hello from a compose-built busybox"), "podman: {ran}");
 
     // `--compression zstd` makes the gzip image the zstd one (same layers, same config apart
     // from nothing: the name is not in the image), and `--compression gzip` the other way.
