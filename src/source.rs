@@ -104,6 +104,12 @@ pub struct SourceEntry {
     pub kind: SourceKind,
     /// Where to read it (never part of any hash).
     pub abs: PathBuf,
+    /// A file's identity ([`crate::util::file_identity`]) when it was stat'ed before hashing, if
+    /// its modification and change times were then more than [`RACY_WINDOW_NS`] old: while the
+    /// file still has this identity, it still has the hashed content (a write sets its change
+    /// time to now), so a build may read it without hashing it again. `None` for a file that
+    /// had just changed (a write in the same clock tick could leave its identity unchanged).
+    pub settled: Option<String>,
 }
 
 /// A scanned copy source: the root entry first, then everything below it, byte-sorted by `rel`.
@@ -351,7 +357,7 @@ impl Scanner {
         let mut files: Vec<(String, PathBuf)> = Vec::new();
         let mut entries: Vec<SourceEntry> = Vec::new();
         if meta.is_dir() {
-            entries.push(SourceEntry { rel: String::new(), kind: SourceKind::Dir, abs: root.clone() });
+            entries.push(SourceEntry { rel: String::new(), kind: SourceKind::Dir, abs: root.clone(), settled: None });
             let walker = walkdir::WalkDir::new(&root)
                 .follow_links(false)
                 .min_depth(1)
@@ -369,11 +375,11 @@ impl Scanner {
                 let rel = rel_string(rel_path)?;
                 let ft = item.file_type();
                 if ft.is_dir() {
-                    entries.push(SourceEntry { rel, kind: SourceKind::Dir, abs: path.to_path_buf() });
+                    entries.push(SourceEntry { rel, kind: SourceKind::Dir, abs: path.to_path_buf(), settled: None });
                 } else if ft.is_symlink() {
                     let target = fs::read_link(path).map_err(io_err("read link", path))?;
                     let target = target.to_str().ok_or_else(|| SourceError::NonUtf8 { path: path.to_path_buf() })?.to_string();
-                    entries.push(SourceEntry { rel, kind: SourceKind::Symlink { target }, abs: path.to_path_buf() });
+                    entries.push(SourceEntry { rel, kind: SourceKind::Symlink { target }, abs: path.to_path_buf(), settled: None });
                 } else if ft.is_file() {
                     // Stat'ed below, in parallel: on a no-op build these stats are most of the work.
                     files.push((rel, path.to_path_buf()));
@@ -474,7 +480,11 @@ fn stat_of(m: &fs::Metadata) -> Fingerprint {
 
 fn file_entry(rel: String, abs: PathBuf, meta: &fs::Metadata, hash: ContentHash) -> SourceEntry {
     let executable = meta.mode() & 0o111 != 0;
-    SourceEntry { rel, kind: SourceKind::File { size: meta.len(), hash, executable }, abs }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
+    let fp = stat_of(meta);
+    let settled =
+        (fp.mtime_ns + RACY_WINDOW_NS < now && fp.ctime_ns + RACY_WINDOW_NS < now).then(|| crate::util::file_identity(meta));
+    SourceEntry { rel, kind: SourceKind::File { size: meta.len(), hash, executable }, abs, settled }
 }
 
 fn rel_string(p: &Path) -> Result<String, SourceError> {

@@ -771,7 +771,72 @@ pub(crate) fn build_layer(
     let sink = store::buffered(&tmp)?;
     let mut w = LayerWriter::with(sink, codec, Some(store.chunk_cache()));
     let layer_err = |source| BuildError::Layer { name: name.to_string(), source };
+    // The kernel reads files ahead of the writer (see `read_ahead`).
+    let written = std::sync::atomic::AtomicU64::new(0);
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let file_bytes: u64 = entries.iter().map(|e| if let EntryKind::File { size, .. } = e.kind { size } else { 0 }).sum();
+    std::thread::scope(|scope| {
+        if file_bytes >= READ_AHEAD_FROM {
+            scope.spawn(|| read_ahead(entries, &written, &finished));
+        }
+        let result = write_entries(&mut w, entries, epoch, &written, layer_err);
+        finished.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    })?;
+    let (mut sink, digests, chunks) = w.finish_with_chunks().map_err(layer_err)?;
+    sink.flush().map_err(|source| BuildError::Write { name: name.to_string(), source })?;
+    drop(sink);
+    let digest = Sha256(digests.digest);
+    store.commit_blob(tmp, &digest)?;
+    store.keep_chunks(&digest, &chunks);
+    Ok(Output { digest, size: digests.size, media_type: codec.media_type().into(), diff_id: Some(Sha256(digests.diff_id)) })
+}
+
+/// Layers with fewer bytes of files than this are read without a helper asking for read-ahead.
+const READ_AHEAD_FROM: u64 = 8 << 20;
+
+/// How far ahead of the writer files are asked for.
+const READ_AHEAD: u64 = 64 << 20;
+
+/// Asks the kernel to read the layer's files (in the writer's order) into the page cache up to
+/// [`READ_AHEAD`] bytes ahead of the writer, so that a layer of files not in the page cache
+/// reads from the disk while the writer hashes and compresses, not before. Only hints: errors
+/// are the writer's to find.
+fn read_ahead(entries: &[PlannedEntry], written: &std::sync::atomic::AtomicU64, finished: &std::sync::atomic::AtomicBool) {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut asked: u64 = 0;
     for e in entries {
+        let EntryKind::File { size, content: Content::Local { abs, .. } | Content::Tree { abs } } = &e.kind else { continue };
+        while asked > written.load(Relaxed) + READ_AHEAD {
+            if finished.load(Relaxed) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if finished.load(Relaxed) {
+            return;
+        }
+        if let Ok(f) = File::open(abs) {
+            // SAFETY: posix_fadvise only reads its arguments; `f` is an open descriptor.
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+        }
+        asked += size;
+    }
+}
+
+/// Appends `entries` to `w`, counting the file bytes written in `written`.
+fn write_entries<W: Write>(
+    w: &mut LayerWriter<W>,
+    entries: &[PlannedEntry],
+    epoch: u64,
+    written: &std::sync::atomic::AtomicU64,
+    layer_err: impl Fn(layer::LayerError) -> BuildError + Copy,
+) -> Result<(), BuildError> {
+    for e in entries {
+        if let EntryKind::File { size, .. } = e.kind {
+            written.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+        }
         let (kind, data): (layer::EntryKind, Option<&Content>) = match &e.kind {
             EntryKind::Dir => (layer::EntryKind::Dir, None),
             EntryKind::Symlink { target } => (layer::EntryKind::Symlink { target: target.clone() }, None),
@@ -792,8 +857,21 @@ pub(crate) fn build_layer(
                     other => layer_err(other),
                 })?;
             }
-            Some(Content::Local { abs, hash }) => {
+            Some(Content::Local { abs, hash, settled }) => {
                 let f = File::open(abs).map_err(|source| BuildError::Read { path: abs.clone(), source })?;
+                let identity = |f: &File| f.metadata().ok().map(|m| crate::util::file_identity(&m));
+                if settled.is_some() && identity(&f) == *settled {
+                    // Unchanged since it was hashed: read it, and check it stayed so.
+                    let mut r = io::BufReader::with_capacity(256 * 1024, &f);
+                    w.append(&entry, Some(&mut r)).map_err(|source| match source {
+                        layer::LayerError::DataLength { .. } => BuildError::Changed { path: abs.clone() },
+                        other => layer_err(other),
+                    })?;
+                    if identity(&f) != *settled {
+                        return Err(BuildError::Changed { path: abs.clone() });
+                    }
+                    continue;
+                }
                 let mut r = CheckedReader { inner: io::BufReader::with_capacity(256 * 1024, f), hasher: blake3::Hasher::new() };
                 w.append(&entry, Some(&mut r)).map_err(|source| match source {
                     layer::LayerError::DataLength { .. } => BuildError::Changed { path: abs.clone() },
@@ -808,13 +886,7 @@ pub(crate) fn build_layer(
             }
         }
     }
-    let (mut sink, digests, chunks) = w.finish_with_chunks().map_err(layer_err)?;
-    sink.flush().map_err(|source| BuildError::Write { name: name.to_string(), source })?;
-    drop(sink);
-    let digest = Sha256(digests.digest);
-    store.commit_blob(tmp, &digest)?;
-    store.keep_chunks(&digest, &chunks);
-    Ok(Output { digest, size: digests.size, media_type: codec.media_type().into(), diff_id: Some(Sha256(digests.diff_id)) })
+    Ok(())
 }
 
 /// A base's config, layer descriptors and diff_ids.

@@ -700,7 +700,10 @@ impl Builder<'_> {
                             SourceKind::Dir => (EntryKind::Dir, dir_mode.unwrap_or(0o755)),
                             SourceKind::Symlink { target } => (EntryKind::Symlink { target: target.clone() }, 0o777),
                             SourceKind::File { size, hash, executable } => (
-                                EntryKind::File { size: *size, content: Content::Local { abs: se.abs.clone(), hash: *hash } },
+                                EntryKind::File {
+                                    size: *size,
+                                    content: Content::Local { abs: se.abs.clone(), hash: *hash, settled: se.settled.clone() },
+                                },
                                 mode.unwrap_or(if *executable { 0o755 } else { 0o644 }),
                             ),
                         };

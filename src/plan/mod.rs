@@ -64,8 +64,9 @@ pub enum EntryKind {
 pub enum Content {
     /// Generated or written in the spec.
     Inline(Arc<Vec<u8>>),
-    /// A local file; `abs` says where to read it and is never hashed.
-    Local { abs: PathBuf, hash: ContentHash },
+    /// A local file; `abs` says where to read it and is never hashed; while it has identity
+    /// `settled` (see [`crate::source::SourceEntry::settled`]) it has content `hash`.
+    Local { abs: PathBuf, hash: ContentHash, settled: Option<String> },
     /// A file of a tree made during the build (a step's output, an image's file system), read
     /// as it is: its identity is the derivation that made the tree.
     Tree { abs: PathBuf },

@@ -312,3 +312,81 @@ fn leftovers_of_killed_builds_are_removed_by_the_next_build() {
     out.sort();
     assert_eq!(out, [".compose-lock", "keep-me.txt", "l"]);
 }
+
+/// Issue 14: a one-file change in a big layer compresses only the chunks around that file; the
+/// rest come from the store's kept chunks. The layer is byte-identical to one built in an empty
+/// store, for gzip and zstd, and a kept chunk that no longer checks out (its pointer moved to
+/// other bytes) is compressed again rather than used.
+#[test]
+fn a_changed_file_reuses_the_other_chunks_and_changes_no_byte() {
+    let ctx = TestContext::new();
+    let mut x: u64 = 5;
+    let mut text = |n: usize| {
+        let mut s = String::with_capacity(n + 32);
+        while s.len() < n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            s.push_str(&format!("{} {}\n", x % 1000, x % 77));
+        }
+        s
+    };
+    for i in 0..120 {
+        ctx.write(&format!("tree/f{i:03}.txt"), text(20_000 + (i * 7919) % 80_000));
+    }
+    ctx.write("tree/z-big.bin", text(3 << 20));
+    ctx.write("spec.kdl", "image \"gz\" {\n    layer \"all\" { copy \"tree/\" to=\"/data\" }\n}\nimage \"zs\" {\n    compression \"zstd\"\n    layer \"all\" { copy \"tree/\" to=\"/data\" }\n}\n");
+    let chunks = ctx.cache.join("v1/chunks");
+    let count = || fs::read_dir(&chunks).map(|d| d.count()).unwrap_or(0);
+    ctx.build(&["spec.kdl"]);
+    let kept = count();
+    assert!(kept >= 2 * 12, "{kept} chunks kept");
+
+    // One file in the middle grows: a few new chunks per image, the same digests as an empty store.
+    ctx.write("tree/f060.txt", text(33_333));
+    let warm = ctx.build_json(&["spec.kdl"]);
+    let new = count() - kept;
+    assert!((1..=2 * 3).contains(&new), "{new} chunks compressed again");
+    let fresh = TestContext::new();
+    fs::rename(ctx.path("tree"), fresh.path("tree")).unwrap();
+    fs::copy(ctx.path("spec.kdl"), fresh.path("spec.kdl")).unwrap();
+    let cold = fresh.build_json(&["spec.kdl"]);
+    let digests = |v: &serde_json::Value| -> Vec<String> {
+        v["images"].as_array().unwrap().iter().map(|i| format!("{} {}", i["name"], i["digest"])).collect()
+    };
+    assert_eq!(digests(&warm), digests(&cold));
+
+    // Every kept pointer now names a range of other bytes (the same length, another offset): the
+    // check fails, the chunks are compressed again, and the image is still the same.
+    fs::rename(fresh.path("tree"), ctx.path("tree")).unwrap();
+    ctx.write("tree/f061.txt", "changed\n");
+    for e in fs::read_dir(&chunks).unwrap() {
+        let p = e.unwrap().path();
+        let line = fs::read_to_string(&p).unwrap();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let offset: u64 = f[1].parse().unwrap();
+        fs::write(&p, format!("{} {} {} {}\n", f[0], if offset == 0 { 1 } else { offset - 1 }, f[2], f[3])).unwrap();
+    }
+    let intact = || {
+        fs::read_dir(&chunks)
+            .unwrap()
+            .filter(|e| {
+                let line = fs::read_to_string(e.as_ref().unwrap().path()).unwrap();
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let (offset, len): (usize, usize) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+                let blob = fs::read(ctx.cache.join("v1/blobs/sha256").join(f[0])).unwrap_or_default();
+                blob.get(offset..offset + len).is_some_and(|b| blake3::hash(b).to_hex().as_str() == f[3])
+            })
+            .count()
+    };
+    assert_eq!(intact(), 0);
+    let moved = ctx.build_json(&["spec.kdl"]);
+    assert!(intact() >= 2 * 12, "the chunks compressed again are kept again: {} intact", intact());
+    fs::rename(ctx.path("tree"), fresh.path("tree")).unwrap();
+    let other = TestContext::new();
+    fs::rename(fresh.path("tree"), other.path("tree")).unwrap();
+    fs::copy(ctx.path("spec.kdl"), other.path("spec.kdl")).unwrap();
+    assert_eq!(digests(&moved), digests(&other.build_json(&["spec.kdl"])));
+    let verify = ctx.compose(&["cache", "verify"]);
+    assert_success(&verify, "cache verify");
+}
