@@ -497,7 +497,7 @@ pub fn parent_of(path: &str) -> Option<&str> {
 // Layer writer
 // ---------------------------------------------------------------------------
 
-const COPY_BUF: usize = 128 * 1024;
+const COPY_BUF: usize = 256 * 1024;
 
 /// Streams a reproducible compressed tar layer into a sink.
 ///
@@ -906,6 +906,72 @@ pub fn compress_bytes(codec: Compression, data: &[u8]) -> Vec<u8> {
     compressed.concat()
 }
 
+/// The sha256 of a stream of buffers, hashed in order: here, or once [`StreamHash::spawn`] is
+/// called, on a thread of its own. A layer's two digests are serial chains (the uncompressed
+/// bytes for the diff_id, the compressed ones for the digest): on threads of their own they run
+/// beside the writer and the compressing pool rather than after them.
+#[derive(Default)]
+struct StreamHash {
+    here: Sha256,
+    thread: Option<HashThread>,
+}
+
+struct HashThread {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+    done: std::thread::JoinHandle<[u8; 32]>,
+}
+
+impl StreamHash {
+    /// Hashes from now on on a thread (a no-op if already, or if no thread can be started).
+    fn spawn(&mut self) {
+        if self.thread.is_some() {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (back_tx, back) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let mut sha = self.here.clone();
+        let started = std::thread::Builder::new().name("compose-sha256".into()).spawn(move || {
+            for buf in rx {
+                sha.update(&buf);
+                let _ = back_tx.try_send(buf);
+            }
+            sha.finalize().into()
+        });
+        if let Ok(done) = started {
+            self.thread = Some(HashThread { tx, back, done });
+        }
+    }
+
+    /// Hashes `buf` after everything before it; gives it back when hashed here.
+    fn update(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+        match &self.thread {
+            Some(t) => t.tx.send(buf).err().map(|e| e.0),
+            None => {
+                self.here.update(&buf);
+                Some(buf)
+            }
+        }
+    }
+
+    /// A buffer the thread is done with, for reuse.
+    fn recycled(&self) -> Option<Vec<u8>> {
+        let mut buf = self.thread.as_ref()?.back.try_recv().ok()?;
+        buf.clear();
+        Some(buf)
+    }
+
+    fn finish(self) -> io::Result<[u8; 32]> {
+        match self.thread {
+            None => Ok(self.here.finalize().into()),
+            Some(t) => {
+                drop(t.tx);
+                t.done.join().map_err(|_| io::Error::other("the sha256 thread panicked"))
+            }
+        }
+    }
+}
+
 enum JobState {
     Pending(Vec<u8>),
     Running,
@@ -998,8 +1064,9 @@ pub struct ChunkedCompressor<W: Write> {
     spare: Vec<Vec<u8>>,
     in_flight: VecDeque<Arc<Job>>,
     max_in_flight: usize,
-    in_sha: Sha256,
-    out_sha: Sha256,
+    /// The diff_id, over each chunk's input as it is written out.
+    in_sha: StreamHash,
+    out_sha: StreamHash,
     in_len: u64,
     out_len: u64,
     /// Chunks dispatched so far.
@@ -1035,8 +1102,8 @@ impl<W: Write> ChunkedCompressor<W> {
             spare: Vec::new(),
             in_flight: VecDeque::new(),
             max_in_flight: max_in_flight.max(1),
-            in_sha: Sha256::new(),
-            out_sha: Sha256::new(),
+            in_sha: StreamHash::default(),
+            out_sha: StreamHash::default(),
             in_len: 0,
             out_len: 0,
             chunks: 0,
@@ -1083,21 +1150,26 @@ impl<W: Write> ChunkedCompressor<W> {
         err
     }
 
-    fn emit(&mut self, chunk: &Chunked) -> io::Result<()> {
-        let bytes = &chunk.bytes;
+    fn emit(&mut self, chunk: Chunked) -> io::Result<()> {
+        let bytes = chunk.bytes;
         if let Some((key, check, reused)) = chunk.keyed {
             self.records.push(ChunkRecord { key, offset: self.out_len, len: bytes.len() as u64, check, reused });
         }
-        self.sink.write_all(bytes)?;
-        self.out_sha.update(bytes);
+        self.sink.write_all(&bytes)?;
         self.out_len += bytes.len() as u64;
+        self.out_sha.update(bytes);
         Ok(())
     }
 
     /// Hands the current chunk to the pool (or, for the last one, leaves it
     /// for the draining thread) and bounds the number in flight.
     fn dispatch(&mut self, last: bool) -> io::Result<()> {
-        let next = self.spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK_SIZE));
+        if !last {
+            // A stream of more than one chunk: its two digests are worth threads of their own.
+            self.in_sha.spawn();
+            self.out_sha.spawn();
+        }
+        let next = self.spare.pop().or_else(|| self.in_sha.recycled()).unwrap_or_else(|| Vec::with_capacity(CHUNK_SIZE));
         let input = std::mem::replace(&mut self.buf, next);
         let only = last && self.chunks == 0;
         self.chunks += 1;
@@ -1145,18 +1217,19 @@ impl<W: Write> ChunkedCompressor<W> {
                 break;
             }
         }
-        let (mut input, output) = front.collect().map_err(io::Error::other)?;
+        let (input, output) = front.collect().map_err(io::Error::other)?;
         self.in_flight.pop_front();
-        self.emit(&output)?;
-        input.clear();
-        if self.spare.len() < 2 {
-            self.spare.push(input);
+        self.emit(output)?;
+        if let Some(mut input) = self.in_sha.update(input) {
+            input.clear();
+            if self.spare.len() < 2 {
+                self.spare.push(input);
+            }
         }
         Ok(())
     }
 
     fn write_inner(&mut self, data: &[u8]) -> io::Result<()> {
-        self.in_sha.update(data);
         self.in_len += data.len() as u64;
         let mut rest = data;
         while !rest.is_empty() {
@@ -1188,8 +1261,8 @@ impl<W: Write> ChunkedCompressor<W> {
         let stats = StreamStats {
             uncompressed_size: self.in_len,
             compressed_size: self.out_len,
-            uncompressed_sha256: self.in_sha.clone().finalize().into(),
-            compressed_sha256: self.out_sha.clone().finalize().into(),
+            uncompressed_sha256: std::mem::take(&mut self.in_sha).finish()?,
+            compressed_sha256: std::mem::take(&mut self.out_sha).finish()?,
             chunks: std::mem::take(&mut self.records),
         };
         Ok((self.sink, stats))

@@ -482,8 +482,7 @@ fn file_entry(rel: String, abs: PathBuf, meta: &fs::Metadata, hash: ContentHash)
     let executable = meta.mode() & 0o111 != 0;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
     let fp = stat_of(meta);
-    let settled =
-        (fp.mtime_ns + RACY_WINDOW_NS < now && fp.ctime_ns + RACY_WINDOW_NS < now).then(|| crate::util::file_identity(meta));
+    let settled = (fp.mtime_ns + RACY_WINDOW_NS < now && fp.ctime_ns + RACY_WINDOW_NS < now).then(|| crate::util::file_identity(meta));
     SourceEntry { rel, kind: SourceKind::File { size: meta.len(), hash, executable }, abs, settled }
 }
 

@@ -851,7 +851,7 @@ fn write_entries<W: Write>(
             }
             Some(Content::Tree { abs }) => {
                 let f = File::open(abs).map_err(|source| BuildError::Read { path: abs.clone(), source })?;
-                let mut r = io::BufReader::with_capacity(256 * 1024, f);
+                let mut r = f;
                 w.append(&entry, Some(&mut r)).map_err(|source| match source {
                     layer::LayerError::DataLength { .. } => BuildError::Changed { path: abs.clone() },
                     other => layer_err(other),
@@ -862,7 +862,7 @@ fn write_entries<W: Write>(
                 let identity = |f: &File| f.metadata().ok().map(|m| crate::util::file_identity(&m));
                 if settled.is_some() && identity(&f) == *settled {
                     // Unchanged since it was hashed: read it, and check it stayed so.
-                    let mut r = io::BufReader::with_capacity(256 * 1024, &f);
+                    let mut r = &f;
                     w.append(&entry, Some(&mut r)).map_err(|source| match source {
                         layer::LayerError::DataLength { .. } => BuildError::Changed { path: abs.clone() },
                         other => layer_err(other),
@@ -872,7 +872,7 @@ fn write_entries<W: Write>(
                     }
                     continue;
                 }
-                let mut r = CheckedReader { inner: io::BufReader::with_capacity(256 * 1024, f), hasher: blake3::Hasher::new() };
+                let mut r = CheckedReader { inner: f, hasher: blake3::Hasher::new() };
                 w.append(&entry, Some(&mut r)).map_err(|source| match source {
                     layer::LayerError::DataLength { .. } => BuildError::Changed { path: abs.clone() },
                     other => layer_err(other),
