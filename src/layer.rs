@@ -102,6 +102,13 @@
 //! than compressed, and [`LayerWriter::finish_with_chunks`] says where each chunk landed so the
 //! caller can keep it. Since a chunk's compressed bytes depend only on its own bytes and the
 //! codec, a layer is byte-identical whether its chunks were reused or compressed.
+//!
+//! The layer's two digests are sha256 chains over the whole stream, which no chunk can skip on
+//! its own; but a kept chunk also says where both chains went over it ([`ChunkMemo`]: the open
+//! [`ShaState`] before and after). A stream that reaches the chunk in the state it was kept with
+//! moves to the kept state after it without hashing, so the chunks before a change are neither
+//! compressed nor hashed again; from the first changed chunk on, the states differ and the
+//! chains hash as usual. Chains run on threads of their own once a stream has two chunks.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
@@ -809,8 +816,26 @@ pub fn chunk_key(codec: Compression, data: &[u8]) -> ChunkKey {
 /// again would give: reusing it changes no byte of the layer.
 pub trait ChunkCache: Send + Sync {
     /// The compressed bytes of the chunk `key` names, checked against what was kept (see
-    /// [`ChunkRecord::check`]); `None` when not kept or no longer intact.
-    fn get(&self, key: &ChunkKey) -> Option<Vec<u8>>;
+    /// [`ChunkRecord::check`]), and where the digests went over it when it was kept; `None`
+    /// when not kept or no longer intact.
+    fn get(&self, key: &ChunkKey) -> Option<Kept>;
+}
+
+/// A kept chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    pub bytes: Vec<u8>,
+    pub memo: Option<ChunkMemo>,
+}
+
+/// Where a layer's two sha256 chains went over one chunk: (state before, state after) for the
+/// uncompressed bytes (the diff_id) and for the compressed ones (the digest). A later stream that
+/// reaches the chunk in the same state goes to the same state without hashing it: so a layer
+/// whose first chunks are unchanged hashes only from the first changed one on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkMemo {
+    pub tar: (ShaState, ShaState),
+    pub blob: (ShaState, ShaState),
 }
 
 /// One chunk of a written stream.
@@ -825,6 +850,93 @@ pub struct ChunkRecord {
     pub check: [u8; 32],
     /// Taken from the [`ChunkCache`] rather than compressed.
     pub reused: bool,
+    /// Where the digests went over it in this stream.
+    pub memo: Option<ChunkMemo>,
+    /// The kept chunk's memo was this stream's: what the cache holds for it is still right.
+    pub memo_held: bool,
+}
+
+/// The initial sha256 state (FIPS 180-4).
+const SHA256_IV: [u32; 8] = [0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab, 0x5be0_cd19];
+
+/// A sha256 in progress with its state open (the eight words, the bytes hashed, the bytes of the
+/// unfinished block), so that a stream's state can be compared with a kept one and moved on
+/// without hashing (see [`ChunkMemo`]). Gives the bytes `sha2::Sha256` gives, with its block
+/// function (SHA-NI where the CPU has it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShaState {
+    h: [u32; 8],
+    len: u64,
+    /// The unfinished block: its first `len % 64` bytes, zeros after.
+    tail: [u8; 64],
+}
+
+impl Default for ShaState {
+    fn default() -> Self {
+        ShaState { h: SHA256_IV, len: 0, tail: [0; 64] }
+    }
+}
+
+impl ShaState {
+    pub fn update(&mut self, mut data: &[u8]) {
+        let t = (self.len % 64) as usize;
+        self.len += data.len() as u64;
+        if t > 0 {
+            let n = (64 - t).min(data.len());
+            self.tail[t..t + n].copy_from_slice(&data[..n]);
+            data = &data[n..];
+            if t + n < 64 {
+                return;
+            }
+            sha2::block_api::compress256(&mut self.h, &[self.tail]);
+            self.tail = [0; 64];
+        }
+        let (blocks, rest) = data.as_chunks::<64>();
+        sha2::block_api::compress256(&mut self.h, blocks);
+        self.tail[..rest.len()].copy_from_slice(rest);
+    }
+
+    pub fn finalize(mut self) -> [u8; 32] {
+        let bits = self.len.wrapping_mul(8);
+        let t = (self.len % 64) as usize;
+        self.tail[t] = 0x80;
+        if t >= 56 {
+            sha2::block_api::compress256(&mut self.h, &[self.tail]);
+            self.tail = [0; 64];
+        }
+        self.tail[56..].copy_from_slice(&bits.to_be_bytes());
+        sha2::block_api::compress256(&mut self.h, &[self.tail]);
+        let mut out = [0u8; 32];
+        for (o, w) in out.chunks_exact_mut(4).zip(self.h) {
+            o.copy_from_slice(&w.to_be_bytes());
+        }
+        out
+    }
+
+    /// Text form: `WORDS-HEX:LEN:TAIL-HEX`.
+    pub fn encode(&self) -> String {
+        let words: Vec<u8> = self.h.iter().flat_map(|w| w.to_be_bytes()).collect();
+        format!("{}:{}:{}", hex::encode(words), self.len, hex::encode(&self.tail[..(self.len % 64) as usize]))
+    }
+
+    /// The state [`ShaState::encode`] wrote; `None` for anything else.
+    pub fn decode(text: &str) -> Option<ShaState> {
+        let mut it = text.split(':');
+        let (words, len, tail) = (it.next()?, it.next()?, it.next()?);
+        let mut raw = [0u8; 32];
+        hex::decode_to_slice(words, &mut raw).ok()?;
+        let len: u64 = len.parse().ok()?;
+        let tail_bytes = hex::decode(tail).ok()?;
+        if it.next().is_some() || tail_bytes.len() as u64 != len % 64 {
+            return None;
+        }
+        let mut s = ShaState { h: [0; 8], len, tail: [0; 64] };
+        for (w, b) in s.h.iter_mut().zip(raw.chunks_exact(4)) {
+            *w = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        s.tail[..tail_bytes.len()].copy_from_slice(&tail_bytes);
+        Some(s)
+    }
 }
 
 /// One chunk as a complete gzip member (libdeflate, level [`GZIP_LEVEL`]) or zstd frame (level
@@ -862,24 +974,25 @@ fn compress_chunk(codec: Compression, input: &[u8]) -> Result<Vec<u8>, String> {
 fn run_chunk(codec: Compression, cache: Option<&dyn ChunkCache>, input: &[u8], last: bool, only: bool) -> Result<Chunked, String> {
     if input.is_empty() {
         let bytes = if last && !only { Vec::new() } else { compress_chunk(codec, input)? };
-        return Ok(Chunked { bytes, keyed: None });
+        return Ok(Chunked { bytes, keyed: None, memo: None });
     }
     let Some(cache) = cache else {
-        return Ok(Chunked { bytes: compress_chunk(codec, input)?, keyed: None });
+        return Ok(Chunked { bytes: compress_chunk(codec, input)?, keyed: None, memo: None });
     };
     let key = chunk_key(codec, input);
-    let (bytes, reused) = match cache.get(&key) {
-        Some(bytes) => (bytes, true),
-        None => (compress_chunk(codec, input)?, false),
+    let (bytes, reused, memo) = match cache.get(&key) {
+        Some(kept) => (kept.bytes, true, kept.memo.map(Box::new)),
+        None => (compress_chunk(codec, input)?, false, None),
     };
     let check = *blake3::hash(&bytes).as_bytes();
-    Ok(Chunked { bytes, keyed: Some((key, check, reused)) })
+    Ok(Chunked { bytes, keyed: Some((key, check, reused)), memo })
 }
 
 /// A compressed chunk.
 struct Chunked {
     bytes: Vec<u8>,
     keyed: Option<(ChunkKey, [u8; 32], bool)>,
+    memo: Option<Box<ChunkMemo>>,
 }
 
 /// Compresses an in-memory blob in chunks of [`CHUNK_SIZE`] (no entry cuts); the bytes are
@@ -906,20 +1019,42 @@ pub fn compress_bytes(codec: Compression, data: &[u8]) -> Vec<u8> {
     compressed.concat()
 }
 
-/// The sha256 of a stream of buffers, hashed in order: here, or once [`StreamHash::spawn`] is
+/// Where a sha256 chain went over one piece: (state before, state after, whether a memo moved
+/// it without hashing).
+type Step = (ShaState, ShaState, bool);
+
+/// The sha256 of a stream of pieces, hashed in order: here, or once [`StreamHash::spawn`] is
 /// called, on a thread of its own. A layer's two digests are serial chains (the uncompressed
 /// bytes for the diff_id, the compressed ones for the digest): on threads of their own they run
-/// beside the writer and the compressing pool rather than after them.
+/// beside the writer and the compressing pool rather than after them. A piece may come with a
+/// memo (state before, state after): when the chain is in that state, it moves on unhashed.
 #[derive(Default)]
 struct StreamHash {
-    here: Sha256,
+    here: ShaState,
+    steps: Vec<Step>,
     thread: Option<HashThread>,
 }
 
+type Piece = (Vec<u8>, Option<(ShaState, ShaState)>);
+
 struct HashThread {
-    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    tx: std::sync::mpsc::SyncSender<Piece>,
     back: std::sync::mpsc::Receiver<Vec<u8>>,
-    done: std::thread::JoinHandle<[u8; 32]>,
+    done: std::thread::JoinHandle<(ShaState, Vec<Step>)>,
+}
+
+fn hash_piece(state: &mut ShaState, buf: &[u8], memo: Option<(ShaState, ShaState)>) -> Step {
+    let before = *state;
+    match memo {
+        Some((from, to)) if from == before => {
+            *state = to;
+            (before, to, true)
+        }
+        _ => {
+            state.update(buf);
+            (before, *state, false)
+        }
+    }
 }
 
 impl StreamHash {
@@ -928,27 +1063,31 @@ impl StreamHash {
         if self.thread.is_some() {
             return;
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(4);
         let (back_tx, back) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-        let mut sha = self.here.clone();
+        let mut state = self.here;
+        let mut steps = std::mem::take(&mut self.steps);
         let started = std::thread::Builder::new().name("compose-sha256".into()).spawn(move || {
-            for buf in rx {
-                sha.update(&buf);
+            for (buf, memo) in rx {
+                steps.push(hash_piece(&mut state, &buf, memo));
                 let _ = back_tx.try_send(buf);
             }
-            sha.finalize().into()
+            (state, steps)
         });
-        if let Ok(done) = started {
-            self.thread = Some(HashThread { tx, back, done });
+        match started {
+            Ok(done) => self.thread = Some(HashThread { tx, back, done }),
+            Err(_) => self.steps = Vec::new(),
         }
     }
 
-    /// Hashes `buf` after everything before it; gives it back when hashed here.
-    fn update(&mut self, buf: Vec<u8>) -> Option<Vec<u8>> {
+    /// Hashes `buf` after everything before it (or moves on by `memo`); gives it back when
+    /// hashed here.
+    fn update(&mut self, buf: Vec<u8>, memo: Option<(ShaState, ShaState)>) -> Option<Vec<u8>> {
         match &self.thread {
-            Some(t) => t.tx.send(buf).err().map(|e| e.0),
+            Some(t) => t.tx.send((buf, memo)).err().map(|e| e.0 .0),
             None => {
-                self.here.update(&buf);
+                let step = hash_piece(&mut self.here, &buf, memo);
+                self.steps.push(step);
                 Some(buf)
             }
         }
@@ -961,14 +1100,16 @@ impl StreamHash {
         Some(buf)
     }
 
-    fn finish(self) -> io::Result<[u8; 32]> {
-        match self.thread {
-            None => Ok(self.here.finalize().into()),
+    /// The digest, and each piece's step in order.
+    fn finish(self) -> io::Result<([u8; 32], Vec<Step>)> {
+        let (state, steps) = match self.thread {
+            None => (self.here, self.steps),
             Some(t) => {
                 drop(t.tx);
-                t.done.join().map_err(|_| io::Error::other("the sha256 thread panicked"))
+                t.done.join().map_err(|_| io::Error::other("the sha256 thread panicked"))?
             }
-        }
+        };
+        Ok((state.finalize(), steps))
     }
 }
 
@@ -1071,7 +1212,10 @@ pub struct ChunkedCompressor<W: Write> {
     out_len: u64,
     /// Chunks dispatched so far.
     chunks: u64,
-    records: Vec<ChunkRecord>,
+    /// Chunks written so far.
+    drained: usize,
+    /// Records of the keyed chunks, with their place among the chunks written.
+    records: Vec<(usize, ChunkRecord)>,
     failed: Option<String>,
 }
 
@@ -1107,6 +1251,7 @@ impl<W: Write> ChunkedCompressor<W> {
             in_len: 0,
             out_len: 0,
             chunks: 0,
+            drained: 0,
             records: Vec::new(),
             failed: None,
         }
@@ -1150,14 +1295,22 @@ impl<W: Write> ChunkedCompressor<W> {
         err
     }
 
-    fn emit(&mut self, chunk: Chunked) -> io::Result<()> {
+    /// Writes chunk number `seq` (its compressed bytes) and hashes both its forms, in order.
+    fn emit(&mut self, seq: usize, input: Vec<u8>, chunk: Chunked) -> io::Result<()> {
         let bytes = chunk.bytes;
         if let Some((key, check, reused)) = chunk.keyed {
-            self.records.push(ChunkRecord { key, offset: self.out_len, len: bytes.len() as u64, check, reused });
+            let record = ChunkRecord { key, offset: self.out_len, len: bytes.len() as u64, check, reused, memo: None, memo_held: false };
+            self.records.push((seq, record));
         }
         self.sink.write_all(&bytes)?;
         self.out_len += bytes.len() as u64;
-        self.out_sha.update(bytes);
+        self.out_sha.update(bytes, chunk.memo.as_ref().map(|m| m.blob));
+        if let Some(mut input) = self.in_sha.update(input, chunk.memo.as_ref().map(|m| m.tar)) {
+            input.clear();
+            if self.spare.len() < 2 {
+                self.spare.push(input);
+            }
+        }
         Ok(())
     }
 
@@ -1219,14 +1372,9 @@ impl<W: Write> ChunkedCompressor<W> {
         }
         let (input, output) = front.collect().map_err(io::Error::other)?;
         self.in_flight.pop_front();
-        self.emit(output)?;
-        if let Some(mut input) = self.in_sha.update(input) {
-            input.clear();
-            if self.spare.len() < 2 {
-                self.spare.push(input);
-            }
-        }
-        Ok(())
+        let seq = self.drained;
+        self.drained += 1;
+        self.emit(seq, input, output)
     }
 
     fn write_inner(&mut self, data: &[u8]) -> io::Result<()> {
@@ -1261,10 +1409,23 @@ impl<W: Write> ChunkedCompressor<W> {
         let stats = StreamStats {
             uncompressed_size: self.in_len,
             compressed_size: self.out_len,
-            uncompressed_sha256: std::mem::take(&mut self.in_sha).finish()?,
-            compressed_sha256: std::mem::take(&mut self.out_sha).finish()?,
-            chunks: std::mem::take(&mut self.records),
+            uncompressed_sha256: [0; 32],
+            compressed_sha256: [0; 32],
+            chunks: Vec::new(),
         };
+        let (tar, tar_steps) = std::mem::take(&mut self.in_sha).finish()?;
+        let (blob, blob_steps) = std::mem::take(&mut self.out_sha).finish()?;
+        let chunks = std::mem::take(&mut self.records)
+            .into_iter()
+            .map(|(seq, mut r)| {
+                if let (Some(t), Some(b)) = (tar_steps.get(seq), blob_steps.get(seq)) {
+                    r.memo = Some(ChunkMemo { tar: (t.0, t.1), blob: (b.0, b.1) });
+                    r.memo_held = t.2 && b.2;
+                }
+                r
+            })
+            .collect();
+        let stats = StreamStats { uncompressed_sha256: tar, compressed_sha256: blob, chunks, ..stats };
         Ok((self.sink, stats))
     }
 }
@@ -1659,10 +1820,10 @@ mod tests {
 
     /// Chunks kept in memory, as the store keeps them.
     #[derive(Default)]
-    struct MemCache(Mutex<std::collections::HashMap<ChunkKey, Vec<u8>>>);
+    struct MemCache(Mutex<std::collections::HashMap<ChunkKey, Kept>>);
 
     impl ChunkCache for MemCache {
-        fn get(&self, key: &ChunkKey) -> Option<Vec<u8>> {
+        fn get(&self, key: &ChunkKey) -> Option<Kept> {
             self.0.lock().expect("cache").get(key).cloned()
         }
     }
@@ -1672,9 +1833,28 @@ mod tests {
             for c in chunks {
                 let bytes = blob[c.offset as usize..(c.offset + c.len) as usize].to_vec();
                 assert_eq!(*blake3::hash(&bytes).as_bytes(), c.check);
-                self.0.lock().expect("cache").insert(c.key, bytes);
+                assert!(c.memo.is_some());
+                self.0.lock().expect("cache").insert(c.key, Kept { bytes, memo: c.memo });
             }
         }
+    }
+
+    #[test]
+    fn open_sha256_state_gives_sha256() {
+        let data = sample(3 * 4096 + 77, 5);
+        for len in [0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 1000, data.len()] {
+            let want: [u8; 32] = Sha256::digest(&data[..len]).into();
+            for split in [1, 3, 64, 100, 4096] {
+                let mut s = ShaState::default();
+                for piece in data[..len].chunks(split) {
+                    s.update(piece);
+                }
+                assert_eq!(ShaState::decode(&s.encode()), Some(s));
+                assert_eq!(s.finalize(), want, "len {len}, pieces of {split}");
+            }
+        }
+        assert_eq!(ShaState::decode("00:1:"), None);
+        assert_eq!(ShaState::decode(&format!("{}:3:aa", "0".repeat(64))), None);
     }
 
     /// A tree of many files around one big file; `edit` grows one small file by 1000 bytes.
@@ -1719,10 +1899,11 @@ mod tests {
             assert!(chunks.len() >= 16, "{} chunks", chunks.len());
             assert_eq!(sha(&decompress(codec, &blob)), d.diff_id);
             cache.keep(&blob, &chunks);
-            // The same layer again: every chunk reused, the same bytes.
+            // The same layer again: every chunk reused, and neither digest hashes anything (the
+            // kept memos carry both chains over every chunk), the same bytes and digests.
             let (again, d2, chunks2) = build_with(codec, &cache, &before);
             assert!(again == blob && d2 == d);
-            assert!(chunks2.iter().all(|c| c.reused));
+            assert!(chunks2.iter().all(|c| c.reused && c.memo_held));
             // One file grows (before the big file, so everything after it shifts): only the
             // chunks around it are compressed; the bytes are those of a cold build.
             for edit in [3, 150, 399] {
@@ -1733,6 +1914,11 @@ mod tests {
                 assert!(blob3 == cold_blob && d3 == cold_d, "{codec:?}: reuse changed the bytes");
                 let fresh = chunks3.iter().filter(|c| !c.reused).count();
                 assert!(fresh <= 3, "{codec:?}, file {edit}: {fresh} of {} chunks compressed again", chunks3.len());
+                // The chunks before the change are not hashed again; the ones after are.
+                let held = chunks3.iter().take_while(|c| c.memo_held).count();
+                let first_fresh = chunks3.iter().position(|c| !c.reused).unwrap_or(chunks3.len());
+                assert_eq!(held, first_fresh, "{codec:?}, file {edit}");
+                assert!(chunks3[first_fresh..].iter().all(|c| !c.memo_held));
             }
             // Without a cache: the same bytes, no records.
             let plain = {

@@ -15,8 +15,9 @@
 //!     ├── names/<key>.json           per spec file: derivation name → the hash last built under it (`compose explain`)
 //!     ├── verified/<hex>             symlinks to `INODE-SIZE-MTIME-CTIME`: the identity blob <hex> had when last hashed
 //!     ├── exports/<key>.json         what compose last wrote at an output path, with each file's identity
-//!     ├── chunks/<key-hex>           kept compressed layer chunks: `BLOB-HEX OFFSET LEN BLAKE3-HEX`, where in a
-//!     │                              stored layer blob the chunk with that key (`layer::chunk_key`) is
+//!     ├── chunks/<key-hex>           kept compressed layer chunks: `BLOB-HEX OFFSET LEN BLAKE3-HEX [MEMO… SUM]`,
+//!     │                              where in a stored layer blob the chunk with that key (`layer::chunk_key`)
+//!     │                              is, and where the layer's digests went over it (`layer::ChunkMemo`)
 //!     └── tmp/                       temporary files, renamed into place when complete
 //! ```
 //!
@@ -128,12 +129,14 @@ pub struct Stats {
 use crate::util::file_identity as identity;
 
 /// Open `p` for reading without following a symlink at its last component.
-/// Where a kept chunk's compressed bytes are: a range of a stored layer blob, and their blake3.
+/// Where a kept chunk's compressed bytes are: a range of a stored layer blob, and their blake3;
+/// and where the layer's digests went over it (its memo), when the line's own sum checks out.
 struct ChunkPointer {
     blob: Sha256,
     offset: u64,
     len: u64,
     check: [u8; 32],
+    memo: Option<crate::layer::ChunkMemo>,
 }
 
 /// Longest chunk pointer accepted: a chunk's compressed bytes are at most about its 1 MiB of
@@ -141,14 +144,45 @@ struct ChunkPointer {
 const MAX_CHUNK_BYTES: u64 = 2 << 20;
 
 impl ChunkPointer {
-    fn parse(text: &str) -> Option<ChunkPointer> {
-        let mut it = text.trim_end().split(' ');
-        let blob = Sha256::from_hex(it.next()?).ok()?;
-        let offset = it.next()?.parse().ok()?;
-        let len = it.next()?.parse().ok()?;
+    /// `BLOB OFFSET LEN CHECK [TAR-BEFORE TAR-AFTER BLOB-BEFORE BLOB-AFTER SUM]`, SUM being the
+    /// first 16 bytes of blake3 over the key and the rest of the line: a memo is trusted only
+    /// whole (a wrong one would give a layer a wrong digest).
+    fn parse(key: &str, text: &str) -> Option<ChunkPointer> {
+        let f: Vec<&str> = text.trim_end().split(' ').collect();
+        if f.len() != 4 && f.len() != 9 {
+            return None;
+        }
+        let blob = Sha256::from_hex(f[0]).ok()?;
+        let offset = f[1].parse().ok()?;
+        let len = f[2].parse().ok()?;
         let mut check = [0u8; 32];
-        hex::decode_to_slice(it.next()?, &mut check).ok()?;
-        (it.next().is_none() && len <= MAX_CHUNK_BYTES).then_some(ChunkPointer { blob, offset, len, check })
+        hex::decode_to_slice(f[3], &mut check).ok()?;
+        let memo = (f.len() == 9 && f[8] == Self::sum(key, &f[..8].join(" "))).then(|| {
+            let s = |i: usize| crate::layer::ShaState::decode(f[i]);
+            Some(crate::layer::ChunkMemo { tar: (s(4)?, s(5)?), blob: (s(6)?, s(7)?) })
+        });
+        (len <= MAX_CHUNK_BYTES).then_some(ChunkPointer { blob, offset, len, check, memo: memo.flatten() })
+    }
+
+    fn sum(key: &str, fields: &str) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(key.as_bytes()).update(b" ").update(fields.as_bytes());
+        hex::encode(&h.finalize().as_bytes()[..16])
+    }
+
+    fn line(key: &str, blob: &Sha256, c: &crate::layer::ChunkRecord) -> String {
+        let mut fields = format!("{} {} {} {}", blob.hex(), c.offset, c.len, hex::encode(c.check));
+        if let Some(m) = &c.memo {
+            for s in [m.tar.0, m.tar.1, m.blob.0, m.blob.1] {
+                fields.push(' ');
+                fields.push_str(&s.encode());
+            }
+            let sum = Self::sum(key, &fields);
+            fields.push(' ');
+            fields.push_str(&sum);
+        }
+        fields.push('\n');
+        fields
     }
 }
 
@@ -159,14 +193,22 @@ struct StoreChunks {
 }
 
 impl crate::layer::ChunkCache for StoreChunks {
-    fn get(&self, key: &crate::layer::ChunkKey) -> Option<Vec<u8>> {
+    fn get(&self, key: &crate::layer::ChunkKey) -> Option<crate::layer::Kept> {
         use std::os::unix::fs::FileExt;
-        let text = fs::read_to_string(self.dir.join("chunks").join(hex::encode(key))).ok()?;
-        let p = ChunkPointer::parse(&text)?;
+        let name = hex::encode(key);
+        let text = fs::read_to_string(self.dir.join("chunks").join(&name)).ok()?;
+        let p = ChunkPointer::parse(&name, &text)?;
         let f = open_nofollow(&self.dir.join("blobs/sha256").join(p.blob.hex())).ok()?;
         let mut bytes = vec![0u8; usize::try_from(p.len).ok()?];
         f.read_exact_at(&mut bytes, p.offset).ok()?;
-        (*blake3::hash(&bytes).as_bytes() == p.check).then_some(bytes)
+        // A blob whose identity is still the one it had when it was hashed has its bytes, and a
+        // whole pointer line (its sum checks out) names the right range of it; otherwise the
+        // bytes are checked.
+        let intact = p.memo.is_some()
+            && f.metadata().is_ok_and(|m| {
+                fs::read_link(self.dir.join("verified").join(p.blob.hex())).is_ok_and(|t| t.as_os_str() == identity(&m).as_str())
+            });
+        (intact || *blake3::hash(&bytes).as_bytes() == p.check).then_some(crate::layer::Kept { bytes, memo: p.memo })
     }
 }
 
@@ -222,13 +264,14 @@ impl Store {
         std::sync::Arc::new(StoreChunks { dir: self.dir.clone() })
     }
 
-    /// Keeps the chunks of stored layer blob `blob` that were compressed rather than reused (a
-    /// reused one is kept already). Best effort: a chunk not kept is compressed again next time.
+    /// Keeps the chunks of stored layer blob `blob` with where its digests went over them,
+    /// except those the store keeps as they are already (reused, with the same memo). Best
+    /// effort: a chunk not kept is compressed (and hashed) again next time.
     pub fn keep_chunks(&self, blob: &Sha256, chunks: &[crate::layer::ChunkRecord]) {
         let tmp = self.dir.join("tmp");
-        for c in chunks.iter().filter(|c| !c.reused && c.len <= MAX_CHUNK_BYTES) {
+        for c in chunks.iter().filter(|c| !(c.reused && c.memo_held) && c.len <= MAX_CHUNK_BYTES) {
             let name = hex::encode(c.key);
-            let line = format!("{} {} {} {}\n", blob.hex(), c.offset, c.len, hex::encode(c.check));
+            let line = ChunkPointer::line(&name, blob, c);
             static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let part = tmp.join(format!("chunk-{}-{n}", std::process::id()));
@@ -675,7 +718,8 @@ impl Store {
         // Chunks kept in blobs that are gone.
         if let Ok(rd) = fs::read_dir(self.dir.join("chunks")) {
             for e in rd.flatten() {
-                let blob = fs::read_to_string(e.path()).ok().and_then(|t| ChunkPointer::parse(&t)).map(|p| p.blob);
+                let name = e.file_name().to_string_lossy().into_owned();
+                let blob = fs::read_to_string(e.path()).ok().and_then(|t| ChunkPointer::parse(&name, &t)).map(|p| p.blob);
                 if blob.is_none_or(|d| !self.blob_path(&d).exists()) {
                     let _ = fs::remove_file(e.path());
                 }
