@@ -1037,6 +1037,10 @@ struct StreamHash {
 
 type Piece = (Vec<u8>, Option<(ShaState, ShaState)>);
 
+/// Pieces queued for a chain's thread (at most this many MiB of uncompressed chunks wait): room
+/// enough that a chain lagging behind the compressors does not stall the writer.
+const HASH_QUEUE: usize = 16;
+
 struct HashThread {
     tx: std::sync::mpsc::SyncSender<Piece>,
     back: std::sync::mpsc::Receiver<Vec<u8>>,
@@ -1063,8 +1067,8 @@ impl StreamHash {
         if self.thread.is_some() {
             return;
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(4);
-        let (back_tx, back) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(HASH_QUEUE);
+        let (back_tx, back) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE);
         let mut state = self.here;
         let mut steps = std::mem::take(&mut self.steps);
         let started = std::thread::Builder::new().name("compose-sha256".into()).spawn(move || {
