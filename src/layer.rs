@@ -52,10 +52,14 @@
 //!
 //! * after an entry (header, data and padding), when the chunk holds at least [`CHUNK_MIN`]
 //!   bytes and the entry's path is picked by [`cut_after`] (a hash of the path: one path in two);
-//! * before an entry whose header, data and padding come to [`CHUNK_SIZE`] or more, when the
-//!   chunk is not empty: a big file starts its own chunk, so its inner cuts (below) sit at the
-//!   same offsets from its header whatever comes before it;
-//! * wherever the chunk reaches [`CHUNK_SIZE`] (1 MiB) bytes, whatever the write sizes.
+//! * before an entry the chunk has no room for (it would pass [`CHUNK_SIZE`], 1 MiB), and before
+//!   an entry whose header, data and padding come to [`CHUNK_SIZE`] or more, when the chunk is
+//!   not empty: a big file starts its own chunk, so its inner cuts (below) sit at the same
+//!   offsets from its header whatever comes before it;
+//! * wherever the chunk reaches [`CHUNK_SIZE`] bytes, whatever the write sizes: inside a big
+//!   entry, or at the end of an entry that fills it exactly.
+//!
+//! So every chunk but those inside big files is made of whole entries.
 //!
 //! After a changed file, the next picked entry past [`CHUNK_MIN`] ends a chunk in the old stream
 //! and the new one alike, so the chunking is back in step within a chunk or two.
@@ -109,6 +113,15 @@
 //! moves to the kept state after it without hashing, so the chunks before a change are neither
 //! compressed nor hashed again; from the first changed chunk on, the states differ and the
 //! chains hash as usual. Chains run on threads of their own once a stream has two chunks.
+//!
+//! Files given as [`KnownFile`]s (their planned content hash and identity) are not even read
+//! while the stream is still made of kept chunks: a chunk of whole entries also has a key by
+//! content ([`ChunkRecord::alias`]: its headers and its files' planned hashes), so the writer
+//! gathers entries until the chunk's cut, looks the chunk up by that key, and when it is kept
+//! with the digests' states where the stream is, writes it without opening a file. At the first
+//! chunk that is not, it writes the gathered entries out as usual (reading them, checking each
+//! still has its planned content) and goes on as usual. A changed file therefore costs what
+//! comes after it in the layer, not the whole layer.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
@@ -127,7 +140,7 @@ pub const ZSTD_COMPRESSOR_ID: &str = "zstd/libzstd-1.5.7/level3/frame-per-chunk/
 
 /// Identity of where the tar stream is cut into chunks ([`CHUNK_MIN`], [`CHUNK_SIZE`],
 /// [`cut_after`]).
-pub const CHUNKING_ID: &str = "chunks/entry-cuts-512KiB-1MiB-half/v1";
+pub const CHUNKING_ID: &str = "chunks/entry-cuts-512KiB-1MiB-half/v2";
 
 /// Identity of the exact tar bytes [`LayerWriter`] produces for a given list
 /// of entries (header format, PAX policy). Change it whenever that could
@@ -137,11 +150,11 @@ pub const TAR_FORMAT_ID: &str = "tar/ustar+pax/v1";
 /// Identity of the exact gzip layer bytes (tar format, chunking and compressor) that
 /// [`LayerWriter`] produces for a given list of entries: the value to put in derivation hashes.
 pub const LAYER_FORMAT_ID: &str =
-    "tar/ustar+pax/v1 chunks/entry-cuts-512KiB-1MiB-half/v1 gzip/libdeflate-1.26.1/level6/member-per-chunk/v3";
+    "tar/ustar+pax/v1 chunks/entry-cuts-512KiB-1MiB-half/v2 gzip/libdeflate-1.26.1/level6/member-per-chunk/v3";
 
 /// [`LAYER_FORMAT_ID`] for zstd layers.
 pub const ZSTD_LAYER_FORMAT_ID: &str =
-    "tar/ustar+pax/v1 chunks/entry-cuts-512KiB-1MiB-half/v1 zstd/libzstd-1.5.7/level3/frame-per-chunk/v1";
+    "tar/ustar+pax/v1 chunks/entry-cuts-512KiB-1MiB-half/v2 zstd/libzstd-1.5.7/level3/frame-per-chunk/v1";
 
 /// OCI media type of gzip layers.
 pub const GZIP_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -290,6 +303,79 @@ pub enum LayerError {
     /// An earlier error left a partial entry in the stream.
     #[error("layer writer unusable: an earlier error left a partial entry in the stream")]
     Poisoned,
+    /// A [`KnownFile`] no longer has the content it was planned with.
+    #[error("`{}` changed since it was read", .path.display())]
+    Changed { path: std::path::PathBuf },
+}
+
+/// A file whose data the writer reads only when it must (see "Chunk reuse"): its planned
+/// content hash, and its identity when that hash was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownFile {
+    pub path: std::path::PathBuf,
+    /// blake3 of its content.
+    pub hash: [u8; 32],
+    /// [`crate::util::file_identity`] when it was hashed: while it has it, it has that content.
+    pub identity: String,
+}
+
+/// What an entry's data is, as the writer is given it.
+enum Data<'a> {
+    None,
+    Reader(&'a mut dyn Read),
+    Known(KnownFile),
+}
+
+/// An entry appended while the stream is still made of kept chunks: written only if the chunk
+/// it is in turns out not to be kept.
+struct Deferred {
+    path: String,
+    headers: Vec<u8>,
+    size: u64,
+    file: Option<KnownFile>,
+}
+
+/// The start of a stream while every chunk so far was kept: the entries of the chunk being
+/// gathered, its key by content so far, and where the digests are.
+struct Prefix {
+    pending: Vec<Deferred>,
+    len: u64,
+    alias: blake3::Hasher,
+    tar: ShaState,
+    blob: ShaState,
+}
+
+/// A new key by content ([`ChunkRecord::alias`]) for a chunk under `codec`.
+fn alias_hasher(codec: Compression) -> blake3::Hasher {
+    let mut h = blake3::Hasher::new_derive_key("compose 2026-12 layer chunk by content v1");
+    h.update(codec.compressor_id().as_bytes()).update(&[0]);
+    h
+}
+
+/// Adds an entry to a key by content: its headers, and its data's planned hash and size.
+fn alias_entry(h: &mut blake3::Hasher, headers: &[u8], file: Option<&KnownFile>, size: u64) {
+    h.update(&(headers.len() as u64).to_le_bytes()).update(headers);
+    match file {
+        Some(f) => h.update(&[1]).update(&f.hash).update(&size.to_le_bytes()),
+        None => h.update(&[0]),
+    };
+}
+
+/// Reads a [`KnownFile`], hashing it only when its identity changed; fails with
+/// [`LayerError::Changed`] when its content is not the planned one.
+struct KnownReader {
+    file: std::fs::File,
+    hasher: Option<blake3::Hasher>,
+}
+
+impl Read for KnownReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
 }
 
 fn describe_actual(actual: &Option<u64>) -> String {
@@ -511,6 +597,11 @@ const COPY_BUF: usize = 256 * 1024;
 /// See the module documentation for the exact format and ordering rules.
 pub struct LayerWriter<W: Write> {
     gz: ChunkedCompressor<W>,
+    codec: Compression,
+    /// While every chunk so far was kept (with a cache only).
+    prefix: Option<Prefix>,
+    /// The key by content of the chunk being written, while it is made of whole known entries.
+    alias: Option<blake3::Hasher>,
     last: Option<String>,
     dirs: HashSet<Box<str>>,
     non_dirs: HashSet<Box<str>>,
@@ -532,7 +623,25 @@ impl<W: Write> LayerWriter<W> {
     /// A layer writer over a configured compressor (which must not have been
     /// written to yet, or the tar stream would not start at offset 0).
     pub fn with_compressor(gz: ChunkedCompressor<W>) -> Self {
-        LayerWriter { gz, last: None, dirs: HashSet::new(), non_dirs: HashSet::new(), buf: Vec::new(), poisoned: false }
+        let codec = gz.codec;
+        let prefix = gz.cache().is_some().then(|| Prefix {
+            pending: Vec::new(),
+            len: 0,
+            alias: alias_hasher(codec),
+            tar: ShaState::default(),
+            blob: ShaState::default(),
+        });
+        LayerWriter {
+            gz,
+            codec,
+            prefix,
+            alias: None,
+            last: None,
+            dirs: HashSet::new(),
+            non_dirs: HashSet::new(),
+            buf: Vec::new(),
+            poisoned: false,
+        }
     }
 
     /// Appends one entry. `data` must be `Some` exactly for files and deliver
@@ -544,6 +653,16 @@ impl<W: Write> LayerWriter<W> {
     /// partial entry behind and make every later call fail with
     /// [`LayerError::Poisoned`].
     pub fn append(&mut self, entry: &Entry, data: Option<&mut dyn Read>) -> Result<(), LayerError> {
+        self.append_data(entry, data.map_or(Data::None, Data::Reader))
+    }
+
+    /// Appends a file entry whose data is `file`, read only if its chunk is not kept (see "Chunk
+    /// reuse" in the module documentation); the file must have the planned content when read.
+    pub fn append_known(&mut self, entry: &Entry, file: KnownFile) -> Result<(), LayerError> {
+        self.append_data(entry, Data::Known(file))
+    }
+
+    fn append_data(&mut self, entry: &Entry, data: Data<'_>) -> Result<(), LayerError> {
         if self.poisoned {
             return Err(LayerError::Poisoned);
         }
@@ -599,9 +718,9 @@ impl<W: Write> LayerWriter<W> {
             }
         };
         let is_file = matches!(entry.kind, EntryKind::File { .. });
-        match (&data, is_file) {
-            (None, true) => return Err(LayerError::DataMismatch { path: path.to_owned(), reason: "a file entry needs data" }),
-            (Some(_), false) => return Err(LayerError::DataMismatch { path: path.to_owned(), reason: "only file entries take data" }),
+        match (matches!(data, Data::None), is_file) {
+            (true, true) => return Err(LayerError::DataMismatch { path: path.to_owned(), reason: "a file entry needs data" }),
+            (false, false) => return Err(LayerError::DataMismatch { path: path.to_owned(), reason: "only file entries take data" }),
             _ => {}
         }
 
@@ -623,17 +742,30 @@ impl<W: Write> LayerWriter<W> {
             typeflag,
             linkname,
         });
-        // A big entry starts its own chunk (see "Chunks" in the module documentation).
-        let padded = size.div_ceil(BLOCK as u64).saturating_mul(BLOCK as u64);
-        if (headers.len() as u64).saturating_add(padded) >= CHUNK_SIZE as u64 {
-            self.cut(path)?;
+        let total = (headers.len() as u64).saturating_add(size.div_ceil(BLOCK as u64).saturating_mul(BLOCK as u64));
+        let deferrable = !matches!(data, Data::Reader(_)) && total < CHUNK_SIZE as u64;
+        // The gathered chunk ends before an entry it has no room for.
+        if deferrable && self.prefix.as_ref().is_some_and(|p| p.len + total > CHUNK_SIZE as u64) {
+            self.try_kept(path)?;
         }
-        self.write_stream(&headers, path)?;
-        if let Some(reader) = data {
-            self.copy_data(reader, size, path)?;
-        }
-        if self.gz.pending() >= CHUNK_MIN && cut_after(path) {
-            self.cut(path)?;
+        match &mut self.prefix {
+            Some(p) if deferrable => {
+                let file = match data {
+                    Data::Known(f) => Some(f),
+                    _ => None,
+                };
+                alias_entry(&mut p.alias, &headers, file.as_ref(), size);
+                p.pending.push(Deferred { path: path.to_owned(), headers, size, file });
+                p.len += total;
+                if p.len == CHUNK_SIZE as u64 || (p.len >= CHUNK_MIN as u64 && cut_after(path)) {
+                    self.try_kept(path)?;
+                }
+            }
+            Some(_) => {
+                self.leave_prefix()?;
+                self.write_entry(path, &headers, size, data)?;
+            }
+            None => self.write_entry(path, &headers, size, data)?,
         }
         self.poisoned = false;
 
@@ -647,8 +779,103 @@ impl<W: Write> LayerWriter<W> {
         Ok(())
     }
 
+    /// Writes one entry into the stream, with the cuts around it (see "Chunks" in the module
+    /// documentation), following the chunk's key by content.
+    fn write_entry(&mut self, path: &str, headers: &[u8], size: u64, data: Data<'_>) -> Result<(), LayerError> {
+        let total = (headers.len() as u64).saturating_add(size.div_ceil(BLOCK as u64).saturating_mul(BLOCK as u64));
+        // A big entry starts its own chunk; so does one the chunk has no room for.
+        if total >= CHUNK_SIZE as u64 || self.gz.pending() as u64 + total > CHUNK_SIZE as u64 {
+            self.cut(path)?;
+        }
+        if self.gz.pending() == 0 && self.gz.cache().is_some() {
+            self.alias = Some(alias_hasher(self.codec));
+        }
+        let chunks = self.gz.chunks();
+        match (&mut self.alias, &data) {
+            (Some(h), Data::None) => alias_entry(h, headers, None, size),
+            (Some(h), Data::Known(f)) => alias_entry(h, headers, Some(f), size),
+            _ => self.alias = None,
+        }
+        if self.gz.pending() as u64 + total == CHUNK_SIZE as u64 {
+            // The chunk fills up at this entry's end: the compressor cuts it there.
+            self.gz.next_alias = self.alias.take().map(|h| *h.finalize().as_bytes());
+        }
+        self.write_stream(headers, path)?;
+        match data {
+            Data::None => {}
+            Data::Reader(reader) => self.copy_data(reader, size, path)?,
+            Data::Known(f) => self.copy_known(&f, size, path)?,
+        }
+        if self.gz.chunks() != chunks {
+            // Cut inside the entry: the chunk now being written starts inside it.
+            self.alias = None;
+        }
+        if self.gz.pending() >= CHUNK_MIN && cut_after(path) {
+            self.cut(path)?;
+        }
+        Ok(())
+    }
+
+    fn copy_known(&mut self, f: &KnownFile, size: u64, path: &str) -> Result<(), LayerError> {
+        let read_err = |source| LayerError::Read { path: path.to_owned(), source };
+        let file = std::fs::File::open(&f.path).map_err(read_err)?;
+        let identity = |file: &std::fs::File| file.metadata().ok().map(|m| crate::util::file_identity(&m));
+        let settled = identity(&file).as_ref() == Some(&f.identity);
+        let mut r = KnownReader { file, hasher: (!settled).then(blake3::Hasher::new) };
+        self.copy_data(&mut r, size, path).map_err(|e| match e {
+            LayerError::DataLength { .. } => LayerError::Changed { path: f.path.clone() },
+            other => other,
+        })?;
+        let same = match r.hasher {
+            Some(h) => *h.finalize().as_bytes() == f.hash,
+            None => identity(&r.file).as_ref() == Some(&f.identity),
+        };
+        if !same {
+            return Err(LayerError::Changed { path: f.path.clone() });
+        }
+        Ok(())
+    }
+
+    /// The chunk gathered at the start of the stream ends here: written from the cache when it
+    /// holds it with the digests where they are, otherwise written out as usual from here on.
+    fn try_kept(&mut self, path: &str) -> Result<(), LayerError> {
+        let Some(p) = &self.prefix else { return Ok(()) };
+        let alias = *p.alias.clone().finalize().as_bytes();
+        let kept = self.gz.cache().and_then(|c| c.get(&alias)).and_then(|k| {
+            let m = k.memo?;
+            let fits = m.tar.0 == p.tar
+                && m.blob.0 == p.blob
+                && m.tar.1.hashed().checked_sub(m.tar.0.hashed()) == Some(p.len)
+                && m.blob.1.hashed().checked_sub(m.blob.0.hashed()) == Some(k.bytes.len() as u64);
+            fits.then_some((k.bytes, m))
+        });
+        match kept {
+            Some((bytes, memo)) => {
+                let len = p.len;
+                self.gz
+                    .emit_kept(bytes, &memo, len)
+                    .map_err(|source| LayerError::Write { context: format!("writing entry `{path}`"), source })?;
+                self.prefix =
+                    Some(Prefix { pending: Vec::new(), len: 0, alias: alias_hasher(self.codec), tar: memo.tar.1, blob: memo.blob.1 });
+                Ok(())
+            }
+            None => self.leave_prefix(),
+        }
+    }
+
+    /// Writes the entries gathered so far: from here on, the stream is written as usual.
+    fn leave_prefix(&mut self) -> Result<(), LayerError> {
+        let Some(p) = self.prefix.take() else { return Ok(()) };
+        for d in p.pending {
+            let data = d.file.map_or(Data::None, Data::Known);
+            self.write_entry(&d.path, &d.headers, d.size, data)?;
+        }
+        Ok(())
+    }
+
     fn cut(&mut self, path: &str) -> Result<(), LayerError> {
-        self.gz.cut().map_err(|source| LayerError::Write { context: format!("writing entry `{path}`"), source })
+        let alias = self.alias.take().map(|h| *h.finalize().as_bytes());
+        self.gz.cut_with(alias).map_err(|source| LayerError::Write { context: format!("writing entry `{path}`"), source })
     }
 
     fn write_stream(&mut self, bytes: &[u8], path: &str) -> Result<(), LayerError> {
@@ -706,6 +933,9 @@ impl<W: Write> LayerWriter<W> {
         if self.poisoned {
             return Err(LayerError::Poisoned);
         }
+        self.poisoned = true;
+        self.leave_prefix()?;
+        self.alias = None;
         let ctx = |source| LayerError::Write { context: "finishing layer".to_owned(), source };
         self.gz.write_all(&[0u8; 2 * BLOCK]).map_err(ctx)?;
         let (sink, stats) = self.gz.finish().map_err(ctx)?;
@@ -854,6 +1084,10 @@ pub struct ChunkRecord {
     pub memo: Option<ChunkMemo>,
     /// The kept chunk's memo was this stream's: what the cache holds for it is still right.
     pub memo_held: bool,
+    /// For a chunk of whole entries whose data the writer was given as [`KnownFile`]s (or that
+    /// have none): its key by content ([`LayerWriter`] computes it from the headers and the files'
+    /// planned hashes, without reading them), under which it can be found before any is read.
+    pub alias: Option<ChunkKey>,
 }
 
 /// The initial sha256 state (FIPS 180-4).
@@ -894,6 +1128,11 @@ impl ShaState {
         let (blocks, rest) = data.as_chunks::<64>();
         sha2::block_api::compress256(&mut self.h, blocks);
         self.tail[..rest.len()].copy_from_slice(rest);
+    }
+
+    /// Bytes hashed so far.
+    pub fn hashed(&self) -> u64 {
+        self.len
     }
 
     pub fn finalize(mut self) -> [u8; 32] {
@@ -1218,6 +1457,9 @@ pub struct ChunkedCompressor<W: Write> {
     chunks: u64,
     /// Chunks written so far.
     drained: usize,
+    /// The alias ([`ChunkRecord::alias`]) of each chunk in flight, and of the chunk being cut.
+    aliases: VecDeque<Option<ChunkKey>>,
+    next_alias: Option<ChunkKey>,
     /// Records of the keyed chunks, with their place among the chunks written.
     records: Vec<(usize, ChunkRecord)>,
     failed: Option<String>,
@@ -1256,6 +1498,8 @@ impl<W: Write> ChunkedCompressor<W> {
             out_len: 0,
             chunks: 0,
             drained: 0,
+            aliases: VecDeque::new(),
+            next_alias: None,
             records: Vec::new(),
             failed: None,
         }
@@ -1278,11 +1522,48 @@ impl<W: Write> ChunkedCompressor<W> {
 
     /// Ends the current chunk here (nothing when it is empty).
     pub fn cut(&mut self) -> io::Result<()> {
+        self.cut_with(None)
+    }
+
+    /// [`cut`](Self::cut), the chunk having key by content `alias`.
+    pub fn cut_with(&mut self, alias: Option<ChunkKey>) -> io::Result<()> {
         self.check()?;
         if self.buf.is_empty() {
             return Ok(());
         }
+        self.next_alias = alias;
         self.dispatch(false).map_err(|e| self.fail(e))
+    }
+
+    /// Chunks cut so far (kept ones included).
+    pub fn chunks(&self) -> u64 {
+        self.chunks
+    }
+
+    /// The chunk cache, if any.
+    fn cache(&self) -> Option<&Arc<dyn ChunkCache>> {
+        self.cache.as_ref()
+    }
+
+    /// Writes a kept chunk of `uncompressed` bytes that were never read: its compressed bytes,
+    /// and both digests moved on by its memo (whose states before must be the stream's: the
+    /// caller checked). Only at the very start of a stream, or after other kept chunks.
+    fn emit_kept(&mut self, bytes: Vec<u8>, memo: &ChunkMemo, uncompressed: u64) -> io::Result<()> {
+        self.check()?;
+        let at = |h: &StreamHash, s: &ShaState| h.thread.is_none() && h.here == *s;
+        if !self.buf.is_empty() || !self.in_flight.is_empty() || !at(&self.in_sha, &memo.tar.0) || !at(&self.out_sha, &memo.blob.0) {
+            return Err(self.fail(io::Error::other("a kept chunk where the stream is not at its start")));
+        }
+        self.chunks += 1;
+        self.drained += 1;
+        self.in_len += uncompressed;
+        if let Err(e) = self.sink.write_all(&bytes) {
+            return Err(self.fail(e));
+        }
+        self.out_len += bytes.len() as u64;
+        self.out_sha.update(Vec::new(), Some(memo.blob));
+        self.in_sha.update(Vec::new(), Some(memo.tar));
+        Ok(())
     }
 
     fn check(&self) -> io::Result<()> {
@@ -1300,10 +1581,11 @@ impl<W: Write> ChunkedCompressor<W> {
     }
 
     /// Writes chunk number `seq` (its compressed bytes) and hashes both its forms, in order.
-    fn emit(&mut self, seq: usize, input: Vec<u8>, chunk: Chunked) -> io::Result<()> {
+    fn emit(&mut self, seq: usize, input: Vec<u8>, chunk: Chunked, alias: Option<ChunkKey>) -> io::Result<()> {
         let bytes = chunk.bytes;
         if let Some((key, check, reused)) = chunk.keyed {
-            let record = ChunkRecord { key, offset: self.out_len, len: bytes.len() as u64, check, reused, memo: None, memo_held: false };
+            let record =
+                ChunkRecord { key, offset: self.out_len, len: bytes.len() as u64, check, reused, memo: None, memo_held: false, alias };
             self.records.push((seq, record));
         }
         self.sink.write_all(&bytes)?;
@@ -1350,6 +1632,7 @@ impl<W: Write> ChunkedCompressor<W> {
             });
         }
         self.in_flight.push_back(job);
+        self.aliases.push_back(self.next_alias.take());
         while self.in_flight.len() > self.max_in_flight {
             self.drain_one()?;
         }
@@ -1378,7 +1661,8 @@ impl<W: Write> ChunkedCompressor<W> {
         self.in_flight.pop_front();
         let seq = self.drained;
         self.drained += 1;
-        self.emit(seq, input, output)
+        let alias = self.aliases.pop_front().flatten();
+        self.emit(seq, input, output, alias)
     }
 
     fn write_inner(&mut self, data: &[u8]) -> io::Result<()> {
@@ -1838,8 +2122,84 @@ mod tests {
                 let bytes = blob[c.offset as usize..(c.offset + c.len) as usize].to_vec();
                 assert_eq!(*blake3::hash(&bytes).as_bytes(), c.check);
                 assert!(c.memo.is_some());
-                self.0.lock().expect("cache").insert(c.key, Kept { bytes, memo: c.memo });
+                let kept = Kept { bytes, memo: c.memo };
+                if let Some(alias) = c.alias {
+                    self.0.lock().expect("cache").insert(alias, kept.clone());
+                }
+                self.0.lock().expect("cache").insert(c.key, kept);
             }
+        }
+    }
+
+    /// Files on disk, appended as [`KnownFile`]s.
+    fn known_build(
+        codec: Compression,
+        cache: &Arc<MemCache>,
+        dir: &std::path::Path,
+        files: &[(String, [u8; 32], String, u64)],
+    ) -> (Vec<u8>, LayerDigests, Vec<ChunkRecord>) {
+        let cache: Arc<dyn ChunkCache> = cache.clone();
+        let mut w = LayerWriter::with(Vec::new(), codec, Some(cache));
+        w.append(&dir_entry("/srv"), None).expect("append");
+        for (name, hash, identity, size) in files {
+            let file = KnownFile { path: dir.join(name), hash: *hash, identity: identity.clone() };
+            w.append_known(&file_entry(&format!("/srv/{name}"), *size), file).expect("append");
+        }
+        w.finish_with_chunks().expect("finish")
+    }
+
+    fn dir_entry(path: &str) -> Entry {
+        Entry { path: path.into(), kind: EntryKind::Dir, mode: 0o755, uid: 0, gid: 0, mtime: 0 }
+    }
+
+    fn file_entry(path: &str, size: u64) -> Entry {
+        Entry { path: path.into(), kind: EntryKind::File { size }, mode: 0o644, uid: 0, gid: 0, mtime: 0 }
+    }
+
+    fn put(dir: &std::path::Path, name: &str, data: &[u8]) -> (String, [u8; 32], String, u64) {
+        let p = dir.join(name);
+        std::fs::write(&p, data).expect("write");
+        let identity = crate::util::file_identity(&std::fs::metadata(&p).expect("stat"));
+        (name.to_owned(), *blake3::hash(data).as_bytes(), identity, data.len() as u64)
+    }
+
+    /// The chunks before a change are found by their entries' planned hashes and never read: the
+    /// files they hold may even be gone. The layer is the one a cold build writes.
+    #[test]
+    fn kept_chunks_before_a_change_are_not_read() {
+        for codec in CODECS {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let mut files: Vec<_> =
+                (0..160).map(|i| put(tmp.path(), &format!("f{i:03}"), &sample(8_000 + (i * 997) % 60_000, i as u64))).collect();
+            files.insert(80, put(tmp.path(), "f079big", &sample(3 * CHUNK_SIZE + 99, 7)));
+            let cache = Arc::new(MemCache::default());
+            let (blob, _, chunks) = known_build(codec, &cache, tmp.path(), &files);
+            assert!(chunks.iter().filter(|c| c.alias.is_some()).count() >= 8);
+            cache.keep(&blob, &chunks);
+            // File 120 changes; a cold build of that is the reference.
+            files[121] = put(tmp.path(), "f120", &sample(20_000, 999));
+            let (cold, cold_d, _) = known_build(codec, &Arc::new(MemCache::default()), tmp.path(), &files);
+            // The first 60 files go: they are in kept chunks.
+            for (name, ..) in &files[..60] {
+                std::fs::remove_file(tmp.path().join(name)).expect("rm");
+            }
+            let (warm, warm_d, warm_chunks) = known_build(codec, &cache, tmp.path(), &files);
+            assert!(warm == cold && warm_d == cold_d, "{codec:?}");
+            assert!(warm_chunks.len() < chunks.len(), "{codec:?}: the kept prefix has no records");
+            // A file before the change that changed under its planned hash is caught when read.
+            files[150] = (files[150].0.clone(), [9; 32], files[150].2.clone(), files[150].3);
+            let mut w = LayerWriter::with(Vec::new(), codec, None);
+            w.append(&dir_entry("/srv"), None).expect("append");
+            let mut err = None;
+            for (name, hash, identity, size) in &files[60..] {
+                let file = KnownFile { path: tmp.path().join(name), hash: *hash, identity: identity.clone() + "x" };
+                if let Err(e) = w.append_known(&file_entry(&format!("/srv/{name}"), *size), file) {
+                    err = Some(e);
+                    break;
+                }
+            }
+            let err = err.map_or_else(|| w.finish().err(), Some);
+            assert!(matches!(err, Some(LayerError::Changed { .. })), "{err:?}");
         }
     }
 

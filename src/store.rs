@@ -268,16 +268,26 @@ impl Store {
     /// except those the store keeps as they are already (reused, with the same memo). Best
     /// effort: a chunk not kept is compressed (and hashed) again next time.
     pub fn keep_chunks(&self, blob: &Sha256, chunks: &[crate::layer::ChunkRecord]) {
-        let tmp = self.dir.join("tmp");
-        for c in chunks.iter().filter(|c| !(c.reused && c.memo_held) && c.len <= MAX_CHUNK_BYTES) {
-            let name = hex::encode(c.key);
-            let line = ChunkPointer::line(&name, blob, c);
-            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let part = tmp.join(format!("chunk-{}-{n}", std::process::id()));
-            if fs::write(&part, line).is_ok() && fs::rename(&part, self.dir.join("chunks").join(&name)).is_err() {
-                let _ = fs::remove_file(&part);
+        let dir = self.dir.join("chunks");
+        for c in chunks.iter().filter(|c| c.len <= MAX_CHUNK_BYTES) {
+            let held = c.reused && c.memo_held;
+            // Under its key, and under its key by content (found before its files are read).
+            for (key, always) in [(Some(c.key), !held), (c.alias, !held)] {
+                let Some(key) = key else { continue };
+                let name = hex::encode(key);
+                if always || !dir.join(&name).exists() {
+                    self.write_chunk_pointer(&name, &ChunkPointer::line(&name, blob, c));
+                }
             }
+        }
+    }
+
+    fn write_chunk_pointer(&self, name: &str, line: &str) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let part = self.dir.join("tmp").join(format!("chunk-{}-{n}", std::process::id()));
+        if fs::write(&part, line).is_ok() && fs::rename(&part, self.dir.join("chunks").join(name)).is_err() {
+            let _ = fs::remove_file(&part);
         }
     }
 

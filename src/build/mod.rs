@@ -858,20 +858,16 @@ fn write_entries<W: Write>(
                 })?;
             }
             Some(Content::Local { abs, hash, settled }) => {
-                let f = File::open(abs).map_err(|source| BuildError::Read { path: abs.clone(), source })?;
-                let identity = |f: &File| f.metadata().ok().map(|m| crate::util::file_identity(&m));
-                if settled.is_some() && identity(&f) == *settled {
-                    // Unchanged since it was hashed: read it, and check it stayed so.
-                    let mut r = &f;
-                    w.append(&entry, Some(&mut r)).map_err(|source| match source {
-                        layer::LayerError::DataLength { .. } => BuildError::Changed { path: abs.clone() },
+                if let Some(identity) = settled {
+                    // Unchanged since it was hashed: read only if its chunk is not kept.
+                    let file = layer::KnownFile { path: abs.clone(), hash: hash.0, identity: identity.clone() };
+                    w.append_known(&entry, file).map_err(|source| match source {
+                        layer::LayerError::Changed { path } => BuildError::Changed { path },
                         other => layer_err(other),
                     })?;
-                    if identity(&f) != *settled {
-                        return Err(BuildError::Changed { path: abs.clone() });
-                    }
                     continue;
                 }
+                let f = File::open(abs).map_err(|source| BuildError::Read { path: abs.clone(), source })?;
                 let mut r = CheckedReader { inner: f, hasher: blake3::Hasher::new() };
                 w.append(&entry, Some(&mut r)).map_err(|source| match source {
                     layer::LayerError::DataLength { .. } => BuildError::Changed { path: abs.clone() },
