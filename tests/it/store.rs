@@ -338,6 +338,9 @@ fn a_changed_file_reuses_the_other_chunks_and_changes_no_byte() {
     ctx.write("spec.kdl", "image \"gz\" {\n    layer \"all\" { copy \"tree/\" to=\"/data\" }\n}\nimage \"zs\" {\n    compression \"zstd\"\n    layer \"all\" { copy \"tree/\" to=\"/data\" }\n}\n");
     let chunks = ctx.cache.join("v1/chunks");
     let count = || fs::read_dir(&chunks).map(|d| d.count()).unwrap_or(0);
+    // Files whose times are settled (older than the scanner's 2 s window) are planned with their
+    // identity: the warm build below then takes the chunks before the change without reading.
+    std::thread::sleep(Duration::from_millis(2100));
     ctx.build(&["spec.kdl"]);
     let kept = count();
     assert!(kept >= 2 * 12, "{kept} chunks kept");
@@ -346,7 +349,8 @@ fn a_changed_file_reuses_the_other_chunks_and_changes_no_byte() {
     ctx.write("tree/f060.txt", text(33_333));
     let warm = ctx.build_json(&["spec.kdl"]);
     let new = count() - kept;
-    assert!((1..=2 * 3).contains(&new), "{new} chunks compressed again");
+    // At most three chunks per image, each kept under its key and its key by content.
+    assert!((1..=2 * 3 * 2).contains(&new), "{new} chunks compressed again");
     let fresh = TestContext::new();
     fs::rename(ctx.path("tree"), fresh.path("tree")).unwrap();
     fs::copy(ctx.path("spec.kdl"), fresh.path("spec.kdl")).unwrap();
