@@ -315,7 +315,8 @@ pub struct KnownFile {
     pub path: std::path::PathBuf,
     /// blake3 of its content.
     pub hash: [u8; 32],
-    /// [`crate::util::file_identity`] when it was hashed: while it has it, it has that content.
+    /// Its identity when it was hashed (as the writer's [`LayerWriter::identify_with`] function
+    /// gives it): while it has it, it has that content.
     pub identity: String,
 }
 
@@ -602,6 +603,8 @@ pub struct LayerWriter<W: Write> {
     prefix: Option<Prefix>,
     /// The key by content of the chunk being written, while it is made of whole known entries.
     alias: Option<blake3::Hasher>,
+    /// How a known file's identity is read.
+    identify: fn(&std::fs::Metadata) -> String,
     last: Option<String>,
     dirs: HashSet<Box<str>>,
     non_dirs: HashSet<Box<str>>,
@@ -620,6 +623,12 @@ impl<W: Write> LayerWriter<W> {
         Self::with_compressor(ChunkedCompressor::with(sink, codec, cache))
     }
 
+    /// How a [`KnownFile`]'s identity is read from its metadata (without one, a known file is
+    /// always hashed as it is read).
+    pub fn identify_with(&mut self, identify: fn(&std::fs::Metadata) -> String) {
+        self.identify = identify;
+    }
+
     /// A layer writer over a configured compressor (which must not have been
     /// written to yet, or the tar stream would not start at offset 0).
     pub fn with_compressor(gz: ChunkedCompressor<W>) -> Self {
@@ -636,6 +645,7 @@ impl<W: Write> LayerWriter<W> {
             codec,
             prefix,
             alias: None,
+            identify: |_| String::new(),
             last: None,
             dirs: HashSet::new(),
             non_dirs: HashSet::new(),
@@ -819,8 +829,9 @@ impl<W: Write> LayerWriter<W> {
     fn copy_known(&mut self, f: &KnownFile, size: u64, path: &str) -> Result<(), LayerError> {
         let read_err = |source| LayerError::Read { path: path.to_owned(), source };
         let file = std::fs::File::open(&f.path).map_err(read_err)?;
-        let identity = |file: &std::fs::File| file.metadata().ok().map(|m| crate::util::file_identity(&m));
-        let settled = identity(&file).as_ref() == Some(&f.identity);
+        let identify = self.identify;
+        let identity = |file: &std::fs::File| file.metadata().ok().map(|m| identify(&m));
+        let settled = !f.identity.is_empty() && identity(&file).as_ref() == Some(&f.identity);
         let mut r = KnownReader { file, hasher: (!settled).then(blake3::Hasher::new) };
         self.copy_data(&mut r, size, path).map_err(|e| match e {
             LayerError::DataLength { .. } => LayerError::Changed { path: f.path.clone() },
@@ -2140,12 +2151,18 @@ mod tests {
     ) -> (Vec<u8>, LayerDigests, Vec<ChunkRecord>) {
         let cache: Arc<dyn ChunkCache> = cache.clone();
         let mut w = LayerWriter::with(Vec::new(), codec, Some(cache));
+        w.identify_with(test_identity);
         w.append(&dir_entry("/srv"), None).expect("append");
         for (name, hash, identity, size) in files {
             let file = KnownFile { path: dir.join(name), hash: *hash, identity: identity.clone() };
             w.append_known(&file_entry(&format!("/srv/{name}"), *size), file).expect("append");
         }
         w.finish_with_chunks().expect("finish")
+    }
+
+    fn test_identity(m: &std::fs::Metadata) -> String {
+        use std::os::unix::fs::MetadataExt;
+        format!("{}-{}-{}-{}.{}-{}.{}", m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec())
     }
 
     fn dir_entry(path: &str) -> Entry {
@@ -2159,7 +2176,7 @@ mod tests {
     fn put(dir: &std::path::Path, name: &str, data: &[u8]) -> (String, [u8; 32], String, u64) {
         let p = dir.join(name);
         std::fs::write(&p, data).expect("write");
-        let identity = crate::util::file_identity(&std::fs::metadata(&p).expect("stat"));
+        let identity = test_identity(&std::fs::metadata(&p).expect("stat"));
         (name.to_owned(), *blake3::hash(data).as_bytes(), identity, data.len() as u64)
     }
 

@@ -770,6 +770,7 @@ pub(crate) fn build_layer(
     let tmp = store.temp_file()?;
     let sink = store::buffered(&tmp)?;
     let mut w = LayerWriter::with(sink, codec, Some(store.chunk_cache()));
+    w.identify_with(crate::util::file_identity);
     let layer_err = |source| BuildError::Layer { name: name.to_string(), source };
     // The kernel reads files ahead of the writer (see `read_ahead`).
     let written = std::sync::atomic::AtomicU64::new(0);
