@@ -310,6 +310,14 @@ fn zstd_layers_are_read_by_every_client() {
     ctx.build(&[example.to_str().unwrap()]);
     let ran = crate::steps::podman_run(&ctx, &ctx.path("out/busybox"), "busybox", "1.36", &[]);
     assert!(ran.contains("hello from a compose-built busybox"), "podman: {ran}");
+    // As a docker-archive too: `podman load` reads its zstd layers.
+    ctx.build(&[example.to_str().unwrap(), "--format", "docker-archive"]);
+    let podman = Podman::new(ctx.tmp.path());
+    run(podman.cmd().args(["rmi", "-f", "localhost/busybox:1.36"]));
+    let load = run(podman.cmd().arg("load").arg("-i").arg(ctx.path("out/busybox.tar")));
+    assert!(String::from_utf8_lossy(&load.stdout).contains("busybox:1.36"), "{load:?}");
+    let out = run(podman.cmd().args(["run", "--rm", "localhost/busybox:1.36"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello from a compose-built busybox"), "{out:?}");
 
     // `--compression zstd` makes the gzip image the zstd one (same layers, same config apart
     // from nothing: the name is not in the image), and `--compression gzip` the other way.
