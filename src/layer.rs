@@ -1247,7 +1247,7 @@ struct Chunked {
 
 /// Compresses an in-memory blob in chunks of [`CHUNK_SIZE`] (no entry cuts); the bytes are
 /// identical to what [`ChunkedCompressor`] produces for the same data written without
-/// [`ChunkedCompressor::cut`]. Chunks are compressed in parallel on the current rayon pool.
+/// [`ChunkedCompressor::cut_with`]. Chunks are compressed in parallel on the current rayon pool.
 ///
 /// # Panics
 /// Only if the compressor itself fails, which does not happen for in-memory output (it would be
@@ -1443,7 +1443,7 @@ impl Job {
 
 /// A streaming compressor whose output is byte-identical whatever the thread count and write
 /// sizes (see the module documentation for the format). The stream is cut into chunks at every
-/// [`CHUNK_SIZE`] bytes since the last cut and wherever [`cut`](Self::cut) is called; each chunk
+/// [`CHUNK_SIZE`] bytes since the last cut and wherever [`cut_with`](Self::cut_with) is called; each chunk
 /// is compressed on its own on the current rayon pool while the caller keeps writing. At most
 /// `max_in_flight` chunks are buffered, and compressed chunks are written to the sink in order
 /// from the calling thread. With a [`ChunkCache`], chunks it holds are taken from it instead.
@@ -1531,12 +1531,8 @@ impl<W: Write> ChunkedCompressor<W> {
         self.buf.len()
     }
 
-    /// Ends the current chunk here (nothing when it is empty).
-    pub fn cut(&mut self) -> io::Result<()> {
-        self.cut_with(None)
-    }
-
-    /// [`cut`](Self::cut), the chunk having key by content `alias`.
+    /// Ends the current chunk here (nothing when it is empty); `alias` is its key by content,
+    /// if it has one.
     pub fn cut_with(&mut self, alias: Option<ChunkKey>) -> io::Result<()> {
         self.check()?;
         if self.buf.is_empty() {
@@ -1705,13 +1701,6 @@ impl<W: Write> ChunkedCompressor<W> {
         if let Err(e) = self.finish_inner() {
             return Err(self.fail(e));
         }
-        let stats = StreamStats {
-            uncompressed_size: self.in_len,
-            compressed_size: self.out_len,
-            uncompressed_sha256: [0; 32],
-            compressed_sha256: [0; 32],
-            chunks: Vec::new(),
-        };
         let (tar, tar_steps) = std::mem::take(&mut self.in_sha).finish()?;
         let (blob, blob_steps) = std::mem::take(&mut self.out_sha).finish()?;
         let chunks = std::mem::take(&mut self.records)
@@ -1724,7 +1713,13 @@ impl<W: Write> ChunkedCompressor<W> {
                 r
             })
             .collect();
-        let stats = StreamStats { uncompressed_sha256: tar, compressed_sha256: blob, chunks, ..stats };
+        let stats = StreamStats {
+            uncompressed_size: self.in_len,
+            compressed_size: self.out_len,
+            uncompressed_sha256: tar,
+            compressed_sha256: blob,
+            chunks,
+        };
         Ok((self.sink, stats))
     }
 }

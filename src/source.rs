@@ -409,6 +409,7 @@ impl Scanner {
     }
 
     fn fingerprint(&mut self, pending: Vec<Pending>) -> Result<Vec<SourceEntry>, SourceError> {
+        let now = now_ns();
         let mut out = Vec::with_capacity(pending.len());
         let mut to_hash: Vec<Pending> = Vec::new();
         for p in pending {
@@ -424,7 +425,7 @@ impl Scanner {
                 {
                     let fp = Fingerprint { hash: c.hash, ..fp };
                     self.seen.push((key, fp));
-                    out.push(file_entry(p.rel, p.abs, &p.meta, fp.hash));
+                    out.push(file_entry(p.rel, p.abs, &p.meta, fp.hash, now));
                 }
                 _ => to_hash.push(p),
             }
@@ -446,15 +447,15 @@ impl Scanner {
             self.hashed_bytes += p.meta.len();
             let fp = Fingerprint { hash: h, ..stat_of(&p.meta) };
             self.seen.push((p.abs.to_string_lossy().into_owned(), fp));
-            out.push(file_entry(p.rel, p.abs, &p.meta, h));
+            out.push(file_entry(p.rel, p.abs, &p.meta, h, now));
         }
         Ok(out)
     }
 
     /// Save the stat cache (only what this scan saw, minus racy entries), if it changed.
     pub fn save(mut self, store: &Store) -> Result<(), SourceError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
-        self.seen.retain(|(_, fp)| fp.mtime_ns + RACY_WINDOW_NS < now && fp.ctime_ns + RACY_WINDOW_NS < now);
+        let now = now_ns();
+        self.seen.retain(|(_, fp)| fp.settled(now));
         self.seen.sort_by(|a, b| a.0.cmp(&b.0));
         self.seen.dedup_by(|a, b| a.0 == b.0);
         let unchanged = self.seen.len() == self.old.len() && self.seen.iter().all(|(k, fp)| self.old.get(k) == Some(fp));
@@ -464,6 +465,14 @@ impl Scanner {
         let bytes = encode_stat_cache(&self.seen);
         store.write_atomic(&self.cache_path, &bytes)?;
         Ok(())
+    }
+}
+
+impl Fingerprint {
+    /// Both times more than [`RACY_WINDOW_NS`] before `now`: a write in the same clock tick
+    /// could no longer leave them unchanged.
+    fn settled(&self, now: i128) -> bool {
+        self.mtime_ns + RACY_WINDOW_NS < now && self.ctime_ns + RACY_WINDOW_NS < now
     }
 }
 
@@ -478,12 +487,16 @@ fn stat_of(m: &fs::Metadata) -> Fingerprint {
     }
 }
 
-fn file_entry(rel: String, abs: PathBuf, meta: &fs::Metadata, hash: ContentHash) -> SourceEntry {
+/// A scanned file; `now` (ns since the epoch) says whether its times are settled.
+fn file_entry(rel: String, abs: PathBuf, meta: &fs::Metadata, hash: ContentHash, now: i128) -> SourceEntry {
     let executable = meta.mode() & 0o111 != 0;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
-    let fp = stat_of(meta);
-    let settled = (fp.mtime_ns + RACY_WINDOW_NS < now && fp.ctime_ns + RACY_WINDOW_NS < now).then(|| crate::util::file_identity(meta));
+    let settled = stat_of(meta).settled(now).then(|| crate::util::file_identity(meta));
     SourceEntry { rel, kind: SourceKind::File { size: meta.len(), hash, executable }, abs, settled }
+}
+
+/// Now, in nanoseconds since the epoch (0 before it).
+fn now_ns() -> i128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
 }
 
 fn rel_string(p: &Path) -> Result<String, SourceError> {

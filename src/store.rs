@@ -204,12 +204,19 @@ impl crate::layer::ChunkCache for StoreChunks {
         // A blob whose identity is still the one it had when it was hashed has its bytes, and a
         // whole pointer line (its sum checks out) names the right range of it; otherwise the
         // bytes are checked.
-        let intact = p.memo.is_some()
-            && f.metadata().is_ok_and(|m| {
-                fs::read_link(self.dir.join("verified").join(p.blob.hex())).is_ok_and(|t| t.as_os_str() == identity(&m).as_str())
-            });
+        let intact = p.memo.is_some() && f.metadata().is_ok_and(|m| marker_matches_in(&self.dir, &p.blob, &m));
         (intact || *blake3::hash(&bytes).as_bytes() == p.check).then_some(crate::layer::Kept { bytes, memo: p.memo })
     }
+}
+
+/// Where the verified marker of blob `d` of the store in `dir` (`ROOT/v1`) lives.
+fn marker_path_in(dir: &Path, d: &Sha256) -> PathBuf {
+    dir.join("verified").join(d.hex())
+}
+
+/// Blob `d` still has the identity it had when it was last hashed (see `verified/`).
+fn marker_matches_in(dir: &Path, d: &Sha256, meta: &fs::Metadata) -> bool {
+    fs::read_link(marker_path_in(dir, d)).is_ok_and(|t| t.as_os_str() == identity(meta).as_str())
 }
 
 fn open_nofollow(p: &Path) -> io::Result<File> {
@@ -275,19 +282,11 @@ impl Store {
             for (key, always) in [(Some(c.key), !held), (c.alias, !held)] {
                 let Some(key) = key else { continue };
                 let name = hex::encode(key);
-                if always || !dir.join(&name).exists() {
-                    self.write_chunk_pointer(&name, &ChunkPointer::line(&name, blob, c));
+                let path = dir.join(&name);
+                if always || !path.exists() {
+                    let _ = self.write_atomic(&path, ChunkPointer::line(&name, blob, c).as_bytes());
                 }
             }
-        }
-    }
-
-    fn write_chunk_pointer(&self, name: &str, line: &str) {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let part = self.dir.join("tmp").join(format!("chunk-{}-{n}", std::process::id()));
-        if fs::write(&part, line).is_ok() && fs::rename(&part, self.dir.join("chunks").join(name)).is_err() {
-            let _ = fs::remove_file(&part);
         }
     }
 
@@ -357,11 +356,11 @@ impl Store {
 
     /// Was blob `d` hashed when its file looked as `meta` says?
     fn marker_matches(&self, d: &Sha256, meta: &fs::Metadata) -> bool {
-        fs::read_link(self.marker_path(d)).is_ok_and(|t| t.as_os_str() == identity(meta).as_str())
+        marker_matches_in(&self.dir, d, meta)
     }
 
     fn marker_path(&self, d: &Sha256) -> PathBuf {
-        self.dir.join("verified").join(d.hex())
+        marker_path_in(&self.dir, d)
     }
 
     /// Remember that blob `d` matched its digest when its file had identity `id`. Best effort:

@@ -169,6 +169,35 @@ image "bbx" {
     assert_eq!(v["Digest"], digest.as_str());
 }
 
+/// ~3.5 MiB of text lines (`WORD N M`, from a xorshift seeded with `seed`: several chunks),
+/// and its sha256 in hex.
+fn big_text(seed: u64, word: &str, modulo: u64) -> (String, String) {
+    use sha2::Digest;
+    let mut x = seed;
+    let mut text = String::new();
+    while text.len() < 3_500_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push_str(&format!("{word} {} {}\n", x % 100_000, x % modulo));
+    }
+    let sha = sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    (text, sha)
+}
+
+/// The manifest of the one image in the layout at `layout`, its first layer's blob, and that
+/// layer's diff_id in hex.
+fn first_layer(layout: &Path) -> (serde_json::Value, std::path::PathBuf, String) {
+    let read = |p: std::path::PathBuf| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
+    let blob = |d: &serde_json::Value| layout.join("blobs/sha256").join(d.as_str().unwrap().trim_start_matches("sha256:"));
+    let index = read(layout.join("index.json"));
+    let manifest = read(blob(&index["manifests"][0]["digest"]));
+    let config = read(blob(&manifest["config"]["digest"]));
+    let layer = blob(&manifest["layers"][0]["digest"]);
+    let diff_id = config["rootfs"]["diff_ids"][0].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    (manifest, layer, diff_id)
+}
+
 /// Issue 14: a layer is one gzip member per chunk (libdeflate). Every reader must read
 /// them all: GNU gzip, Python's gzip, oci-image-tool, umoci (which checks the diff_id), skopeo,
 /// podman load and run, and compose's own readers (a base made of such layers).
@@ -176,17 +205,8 @@ image "bbx" {
 fn multi_member_gzip_layers_are_read_by_every_client() {
     let ctx = TestContext::new();
     // ~3.5 MiB of text: four members.
-    let mut x: u64 = 7;
-    let mut text = String::new();
-    while text.len() < 3_500_000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        text.push_str(&format!("line {} {}\n", x % 100_000, x % 7));
-    }
+    let (text, want) = big_text(7, "line", 7);
     ctx.write("data/big.txt", &text);
-    use sha2::Digest;
-    let want = sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
     ctx.write(
         "spec.kdl",
         "image \"big\" {\n    files {\n        copy \"/bin/busybox\" to=\"/bin/busybox\" mode=0o755\n        copy \"data/\" to=\"/data\"\n    }\n    \
@@ -195,14 +215,7 @@ fn multi_member_gzip_layers_are_read_by_every_client() {
     );
     ctx.build(&["spec.kdl", "--image", "big"]);
     let layout = ctx.path("out/big");
-    let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap()).unwrap();
-    let config: serde_json::Value =
-        serde_json::from_slice(&fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap()).unwrap();
-    let layer = blob(manifest["layers"][0]["digest"].as_str().unwrap());
-    let diff_id = config["rootfs"]["diff_ids"][0].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let (_, layer, diff_id) = first_layer(&layout);
     let members = fs::read(&layer).unwrap().windows(10).filter(|w| *w == [0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff]).count();
     assert!(members >= 4, "{members} gzip members");
 
@@ -232,17 +245,8 @@ fn multi_member_gzip_layers_are_read_by_every_client() {
 #[test]
 fn zstd_layers_are_read_by_every_client() {
     let ctx = TestContext::new();
-    let mut x: u64 = 11;
-    let mut text = String::new();
-    while text.len() < 3_500_000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        text.push_str(&format!("row {} {}\n", x % 100_000, x % 5));
-    }
+    let (text, want) = big_text(11, "row", 5);
     ctx.write("data/big.txt", &text);
-    use sha2::Digest;
-    let want = sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
     let big = "    files {\n        copy \"/bin/busybox\" to=\"/bin/busybox\" mode=0o755\n        copy \"data/\" to=\"/data\"\n    }\n    \
                config { entrypoint \"/bin/busybox\"; cmd \"sha256sum\" \"/data/big.txt\"; }\n";
     ctx.write(
@@ -255,17 +259,10 @@ fn zstd_layers_are_read_by_every_client() {
     );
     let zstd_digest = ctx.build(&["spec.kdl", "--image", "big"]);
     let layout = ctx.path("out/big");
-    let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap()).unwrap();
-    let config: serde_json::Value =
-        serde_json::from_slice(&fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap()).unwrap();
+    let (manifest, layer, diff_id) = first_layer(&layout);
     for l in manifest["layers"].as_array().unwrap() {
         assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd");
     }
-    let layer = blob(manifest["layers"][0]["digest"].as_str().unwrap());
-    let diff_id = config["rootfs"]["diff_ids"][0].as_str().unwrap().trim_start_matches("sha256:").to_string();
     let frames = fs::read(&layer).unwrap().windows(4).filter(|w| *w == [0x28, 0xb5, 0x2f, 0xfd]).count();
     assert!(frames >= 4, "{frames} zstd frames");
 
