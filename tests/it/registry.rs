@@ -493,10 +493,11 @@ fn interrupted_push_can_be_rerun() {
     let first = std::thread::scope(|s| {
         let push = s.spawn(|| client.push(&target, &img.blobs, std::slice::from_ref(&img.manifest), &[]));
         let deadline = Instant::now() + Duration::from_secs(120);
-        // Killed once the big layer is under way and a small blob is in (under load the small
-        // uploads can lag behind the big one's first megabytes).
+        // Killed once the big layer is under way and a small blob is in the repository (under
+        // load the small uploads can lag behind the big one's first megabytes). In means linked
+        // into the repository, the registry's last step: its data alone is not yet found there.
         let small_done = || {
-            img.blobs[..2].iter().any(|(d, _, _)| reg.data().join("blobs/sha256").join(&d.hex()[..2]).join(d.hex()).join("data").is_file())
+            img.blobs[..2].iter().any(|(d, _, _)| reg.data().join("repositories/big/_layers/sha256").join(d.hex()).join("link").is_file())
         };
         while upload_progress(&reg, "big") < 16 * MIB || !small_done() {
             assert!(!push.is_finished(), "the push ended before it could be interrupted");
