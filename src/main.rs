@@ -44,6 +44,11 @@ struct SpecArgs {
     /// A value for the spec's `arg "NAME"` (repeatable), as `docker build --build-arg`.
     #[arg(long = "build-arg", value_name = "NAME=VALUE", value_parser = parse_build_arg)]
     build_args: Vec<(String, String)>,
+    /// A secret for the steps that declare it (repeatable), as BuildKit's: `id=ID,src=FILE`,
+    /// `id=ID,env=VARIABLE`, or `ID` (the variable of that name). Never in a key, an output, a
+    /// log or a record.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE")]
+    secrets: Vec<String>,
     /// Fail rather than change the lockfile.
     #[arg(long)]
     locked: bool,
@@ -275,18 +280,7 @@ impl Progress {
 }
 
 fn human(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < units.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
+    compose::util::human_bytes(n)
 }
 
 impl Reporter for Progress {
@@ -346,6 +340,7 @@ fn main() -> ExitCode {
     // On a terminal, reports wrap to its width; in logs and pipes, lines stay whole (greppable).
     let wrap = std::io::stderr().is_terminal();
     let _ = miette::set_hook(Box::new(move |_| Box::new(miette::MietteHandlerOpts::new().wrap_lines(wrap).build())));
+    stop_steps_on_signals();
     let result = run(cli);
     match result {
         Ok(code) => ExitCode::from(code),
@@ -355,6 +350,21 @@ fn main() -> ExitCode {
             ExitCode::from(code as u8)
         }
     }
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: stop every running build step with its whole process tree
+/// (waiting a few seconds at most for them to go), then exit as a shell reports a command ended
+/// by SIGINT (130). What the killed build leaves in the store's `tmp/` goes with the next build.
+fn stop_steps_on_signals() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else { return };
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            eprintln!("interrupted: stopping running build steps");
+            compose::build::sandbox::interrupt(std::time::Duration::from_secs(4));
+            std::process::exit(130);
+        }
+    });
 }
 
 fn parse_build_arg(s: &str) -> Result<(String, String), String> {
@@ -378,6 +388,10 @@ fn spec_options(a: &SpecArgs) -> Result<SpecOptions, ops::Error> {
     o.image = a.image.clone();
     o.mirrors = a.mirrors.clone();
     o.args = a.build_args.clone();
+    for s in &a.secrets {
+        let (id, value) = ops::parse_secret(s, &|v| std::env::var(v).ok())?;
+        o.secrets.insert(id, value);
+    }
     o.locked = a.locked;
     o.offline = a.offline;
     o.max_layers = a.max_layers as usize;

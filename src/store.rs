@@ -768,15 +768,43 @@ impl Store {
     }
 }
 
+/// Where, in a build step's work directory under `tmp/`, the sandbox keeps runc's state: the
+/// containers a killed build left running are found there and killed.
+pub const RUNC_STATE: &str = "runc-state";
+
+/// Kill every container whose runc state lies in a work directory under `dir` (a store's
+/// `tmp/`): what a killed compose left running. Only the process runc started is killed (its
+/// start time must match), and with it, as the init of its PID namespace, all of the step.
+fn reap_containers(dir: &Path) {
+    for work in fs::read_dir(dir).into_iter().flatten().flatten() {
+        for c in fs::read_dir(work.path().join(RUNC_STATE)).into_iter().flatten().flatten() {
+            let Ok(text) = fs::read_to_string(c.path().join("state.json")) else { continue };
+            let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+            let pid = doc.get("init_process_pid").and_then(|v| v.as_i64()).unwrap_or(0);
+            let start = doc.get("init_process_start").and_then(|v| v.as_u64());
+            // Field 22 of /proc/PID/stat, after the command's name in parentheses.
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let started = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(19)).and_then(|v| v.parse::<u64>().ok());
+            if pid > 1 && start.is_some() && started == start {
+                // SAFETY: kill takes no pointers; the pid is the container's init, checked by its start time.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
 /// Remove everything in `dir` (a store's `tmp/`): files, build steps' work directories (their
-/// overlay mounts first, left by a killed build) and directories made read-only by what ran in
-/// them. Returns how many entries went.
+/// containers killed and their overlay mounts detached first, left by a killed build) and
+/// directories made read-only by what ran in them. Returns how many entries went.
 fn clean_dir(dir: &Path) -> u64 {
     let entries: Vec<fs::DirEntry> = fs::read_dir(dir).into_iter().flatten().flatten().collect();
     if entries.is_empty() {
         // The usual case, on every build's start: no mount table to read.
         return 0;
     }
+    reap_containers(dir);
     unmount_below(dir);
     let mut n = 0;
     for e in entries {

@@ -168,3 +168,19 @@ mod redact_tests {
         assert_eq!(redact_url("file:///srv/repo"), "file:///srv/repo");
     }
 }
+
+/// A byte count for people: `512 B`, `1.5 KiB`, `3.2 MiB`, `4.0 GiB`, `2.0 TiB`.
+pub fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}

@@ -23,6 +23,7 @@ use crate::store::{self, Output, Record, Store, StoreError, RECORD_VERSION};
 
 pub mod packages;
 pub mod sandbox;
+mod seccomp;
 mod step;
 pub mod trees;
 
@@ -110,6 +111,13 @@ pub enum BuildError {
          an unpinned version); if the new result is right, pin it again with `compose lock --update {step}`"
     )]
     FixedOutputChanged { step: String, pinned: String, got: String },
+    /// Stopped at a limit: `message` says which, with the command and the end of its log.
+    #[error("step `{step}` was stopped: {message}")]
+    StepStopped { step: String, message: String },
+    #[error("step `{step}` needs the secret `{id}`, and none was given")]
+    MissingSecret { step: String, id: String },
+    #[error("the build was interrupted")]
+    Interrupted,
 }
 
 impl BuildError {
@@ -123,6 +131,9 @@ impl BuildError {
             ),
             BuildError::Sandbox { source: sandbox::SandboxError::NoRunc, .. } => {
                 Some("install runc (Debian and Ubuntu: `apt-get install runc`)".into())
+            }
+            BuildError::MissingSecret { id, .. } => {
+                Some(format!("give it with `--secret id={id},src=FILE` or `--secret id={id},env=VARIABLE` (or mark it `required=#false`)"))
             }
             BuildError::StepFailed { hermetic: true, .. } => Some(
                 "the step is hermetic: it has no network. If it downloads something, make it a fixed-output step \
@@ -141,6 +152,29 @@ pub struct ExecOptions {
     pub roots: Option<Vec<NodeIndex>>,
     /// `--check`: run cached steps again and compare their outputs.
     pub check: bool,
+    /// Values of the steps' secrets (`--secret`).
+    pub secrets: Secrets,
+}
+
+/// Secret values by id, given to the build (`--secret`), never part of a key, an output, a log or
+/// a record. Shown as their ids only.
+#[derive(Clone, Default)]
+pub struct Secrets(BTreeMap<String, Vec<u8>>);
+
+impl Secrets {
+    pub fn insert(&mut self, id: String, value: Vec<u8>) {
+        self.0.insert(id, value);
+    }
+
+    pub fn get(&self, id: &str) -> Option<&[u8]> {
+        self.0.get(id).map(Vec::as_slice)
+    }
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 /// A step whose output differs when run again (`--check`).
@@ -515,7 +549,7 @@ fn execute_inner(
                 if let (true, DrvKind::Step(_), Some(before)) = (check, &drv.kind, store.lookup(&drv.hash)?) {
                     // `--check`: run it again and compare; what the store has stays.
                     reporter.started(drv);
-                    let again = run(plan, n, &deps, store, clients, reporter)?;
+                    let again = run(plan, n, &deps, store, clients, options, reporter)?;
                     let (a, b) = (output(&before, "tree")?, output(&again, "tree")?);
                     if a.diff_id != b.diff_id {
                         let path = trees::first_difference(store, a, b)?.unwrap_or_else(|| "(the tree's encoding)".into());
@@ -536,7 +570,7 @@ fn execute_inner(
                 if let (DrvKind::Image(_) | DrvKind::Index(_), Some(rec)) = (&drv.kind, offered.get(&n)) {
                     // An image or index is checked by making it again from its layers' records
                     // (milliseconds, no download): a cache cannot make it name other blobs.
-                    let r = run(plan, n, &deps, store, clients, reporter)?;
+                    let r = run(plan, n, &deps, store, clients, options, reporter)?;
                     store.put_record(&r)?;
                     if r.outputs == rec.outputs {
                         if let Some(rc) = remote {
@@ -556,7 +590,7 @@ fn execute_inner(
                     }
                 }
                 reporter.started(drv);
-                let r = run(plan, n, &deps, store, clients, reporter)?;
+                let r = run(plan, n, &deps, store, clients, options, reporter)?;
                 store.put_record(&r)?;
                 let _ = uploads.send((r.clone(), false));
                 Ok(Step::Done(n, r, Outcome::Built))
@@ -619,6 +653,7 @@ fn run(
     deps: &HashMap<NodeIndex, Record>,
     store: &Store,
     clients: &Clients,
+    options: &ExecOptions,
     reporter: &dyn Reporter,
 ) -> Result<Record, BuildError> {
     let drv = &plan.graph[n];
@@ -636,7 +671,7 @@ fn run(
             outputs.insert("layer".to_string(), layer);
         }
         DrvKind::Step(s) => {
-            let (log, tree) = step::run_step(drv, s, deps, store, reporter)?;
+            let (log, tree) = step::run_step(drv, s, deps, store, &options.secrets, reporter)?;
             outputs.insert("log".to_string(), log);
             outputs.insert("tree".to_string(), tree);
         }

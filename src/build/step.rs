@@ -42,6 +42,25 @@ const PASS_PREFIXES: &[&str] = &["PIP_", "npm_config_", "NPM_CONFIG_", "CARGO_RE
 /// Host files a fixed-output step sees, read-only, where the host has them: the resolver, the CA
 /// bundle (a host behind a TLS-inspecting proxy trusts its CA there) and package-manager settings.
 const PASS_FILES: &[&str] = &["/etc/resolv.conf", "/etc/hosts", "/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf", "/etc/npmrc"];
+/// Passed variables whose value names a file a download needs (a CA bundle, a package manager's
+/// settings): that file is mounted read-only too, if it is a regular file. Any other variable,
+/// `pass-env "HOME"` or `SSH_AUTH_SOCK` included, passes its value and nothing else.
+const PATH_VARS: &[&str] = &[
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "PIP_CERT",
+    "PIP_CONFIG_FILE",
+    "PIP_CLIENT_CERT",
+    "NPM_CONFIG_CAFILE",
+    "npm_config_cafile",
+    "NPM_CONFIG_USERCONFIG",
+    "npm_config_userconfig",
+    "CARGO_HTTP_CAINFO",
+];
+/// …and the one that names a directory of certificates.
+const DIR_VARS: &[&str] = &["SSL_CERT_DIR"];
 
 /// Lines of a failed step's log shown in the error.
 const TAIL: usize = 20;
@@ -100,12 +119,212 @@ fn passed_env(s: &StepDrv) -> Vec<(String, String)> {
     v
 }
 
+/// The sandbox's limits of step `s`: its `limits`, the defaults for the rest.
+fn limits_of(s: &StepDrv) -> sandbox::Limits {
+    let d = sandbox::Limits::defaults();
+    let l = &s.limits;
+    sandbox::Limits {
+        pids: l.pids.unwrap_or(d.pids),
+        memory: l.memory.unwrap_or(d.memory),
+        cpus: l.millicpus.map(|m| m as f64 / 1000.0).or(d.cpus),
+        time: l.time.map(std::time::Duration::from_nanos).unwrap_or(d.time),
+        disk: l.disk.or(d.disk),
+    }
+}
+
+/// The host files a fixed-output step gets: [`PASS_FILES`], the files its passed variables name
+/// where [`PATH_VARS`]/[`DIR_VARS`] say they are certificates or settings, and its
+/// `mount-from-host` paths.
+fn host_binds(s: &StepDrv) -> Vec<Bind> {
+    let mut binds: Vec<Bind> = Vec::new();
+    let mut add = |source: PathBuf, destination: String| {
+        if !binds.iter().any(|b| b.destination == destination) {
+            binds.push(Bind { source, destination });
+        }
+    };
+    for f in PASS_FILES {
+        if Path::new(f).is_file() {
+            add(PathBuf::from(f), f.to_string());
+        }
+    }
+    for (k, v) in passed_env(s) {
+        let p = Path::new(&v);
+        let ok = p.is_absolute()
+            && !v.contains(':')
+            && ((PATH_VARS.contains(&k.as_str()) && p.is_file()) || (DIR_VARS.contains(&k.as_str()) && p.is_dir()));
+        if ok {
+            add(p.to_path_buf(), v.clone());
+        }
+    }
+    for (host, to) in &s.host_mounts {
+        add(PathBuf::from(host), to.clone());
+    }
+    binds
+}
+
+/// A step's secrets, made present: variables to set, files to mount, and the values to keep out
+/// of its log.
+struct Present {
+    env: Vec<(String, String)>,
+    binds: Vec<Bind>,
+    values: Vec<String>,
+    /// Mount points the image did not have, removed before the output is captured.
+    made: Vec<PathBuf>,
+}
+
+fn present_secrets(s: &StepDrv, secrets: &super::Secrets, dir: &Path, rootfs: &Path) -> Result<Present, BuildError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut p = Present { env: Vec::new(), binds: Vec::new(), values: Vec::new(), made: Vec::new() };
+    for sec in &s.secrets {
+        let Some(value) = secrets.get(&sec.id) else {
+            if sec.required {
+                return Err(BuildError::MissingSecret { step: s.step.clone(), id: sec.id.clone() });
+            }
+            continue;
+        };
+        let text = String::from_utf8_lossy(value).into_owned();
+        for v in [text.clone(), text.trim_end().to_string()] {
+            if v.len() >= 3 && !p.values.contains(&v) {
+                p.values.push(v);
+            }
+        }
+        if let Some(var) = &sec.env {
+            p.env.push((var.clone(), text.trim_end_matches(['\n', '\r']).to_string()));
+        }
+        if let Some(target) = &sec.target {
+            fs::create_dir_all(dir).map_err(trees::io_error(dir, "cannot create"))?;
+            let file = dir.join(&sec.id);
+            {
+                use std::io::Write;
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o400)
+                    .open(&file)
+                    .map_err(trees::io_error(&file, "cannot write"))?;
+                f.write_all(value).map_err(trees::io_error(&file, "cannot write"))?;
+            }
+            std::os::unix::fs::chown(&file, Some(s.user.0), Some(s.user.1))
+                .map_err(trees::io_error(&file, "cannot change the owner of"))?;
+            // The mount point and the directories above it that the image lacks.
+            let mut missing = Vec::new();
+            let mut at = PathBuf::from(target.trim_start_matches('/'));
+            while !at.as_os_str().is_empty() && rootfs.join(&at).symlink_metadata().is_err() {
+                missing.push(rootfs.join(&at));
+                at = at.parent().map(Path::to_path_buf).unwrap_or_default();
+            }
+            p.made.extend(missing);
+            p.binds.push(Bind { source: file, destination: target.clone() });
+        }
+    }
+    Ok(p)
+}
+
+impl Present {
+    /// `line` with every secret value replaced by `***`.
+    fn redact(&self, line: &str) -> String {
+        let mut l = line.to_string();
+        for v in &self.values {
+            if l.contains(v.as_str()) {
+                l = l.replace(v.as_str(), "***");
+            }
+        }
+        l
+    }
+
+    /// Remove the mount points the image did not have (deepest first).
+    fn unmake(&self) {
+        for m in &self.made {
+            let _ = fs::remove_file(m).or_else(|_| fs::remove_dir(m));
+        }
+    }
+}
+
+/// Run one command of a step (or of the maintainer scripts) and turn how it ended into the
+/// step's error when it did not succeed.
+#[allow(clippy::too_many_arguments)]
+fn command(
+    runc: &Path,
+    work: &Path,
+    cmd: &Command1<'_>,
+    step: &str,
+    hermetic: bool,
+    log: &mut Log,
+    drv: &Derivation,
+    store: &Store,
+    reporter: &dyn Reporter,
+    redact: &dyn Fn(&str) -> String,
+) -> Result<(), BuildError> {
+    log.line(&redact(&format!("$ {}", shell_words(cmd.args))));
+    let ended = sandbox::run(runc, work, cmd, &mut |line| {
+        let line = redact(line);
+        reporter.step_line(drv, &line);
+        log.line(&line);
+    })
+    .map_err(|e| BuildError::Sandbox { step: step.to_string(), source: e })?;
+    if ended.code == 0 && ended.stopped.is_none() {
+        return Ok(());
+    }
+    let tail = log.tail.iter().cloned().collect::<Vec<_>>().join("\n");
+    let kept = log.keep(store, drv);
+    let command = redact(&shell_words(cmd.args));
+    let l = cmd.limits;
+    let why = match ended.stopped {
+        Some(sandbox::Stopped::Interrupted) => return Err(BuildError::Interrupted),
+        Some(sandbox::Stopped::Time(t)) => {
+            format!("it ran past its time limit of {} (`limits {{ time \"…\" }}` raises it)", human_duration(t))
+        }
+        Some(sandbox::Stopped::Disk { limit, used }) => format!(
+            "it wrote {} (its disk limit is {}; `limits {{ disk \"…\" }}` raises it)",
+            crate::util::human_bytes(used),
+            crate::util::human_bytes(limit)
+        ),
+        Some(sandbox::Stopped::StoreFull { free }) => format!(
+            "the store's file system came down to {} free; the step was stopped before filling it (free some space, \
+             or bound the step with `limits {{ disk \"…\" }}`)",
+            crate::util::human_bytes(free)
+        ),
+        None if ended.out_of_memory => {
+            format!(
+                "the kernel killed it for want of memory: the step's memory limit is {} (`limits {{ memory \"…\" }}` raises it)",
+                crate::util::human_bytes(l.memory)
+            )
+        }
+        None => {
+            return Err(BuildError::StepFailed { step: step.to_string(), command, code: ended.code, tail, log: kept, hermetic });
+        }
+    };
+    let whole = kept.map(|p| format!(" (whole log: {})", p.display())).unwrap_or_default();
+    Err(BuildError::StepStopped {
+        step: step.to_string(),
+        message: format!("`{command}`: {why}{whole}\n--- last lines of its log ---\n{tail}"),
+    })
+}
+
+/// `90s` → "1m30s", as `limits` takes it.
+fn human_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, sec) = (s / 3600, s / 60 % 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if sec > 0 || out.is_empty() {
+        out.push_str(&format!("{sec}s"));
+    }
+    out
+}
+
 /// Run step `s` (derivation `drv`); returns its log and its tree.
 pub fn run_step(
     drv: &Derivation,
     s: &StepDrv,
     deps: &HashMap<NodeIndex, Record>,
     store: &Store,
+    secrets: &super::Secrets,
     reporter: &dyn Reporter,
 ) -> Result<(Output, Output), BuildError> {
     let runc = sandbox::runc().map_err(|e| BuildError::Sandbox { step: s.step.clone(), source: e })?;
@@ -158,41 +377,35 @@ pub fn run_step(
         .filter(|b| b.source.symlink_metadata().is_ok_and(|m| !m.file_type().is_symlink()))
         .collect();
     if s.network {
-        let mut files: Vec<String> = PASS_FILES.iter().map(|f| f.to_string()).collect();
-        files.extend(passed_env(s).into_iter().map(|(_, v)| v).filter(|v| v.starts_with('/') && !v.contains(':')));
-        files.sort();
-        files.dedup();
-        for f in files {
-            let p = PathBuf::from(&f);
-            if p.exists() && !binds.iter().any(|b| b.destination == f) {
-                binds.push(Bind { source: p, destination: f });
+        for b in host_binds(s) {
+            if !binds.iter().any(|x| x.destination == b.destination) {
+                binds.push(b);
             }
         }
     }
-    let env = environment(s, &image_env);
+    let present = present_secrets(s, secrets, &w.join("secrets"), &rootfs)?;
+    binds.extend(present.binds.iter().cloned());
+    let mut env = environment(s, &image_env);
+    env.extend(present.env.iter().map(|(k, v)| format!("{k}={v}")));
     let cwd = s.workdir.clone().unwrap_or_else(|| "/".into());
+    let limits = limits_of(s);
     let mut log = Log::new(store)?;
+    let redact = |l: &str| present.redact(l);
     for argv in &s.runs {
-        let cmd = Command1 { rootfs: &rootfs, args: argv, env: &env, cwd: &cwd, user: s.user, network: s.network, binds: &binds };
-        log.line(&format!("$ {}", shell_words(argv)));
-        let code = sandbox::run(&runc, &w, &cmd, &mut |line| {
-            reporter.step_line(drv, line);
-            log.line(line);
-        })
-        .map_err(|e| BuildError::Sandbox { step: s.step.clone(), source: e })?;
-        if code != 0 {
-            let tail = log.tail.iter().cloned().collect::<Vec<_>>().join("\n");
-            let kept = log.keep(store, drv);
-            return Err(BuildError::StepFailed {
-                step: s.step.clone(),
-                command: shell_words(argv),
-                code,
-                tail,
-                log: kept,
-                hermetic: !s.network,
-            });
-        }
+        let cmd = Command1 {
+            rootfs: &rootfs,
+            args: argv,
+            env: &env,
+            cwd: &cwd,
+            user: s.user,
+            network: s.network,
+            binds: &binds,
+            limits: &limits,
+            upper: &upper,
+        };
+        command(&runc, &w, &cmd, &s.step, !s.network, &mut log, drv, store, reporter, &redact)?;
     }
+    present.unmake();
     // The output as the step saw it: symlinks on the way are followed inside its root, and the
     // output itself must be a directory (never a link out of the sandbox).
     let captured = trees::resolve_in(&rootfs, &s.output);
@@ -366,18 +579,19 @@ pub fn run_scripts(
     .collect();
     let argv: Vec<String> = ["dpkg", "--configure", "-a"].iter().map(|s| s.to_string()).collect();
     let mut log = Log::new(store)?;
-    log.line(&format!("$ {}", shell_words(&argv)));
-    let cmd = Command1 { rootfs: &rootfs, args: &argv, env: &env, cwd: "/", user: (0, 0), network: false, binds: &[] };
-    let code = sandbox::run(&runc, &w, &cmd, &mut |line| {
-        reporter.step_line(drv, line);
-        log.line(line);
-    })
-    .map_err(|e| BuildError::Sandbox { step: step.clone(), source: e })?;
-    if code != 0 {
-        let tail = log.tail.iter().cloned().collect::<Vec<_>>().join("\n");
-        let kept = log.keep(store, drv);
-        return Err(BuildError::StepFailed { step, command: shell_words(&argv), code, tail, log: kept, hermetic: false });
-    }
+    let limits = sandbox::Limits::defaults();
+    let cmd = Command1 {
+        rootfs: &rootfs,
+        args: &argv,
+        env: &env,
+        cwd: "/",
+        user: (0, 0),
+        network: false,
+        binds: &[],
+        limits: &limits,
+        upper: &upper,
+    };
+    command(&runc, &w, &cmd, &step, false, &mut log, drv, store, reporter, &|l| l.to_string())?;
     if let Some(m) = work.mounted.take() {
         sandbox::unmount(&m);
     }

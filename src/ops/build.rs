@@ -45,7 +45,7 @@ pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummar
     let remote = open_remote(&opts.spec, &planned.clients)?;
     let planned = pin_steps(&opts.spec, planned, remote.as_ref(), reporter)?;
     // Exporting and pushing overlap with writing results back to the remote cache.
-    let options = build::ExecOptions { roots: None, check: opts.check };
+    let options = build::ExecOptions { roots: None, check: opts.check, secrets: opts.spec.secrets.clone() };
     let summary = build::execute_then(&planned.plan, &planned.store, remote.as_ref(), &planned.clients, reporter, &options, |ex| {
         export_all(opts, &planned, ex)
     })?;
@@ -79,7 +79,7 @@ pub fn pin_steps(
             step_name(first)
         )));
     }
-    let options = build::ExecOptions { roots: Some(unpinned.clone()), check: false };
+    let options = build::ExecOptions { roots: Some(unpinned.clone()), check: false, secrets: opts.secrets.clone() };
     let ex = build::execute_then(&planned.plan, &planned.store, remote, &planned.clients, reporter, &options, Ok::<_, Error>)?;
     let mut lockfile = lock::Lockfile::read(&path)?.unwrap_or_default();
     for n in unpinned {

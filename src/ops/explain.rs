@@ -33,10 +33,8 @@ pub fn spec_key(spec: &std::path::Path) -> String {
 }
 
 fn human(n: &str) -> String {
-    match n.parse::<f64>() {
-        Ok(v) if v >= 1024.0 * 1024.0 => format!("{:.1} MiB", v / 1048576.0),
-        Ok(v) if v >= 1024.0 => format!("{:.1} KiB", v / 1024.0),
-        Ok(_) => format!("{n} B"),
+    match n.parse::<u64>() {
+        Ok(v) => crate::util::human_bytes(v),
         Err(_) => n.to_string(),
     }
 }

@@ -120,7 +120,11 @@ pub enum Error {
 impl From<BuildError> for Error {
     fn from(e: BuildError) -> Error {
         match e {
-            BuildError::StepFailed { .. } | BuildError::FixedOutputChanged { .. } | BuildError::Sandbox { .. } => {
+            BuildError::StepFailed { .. }
+            | BuildError::StepStopped { .. }
+            | BuildError::MissingSecret { .. }
+            | BuildError::FixedOutputChanged { .. }
+            | BuildError::Sandbox { .. } => {
                 let help = e.help();
                 Error::Step { error: Box::new(e), help }
             }
@@ -146,6 +150,10 @@ impl Error {
             Error::Key { source: crate::remote::sign::KeyError::Io(e), .. } if e.source.kind() != std::io::ErrorKind::NotFound => 1,
             Error::Key { .. } => 2,
             Error::Remote(crate::remote::RemoteError::Url(_) | crate::remote::RemoteError::Failed { .. }) => 2,
+            // A secret the command line did not give.
+            Error::Step { error, .. } if matches!(**error, BuildError::MissingSecret { .. }) => 2,
+            // As a shell reports a command ended by SIGINT.
+            Error::Build(BuildError::Interrupted) => 130,
             _ => 1,
         }
     }
@@ -182,6 +190,37 @@ pub struct SpecOptions {
     pub trusted_keys: Vec<String>,
     /// Secret key file to sign uploaded records with (default: the one key in `CACHE/keys/`).
     pub signing_key: Option<PathBuf>,
+    /// `--secret`: values of the steps' secrets.
+    pub secrets: crate::build::Secrets,
+}
+
+/// One `--secret` argument, as BuildKit takes it: `id=ID,src=FILE`, `id=ID,env=VARIABLE`, or `ID`
+/// alone (the variable of that name); `env` looks a variable up. Returns the id and the value.
+pub fn parse_secret(arg: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(String, Vec<u8>), Error> {
+    let bad = |why: String| Error::Usage(format!("--secret `{arg}`: {why} (expected id=ID,src=FILE or id=ID,env=VARIABLE)"));
+    let (mut id, mut src, mut var) = (None, None, None);
+    if !arg.contains('=') {
+        id = Some(arg.to_string());
+        var = Some(arg.to_string());
+    } else {
+        for part in arg.split(',') {
+            match part.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+                Some(("env", v)) => var = Some(v.to_string()),
+                Some(("type", "file" | "env")) => {}
+                _ => return Err(bad(format!("`{part}` is not id=, src= or env="))),
+            }
+        }
+    }
+    let id = id.filter(|i| !i.is_empty()).ok_or_else(|| bad("no id".into()))?;
+    let value = match (src, var) {
+        (Some(_), Some(_)) => return Err(bad("both src= and env=".into())),
+        (Some(path), None) => std::fs::read(&path).map_err(|e| bad(format!("cannot read `{}`: {e}", path.display())))?,
+        (None, Some(v)) => env(&v).ok_or_else(|| bad(format!("the variable `{v}` is not set")))?.into_bytes(),
+        (None, None) => env(&id).ok_or_else(|| bad(format!("no src= or env=, and no variable `{id}` is set")))?.into_bytes(),
+    };
+    Ok((id, value))
 }
 
 impl SpecOptions {

@@ -327,6 +327,19 @@ impl Builder<'_> {
             e.str(v);
         }
         e.str(super::SANDBOX_ID);
+        // Written only when present, so steps without them keep their keys (and their pins).
+        if !step.secrets.is_empty() {
+            e.str("secrets").list(step.secrets.len());
+            for sec in &step.secrets {
+                e.str(&sec.id).opt_str(sec.env.as_deref()).opt_str(sec.target.as_deref()).u64(sec.required as u64);
+            }
+        }
+        if !step.host_mounts.is_empty() {
+            e.str("host-mounts").list(step.host_mounts.len());
+            for (host, to) in &step.host_mounts {
+                e.str(host).str(to);
+            }
+        }
         let recipe = e.finish();
         let pin = if step.network {
             self.inputs
@@ -353,6 +366,9 @@ impl Builder<'_> {
             output: step.output.clone(),
             network: step.network,
             pass_env: step.pass_env.clone(),
+            limits: step.limits.clone(),
+            secrets: step.secrets.clone(),
+            host_mounts: step.host_mounts.clone(),
             epoch,
             recipe,
             pin,

@@ -158,6 +158,13 @@ pub fn describe(plan: &Plan, n: NodeIndex) -> BTreeMap<String, String> {
             put("output".into(), s.output.clone());
             put("epoch".into(), s.epoch.to_string());
             put("sandbox".into(), super::SANDBOX_ID.to_string());
+            for sec in &s.secrets {
+                let at = [sec.env.as_ref().map(|e| format!("env {e}")), sec.target.as_ref().map(|t| format!("file {t}"))];
+                put(format!("secret {}", sec.id), at.into_iter().flatten().collect::<Vec<_>>().join(", "));
+            }
+            for (host, to) in &s.host_mounts {
+                put(format!("mount-from-host {to}"), host.clone());
+            }
             if s.network {
                 put("network".into(), "fixed-output".into());
                 put("pass-env".into(), s.pass_env.join(" "));

@@ -141,6 +141,12 @@ pub struct StepDrv {
     pub network: bool,
     /// Host variables passed through by name (fixed-output steps).
     pub pass_env: Vec<String>,
+    /// What it may use (not part of its key).
+    pub limits: crate::spec::StepLimits,
+    /// Secrets present while it runs: their ids and where, in its key; their values never.
+    pub secrets: Vec<crate::spec::SecretSpec>,
+    /// Host paths mounted read-only (fixed-output steps): (host, destination).
+    pub host_mounts: Vec<(String, String)>,
     pub epoch: u64,
     /// The input-addressed hash of the recipe (the derivation hash of a hermetic step).
     pub recipe: DrvHash,

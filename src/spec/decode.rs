@@ -11,12 +11,12 @@ use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use miette::{NamedSource, SourceSpan};
 
 use super::values::{
-    base_reference, config_user, copy_source, expose_string, go_duration, home_of, image_path, one_of, owner, platform, stop_signal,
-    suggest, valid_account_name, valid_image_name, valid_package_name, valid_package_version, valid_tag, Bad, TAG_HELP,
+    base_reference, byte_size, config_user, copy_source, expose_string, go_duration, home_of, image_path, one_of, owner, platform,
+    stop_signal, suggest, valid_account_name, valid_image_name, valid_package_name, valid_package_version, valid_tag, Bad, TAG_HELP,
 };
 use super::{
     Accounts, Base, ConfigSpec, FileOp, Group, Healthcheck, ImageSpec, LayerSpec, Owner, OwnerSpec, PackageReq, Platform, Repository,
-    SpecDiagnostic, StepSpec, User, Variant,
+    SecretSpec, SpecDiagnostic, StepLimits, StepSpec, User, Variant,
 };
 
 /// A `base image=` child installs from its ancestors' repositories too: each repository its
@@ -69,8 +69,25 @@ pub(super) const IMAGE_CHILDREN: &[&str] = &[
     "maintainer-scripts",
     "compression",
 ];
-pub(super) const STEP_CHILDREN: &[&str] =
-    &["image", "platform", "copy", "text", "symlink", "dir", "workdir", "env", "user", "run", "output", "network", "pass-env"];
+pub(super) const STEP_CHILDREN: &[&str] = &[
+    "image",
+    "platform",
+    "copy",
+    "text",
+    "symlink",
+    "dir",
+    "workdir",
+    "env",
+    "user",
+    "run",
+    "output",
+    "network",
+    "pass-env",
+    "limits",
+    "secret",
+    "mount-from-host",
+];
+const LIMIT_CHILDREN: &[&str] = &["pids", "memory", "cpus", "time", "disk"];
 const ACCOUNT_CHILDREN: &[&str] = &["group", "user"];
 pub(super) const FILE_CHILDREN: &[&str] = &["copy", "text", "symlink", "dir"];
 pub(super) const CONFIG_CHILDREN: &[&str] =
@@ -103,6 +120,9 @@ const USAGE_SCRIPTS: &str = "maintainer-scripts \"run\" (or \"emulate\")";
 const USAGE_VARIANT: &str = "variant \"minbase\" (or \"essential\", \"custom\")";
 const USAGE_COMPRESSION: &str = "compression \"zstd\" (or \"gzip\")";
 const USAGE_PASS_ENV: &str = "pass-env \"PIP_INDEX_URL\" \"HTTPS_PROXY\"";
+const USAGE_LIMITS: &str = "limits { pids 4096; memory \"4GiB\"; cpus 2; time \"30m\"; disk \"10GiB\" }";
+const USAGE_SECRET: &str = "secret \"npm-token\" env=\"NPM_TOKEN\" (or target=\"/run/secrets/npm-token\", required=#false)";
+const USAGE_HOST_MOUNT: &str = "mount-from-host \"/run/host.sock\" to=\"/run/host.sock\"";
 const USAGE_TEXT: &str = "text \"/PATH\" \"CONTENT\" mode=0o644 owner=\"NAME\"";
 const USAGE_SYMLINK: &str = "symlink \"/PATH\" target=\"TARGET\" owner=\"NAME\"";
 const USAGE_DIR: &str = "dir \"/PATH\" mode=0o755 owner=\"NAME\"";
@@ -1489,12 +1509,15 @@ impl Decoder {
         let mut output: Option<String> = None;
         let mut network = false;
         let mut pass_env = Vec::new();
+        let mut limits = StepLimits::default();
+        let mut secrets: Vec<SecretSpec> = Vec::new();
+        let mut host_mounts: Vec<(String, String)> = Vec::new();
         let mut seen = Seen::new();
         let mut ok = true;
         let children = kdl.children().map_or(&[][..], |d| d.nodes());
         for c in children {
             let cname = c.name().value();
-            if matches!(cname, "image" | "platform" | "workdir" | "user" | "output" | "network") && !self.once(&mut seen, c) {
+            if matches!(cname, "image" | "platform" | "workdir" | "user" | "output" | "network" | "limits") && !self.once(&mut seen, c) {
                 continue;
             }
             match cname {
@@ -1597,6 +1620,45 @@ impl Decoder {
                         }
                     }
                 }
+                "limits" => limits = self.limits(c),
+                "secret" => {
+                    if let Some(sec) = self.secret(c) {
+                        if secrets.iter().any(|x| x.id == sec.id) {
+                            self.push(
+                                "compose::spec::duplicate_secret",
+                                format!("secret `{}` is given twice", sec.id),
+                                vec![(head_span(c), "again here".to_owned())],
+                                None,
+                            );
+                        } else {
+                            secrets.push(sec);
+                        }
+                    }
+                }
+                "mount-from-host" => {
+                    let node = self.open(c, USAGE_HOST_MOUNT);
+                    self.leaf(&node);
+                    let props = self.props(&node, &["to"]);
+                    let args = self.args(&node, 1, Some(1), "a host path");
+                    let host = args.first().and_then(|e| {
+                        let s = self.string(e, "the host path")?;
+                        if s.starts_with('/') && !s.contains('\0') && !s.split('/').any(|p| p == "..") {
+                            Some(s.to_owned())
+                        } else {
+                            self.push(
+                                "compose::spec::bad_path",
+                                format!("`{s}` is not an absolute host path"),
+                                vec![(value_span(e), "expected an absolute path without `..`".to_owned())],
+                                None,
+                            );
+                            None
+                        }
+                    });
+                    let to = self.require(&node, &props, "to").and_then(|e| self.path(e, "the mount point"));
+                    if let (Some(h), Some((t, _))) = (host, to) {
+                        host_mounts.push((h, t));
+                    }
+                }
                 _ => self.unknown_node(c, "step", STEP_CHILDREN),
             }
         }
@@ -1618,6 +1680,17 @@ impl Decoder {
                 Some("a hermetic step sees no host environment; add `network #true` to make it fixed-output".to_owned()),
             );
         }
+        if !network && !host_mounts.is_empty() {
+            self.push(
+                "compose::spec::host_mount_hermetic",
+                "`mount-from-host` is only for fixed-output steps",
+                vec![(node.head, "this step is hermetic".to_owned())],
+                Some(
+                    "a hermetic step's key is its inputs; a host path is not one. Copy the file in with `copy`, or add `network #true`"
+                        .to_owned(),
+                ),
+            );
+        }
         let step = StepSpec {
             name: name?,
             span: node.head,
@@ -1631,8 +1704,173 @@ impl Decoder {
             output: output?,
             network,
             pass_env,
+            limits,
+            secrets,
+            host_mounts,
         };
         Some((step, value_span(name_e?)))
+    }
+
+    /// A step's `limits { … }` block.
+    fn limits(&mut self, kdl: &KdlNode) -> StepLimits {
+        let node = self.open(kdl, USAGE_LIMITS);
+        self.props(&node, &[]);
+        self.args(&node, 0, Some(0), "");
+        let mut l = StepLimits::default();
+        let mut seen = Seen::new();
+        for c in kdl.children().map_or(&[][..], |d| d.nodes()) {
+            let cname = c.name().value();
+            if LIMIT_CHILDREN.contains(&cname) && !self.once(&mut seen, c) {
+                continue;
+            }
+            let leaf = |d: &mut Self, what: &str| {
+                let n = d.open(c, USAGE_LIMITS);
+                d.leaf(&n);
+                d.props(&n, &[]);
+                d.args(&n, 1, Some(1), what).first().copied()
+            };
+            match cname {
+                "pids" => {
+                    if let Some(e) = leaf(self, "a number of processes") {
+                        match self.unsigned(e, "`pids`", 1 << 22) {
+                            Some(v) if v < 8 => self.push(
+                                "compose::spec::out_of_range",
+                                format!("`pids {v}` leaves no room for the step's own processes"),
+                                vec![(value_span(e), "at least 8".to_owned())],
+                                None,
+                            ),
+                            v => l.pids = v,
+                        }
+                    }
+                }
+                "cpus" => {
+                    if let Some(e) = leaf(self, "a number of CPUs") {
+                        let v = match e.value() {
+                            KdlValue::Integer(i) => Some(*i as f64),
+                            KdlValue::Float(f) => Some(*f),
+                            _ => {
+                                self.wrong_type(e, "a number", "`cpus`");
+                                None
+                            }
+                        };
+                        match v {
+                            Some(v) if (0.01..=4096.0).contains(&v) => l.millicpus = Some((v * 1000.0).round() as u64),
+                            Some(v) => self.push(
+                                "compose::spec::out_of_range",
+                                format!("`cpus {v}` is out of range"),
+                                vec![(value_span(e), "between 0.01 and 4096".to_owned())],
+                                None,
+                            ),
+                            None => {}
+                        }
+                    }
+                }
+                "memory" | "disk" => {
+                    if let Some(e) = leaf(self, "a size") {
+                        let v = match e.value() {
+                            KdlValue::Integer(i) if *i > 0 => Some(*i as u64),
+                            KdlValue::String(s) => match byte_size(s) {
+                                Ok(v) => Some(v),
+                                Err(b) => {
+                                    self.bad("compose::spec::bad_size", value_span(e), b);
+                                    None
+                                }
+                            },
+                            _ => {
+                                self.wrong_type(e, "a size such as \"4GiB\"", &format!("`{cname}`"));
+                                None
+                            }
+                        };
+                        match (cname, v) {
+                            ("memory", Some(v)) if v < 16 << 20 => self.push(
+                                "compose::spec::out_of_range",
+                                format!("`memory` of {v} bytes is too little to start a process"),
+                                vec![(value_span(e), "at least 16MiB".to_owned())],
+                                None,
+                            ),
+                            ("memory", v) => l.memory = v.or(l.memory),
+                            (_, v) => l.disk = v.or(l.disk),
+                        }
+                    }
+                }
+                "time" => {
+                    if let Some(e) = leaf(self, "a duration") {
+                        if let Some(v) = self.string(e, "`time`") {
+                            match go_duration(v) {
+                                Ok(ns) if ns >= 1_000_000_000 => l.time = Some(ns),
+                                Ok(_) => self.push(
+                                    "compose::spec::out_of_range",
+                                    format!("`time \"{v}\"` is less than a second"),
+                                    vec![(value_span(e), "at least 1s".to_owned())],
+                                    None,
+                                ),
+                                Err(b) => self.bad("compose::spec::bad_duration", value_span(e), b),
+                            }
+                        }
+                    }
+                }
+                _ => self.unknown_node(c, "limits", LIMIT_CHILDREN),
+            }
+        }
+        l
+    }
+
+    /// A step's `secret "ID" env=… target=… required=…`.
+    fn secret(&mut self, kdl: &KdlNode) -> Option<SecretSpec> {
+        let node = self.open(kdl, USAGE_SECRET);
+        self.leaf(&node);
+        let props = self.props(&node, &["env", "target", "required"]);
+        let args = self.args(&node, 1, Some(1), "the secret's id");
+        let id = args.first().and_then(|e| {
+            let s = self.string(e, "the secret's id")?;
+            if !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                Some(s.to_owned())
+            } else {
+                self.push(
+                    "compose::spec::bad_secret",
+                    format!("`{s}` is not a secret id"),
+                    vec![(value_span(e), "letters, digits, `-`, `_` and `.`".to_owned())],
+                    None,
+                );
+                None
+            }
+        });
+        let env = match props.get("env") {
+            Some(e) => {
+                let s = self.string(e, "`env`")?;
+                if s.is_empty() || s.contains(['=', '\0']) {
+                    self.push(
+                        "compose::spec::bad_env",
+                        format!("`{s}` is not an environment variable name"),
+                        vec![(value_span(e), "here".to_owned())],
+                        None,
+                    );
+                    return None;
+                }
+                Some(s.to_owned())
+            }
+            None => None,
+        };
+        let target = match props.get("target") {
+            Some(e) => Some(self.file_path(e, "the secret's file")?),
+            None => None,
+        };
+        let required = match props.get("required") {
+            Some(e) => match e.value() {
+                KdlValue::Bool(b) => *b,
+                _ => {
+                    self.wrong_type(e, "#true or #false", "`required`");
+                    return None;
+                }
+            },
+            None => true,
+        };
+        let id = id?;
+        let target = match (&env, target) {
+            (None, None) => Some(format!("/run/secrets/{id}")),
+            (_, t) => t,
+        };
+        Some(SecretSpec { id, env, target, required })
     }
 
     fn config(&mut self, kdl: &KdlNode) -> ConfigSpec {

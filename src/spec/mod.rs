@@ -105,8 +105,44 @@ pub struct StepSpec {
     pub output: String,
     /// `network #true`: a fixed-output step (its output's hash is pinned in the lockfile).
     pub network: bool,
-    /// More host environment variables passed through by name (fixed-output steps only).
+    /// More host environment variables passed through by name (fixed-output steps only): their
+    /// values, never what they point at.
     pub pass_env: Vec<String>,
+    /// `limits { … }`: what the step may use; unset ones take the defaults.
+    pub limits: StepLimits,
+    /// `secret "ID" …`: values given to the build (`--secret`), present while the step runs.
+    pub secrets: Vec<SecretSpec>,
+    /// `mount-from-host "HOST" to="DEST"`: host paths mounted read-only (fixed-output steps only;
+    /// a documented hole in the sandbox).
+    pub host_mounts: Vec<(String, String)>,
+}
+
+/// A step's `limits` block. None of it is part of the step's key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepLimits {
+    /// Processes and threads at once.
+    pub pids: Option<u64>,
+    /// Memory in bytes.
+    pub memory: Option<u64>,
+    /// Thousandths of a CPU.
+    pub millicpus: Option<u64>,
+    /// Wall-clock time of each command, in nanoseconds.
+    pub time: Option<u64>,
+    /// Bytes the step may write.
+    pub disk: Option<u64>,
+}
+
+/// A step's `secret` node: BuildKit's `--mount=type=secret`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSpec {
+    /// The name `--secret id=ID,…` gives it a value by.
+    pub id: String,
+    /// A variable set to the value while the commands run.
+    pub env: Option<String>,
+    /// A file holding the value while the commands run (default `/run/secrets/ID` when no `env`).
+    pub target: Option<String>,
+    /// `required=#false`: a missing value is skipped rather than an error.
+    pub required: bool,
 }
 
 /// One `image` node.

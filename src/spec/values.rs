@@ -450,6 +450,35 @@ pub(super) fn base_reference(s: &str, span: SourceSpan) -> Result<Base, Bad> {
 /// default domain; the registry client resolves its API endpoint).
 pub const DOCKER_HUB: &str = "docker.io";
 
+/// A size in bytes: `"4GiB"`, `"512MiB"`, `"10KiB"` (powers of 1024), `"2GB"` (powers of 1000),
+/// Docker's `"4g"`, `"512m"` (powers of 1024), or a number of bytes (`"1048576"`, `"64B"`).
+pub fn byte_size(s: &str) -> Result<u64, Bad> {
+    let bad = || {
+        Bad::new(format!("invalid size `{s}`"), "expected a size").help("a number and a unit, e.g. \"4GiB\", \"512MiB\", \"10GB\", \"4g\"")
+    };
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let scale: f64 = match unit.trim() {
+        "" | "B" | "b" => 1.0,
+        "KiB" | "k" | "K" => 1024.0,
+        "MiB" | "m" | "M" => 1024.0 * 1024.0,
+        "GiB" | "g" | "G" => 1024.0 * 1024.0 * 1024.0,
+        "TiB" | "t" | "T" => 1024.0f64.powi(4),
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        _ => return Err(bad()),
+    };
+    let v = n * scale;
+    if !(v.is_finite() && v >= 1.0 && v < u64::MAX as f64 / 2.0) {
+        return Err(bad());
+    }
+    Ok(v.round() as u64)
+}
+
 /// A duration as Docker's `HEALTHCHECK` options take it (Go's syntax: `30s`, `1m30s`, `500ms`,
 /// `1.5h`), in nanoseconds.
 pub fn go_duration(s: &str) -> Result<u64, Bad> {
