@@ -5,7 +5,8 @@
 //! ```text
 //! cache/
 //! ├── README.md                      (describes this layout; not used by compose)
-//! └── v1/                            store format version; another version lives beside it
+//! └── v1/                            store format version; another version lives beside it; 0700: the
+//!     │                              store is its owner's alone (unpacked images hold setuid programs)
 //!     ├── lock                       shared-locked by every build, exclusively by `gc`
 //!     ├── blobs/sha256/<hex>         content-addressed blobs (layers, configs, manifests, .debs, indexes), 0444
 //!     ├── records/<xx>/<drv-hex>.json  derivation → outputs records; mtime = last use (for gc)
@@ -18,7 +19,12 @@
 //!     ├── chunks/<key-hex>           kept compressed layer chunks: `BLOB-HEX OFFSET LEN BLAKE3-HEX [MEMO… SUM]`,
 //!     │                              where in a stored layer blob the chunk with that key (`layer::chunk_key`)
 //!     │                              is, and where the layer's digests went over it (`layer::ChunkMemo`)
-//!     └── tmp/                       temporary files, renamed into place when complete
+//!     ├── rootfs/<manifest-hex>/     images unpacked for build steps (their overlays' lower directory)
+//!     ├── rootfs/<manifest-hex>.seal the identity of every entry of that tree when it was unpacked:
+//!     │                              a tree that no longer matches is unpacked again before use
+//!     ├── logs/<drv-hex>.log         whole logs of failed steps
+//!     └── tmp/                       temporary files, renamed into place when complete; steps' work
+//!                                    directories (their runc state in `runc-state/`)
 //! ```
 //!
 //! Every write goes to a temporary file in `tmp/` (same filesystem) and is renamed into place, so a
@@ -254,6 +260,7 @@ impl Store {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(io_err("create store directory", &p))?;
         }
+        private(&dir)?;
         let lock_path = dir.join("lock");
         let lock =
             File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err("open store lock", &lock_path))?;
@@ -768,13 +775,50 @@ impl Store {
     }
 }
 
+/// Make the store `dir` its owner's alone (0700), as it should have been made: unpacked images
+/// hold setuid programs, step logs and work directories hold what steps saw.
+fn private(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = fs::metadata(dir).map_err(io_err("read", dir))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if m.permissions().mode() & 0o077 != 0 && m.uid() == me {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err("set permissions of", dir))?;
+    }
+    Ok(())
+}
+
 /// Where, in a build step's work directory under `tmp/`, the sandbox keeps runc's state: the
 /// containers a killed build left running are found there and killed.
 pub const RUNC_STATE: &str = "runc-state";
 
+/// The cgroup (below each hierarchy's root) the sandbox runs container `id` in.
+pub fn step_cgroup(id: &str) -> String {
+    format!("/compose/{id}")
+}
+
+/// Remove container `id`'s cgroups where runc left them (it was killed before it could), waiting
+/// up to a second for its killed processes to leave them.
+pub fn remove_step_cgroups(id: &str) {
+    let rel = step_cgroup(id);
+    let mut dirs: Vec<PathBuf> = vec![PathBuf::from(format!("/sys/fs/cgroup{rel}"))];
+    for h in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        dirs.push(h.path().join(rel.trim_start_matches('/')));
+    }
+    dirs.retain(|d| d.is_dir());
+    for _ in 0..20 {
+        dirs.retain(|d| fs::remove_dir(d).is_err() && d.is_dir());
+        if dirs.is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Kill every container whose runc state lies in a work directory under `dir` (a store's
 /// `tmp/`): what a killed compose left running. Only the process runc started is killed (its
-/// start time must match), and with it, as the init of its PID namespace, all of the step.
+/// start time must match), and with it, as the init of its PID namespace, all of the step; its
+/// cgroups go too.
 fn reap_containers(dir: &Path) {
     for work in fs::read_dir(dir).into_iter().flatten().flatten() {
         for c in fs::read_dir(work.path().join(RUNC_STATE)).into_iter().flatten().flatten() {
@@ -790,6 +834,9 @@ fn reap_containers(dir: &Path) {
                 unsafe {
                     libc::kill(pid as libc::pid_t, libc::SIGKILL);
                 }
+            }
+            if let Some(id) = c.file_name().to_str() {
+                remove_step_cgroups(id);
             }
         }
     }

@@ -202,7 +202,7 @@ const READ_ONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", 
 
 /// The cgroup of a running command, below each hierarchy's root.
 fn cgroup_path(id: &str) -> String {
-    format!("/compose/{id}")
+    crate::store::step_cgroup(id)
 }
 
 /// Does the memory controller account swap (cgroup v1 `memsw`, v2 `memory.swap.max`)? runc
@@ -478,6 +478,7 @@ pub fn run(runc: &Path, work: &Path, c: &Command1<'_>, line: &mut dyn FnMut(&str
     let (stopped, oom_seen) = watchdog.join().unwrap_or((None, false));
     // runc removes a container that ran to its end; make sure of it.
     let _ = Command::new(runc).arg("--root").arg(&state).args(["delete", "--force", &id]).stderr(Stdio::null()).status();
+    crate::store::remove_step_cgroups(&id);
     live().retain(|(_, _, i)| *i != id);
     let _ = std::fs::remove_dir_all(&bundle);
     let status = status?;

@@ -27,15 +27,30 @@ pub(super) fn io_error(path: &Path, what: &str) -> impl FnOnce(io::Error) -> Bui
 }
 
 /// The root filesystem of the image whose record is `image`, unpacked (read-only by convention:
-/// steps run over it through an overlay). Made once per manifest and kept in the store.
+/// steps run over it through an overlay). Made once per manifest and kept in the store, with a
+/// seal ([`seal`]) of what it held when made: a tree changed since (by hand, by another program)
+/// is unpacked again from the store's verified blobs before it is used.
 pub fn image_rootfs(store: &Store, image: &Record) -> Result<PathBuf, BuildError> {
     let manifest = output(image, "manifest")?;
-    let dir = rootfs_cache(store).join(manifest.digest.hex());
-    if dir.is_dir() {
-        return Ok(dir);
-    }
     let parent = rootfs_cache(store);
     fs::create_dir_all(&parent).map_err(io_error(&parent, "cannot create"))?;
+    let dir = parent.join(manifest.digest.hex());
+    let seal_path = parent.join(format!("{}.seal", manifest.digest.hex()));
+    // One build at a time checks, removes or makes this tree; the others wait, then use it.
+    let lock_path = parent.join(format!("{}.lock", manifest.digest.hex()));
+    let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_error(&lock_path, "cannot open"))?;
+    lock.lock().map_err(io_error(&lock_path, "cannot lock"))?;
+    if dir.symlink_metadata().is_ok() {
+        let kept = fs::read_to_string(&seal_path).ok();
+        if kept.is_some() && kept == seal(&dir).ok() {
+            return Ok(dir);
+        }
+        // Changed since it was unpacked, or never sealed: away with it.
+        let trash = store.tmp_dir().join(format!("rootfs-{}-{}", manifest.digest.hex(), std::process::id()));
+        fs::rename(&dir, &trash).map_err(io_error(&dir, "cannot move away"))?;
+        let _ = fs::remove_file(&seal_path);
+        remove_tree(&trash);
+    }
     let doc: oci::ManifestDoc = oci::read("the manifest", &store.read_blob(&manifest.digest)?)
         .map_err(|_| BuildError::MissingOutput(format!("image {}", manifest.digest), "manifest"))?;
     let tmp = tempfile::Builder::new().prefix(".unpack-").tempdir_in(&parent).map_err(io_error(&parent, "cannot create a directory in"))?;
@@ -43,14 +58,57 @@ pub fn image_rootfs(store: &Store, image: &Record) -> Result<PathBuf, BuildError
     fs::create_dir(&root).map_err(io_error(&root, "cannot create"))?;
     fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).map_err(io_error(&root, "cannot set the mode of"))?;
     for l in &doc.layers {
+        if !store.has_blob(&l.digest) {
+            return Err(BuildError::MissingOutput(format!("layer {} of image {}", l.digest, manifest.digest), "blob"));
+        }
         let blob = store.blob_path(&l.digest);
         unpack(&blob, l.media_type.as_deref().unwrap_or(crate::layer::GZIP_MEDIA_TYPE), &root)?;
     }
-    match fs::rename(&root, &dir) {
-        Ok(()) => Ok(dir),
-        // Another build unpacked it first.
-        Err(_) if dir.is_dir() => Ok(dir),
-        Err(e) => Err(io_error(&dir, "cannot move an unpacked image to")(e)),
+    fs::rename(&root, &dir).map_err(io_error(&dir, "cannot move an unpacked image to"))?;
+    let sealed = seal(&dir).map_err(io_error(&dir, "cannot read"))?;
+    crate::util::write_atomic(&seal_path, sealed.as_bytes(), 0o600, Some(&store.tmp_dir()))
+        .map_err(|e| io_error(&seal_path, "cannot write")(e.source))?;
+    Ok(dir)
+}
+
+/// The identity of every entry of tree `dir`: its path, type and mode, owner, size, inode, link
+/// count, and modification and change times in nanoseconds, hashed in walk order. Any change to
+/// the tree (a write, a `chmod`, an entry added, removed or renamed) changes an entry's change
+/// time or the entries, and so the seal; reading does not.
+pub fn seal(dir: &Path) -> io::Result<String> {
+    let mut h = blake3::Hasher::new();
+    for e in walkdir::WalkDir::new(dir).sort_by_file_name().follow_links(false) {
+        let e = e.map_err(io::Error::from)?;
+        let m = e.metadata().map_err(io::Error::from)?;
+        h.update(e.path().strip_prefix(dir).unwrap_or(e.path()).as_os_str().as_encoded_bytes());
+        h.update(&[0]);
+        for v in [
+            u64::from(m.mode()),
+            u64::from(m.uid()),
+            u64::from(m.gid()),
+            m.size(),
+            m.ino(),
+            m.nlink(),
+            m.mtime() as u64,
+            m.mtime_nsec() as u64,
+            m.ctime() as u64,
+            m.ctime_nsec() as u64,
+        ] {
+            h.update(&v.to_le_bytes());
+        }
+    }
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Remove tree `p`, whatever modes what ran in it left.
+fn remove_tree(p: &Path) {
+    if fs::remove_dir_all(p).is_err() {
+        for e in walkdir::WalkDir::new(p).follow_links(false).into_iter().flatten() {
+            if e.file_type().is_dir() {
+                let _ = fs::set_permissions(e.path(), fs::Permissions::from_mode(0o700));
+            }
+        }
+        let _ = fs::remove_dir_all(p);
     }
 }
 

@@ -1091,3 +1091,92 @@ image "app" {
     let e = parse_str_with(Path::new("web.kdl"), text, &[given[0].clone(), ("NOPE".to_string(), "x".to_string())]).unwrap_err();
     assert_eq!(codes(&e), ["unknown_arg"]);
 }
+
+const LIMITS: &str = r#"
+image "b" { }
+step "fetch" {
+    image "b"
+    run "true"
+    output "/out"
+    network #true
+    pass-env "HOME"
+    limits { pids 512; memory "2GiB"; cpus 1.5; time "1h30m"; disk "10GB" }
+    secret "npm-token" env="NPM_TOKEN"
+    secret "netrc" target="/root/.netrc" required=#false
+    secret "plain"
+    mount-from-host "/run/agent.sock" to="/run/agent.sock"
+}
+"#;
+
+#[test]
+fn step_limits_secrets_and_host_mounts_decode() {
+    let spec = parse_ok(LIMITS);
+    let s = spec.step("fetch").unwrap();
+    let l = &s.limits;
+    assert_eq!(
+        (l.pids, l.memory, l.millicpus, l.time, l.disk),
+        (Some(512), Some(2 << 30), Some(1500), Some(5400 * 1_000_000_000), Some(10_000_000_000))
+    );
+    let secrets: Vec<(&str, Option<&str>, Option<&str>, bool)> =
+        s.secrets.iter().map(|x| (x.id.as_str(), x.env.as_deref(), x.target.as_deref(), x.required)).collect();
+    assert_eq!(
+        secrets,
+        [
+            ("npm-token", Some("NPM_TOKEN"), None, true),
+            ("netrc", None, Some("/root/.netrc"), false),
+            ("plain", None, Some("/run/secrets/plain"), true)
+        ]
+    );
+    assert_eq!(s.host_mounts, [("/run/agent.sock".to_string(), "/run/agent.sock".to_string())]);
+    // No limits: all defaults.
+    assert_eq!(spec_step_limits_default(), crate::spec::StepLimits::default());
+}
+
+fn spec_step_limits_default() -> crate::spec::StepLimits {
+    parse_ok("image \"b\" { }\nstep \"s\" { image \"b\"; run \"true\"; output \"/out\"; }").step("s").unwrap().limits.clone()
+}
+
+#[test]
+fn step_limits_secrets_and_host_mounts_are_checked() {
+    check(
+        "spec_step_limits_errors",
+        r#"image "b" { }
+step "s" {
+    image "b"
+    run "true"
+    output "/out"
+    limits {
+        pids 2
+        memory "4 gigs"
+        cpus "two"
+        time "5"
+        disk 0
+        proc 9
+    }
+    limits { pids 10 }
+    secret "a b"
+    secret "ok" env="A=B"
+    secret "dup"
+    secret "dup"
+    secret "rel" target="relative"
+    mount-from-host "relative" to="/x"
+    mount-from-host "/etc/shadow" to="/x"
+}
+"#,
+        &[
+            "host_mount_hermetic",
+            "out_of_range",
+            "bad_size",
+            "wrong_type",
+            "bad_duration",
+            "wrong_type",
+            "unknown_node",
+            "duplicate_node",
+            "bad_secret",
+            "bad_env",
+            "duplicate_secret",
+            "bad_path",
+            "bad_path",
+        ],
+    );
+}

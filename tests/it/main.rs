@@ -18,5 +18,6 @@ mod packages;
 mod registry;
 mod remote;
 mod repro;
+mod sandbox;
 mod steps;
 mod store;
