@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | 0 | [`util`] | an I/O error with its path, atomic file writes, error chains as one line |
 //! | 0 | [`hash`] | typed digests (`Sha256`, `DrvHash`, `ContentHash`) and the derivation-hash encoding |
-//! | 0 | [`layer`] | reproducible tar + gzip layer writing; image-path rules (parents, merged `/usr`) |
+//! | 0 | [`layer`] | reproducible tar layers, cut into chunks compressed with gzip or zstd; image-path rules (parents, merged `/usr`) |
 //! | 1 | [`reference`] | the OCI reference grammar (hosts, repositories, tags) |
 //! | 2 | [`spec`] | KDL → typed, checked `SpecFile`, with diagnostics pointing at the bad node |
 //! | 3 | [`import`] | a Dockerfile to a spec, with a note per instruction (`compose import`) |
@@ -30,7 +30,7 @@
 //! | 6 | [`resolution`] | a spec's packages → pinned lockfile entries |
 //! | 6 | [`remote`] | shared caches (HTTP, OCI registry), signed records |
 //! | 7 | [`plan`] | the derivation model, the DAG, `DrvHash`es, layering and file-op rules; no I/O |
-//! | 8 | [`build`] | executing a plan: lookups, parallel runs, records, progress through `Reporter`; build steps (`build::sandbox`: runc; `build::trees`: unpacked images, captured outputs) |
+//! | 8 | [`build`] | executing a plan: lookups, parallel runs, records, progress through `Reporter`; build steps (`build::sandbox`: runc, its hardening, limits and interruption; `build::seccomp`: Docker's default profile; `build::trees`: unpacked images, sealed, and captured outputs) |
 //! | 9 | [`image`] | finished images; OCI layout, archives, registry push |
 //! | 10 | [`ops`] | each command's operation: build, lock, plan, explain, cache |
 //!

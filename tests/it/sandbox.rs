@@ -404,3 +404,61 @@ image "used" {{ files {{ copy from="uses" "/out" to="/x" }} }}
     assert_eq!(again["derivations"]["built"], 0, "{again}");
     assert_eq!(again["images"][0]["digest"], first["images"][0]["digest"]);
 }
+
+#[test]
+fn the_store_is_private_and_a_tampered_rootfs_never_reaches_a_step() {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = TestContext::new();
+    ctx.write(
+        "spec.kdl",
+        format!(
+            r#"{TOOLS}
+step "first" {{
+    image "tools"
+    run "sh" "-c" "busybox ls /etc > /out/etc"
+    output "/out"
+}}
+step "second" {{
+    image "tools"
+    run "sh" "-c" "busybox ls /etc > /out/etc; busybox cat /usr/bin/busybox | busybox sha256sum > /out/busybox.sha"
+    output "/out"
+}}
+image "one" {{ files {{ copy from="first" "/out" to="/x" }} }}
+image "two" {{ files {{ copy from="second" "/out" to="/x" }} }}
+"#
+        ),
+    );
+    // A store made by an older compose, readable by everyone.
+    fs::create_dir_all(ctx.cache.join("v1")).unwrap();
+    fs::set_permissions(ctx.cache.join("v1"), fs::Permissions::from_mode(0o755)).unwrap();
+    assert_success(&ctx.compose(&["build", "spec.kdl", "--image", "one"]), "build one");
+    let v1 = ctx.cache.join("v1");
+    assert_eq!(fs::metadata(&v1).unwrap().permissions().mode() & 0o777, 0o700);
+    // Another local user cannot reach the unpacked images (their setuid programs) or anything else.
+    for d in [ctx.tmp.path(), ctx.cache.as_path()] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let rootfs = fs::read_dir(v1.join("rootfs")).unwrap().flatten().find(|e| e.path().is_dir()).unwrap().path();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "ls"])
+        .arg(rootfs.join("usr/bin"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("Permission denied"), "{out:?}");
+
+    // Tampering with the unpacked image (a file added, a program changed) never reaches a step:
+    // the tree is unpacked again from the store's verified blobs.
+    fs::write(rootfs.join("etc/planted"), "evil").unwrap();
+    let busybox = rootfs.join("usr/bin/busybox");
+    let mut bytes = fs::read(&busybox).unwrap();
+    bytes.extend_from_slice(b"planted");
+    fs::write(&busybox, &bytes).unwrap();
+    assert_success(&ctx.compose(&["build", "spec.kdl", "--image", "two"]), "build two");
+    let layout = ctx.root.join("out/two");
+    run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", layout.display())).arg(ctx.tmp.path().join("bundle")));
+    let x = ctx.tmp.path().join("bundle/rootfs/x");
+    assert!(!fs::read_to_string(x.join("etc")).unwrap().contains("planted"));
+    assert!(!fs::read(rootfs.join("usr/bin/busybox")).unwrap().ends_with(b"planted"), "the tree was unpacked again");
+    // --check runs both steps again over the same clean tree: the same outputs.
+    assert_success(&ctx.compose(&["build", "spec.kdl", "--image", "two", "--check"]), "--check");
+}
