@@ -72,6 +72,12 @@ pub enum StoreError {
     DigestMismatch { expected: Sha256, actual: Sha256 },
     #[error("blob {0} in the store is damaged (it does not match its digest); it was removed: build again to make or fetch it anew")]
     Damaged(Sha256),
+    #[error(
+        "the store `{}` belongs to uid {owner}, not to this user (uid {me}): whoever owns it can change what it hands out, \
+         so it is not used; remove it, or choose another with --cache-dir or COMPOSE_CACHE_DIR",
+        path.display()
+    )]
+    NotOwned { path: PathBuf, owner: u32, me: u32 },
 }
 
 /// One output of a derivation: a blob in the store.
@@ -256,11 +262,12 @@ impl Store {
     /// Open (creating if needed) the store at `root`, taking a shared lock.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let dir = root.join(format!("v{STORE_VERSION}"));
+        fs::create_dir_all(&dir).map_err(io_err("create store directory", &dir))?;
+        private(root, &dir)?;
         for sub in ["blobs/sha256", "records", "stat", "locks", "tmp", "verified", "chunks"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(io_err("create store directory", &p))?;
         }
-        private(&dir)?;
         let lock_path = dir.join("lock");
         let lock =
             File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err("open store lock", &lock_path))?;
@@ -775,14 +782,22 @@ impl Store {
     }
 }
 
-/// Make the store `dir` its owner's alone (0700), as it should have been made: unpacked images
-/// hold setuid programs, step logs and work directories hold what steps saw.
-fn private(dir: &Path) -> Result<(), StoreError> {
+/// Refuse a store (its `root` or its versioned `dir`) that another user owns, as git refuses a
+/// repository another user owns: its owner could swap records and blobs under this user's builds.
+/// Then make `dir` its owner's alone (0700), as it should have been made: unpacked images hold
+/// setuid programs, step logs and work directories what steps saw.
+fn private(root: &Path, dir: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let m = fs::metadata(dir).map_err(io_err("read", dir))?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
-    if m.permissions().mode() & 0o077 != 0 && m.uid() == me {
+    for p in [root, dir] {
+        let m = fs::symlink_metadata(p).map_err(io_err("read", p))?;
+        if m.uid() != me {
+            return Err(StoreError::NotOwned { path: p.to_path_buf(), owner: m.uid(), me });
+        }
+    }
+    let m = fs::symlink_metadata(dir).map_err(io_err("read", dir))?;
+    if m.permissions().mode() & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err("set permissions of", dir))?;
     }
     Ok(())

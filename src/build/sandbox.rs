@@ -236,8 +236,9 @@ fn config_with(c: &Command1<'_>, cgroup: &str) -> serde_json::Value {
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
     ];
     for b in c.binds {
+        // `rro`: read-only all the way down (a plain `ro` leaves mounts below the source writable).
         mounts.push(json!({"destination": b.destination, "type": "bind", "source": b.source,
-                           "options": ["rbind", "ro", "nosuid", "nodev"]}));
+                           "options": ["rbind", "rro", "nosuid", "nodev"]}));
     }
     let l = c.limits;
     let mut memory = json!({"limit": l.memory});

@@ -318,7 +318,6 @@ const ALLOW: &[&str] = &[
     "sigprocmask",
     "sigreturn",
     "sigsuspend",
-    "socketcall",
     "socketpair",
     "splice",
     "stat",
@@ -367,10 +366,13 @@ const ALLOW: &[&str] = &[
     "waitid",
     "waitpid",
     "write",
-    "writev", // Docker allows these for CAP_SYS_CHROOT and CAP_AUDIT_WRITE, which a step holds.
+    "writev",
+    // Docker allows this for CAP_SYS_CHROOT, which a step holds.
     "chroot",
-    "socket",
 ];
+
+/// `AF_VSOCK`: sockets to the hypervisor and other VMs, which no network namespace confines.
+const AF_VSOCK: u64 = 40;
 
 /// Allowed only on the architecture named (Docker's `includes.arches`).
 const ARCH_ALLOW: &[(&str, &[&str])] = &[
@@ -401,6 +403,8 @@ pub fn profile() -> Value {
     allow.sort_unstable();
     allow.dedup();
     let mut syscalls = vec![json!({"names": allow, "action": "SCMP_ACT_ALLOW"})];
+    // Any socket but vsock (32-bit `socketcall`, whose arguments a filter cannot see, is not allowed).
+    syscalls.push(json!({"names": ["socket"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_NE"}]}));
     for p in PERSONALITIES {
         syscalls
             .push(json!({"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": p, "op": "SCMP_CMP_EQ"}]}));
@@ -445,9 +449,12 @@ mod tests {
         ] {
             assert!(!allowed.contains(&denied), "{denied} is allowed without condition");
         }
-        for needed in ["read", "write", "execve", "openat", "fork", "vfork", "wait4", "socket", "chroot", "ptrace"] {
+        for needed in ["read", "write", "execve", "openat", "fork", "vfork", "wait4", "chroot", "ptrace"] {
             assert!(allowed.contains(&needed), "{needed} is denied");
         }
         assert_eq!(p["defaultAction"], "SCMP_ACT_ERRNO");
+        // Sockets, but never vsock (no network namespace confines it).
+        let socket = p["syscalls"].as_array().unwrap().iter().find(|r| r["names"][0] == "socket").unwrap();
+        assert_eq!((socket["args"][0]["value"].as_u64(), socket["args"][0]["op"].as_str()), (Some(40), Some("SCMP_CMP_NE")));
     }
 }

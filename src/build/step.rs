@@ -62,6 +62,10 @@ const PATH_VARS: &[&str] = &[
 /// …and the one that names a directory of certificates.
 const DIR_VARS: &[&str] = &["SSL_CERT_DIR"];
 
+/// Secret values (and lines of them) shorter than this are not looked for in logs: they would
+/// hide ordinary words.
+const SECRET_MIN: usize = 4;
+
 /// Lines of a failed step's log shown in the error.
 const TAIL: usize = 20;
 
@@ -149,10 +153,8 @@ fn host_binds(s: &StepDrv) -> Vec<Bind> {
     }
     for (k, v) in passed_env(s) {
         let p = Path::new(&v);
-        let ok = p.is_absolute()
-            && !v.contains(':')
-            && ((PATH_VARS.contains(&k.as_str()) && p.is_file()) || (DIR_VARS.contains(&k.as_str()) && p.is_dir()));
-        if ok {
+        let (file, dir) = (PATH_VARS.contains(&k.as_str()), DIR_VARS.contains(&k.as_str()));
+        if p.is_absolute() && !v.contains(':') && (file || dir) && public(p, dir) {
             add(p.to_path_buf(), v.clone());
         }
     }
@@ -160,6 +162,33 @@ fn host_binds(s: &StepDrv) -> Vec<Bind> {
         add(PathBuf::from(host), to.clone());
     }
     binds
+}
+
+/// The host account (from `/etc/passwd`) with uid `uid`, if that is not root: steps run as the
+/// same uid on the host (there is no user namespace yet).
+fn host_account(uid: u32) -> Option<String> {
+    if uid == 0 {
+        return None;
+    }
+    let passwd = fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
+    })
+}
+
+/// Is `p` (followed to what it names) a regular file, or with `dir` a directory, that every user
+/// may read? Certificates and package-manager settings are; `/etc/shadow`, `/root` and a socket
+/// are not, and a variable naming one mounts nothing.
+fn public(p: &Path, dir: bool) -> bool {
+    fs::metadata(p).is_ok_and(|m| {
+        let mode = m.permissions().mode();
+        if dir {
+            m.is_dir() && mode & 0o005 == 0o005
+        } else {
+            m.is_file() && mode & 0o004 != 0
+        }
+    })
 }
 
 /// A step's secrets, made present: variables to set, files to mount, and the values to keep out
@@ -183,8 +212,10 @@ fn present_secrets(s: &StepDrv, secrets: &super::Secrets, dir: &Path, rootfs: &P
             continue;
         };
         let text = String::from_utf8_lossy(value).into_owned();
-        for v in [text.clone(), text.trim_end().to_string()] {
-            if v.len() >= 3 && !p.values.contains(&v) {
+        // The value, and each of its lines (a tool prints a key or a netrc a line at a time).
+        let lines = text.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).map(str::to_string);
+        for v in std::iter::once(text.trim().to_string()).chain(lines) {
+            if v.len() >= SECRET_MIN && !p.values.contains(&v) {
                 p.values.push(v);
             }
         }
@@ -224,7 +255,10 @@ impl Present {
     /// `line` with every secret value replaced by `***`.
     fn redact(&self, line: &str) -> String {
         let mut l = line.to_string();
-        for v in &self.values {
+        // Longest first, so a line of the value never leaves the rest of a longer one showing.
+        let mut values: Vec<&String> = self.values.iter().collect();
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        for v in values {
             if l.contains(v.as_str()) {
                 l = l.replace(v.as_str(), "***");
             }
@@ -262,7 +296,9 @@ fn command(
         log.line(&line);
     })
     .map_err(|e| BuildError::Sandbox { step: step.to_string(), source: e })?;
-    if ended.code == 0 && ended.stopped.is_none() {
+    // A process of it killed for want of memory fails the step even if the command went on to
+    // succeed: its output may lack what that process would have made.
+    if ended.code == 0 && ended.stopped.is_none() && !ended.out_of_memory {
         return Ok(());
     }
     let tail = log.tail.iter().cloned().collect::<Vec<_>>().join("\n");
@@ -376,6 +412,21 @@ pub fn run_step(
         .map(|p| Bind { source: inputs.join(p.trim_start_matches('/')), destination: p.clone() })
         .filter(|b| b.source.symlink_metadata().is_ok_and(|m| !m.file_type().is_symlink()))
         .collect();
+    for (host, _) in &s.host_mounts {
+        if fs::symlink_metadata(host).is_err() {
+            return Err(BuildError::Tree {
+                message: format!("step `{}`: `mount-from-host \"{host}\"`: there is no such path on this host", s.step),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not found"),
+            });
+        }
+    }
+    if let Some(account) = host_account(s.user.0) {
+        reporter.warning(&format!(
+            "step `{}` runs as uid {}, which the host's account `{account}` has too: processes of `{account}` can read and \
+             change the step (its secrets included) while it runs; run it as a uid no host account uses",
+            s.step, s.user.0
+        ));
+    }
     if s.network {
         for b in host_binds(s) {
             if !binds.iter().any(|x| x.destination == b.destination) {

@@ -63,6 +63,10 @@ if busybox arping -c1 -w1 -I lo 127.0.0.1 2>&1 | busybox grep -q 'not permitted'
 if [ -e "$HOME/host-home-marker" ]; then esc "sees the host's home"; else held home; fi
 if [ -n "$HOME" ]; then held home-value; else esc "HOME's value was not passed"; fi
 if [ -e "$SSH_AUTH_SOCK" ]; then esc "sees the host's ssh agent"; else held agent; fi
+# A certificate variable naming a file only its owner may read mounts nothing.
+if [ -e "$NODE_EXTRA_CA_CERTS" ]; then esc "sees a private host file a variable names"; else held private-file; fi
+# What mount-from-host names is read-only all the way down, mounts below it included.
+if echo x > /h/top 2>/dev/null || echo x > /h/sub/planted 2>/dev/null; then esc "wrote through mount-from-host"; else held host-mount-ro; fi
 true
 "#;
 
@@ -99,19 +103,6 @@ fn wait_gone(marker: &str, limit: Duration) -> Vec<String> {
     }
 }
 
-/// Every directory of the host's cgroup hierarchies but compose's own (`compose/`, where runc
-/// makes and removes each step's).
-fn host_cgroups() -> Vec<PathBuf> {
-    walkdir::WalkDir::new("/sys/fs/cgroup")
-        .max_depth(3)
-        .into_iter()
-        .filter_entry(|e| e.file_name() != "compose")
-        .flatten()
-        .filter(|e| e.file_type().is_dir())
-        .map(|e| e.into_path())
-        .collect()
-}
-
 /// The step cgroups (`compose/compose-PID-N`) left behind by compose processes that are gone.
 fn leaked_cgroups() -> Vec<PathBuf> {
     let mut leaked = Vec::new();
@@ -127,6 +118,15 @@ fn leaked_cgroups() -> Vec<PathBuf> {
         }
     }
     leaked
+}
+
+/// Unmounts its path when dropped.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
 
 fn keyctl(args: &[&str]) -> Output {
@@ -148,6 +148,14 @@ fn hostile_steps_are_contained_and_the_host_is_unchanged() {
     fs::write(ctx.tmp.path().join("host-home-marker"), "mine").unwrap();
     let agent = ctx.tmp.path().join("agent.sock");
     let _listener = std::os::unix::net::UnixListener::bind(&agent).unwrap();
+    let private = ctx.tmp.path().join("private.pem");
+    fs::write(&private, "host-private").unwrap();
+    fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // A directory for mount-from-host, with a mount below it.
+    let hostdir = ctx.tmp.path().join("hostdir");
+    fs::create_dir_all(hostdir.join("sub")).unwrap();
+    run(Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(hostdir.join("sub")));
+    let _unmount = Unmount(hostdir.join("sub"));
     ctx.write("probe.sh", PROBE);
     ctx.write("probe-net.sh", PROBE_NET);
     ctx.write(
@@ -164,6 +172,7 @@ step "fetch" {{
     image "tools"
     network #true
     pass-env "HOME" "SSH_AUTH_SOCK"
+    mount-from-host "{hostdir}" to="/h"
     copy "probe.sh" to="/in/probe.sh"
     copy "probe-net.sh" to="/in/probe-net.sh"
     run "sh" "/in/probe.sh" "{key}"
@@ -184,6 +193,7 @@ step "filler" {{
 }}
 step "forever" {{
     image "tools"
+    user "65534:65534"
     limits {{ time "2s" }}
     run "busybox" "sleep" "1722"
     output "/out"
@@ -191,7 +201,7 @@ step "forever" {{
 step "hog" {{
     image "tools"
     limits {{ memory "32MiB" }}
-    run "sh" "-c" "busybox dd if=/dev/zero of=/dev/null bs=64M count=1; busybox sleep 1; exit 1"
+    run "sh" "-c" "busybox dd if=/dev/zero of=/dev/null bs=64M count=1; busybox sleep 1; echo carries on"
     output "/out"
 }}
 image "probed" {{
@@ -204,12 +214,12 @@ image "bombed" {{ files {{ copy from="bomb" "/out" to="/x" }} }}
 image "filled" {{ files {{ copy from="filler" "/out" to="/x" }} }}
 image "waited" {{ files {{ copy from="forever" "/out" to="/x" }} }}
 image "hogged" {{ files {{ copy from="hog" "/out" to="/x" }} }}
-"#
+"#,
+            hostdir = hostdir.display()
         ),
     );
-    let cgroups_before = host_cgroups();
     let sock = agent.display().to_string();
-    let compose = |args: &[&str]| ctx.cmd().env("SSH_AUTH_SOCK", &sock).args(args).output().unwrap();
+    let compose = |args: &[&str]| ctx.cmd().env("SSH_AUTH_SOCK", &sock).env("NODE_EXTRA_CA_CERTS", &private).args(args).output().unwrap();
 
     // Every escape of the probes held, in both kinds of step.
     let out = compose(&["build", "spec.kdl", "--image", "probed"]);
@@ -219,7 +229,7 @@ image "hogged" {{ files {{ copy from="hog" "/out" to="/x" }} }}
     let rootfs = ctx.tmp.path().join("bundle/rootfs");
     let hermetic = fs::read_to_string(rootfs.join("hermetic")).unwrap();
     let fetch = fs::read_to_string(rootfs.join("fetch")).unwrap();
-    for (report, want) in [(&hermetic, 12), (&fetch, 18)] {
+    for (report, want) in [(&hermetic, 12), (&fetch, 20)] {
         assert!(!report.contains("ESCAPED"), "{report}");
         assert_eq!(report.matches("held: ").count(), want, "{report}");
     }
@@ -240,6 +250,9 @@ image "hogged" {{ files {{ copy from="hog" "/out" to="/x" }} }}
         if let Some(m) = marker {
             assert_eq!(wait_gone(m, Duration::from_secs(5)), Vec::<String>::new(), "{image}");
         }
+        if image == "waited" {
+            assert!(err.contains("which the host's account `nobody` has too"), "{err}");
+        }
         if image == "bombed" {
             let log = fs::read_dir(ctx.cache.join("v1/logs"))
                 .unwrap()
@@ -254,7 +267,11 @@ image "hogged" {{ files {{ copy from="hog" "/out" to="/x" }} }}
     assert!(tmp.is_empty(), "{tmp:?}");
 
     // The host is unchanged: no cgroup was made, the key is still there and whole.
-    assert_eq!(host_cgroups(), cgroups_before);
+    // (Other software, podman in other tests among it, may make and remove cgroups meanwhile:
+    // only what the probes tried is looked for.)
+    for tried in ["/sys/fs/cgroup/escape", "/sys/fs/cgroup/devices/escape"] {
+        assert!(!Path::new(tried).exists(), "{tried}");
+    }
     assert_eq!(leaked_cgroups(), Vec::<PathBuf>::new());
     let printed = keyctl(&["print", &key]);
     assert_eq!(String::from_utf8_lossy(&printed.stdout).trim(), "host-secret", "{printed:?}");
@@ -339,6 +356,9 @@ fn secrets_reach_the_step_and_no_key_output_log_or_record() {
     let ctx = TestContext::new();
     let secret = "s3cr3t-value-that-must-not-leak";
     ctx.write("token.txt", secret);
+    // A key file: a tool prints it a line at a time.
+    let lines = ["-----BEGIN KEY-----", "bGluZS1vbmUtb2YtdGhlLWtleQ", "-----END KEY-----"];
+    ctx.write("key.pem", format!("{}\n", lines.join("\n")));
     ctx.write(
         "spec.kdl",
         format!(
@@ -348,8 +368,9 @@ step "uses" {{
     secret "token" env="TOKEN"
     secret "file"
     secret "inside" target="/out/inside"
+    secret "key" target="/run/key.pem"
     secret "optional" required=#false
-    run "sh" "-c" "echo token=$TOKEN; cat /run/secrets/file; busybox wc -c < /run/secrets/file > /out/length; busybox printf %s \"$TOKEN\" | busybox sha256sum > /out/token.sha"
+    run "sh" "-c" "echo token=$TOKEN; cat /run/secrets/file; busybox cat /run/key.pem; busybox wc -c < /run/secrets/file > /out/length; busybox printf %s \"$TOKEN\" | busybox sha256sum > /out/token.sha"
     output "/out"
 }}
 image "used" {{ files {{ copy from="uses" "/out" to="/x" }} }}
@@ -361,7 +382,7 @@ image "used" {{ files {{ copy from="uses" "/out" to="/x" }} }}
             .env("TOKEN_VALUE", token)
             .args(["build", "--json", "spec.kdl", "--secret", "id=token,env=TOKEN_VALUE", "--secret"])
             .arg(format!("id=file,src={file}"))
-            .args(["--secret", "id=inside,src=token.txt"])
+            .args(["--secret", "id=inside,src=token.txt", "--secret", "id=key,src=key.pem"])
             .output()
             .unwrap()
     };
@@ -375,6 +396,7 @@ image "used" {{ files {{ copy from="uses" "/out" to="/x" }} }}
     assert_success(&out, "build with secrets");
     let err = stderr(&out);
     assert!(err.contains("[uses] token=***") && !err.contains(secret), "{err}");
+    assert!(!err.contains(lines[1]) && err.contains("[uses] ***"), "each line of a secret is hidden:\n{err}");
     let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // The step saw them (its output holds a hash of the token and the file's length).
     let layout = ctx.root.join("out/used");
@@ -388,12 +410,16 @@ image "used" {{ files {{ copy from="uses" "/out" to="/x" }} }}
             if e.path() == ctx.root.join("token.txt") {
                 continue;
             }
+            if e.path() == ctx.root.join("key.pem") {
+                continue;
+            }
             let bytes = fs::read(e.path()).unwrap();
-            let plain = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
             let mut gz = Vec::new();
             let _ = std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&bytes[..]), &mut gz);
-            let packed = gz.windows(secret.len()).any(|w| w == secret.as_bytes());
-            assert!(!plain && !packed, "the secret is in {}", e.path().display());
+            for needle in [secret, lines[1]] {
+                let found = |b: &[u8]| b.windows(needle.len()).any(|w| w == needle.as_bytes());
+                assert!(!found(&bytes) && !found(&gz), "a secret is in {}", e.path().display());
+            }
         }
     }
     // Not in the key: another value of the same secret runs nothing again.
@@ -459,6 +485,14 @@ image "two" {{ files {{ copy from="second" "/out" to="/x" }} }}
     let x = ctx.tmp.path().join("bundle/rootfs/x");
     assert!(!fs::read_to_string(x.join("etc")).unwrap().contains("planted"));
     assert!(!fs::read(rootfs.join("usr/bin/busybox")).unwrap().ends_with(b"planted"), "the tree was unpacked again");
+    // A store another user owns (made before us, in a directory others can write) is refused.
+    let theirs = ctx.tmp.path().join("theirs");
+    fs::create_dir_all(theirs.join("v1")).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(theirs.join("v1"), Some(65534), Some(65534)).unwrap();
+    let out = ctx.cmd().env("COMPOSE_CACHE_DIR", &theirs).args(["build", "spec.kdl", "--image", "one"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("belongs to uid 65534, not to this user (uid 0)"), "{}", stderr(&out));
     // --check runs both steps again over the same clean tree: the same outputs.
     assert_success(&ctx.compose(&["build", "spec.kdl", "--image", "two", "--check"]), "--check");
 }
