@@ -39,7 +39,8 @@
 //! * `values` owns the value grammars: pure checks of the strings a spec
 //!   writes (names, tags, packages, image paths, copy sources, owners,
 //!   platforms, ports, signals, base references) and "did you mean"
-//!   suggestions;
+//!   suggestions (`compose import` checks what it writes with the same
+//!   functions);
 //! * `decode` owns the KDL decoder: the vocabulary of node names, usage
 //!   strings, span helpers and the walk from a KDL document to
 //!   [`ImageSpec`]s, collecting every problem as it goes.
@@ -56,7 +57,7 @@ mod decode;
 mod diagnostic;
 #[cfg(test)]
 mod tests;
-mod values;
+pub(crate) mod values;
 
 use decode::Decoder;
 use diagnostic::{finish, not_utf8};

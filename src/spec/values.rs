@@ -102,19 +102,19 @@ pub(super) fn valid_tag(s: &str) -> bool {
 }
 
 /// User and group names: `[A-Za-z_][A-Za-z0-9._-]*`, at most 32 bytes.
-pub(super) fn valid_account_name(s: &str) -> bool {
+pub(crate) fn valid_account_name(s: &str) -> bool {
     s.len() <= 32 && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && s.chars().all(is_name_char)
 }
 
 /// Debian package names: `[a-z0-9][a-z0-9+.-]+`.
-pub(super) fn valid_package_name(s: &str) -> bool {
+pub(crate) fn valid_package_name(s: &str) -> bool {
     s.len() >= 2
         && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '+' | '.' | '-'))
 }
 
 /// Debian versions: `[A-Za-z0-9.+~:-]+` starting with a digit.
-pub(super) fn valid_package_version(s: &str) -> bool {
+pub(crate) fn valid_package_version(s: &str) -> bool {
     s.chars().next().is_some_and(|c| c.is_ascii_digit())
         && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~' | ':' | '-'))
 }
@@ -124,8 +124,8 @@ fn all_digits(s: &str) -> bool {
 }
 
 /// A problem with a string value: message, label, help.
-pub(super) struct Bad {
-    pub(super) message: String,
+pub(crate) struct Bad {
+    pub(crate) message: String,
     pub(super) label: String,
     pub(super) help: Option<String>,
 }
@@ -143,7 +143,7 @@ impl Bad {
 
 /// Checks and normalizes an absolute path inside the image. Returns the
 /// normalized path and whether it was written with a trailing slash.
-pub(super) fn image_path(s: &str) -> Result<(String, bool), Bad> {
+pub(crate) fn image_path(s: &str) -> Result<(String, bool), Bad> {
     if s.contains('\0') {
         return Err(Bad::new("image paths must not contain NUL", "contains a NUL character"));
     }
@@ -175,7 +175,7 @@ pub(super) fn image_path(s: &str) -> Result<(String, bool), Bad> {
 
 /// Checks a copy source: absolute, or relative without escaping the spec
 /// directory. Errors come with their code.
-pub(super) fn copy_source(s: &str) -> Result<(), (&'static str, Bad)> {
+pub(crate) fn copy_source(s: &str) -> Result<(), (&'static str, Bad)> {
     if s.is_empty() {
         return Err((
             "compose::spec::bad_source",
@@ -211,7 +211,7 @@ pub(super) fn copy_source(s: &str) -> Result<(), (&'static str, Bad)> {
     Ok(())
 }
 
-pub(super) fn owner(s: &str) -> Result<Owner, Bad> {
+pub(crate) fn owner(s: &str) -> Result<Owner, Bad> {
     if let Some((u, g)) = s.split_once(':') {
         // `user:group` with names (or a name and an id), resolved against `accounts` later.
         let part = |p: &str| valid_account_name(p) || (all_digits(p) && p.parse::<u32>().is_ok());
@@ -245,7 +245,7 @@ pub(super) fn owner(s: &str) -> Result<Owner, Bad> {
     }
 }
 
-pub(super) fn config_user(s: &str) -> Result<(), Bad> {
+pub(crate) fn config_user(s: &str) -> Result<(), Bad> {
     let ok = match s.split_once(':') {
         Some((u, g)) => {
             let part = |p: &str| valid_account_name(p) || (all_digits(p) && p.parse::<u32>().is_ok());
@@ -317,7 +317,7 @@ fn port_number(p: &str, written: &str) -> Result<u16, Bad> {
     }
 }
 
-pub(super) fn expose_string(s: &str) -> Result<String, Bad> {
+pub(crate) fn expose_string(s: &str) -> Result<String, Bad> {
     let (p, proto) = match s.split_once('/') {
         Some((p, proto)) => (p, proto.to_ascii_lowercase()),
         None => (s, "tcp".to_owned()),
@@ -329,7 +329,7 @@ pub(super) fn expose_string(s: &str) -> Result<String, Bad> {
     Ok(format!("{n}/{proto}"))
 }
 
-pub(super) fn stop_signal(s: &str) -> Result<(), Bad> {
+pub(crate) fn stop_signal(s: &str) -> Result<(), Bad> {
     let ok = if all_digits(s) {
         s.parse::<u8>().is_ok_and(|n| n > 0)
     } else {
@@ -356,7 +356,7 @@ pub(super) const TAG_HELP: &str = "tags are letters, digits, `_`, `.` and `-`, a
 const BASE_HELP: &str = "write \"REGISTRY/REPO:TAG\", \"REGISTRY/REPO@sha256:DIGEST\", \"oci:PATH[:TAG]\", \
      \"oci-archive:PATH\", \"docker-archive:PATH\" or \"scratch\"";
 
-pub(super) fn base_reference(s: &str, span: SourceSpan) -> Result<Base, Bad> {
+pub(crate) fn base_reference(s: &str, span: SourceSpan) -> Result<Base, Bad> {
     if s == "scratch" {
         return Ok(Base::Scratch);
     }
