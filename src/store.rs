@@ -34,6 +34,11 @@
 //! symlink, a directory) is found on its next use, removed, and made or fetched again.
 //! Leftover temporary files of killed builds are removed by the next build that finds no other
 //! build running on the store.
+//!
+//! [`Store::verify`] re-hashes every blob and asks its caller whether each record fits its kind
+//! (the build's `record_problem`: output shapes, `diff_id`s, and whether each tree compose wrote
+//! keeps the rules of [`crate::tarcheck`], so that no stored record can make a later build fail);
+//! with `repair`, what does not is removed and made or fetched again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};

@@ -4,6 +4,12 @@
 //! on rayon's pool, whose size is `--jobs`), the store ▸ execute lookup stack, the per-derivation
 //! build lock (two processes never build the same derivation twice), progress reporting through
 //! [`Reporter`], and assembling a finished image (the blobs an export needs) from store records.
+//!
+//! It also says which records fit their derivation, wherever they come from: [`fits`] (from the
+//! record alone, for every lookup: kind, output names and media types, what the derivation pins)
+//! and [`record_problem`] (from the blobs, for `compose cache verify`: `diff_id`s, manifests, and
+//! trees compose wrote, which must keep [`crate::tarcheck::Rules::Compose`]). A remote record's
+//! trees are checked by those rules as they stream in.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -20,6 +26,7 @@ use crate::layer::{self, Compression, LayerWriter};
 use crate::oci::{self as image, ConfigFields, Descriptor};
 use crate::plan::{Content, Derivation, DrvKind, EntryKind, ImageBase, ImageDrv, Plan, PlannedEntry};
 use crate::store::{self, Output, Record, Store, StoreError, RECORD_VERSION};
+use crate::tarcheck;
 
 pub mod packages;
 pub mod sandbox;
@@ -304,6 +311,13 @@ fn shape(kind: &str) -> Option<Shape> {
     })
 }
 
+/// Is output `name` of a record of kind `kind` a tree compose wrote (a layer, a step's output):
+/// one that must keep [`tarcheck::Rules::Compose`]? A base's layer (kind `blob`) is the base's,
+/// pinned by its digest.
+fn compose_tree(kind: &str, name: &str) -> bool {
+    shape(kind).is_some_and(|s| s.iter().any(|&(n, media_type, is_layer)| n == name && is_layer && media_type.is_some()))
+}
+
 /// What is wrong with `rec` for its kind, from the record alone: unknown kind, other outputs,
 /// a media type not of that output, a layer without a `diff_id` or another output with one.
 fn shape_problem(rec: &Record) -> Option<String> {
@@ -353,19 +367,31 @@ pub fn fits(drv: &Derivation, rec: &Record) -> bool {
 
 /// What `compose cache verify` finds wrong with stored record `rec` beyond its blobs' digests:
 /// a shape that does not fit its kind, a layer whose uncompressed bytes are not its `diff_id`,
-/// an image whose manifest does not parse or does not name its config and stored layers, an
-/// index that does not parse or names manifests the store lacks.
+/// a tree compose wrote (a step's output, a layer) that breaks the rules of one
+/// ([`tarcheck::Rules::Compose`]: what could damage a later build), an image whose manifest does
+/// not parse or does not name its config and stored layers, an index that does not parse or
+/// names manifests the store lacks.
 pub fn record_problem(store: &Store, rec: &Record) -> Option<String> {
     if let Some(p) = shape_problem(rec) {
         return Some(p);
     }
     for (name, o) in &rec.outputs {
-        if let Some(want) = o.diff_id {
-            match layer::DiffIdWriter::of_file(&store.blob_path(&o.digest), &o.media_type) {
-                Ok(got) if Sha256(got) == want => {}
-                Ok(got) => return Some(format!("layer `{name}` has diff_id {}, not {want}", Sha256(got))),
+        let Some(want) = o.diff_id else { continue };
+        let path = store.blob_path(&o.digest);
+        let got = if compose_tree(&rec.kind, name) {
+            match tarcheck::check_file(&path, &o.media_type, tarcheck::Rules::Compose) {
+                Ok(s) => s.diff_id.unwrap_or_default(),
+                Err(Ok(why)) => return Some(format!("its `{name}` breaks the rules of a tree: {why}")),
+                Err(Err(e)) => return Some(format!("layer `{name}` cannot be read: {e}")),
+            }
+        } else {
+            match layer::DiffIdWriter::of_file(&path, &o.media_type) {
+                Ok(got) => got,
                 Err(e) => return Some(format!("layer `{name}` does not decompress: {e}")),
             }
+        };
+        if Sha256(got) != want {
+            return Some(format!("layer `{name}` has diff_id {}, not {want}", Sha256(got)));
         }
     }
     let read = |o: &Output| store.read_blob(&o.digest).ok();
@@ -548,7 +574,7 @@ fn execute_inner(
                     return Ok(Step::Done(n, r, Outcome::Built));
                 }
                 if let (Some(rc), Some(rec)) = (remote, offered.get(&n)) {
-                    if rc.fetch_outputs(store, rec) {
+                    if rc.fetch_outputs(store, rec, &|name| compose_tree(&rec.kind, name)) {
                         return Ok(Step::Done(n, rec.clone(), Outcome::Remote));
                     }
                     if deps.len() != plan.dependencies(n).len() {

@@ -5,14 +5,16 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufReader};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use super::{output, BuildError};
 use crate::hash::Sha256;
 use crate::oci;
 use crate::plan::{Content, CopyFrom, EntryKind, PlannedEntry};
 use crate::store::{Output, Record, Store};
+use crate::tarcheck::{self, Kind, Rules, WalkError};
 
 /// Where an image's unpacked root filesystems are kept, by manifest digest.
 fn rootfs_cache(store: &Store) -> PathBuf {
@@ -42,9 +44,11 @@ pub fn image_rootfs(store: &Store, image: &Record) -> Result<PathBuf, BuildError
     let root = tmp.path().join("rootfs");
     fs::create_dir(&root).map_err(io_error(&root, "cannot create"))?;
     fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).map_err(io_error(&root, "cannot set the mode of"))?;
+    // Its layers may be a base's, written by any tool: the rules of a foreign layer.
     for l in &doc.layers {
         let blob = store.blob_path(&l.digest);
-        unpack(&blob, l.media_type.as_deref().unwrap_or(crate::layer::GZIP_MEDIA_TYPE), &root)?;
+        let how = Unpack { rules: Rules::Foreign, whiteouts: true };
+        unpack_with(&blob, l.media_type.as_deref().unwrap_or(crate::layer::GZIP_MEDIA_TYPE), &root, &how)?;
     }
     match fs::rename(&root, &dir) {
         Ok(()) => Ok(dir),
@@ -54,66 +58,88 @@ pub fn image_rootfs(store: &Store, image: &Record) -> Result<PathBuf, BuildError
     }
 }
 
-/// Unpack the layer or tree blob `blob` into `dest`, applying OCI whiteouts. Entries that would
-/// leave `dest` are refused (by the tar reader's checks and ours).
+/// Unpack the tree blob `blob` (a step's output, a step's inputs: a tree compose wrote) into the
+/// empty directory `dest`. The tree is checked as it is read ([`tarcheck::Rules::Compose`]):
+/// one that breaks a rule is refused, and nothing in it is ever written through a symlink.
 pub fn unpack(blob: &Path, media_type: &str, dest: &Path) -> Result<(), BuildError> {
+    unpack_with(blob, media_type, dest, &Unpack { rules: Rules::Compose, whiteouts: false })
+}
+
+/// How a blob is unpacked.
+struct Unpack {
+    rules: Rules,
+    /// Apply OCI whiteouts (an image's layers, one over the other); a single tree has none.
+    whiteouts: bool,
+}
+
+/// Unpack `blob` into `dest` as `how` says.
+fn unpack_with(blob: &Path, media_type: &str, dest: &Path, how: &Unpack) -> Result<(), BuildError> {
     let f = File::open(blob).map_err(io_error(blob, "cannot open"))?;
     let reader = crate::layer::decoder(media_type, BufReader::with_capacity(256 * 1024, f)).map_err(io_error(blob, "cannot read"))?;
-    let mut ar = tar::Archive::new(reader);
-    ar.set_preserve_permissions(true);
-    ar.set_preserve_ownerships(true);
-    ar.set_preserve_mtime(true);
-    ar.set_overwrite(true);
-    let bad = |what: String| BuildError::Tree { message: what, source: io::Error::new(io::ErrorKind::InvalidData, "refused") };
-    for entry in ar.entries().map_err(io_error(blob, "cannot read"))? {
-        let mut entry = entry.map_err(io_error(blob, "cannot read"))?;
-        let path = entry.path().map_err(io_error(blob, "cannot read"))?.into_owned();
-        let mut rel = PathBuf::new();
-        for c in path.components() {
-            match c {
-                Component::Normal(p) => rel.push(p),
-                Component::CurDir | Component::RootDir => {}
-                _ => return Err(bad(format!("`{}` in `{}` leaves the root", path.display(), blob.display()))),
-            }
+    let walked = tarcheck::walk(reader, how.rules, false, |c, entry| {
+        if c.kind == Kind::Special {
+            // A base's devices and FIFOs are not made.
+            return Ok(());
         }
-        let Some(name) = rel.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
-        // The parent as the image itself sees it: symlinks inside the tree are followed within it
-        // (an absolute target is re-rooted at `dest`), so nothing is ever written or removed
-        // outside `dest`.
-        let parent_rel = rel.parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-        let parent = resolve_in(dest, &parent_rel);
-        if let Some(hidden) = name.strip_prefix(".wh.") {
-            if hidden == ".wh..opq" {
-                // Opaque: what lower layers put in this directory is gone.
-                if let Ok(rd) = fs::read_dir(&parent) {
-                    for e in rd.flatten() {
-                        remove(&e.path());
+        let name = c.path.file_name().unwrap_or_default();
+        let parent_rel = c.path.parent().unwrap_or(Path::new(""));
+        // A tree compose wrote has every parent as a directory of its own (the rules), so the
+        // parent is joined, never resolved. An image's layer sees its lower layers as the image
+        // does: symlinks inside the tree are followed within it (an absolute target re-rooted
+        // at `dest`), so nothing is ever written or removed outside `dest`.
+        let parent = match how.rules {
+            Rules::Compose => dest.join(parent_rel),
+            Rules::Foreign => resolve_in(dest, &parent_rel.to_string_lossy()),
+        };
+        if how.whiteouts {
+            if let Some(hidden) = name.as_bytes().strip_prefix(b".wh.") {
+                if hidden == b".wh..opq" {
+                    // Opaque: what lower layers put in this directory is gone.
+                    if let Ok(rd) = fs::read_dir(&parent) {
+                        for e in rd.flatten() {
+                            remove(&e.path());
+                        }
                     }
+                } else if !hidden.is_empty() && hidden != b"." && hidden != b".." {
+                    remove(&parent.join(std::ffi::OsStr::from_bytes(hidden)));
                 }
-            } else if !hidden.is_empty() && hidden != "." && hidden != ".." {
-                remove(&parent.join(hidden));
+                return Ok(());
             }
-            continue;
         }
         fs::create_dir_all(&parent).map_err(io_error(&parent, "cannot create"))?;
         // A file replacing a directory (or the other way round) replaces it whole.
-        let target = parent.join(&name);
-        let kind = entry.header().entry_type();
+        let target = parent.join(name);
         if let Ok(meta) = fs::symlink_metadata(&target) {
-            if meta.is_dir() != kind.is_dir() || meta.file_type().is_symlink() || kind.is_hard_link() {
+            if meta.is_dir() != (c.kind == Kind::Dir) || meta.file_type().is_symlink() || matches!(c.kind, Kind::HardLink(_)) {
                 remove(&target);
             }
         }
-        if kind.is_hard_link() {
-            let link = entry.link_name().map_err(io_error(blob, "cannot read"))?.map(|l| l.to_string_lossy().into_owned());
-            let Some(link) = link else { return Err(bad(format!("hard link `{}` in `{}` has no target", path.display(), blob.display()))) };
-            let source = resolve_in(dest, &link);
-            fs::hard_link(&source, &target).map_err(io_error(&target, "cannot link"))?;
-            continue;
+        if let Kind::HardLink(link) = &c.kind {
+            let source = match how.rules {
+                Rules::Compose => dest.join(link),
+                Rules::Foreign => resolve_in(dest, &link.to_string_lossy()),
+            };
+            return fs::hard_link(&source, &target).map_err(io_error(&target, "cannot link"));
         }
-        entry.unpack(&target).map_err(io_error(&target, "cannot unpack"))?;
+        entry.unpack(&target).map(|_| ()).map_err(io_error(&target, "cannot unpack"))
+    });
+    match walked {
+        Ok(_) => Ok(()),
+        Err(WalkError::Visit(e)) => Err(e),
+        Err(WalkError::Refused(r)) => Err(refused(blob, r)),
     }
-    Ok(())
+}
+
+/// A tree that breaks the rules of its kind, as a build error.
+fn refused(blob: &Path, r: tarcheck::Refused) -> BuildError {
+    BuildError::Tree {
+        message: format!(
+            "the tree in `{}` is refused: {r} (a store that took it from a shared cache before compose checked trees: \
+             `compose cache verify --repair` removes it)",
+            blob.display()
+        ),
+        source: io::Error::new(io::ErrorKind::InvalidData, "refused"),
+    }
 }
 
 fn remove(p: &Path) {
@@ -249,9 +275,25 @@ pub fn copy_entries(c: &CopyFrom, root: &Path, what: &str, shown: &str) -> Resul
 }
 
 /// Capture the directory `dir` as a normalised layer in the store (see [`scan_tree`]; mtimes
-/// are the epoch).
+/// are the epoch). A tree past the bounds every tree is held to ([`tarcheck::MAX_TREE_BYTES`],
+/// [`tarcheck::MAX_TREE_ENTRIES`]) is refused here, not later when it is unpacked.
 pub fn capture(name: &str, dir: &Path, epoch: u64, store: &Store) -> Result<Output, BuildError> {
     let entries = scan_tree(dir)?;
+    let bytes: u64 = entries
+        .iter()
+        .map(|e| 512 + if let EntryKind::File { size, .. } = e.kind { size.div_ceil(512).saturating_mul(512) } else { 0 })
+        .fold(0u64, u64::saturating_add);
+    if entries.len() as u64 > tarcheck::MAX_TREE_ENTRIES || bytes > tarcheck::MAX_TREE_BYTES {
+        return Err(BuildError::Tree {
+            message: format!(
+                "the output of {name} is too big to keep: {} entries, {bytes} bytes as a tar (a tree holds at most {} entries and {} GiB)",
+                entries.len(),
+                tarcheck::MAX_TREE_ENTRIES,
+                tarcheck::MAX_TREE_BYTES >> 30
+            ),
+            source: io::Error::new(io::ErrorKind::InvalidData, "too big"),
+        });
+    }
     super::build_layer(name, &entries, epoch, crate::layer::Compression::Gzip, store)
 }
 
@@ -329,12 +371,14 @@ mod tests {
         b.into_inner().unwrap()
     }
 
+    /// Unpack `layers` one over the other, as an image's (foreign rules, whiteouts).
     fn unpack_all(dest: &Path, layers: &[Vec<u8>]) {
         let dir = tempfile::tempdir().unwrap();
         for (i, l) in layers.iter().enumerate() {
             let p = dir.path().join(format!("{i}.tar"));
             fs::write(&p, l).unwrap();
-            unpack(&p, "application/vnd.oci.image.layer.v1.tar", dest).unwrap();
+            let how = Unpack { rules: Rules::Foreign, whiteouts: true };
+            unpack_with(&p, "application/vnd.oci.image.layer.v1.tar", dest, &how).unwrap();
         }
     }
 
@@ -379,6 +423,35 @@ mod tests {
         assert_eq!(names("d"), ["b"]);
         assert_eq!(names("o"), ["y"]);
         assert!(root.path().join("keep").exists(), "`.wh...` removes nothing");
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = walkdir::WalkDir::new(dir)
+            .min_depth(1)
+            .into_iter()
+            .map(|e| e.unwrap().path().strip_prefix(dir).unwrap().display().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_tree_that_breaks_the_rules_is_refused_and_writes_nothing_outside() {
+        let outside = tempfile::tempdir().unwrap();
+        let dest = outside.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_link(&mut h, "escape", "../victim").unwrap();
+        let p = outside.path().join("t.tar");
+        fs::write(&p, b.into_inner().unwrap()).unwrap();
+        fs::write(outside.path().join("victim"), "host").unwrap();
+        let e = unpack(&p, "application/vnd.oci.image.layer.v1.tar", &dest).unwrap_err();
+        assert!(e.to_string().contains("is refused") && e.to_string().contains("verify --repair"), "{e}");
+        assert!(listing(&dest).is_empty());
     }
 
     #[test]
