@@ -307,6 +307,9 @@ fn shape(kind: &str) -> Option<Shape> {
         "index" => &[("index", Some(image::INDEX_MEDIA_TYPE), false)],
         "step" => &[("log", Some(TEXT_MEDIA_TYPE), false), ("tree", Some(layer::GZIP_MEDIA_TYPE), true)],
         "scripts" => &[("layer", GZ, true), ("log", Some(TEXT_MEDIA_TYPE), false)],
+        // What compose read from an external base (passwd, group, dpkg database): written by
+        // `base`, not by a derivation of the plan; local only.
+        crate::base::BASE_FILES_KIND => &[("files", Some(crate::base::BASE_FILES_MEDIA_TYPE), false)],
         _ => return None,
     })
 }
@@ -370,7 +373,7 @@ pub fn fits(drv: &Derivation, rec: &Record) -> bool {
 /// a tree compose wrote (a step's output, a layer) that breaks the rules of one
 /// ([`tarcheck::Rules::Compose`]: what could damage a later build), an image whose manifest does
 /// not parse or does not name its config and stored layers, an index that does not parse or
-/// names manifests the store lacks.
+/// names manifests the store lacks, base files that do not parse.
 pub fn record_problem(store: &Store, rec: &Record) -> Option<String> {
     if let Some(p) = shape_problem(rec) {
         return Some(p);
@@ -420,6 +423,9 @@ pub fn record_problem(store: &Store, rec: &Record) -> Option<String> {
                 .iter()
                 .find(|m| store.checked_size(&m.digest) != Some(m.size))
                 .map(|m| format!("manifest {} of its index is not in the store", m.digest))
+        }
+        crate::base::BASE_FILES_KIND => {
+            read(&rec.outputs["files"]).and_then(|b| crate::base::parse_base_files(&b)).is_none().then(|| "its files do not parse".into())
         }
         _ => None,
     }
