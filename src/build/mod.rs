@@ -732,6 +732,13 @@ fn layer_with_copies(
     store: &Store,
 ) -> Result<Output, BuildError> {
     let mut unpacked: HashMap<NodeIndex, (PathBuf, Option<tempfile::TempDir>)> = HashMap::new();
+    // What this layer copies from each step: only that is unpacked.
+    let mut wanted: HashMap<NodeIndex, Vec<&str>> = HashMap::new();
+    for part in &l.parts {
+        if let crate::plan::LayerPart::From(c) = part {
+            wanted.entry(c.source).or_default().push(&c.src);
+        }
+    }
     let mut parts: Vec<Vec<PlannedEntry>> = Vec::new();
     for part in &l.parts {
         match part {
@@ -748,7 +755,8 @@ fn layer_with_copies(
                                 .prefix("tree-")
                                 .tempdir_in(&tmp_root)
                                 .map_err(trees::io_error(&tmp_root, "cannot create a directory in"))?;
-                            trees::unpack(&store.blob_path(&tree.digest), &tree.media_type, dir.path())?;
+                            let srcs = wanted.get(&c.source).map(Vec::as_slice).unwrap_or_default();
+                            trees::unpack_for(&store.blob_path(&tree.digest), &tree.media_type, dir.path(), srcs)?;
                             (dir.path().to_path_buf(), Some(dir))
                         }
                         _ => (trees::image_rootfs(store, rec)?, None),

@@ -859,3 +859,66 @@ fn hostile_remote_step_records_never_brick_a_store() {
     let va2 = build(&ctx, &a, "store-a", &[]);
     assert!(va2["derivations"]["built"].as_u64().unwrap() >= 2, "{va2}");
 }
+
+/// Defect 4a: `copy from="STEP" "/out/small"` unpacked the whole step tree (a 6-byte file beside
+/// a 10 GiB one: 84 s and 12.9 GB written). Here the step's tree (from the cache) holds 2 GiB of
+/// zeros beside `hello`, and compose may write no file past 512 MiB: only `hello` is unpacked.
+#[test]
+fn copy_from_a_step_takes_only_what_it_copies() {
+    use sha2::Digest;
+    let ctx = TestContext::new();
+    let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
+    let a = ctx.tmp.path().join("machine-a");
+    let b = ctx.tmp.path().join("machine-b");
+    for d in [&a, &b] {
+        fs::create_dir_all(d).unwrap();
+        fs::write(d.join("spec.kdl"), STEP_SPEC).unwrap();
+    }
+    let va = build(&ctx, &a, "store-a", &["--remote-cache", &nginx.url]);
+    let mut step = None;
+    for (path, rec) in remote_records(&nginx) {
+        if rec["kind"] == "step" {
+            step = Some((path, rec));
+        } else {
+            fs::remove_file(path).unwrap();
+        }
+    }
+    let (step_path, mut rec) = step.unwrap();
+    // `a-big` (2 GiB of zeros) then `hello`: one gzip member per MiB, as compose writes them.
+    let big: u64 = 2 << 30;
+    let head = raw_tar(&[(b"a-big", b'0', b"", big, b"")]);
+    let head = &head[..512];
+    let tail = raw_tar(&[(b"hello", b'0', b"", 6, b"hello\n")]);
+    let zeros = vec![0u8; 1 << 20];
+    let (mut blob, mut diff_id) = (gzip(head), sha2::Sha256::new());
+    diff_id.update(head);
+    let zeros_gz = gzip(&zeros);
+    for _ in 0..(big >> 20) {
+        blob.extend_from_slice(&zeros_gz);
+        diff_id.update(&zeros);
+    }
+    blob.extend_from_slice(&gzip(&tail));
+    diff_id.update(&tail);
+    let diff_id: String = diff_id.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = sha256_hex(&blob);
+    fs::write(nginx.root.join("cas").join(&hex), &blob).unwrap();
+    rec["outputs"]["tree"]["digest"] = serde_json::json!(format!("sha256:{hex}"));
+    rec["outputs"]["tree"]["size"] = serde_json::json!(blob.len());
+    rec["outputs"]["tree"]["diff_id"] = serde_json::json!(format!("sha256:{diff_id}"));
+    fs::write(&step_path, serde_json::to_vec(&rec).unwrap()).unwrap();
+
+    let out = Command::new("prlimit")
+        .arg(format!("--fsize={}", 512 << 20))
+        .arg(crate::support::COMPOSE)
+        .args(["build", "spec.kdl", "--json", "--remote-cache", &nginx.url, "--remote-cache-mode", "ro"])
+        .current_dir(&b)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", ctx.tmp.path())
+        .env("COMPOSE_CACHE_DIR", ctx.tmp.path().join("store-b"))
+        .output()
+        .unwrap();
+    let vb = json_of(&out, "build copying a small file beside a big one");
+    assert_eq!(vb["images"][0]["digest"], va["images"][0]["digest"], "{vb}");
+    assert_eq!(vb["derivations"]["remote"], 1, "the step's tree came from the cache: {vb}");
+}
