@@ -221,8 +221,10 @@ fn remove(p: &Path) {
 
 /// The entries of directory `dir` (not itself), byte-sorted by path, as paths below `/`: modes,
 /// numeric owners and file sizes as found; hard links become separate regular files. Devices,
-/// FIFOs and sockets are refused.
-pub fn scan_tree(dir: &Path) -> Result<Vec<PlannedEntry>, BuildError> {
+/// FIFOs and sockets are refused, naming `what` the directory is ("the output of step x") and
+/// the entry's path as the step sees it (`shown`, the directory's path, then the entry's).
+pub fn scan_tree(dir: &Path, shown: &str, what: &str) -> Result<Vec<PlannedEntry>, BuildError> {
+    let shown = shown.trim_end_matches('/');
     let mut out = Vec::new();
     for e in walkdir::WalkDir::new(dir).min_depth(1).follow_links(false).follow_root_links(false) {
         let e = e.map_err(|e| {
@@ -232,7 +234,7 @@ pub fn scan_tree(dir: &Path) -> Result<Vec<PlannedEntry>, BuildError> {
         let rel = e.path().strip_prefix(dir).unwrap_or(e.path());
         let Some(rel) = rel.to_str() else {
             return Err(BuildError::Tree {
-                message: format!("`{}` has a name that is not UTF-8", e.path().display()),
+                message: format!("`{}` in {what} has a name that is not UTF-8", e.path().display()),
                 source: io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"),
             });
         };
@@ -247,7 +249,7 @@ pub fn scan_tree(dir: &Path) -> Result<Vec<PlannedEntry>, BuildError> {
             EntryKind::File { size: meta.len(), content: Content::Tree { abs: e.path().to_path_buf() } }
         } else {
             return Err(BuildError::Tree {
-                message: format!("`/{rel}` is a device, FIFO or socket; a tree holds files, directories and symlinks"),
+                message: format!("`{shown}/{rel}` in {what} is a device, FIFO or socket; a tree holds files, directories and symlinks"),
                 source: io::Error::new(io::ErrorKind::InvalidData, "special file"),
             });
         };
@@ -315,7 +317,7 @@ pub fn copy_entries(c: &CopyFrom, root: &Path, what: &str, shown: &str) -> Resul
     };
     if meta.is_dir() {
         out.push(fix(PlannedEntry { path: String::new(), kind: EntryKind::Dir, mode: meta.mode() & 0o7777, uid: 0, gid: 0 }, c.to.clone()));
-        for e in scan_tree(&abs)? {
+        for e in scan_tree(&abs, shown, what)? {
             let path = join(&c.to, e.path.trim_start_matches('/'));
             out.push(fix(e, path));
         }
@@ -339,11 +341,12 @@ pub fn copy_entries(c: &CopyFrom, root: &Path, what: &str, shown: &str) -> Resul
     Ok(out)
 }
 
-/// Capture the directory `dir` as a normalised layer in the store (see [`scan_tree`]; mtimes
-/// are the epoch). A tree past the bounds every tree is held to ([`tarcheck::MAX_TREE_BYTES`],
-/// [`tarcheck::MAX_TREE_ENTRIES`]) is refused here, not later when it is unpacked.
-pub fn capture(name: &str, dir: &Path, epoch: u64, store: &Store) -> Result<Output, BuildError> {
-    let entries = scan_tree(dir)?;
+/// Capture the directory `dir`, the output `output` of `name` ("step x"), as a normalised layer
+/// in the store (see [`scan_tree`]; mtimes are the epoch). A tree past the bounds every tree is
+/// held to ([`tarcheck::MAX_TREE_BYTES`], [`tarcheck::MAX_TREE_ENTRIES`]) is refused here, not
+/// later when it is unpacked.
+pub fn capture(name: &str, output: &str, dir: &Path, epoch: u64, store: &Store) -> Result<Output, BuildError> {
+    let entries = scan_tree(dir, output, &format!("the output of {name}"))?;
     let bytes: u64 = entries
         .iter()
         .map(|e| 512 + if let EntryKind::File { size, .. } = e.kind { size.div_ceil(512).saturating_mul(512) } else { 0 })

@@ -20,3 +20,4 @@ mod remote;
 mod repro;
 mod steps;
 mod store;
+mod trees;
