@@ -206,11 +206,9 @@ impl crate::layer::ChunkCache for StoreChunks {
         let f = open_nofollow(&self.dir.join("blobs/sha256").join(p.blob.hex())).ok()?;
         let mut bytes = vec![0u8; usize::try_from(p.len).ok()?];
         f.read_exact_at(&mut bytes, p.offset).ok()?;
-        // A blob whose identity is still the one it had when it was hashed has its bytes, and a
-        // whole pointer line (its sum checks out) names the right range of it; otherwise the
-        // bytes are checked.
-        let intact = p.memo.is_some() && f.metadata().is_ok_and(|m| marker_matches_in(&self.dir, &p.blob, &m));
-        (intact || *blake3::hash(&bytes).as_bytes() == p.check).then_some(crate::layer::Kept { bytes, memo: p.memo })
+        // The bytes are always checked: a blob's verified marker vouches for the blob it names
+        // (its bytes are its digest's), not for the range a pointer line says the chunk is at.
+        (*blake3::hash(&bytes).as_bytes() == p.check).then_some(crate::layer::Kept { bytes, memo: p.memo })
     }
 }
 
@@ -895,6 +893,36 @@ mod tests {
         assert_eq!(store.lookup(&drv).unwrap(), None);
         let report = store.verify(true, &|_, _| None).unwrap();
         assert_eq!(report.damage.len(), 1, "{:?}", report.damage);
+    }
+
+    /// Defect 4g: a chunk pointer whose range did not hash to its recorded blake3 was used when
+    /// the blob's verified marker matched. The marker vouches for the blob, not for the range.
+    #[test]
+    fn a_chunk_pointer_is_used_only_when_its_range_hashes_to_its_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+        let blob = store.put_bytes(&data).unwrap();
+        let p = store.blob_path(&blob);
+        assert!(marker_matches_in(store.dir(), &blob, &fs::symlink_metadata(&p).unwrap()), "the blob is verified");
+        let state = crate::layer::ShaState::default();
+        let chunk = |offset: u64, check: [u8; 32]| crate::layer::ChunkRecord {
+            key: [9; 32],
+            offset,
+            len: 100,
+            check,
+            reused: false,
+            memo: Some(crate::layer::ChunkMemo { tar: (state, state), blob: (state, state) }),
+            memo_held: false,
+            alias: None,
+        };
+        let right = *blake3::hash(&data[100..200]).as_bytes();
+        store.keep_chunks(&blob, &[chunk(100, right)]);
+        let cache = store.chunk_cache();
+        assert_eq!(cache.get(&[9; 32]).map(|k| k.bytes), Some(data[100..200].to_vec()));
+        // A whole line (its sum checks out) naming another range: never used.
+        store.keep_chunks(&blob, &[chunk(101, right)]);
+        assert_eq!(cache.get(&[9; 32]), None);
     }
 
     #[test]
