@@ -18,6 +18,9 @@
 //!     ├── chunks/<key-hex>           kept compressed layer chunks: `BLOB-HEX OFFSET LEN BLAKE3-HEX [MEMO… SUM]`,
 //!     │                              where in a stored layer blob the chunk with that key (`layer::chunk_key`)
 //!     │                              is, and where the layer's digests went over it (`layer::ChunkMemo`)
+//!     ├── rootfs/<manifest-hex>/     an image's root filesystem unpacked for build steps (a cache: gc drops it);
+//!     │                              `.unpack-*/` while one is being unpacked (a killed build's are leftovers)
+//!     ├── logs/<drv-hex>.log         the whole log of a step that failed (gc drops old ones)
 //!     └── tmp/                       temporary files, renamed into place when complete
 //! ```
 //!
@@ -32,8 +35,9 @@
 //! modification and change times in nanoseconds), which any write, truncation, replacement or
 //! `chmod` changes. So a warm build hashes nothing, and a damaged blob (other bytes, truncated, a
 //! symlink, a directory) is found on its next use, removed, and made or fetched again.
-//! Leftover temporary files of killed builds are removed by the next build that finds no other
-//! build running on the store.
+//! Leftover temporary files of killed builds (in `tmp/`, and half-unpacked images in
+//! `rootfs/.unpack-*`) are removed by the next build that finds no other build running on the
+//! store, and by `gc`; both count them.
 //!
 //! [`Store::verify`] re-hashes every blob and asks its caller whether each record fits its kind
 //! (the build's `record_problem`: output shapes, `diff_id`s, and whether each tree compose wrote
@@ -119,7 +123,13 @@ pub struct Store {
     root: PathBuf,
     dir: PathBuf,
     _lock: File,
+    /// Leftovers of killed builds removed when the store was opened (alone on it).
+    cleaned: u64,
 }
+
+/// The prefix of the directory an image is unpacked into (in `rootfs/`) before it is renamed to
+/// its manifest's digest: one found while no build runs is a killed build's leftover.
+pub const UNPACKING_PREFIX: &str = ".unpack-";
 
 /// Counts reported by `compose cache stats`.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -262,11 +272,12 @@ impl Store {
             File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err("open store lock", &lock_path))?;
         // Alone on the store (no build, no gc holds its lock): whatever `tmp/` holds was left by
         // builds that were killed; remove it, then share the store as every build does.
+        let mut cleaned = 0;
         if lock.try_lock().is_ok() {
-            clean_dir(&dir.join("tmp"));
+            cleaned = clean_dir(&dir.join("tmp")) + clean_unpacking(&dir.join("rootfs"));
         }
         lock.lock_shared().map_err(io_err("lock", &lock_path))?;
-        Ok(Store { root: root.to_path_buf(), dir, _lock: lock })
+        Ok(Store { root: root.to_path_buf(), dir, _lock: lock, cleaned })
     }
 
     /// The compressed layer chunks this store keeps, for [`crate::layer::LayerWriter::with`].
@@ -602,7 +613,7 @@ impl Store {
         }
         s.records = self.list_records()?.len() as u64;
         s.stat_caches = self.count_dir("stat");
-        s.temp_files = self.count_dir("tmp");
+        s.temp_files = self.count_dir("tmp") + unpacking(&self.dir.join("rootfs")).len() as u64;
         Ok(s)
     }
 
@@ -722,7 +733,8 @@ impl Store {
             report.blobs_removed += 1;
             report.bytes_freed += n;
         }
-        report.temp_removed += clean_dir(&self.dir.join("tmp"));
+        // With what opening the store removed (`compose cache gc` opens it just before).
+        report.temp_removed += self.cleaned + clean_dir(&self.dir.join("tmp")) + clean_unpacking(&self.dir.join("rootfs"));
         let locks = self.dir.join("locks");
         for e in fs::read_dir(&locks).map_err(io_err("list", &locks))?.flatten() {
             let _ = fs::remove_file(e.path());
@@ -751,7 +763,7 @@ impl Store {
         }
         // Images unpacked for build steps are a cache of blobs the store holds: made again when
         // a step needs them. Logs of failed steps go when old.
-        let _ = fs::remove_dir_all(self.dir.join("rootfs"));
+        remove_any(&self.dir.join("rootfs"));
         if let Ok(rd) = fs::read_dir(self.dir.join("logs")) {
             for e in rd.flatten() {
                 if is_old(&e.path()) {
@@ -794,6 +806,31 @@ fn clean_dir(dir: &Path) -> u64 {
         }
     }
     n
+}
+
+/// The directories of images being unpacked in `rootfs` (see [`UNPACKING_PREFIX`]).
+fn unpacking(rootfs: &Path) -> Vec<PathBuf> {
+    let rd = fs::read_dir(rootfs).into_iter().flatten().flatten();
+    rd.filter(|e| e.file_name().as_encoded_bytes().starts_with(UNPACKING_PREFIX.as_bytes())).map(|e| e.path()).collect()
+}
+
+/// Remove the half-unpacked images a killed build left in `rootfs` (alone on the store: nobody
+/// is unpacking). Returns how many went.
+fn clean_unpacking(rootfs: &Path) -> u64 {
+    unpacking(rootfs).iter().filter(|p| remove_any(p)).count() as u64
+}
+
+/// Remove whatever is at `p`: a file, a symlink, or a directory tree (made writable first, as
+/// what was unpacked or run in it may have left it read-only). True if it went.
+fn remove_any(p: &Path) -> bool {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => {
+            make_writable(p);
+            fs::remove_dir_all(p).is_ok()
+        }
+        Ok(_) => fs::remove_file(p).is_ok(),
+        Err(_) => false,
+    }
 }
 
 /// Detach every mount below `dir` (deepest first).

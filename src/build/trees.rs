@@ -40,7 +40,10 @@ pub fn image_rootfs(store: &Store, image: &Record) -> Result<PathBuf, BuildError
     fs::create_dir_all(&parent).map_err(io_error(&parent, "cannot create"))?;
     let doc: oci::ManifestDoc = oci::read("the manifest", &store.read_blob(&manifest.digest)?)
         .map_err(|_| BuildError::MissingOutput(format!("image {}", manifest.digest), "manifest"))?;
-    let tmp = tempfile::Builder::new().prefix(".unpack-").tempdir_in(&parent).map_err(io_error(&parent, "cannot create a directory in"))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(crate::store::UNPACKING_PREFIX)
+        .tempdir_in(&parent)
+        .map_err(io_error(&parent, "cannot create a directory in"))?;
     let root = tmp.path().join("rootfs");
     fs::create_dir(&root).map_err(io_error(&root, "cannot create"))?;
     fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).map_err(io_error(&root, "cannot set the mode of"))?;

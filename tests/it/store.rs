@@ -394,3 +394,29 @@ fn a_changed_file_reuses_the_other_chunks_and_changes_no_byte() {
     let verify = ctx.compose(&["cache", "verify"]);
     assert_success(&verify, "cache verify");
 }
+
+/// Defect 4b: an unpack killed half-way left `cache/v1/rootfs/.unpack-*` (55 MB each), which
+/// `gc` did not count, and builds never removed. The next build alone on the store removes them,
+/// and `gc` counts them (`cache stats` counts them as temporary files while a build runs).
+#[test]
+fn killed_unpacks_are_removed_and_counted() {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = TestContext::new();
+    ctx.write("spec.kdl", "image \"u\" {\n    files { text \"/a\" \"a\\n\" }\n}\n");
+    let reference = ctx.build(&["spec.kdl"]);
+    let leftover = || {
+        let ro = ctx.cache.join("v1/rootfs/.unpack-Ab12Cd/rootfs/usr/lib");
+        fs::create_dir_all(&ro).unwrap();
+        fs::write(ro.join("big"), vec![7u8; 1 << 20]).unwrap();
+        fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+        ctx.cache.join("v1/rootfs/.unpack-Ab12Cd")
+    };
+    let dir = leftover();
+    assert_eq!(ctx.build(&["spec.kdl"]), reference);
+    assert!(!dir.exists(), "the next build removes it");
+    let dir = leftover();
+    let gc = ctx.compose(&["cache", "gc"]);
+    assert_success(&gc, "gc");
+    assert!(String::from_utf8_lossy(&gc.stdout).contains(", 1 temporary files;"), "{}", String::from_utf8_lossy(&gc.stdout));
+    assert!(!dir.exists());
+}
