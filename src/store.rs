@@ -518,13 +518,21 @@ impl Store {
     }
 
     /// Remember `names` as the derivations last built for spec `key` (written only if changed).
+    /// Whatever is in the way (`names/` or the entry being something else than a file) is
+    /// replaced.
     pub fn set_last_built(&self, key: &str, names: &BTreeMap<String, DrvHash>) -> Result<(), StoreError> {
         if self.last_built(key) == *names {
             return Ok(());
         }
         let p = self.names_path(key);
         let dir = self.dir.join("names");
+        if fs::symlink_metadata(&dir).is_ok_and(|m| !m.is_dir()) {
+            remove_any(&dir);
+        }
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            remove_any(&p);
+        }
         let bytes = serde_json::to_vec(names).map_err(|e| StoreError::BadRecord { path: p.clone(), message: e.to_string() })?;
         self.write_atomic(&p, &bytes)
     }

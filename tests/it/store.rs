@@ -420,3 +420,26 @@ fn killed_unpacks_are_removed_and_counted() {
     assert!(String::from_utf8_lossy(&gc.stdout).contains(", 1 temporary files;"), "{}", String::from_utf8_lossy(&gc.stdout));
     assert!(!dir.exists());
 }
+
+/// Defect 4c: a `names/` entry (what `compose explain` compares with) that was a directory made
+/// the build fail after building. It is replaced; so is a `names` that is a file.
+#[test]
+fn a_names_entry_in_the_way_never_fails_the_build() {
+    let ctx = TestContext::new();
+    ctx.write("spec.kdl", "image \"n\" {\n    files { text \"/a\" \"a\\n\" }\n}\n");
+    ctx.build(&["spec.kdl"]);
+    let names = ctx.cache.join("v1/names");
+    let entry = fs::read_dir(&names).unwrap().next().unwrap().unwrap().path();
+    fs::remove_file(&entry).unwrap();
+    fs::create_dir_all(entry.join("inside")).unwrap();
+    ctx.write("spec.kdl", "image \"n\" {\n    files { text \"/a\" \"b\\n\" }\n}\n");
+    ctx.build(&["spec.kdl"]);
+    assert!(entry.is_file(), "the entry is a file again");
+    fs::remove_dir_all(&names).unwrap();
+    fs::write(&names, "not a directory").unwrap();
+    ctx.write("spec.kdl", "image \"n\" {\n    files { text \"/a\" \"c\\n\" }\n}\n");
+    ctx.build(&["spec.kdl"]);
+    assert!(entry.is_file());
+    let explain = ctx.compose(&["explain", "spec.kdl"]);
+    assert_success(&explain, "explain");
+}
