@@ -280,6 +280,11 @@ impl Store {
         Ok(Store { root: root.to_path_buf(), dir, _lock: lock, cleaned })
     }
 
+    /// Does `dir` hold a store (the `v1/lock` every store has from when it was first opened)?
+    pub fn is_store_root(dir: &Path) -> bool {
+        fs::symlink_metadata(dir.join(format!("v{STORE_VERSION}")).join("lock")).is_ok_and(|m| m.is_file())
+    }
+
     /// The compressed layer chunks this store keeps, for [`crate::layer::LayerWriter::with`].
     pub fn chunk_cache(&self) -> std::sync::Arc<dyn crate::layer::ChunkCache> {
         std::sync::Arc::new(StoreChunks { dir: self.dir.clone() })

@@ -36,8 +36,8 @@ pub struct BuildSummary {
 /// `compose build`.
 pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummary, Error> {
     let planned = load_and_plan(&opts.spec)?;
-    for w in planned.spec.warnings() {
-        reporter.warning(&w);
+    for w in planned.spec.warnings().iter().chain(&planned.warnings) {
+        reporter.warning(w);
     }
     if opts.push.is_some() && planned.plan.roots().len() > 1 {
         return Err(Error::Usage("--push takes one image, but the spec has several: choose one with --image NAME".into()));
