@@ -58,6 +58,9 @@ pub enum SourceError {
     Unsupported { path: PathBuf, kind: &'static str },
     #[error("`{path}` has a name that is not valid UTF-8")]
     NonUtf8 { path: PathBuf },
+    /// Not the spec's fault: the file was being written to while it was read.
+    #[error("`{path}` changed since it was read (is something writing to it?); build again")]
+    Changed { path: PathBuf },
     #[error("`{path}` line {line}: `{pattern}` is not a valid pattern: {reason}")]
     BadIgnore { path: PathBuf, line: usize, pattern: String, reason: String },
     #[error(transparent)]
@@ -78,6 +81,7 @@ impl SourceError {
             SourceError::Escapes { path, resolved, dir } => SourceError::Escapes { path: rel(path), resolved, dir },
             SourceError::Unsupported { path, kind } => SourceError::Unsupported { path: rel(path), kind },
             SourceError::NonUtf8 { path } => SourceError::NonUtf8 { path: rel(path) },
+            SourceError::Changed { path } => SourceError::Changed { path: rel(path) },
             e @ SourceError::BadIgnore { .. } => e,
             SourceError::Io(crate::util::IoError { action, path, source }) => {
                 SourceError::Io(crate::util::IoError { action, path: rel(path), source })
@@ -506,7 +510,7 @@ impl Scanner {
                 let f = fs::File::open(&p.abs).map_err(io_err("read", &p.abs))?;
                 let (h, n) = ContentHash::of_reader(f).map_err(io_err("read", &p.abs))?;
                 if n != p.meta.len() {
-                    return Err(io_err("read", &p.abs)(io::Error::other("the file changed while it was read")));
+                    return Err(SourceError::Changed { path: p.abs });
                 }
                 Ok((p, h))
             })

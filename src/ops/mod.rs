@@ -296,6 +296,8 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
                 Ok(s) => {
                     sources.insert(src.clone(), s);
                 }
+                // A file written to while it was read: the machine's doing, not the spec's.
+                Err(e @ SourceError::Changed { .. }) => return Err(Error::Source(e)),
                 Err(e) => errors.push(source_error(&spec, *src_span, e)),
             }
         }
