@@ -458,6 +458,9 @@ mod tests {
             let mut h = tar::Header::new_ustar();
             h.as_mut_bytes()[..name.len()].copy_from_slice(name);
             h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
             h.set_size(data.len() as u64);
             h.set_entry_type(tar::EntryType::new(*ty));
             h.as_mut_bytes()[157..157 + link.len()].copy_from_slice(link);

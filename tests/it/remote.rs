@@ -734,6 +734,9 @@ fn raw_tar(entries: &[RawEntry<'_>]) -> Vec<u8> {
         let mut h = tar::Header::new_ustar();
         h.as_mut_bytes()[..name.len()].copy_from_slice(name);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
         h.set_size(*size);
         h.set_entry_type(tar::EntryType::new(*ty));
         if *ty == b'3' || *ty == b'4' {
