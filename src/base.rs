@@ -764,9 +764,22 @@ pub fn load<'s>(
     Ok(Loaded { needed, bases, pins })
 }
 
+/// The kind of the store records that remember the files compose read from a base.
+pub const BASE_FILES_KIND: &str = "base-files";
+/// The media type of their one output, `files`: a JSON map of path to base64 content.
+pub const BASE_FILES_MEDIA_TYPE: &str = "application/json";
+
+/// The files of a base as [`remembered_files`] keeps them (path → base64 of the content), if
+/// `bytes` is that.
+pub fn parse_base_files(bytes: &[u8]) -> Option<BTreeMap<String, Vec<u8>>> {
+    use base64::Engine as _;
+    let map: BTreeMap<String, String> = serde_json::from_slice(bytes).ok()?;
+    map.into_iter().map(|(k, v)| base64::engine::general_purpose::STANDARD.decode(v).ok().map(|v| (k, v))).collect()
+}
+
 /// The files compose reads from base `b` (passwd, group, dpkg database), remembered in the store
-/// under a record keyed by the base's layer digests: layers are decompressed once per base, not
-/// once per build.
+/// under a record (of kind [`BASE_FILES_KIND`]) keyed by the base's layer digests: layers are
+/// decompressed once per base, not once per build.
 fn remembered_files(
     store: Option<&Store>,
     b: &BaseImage,
@@ -783,9 +796,7 @@ fn remembered_files(
     let drv = key.finish();
     let remembered = store.and_then(|s| {
         let rec = s.lookup(&drv).ok()??;
-        let bytes = s.read_blob(&rec.outputs.get("files")?.digest).ok()?;
-        let map: BTreeMap<String, String> = serde_json::from_slice(&bytes).ok()?;
-        map.into_iter().map(|(k, v)| b64.decode(v).ok().map(|v| (k, v))).collect::<Option<BTreeMap<_, _>>>()
+        parse_base_files(&s.read_blob(&rec.outputs.get("files")?.digest).ok()?)
     });
     if let Some(files) = remembered {
         return Ok(files);
@@ -796,11 +807,11 @@ fn remembered_files(
         if let Ok(bytes) = serde_json::to_vec(&map) {
             if let Ok(digest) = s.put_bytes(&bytes) {
                 let output =
-                    crate::store::Output { digest, size: bytes.len() as u64, media_type: "application/json".into(), diff_id: None };
+                    crate::store::Output { digest, size: bytes.len() as u64, media_type: BASE_FILES_MEDIA_TYPE.into(), diff_id: None };
                 let rec = crate::store::Record {
                     version: crate::store::RECORD_VERSION,
                     drv,
-                    kind: "base-files".into(),
+                    kind: BASE_FILES_KIND.into(),
                     outputs: BTreeMap::from([("files".to_string(), output)]),
                     inputs: BTreeMap::from([("reference".to_string(), b.reference.clone())]),
                 };

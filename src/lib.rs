@@ -15,6 +15,7 @@
 //! | 0 | [`hash`] | typed digests (`Sha256`, `DrvHash`, `ContentHash`) and the derivation-hash encoding |
 //! | 0 | [`layer`] | reproducible tar layers, cut into chunks compressed with gzip or zstd; image-path rules (parents, merged `/usr`) |
 //! | 1 | [`reference`] | the OCI reference grammar (hosts, repositories, tags) |
+//! | 1 | [`tarcheck`] | the one reader of layer and tree tars from the store or a cache: the rules each kind of tree keeps, bounds |
 //! | 2 | [`spec`] | KDL → typed, checked `SpecFile`, with diagnostics pointing at the bad node |
 //! | 3 | [`import`] | a Dockerfile to a spec, with a note per instruction (`compose import`) |
 //! | 3 | [`lock`] | the lockfile: model, versioned read/write, consistency with the spec |
@@ -67,4 +68,5 @@ pub mod sbom;
 pub mod source;
 pub mod spec;
 pub mod store;
+pub mod tarcheck;
 pub mod util;

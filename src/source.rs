@@ -8,9 +8,12 @@
 //! Entries whose mtime is within [`RACY_WINDOW_NS`] of the moment the cache is saved are not cached,
 //! so a file changed within the filesystem's timestamp granularity is always re-hashed.
 //!
-//! What a directory copy picks up leaves out, always, the store and the output directory (they
-//! often live in the spec's directory, where `copy "." …` would read the store while writing it
-//! and copy the last export into the image), and whatever the spec directory's ignore file lists:
+//! What a directory copy picks up leaves out, always, the store and the output directory of this
+//! build (they often live in the spec's directory, where `copy "." …` would read the store while
+//! writing it and copy the last export into the image), any other compose store or output
+//! directory it finds (one of another `--cache-dir` or `--out`, or left from before: a store is
+//! known by its `v1/lock` or a signing key in its `keys/`, an output directory by its
+//! `.compose-lock`; each is named in a warning), and whatever the spec directory's ignore file lists:
 //! `.composeignore`, or else `.dockerignore`, with `.dockerignore`'s rules (patterns relative to
 //! the spec directory, `*` within one name, `**` across directories, `!` to take back, the last
 //! matching line wins, a matched directory takes everything below it). A source named explicitly
@@ -55,6 +58,9 @@ pub enum SourceError {
     Unsupported { path: PathBuf, kind: &'static str },
     #[error("`{path}` has a name that is not valid UTF-8")]
     NonUtf8 { path: PathBuf },
+    /// Not the spec's fault: the file was being written to while it was read.
+    #[error("`{path}` changed since it was read (is something writing to it?); build again")]
+    Changed { path: PathBuf },
     #[error("`{path}` line {line}: `{pattern}` is not a valid pattern: {reason}")]
     BadIgnore { path: PathBuf, line: usize, pattern: String, reason: String },
     #[error(transparent)]
@@ -75,6 +81,7 @@ impl SourceError {
             SourceError::Escapes { path, resolved, dir } => SourceError::Escapes { path: rel(path), resolved, dir },
             SourceError::Unsupported { path, kind } => SourceError::Unsupported { path: rel(path), kind },
             SourceError::NonUtf8 { path } => SourceError::NonUtf8 { path: rel(path) },
+            SourceError::Changed { path } => SourceError::Changed { path: rel(path) },
             e @ SourceError::BadIgnore { .. } => e,
             SourceError::Io(crate::util::IoError { action, path, source }) => {
                 SourceError::Io(crate::util::IoError { action, path: rel(path), source })
@@ -259,10 +266,45 @@ impl Ignore {
     }
 }
 
+/// What compose made directory `dir` into, if it did: a store (its `v1/lock`, or a signing key
+/// `compose cache keygen` wrote in its `keys/`) or an output directory (the `.compose-lock` every
+/// export takes).
+fn compose_made(dir: &Path) -> Option<&'static str> {
+    if Store::is_store_root(dir) {
+        return Some("a compose store");
+    }
+    // The lock an export into an output directory takes (`image::export`).
+    if fs::symlink_metadata(dir.join(".compose-lock")).is_ok_and(|m| m.is_file()) {
+        return Some("a compose output directory");
+    }
+    let keys = fs::read_dir(dir.join("keys")).into_iter().flatten().flatten();
+    if keys.filter(|e| e.file_name().as_encoded_bytes().ends_with(b".secret")).any(|e| is_secret_key(&e.path())) {
+        return Some("a compose store (it holds signing keys)");
+    }
+    None
+}
+
+/// Does file `p` hold a secret key as `compose cache keygen` writes one (`NAME:BASE64` of the
+/// 32-byte seed and the 32-byte public key)?
+fn is_secret_key(p: &Path) -> bool {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let mut text = String::new();
+    let Ok(f) = fs::File::open(p) else { return false };
+    if f.take(4096).read_to_string(&mut text).is_err() {
+        return false;
+    }
+    text.trim()
+        .split_once(':')
+        .is_some_and(|(name, key)| !name.is_empty() && base64::engine::general_purpose::STANDARD.decode(key).is_ok_and(|k| k.len() == 64))
+}
+
 /// Walks copy sources below one spec directory, with the store's stat cache.
 pub struct Scanner {
     /// Never read inside a directory copy: the store and the output directory.
     excluded: Vec<PathBuf>,
+    /// Other stores and output directories a directory copy found and left out, and what each is.
+    left_out: std::cell::RefCell<Vec<(PathBuf, &'static str)>>,
     ignore: Ignore,
     dir: PathBuf,
     cache_path: PathBuf,
@@ -290,7 +332,23 @@ impl Scanner {
         let old = read_optional(&cache_path)?.and_then(|b| decode_stat_cache(&b)).unwrap_or_default();
         let excluded = [store_root, out_dir].iter().filter_map(|p| absolute(p)).collect();
         let ignore = Ignore::load(&dir)?;
-        Ok(Scanner { excluded, ignore, dir, cache_path, old, seen: Vec::new(), hashed_files: 0, hashed_bytes: 0 })
+        let left_out = Default::default();
+        Ok(Scanner { excluded, left_out, ignore, dir, cache_path, old, seen: Vec::new(), hashed_files: 0, hashed_bytes: 0 })
+    }
+
+    /// What the user should hear about the scans so far: the stores and output directories that
+    /// directory copies left out (other than this build's own).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut found = self.left_out.borrow().clone();
+        found.sort();
+        found.dedup();
+        found
+            .into_iter()
+            .map(|(p, what)| {
+                let shown = p.strip_prefix(&self.dir).unwrap_or(&p).display().to_string();
+                format!("`{shown}` is {what}: directory copies leave it out (list it in .composeignore to say so)")
+            })
+            .collect()
     }
 
     /// Is `path` (found inside a directory copy) left out?
@@ -298,6 +356,22 @@ impl Scanner {
         if self.excluded.iter().any(|x| x == path) {
             return true;
         }
+        if self.ignored(path, is_dir) {
+            return true;
+        }
+        // Another store or output directory: never an image's content (a store holds signing
+        // keys), wherever it is.
+        match is_dir.then(|| compose_made(path)).flatten() {
+            Some(what) => {
+                self.left_out.borrow_mut().push((path.to_path_buf(), what));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Does the spec directory's ignore file leave out `path`?
+    fn ignored(&self, path: &Path, is_dir: bool) -> bool {
         match path.strip_prefix(&self.dir).ok().and_then(|r| r.to_str()) {
             // An ignored directory is still walked when a `!` line may take back something below
             // it (one naming a path inside it, or starting with a wildcard).
@@ -436,7 +510,7 @@ impl Scanner {
                 let f = fs::File::open(&p.abs).map_err(io_err("read", &p.abs))?;
                 let (h, n) = ContentHash::of_reader(f).map_err(io_err("read", &p.abs))?;
                 if n != p.meta.len() {
-                    return Err(io_err("read", &p.abs)(io::Error::other("the file changed while it was read")));
+                    return Err(SourceError::Changed { path: p.abs });
                 }
                 Ok((p, h))
             })

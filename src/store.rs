@@ -19,10 +19,12 @@
 //!     ├── chunks/<key-hex>           kept compressed layer chunks: `BLOB-HEX OFFSET LEN BLAKE3-HEX [MEMO… SUM]`,
 //!     │                              where in a stored layer blob the chunk with that key (`layer::chunk_key`)
 //!     │                              is, and where the layer's digests went over it (`layer::ChunkMemo`)
-//!     ├── rootfs/<manifest-hex>/     images unpacked for build steps (their overlays' lower directory)
+//!     ├── rootfs/<manifest-hex>/     an image's root filesystem unpacked for build steps (their overlays'
+//!     │                              lower directory; a cache: gc drops it); `.unpack-*/` while one is
+//!     │                              being unpacked (a killed build's are leftovers)
 //!     ├── rootfs/<manifest-hex>.seal the identity of every entry of that tree when it was unpacked:
 //!     │                              a tree that no longer matches is unpacked again before use
-//!     ├── logs/<drv-hex>.log         whole logs of failed steps
+//!     ├── logs/<drv-hex>.log         the whole log of a step that failed (gc drops old ones)
 //!     └── tmp/                       temporary files, renamed into place when complete; steps' work
 //!                                    directories (their runc state in `runc-state/`)
 //! ```
@@ -38,8 +40,14 @@
 //! modification and change times in nanoseconds), which any write, truncation, replacement or
 //! `chmod` changes. So a warm build hashes nothing, and a damaged blob (other bytes, truncated, a
 //! symlink, a directory) is found on its next use, removed, and made or fetched again.
-//! Leftover temporary files of killed builds are removed by the next build that finds no other
-//! build running on the store.
+//! Leftover temporary files of killed builds (in `tmp/`, and half-unpacked images in
+//! `rootfs/.unpack-*`) are removed by the next build that finds no other build running on the
+//! store, and by `gc`; both count them.
+//!
+//! [`Store::verify`] re-hashes every blob and asks its caller whether each record fits its kind
+//! (the build's `record_problem`: output shapes, `diff_id`s, and whether each tree compose wrote
+//! keeps the rules of [`crate::tarcheck`], so that no stored record can make a later build fail);
+//! with `repair`, what does not is removed and made or fetched again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -126,7 +134,13 @@ pub struct Store {
     root: PathBuf,
     dir: PathBuf,
     _lock: File,
+    /// Leftovers of killed builds removed when the store was opened (alone on it).
+    cleaned: u64,
 }
+
+/// The prefix of the directory an image is unpacked into (in `rootfs/`) before it is renamed to
+/// its manifest's digest: one found while no build runs is a killed build's leftover.
+pub const UNPACKING_PREFIX: &str = ".unpack-";
 
 /// Counts reported by `compose cache stats`.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -213,11 +227,9 @@ impl crate::layer::ChunkCache for StoreChunks {
         let f = open_nofollow(&self.dir.join("blobs/sha256").join(p.blob.hex())).ok()?;
         let mut bytes = vec![0u8; usize::try_from(p.len).ok()?];
         f.read_exact_at(&mut bytes, p.offset).ok()?;
-        // A blob whose identity is still the one it had when it was hashed has its bytes, and a
-        // whole pointer line (its sum checks out) names the right range of it; otherwise the
-        // bytes are checked.
-        let intact = p.memo.is_some() && f.metadata().is_ok_and(|m| marker_matches_in(&self.dir, &p.blob, &m));
-        (intact || *blake3::hash(&bytes).as_bytes() == p.check).then_some(crate::layer::Kept { bytes, memo: p.memo })
+        // The bytes are always checked: a blob's verified marker vouches for the blob it names
+        // (its bytes are its digest's), not for the range a pointer line says the chunk is at.
+        (*blake3::hash(&bytes).as_bytes() == p.check).then_some(crate::layer::Kept { bytes, memo: p.memo })
     }
 }
 
@@ -273,11 +285,17 @@ impl Store {
             File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err("open store lock", &lock_path))?;
         // Alone on the store (no build, no gc holds its lock): whatever `tmp/` holds was left by
         // builds that were killed; remove it, then share the store as every build does.
+        let mut cleaned = 0;
         if lock.try_lock().is_ok() {
-            clean_dir(&dir.join("tmp"));
+            cleaned = clean_dir(&dir.join("tmp")) + clean_unpacking(&dir.join("rootfs"));
         }
         lock.lock_shared().map_err(io_err("lock", &lock_path))?;
-        Ok(Store { root: root.to_path_buf(), dir, _lock: lock })
+        Ok(Store { root: root.to_path_buf(), dir, _lock: lock, cleaned })
+    }
+
+    /// Does `dir` hold a store (the `v1/lock` every store has from when it was first opened)?
+    pub fn is_store_root(dir: &Path) -> bool {
+        fs::symlink_metadata(dir.join(format!("v{STORE_VERSION}")).join("lock")).is_ok_and(|m| m.is_file())
     }
 
     /// The compressed layer chunks this store keeps, for [`crate::layer::LayerWriter::with`].
@@ -518,13 +536,21 @@ impl Store {
     }
 
     /// Remember `names` as the derivations last built for spec `key` (written only if changed).
+    /// Whatever is in the way (`names/` or the entry being something else than a file) is
+    /// replaced.
     pub fn set_last_built(&self, key: &str, names: &BTreeMap<String, DrvHash>) -> Result<(), StoreError> {
         if self.last_built(key) == *names {
             return Ok(());
         }
         let p = self.names_path(key);
         let dir = self.dir.join("names");
+        if fs::symlink_metadata(&dir).is_ok_and(|m| !m.is_dir()) {
+            remove_any(&dir);
+        }
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            remove_any(&p);
+        }
         let bytes = serde_json::to_vec(names).map_err(|e| StoreError::BadRecord { path: p.clone(), message: e.to_string() })?;
         self.write_atomic(&p, &bytes)
     }
@@ -613,7 +639,7 @@ impl Store {
         }
         s.records = self.list_records()?.len() as u64;
         s.stat_caches = self.count_dir("stat");
-        s.temp_files = self.count_dir("tmp");
+        s.temp_files = self.count_dir("tmp") + unpacking(&self.dir.join("rootfs")).len() as u64;
         Ok(s)
     }
 
@@ -733,7 +759,8 @@ impl Store {
             report.blobs_removed += 1;
             report.bytes_freed += n;
         }
-        report.temp_removed += clean_dir(&self.dir.join("tmp"));
+        // With what opening the store removed (`compose cache gc` opens it just before).
+        report.temp_removed += self.cleaned + clean_dir(&self.dir.join("tmp")) + clean_unpacking(&self.dir.join("rootfs"));
         let locks = self.dir.join("locks");
         for e in fs::read_dir(&locks).map_err(io_err("list", &locks))?.flatten() {
             let _ = fs::remove_file(e.path());
@@ -762,7 +789,7 @@ impl Store {
         }
         // Images unpacked for build steps are a cache of blobs the store holds: made again when
         // a step needs them. Logs of failed steps go when old.
-        let _ = fs::remove_dir_all(self.dir.join("rootfs"));
+        remove_any(&self.dir.join("rootfs"));
         if let Ok(rd) = fs::read_dir(self.dir.join("logs")) {
             for e in rd.flatten() {
                 if is_old(&e.path()) {
@@ -883,6 +910,31 @@ fn clean_dir(dir: &Path) -> u64 {
     n
 }
 
+/// The directories of images being unpacked in `rootfs` (see [`UNPACKING_PREFIX`]).
+fn unpacking(rootfs: &Path) -> Vec<PathBuf> {
+    let rd = fs::read_dir(rootfs).into_iter().flatten().flatten();
+    rd.filter(|e| e.file_name().as_encoded_bytes().starts_with(UNPACKING_PREFIX.as_bytes())).map(|e| e.path()).collect()
+}
+
+/// Remove the half-unpacked images a killed build left in `rootfs` (alone on the store: nobody
+/// is unpacking). Returns how many went.
+fn clean_unpacking(rootfs: &Path) -> u64 {
+    unpacking(rootfs).iter().filter(|p| remove_any(p)).count() as u64
+}
+
+/// Remove whatever is at `p`: a file, a symlink, or a directory tree (made writable first, as
+/// what was unpacked or run in it may have left it read-only). True if it went.
+pub fn remove_any(p: &Path) -> bool {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => {
+            make_writable(p);
+            fs::remove_dir_all(p).is_ok()
+        }
+        Ok(_) => fs::remove_file(p).is_ok(),
+        Err(_) => false,
+    }
+}
+
 /// Detach every mount below `dir` (deepest first).
 fn unmount_below(dir: &Path) {
     let Ok(dir) = dir.canonicalize() else { return };
@@ -980,6 +1032,36 @@ mod tests {
         assert_eq!(store.lookup(&drv).unwrap(), None);
         let report = store.verify(true, &|_, _| None).unwrap();
         assert_eq!(report.damage.len(), 1, "{:?}", report.damage);
+    }
+
+    /// Defect 4g: a chunk pointer whose range did not hash to its recorded blake3 was used when
+    /// the blob's verified marker matched. The marker vouches for the blob, not for the range.
+    #[test]
+    fn a_chunk_pointer_is_used_only_when_its_range_hashes_to_its_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+        let blob = store.put_bytes(&data).unwrap();
+        let p = store.blob_path(&blob);
+        assert!(marker_matches_in(store.dir(), &blob, &fs::symlink_metadata(&p).unwrap()), "the blob is verified");
+        let state = crate::layer::ShaState::default();
+        let chunk = |offset: u64, check: [u8; 32]| crate::layer::ChunkRecord {
+            key: [9; 32],
+            offset,
+            len: 100,
+            check,
+            reused: false,
+            memo: Some(crate::layer::ChunkMemo { tar: (state, state), blob: (state, state) }),
+            memo_held: false,
+            alias: None,
+        };
+        let right = *blake3::hash(&data[100..200]).as_bytes();
+        store.keep_chunks(&blob, &[chunk(100, right)]);
+        let cache = store.chunk_cache();
+        assert_eq!(cache.get(&[9; 32]).map(|k| k.bytes), Some(data[100..200].to_vec()));
+        // A whole line (its sum checks out) naming another range: never used.
+        store.keep_chunks(&blob, &[chunk(101, right)]);
+        assert_eq!(cache.get(&[9; 32]), None);
     }
 
     #[test]

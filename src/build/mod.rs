@@ -4,6 +4,12 @@
 //! on rayon's pool, whose size is `--jobs`), the store ▸ execute lookup stack, the per-derivation
 //! build lock (two processes never build the same derivation twice), progress reporting through
 //! [`Reporter`], and assembling a finished image (the blobs an export needs) from store records.
+//!
+//! It also says which records fit their derivation, wherever they come from: [`fits`] (from the
+//! record alone, for every lookup: kind, output names and media types, what the derivation pins)
+//! and [`record_problem`] (from the blobs, for `compose cache verify`: `diff_id`s, manifests, and
+//! trees compose wrote, which must keep [`crate::tarcheck::Rules::Compose`]). A remote record's
+//! trees are checked by those rules as they stream in.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -20,6 +26,7 @@ use crate::layer::{self, Compression, LayerWriter};
 use crate::oci::{self as image, ConfigFields, Descriptor};
 use crate::plan::{Content, Derivation, DrvKind, EntryKind, ImageBase, ImageDrv, Plan, PlannedEntry};
 use crate::store::{self, Output, Record, Store, StoreError, RECORD_VERSION};
+use crate::tarcheck;
 
 pub mod packages;
 pub mod sandbox;
@@ -334,8 +341,18 @@ fn shape(kind: &str) -> Option<Shape> {
         "index" => &[("index", Some(image::INDEX_MEDIA_TYPE), false)],
         "step" => &[("log", Some(TEXT_MEDIA_TYPE), false), ("tree", Some(layer::GZIP_MEDIA_TYPE), true)],
         "scripts" => &[("layer", GZ, true), ("log", Some(TEXT_MEDIA_TYPE), false)],
+        // What compose read from an external base (passwd, group, dpkg database): written by
+        // `base`, not by a derivation of the plan; local only.
+        crate::base::BASE_FILES_KIND => &[("files", Some(crate::base::BASE_FILES_MEDIA_TYPE), false)],
         _ => return None,
     })
+}
+
+/// Is output `name` of a record of kind `kind` a tree compose wrote (a layer, a step's output):
+/// one that must keep [`tarcheck::Rules::Compose`]? A base's layer (kind `blob`) is the base's,
+/// pinned by its digest.
+fn compose_tree(kind: &str, name: &str) -> bool {
+    shape(kind).is_some_and(|s| s.iter().any(|&(n, media_type, is_layer)| n == name && is_layer && media_type.is_some()))
 }
 
 /// What is wrong with `rec` for its kind, from the record alone: unknown kind, other outputs,
@@ -387,19 +404,31 @@ pub fn fits(drv: &Derivation, rec: &Record) -> bool {
 
 /// What `compose cache verify` finds wrong with stored record `rec` beyond its blobs' digests:
 /// a shape that does not fit its kind, a layer whose uncompressed bytes are not its `diff_id`,
-/// an image whose manifest does not parse or does not name its config and stored layers, an
-/// index that does not parse or names manifests the store lacks.
+/// a tree compose wrote (a step's output, a layer) that breaks the rules of one
+/// ([`tarcheck::Rules::Compose`]: what could damage a later build), an image whose manifest does
+/// not parse or does not name its config and stored layers, an index that does not parse or
+/// names manifests the store lacks, base files that do not parse.
 pub fn record_problem(store: &Store, rec: &Record) -> Option<String> {
     if let Some(p) = shape_problem(rec) {
         return Some(p);
     }
     for (name, o) in &rec.outputs {
-        if let Some(want) = o.diff_id {
-            match layer::DiffIdWriter::of_file(&store.blob_path(&o.digest), &o.media_type) {
-                Ok(got) if Sha256(got) == want => {}
-                Ok(got) => return Some(format!("layer `{name}` has diff_id {}, not {want}", Sha256(got))),
+        let Some(want) = o.diff_id else { continue };
+        let path = store.blob_path(&o.digest);
+        let got = if compose_tree(&rec.kind, name) {
+            match tarcheck::check_file(&path, &o.media_type, tarcheck::Rules::Compose) {
+                Ok(s) => s.diff_id.unwrap_or_default(),
+                Err(Ok(why)) => return Some(format!("its `{name}` breaks the rules of a tree: {why}")),
+                Err(Err(e)) => return Some(format!("layer `{name}` cannot be read: {e}")),
+            }
+        } else {
+            match layer::DiffIdWriter::of_file(&path, &o.media_type) {
+                Ok(got) => got,
                 Err(e) => return Some(format!("layer `{name}` does not decompress: {e}")),
             }
+        };
+        if Sha256(got) != want {
+            return Some(format!("layer `{name}` has diff_id {}, not {want}", Sha256(got)));
         }
     }
     let read = |o: &Output| store.read_blob(&o.digest).ok();
@@ -428,6 +457,9 @@ pub fn record_problem(store: &Store, rec: &Record) -> Option<String> {
                 .iter()
                 .find(|m| store.checked_size(&m.digest) != Some(m.size))
                 .map(|m| format!("manifest {} of its index is not in the store", m.digest))
+        }
+        crate::base::BASE_FILES_KIND => {
+            read(&rec.outputs["files"]).and_then(|b| crate::base::parse_base_files(&b)).is_none().then(|| "its files do not parse".into())
         }
         _ => None,
     }
@@ -582,7 +614,7 @@ fn execute_inner(
                     return Ok(Step::Done(n, r, Outcome::Built));
                 }
                 if let (Some(rc), Some(rec)) = (remote, offered.get(&n)) {
-                    if rc.fetch_outputs(store, rec) {
+                    if rc.fetch_outputs(store, rec, &|name| compose_tree(&rec.kind, name)) {
                         return Ok(Step::Done(n, rec.clone(), Outcome::Remote));
                     }
                     if deps.len() != plan.dependencies(n).len() {
@@ -735,6 +767,13 @@ fn layer_with_copies(
     store: &Store,
 ) -> Result<Output, BuildError> {
     let mut unpacked: HashMap<NodeIndex, (PathBuf, Option<tempfile::TempDir>)> = HashMap::new();
+    // What this layer copies from each step: only that is unpacked.
+    let mut wanted: HashMap<NodeIndex, Vec<&str>> = HashMap::new();
+    for part in &l.parts {
+        if let crate::plan::LayerPart::From(c) = part {
+            wanted.entry(c.source).or_default().push(&c.src);
+        }
+    }
     let mut parts: Vec<Vec<PlannedEntry>> = Vec::new();
     for part in &l.parts {
         match part {
@@ -751,7 +790,8 @@ fn layer_with_copies(
                                 .prefix("tree-")
                                 .tempdir_in(&tmp_root)
                                 .map_err(trees::io_error(&tmp_root, "cannot create a directory in"))?;
-                            trees::unpack(&store.blob_path(&tree.digest), &tree.media_type, dir.path())?;
+                            let srcs = wanted.get(&c.source).map(Vec::as_slice).unwrap_or_default();
+                            trees::unpack_for(&store.blob_path(&tree.digest), &tree.media_type, dir.path(), srcs)?;
                             (dir.path().to_path_buf(), Some(dir))
                         }
                         _ => (trees::image_rootfs(store, rec)?, None),

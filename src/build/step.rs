@@ -467,7 +467,7 @@ pub fn run_step(
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not a directory"),
         });
     }
-    let tree = trees::capture(&drv.name, &captured, s.epoch, store)?;
+    let tree = trees::capture(&drv.name, &s.output, &captured, s.epoch, store)?;
     if let (Some(pin), Some(got)) = (s.pin, tree.diff_id) {
         if pin != got {
             log.keep(store, drv);

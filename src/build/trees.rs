@@ -5,14 +5,16 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufReader};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use super::{output, BuildError};
 use crate::hash::Sha256;
 use crate::oci;
 use crate::plan::{Content, CopyFrom, EntryKind, PlannedEntry};
 use crate::store::{Output, Record, Store};
+use crate::tarcheck::{self, Checked, Kind, Rules, WalkError};
 
 /// Where an image's unpacked root filesystems are kept, by manifest digest.
 fn rootfs_cache(store: &Store) -> PathBuf {
@@ -49,20 +51,25 @@ pub fn image_rootfs(store: &Store, image: &Record) -> Result<PathBuf, BuildError
         let trash = store.tmp_dir().join(format!("rootfs-{}-{}", manifest.digest.hex(), std::process::id()));
         fs::rename(&dir, &trash).map_err(io_error(&dir, "cannot move away"))?;
         let _ = fs::remove_file(&seal_path);
-        remove_tree(&trash);
+        crate::store::remove_any(&trash);
     }
     let doc: oci::ManifestDoc = oci::read("the manifest", &store.read_blob(&manifest.digest)?)
         .map_err(|_| BuildError::MissingOutput(format!("image {}", manifest.digest), "manifest"))?;
-    let tmp = tempfile::Builder::new().prefix(".unpack-").tempdir_in(&parent).map_err(io_error(&parent, "cannot create a directory in"))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(crate::store::UNPACKING_PREFIX)
+        .tempdir_in(&parent)
+        .map_err(io_error(&parent, "cannot create a directory in"))?;
     let root = tmp.path().join("rootfs");
     fs::create_dir(&root).map_err(io_error(&root, "cannot create"))?;
     fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).map_err(io_error(&root, "cannot set the mode of"))?;
+    // Its layers may be a base's, written by any tool: the rules of a foreign layer.
     for l in &doc.layers {
         if !store.has_blob(&l.digest) {
             return Err(BuildError::MissingOutput(format!("layer {} of image {}", l.digest, manifest.digest), "blob"));
         }
         let blob = store.blob_path(&l.digest);
-        unpack(&blob, l.media_type.as_deref().unwrap_or(crate::layer::GZIP_MEDIA_TYPE), &root)?;
+        let how = Unpack { rules: Rules::Foreign, whiteouts: true, select: None };
+        unpack_with(&blob, l.media_type.as_deref().unwrap_or(crate::layer::GZIP_MEDIA_TYPE), &root, &how)?;
     }
     fs::rename(&root, &dir).map_err(io_error(&dir, "cannot move an unpacked image to"))?;
     let sealed = seal(&dir).map_err(io_error(&dir, "cannot read"))?;
@@ -100,76 +107,151 @@ pub fn seal(dir: &Path) -> io::Result<String> {
     Ok(h.finalize().to_hex().to_string())
 }
 
-/// Remove tree `p`, whatever modes what ran in it left.
-fn remove_tree(p: &Path) {
-    if fs::remove_dir_all(p).is_err() {
-        for e in walkdir::WalkDir::new(p).follow_links(false).into_iter().flatten() {
-            if e.file_type().is_dir() {
-                let _ = fs::set_permissions(e.path(), fs::Permissions::from_mode(0o700));
-            }
-        }
-        let _ = fs::remove_dir_all(p);
-    }
+/// Unpack the tree blob `blob` (a step's output, a step's inputs: a tree compose wrote) into the
+/// empty directory `dest`. The tree is checked as it is read ([`tarcheck::Rules::Compose`]):
+/// one that breaks a rule is refused, and nothing in it is ever written through a symlink.
+pub fn unpack(blob: &Path, media_type: &str, dest: &Path) -> Result<(), BuildError> {
+    unpack_with(blob, media_type, dest, &Unpack { rules: Rules::Compose, whiteouts: false, select: None }).map(|_| ())
 }
 
-/// Unpack the layer or tree blob `blob` into `dest`, applying OCI whiteouts. Entries that would
-/// leave `dest` are refused (by the tar reader's checks and ours).
-pub fn unpack(blob: &Path, media_type: &str, dest: &Path) -> Result<(), BuildError> {
+/// How a blob is unpacked.
+struct Unpack<'s> {
+    rules: Rules,
+    /// Apply OCI whiteouts (an image's layers, one over the other); a single tree has none.
+    whiteouts: bool,
+    /// Which entries to write; `None`: all.
+    select: Option<&'s dyn Fn(&Checked) -> bool>,
+}
+
+/// A hard link written later than its target (see [`unpack_for`]): the link and its target.
+type Deferred = (PathBuf, PathBuf);
+
+/// Unpack `blob` into `dest` as `how` says; returns the hard links not written because their
+/// target was not (only when selecting).
+fn unpack_with(blob: &Path, media_type: &str, dest: &Path, how: &Unpack<'_>) -> Result<Vec<Deferred>, BuildError> {
     let f = File::open(blob).map_err(io_error(blob, "cannot open"))?;
     let reader = crate::layer::decoder(media_type, BufReader::with_capacity(256 * 1024, f)).map_err(io_error(blob, "cannot read"))?;
-    let mut ar = tar::Archive::new(reader);
-    ar.set_preserve_permissions(true);
-    ar.set_preserve_ownerships(true);
-    ar.set_preserve_mtime(true);
-    ar.set_overwrite(true);
-    let bad = |what: String| BuildError::Tree { message: what, source: io::Error::new(io::ErrorKind::InvalidData, "refused") };
-    for entry in ar.entries().map_err(io_error(blob, "cannot read"))? {
-        let mut entry = entry.map_err(io_error(blob, "cannot read"))?;
-        let path = entry.path().map_err(io_error(blob, "cannot read"))?.into_owned();
-        let mut rel = PathBuf::new();
-        for c in path.components() {
-            match c {
-                Component::Normal(p) => rel.push(p),
-                Component::CurDir | Component::RootDir => {}
-                _ => return Err(bad(format!("`{}` in `{}` leaves the root", path.display(), blob.display()))),
-            }
+    let mut deferred = Vec::new();
+    let walked = tarcheck::walk(reader, how.rules, false, |c, entry| {
+        if c.kind == Kind::Special || how.select.is_some_and(|s| !s(c)) {
+            // A base's devices and FIFOs are not made; what a copy does not take is not written.
+            return Ok(());
         }
-        let Some(name) = rel.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
-        // The parent as the image itself sees it: symlinks inside the tree are followed within it
-        // (an absolute target is re-rooted at `dest`), so nothing is ever written or removed
-        // outside `dest`.
-        let parent_rel = rel.parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-        let parent = resolve_in(dest, &parent_rel);
-        if let Some(hidden) = name.strip_prefix(".wh.") {
-            if hidden == ".wh..opq" {
-                // Opaque: what lower layers put in this directory is gone.
-                if let Ok(rd) = fs::read_dir(&parent) {
-                    for e in rd.flatten() {
-                        remove(&e.path());
+        let name = c.path.file_name().unwrap_or_default();
+        let parent_rel = c.path.parent().unwrap_or(Path::new(""));
+        // A tree compose wrote has every parent as a directory of its own (the rules), so the
+        // parent is joined, never resolved. An image's layer sees its lower layers as the image
+        // does: symlinks inside the tree are followed within it (an absolute target re-rooted
+        // at `dest`), so nothing is ever written or removed outside `dest`.
+        let parent = match how.rules {
+            Rules::Compose => dest.join(parent_rel),
+            Rules::Foreign => resolve_in(dest, &parent_rel.to_string_lossy()),
+        };
+        if how.whiteouts {
+            if let Some(hidden) = name.as_bytes().strip_prefix(b".wh.") {
+                if hidden == b".wh..opq" {
+                    // Opaque: what lower layers put in this directory is gone.
+                    if let Ok(rd) = fs::read_dir(&parent) {
+                        for e in rd.flatten() {
+                            remove(&e.path());
+                        }
                     }
+                } else if !hidden.is_empty() && hidden != b"." && hidden != b".." {
+                    remove(&parent.join(std::ffi::OsStr::from_bytes(hidden)));
                 }
-            } else if !hidden.is_empty() && hidden != "." && hidden != ".." {
-                remove(&parent.join(hidden));
+                return Ok(());
             }
-            continue;
         }
         fs::create_dir_all(&parent).map_err(io_error(&parent, "cannot create"))?;
         // A file replacing a directory (or the other way round) replaces it whole.
-        let target = parent.join(&name);
-        let kind = entry.header().entry_type();
+        let target = parent.join(name);
         if let Ok(meta) = fs::symlink_metadata(&target) {
-            if meta.is_dir() != kind.is_dir() || meta.file_type().is_symlink() || kind.is_hard_link() {
+            if meta.is_dir() != (c.kind == Kind::Dir) || meta.file_type().is_symlink() || matches!(c.kind, Kind::HardLink(_)) {
                 remove(&target);
             }
         }
-        if kind.is_hard_link() {
-            let link = entry.link_name().map_err(io_error(blob, "cannot read"))?.map(|l| l.to_string_lossy().into_owned());
-            let Some(link) = link else { return Err(bad(format!("hard link `{}` in `{}` has no target", path.display(), blob.display()))) };
-            let source = resolve_in(dest, &link);
-            fs::hard_link(&source, &target).map_err(io_error(&target, "cannot link"))?;
-            continue;
+        if let Kind::HardLink(link) = &c.kind {
+            let source = match how.rules {
+                Rules::Compose => dest.join(link),
+                Rules::Foreign => resolve_in(dest, &link.to_string_lossy()),
+            };
+            if how.select.is_some() && fs::symlink_metadata(&source).is_err() {
+                deferred.push((c.path.clone(), link.clone()));
+                return Ok(());
+            }
+            return fs::hard_link(&source, &target).map_err(io_error(&target, "cannot link"));
         }
-        entry.unpack(&target).map_err(io_error(&target, "cannot unpack"))?;
+        entry.unpack(&target).map(|_| ()).map_err(io_error(&target, "cannot unpack"))
+    });
+    match walked {
+        Ok(_) => Ok(deferred),
+        Err(WalkError::Visit(e)) => Err(e),
+        Err(WalkError::Refused(r)) => Err(refused(blob, r)),
+    }
+}
+
+/// A tree that breaks the rules of its kind, as a build error.
+fn refused(blob: &Path, r: tarcheck::Refused) -> BuildError {
+    BuildError::Tree {
+        message: format!(
+            "the tree in `{}` is refused: {r} (a store that took it from a shared cache before compose checked trees: \
+             `compose cache verify --repair` removes it)",
+            blob.display()
+        ),
+        source: io::Error::new(io::ErrorKind::InvalidData, "refused"),
+    }
+}
+
+/// Unpack into the empty directory `dest` only what copies of `srcs` (paths in the tree, as
+/// `copy from=` names them) take from tree blob `blob`: its directories and symlinks (no data),
+/// then the files below where each source leads once the tree's symlinks are followed (a link on
+/// the way may lead elsewhere in the tree), and the targets of hard links among them. A source
+/// that is the tree's root takes it all.
+pub fn unpack_for(blob: &Path, media_type: &str, dest: &Path, srcs: &[&str]) -> Result<(), BuildError> {
+    let lexical = |s: &str| {
+        let mut parts: Vec<&str> = Vec::new();
+        for p in s.split('/') {
+            match p {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                p => parts.push(p),
+            }
+        }
+        parts.iter().collect::<PathBuf>()
+    };
+    let mut taken: Vec<PathBuf> = srcs.iter().map(|s| lexical(s)).collect();
+    if taken.iter().any(|p| p.as_os_str().is_empty()) {
+        return unpack(blob, media_type, dest);
+    }
+    let (mut prefixes, mut files): (Vec<PathBuf>, Vec<PathBuf>) = (taken.clone(), Vec::new());
+    // The first pass writes every directory and symlink; a second one the files that symlinks
+    // lead to elsewhere, and the targets of hard links; a third, at most, hard links to those.
+    for pass in 0..3 {
+        let select = |c: &Checked| {
+            matches!(c.kind, Kind::Dir | Kind::Symlink(_)) && pass == 0
+                || matches!(c.kind, Kind::File | Kind::HardLink(_))
+                    && (prefixes.iter().any(|p| c.path.starts_with(p)) || files.contains(&c.path))
+        };
+        let deferred = unpack_with(blob, media_type, dest, &Unpack { rules: Rules::Compose, whiteouts: false, select: Some(&select) })?;
+        let (mut next_prefixes, mut next_files) = (Vec::new(), Vec::new());
+        for s in srcs {
+            let led = resolve_in(dest, s);
+            let rel = led.strip_prefix(dest).unwrap_or(&led).to_path_buf();
+            if !taken.iter().any(|t| rel.starts_with(t)) {
+                taken.push(rel.clone());
+                next_prefixes.push(rel);
+            }
+        }
+        for (link, target) in deferred {
+            next_files.push(target);
+            next_files.push(link);
+        }
+        if next_prefixes.is_empty() && next_files.is_empty() {
+            break;
+        }
+        (prefixes, files) = (next_prefixes, next_files);
     }
     Ok(())
 }
@@ -188,8 +270,10 @@ fn remove(p: &Path) {
 
 /// The entries of directory `dir` (not itself), byte-sorted by path, as paths below `/`: modes,
 /// numeric owners and file sizes as found; hard links become separate regular files. Devices,
-/// FIFOs and sockets are refused.
-pub fn scan_tree(dir: &Path) -> Result<Vec<PlannedEntry>, BuildError> {
+/// FIFOs and sockets are refused, naming `what` the directory is ("the output of step x") and
+/// the entry's path as the step sees it (`shown`, the directory's path, then the entry's).
+pub fn scan_tree(dir: &Path, shown: &str, what: &str) -> Result<Vec<PlannedEntry>, BuildError> {
+    let shown = shown.trim_end_matches('/');
     let mut out = Vec::new();
     for e in walkdir::WalkDir::new(dir).min_depth(1).follow_links(false).follow_root_links(false) {
         let e = e.map_err(|e| {
@@ -199,7 +283,7 @@ pub fn scan_tree(dir: &Path) -> Result<Vec<PlannedEntry>, BuildError> {
         let rel = e.path().strip_prefix(dir).unwrap_or(e.path());
         let Some(rel) = rel.to_str() else {
             return Err(BuildError::Tree {
-                message: format!("`{}` has a name that is not UTF-8", e.path().display()),
+                message: format!("`{}` in {what} has a name that is not UTF-8", e.path().display()),
                 source: io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"),
             });
         };
@@ -214,7 +298,7 @@ pub fn scan_tree(dir: &Path) -> Result<Vec<PlannedEntry>, BuildError> {
             EntryKind::File { size: meta.len(), content: Content::Tree { abs: e.path().to_path_buf() } }
         } else {
             return Err(BuildError::Tree {
-                message: format!("`/{rel}` is a device, FIFO or socket; a tree holds files, directories and symlinks"),
+                message: format!("`{shown}/{rel}` in {what} is a device, FIFO or socket; a tree holds files, directories and symlinks"),
                 source: io::Error::new(io::ErrorKind::InvalidData, "special file"),
             });
         };
@@ -282,7 +366,7 @@ pub fn copy_entries(c: &CopyFrom, root: &Path, what: &str, shown: &str) -> Resul
     };
     if meta.is_dir() {
         out.push(fix(PlannedEntry { path: String::new(), kind: EntryKind::Dir, mode: meta.mode() & 0o7777, uid: 0, gid: 0 }, c.to.clone()));
-        for e in scan_tree(&abs)? {
+        for e in scan_tree(&abs, shown, what)? {
             let path = join(&c.to, e.path.trim_start_matches('/'));
             out.push(fix(e, path));
         }
@@ -306,10 +390,27 @@ pub fn copy_entries(c: &CopyFrom, root: &Path, what: &str, shown: &str) -> Resul
     Ok(out)
 }
 
-/// Capture the directory `dir` as a normalised layer in the store (see [`scan_tree`]; mtimes
-/// are the epoch).
-pub fn capture(name: &str, dir: &Path, epoch: u64, store: &Store) -> Result<Output, BuildError> {
-    let entries = scan_tree(dir)?;
+/// Capture the directory `dir`, the output `output` of `name` ("step x"), as a normalised layer
+/// in the store (see [`scan_tree`]; mtimes are the epoch). A tree past the bounds every tree is
+/// held to ([`tarcheck::MAX_TREE_BYTES`], [`tarcheck::MAX_TREE_ENTRIES`]) is refused here, not
+/// later when it is unpacked.
+pub fn capture(name: &str, output: &str, dir: &Path, epoch: u64, store: &Store) -> Result<Output, BuildError> {
+    let entries = scan_tree(dir, output, &format!("the output of {name}"))?;
+    let bytes: u64 = entries
+        .iter()
+        .map(|e| 512 + if let EntryKind::File { size, .. } = e.kind { size.div_ceil(512).saturating_mul(512) } else { 0 })
+        .fold(0u64, u64::saturating_add);
+    if entries.len() as u64 > tarcheck::MAX_TREE_ENTRIES || bytes > tarcheck::MAX_TREE_BYTES {
+        return Err(BuildError::Tree {
+            message: format!(
+                "the output of {name} is too big to keep: {} entries, {bytes} bytes as a tar (a tree holds at most {} entries and {} GiB)",
+                entries.len(),
+                tarcheck::MAX_TREE_ENTRIES,
+                tarcheck::MAX_TREE_BYTES >> 30
+            ),
+            source: io::Error::new(io::ErrorKind::InvalidData, "too big"),
+        });
+    }
     super::build_layer(name, &entries, epoch, crate::layer::Compression::Gzip, store)
 }
 
@@ -387,12 +488,14 @@ mod tests {
         b.into_inner().unwrap()
     }
 
+    /// Unpack `layers` one over the other, as an image's (foreign rules, whiteouts).
     fn unpack_all(dest: &Path, layers: &[Vec<u8>]) {
         let dir = tempfile::tempdir().unwrap();
         for (i, l) in layers.iter().enumerate() {
             let p = dir.path().join(format!("{i}.tar"));
             fs::write(&p, l).unwrap();
-            unpack(&p, "application/vnd.oci.image.layer.v1.tar", dest).unwrap();
+            let how = Unpack { rules: Rules::Foreign, whiteouts: true, select: None };
+            unpack_with(&p, "application/vnd.oci.image.layer.v1.tar", dest, &how).unwrap();
         }
     }
 
@@ -437,6 +540,85 @@ mod tests {
         assert_eq!(names("d"), ["b"]);
         assert_eq!(names("o"), ["y"]);
         assert!(root.path().join("keep").exists(), "`.wh...` removes nothing");
+    }
+
+    /// A tree as compose writes it (gzip): `(path, kind)` in order, files holding `data`.
+    fn compose_tree(entries: &[(&str, crate::layer::EntryKind, &[u8])]) -> Vec<u8> {
+        let mut w = crate::layer::LayerWriter::new(Vec::new());
+        for (path, kind, data) in entries {
+            let e = crate::layer::Entry { path: path.to_string(), kind: kind.clone(), mode: 0o755, uid: 0, gid: 0, mtime: 0 };
+            match kind {
+                crate::layer::EntryKind::File { .. } => w.append(&e, Some(&mut &data[..])).unwrap(),
+                _ => w.append(&e, None).unwrap(),
+            }
+        }
+        w.finish().unwrap().0
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = walkdir::WalkDir::new(dir)
+            .min_depth(1)
+            .into_iter()
+            .map(|e| e.unwrap().path().strip_prefix(dir).unwrap().display().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Defect 4a: `copy from="STEP" "/out/small"` unpacked the whole step tree (a 6-byte file
+    /// beside a 10 GiB one: 84 s and 12.9 GB written). Only what the copies take is written:
+    /// the tree's directories and symlinks, the files below where each source leads (through a
+    /// symlink elsewhere in the tree too), and the targets of hard links among them.
+    #[test]
+    fn copy_from_a_step_unpacks_only_what_it_copies() {
+        use crate::layer::EntryKind as K;
+        let big = vec![0u8; 8 << 20];
+        let blob = compose_tree(&[
+            ("/a-big", K::File { size: big.len() as u64 }, &big),
+            ("/b-other", K::File { size: 6 }, b"other\n"),
+            ("/dir", K::Dir, b""),
+            ("/dir/h", K::Hardlink { target: "/b-other".into() }, b""),
+            ("/dir/small", K::File { size: 6 }, b"small\n"),
+            ("/via", K::Symlink { target: "/dir".into() }, b""),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tree");
+        fs::write(&p, &blob).unwrap();
+        let unpacked = |srcs: &[&str]| {
+            let dest = tempfile::tempdir().unwrap();
+            unpack_for(&p, crate::layer::GZIP_MEDIA_TYPE, dest.path(), srcs).unwrap();
+            (listing(dest.path()), dest)
+        };
+        let (files, dest) = unpacked(&["/dir/small"]);
+        assert_eq!(files, ["dir", "dir/small", "via"]);
+        assert_eq!(fs::read(dest.path().join("dir/small")).unwrap(), b"small\n");
+        // Through the symlink: the second pass writes where it leads.
+        assert_eq!(unpacked(&["via/small"]).0, ["dir", "dir/small", "via"]);
+        // A directory with a hard link to a file outside it: the target comes too.
+        let (files, dest) = unpacked(&["dir"]);
+        assert_eq!(files, ["b-other", "dir", "dir/h", "dir/small", "via"]);
+        assert_eq!(fs::read(dest.path().join("dir/h")).unwrap(), b"other\n");
+        // The root: all of it.
+        assert_eq!(unpacked(&["dir/small", "/"]).0, ["a-big", "b-other", "dir", "dir/h", "dir/small", "via"]);
+    }
+
+    #[test]
+    fn a_tree_that_breaks_the_rules_is_refused_and_writes_nothing_outside() {
+        let outside = tempfile::tempdir().unwrap();
+        let dest = outside.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_link(&mut h, "escape", "../victim").unwrap();
+        let p = outside.path().join("t.tar");
+        fs::write(&p, b.into_inner().unwrap()).unwrap();
+        fs::write(outside.path().join("victim"), "host").unwrap();
+        let e = unpack(&p, "application/vnd.oci.image.layer.v1.tar", &dest).unwrap_err();
+        assert!(e.to_string().contains("is refused") && e.to_string().contains("verify --repair"), "{e}");
+        assert!(listing(&dest).is_empty());
     }
 
     #[test]

@@ -36,8 +36,8 @@ pub struct BuildSummary {
 /// `compose build`.
 pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummary, Error> {
     let planned = load_and_plan(&opts.spec)?;
-    for w in planned.spec.warnings() {
-        reporter.warning(&w);
+    for w in planned.spec.warnings().iter().chain(&planned.warnings) {
+        reporter.warning(w);
     }
     if opts.push.is_some() && planned.plan.roots().len() > 1 {
         return Err(Error::Usage("--push takes one image, but the spec has several: choose one with --image NAME".into()));
@@ -47,7 +47,7 @@ pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummar
     // Exporting and pushing overlap with writing results back to the remote cache.
     let options = build::ExecOptions { roots: None, check: opts.check, secrets: opts.spec.secrets.clone() };
     let summary = build::execute_then(&planned.plan, &planned.store, remote.as_ref(), &planned.clients, reporter, &options, |ex| {
-        export_all(opts, &planned, ex)
+        export_all(opts, &planned, ex, reporter)
     })?;
     if !summary.mismatches.is_empty() {
         return Err(Error::NotReproducible(summary.mismatches));
@@ -103,7 +103,7 @@ pub fn pin_steps(
 }
 
 /// Export (and push) every image of an executed plan.
-fn export_all(opts: &BuildOptions, planned: &Planned, ex: build::Executed) -> Result<BuildSummary, Error> {
+fn export_all(opts: &BuildOptions, planned: &Planned, ex: build::Executed, reporter: &dyn Reporter) -> Result<BuildSummary, Error> {
     let mut images = Vec::new();
     for pi in planned.plan.images.iter().filter(|i| i.export) {
         let fin = image::finished(&planned.plan, &ex, &planned.store, &pi.name, &pi.tag, pi.root)?;
@@ -144,9 +144,12 @@ fn export_all(opts: &BuildOptions, planned: &Planned, ex: build::Executed) -> Re
             pushed,
         });
     }
-    // What was built in each place of this spec, for `compose explain` next time.
+    // What was built in each place of this spec, for `compose explain` next time: bookkeeping
+    // that never fails the build it describes.
     let names = ex.records.keys().map(|&n| (plan::slot(&planned.plan, n), planned.plan.graph[n].hash)).collect();
-    planned.store.set_last_built(&super::explain::spec_key(&opts.spec.spec), &names)?;
+    if let Err(e) = planned.store.set_last_built(&super::explain::spec_key(&opts.spec.spec), &names) {
+        reporter.warning(&format!("cannot remember what was built, for `compose explain`: {}", crate::util::chain_message(&e)));
+    }
     Ok(BuildSummary { images, derivations: ex.counts, hashed_files: planned.scanner_stats.0, mismatches: ex.mismatches })
 }
 

@@ -257,6 +257,9 @@ pub struct Planned {
     pub plan: Plan,
     /// The command's network clients (made on first use).
     pub clients: Arc<Clients>,
+    /// What the user should hear about the sources (stores and output directories that
+    /// directory copies left out).
+    pub warnings: Vec<String>,
     scanner_stats: (u64, u64),
 }
 
@@ -332,6 +335,8 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
                 Ok(s) => {
                     sources.insert(src.clone(), s);
                 }
+                // A file written to while it was read: the machine's doing, not the spec's.
+                Err(e @ SourceError::Changed { .. }) => return Err(Error::Source(e)),
                 Err(e) => errors.push(source_error(&spec, *src_span, e)),
             }
         }
@@ -369,9 +374,10 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
     // Only a valid spec touches the store (resolution, above, opens it when it must).
     let store = open_store(&opts.cache_dir)?;
     let scanner_stats = (scanner.hashed_files, scanner.hashed_bytes);
+    let warnings = scanner.warnings();
     scanner.save(&store)?;
     drop(sources);
-    Ok(Planned { spec, store, plan, scanner_stats, lock: lockfile, clients })
+    Ok(Planned { spec, store, plan, warnings, scanner_stats, lock: lockfile, clients })
 }
 
 fn source_error(spec: &SpecFile, span: miette::SourceSpan, e: SourceError) -> SpecDiagnostic {

@@ -16,7 +16,10 @@
 //!   trusted keys are configured, signed by one of them (records that are not are ignored and
 //!   counted in one warning).
 //! - A record is only used once every blob it names has been fetched and verified (sha256 and
-//!   size) into the local store; a damaged blob is discarded and the derivation built here.
+//!   size, a layer's `diff_id`) into the local store; a damaged blob is discarded and the
+//!   derivation built here. A tree compose wrote (the caller says which outputs are) must also
+//!   keep the rules of one ([`crate::tarcheck`]), checked in the same pass as its `diff_id`: one
+//!   that does not is refused (counted in one warning), never let into the store.
 //! - Results built here are written back in the background (read-write mode): blobs first, then
 //!   the record, signed when a signing key is configured. Failures are never cached: only
 //!   successful builds produce records at all.
@@ -130,6 +133,9 @@ pub struct RemoteCache {
     first_failure: Mutex<Option<String>>,
     untrusted: AtomicUsize,
     damaged: AtomicUsize,
+    /// Trees refused (they break the rules of a tree compose wrote), and the first reason.
+    refused: AtomicUsize,
+    first_refusal: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for RemoteCache {
@@ -162,6 +168,8 @@ impl RemoteCache {
             first_failure: Mutex::new(None),
             untrusted: AtomicUsize::new(0),
             damaged: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
+            first_refusal: Mutex::new(None),
         }
     }
 
@@ -210,7 +218,23 @@ impl RemoteCache {
         if n > 0 {
             out.push(format!("remote cache {url}: discarded {n} damaged blob(s); built them here instead"));
         }
+        let n = self.refused.load(Ordering::SeqCst);
+        if n > 0 {
+            let first = self.first_refusal.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
+            out.push(format!(
+                "remote cache {url}: refused {n} tree(s) that break the rules of a tree compose wrote (first: {first}); built them here instead"
+            ));
+        }
         out
+    }
+
+    /// A tree from the cache breaks the rules: counted, the first reason kept for the warning.
+    fn refuse(&self, why: crate::tarcheck::Refused) {
+        self.refused.fetch_add(1, Ordering::SeqCst);
+        let mut first = self.first_refusal.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            *first = Some(why.to_string());
+        }
     }
 
     /// The record of `drv` if the cache has one we believe (blobs not fetched yet).
@@ -244,10 +268,13 @@ impl RemoteCache {
     }
 
     /// Fetch every output blob of `rec` into the store, verified, then store the record.
-    /// False if a blob is missing or damaged, or the server failed.
-    pub fn fetch_outputs(&self, store: &Store, rec: &Record) -> bool {
-        for o in rec.outputs.values() {
-            if !self.fetch_blob(store, o) {
+    /// Outputs for which `tree` says yes are trees compose wrote: checked by the rules of one
+    /// ([`crate::tarcheck::Rules::Compose`]) as they stream in, and refused (never let into the
+    /// store) if they break one. False if a blob is missing, damaged or refused, or the server
+    /// failed.
+    pub fn fetch_outputs(&self, store: &Store, rec: &Record, tree: &dyn Fn(&str) -> bool) -> bool {
+        for (name, o) in &rec.outputs {
+            if !self.fetch_blob(store, o, tree(name)) {
                 return false;
             }
         }
@@ -259,24 +286,37 @@ impl RemoteCache {
     }
 
     /// Fetch output `o` into the store: its blob, checked against its digest and size and, for
-    /// a layer, against the record's `diff_id` while it streams in (a blob already in the store
-    /// is checked against the `diff_id` the same way).
-    fn fetch_blob(&self, store: &Store, o: &crate::store::Output) -> bool {
+    /// a layer, against the record's `diff_id` while it streams in, and for a `tree`, by the
+    /// rules of a tree compose wrote in the same pass (a blob already in the store is checked
+    /// the same way).
+    fn fetch_blob(&self, store: &Store, o: &crate::store::Output, tree: bool) -> bool {
+        use crate::tarcheck::{self, Rules};
         let (digest, size) = (&o.digest, o.size);
-        let diff_id = match o.diff_id {
-            Some(_) => match crate::layer::DiffIdWriter::new(&o.media_type) {
-                Some(w) => Some(w),
+        let diff_id = match (o.diff_id, tree) {
+            (None, false) => None,
+            (_, true) => Some(Uncompressed::Tree(tarcheck::StreamCheck::new(&o.media_type, Rules::Compose))),
+            (Some(_), false) => match crate::layer::DiffIdWriter::new(&o.media_type) {
+                Some(w) => Some(Uncompressed::Layer(w)),
                 None => {
                     self.damaged.fetch_add(1, Ordering::SeqCst);
                     return false;
                 }
             },
-            None => None,
         };
         if store.checked_size(digest) == Some(size) {
-            let fits = o
-                .diff_id
-                .is_none_or(|d| crate::layer::DiffIdWriter::of_file(&store.blob_path(digest), &o.media_type).is_ok_and(|a| Sha256(a) == d));
+            let path = store.blob_path(digest);
+            let fits = if tree {
+                match tarcheck::check_file(&path, &o.media_type, Rules::Compose) {
+                    Ok(s) => s.diff_id.map(Sha256) == o.diff_id,
+                    Err(Ok(why)) => {
+                        self.refuse(why);
+                        return false;
+                    }
+                    Err(Err(_)) => false,
+                }
+            } else {
+                o.diff_id.is_none_or(|d| crate::layer::DiffIdWriter::of_file(&path, &o.media_type).is_ok_and(|a| Sha256(a) == d))
+            };
             if !fits {
                 self.damaged.fetch_add(1, Ordering::SeqCst);
             }
@@ -307,8 +347,20 @@ impl RemoteCache {
             }
         }
         // A damaged blob is discarded (and rebuilt here), never let into the store; so is a
-        // layer whose uncompressed bytes are not what the record says.
-        let uncompressed = sink.diff_id.take().map(|w| w.finish().ok().map(Sha256));
+        // layer whose uncompressed bytes are not what the record says, and a tree that breaks
+        // the rules.
+        let uncompressed = match sink.diff_id.take() {
+            None => None,
+            Some(Uncompressed::Layer(w)) => Some(w.finish().ok().map(Sha256)),
+            Some(Uncompressed::Tree(c)) => match c.finish() {
+                Ok(s) => Some(s.diff_id.map(Sha256)),
+                Err(why) if sink.written == size => {
+                    self.refuse(why);
+                    return false;
+                }
+                Err(_) => Some(None),
+            },
+        };
         let ok = sink.written == size
             && Sha256(sink.hasher.finalize_reset().into()) == *digest
             && uncompressed.is_none_or(|actual| actual.is_some() && actual == o.diff_id);
@@ -357,14 +409,35 @@ impl RemoteCache {
     }
 }
 
+/// What is made of a layer's uncompressed bytes as they pass.
+enum Uncompressed {
+    /// Its diff_id.
+    Layer(crate::layer::DiffIdWriter),
+    /// A tree compose wrote: its diff_id, and whether it keeps the rules.
+    Tree(crate::tarcheck::StreamCheck),
+}
+
+impl Write for Uncompressed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Uncompressed::Layer(w) => w.write(buf),
+            Uncompressed::Tree(c) => c.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A sink that hashes, counts and refuses more than `limit` bytes.
 struct Verifying<W: Write> {
     inner: W,
     hasher: sha2::Sha256,
     written: u64,
     limit: u64,
-    /// For a layer: its diff_id, computed as the bytes pass.
-    diff_id: Option<crate::layer::DiffIdWriter>,
+    /// For a layer: its diff_id (and for a tree, its check), computed as the bytes pass.
+    diff_id: Option<Uncompressed>,
 }
 
 impl<W: Write> Write for Verifying<W> {
@@ -377,7 +450,7 @@ impl<W: Write> Write for Verifying<W> {
         if let Some(d) = &mut self.diff_id {
             // A stream that does not decompress is damaged: noted, judged at the end.
             if d.write_all(buf).is_err() {
-                self.diff_id = Some(crate::layer::DiffIdWriter::broken());
+                self.diff_id = Some(Uncompressed::Layer(crate::layer::DiffIdWriter::broken()));
             }
         }
         self.written += buf.len() as u64;

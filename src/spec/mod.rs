@@ -540,7 +540,8 @@ pub fn parse_file_with(path: &Path, args: &[(String, String)]) -> Result<SpecFil
 /// (`--build-arg NAME=VALUE`), else the default. An `arg` without a default must be given; a
 /// `--build-arg` the file does not declare is an error. Only the braced form of declared names
 /// is replaced, so `$VAR` and `${VAR}` of anything else (environment variables, shell lines)
-/// stay as written.
+/// stay as written. A value goes in as given, in one pass over the string: a `${…}` inside a
+/// value is never replaced in turn, whatever the order the arguments are declared in.
 fn build_args(doc: &mut KdlDocument, given: &[(String, String)], dec: &mut Decoder) {
     let mut values: Vec<(String, String)> = Vec::new();
     for n in doc.nodes().iter().filter(|n| n.name().value() == "arg") {
@@ -600,10 +601,7 @@ fn build_args(doc: &mut KdlDocument, given: &[(String, String)], dec: &mut Decod
             for e in n.entries_mut() {
                 let replaced = match e.value().as_string() {
                     Some(s) if s.contains("${") => {
-                        let mut out = s.to_string();
-                        for (k, v) in values {
-                            out = out.replace(&format!("${{{k}}}"), v);
-                        }
+                        let out = substitute(s, values);
                         (out != s).then_some(out)
                     }
                     _ => None,
@@ -618,6 +616,30 @@ fn build_args(doc: &mut KdlDocument, given: &[(String, String)], dec: &mut Decod
         }
     }
     walk(doc, &values);
+}
+
+/// `s` with each `${NAME}` of a declared argument replaced by its value, in one pass: what a
+/// value holds is never replaced again.
+fn substitute(s: &str, values: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let value = after.find('}').and_then(|j| values.iter().find(|(k, _)| *k == after[..j]).map(|(_, v)| (v, j)));
+        match value {
+            Some((v, j)) => {
+                out.push_str(v);
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push_str("${");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// [`parse_str`] with build arguments.

@@ -1180,3 +1180,18 @@ step "s" {
         ],
     );
 }
+
+/// Defect 4f: build-arg values were expanded twice: `--build-arg 'V=p${W}d'` gave `pwd` or
+/// `p${W}d` depending on which `arg` came first. Docker keeps values as given: a value from the
+/// command line or a default goes in literally, never expanded again.
+#[test]
+fn build_arg_values_are_inserted_literally_never_expanded_again() {
+    let v = [("V".to_string(), "p${W}d".to_string())];
+    for text in [
+        "arg \"V\"\narg \"W\" default=\"w\"\narg \"D\" default=\"${W}\"\nimage \"app\" { config { env A=\"${V}\" B=\"${D}-${W}\" } }\n",
+        "arg \"W\" default=\"w\"\narg \"D\" default=\"${W}\"\narg \"V\"\nimage \"app\" { config { env A=\"${V}\" B=\"${D}-${W}\" } }\n",
+    ] {
+        let spec = parse_str_with(Path::new("args.kdl"), text, &v).unwrap_or_else(|e| panic!("{}", render(&e)));
+        assert_eq!(spec.images[0].config.env, [("A".to_string(), "p${W}d".to_string()), ("B".to_string(), "${W}-w".to_string())], "{text}");
+    }
+}

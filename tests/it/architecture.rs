@@ -13,6 +13,7 @@ const LEVELS: &[(&str, u32)] = &[
     ("hash", 0),
     ("layer", 0),
     ("reference", 1),
+    ("tarcheck", 1),
     ("spec", 2),
     ("lock", 3),
     ("import", 3),

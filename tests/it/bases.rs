@@ -111,3 +111,41 @@ fn a_bad_local_base_is_a_spec_error() {
     assert!(err.contains("spec.kdl:2:") && err.contains("nowhere"), "{err}");
     assert!(!ctx.path("out").exists());
 }
+
+/// Defect 2: `cache verify` failed on every store that built on an external base ("unknown
+/// kind `base-files`", the record remembering the files compose read from the base), and
+/// `--repair` removed the record only for the next build to write it again.
+#[test]
+fn cache_verify_knows_the_files_remembered_from_an_external_base() {
+    let ctx = TestContext::new();
+    ctx.write("parent.kdl", PARENT);
+    ctx.build(&["parent.kdl", "--out", "base-out"]);
+    ctx.write("child.kdl", "image \"child\" {\n    base \"oci:base-out/parent:p1\"\n    files { text \"/etc/child\" \"x\\n\" }\n}\n");
+    let first = ctx.build(&["child.kdl"]);
+    let records = || -> Vec<String> {
+        walkdir::WalkDir::new(ctx.cache.join("v1/records"))
+            .into_iter()
+            .map(|e| e.unwrap().into_path())
+            .filter(|p| p.is_file())
+            .map(|p| fs::read_to_string(p).unwrap())
+            .collect()
+    };
+    assert!(records().iter().any(|r| r.contains("\"kind\": \"base-files\"")), "the base's files are remembered");
+    let out = ctx.compose(&["cache", "verify", "--repair"]);
+    assert_success(&out, "cache verify --repair");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" 0 problems"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(records().iter().any(|r| r.contains("\"kind\": \"base-files\"")), "repair keeps it");
+    assert_eq!(ctx.build(&["child.kdl"]), first);
+
+    // Damaged files under that kind are still found.
+    let p = walkdir::WalkDir::new(ctx.cache.join("v1/records"))
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .find(|p| p.is_file() && fs::read_to_string(p).unwrap().contains("\"kind\": \"base-files\""))
+        .unwrap();
+    let mut rec: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+    rec["outputs"]["files"]["media_type"] = serde_json::json!("text/plain");
+    fs::write(&p, serde_json::to_vec(&rec).unwrap()).unwrap();
+    let out = ctx.compose(&["cache", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+}

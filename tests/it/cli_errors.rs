@@ -100,3 +100,16 @@ fn unknown_image_and_bad_flags_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!ctx.path("out").exists());
 }
+
+/// Defect 4e: a copy source that changed while it was read exited 2, the code of a wrong spec;
+/// nothing is wrong with the spec, so it exits 1, saying the file changed since it was read.
+/// (`/proc/self/status` says it is empty and then reads as more: as a file written meanwhile.)
+#[test]
+fn a_file_changing_while_it_is_read_exits_1() {
+    let ctx = TestContext::new();
+    ctx.write("spec.kdl", "image \"c\" {\n    files { copy \"/proc/self/status\" to=\"/status\" }\n}\n");
+    let out = ctx.compose(&["build", "spec.kdl"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/status` changed since it was read"), "{stderr}");
+}

@@ -21,3 +21,4 @@ mod repro;
 mod sandbox;
 mod steps;
 mod store;
+mod trees;

@@ -706,3 +706,222 @@ fn unsigned_remote_records_are_checked_against_their_derivation() {
     assert_eq!(vb["images"][0]["digest"], va["images"][0]["digest"], "{vb}");
     assert_eq!((vb["derivations"]["remote"].as_u64(), vb["derivations"]["built"].as_u64()), (Some(1), Some(2)), "{vb}");
 }
+
+/// A spec with a build step (busybox from the host; no network) whose output is copied.
+const STEP_SPEC: &str = r#"
+image "tools" {
+    export #false
+    files {
+        copy "/bin/busybox" to="/bin/busybox" mode=0o755
+        symlink "/bin/sh" target="busybox"
+    }
+}
+step "mk" {
+    image "tools"
+    run "sh" "-c" "echo hello > /out/hello"
+    output "/out"
+}
+image "app" { files { copy from="mk" "/out/hello" to="/hello" } }
+"#;
+
+/// `(name, type, link, size, data)`.
+type RawEntry<'a> = (&'a [u8], u8, &'a [u8], u64, &'a [u8]);
+
+/// A tar of entries written as given, without any check: what an attacker uploads.
+fn raw_tar(entries: &[RawEntry<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, ty, link, size, data) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.as_mut_bytes()[..name.len()].copy_from_slice(name);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(*size);
+        h.set_entry_type(tar::EntryType::new(*ty));
+        if *ty == b'3' || *ty == b'4' {
+            h.set_device_major(1).unwrap();
+            h.set_device_minor(3).unwrap();
+        }
+        h.as_mut_bytes()[157..157 + link.len()].copy_from_slice(link);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Defect 1 (High): one unsigned remote `step` record whose tree held `..`, an absolute path, a
+/// hard link out, a device, or was not a tar passed the record checks; that build and every
+/// later one failed, even without the remote, `cache verify --repair` saw nothing and gc kept
+/// it. Such trees are refused as they stream in (the step runs here), and one already in a
+/// store is found and removed by `cache verify --repair`.
+#[test]
+fn hostile_remote_step_records_never_brick_a_store() {
+    let ctx = TestContext::new();
+    let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
+    let a = ctx.tmp.path().join("machine-a");
+    let b = ctx.tmp.path().join("machine-b");
+    for d in [&a, &b] {
+        fs::create_dir_all(d).unwrap();
+        fs::write(d.join("spec.kdl"), STEP_SPEC).unwrap();
+    }
+    let va = build(&ctx, &a, "store-a", &["--remote-cache", &nginx.url]);
+    let reference = va["images"][0]["digest"].clone();
+    // Only the step's record stays in the cache: machine B must build the layer that copies
+    // from it, so it takes the step's tree from the cache.
+    let mut step = None;
+    for (path, rec) in remote_records(&nginx) {
+        if rec["kind"] == "step" {
+            step = Some((path, rec));
+        } else {
+            fs::remove_file(path).unwrap();
+        }
+    }
+    let (step_path, step_rec) = step.unwrap();
+    let hello: &[u8] = b"hello\n";
+    let dir = |n: &'static [u8]| (n, b'5', &b""[..], 0u64, &b""[..]);
+    let kinds: Vec<(&str, Vec<u8>)> = vec![
+        ("not a tar", gzip(&b"this is not a tar at all\n".repeat(100))),
+        ("dotdot", raw_tar(&[(b"../../../../hello", b'0', b"", 6, hello), (b"hello", b'0', b"", 6, hello)])),
+        ("absolute", raw_tar(&[(b"/hello", b'0', b"", 7, b"forged\n")])),
+        ("hard link out", raw_tar(&[(b"hello", b'1', b"../../../../../../etc/hostname", 0, b"")])),
+        ("device", raw_tar(&[(b"hello", b'3', b"", 0, b"")])),
+        ("fifo", raw_tar(&[(b"hello", b'6', b"", 0, b"")])),
+        ("not UTF-8", raw_tar(&[dir(b"d\xff/"), (b"d\xff/x", b'0', b"", 6, hello), (b"hello", b'0', b"", 6, hello)])),
+        ("bomb", raw_tar(&[(b"a-huge", b'0', b"", 65 << 30, b""), (b"hello", b'0', b"", 6, hello)])),
+    ];
+    for (i, (what, tar)) in kinds.iter().enumerate() {
+        let blob = if what == &"not a tar" { tar.clone() } else { gzip(tar) };
+        let diff_id = if what == &"not a tar" { sha256_hex(b"this is not a tar at all\n".repeat(100).as_slice()) } else { sha256_hex(tar) };
+        let hex = sha256_hex(&blob);
+        fs::write(nginx.root.join("cas").join(&hex), &blob).unwrap();
+        let mut rec = step_rec.clone();
+        rec["outputs"]["tree"]["digest"] = serde_json::json!(format!("sha256:{hex}"));
+        rec["outputs"]["tree"]["size"] = serde_json::json!(blob.len());
+        rec["outputs"]["tree"]["diff_id"] = serde_json::json!(format!("sha256:{diff_id}"));
+        fs::write(&step_path, serde_json::to_vec(&rec).unwrap()).unwrap();
+
+        let store = format!("store-b{i}");
+        let out =
+            run_in(&ctx, &b, &store, &["build", "spec.kdl", "--json", "--remote-cache", &nginx.url, "--remote-cache-mode", "ro"], &[]);
+        let v = json_of(&out, &format!("{what}: build with the hostile record"));
+        assert_eq!(v["images"][0]["digest"], reference, "{what}: {v}");
+        assert!(stderr_of(&out).contains("refused 1 tree(s)"), "{what}: {}", stderr_of(&out));
+        // Without the cache, the store it left builds nothing and verifies clean.
+        let again = build(&ctx, &b, &store, &[]);
+        assert_eq!((again["derivations"]["built"].as_u64(), &again["images"][0]["digest"]), (Some(0), &reference), "{what}");
+        let verify = run_in(&ctx, &b, &store, &["cache", "verify"], &[]);
+        assert_success(&verify, &format!("{what}: verify"));
+    }
+
+    // A store that took such a tree before (an older compose): `cache verify` names it,
+    // `--repair` removes the record, and the next build runs the step again.
+    let store_a = ctx.tmp.path().join("store-a");
+    let (_, tar) = &kinds[1];
+    let blob = gzip(tar);
+    let hex = sha256_hex(&blob);
+    fs::write(store_a.join("v1/blobs/sha256").join(&hex), &blob).unwrap();
+    let local = walkdir::WalkDir::new(store_a.join("v1/records"))
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .find(|p| p.is_file() && fs::read_to_string(p).unwrap().contains("\"kind\": \"step\""))
+        .unwrap();
+    let mut rec: serde_json::Value = serde_json::from_slice(&fs::read(&local).unwrap()).unwrap();
+    rec["outputs"]["tree"]["digest"] = serde_json::json!(format!("sha256:{hex}"));
+    rec["outputs"]["tree"]["size"] = serde_json::json!(blob.len());
+    rec["outputs"]["tree"]["diff_id"] = serde_json::json!(format!("sha256:{}", sha256_hex(tar)));
+    fs::write(&local, serde_json::to_vec(&rec).unwrap()).unwrap();
+    let verify = |repair: bool| {
+        let mut args = vec!["cache", "verify"];
+        if repair {
+            args.push("--repair");
+        }
+        run_in(&ctx, &a, "store-a", &args, &[])
+    };
+    let out = verify(false);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("breaks the rules of a tree"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(verify(true).status.code(), Some(1));
+    assert_success(&verify(false), "verify after repair");
+    fs::write(a.join("spec.kdl"), STEP_SPEC.replace("/hello\" }", "/hello2\" }")).unwrap();
+    let va2 = build(&ctx, &a, "store-a", &[]);
+    assert!(va2["derivations"]["built"].as_u64().unwrap() >= 2, "{va2}");
+}
+
+/// Defect 4a: `copy from="STEP" "/out/small"` unpacked the whole step tree (a 6-byte file beside
+/// a 10 GiB one: 84 s and 12.9 GB written). Here the step's tree (from the cache) holds 2 GiB of
+/// zeros beside `hello`, and compose may write no file past 512 MiB: only `hello` is unpacked.
+#[test]
+fn copy_from_a_step_takes_only_what_it_copies() {
+    use sha2::Digest;
+    let ctx = TestContext::new();
+    let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
+    let a = ctx.tmp.path().join("machine-a");
+    let b = ctx.tmp.path().join("machine-b");
+    for d in [&a, &b] {
+        fs::create_dir_all(d).unwrap();
+        fs::write(d.join("spec.kdl"), STEP_SPEC).unwrap();
+    }
+    let va = build(&ctx, &a, "store-a", &["--remote-cache", &nginx.url]);
+    let mut step = None;
+    for (path, rec) in remote_records(&nginx) {
+        if rec["kind"] == "step" {
+            step = Some((path, rec));
+        } else {
+            fs::remove_file(path).unwrap();
+        }
+    }
+    let (step_path, mut rec) = step.unwrap();
+    // `a-big` (2 GiB of zeros) then `hello`: one gzip member per MiB, as compose writes them.
+    let big: u64 = 2 << 30;
+    let head = raw_tar(&[(b"a-big", b'0', b"", big, b"")]);
+    let head = &head[..512];
+    let tail = raw_tar(&[(b"hello", b'0', b"", 6, b"hello\n")]);
+    let zeros = vec![0u8; 1 << 20];
+    let (mut blob, mut diff_id) = (gzip(head), sha2::Sha256::new());
+    diff_id.update(head);
+    let zeros_gz = gzip(&zeros);
+    for _ in 0..(big >> 20) {
+        blob.extend_from_slice(&zeros_gz);
+        diff_id.update(&zeros);
+    }
+    blob.extend_from_slice(&gzip(&tail));
+    diff_id.update(&tail);
+    let diff_id: String = diff_id.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = sha256_hex(&blob);
+    fs::write(nginx.root.join("cas").join(&hex), &blob).unwrap();
+    rec["outputs"]["tree"]["digest"] = serde_json::json!(format!("sha256:{hex}"));
+    rec["outputs"]["tree"]["size"] = serde_json::json!(blob.len());
+    rec["outputs"]["tree"]["diff_id"] = serde_json::json!(format!("sha256:{diff_id}"));
+    fs::write(&step_path, serde_json::to_vec(&rec).unwrap()).unwrap();
+
+    let out = Command::new("prlimit")
+        .arg(format!("--fsize={}", 512 << 20))
+        .arg(crate::support::COMPOSE)
+        .args(["build", "spec.kdl", "--json", "--remote-cache", &nginx.url, "--remote-cache-mode", "ro"])
+        .current_dir(&b)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", ctx.tmp.path())
+        .env("COMPOSE_CACHE_DIR", ctx.tmp.path().join("store-b"))
+        .output()
+        .unwrap();
+    let vb = json_of(&out, "build copying a small file beside a big one");
+    assert_eq!(vb["images"][0]["digest"], va["images"][0]["digest"], "{vb}");
+    assert_eq!(vb["derivations"]["remote"], 1, "the step's tree came from the cache: {vb}");
+}

@@ -394,3 +394,111 @@ fn a_changed_file_reuses_the_other_chunks_and_changes_no_byte() {
     let verify = ctx.compose(&["cache", "verify"]);
     assert_success(&verify, "cache verify");
 }
+
+/// Defect 4b: an unpack killed half-way left `cache/v1/rootfs/.unpack-*` (55 MB each), which
+/// `gc` did not count, and builds never removed. The next build alone on the store removes them,
+/// and `gc` counts them (`cache stats` counts them as temporary files while a build runs).
+#[test]
+fn killed_unpacks_are_removed_and_counted() {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = TestContext::new();
+    ctx.write("spec.kdl", "image \"u\" {\n    files { text \"/a\" \"a\\n\" }\n}\n");
+    let reference = ctx.build(&["spec.kdl"]);
+    let leftover = || {
+        let ro = ctx.cache.join("v1/rootfs/.unpack-Ab12Cd/rootfs/usr/lib");
+        fs::create_dir_all(&ro).unwrap();
+        fs::write(ro.join("big"), vec![7u8; 1 << 20]).unwrap();
+        fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+        ctx.cache.join("v1/rootfs/.unpack-Ab12Cd")
+    };
+    let dir = leftover();
+    assert_eq!(ctx.build(&["spec.kdl"]), reference);
+    assert!(!dir.exists(), "the next build removes it");
+    let dir = leftover();
+    let gc = ctx.compose(&["cache", "gc"]);
+    assert_success(&gc, "gc");
+    assert!(String::from_utf8_lossy(&gc.stdout).contains(", 1 temporary files;"), "{}", String::from_utf8_lossy(&gc.stdout));
+    assert!(!dir.exists());
+}
+
+/// Defect 4c: a `names/` entry (what `compose explain` compares with) that was a directory made
+/// the build fail after building. It is replaced; so is a `names` that is a file.
+#[test]
+fn a_names_entry_in_the_way_never_fails_the_build() {
+    let ctx = TestContext::new();
+    ctx.write("spec.kdl", "image \"n\" {\n    files { text \"/a\" \"a\\n\" }\n}\n");
+    ctx.build(&["spec.kdl"]);
+    let names = ctx.cache.join("v1/names");
+    let entry = fs::read_dir(&names).unwrap().next().unwrap().unwrap().path();
+    fs::remove_file(&entry).unwrap();
+    fs::create_dir_all(entry.join("inside")).unwrap();
+    ctx.write("spec.kdl", "image \"n\" {\n    files { text \"/a\" \"b\\n\" }\n}\n");
+    ctx.build(&["spec.kdl"]);
+    assert!(entry.is_file(), "the entry is a file again");
+    fs::remove_dir_all(&names).unwrap();
+    fs::write(&names, "not a directory").unwrap();
+    ctx.write("spec.kdl", "image \"n\" {\n    files { text \"/a\" \"c\\n\" }\n}\n");
+    ctx.build(&["spec.kdl"]);
+    assert!(entry.is_file());
+    let explain = ctx.compose(&["explain", "spec.kdl"]);
+    assert_success(&explain, "explain");
+}
+
+/// The paths of every layer of the OCI layout at `dir`.
+fn layer_paths(dir: &std::path::Path) -> Vec<String> {
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &serde_json::Value| dir.join("blobs/sha256").join(d.as_str().unwrap().trim_start_matches("sha256:"));
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(blob(&index["manifests"][0]["digest"])).unwrap()).unwrap();
+    let mut out = Vec::new();
+    for l in m["layers"].as_array().unwrap() {
+        let f = fs::File::open(blob(&l["digest"])).unwrap();
+        let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(f));
+        for e in ar.entries().unwrap() {
+            out.push(e.unwrap().path().unwrap().display().to_string());
+        }
+    }
+    out
+}
+
+/// Defect 3: `copy "."` shipped the spec directory's own store (`cache/keys/dev.secret`, a
+/// signing key) when the build used another `--cache-dir`: a directory copy left out only this
+/// build's store and output. It never takes a compose store (known by its `v1/lock`, or a key in
+/// its `keys/`) or output directory (its `.compose-lock`), wherever it is, and says so.
+#[test]
+fn a_directory_copy_never_takes_a_store_or_an_output() {
+    let ctx = TestContext::new();
+    ctx.write("spec.kdl", "image \"site\" {\n    files { copy \".\" to=\"/src\" }\n}\n");
+    ctx.write("index.html", "hello\n");
+    let in_spec_dir = |store: &str| {
+        let mut c = ctx.cmd();
+        c.env("COMPOSE_CACHE_DIR", ctx.path(store));
+        c
+    };
+    // A signing key made in the spec directory's `cache/` (no store there yet), and an earlier
+    // build with a store `old-cache/` and `out/` in the spec directory.
+    let kg = in_spec_dir("cache").args(["cache", "keygen", "dev"]).output().unwrap();
+    assert_success(&kg, "keygen");
+    assert!(ctx.path("cache/keys/dev.secret").is_file());
+    assert_success(&in_spec_dir("old-cache").args(["build", "spec.kdl"]).output().unwrap(), "the earlier build");
+    assert!(ctx.path("out/.compose-lock").is_file() && ctx.path("old-cache/v1/lock").is_file());
+
+    let elsewhere = ctx.tmp.path().join("elsewhere");
+    let out = ctx
+        .cmd()
+        .env("COMPOSE_CACHE_DIR", elsewhere.join("cache"))
+        .args(["build", "spec.kdl", "--out"])
+        .arg(elsewhere.join("out"))
+        .output()
+        .unwrap();
+    assert_success(&out, "build with the store and output elsewhere");
+    let paths = layer_paths(&elsewhere.join("out/site"));
+    assert!(paths.iter().any(|p| p == "src/index.html"), "{paths:?}");
+    let taken: Vec<&String> = paths.iter().filter(|p| ["src/cache", "src/old-cache", "src/out"].iter().any(|x| p.starts_with(x))).collect();
+    assert!(taken.is_empty(), "a store or an output went into the image: {taken:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (dir, what) in
+        [("cache", "a compose store (it holds signing keys)"), ("old-cache", "a compose store"), ("out", "a compose output directory")]
+    {
+        assert!(err.contains(&format!("`{dir}` is {what}: directory copies leave it out")), "{dir}: {err}");
+    }
+}
