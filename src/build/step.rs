@@ -459,7 +459,7 @@ pub fn run_step(
     present.unmake();
     // The output as the step saw it: symlinks on the way are followed inside its root, and the
     // output itself must be a directory (never a link out of the sandbox).
-    let captured = trees::resolve_in(&rootfs, &s.output);
+    let captured = trees::resolve_in(&rootfs, &s.output)?;
     if !captured.symlink_metadata().is_ok_and(|m| m.is_dir()) {
         log.keep(store, drv);
         return Err(BuildError::Tree {
@@ -584,7 +584,7 @@ pub fn run_scripts(
     let root = deps.get(&sc.root).ok_or_else(|| BuildError::MissingOutput(format!("the packages root of {}", sc.image), "manifest"))?;
     let lower = trees::image_rootfs(store, root)?;
     for need in ["/usr/bin/dpkg", "/bin/sh"] {
-        if trees::resolve_in(&lower, need).symlink_metadata().is_err() {
+        if trees::resolve_in(&lower, need)?.symlink_metadata().is_err() {
             return Err(BuildError::Tree {
                 message: format!(
                     "image `{}`: maintainer-scripts \"run\" needs dpkg and a shell, and the image has no `{need}`; \

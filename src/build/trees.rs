@@ -145,7 +145,7 @@ fn unpack_with(blob: &Path, media_type: &str, dest: &Path, how: &Unpack<'_>) -> 
         // at `dest`), so nothing is ever written or removed outside `dest`.
         let parent = match how.rules {
             Rules::Compose => dest.join(parent_rel),
-            Rules::Foreign => resolve_in(dest, &parent_rel.to_string_lossy()),
+            Rules::Foreign => resolve_in(dest, &parent_rel.to_string_lossy())?,
         };
         if how.whiteouts {
             if let Some(hidden) = name.as_bytes().strip_prefix(b".wh.") {
@@ -173,7 +173,7 @@ fn unpack_with(blob: &Path, media_type: &str, dest: &Path, how: &Unpack<'_>) -> 
         if let Kind::HardLink(link) = &c.kind {
             let source = match how.rules {
                 Rules::Compose => dest.join(link),
-                Rules::Foreign => resolve_in(dest, &link.to_string_lossy()),
+                Rules::Foreign => resolve_in(dest, &link.to_string_lossy())?,
             };
             if how.select.is_some() && fs::symlink_metadata(&source).is_err() {
                 deferred.push((c.path.clone(), link.clone()));
@@ -237,7 +237,7 @@ pub fn unpack_for(blob: &Path, media_type: &str, dest: &Path, srcs: &[&str]) -> 
         let deferred = unpack_with(blob, media_type, dest, &Unpack { rules: Rules::Compose, whiteouts: false, select: Some(&select) })?;
         let (mut next_prefixes, mut next_files) = (Vec::new(), Vec::new());
         for s in srcs {
-            let led = resolve_in(dest, s);
+            let led = resolve_in(dest, s)?;
             let rel = led.strip_prefix(dest).unwrap_or(&led).to_path_buf();
             if !taken.iter().any(|t| rel.starts_with(t)) {
                 taken.push(rel.clone());
@@ -309,9 +309,13 @@ pub fn scan_tree(dir: &Path, shown: &str, what: &str) -> Result<Vec<PlannedEntry
     Ok(out)
 }
 
+/// Most symlinks followed resolving one path (the kernel's own bound, `ELOOP`).
+const MAX_LINKS: usize = 40;
+
 /// Resolve `path` (absolute, inside the tree at `root`) following symlinks as the tree's own root
-/// would, never leaving it.
-pub fn resolve_in(root: &Path, path: &str) -> PathBuf {
+/// would, never leaving it. A path that needs more than [`MAX_LINKS`] links is refused: what is
+/// left of it could still hold a link the kernel would follow out of the tree.
+pub fn resolve_in(root: &Path, path: &str) -> Result<PathBuf, BuildError> {
     let mut parts: Vec<String> = Vec::new();
     let mut todo: Vec<String> = path.split('/').filter(|p| !p.is_empty()).rev().map(str::to_owned).collect();
     let mut links = 0;
@@ -328,7 +332,13 @@ pub fn resolve_in(root: &Path, path: &str) -> PathBuf {
         candidate.extend(parts.iter());
         candidate.push(&p);
         match fs::read_link(&candidate) {
-            Ok(target) if links < 40 => {
+            Ok(_) if links >= MAX_LINKS => {
+                return Err(BuildError::Tree {
+                    message: format!("`{path}` in `{}` passes through more than {MAX_LINKS} symbolic links", root.display()),
+                    source: io::Error::from_raw_os_error(libc::ELOOP),
+                })
+            }
+            Ok(target) => {
                 links += 1;
                 let t = target.to_string_lossy().into_owned();
                 if t.starts_with('/') {
@@ -341,7 +351,7 @@ pub fn resolve_in(root: &Path, path: &str) -> PathBuf {
     }
     let mut out = root.to_path_buf();
     out.extend(parts.iter());
-    out
+    Ok(out)
 }
 
 /// The entries a `copy from=` adds, from the tree at `root` (a step's output, or an image's root
@@ -349,7 +359,7 @@ pub fn resolve_in(root: &Path, path: &str) -> PathBuf {
 /// unless the operation sets them; owners are the operation's.
 /// `shown` is the source path as the spec wrote it, for messages.
 pub fn copy_entries(c: &CopyFrom, root: &Path, what: &str, shown: &str) -> Result<Vec<PlannedEntry>, BuildError> {
-    let abs = if c.src.is_empty() { root.to_path_buf() } else { resolve_in(root, &c.src) };
+    let abs = if c.src.is_empty() { root.to_path_buf() } else { resolve_in(root, &c.src)? };
     let meta = abs.symlink_metadata().map_err(|source| BuildError::Tree { message: format!("{what} has no `{shown}`"), source })?;
     let mut out = Vec::new();
     let join = |dir: &str, rel: &str| if dir == "/" { format!("/{rel}") } else { format!("{dir}/{rel}") };
@@ -621,14 +631,53 @@ mod tests {
         assert!(listing(&dest).is_empty());
     }
 
+    /// An image layer whose 45 chained symlinks end at a host directory, with a file and a
+    /// whiteout through the chain: resolving stopped after 40 links and appended the rest, so the
+    /// kernel followed the last link out; the file was written and the whiteout deleted on the host.
+    #[test]
+    fn a_long_symlink_chain_never_leads_out_of_the_tree() {
+        let outside = tempfile::tempdir().unwrap();
+        let host = outside.path().join("host");
+        fs::create_dir_all(&host).unwrap();
+        fs::write(host.join("victim"), "host").unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..45 {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            let target = if i == 44 { host.display().to_string() } else { format!("s{}", i + 1) };
+            b.append_link(&mut h, format!("s{i}"), &target).unwrap();
+        }
+        for name in ["s0/x", "s0/.wh.victim"] {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(4);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, &b"evil"[..]).unwrap();
+        }
+        let p = outside.path().join("layer.tar");
+        fs::write(&p, b.into_inner().unwrap()).unwrap();
+        let dest = outside.path().join("rootfs");
+        fs::create_dir_all(&dest).unwrap();
+        let how = Unpack { rules: Rules::Foreign, whiteouts: true, select: None };
+        let e = unpack_with(&p, "application/vnd.oci.image.layer.v1.tar", &dest, &how).unwrap_err();
+        assert!(e.to_string().contains("more than 40 symbolic links"), "{e}");
+        assert_eq!(fs::read_dir(&host).unwrap().count(), 1, "nothing written on the host");
+        assert!(host.join("victim").exists(), "nothing removed on the host");
+        // A step's output holding such a chain: a copy through it is refused, never read outside.
+        let e = resolve_in(&dest, "/s0/hostname").unwrap_err();
+        assert!(e.to_string().contains("symbolic links"), "{e}");
+    }
+
     #[test]
     fn resolve_in_re_roots_absolute_links_and_stops_at_the_root() {
         let root = tempfile::tempdir().unwrap();
         fs::create_dir_all(root.path().join("usr/bin")).unwrap();
         std::os::unix::fs::symlink("usr/bin", root.path().join("bin")).unwrap();
         std::os::unix::fs::symlink("/usr", root.path().join("abs")).unwrap();
-        assert_eq!(resolve_in(root.path(), "/bin/sh"), root.path().join("usr/bin/sh"));
-        assert_eq!(resolve_in(root.path(), "/abs/bin"), root.path().join("usr/bin"));
-        assert_eq!(resolve_in(root.path(), "/../../etc"), root.path().join("etc"));
+        assert_eq!(resolve_in(root.path(), "/bin/sh").unwrap(), root.path().join("usr/bin/sh"));
+        assert_eq!(resolve_in(root.path(), "/abs/bin").unwrap(), root.path().join("usr/bin"));
+        assert_eq!(resolve_in(root.path(), "/../../etc").unwrap(), root.path().join("etc"));
     }
 }
