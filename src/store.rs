@@ -340,6 +340,11 @@ impl Store {
         root.join(format!("v{STORE_VERSION}")).join("blobs/sha256").join(d.hex())
     }
 
+    /// Drop derivation `d`'s record (its blobs stay, for gc): the next build makes it again.
+    pub fn forget(&self, d: &DrvHash) {
+        let _ = fs::remove_file(self.record_path(d));
+    }
+
     fn record_path(&self, d: &DrvHash) -> PathBuf {
         let h = d.hex();
         self.dir.join("records").join(&h[..2]).join(format!("{h}.json"))

@@ -791,7 +791,8 @@ fn layer_with_copies(
                                 .tempdir_in(&tmp_root)
                                 .map_err(trees::io_error(&tmp_root, "cannot create a directory in"))?;
                             let srcs = wanted.get(&c.source).map(Vec::as_slice).unwrap_or_default();
-                            trees::unpack_for(&store.blob_path(&tree.digest), &tree.media_type, dir.path(), srcs)?;
+                            trees::unpack_for(&store.blob_path(&tree.digest), &tree.media_type, dir.path(), srcs)
+                                .map_err(|e| drop_tree(store, source, e))?;
                             (dir.path().to_path_buf(), Some(dir))
                         }
                         _ => (trees::image_rootfs(store, rec)?, None),
@@ -806,13 +807,32 @@ fn layer_with_copies(
                     }
                     _ => (format!("image {}", source.name), c.src.clone()),
                 };
-                parts.push(trees::copy_entries(c, &root, &what, &shown)?);
+                let copied = trees::copy_entries(c, &root, &what, &shown);
+                parts.push(if matches!(source.kind, DrvKind::Step(_)) {
+                    copied.map_err(|e| drop_tree(store, source, e))?
+                } else {
+                    copied?
+                });
             }
         }
     }
     let entries =
         crate::plan::merge_parts(l.merged_usr, parts).map_err(|message| BuildError::CopyFrom { message: format!("{name}: {message}") })?;
     build_layer(name, &entries, l.epoch, l.compression, store)
+}
+
+/// A copy from step `source`'s tree failed (the path is missing, or the tree leads out of
+/// itself): drop the step's record, so that a tree a cache handed out cannot fail every later
+/// build; the next build runs the step here and copies from what it makes.
+fn drop_tree(store: &Store, source: &Derivation, e: BuildError) -> BuildError {
+    store.forget(&source.hash);
+    BuildError::CopyFrom {
+        message: format!(
+            "{}; the stored output of {} was dropped: if it came from a cache, the next build runs the step here",
+            crate::util::chain_message(&e),
+            source.name
+        ),
+    }
 }
 
 fn oci_platform(p: &crate::spec::Platform) -> image::Platform {

@@ -829,6 +829,28 @@ fn hostile_remote_step_records_never_brick_a_store() {
         assert_success(&verify, &format!("{what}: verify"));
     }
 
+    // A well-formed tree without the path the spec copies cannot be refused when fetched: the
+    // copy fails, and that build with it, but the step's record is dropped, so the next build
+    // without the cache runs the step here and gives the reference. (A tree whose path leads out
+    // through a long chain of links fails the same way: `trees` unit tests.)
+    for (i, (what, tar)) in [("missing", raw_tar(&[(b"other", b'0', b"", 6, hello)]))].iter().enumerate() {
+        let blob = gzip(tar);
+        let hex = sha256_hex(&blob);
+        fs::write(nginx.root.join("cas").join(&hex), &blob).unwrap();
+        let mut rec = step_rec.clone();
+        rec["outputs"]["tree"]["digest"] = serde_json::json!(format!("sha256:{hex}"));
+        rec["outputs"]["tree"]["size"] = serde_json::json!(blob.len());
+        rec["outputs"]["tree"]["diff_id"] = serde_json::json!(format!("sha256:{}", sha256_hex(tar)));
+        fs::write(&step_path, serde_json::to_vec(&rec).unwrap()).unwrap();
+        let store = format!("store-c{i}");
+        let out = run_in(&ctx, &b, &store, &["build", "spec.kdl", "--remote-cache", &nginx.url, "--remote-cache-mode", "ro"], &[]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", stderr_of(&out));
+        assert!(stderr_of(&out).contains("the stored output of step mk was dropped"), "{what}: {}", stderr_of(&out));
+        let again = build(&ctx, &b, &store, &[]);
+        assert_eq!(again["images"][0]["digest"], reference, "{what}: {again}");
+        assert_success(&run_in(&ctx, &b, &store, &["cache", "verify"], &[]), &format!("{what}: verify"));
+    }
+
     // A store that took such a tree before (an older compose): `cache verify` names it,
     // `--repair` removes the record, and the next build runs the step again.
     let store_a = ctx.tmp.path().join("store-a");
