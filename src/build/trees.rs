@@ -370,15 +370,13 @@ pub fn capture(name: &str, output: &str, dir: &Path, epoch: u64, store: &Store) 
 
 /// The first path where two captured trees differ, for `--check`.
 pub fn first_difference(store: &Store, a: &Output, b: &Output) -> Result<Option<String>, BuildError> {
+    // Read as every tree from the store is: checked as it streams.
     let list = |o: &Output| -> Result<Vec<(String, String)>, BuildError> {
         let path = store.blob_path(&o.digest);
         let f = File::open(&path).map_err(io_error(&path, "cannot open"))?;
         let reader = crate::layer::decoder(&o.media_type, BufReader::new(f)).map_err(io_error(&path, "cannot read"))?;
-        let mut ar = tar::Archive::new(reader);
         let mut v = Vec::new();
-        for e in ar.entries().map_err(io_error(&path, "cannot read"))? {
-            let mut e = e.map_err(io_error(&path, "cannot read"))?;
-            let p = e.path().map_err(io_error(&path, "cannot read"))?.to_string_lossy().into_owned();
+        let walked = tarcheck::walk(reader, Rules::Compose, false, |c, e| {
             let h = e.header();
             let head = format!(
                 "{:?} {:o} {}:{} {}",
@@ -388,11 +386,19 @@ pub fn first_difference(store: &Store, a: &Output, b: &Output) -> Result<Option<
                 h.gid().unwrap_or(0),
                 h.size().unwrap_or(0)
             );
-            let (sha, _) = Sha256::of_reader(&mut e).map_err(io_error(&path, "cannot read"))?;
-            let link = e.link_name().ok().flatten().map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
-            v.push((p, format!("{head} {link} {}", sha.hex())));
+            let (sha, _) = Sha256::of_reader(&mut *e).map_err(io_error(&path, "cannot read"))?;
+            let link = match &c.kind {
+                Kind::Symlink(t) | Kind::HardLink(t) => t.to_string_lossy().into_owned(),
+                _ => String::new(),
+            };
+            v.push((c.path.to_string_lossy().into_owned(), format!("{head} {link} {}", sha.hex())));
+            Ok(())
+        });
+        match walked {
+            Ok(_) => Ok(v),
+            Err(WalkError::Visit(e)) => Err(e),
+            Err(WalkError::Refused(r)) => Err(refused(&path, r)),
         }
-        Ok(v)
     };
     let (x, y) = (list(a)?, list(b)?);
     let mut i = 0;
