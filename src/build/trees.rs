@@ -1,7 +1,13 @@
 //! Trees on disk made during a build: an image's root filesystem unpacked from its layers (OCI
-//! whiteouts applied), cached in the store by manifest digest; a step's output unpacked; a
-//! directory captured as a normalised layer (byte order, numeric owners, mtimes at the epoch); and
-//! the entries a `copy from=` takes out of such a tree.
+//! whiteouts applied), cached in the store by manifest digest; a step's output unpacked (only
+//! what a layer's copies take from it); a directory captured as a normalised layer (byte order,
+//! numeric owners, mtimes at the epoch); and the entries a `copy from=` takes out of such a tree.
+//!
+//! Every tree is read through [`crate::tarcheck`], entry by entry, before anything is written:
+//! a tree compose wrote (a step's output or inputs) by the rules of one, so nothing in it is ever
+//! written through a symlink or outside the directory; an image's layers by the rules of a
+//! foreign layer (a base's devices and FIFOs are not made; its symlinks are followed inside the
+//! tree, as the image sees them).
 
 use std::fs::{self, File};
 use std::io::{self, BufReader};
