@@ -44,6 +44,13 @@
 //! `rootfs/.unpack-*`) are removed by the next build that finds no other build running on the
 //! store, and by `gc`; both count them.
 //!
+//! Whoever can write the store is trusted (it is meant to be private to its user): a record, a
+//! `verified/` marker, a `chunks/` pointer line (its sum is a checksum, not a signature) are
+//! believed as they are. What is checked is what goes wrong without them: damage, killed builds,
+//! and what comes from elsewhere (a shared cache's records and blobs are checked before they
+//! enter). A marker vouches only for the file it names: a kept chunk is always hashed against
+//! the blake3 its pointer line keeps, whatever the marker of its blob says.
+//!
 //! [`Store::verify`] re-hashes every blob and asks its caller whether each record fits its kind
 //! (the build's `record_problem`: output shapes, `diff_id`s, and whether each tree compose wrote
 //! keeps the rules of [`crate::tarcheck`], so that no stored record can make a later build fail);

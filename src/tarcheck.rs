@@ -292,8 +292,10 @@ impl State {
 }
 
 /// Walk the tar stream `reader` (uncompressed), checking every entry by `rules` before handing
-/// it to `visit` (which may read its data or unpack it). With `hash`, the summary has the
-/// stream's sha256. Refused as soon as an entry breaks a rule or a bound is passed.
+/// it to `visit` (which may read its data or unpack it). With `hash`, the whole stream is read
+/// (what follows the end of the archive too) and the summary has its sha256; without, the walk
+/// stops at the end of the archive. Refused as soon as an entry breaks a rule or a bound is
+/// passed.
 pub fn walk<R: Read, E>(
     reader: R,
     rules: Rules,
@@ -338,10 +340,13 @@ pub fn walk<R: Read, E>(
             bound.set(Some(end.saturating_add(MAX_HEADER_BYTES)));
         }
     }
-    // What follows the end of the archive is part of the stream (and of its diff_id).
-    bound.set(None);
-    let mut rest = ar.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(|e| WalkError::Refused(refused(e, &bound)))?;
+    // What follows the end of the archive is part of the stream and of its diff_id (and must
+    // decompress, as for any diff_id); unpacking stops at the end, as tar readers do.
+    if hash {
+        bound.set(None);
+        let mut rest = ar.into_inner();
+        io::copy(&mut rest, &mut io::sink()).map_err(|e| WalkError::Refused(refused(e, &bound)))?;
+    }
     let diff_id = bound.hasher.borrow_mut().take().map(|h| h.finalize().into());
     Ok(Summary { entries, bytes: bound.pos.get(), diff_id })
 }

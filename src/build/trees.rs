@@ -1,7 +1,13 @@
 //! Trees on disk made during a build: an image's root filesystem unpacked from its layers (OCI
-//! whiteouts applied), cached in the store by manifest digest; a step's output unpacked; a
-//! directory captured as a normalised layer (byte order, numeric owners, mtimes at the epoch); and
-//! the entries a `copy from=` takes out of such a tree.
+//! whiteouts applied), cached in the store by manifest digest; a step's output unpacked (only
+//! what a layer's copies take from it); a directory captured as a normalised layer (byte order,
+//! numeric owners, mtimes at the epoch); and the entries a `copy from=` takes out of such a tree.
+//!
+//! Every tree is read through [`crate::tarcheck`], entry by entry, before anything is written:
+//! a tree compose wrote (a step's output or inputs) by the rules of one, so nothing in it is ever
+//! written through a symlink or outside the directory; an image's layers by the rules of a
+//! foreign layer (a base's devices and FIFOs are not made; its symlinks are followed inside the
+//! tree, as the image sees them).
 
 use std::fs::{self, File};
 use std::io::{self, BufReader};
@@ -426,15 +432,13 @@ pub fn capture(name: &str, output: &str, dir: &Path, epoch: u64, store: &Store) 
 
 /// The first path where two captured trees differ, for `--check`.
 pub fn first_difference(store: &Store, a: &Output, b: &Output) -> Result<Option<String>, BuildError> {
+    // Read as every tree from the store is: checked as it streams.
     let list = |o: &Output| -> Result<Vec<(String, String)>, BuildError> {
         let path = store.blob_path(&o.digest);
         let f = File::open(&path).map_err(io_error(&path, "cannot open"))?;
         let reader = crate::layer::decoder(&o.media_type, BufReader::new(f)).map_err(io_error(&path, "cannot read"))?;
-        let mut ar = tar::Archive::new(reader);
         let mut v = Vec::new();
-        for e in ar.entries().map_err(io_error(&path, "cannot read"))? {
-            let mut e = e.map_err(io_error(&path, "cannot read"))?;
-            let p = e.path().map_err(io_error(&path, "cannot read"))?.to_string_lossy().into_owned();
+        let walked = tarcheck::walk(reader, Rules::Compose, false, |c, e| {
             let h = e.header();
             let head = format!(
                 "{:?} {:o} {}:{} {}",
@@ -444,11 +448,19 @@ pub fn first_difference(store: &Store, a: &Output, b: &Output) -> Result<Option<
                 h.gid().unwrap_or(0),
                 h.size().unwrap_or(0)
             );
-            let (sha, _) = Sha256::of_reader(&mut e).map_err(io_error(&path, "cannot read"))?;
-            let link = e.link_name().ok().flatten().map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
-            v.push((p, format!("{head} {link} {}", sha.hex())));
+            let (sha, _) = Sha256::of_reader(&mut *e).map_err(io_error(&path, "cannot read"))?;
+            let link = match &c.kind {
+                Kind::Symlink(t) | Kind::HardLink(t) => t.to_string_lossy().into_owned(),
+                _ => String::new(),
+            };
+            v.push((c.path.to_string_lossy().into_owned(), format!("{head} {link} {}", sha.hex())));
+            Ok(())
+        });
+        match walked {
+            Ok(_) => Ok(v),
+            Err(WalkError::Visit(e)) => Err(e),
+            Err(WalkError::Refused(r)) => Err(refused(&path, r)),
         }
-        Ok(v)
     };
     let (x, y) = (list(a)?, list(b)?);
     let mut i = 0;
