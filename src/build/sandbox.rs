@@ -211,12 +211,8 @@ fn swap_accounted() -> bool {
     Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() || Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
 
-/// The OCI runtime config of one command.
-pub fn config(c: &Command1<'_>) -> serde_json::Value {
-    config_with(c, &cgroup_path("config"))
-}
-
-fn config_with(c: &Command1<'_>, cgroup: &str) -> serde_json::Value {
+/// The OCI runtime config of one command, run in cgroup `cgroup`.
+fn config(c: &Command1<'_>, cgroup: &str) -> serde_json::Value {
     let mut namespaces =
         vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"}), json!({"type": "cgroup"})];
     if !c.network {
@@ -336,8 +332,9 @@ fn used(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Free bytes, and the floor, of the file system holding `dir`.
-fn free_and_floor(dir: &Path) -> Option<(u64, u64)> {
+/// The free bytes of the file system holding `dir`, when they are below its floor
+/// ([`STORE_FLOOR`], or 2% of its size if that is more).
+fn below_floor(dir: &Path) -> Option<u64> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
     // SAFETY: statvfs fills the struct it is given; the path is a valid NUL-terminated string.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -347,7 +344,7 @@ fn free_and_floor(dir: &Path) -> Option<(u64, u64)> {
     }
     let size = st.f_blocks as u64 * st.f_frsize as u64;
     let free = st.f_bavail as u64 * st.f_frsize as u64;
-    Some((free, STORE_FLOOR.max(size / 50)))
+    (free < STORE_FLOOR.max(size / 50)).then_some(free)
 }
 
 /// How many processes of cgroup `cgroup` the kernel killed for want of memory so far.
@@ -373,7 +370,7 @@ pub fn run(runc: &Path, work: &Path, c: &Command1<'_>, line: &mut dyn FnMut(&str
     let id = format!("compose-{}-{}", std::process::id(), RUNS.fetch_add(1, Ordering::Relaxed));
     let cgroup = cgroup_path(&id);
     let config_path = bundle.join("config.json");
-    let bytes = serde_json::to_vec_pretty(&config_with(c, &cgroup)).unwrap_or_default();
+    let bytes = serde_json::to_vec_pretty(&config(c, &cgroup)).unwrap_or_default();
     std::fs::write(&config_path, bytes).map_err(io("write", &config_path))?;
     let mut child = {
         let mut running = live();
@@ -442,8 +439,7 @@ pub fn run(runc: &Path, work: &Path, c: &Command1<'_>, line: &mut dyn FnMut(&str
                     Some(Stopped::Interrupted)
                 } else if started.elapsed() >= limits.time {
                     Some(Stopped::Time(limits.time))
-                } else if let Some((free, floor)) = free_and_floor(&upper).filter(|(free, floor)| free < floor) {
-                    let _ = floor;
+                } else if let Some(free) = below_floor(&upper) {
                     Some(Stopped::StoreFull { free })
                 } else if let Some(limit) = limits.disk {
                     // A walk of the writes costs what they hold: look less often when it is long.
@@ -462,7 +458,8 @@ pub fn run(runc: &Path, work: &Path, c: &Command1<'_>, line: &mut dyn FnMut(&str
                 let left = limits.time.saturating_sub(started.elapsed());
                 match done_rx.recv_timeout(tick.min(left.max(Duration::from_millis(10)))) {
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                    _ => return (None, oom > 0),
+                    // Ended: a last look, as the cgroup may still hold its count.
+                    _ => return (None, oom.max(oom_kills(&cgroup)) > 0),
                 }
             }
         })
@@ -474,9 +471,8 @@ pub fn run(runc: &Path, work: &Path, c: &Command1<'_>, line: &mut dyn FnMut(&str
         let _ = r.join();
     }
     let status = child.wait().map_err(io("wait for", runc));
-    let oom_now = oom_kills(&cgroup) > 0;
     let _ = done_tx.send(());
-    let (stopped, oom_seen) = watchdog.join().unwrap_or((None, false));
+    let (stopped, out_of_memory) = watchdog.join().unwrap_or((None, false));
     // runc removes a container that ran to its end; make sure of it.
     let _ = Command::new(runc).arg("--root").arg(&state).args(["delete", "--force", &id]).stderr(Stdio::null()).status();
     crate::store::remove_step_cgroups(&id);
@@ -486,7 +482,7 @@ pub fn run(runc: &Path, work: &Path, c: &Command1<'_>, line: &mut dyn FnMut(&str
     use std::os::unix::process::ExitStatusExt;
     let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     let stopped = stopped.or_else(|| interrupted().then_some(Stopped::Interrupted));
-    Ok(Ended { code, stopped, out_of_memory: oom_seen || oom_now })
+    Ok(Ended { code, stopped, out_of_memory })
 }
 
 /// Mount an overlay of `lower` (leftmost on top) with `upper` and `work` at `target`.

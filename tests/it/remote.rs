@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -765,6 +765,40 @@ fn sha256_hex(data: &[u8]) -> String {
     sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Machines A and B with [`STEP_SPEC`]; A builds into the cache `nginx`, then every record but
+/// the step's is removed from it, so B must build the layer that copies from the step and takes
+/// the step's tree from the cache. Returns A's and B's directories, A's build, and the step
+/// record's path in the cache and its record.
+fn cache_with_only_the_step(ctx: &TestContext, nginx: &Nginx) -> (PathBuf, PathBuf, serde_json::Value, PathBuf, serde_json::Value) {
+    let a = ctx.tmp.path().join("machine-a");
+    let b = ctx.tmp.path().join("machine-b");
+    for d in [&a, &b] {
+        fs::create_dir_all(d).unwrap();
+        fs::write(d.join("spec.kdl"), STEP_SPEC).unwrap();
+    }
+    let va = build(ctx, &a, "store-a", &["--remote-cache", &nginx.url]);
+    let mut step = None;
+    for (path, rec) in remote_records(nginx) {
+        if rec["kind"] == "step" {
+            step = Some((path, rec));
+        } else {
+            fs::remove_file(path).unwrap();
+        }
+    }
+    let (path, rec) = step.unwrap();
+    (a, b, va, path, rec)
+}
+
+/// Write at `path` the step record `rec` with its tree replaced by `blob` (whose uncompressed
+/// bytes have sha256 `diff_id`, in hex).
+fn retree(path: &Path, rec: &serde_json::Value, blob: &[u8], diff_id: &str) {
+    let mut rec = rec.clone();
+    rec["outputs"]["tree"]["digest"] = serde_json::json!(format!("sha256:{}", sha256_hex(blob)));
+    rec["outputs"]["tree"]["size"] = serde_json::json!(blob.len());
+    rec["outputs"]["tree"]["diff_id"] = serde_json::json!(format!("sha256:{diff_id}"));
+    fs::write(path, serde_json::to_vec(&rec).unwrap()).unwrap();
+}
+
 /// Defect 1 (High): one unsigned remote `step` record whose tree held `..`, an absolute path, a
 /// hard link out, a device, or was not a tar passed the record checks; that build and every
 /// later one failed, even without the remote, `cache verify --repair` saw nothing and gc kept
@@ -774,25 +808,8 @@ fn sha256_hex(data: &[u8]) -> String {
 fn hostile_remote_step_records_never_brick_a_store() {
     let ctx = TestContext::new();
     let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
-    let a = ctx.tmp.path().join("machine-a");
-    let b = ctx.tmp.path().join("machine-b");
-    for d in [&a, &b] {
-        fs::create_dir_all(d).unwrap();
-        fs::write(d.join("spec.kdl"), STEP_SPEC).unwrap();
-    }
-    let va = build(&ctx, &a, "store-a", &["--remote-cache", &nginx.url]);
+    let (a, b, va, step_path, step_rec) = cache_with_only_the_step(&ctx, &nginx);
     let reference = va["images"][0]["digest"].clone();
-    // Only the step's record stays in the cache: machine B must build the layer that copies
-    // from it, so it takes the step's tree from the cache.
-    let mut step = None;
-    for (path, rec) in remote_records(&nginx) {
-        if rec["kind"] == "step" {
-            step = Some((path, rec));
-        } else {
-            fs::remove_file(path).unwrap();
-        }
-    }
-    let (step_path, step_rec) = step.unwrap();
     let hello: &[u8] = b"hello\n";
     let dir = |n: &'static [u8]| (n, b'5', &b""[..], 0u64, &b""[..]);
     let kinds: Vec<(&str, Vec<u8>)> = vec![
@@ -810,11 +827,7 @@ fn hostile_remote_step_records_never_brick_a_store() {
         let diff_id = if what == &"not a tar" { sha256_hex(b"this is not a tar at all\n".repeat(100).as_slice()) } else { sha256_hex(tar) };
         let hex = sha256_hex(&blob);
         fs::write(nginx.root.join("cas").join(&hex), &blob).unwrap();
-        let mut rec = step_rec.clone();
-        rec["outputs"]["tree"]["digest"] = serde_json::json!(format!("sha256:{hex}"));
-        rec["outputs"]["tree"]["size"] = serde_json::json!(blob.len());
-        rec["outputs"]["tree"]["diff_id"] = serde_json::json!(format!("sha256:{diff_id}"));
-        fs::write(&step_path, serde_json::to_vec(&rec).unwrap()).unwrap();
+        retree(&step_path, &step_rec, &blob, &diff_id);
 
         let store = format!("store-b{i}");
         let out =
@@ -837,11 +850,7 @@ fn hostile_remote_step_records_never_brick_a_store() {
         let blob = gzip(tar);
         let hex = sha256_hex(&blob);
         fs::write(nginx.root.join("cas").join(&hex), &blob).unwrap();
-        let mut rec = step_rec.clone();
-        rec["outputs"]["tree"]["digest"] = serde_json::json!(format!("sha256:{hex}"));
-        rec["outputs"]["tree"]["size"] = serde_json::json!(blob.len());
-        rec["outputs"]["tree"]["diff_id"] = serde_json::json!(format!("sha256:{}", sha256_hex(tar)));
-        fs::write(&step_path, serde_json::to_vec(&rec).unwrap()).unwrap();
+        retree(&step_path, &step_rec, &blob, &sha256_hex(tar));
         let store = format!("store-c{i}");
         let out = run_in(&ctx, &b, &store, &["build", "spec.kdl", "--remote-cache", &nginx.url, "--remote-cache-mode", "ro"], &[]);
         assert_eq!(out.status.code(), Some(1), "{what}: {}", stderr_of(&out));
@@ -863,11 +872,8 @@ fn hostile_remote_step_records_never_brick_a_store() {
         .map(|e| e.unwrap().into_path())
         .find(|p| p.is_file() && fs::read_to_string(p).unwrap().contains("\"kind\": \"step\""))
         .unwrap();
-    let mut rec: serde_json::Value = serde_json::from_slice(&fs::read(&local).unwrap()).unwrap();
-    rec["outputs"]["tree"]["digest"] = serde_json::json!(format!("sha256:{hex}"));
-    rec["outputs"]["tree"]["size"] = serde_json::json!(blob.len());
-    rec["outputs"]["tree"]["diff_id"] = serde_json::json!(format!("sha256:{}", sha256_hex(tar)));
-    fs::write(&local, serde_json::to_vec(&rec).unwrap()).unwrap();
+    let rec: serde_json::Value = serde_json::from_slice(&fs::read(&local).unwrap()).unwrap();
+    retree(&local, &rec, &blob, &sha256_hex(tar));
     let verify = |repair: bool| {
         let mut args = vec!["cache", "verify"];
         if repair {
@@ -893,22 +899,7 @@ fn copy_from_a_step_takes_only_what_it_copies() {
     use sha2::Digest;
     let ctx = TestContext::new();
     let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
-    let a = ctx.tmp.path().join("machine-a");
-    let b = ctx.tmp.path().join("machine-b");
-    for d in [&a, &b] {
-        fs::create_dir_all(d).unwrap();
-        fs::write(d.join("spec.kdl"), STEP_SPEC).unwrap();
-    }
-    let va = build(&ctx, &a, "store-a", &["--remote-cache", &nginx.url]);
-    let mut step = None;
-    for (path, rec) in remote_records(&nginx) {
-        if rec["kind"] == "step" {
-            step = Some((path, rec));
-        } else {
-            fs::remove_file(path).unwrap();
-        }
-    }
-    let (step_path, mut rec) = step.unwrap();
+    let (_, b, va, step_path, rec) = cache_with_only_the_step(&ctx, &nginx);
     // `a-big` (2 GiB of zeros) then `hello`: one gzip member per MiB, as compose writes them.
     let big: u64 = 2 << 30;
     let head = raw_tar(&[(b"a-big", b'0', b"", big, b"")]);
@@ -927,10 +918,7 @@ fn copy_from_a_step_takes_only_what_it_copies() {
     let diff_id: String = diff_id.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let hex = sha256_hex(&blob);
     fs::write(nginx.root.join("cas").join(&hex), &blob).unwrap();
-    rec["outputs"]["tree"]["digest"] = serde_json::json!(format!("sha256:{hex}"));
-    rec["outputs"]["tree"]["size"] = serde_json::json!(blob.len());
-    rec["outputs"]["tree"]["diff_id"] = serde_json::json!(format!("sha256:{diff_id}"));
-    fs::write(&step_path, serde_json::to_vec(&rec).unwrap()).unwrap();
+    retree(&step_path, &rec, &blob, &diff_id);
 
     let out = Command::new("prlimit")
         .arg(format!("--fsize={}", 512 << 20))
