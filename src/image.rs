@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::build::Executed;
+use crate::exec::Executed;
 use crate::hash::Sha256;
 use crate::oci::{canonical_json, index_json, Descriptor, REF_NAME};
 use crate::plan::{DrvKind, Plan};

@@ -3,7 +3,7 @@
 //! # Architecture
 //!
 //! Data flows one way: `spec.kdl` → [`spec`] → [`base`] + [`source`] + [`resolution`]/[`lock`]
-//! → [`plan`] (a DAG of derivations) → [`build`] (store ▸ remote ▸ run, in parallel) →
+//! → [`plan`] (a DAG of derivations) → [`exec`] (store ▸ remote ▸ run, in parallel) →
 //! [`image`] (finished images and their exports) → [`ops`] (one operation per command) →
 //! `main.rs` (flags in, output out: the only place that prints).
 //!
@@ -31,7 +31,7 @@
 //! | 6 | [`resolution`] | a spec's packages → pinned lockfile entries |
 //! | 6 | [`remote`] | shared caches (HTTP, OCI registry), signed records |
 //! | 7 | [`plan`] | the derivation model, the DAG, `DrvHash`es, layering and file-op rules; no I/O |
-//! | 8 | [`build`] | executing a plan: lookups, parallel runs, records, progress through `Reporter`; build steps (`build::sandbox`: runc, its hardening, limits and interruption; `build::seccomp`: Docker's default profile; `build::trees`: unpacked images, sealed, and captured outputs) |
+//! | 8 | [`exec`] | executing a plan: lookups, parallel runs, records, progress through `Reporter`; build steps (`exec::sandbox`: runc, its hardening, limits and interruption; `exec::seccomp`: Docker's default profile; `exec::trees`: unpacked images, sealed, and captured outputs) |
 //! | 9 | [`image`] | finished images; OCI layout, archives, registry push |
 //! | 10 | [`ops`] | each command's operation: build, lock, plan, explain, cache |
 //!
@@ -49,7 +49,7 @@
 
 pub mod apt;
 pub mod base;
-pub mod build;
+pub mod exec;
 pub mod clients;
 pub mod hash;
 pub mod http;

@@ -1,5 +1,5 @@
 //! The `compose` command line: parse flags, call one operation of `compose::ops`, print.
-//! This is the only place that prints; progress arrives through [`compose::build::Reporter`].
+//! This is the only place that prints; progress arrives through [`compose::exec::Reporter`].
 
 // The only place that prints: the lints that keep the library silent do not apply here.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use compose::build::{Outcome, Reporter};
+use compose::exec::{Outcome, Reporter};
 use compose::image::Format;
 use compose::ops::{self, BuildOptions, SpecOptions};
 use compose::plan::Derivation;
@@ -361,7 +361,7 @@ fn stop_steps_on_signals() {
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             eprintln!("interrupted: stopping running build steps");
-            compose::build::sandbox::interrupt(std::time::Duration::from_secs(4));
+            compose::exec::sandbox::interrupt(std::time::Duration::from_secs(4));
             std::process::exit(130);
         }
     });
@@ -572,7 +572,7 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
         Command::Cache { action } => match action {
             CacheAction::Verify { cache_dir, repair } => {
                 let store = ops::open_store(&cache_dir)?;
-                let r = store.verify(repair, &compose::build::record_problem).map_err(ops::Error::from)?;
+                let r = store.verify(repair, &compose::exec::record_problem).map_err(ops::Error::from)?;
                 for d in &r.damage {
                     let _ = writeln!(stdout, "damaged: {d}");
                 }

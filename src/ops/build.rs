@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::{load_and_plan, open_remote, BuildOptions, Error, Planned, SpecOptions};
-use crate::build::{self, Counts, Reporter};
+use crate::exec::{self, Counts, Reporter};
 use crate::image::{self, ImageError, Pushed};
 use crate::lock;
 use crate::plan;
@@ -30,7 +30,7 @@ pub struct BuildSummary {
     pub hashed_files: u64,
     /// `--check`: steps whose output differed when run again.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub mismatches: Vec<build::Mismatch>,
+    pub mismatches: Vec<exec::Mismatch>,
 }
 
 /// `compose build`.
@@ -45,8 +45,8 @@ pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummar
     let remote = open_remote(&opts.spec, &planned.clients)?;
     let planned = pin_steps(&opts.spec, planned, remote.as_ref(), reporter)?;
     // Exporting and pushing overlap with writing results back to the remote cache.
-    let options = build::ExecOptions { roots: None, check: opts.check, secrets: opts.spec.secrets.clone() };
-    let summary = build::execute_then(&planned.plan, &planned.store, remote.as_ref(), &planned.clients, reporter, &options, |ex| {
+    let options = exec::ExecOptions { roots: None, check: opts.check, secrets: opts.spec.secrets.clone() };
+    let summary = exec::execute_then(&planned.plan, &planned.store, remote.as_ref(), &planned.clients, reporter, &options, |ex| {
         export_all(opts, &planned, ex, reporter)
     })?;
     if !summary.mismatches.is_empty() {
@@ -79,13 +79,13 @@ pub fn pin_steps(
             step_name(first)
         )));
     }
-    let options = build::ExecOptions { roots: Some(unpinned.clone()), check: false, secrets: opts.secrets.clone() };
-    let ex = build::execute_then(&planned.plan, &planned.store, remote, &planned.clients, reporter, &options, Ok::<_, Error>)?;
+    let options = exec::ExecOptions { roots: Some(unpinned.clone()), check: false, secrets: opts.secrets.clone() };
+    let ex = exec::execute_then(&planned.plan, &planned.store, remote, &planned.clients, reporter, &options, Ok::<_, Error>)?;
     let mut lockfile = lock::Lockfile::read(&path)?.unwrap_or_default();
     for n in unpinned {
         let plan::DrvKind::Step(s) = &planned.plan.graph[n].kind else { continue };
         let rec = ex.records.get(&n).ok_or_else(|| Error::Internal(format!("step {} ran but left no record", s.step)))?;
-        let tree = build::output(rec, "tree")?;
+        let tree = exec::output(rec, "tree")?;
         let diff_id = tree.diff_id.ok_or_else(|| Error::Internal(format!("step {} has no diff_id", s.step)))?;
         lockfile.steps.insert(s.step.clone(), lock::StepLock { recipe: s.recipe.hex(), output: diff_id.to_string() });
         // The same result, found under the pinned derivation the next plan will ask for.
@@ -103,7 +103,7 @@ pub fn pin_steps(
 }
 
 /// Export (and push) every image of an executed plan.
-fn export_all(opts: &BuildOptions, planned: &Planned, ex: build::Executed, reporter: &dyn Reporter) -> Result<BuildSummary, Error> {
+fn export_all(opts: &BuildOptions, planned: &Planned, ex: exec::Executed, reporter: &dyn Reporter) -> Result<BuildSummary, Error> {
     let mut images = Vec::new();
     for pi in planned.plan.images.iter().filter(|i| i.export) {
         let fin = image::finished(&planned.plan, &ex, &planned.store, &pi.name, &pi.tag, pi.root)?;
@@ -154,7 +154,7 @@ fn export_all(opts: &BuildOptions, planned: &Planned, ex: build::Executed, repor
 }
 
 /// `out/<image>.spdx.json`, for images with packages.
-fn write_sbom(planned: &Planned, ex: &build::Executed, pi: &plan::PlannedImage, fin: &image::Finished, out: &Path) -> Result<(), Error> {
+fn write_sbom(planned: &Planned, ex: &exec::Executed, pi: &plan::PlannedImage, fin: &image::Finished, out: &Path) -> Result<(), Error> {
     let Some(lock) = planned.lock.as_ref().and_then(|l| l.images.get(&pi.name)) else { return Ok(()) };
     if lock.platforms.values().all(|p| p.packages.is_empty()) {
         return Ok(());
@@ -163,7 +163,7 @@ fn write_sbom(planned: &Planned, ex: &build::Executed, pi: &plan::PlannedImage, 
     for n in planned.plan.graph.node_indices() {
         if let plan::DrvKind::DebLayer(d) = &planned.plan.graph[n].kind {
             if let Some(rec) = ex.records.get(&n) {
-                licences.insert(d.package.clone(), build::packages::licences_of(&planned.store, rec));
+                licences.insert(d.package.clone(), exec::packages::licences_of(&planned.store, rec));
             }
         }
     }

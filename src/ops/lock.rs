@@ -143,7 +143,7 @@ pub fn ensure_locked(
 
 /// `compose lock`: resolve and write the lockfile, running fixed-output steps that have no pin
 /// for their recipe; returns its path.
-pub fn lock(opts: &SpecOptions, mode: LockMode, reporter: &dyn crate::build::Reporter) -> Result<PathBuf, Error> {
+pub fn lock(opts: &SpecOptions, mode: LockMode, reporter: &dyn crate::exec::Reporter) -> Result<PathBuf, Error> {
     let spec = spec::parse_file_with(&opts.spec, &opts.args)?;
     for w in spec.warnings() {
         reporter.warning(&w);

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::build::BuildError;
+use crate::exec::BuildError;
 use crate::clients::Clients;
 use crate::image::{Format, ImageError};
 use crate::lock::{LockError, Lockfile};
@@ -88,7 +88,7 @@ pub enum Error {
     },
     #[error("{} step(s) are not reproducible: {}", .0.len(), .0.iter().map(|m| format!("{} (first difference: {}; {} then {})", m.step, m.path, m.before, m.after)).collect::<Vec<_>>().join("; "))]
     #[diagnostic(code(compose::check), help("a step must give the same bytes from the same inputs: look for clocks, random numbers, unordered output or host data in what it writes"))]
-    NotReproducible(Vec<crate::build::Mismatch>),
+    NotReproducible(Vec<crate::exec::Mismatch>),
     #[error("fixed-output step `{step}` has no pin in `{path}` for its current recipe, and --locked forbids changing the lockfile")]
     #[diagnostic(code(compose::lock::locked), help("run `compose lock` (or build without --locked) to run it and pin its result"))]
     StepUnpinned { path: PathBuf, step: String },
@@ -191,7 +191,7 @@ pub struct SpecOptions {
     /// Secret key file to sign uploaded records with (default: the one key in `CACHE/keys/`).
     pub signing_key: Option<PathBuf>,
     /// `--secret`: values of the steps' secrets.
-    pub secrets: crate::build::Secrets,
+    pub secrets: crate::exec::Secrets,
 }
 
 /// One `--secret` argument, as BuildKit takes it: `id=ID,src=FILE`, `id=ID,env=VARIABLE`, or `ID`

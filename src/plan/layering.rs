@@ -8,7 +8,7 @@ use std::sync::Arc;
 use petgraph::graph::NodeIndex;
 
 use super::accounts::encode_accounts;
-use super::builder::{sha_of, Builder};
+use super::planner::{sha_of, Planner};
 use super::{DebLayerDrv, Derivation, DrvKind, FetchDrv, MergedLayerDrv, MetaDrv, PackageLayer};
 use crate::hash::{Encoder, Sha256};
 use crate::lock::PackageLock;
@@ -23,7 +23,7 @@ pub const DEB_LAYER_FORMAT: &str = "deb-layer/v6";
 /// hash links and Java's cacerts. Part of its hash: change it with the generation.
 pub const META_LAYER_FORMAT: &str = "meta/v9";
 
-impl Builder<'_> {
+impl Planner<'_> {
     /// What an image inherits of the dpkg database: the package layers of its `base image=`
     /// ancestors on `platform` (root first), and the status file of the external base at the top
     /// of that chain, if it has one.
@@ -327,7 +327,7 @@ image "pk" {
             max_layers,
             bases: &bases,
         };
-        let mut b = Builder {
+        let mut b = Planner {
             image_nodes: HashMap::new(),
             accounts_of: HashMap::new(),
             spec: &spec,

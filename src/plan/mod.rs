@@ -8,14 +8,14 @@
 //! the resolution of owners against `accounts`. Does no I/O: local files arrive already fingerprinted
 //! from [`crate::source`].
 //!
-//! Submodules: `builder` turns each spec image into derivations (the `Builder`, image order);
+//! Submodules: `planner` turns each spec image into derivations (the `Planner`, image order);
 //! `entries` merges file operations into one layer's sorted entry list; `layering` plans the
 //! package layers (popularity order under the layer budget, merged layer, the metadata layer's
 //! derivation); `accounts` resolves owners and writes passwd/group and the metadata layer's entries.
 //! This file holds the derivation model, [`plan()`] and [`Plan`]'s queries.
 
 mod accounts;
-mod builder;
+mod planner;
 mod describe;
 mod entries;
 mod layering;
@@ -36,7 +36,7 @@ use crate::spec::{Accounts, Platform, SpecDiagnostic, SpecFile};
 pub use accounts::{meta_entries, MetaInputs};
 pub use entries::merged_usr_path;
 
-use builder::{unit_order, Builder, Unit};
+use planner::{unit_order, Planner, Unit};
 pub use describe::{describe, slot};
 
 /// Default epoch when neither `SOURCE_DATE_EPOCH` nor the spec gives one: 1980-01-01T00:00:00Z
@@ -333,7 +333,7 @@ impl DrvKind {
         }
     }
 
-    /// The outputs a record of this kind has, sorted (what `build::run` produces).
+    /// The outputs a record of this kind has, sorted (what `exec::run` produces).
     pub fn output_names(&self) -> &'static [&'static str] {
         match self {
             DrvKind::Layer(_) | DrvKind::Meta(_) => &["layer"],
@@ -420,7 +420,7 @@ pub const DEFAULT_MAX_LAYERS: usize = 99;
 
 /// Plan every image of `spec` (or only `only`, and what it needs).
 pub fn plan(spec: &SpecFile, only: Option<&str>, inputs: &PlanInputs<'_>) -> Result<Plan, Vec<SpecDiagnostic>> {
-    let mut b = Builder {
+    let mut b = Planner {
         image_nodes: HashMap::new(),
         accounts_of: HashMap::new(),
         spec,

@@ -29,7 +29,7 @@ const LEVELS: &[(&str, u32)] = &[
     ("resolution", 6),
     ("remote", 6),
     ("plan", 7),
-    ("build", 8),
+    ("exec", 8),
     ("image", 9),
     ("ops", 10),
 ];

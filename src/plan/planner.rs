@@ -1,4 +1,4 @@
-//! The `Builder`: turns each spec image into derivations (files layers, base blobs, image and
+//! The `Planner`: turns each spec image into derivations (files layers, base blobs, image and
 //! index nodes, runtime config), deduplicated by `DrvHash`; and the order images are planned in.
 
 use crate::layer::Compression;
@@ -43,7 +43,7 @@ pub(super) enum Unit<'s> {
     Step(&'s StepSpec),
 }
 
-pub(super) struct Builder<'a> {
+pub(super) struct Planner<'a> {
     /// Image derivations by (image name, platform), for `base image="NAME"`.
     pub(super) image_nodes: HashMap<(String, String), NodeIndex>,
     /// The `/etc/passwd` and `/etc/group` each planned image ends up with, by (image, platform).
@@ -60,7 +60,7 @@ pub(super) struct Builder<'a> {
     pub(super) compression: Compression,
 }
 
-impl Builder<'_> {
+impl Planner<'_> {
     /// The layer format (tar rules, chunking, compressor) of the layers being planned.
     pub(super) fn format(&self) -> &'static str {
         (self.inputs.layer_format)(self.compression)
