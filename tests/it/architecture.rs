@@ -112,3 +112,85 @@ fn the_checker_sees_grouped_and_inline_uses() {
     assert_eq!(uses("use crate::{hash::Sha256, store::Store};"), ["hash", "store"]);
     assert_eq!(uses("let x = crate::ops::chain_message(e); mycrate::y"), ["ops"]);
 }
+
+/// Every `.rs` file under `src/`, with its path relative to `src/` and its text.
+fn sources() -> Vec<(String, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(&src).sort_by_file_name() {
+        let entry = entry.unwrap();
+        if entry.path().extension().is_some_and(|e| e == "rs") {
+            let rel = entry.path().strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+            out.push((rel, std::fs::read_to_string(entry.path()).unwrap()));
+        }
+    }
+    out
+}
+
+/// The functions of `text` outside its test modules, as `(name, first line, length in lines)`.
+/// The code is rustfmt's: a function ends at the first line that is its indentation and `}`.
+fn functions(text: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let code = line.trim_start();
+        let indent = &line[..line.len() - code.len()];
+        if code.starts_with("mod tests") || code.starts_with("pub(crate) mod tests") {
+            // A test module runs to its closing brace; its functions are not measured.
+            i = (i + 1..lines.len()).find(|&j| lines[j] == format!("{indent}}}")).unwrap_or(lines.len());
+            continue;
+        }
+        let words = code.trim_start_matches("pub ").trim_start_matches("pub(crate) ").trim_start_matches("pub(super) ");
+        let words = words.trim_start_matches("const ").trim_start_matches("async ").trim_start_matches("unsafe ");
+        if let Some(rest) = words.strip_prefix("fn ") {
+            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let close = format!("{indent}}}");
+            // A declaration without a body (a trait's) ends at its `;` before any `{`.
+            let body = (i..lines.len()).find(|&j| lines[j].trim_end().ends_with('{') || lines[j].trim_end().ends_with(';'));
+            if body.is_some_and(|j| lines[j].trim_end().ends_with('{')) {
+                if let Some(end) = (i..lines.len()).find(|&j| lines[j] == close || (j == i && code.ends_with('}'))) {
+                    out.push((name, i + 1, end - i + 1));
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+const MAX_FILE_LINES: usize = 1000;
+const MAX_FUNCTION_LINES: usize = 100;
+
+#[test]
+fn no_source_file_is_over_a_thousand_lines() {
+    let big: Vec<String> = sources()
+        .into_iter()
+        .filter(|(_, text)| text.lines().count() > MAX_FILE_LINES)
+        .map(|(rel, text)| format!("src/{rel}: {} lines", text.lines().count()))
+        .collect();
+    assert!(big.is_empty(), "files over {MAX_FILE_LINES} lines (split them by job):\n{}", big.join("\n"));
+}
+
+#[test]
+fn no_function_outside_tests_is_over_a_hundred_lines() {
+    let mut long = Vec::new();
+    for (rel, text) in sources() {
+        if rel.ends_with("tests.rs") {
+            continue;
+        }
+        for (name, line, len) in functions(&text) {
+            if len > MAX_FUNCTION_LINES {
+                long.push(format!("src/{rel}:{line}: fn {name} is {len} lines"));
+            }
+        }
+    }
+    assert!(long.is_empty(), "functions over {MAX_FUNCTION_LINES} lines:\n{}", long.join("\n"));
+}
+
+#[test]
+fn the_measure_finds_functions_and_skips_tests() {
+    let text = "fn a() {\n    x();\n}\npub(crate) fn b(\n    y: u8,\n) -> u8 {\n    y\n}\ntrait T {\n    fn c(&self);\n}\n#[cfg(test)]\nmod tests {\n    fn d() {\n    }\n}\n";
+    assert_eq!(functions(text), [("a".to_string(), 1, 3), ("b".to_string(), 4, 5)]);
+}
