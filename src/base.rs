@@ -764,18 +764,8 @@ pub fn load<'s>(
     Ok(Loaded { needed, bases, pins })
 }
 
-/// The kind of the store records that remember the files compose read from a base.
-pub const BASE_FILES_KIND: &str = "base-files";
-/// The media type of their one output, `files`: a JSON map of path to base64 content.
-pub const BASE_FILES_MEDIA_TYPE: &str = "application/json";
-
-/// The files of a base as [`remembered_files`] keeps them (path → base64 of the content), if
-/// `bytes` is that.
-pub fn parse_base_files(bytes: &[u8]) -> Option<BTreeMap<String, Vec<u8>>> {
-    use base64::Engine as _;
-    let map: BTreeMap<String, String> = serde_json::from_slice(bytes).ok()?;
-    map.into_iter().map(|(k, v)| base64::engine::general_purpose::STANDARD.decode(v).ok().map(|v| (k, v))).collect()
-}
+pub use crate::record::parse_base_files;
+pub use crate::record::shape::{BASE_FILES_KIND, BASE_FILES_MEDIA_TYPE};
 
 /// The files compose reads from base `b` (passwd, group, dpkg database), remembered in the store
 /// under a record (of kind [`BASE_FILES_KIND`]) keyed by the base's layer digests: layers are

@@ -20,20 +20,22 @@
 //! | 3 | [`import`] | a Dockerfile to a spec, with a note per instruction (`compose import`) |
 //! | 3 | [`lock`] | the lockfile: model, versioned read/write, consistency with the spec |
 //! | 3 | [`oci`] | OCI documents: exact bytes of what we write, typed reading of what others wrote |
-//! | 3 | [`store`] | the content-addressed store (`cache/v1/…`, drawn in its module doc) |
+//! | 5 | [`store`] | the content-addressed store (`cache/v1/…`, drawn in its module doc) |
+//! | 4 | [`record`] | records: the type, each kind's shape, whether a record fits its derivation (`fits`), fingerprints and signatures (`record::sign`): the one place that says whether a record is trusted |
 //! | 4 | [`http`] | the HTTP client (mirrors, the HTTP cache): retries, streaming, `file://` |
 //! | 4 | [`registry`] | OCI distribution: pull, push, auth, reference parsing |
-//! | 4 | [`source`] | fingerprints of local files (stat cache) |
+//! | 6 | [`trust`] | the deep check of a stored record's blobs (`compose cache verify`): `diff_id`s, the rules of trees compose wrote, manifests and indexes |
+//! | 6 | [`source`] | fingerprints of local files (stat cache) |
 //! | 4 | [`sbom`] | SPDX documents and DEP-5 licence names |
-//! | 5 | [`apt`] | Debian archives: InRelease, indexes, resolver, `.deb` installs |
-//! | 5 | [`clients`] | the network clients of one command, made once from flags and environment |
-//! | 6 | [`base`] | base images (layouts, archives, registries), their layers and files |
-//! | 6 | [`resolution`] | a spec's packages → pinned lockfile entries |
-//! | 6 | [`remote`] | shared caches (HTTP, OCI registry), signed records |
-//! | 7 | [`plan`] | the derivation model, the DAG, `DrvHash`es, layering and file-op rules; no I/O |
-//! | 8 | [`exec`] | executing a plan: lookups, parallel runs, records, progress through `Reporter`; build steps (`exec::sandbox`: runc, its hardening, limits and interruption; `exec::seccomp`: Docker's default profile; `exec::trees`: unpacked images, sealed, and captured outputs) |
-//! | 9 | [`image`] | finished images; OCI layout, archives, registry push |
-//! | 10 | [`ops`] | each command's operation: build, lock, plan, explain, cache |
+//! | 6 | [`apt`] | Debian archives: InRelease, indexes, resolver, `.deb` installs |
+//! | 6 | [`clients`] | the network clients of one command, made once from flags and environment |
+//! | 7 | [`base`] | base images (layouts, archives, registries), their layers and files |
+//! | 7 | [`resolution`] | a spec's packages → pinned lockfile entries |
+//! | 7 | [`remote`] | shared caches (HTTP, OCI registry): moving records and blobs; whether to believe them is [`record`]'s |
+//! | 8 | [`plan`] | the derivation model, the DAG, `DrvHash`es, layering and file-op rules; no I/O |
+//! | 9 | [`exec`] | executing a plan: lookups, parallel runs, records, progress through `Reporter`; build steps (`exec::sandbox`: runc, its hardening, limits and interruption; `exec::seccomp`: Docker's default profile; `exec::trees`: unpacked images, sealed, and captured outputs) |
+//! | 10 | [`image`] | finished images; OCI layout, archives, registry push |
+//! | 11 | [`ops`] | each command's operation: build, lock, plan, explain, cache |
 //!
 //! # On-disk formats
 //!
@@ -43,14 +45,14 @@
 //!   chunks): [`store`];
 //! - an output directory: the exports and `.compose-lock` (serialises exports into it): [`image`];
 //! - the lockfile, `SPEC.lock` (`version` field; packages, base digests, fixed-output steps' pins): [`lock`];
-//! - records (`version` field, outputs by name, inputs in words): [`store::Record`];
+//! - records (`version` field, outputs by name, inputs in words): [`record::Record`];
 //! - layers: `layer::LAYER_FORMAT_ID` and `layer::ZSTD_LAYER_FORMAT_ID` name the tar rules, the
 //!   chunking and the compressor, and one of them is part of every layer's derivation hash.
 
 pub mod apt;
 pub mod base;
-pub mod exec;
 pub mod clients;
+pub mod exec;
 pub mod hash;
 pub mod http;
 pub mod image;
@@ -60,6 +62,7 @@ pub mod lock;
 pub mod oci;
 pub mod ops;
 pub mod plan;
+pub mod record;
 pub mod reference;
 pub mod registry;
 pub mod remote;
@@ -69,4 +72,5 @@ pub mod source;
 pub mod spec;
 pub mod store;
 pub mod tarcheck;
+pub mod trust;
 pub mod util;

@@ -572,7 +572,7 @@ fn run(cli: Cli) -> Result<u8, ops::Error> {
         Command::Cache { action } => match action {
             CacheAction::Verify { cache_dir, repair } => {
                 let store = ops::open_store(&cache_dir)?;
-                let r = store.verify(repair, &compose::exec::record_problem).map_err(ops::Error::from)?;
+                let r = store.verify(repair, &compose::trust::problem).map_err(ops::Error::from)?;
                 for d in &r.damage {
                     let _ = writeln!(stdout, "damaged: {d}");
                 }

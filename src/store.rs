@@ -52,7 +52,7 @@
 //! the blake3 its pointer line keeps, whatever the marker of its blob says.
 //!
 //! [`Store::verify`] re-hashes every blob and asks its caller whether each record fits its kind
-//! (the build's `record_problem`: output shapes, `diff_id`s, and whether each tree compose wrote
+//! (`trust::problem`: output shapes, `diff_id`s, and whether each tree compose wrote
 //! keeps the rules of [`crate::tarcheck`], so that no stored record can make a later build fail);
 //! with `repair`, what does not is removed and made or fetched again.
 
@@ -63,9 +63,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::hash::{DrvHash, Sha256};
+pub use crate::record::{Output, Record, RECORD_VERSION};
 use crate::util::IoError;
 
 fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreError + 'p {
@@ -74,9 +75,6 @@ fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) ->
 
 /// Store format version; the store lives in `<root>/v<STORE_VERSION>/`.
 pub const STORE_VERSION: u32 = 1;
-/// Version of the record JSON format.
-pub const RECORD_VERSION: u32 = 1;
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
@@ -93,46 +91,6 @@ pub enum StoreError {
         path.display()
     )]
     NotOwned { path: PathBuf, owner: u32, me: u32 },
-}
-
-/// One output of a derivation: a blob in the store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Output {
-    pub digest: Sha256,
-    pub size: u64,
-    pub media_type: String,
-    /// For layers: sha256 of the uncompressed tar.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub diff_id: Option<Sha256>,
-}
-
-/// What a derivation produced, and (for `plan`/explanations) what it was built from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    pub version: u32,
-    pub drv: DrvHash,
-    pub kind: String,
-    pub outputs: BTreeMap<String, Output>,
-    /// What the derivation was made from, in words (`name → value`: a file's size and content
-    /// hash, a package's version, a dependency's hash), for `compose explain`; informational
-    /// only (never trusted, never signed).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "inputs_compat")]
-    pub inputs: BTreeMap<String, String>,
-}
-
-/// Records written before `inputs` was a map held a list of strings; read those as numbered
-/// entries rather than refusing the record.
-fn inputs_compat<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        Map(BTreeMap<String, String>),
-        List(Vec<String>),
-    }
-    Ok(match Either::deserialize(d)? {
-        Either::Map(m) => m,
-        Either::List(l) => l.into_iter().enumerate().map(|(i, v)| (i.to_string(), v)).collect(),
-    })
 }
 
 /// An open store. Holds a shared lock on the store for its lifetime.

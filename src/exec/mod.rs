@@ -7,7 +7,7 @@
 //!
 //! It also says which records fit their derivation, wherever they come from: [`fits`] (from the
 //! record alone, for every lookup: kind, output names and media types, what the derivation pins)
-//! and [`record_problem`] (from the blobs, for `compose cache verify`: `diff_id`s, manifests, and
+//! and [`crate::trust::problem`] (from the blobs, for `compose cache verify`: `diff_id`s, manifests, and
 //! trees compose wrote, which must keep [`crate::tarcheck::Rules::Compose`]). A remote record's
 //! trees are checked by those rules as they stream in.
 
@@ -25,8 +25,8 @@ use crate::hash::{ContentHash, Sha256};
 use crate::layer::{self, Compression, LayerWriter};
 use crate::oci::{self as image, ConfigFields, Descriptor};
 use crate::plan::{Content, Derivation, DrvKind, EntryKind, ImageBase, ImageDrv, Plan, PlannedEntry};
+use crate::record;
 use crate::store::{self, Output, Record, Store, StoreError, RECORD_VERSION};
-use crate::tarcheck;
 
 pub mod packages;
 pub mod sandbox;
@@ -310,160 +310,7 @@ fn needed(
     need
 }
 
-/// Media type of build logs and dpkg status texts.
-pub const TEXT_MEDIA_TYPE: &str = "text/plain; charset=utf-8";
-
-/// What a record of kind `kind` holds: each output's name (sorted), its media type (`None`:
-/// the derivation's to say, as a base layer's; [`OUR_LAYER`]: one of the layer types compose
-/// writes, the derivation's compression saying which) and whether it is a layer (with a
-/// `diff_id`).
-type Shape = &'static [(&'static str, Option<&'static str>, bool)];
-
-/// In a [`Shape`]: a layer compose wrote, gzip or zstd as its derivation says.
-const OUR_LAYER: &str = "(a compose layer)";
-
-fn shape(kind: &str) -> Option<Shape> {
-    use packages::{DEB_MEDIA_TYPE, FACTS_MEDIA_TYPE, FILES_MEDIA_TYPE, LICENCES_MEDIA_TYPE};
-    const GZ: Option<&str> = Some(OUR_LAYER);
-    Some(match kind {
-        "layer" | "meta" => &[("layer", GZ, true)],
-        "fetch" => &[("file", Some(DEB_MEDIA_TYPE), false)],
-        "blob" => &[("file", None, true)],
-        "deb" => &[
-            ("facts", Some(FACTS_MEDIA_TYPE), false),
-            ("files", Some(FILES_MEDIA_TYPE), false),
-            ("layer", GZ, true),
-            ("licences", Some(LICENCES_MEDIA_TYPE), false),
-            ("status", Some(TEXT_MEDIA_TYPE), false),
-        ],
-        "merged" => &[("files", Some(FILES_MEDIA_TYPE), false), ("layer", GZ, true)],
-        "image" => &[("config", Some(image::CONFIG_MEDIA_TYPE), false), ("manifest", Some(image::MANIFEST_MEDIA_TYPE), false)],
-        "index" => &[("index", Some(image::INDEX_MEDIA_TYPE), false)],
-        "step" => &[("log", Some(TEXT_MEDIA_TYPE), false), ("tree", Some(layer::GZIP_MEDIA_TYPE), true)],
-        "scripts" => &[("layer", GZ, true), ("log", Some(TEXT_MEDIA_TYPE), false)],
-        // What compose read from an external base (passwd, group, dpkg database): written by
-        // `base`, not by a derivation of the plan; local only.
-        crate::base::BASE_FILES_KIND => &[("files", Some(crate::base::BASE_FILES_MEDIA_TYPE), false)],
-        _ => return None,
-    })
-}
-
-/// Is output `name` of a record of kind `kind` a tree compose wrote (a layer, a step's output):
-/// one that must keep [`tarcheck::Rules::Compose`]? A base's layer (kind `blob`) is the base's,
-/// pinned by its digest.
-fn compose_tree(kind: &str, name: &str) -> bool {
-    shape(kind).is_some_and(|s| s.iter().any(|&(n, media_type, is_layer)| n == name && is_layer && media_type.is_some()))
-}
-
-/// What is wrong with `rec` for its kind, from the record alone: unknown kind, other outputs,
-/// a media type not of that output, a layer without a `diff_id` or another output with one.
-fn shape_problem(rec: &Record) -> Option<String> {
-    let Some(shape) = shape(&rec.kind) else { return Some(format!("unknown kind `{}`", rec.kind)) };
-    if !rec.outputs.keys().map(String::as_str).eq(shape.iter().map(|s| s.0)) {
-        let names: Vec<&str> = rec.outputs.keys().map(String::as_str).collect();
-        return Some(format!("its outputs are {names:?}, not {:?}", shape.iter().map(|s| s.0).collect::<Vec<_>>()));
-    }
-    shape.iter().find_map(|&(name, media_type, is_layer)| {
-        let o = &rec.outputs[name];
-        let ours = [layer::GZIP_MEDIA_TYPE, layer::ZSTD_MEDIA_TYPE];
-        let fits = match media_type {
-            Some(OUR_LAYER) => ours.contains(&o.media_type.as_str()),
-            Some(m) => m == o.media_type,
-            None => layer::DiffIdWriter::new(&o.media_type).is_some(),
-        };
-        if !fits {
-            Some(format!("output `{name}` has media type `{}`", o.media_type))
-        } else if is_layer != o.diff_id.is_some() {
-            Some(format!("output `{name}` {} a diff_id", if is_layer { "lacks" } else { "has" }))
-        } else {
-            None
-        }
-    })
-}
-
-/// Does `rec` fit derivation `drv`? Its kind and the shape of its outputs, and what the
-/// derivation itself fixes: a `.deb`'s sha256 and size, a base layer's digest, size, media type
-/// and diff_id, a fixed-output step's pinned tree. A record (remote, or in a store from an
-/// older compose) that does not is ignored rather than allowed to fail the build later.
-pub fn fits(drv: &Derivation, rec: &Record) -> bool {
-    if rec.kind != drv.kind.name() || shape_problem(rec).is_some() {
-        return false;
-    }
-    let out = |name: &str| &rec.outputs[name];
-    match &drv.kind {
-        DrvKind::Fetch(f) => out("file").digest == f.sha256 && out("file").size == f.size,
-        DrvKind::Blob(b) => {
-            let o = out("file");
-            (o.digest, o.size, o.media_type.as_str(), o.diff_id)
-                == (b.layer.digest, b.layer.size, b.layer.media_type.as_str(), Some(b.layer.diff_id))
-        }
-        DrvKind::Step(s) => s.pin.is_none_or(|pin| out("tree").diff_id == Some(pin)),
-        kind => kind.compression().is_none_or(|c| out("layer").media_type == c.media_type()),
-    }
-}
-
-/// What `compose cache verify` finds wrong with stored record `rec` beyond its blobs' digests:
-/// a shape that does not fit its kind, a layer whose uncompressed bytes are not its `diff_id`,
-/// a tree compose wrote (a step's output, a layer) that breaks the rules of one
-/// ([`tarcheck::Rules::Compose`]: what could damage a later build), an image whose manifest does
-/// not parse or does not name its config and stored layers, an index that does not parse or
-/// names manifests the store lacks, base files that do not parse.
-pub fn record_problem(store: &Store, rec: &Record) -> Option<String> {
-    if let Some(p) = shape_problem(rec) {
-        return Some(p);
-    }
-    for (name, o) in &rec.outputs {
-        let Some(want) = o.diff_id else { continue };
-        let path = store.blob_path(&o.digest);
-        let got = if compose_tree(&rec.kind, name) {
-            match tarcheck::check_file(&path, &o.media_type, tarcheck::Rules::Compose) {
-                Ok(s) => s.diff_id.unwrap_or_default(),
-                Err(Ok(why)) => return Some(format!("its `{name}` breaks the rules of a tree: {why}")),
-                Err(Err(e)) => return Some(format!("layer `{name}` cannot be read: {e}")),
-            }
-        } else {
-            match layer::DiffIdWriter::of_file(&path, &o.media_type) {
-                Ok(got) => got,
-                Err(e) => return Some(format!("layer `{name}` does not decompress: {e}")),
-            }
-        };
-        if Sha256(got) != want {
-            return Some(format!("layer `{name}` has diff_id {}, not {want}", Sha256(got)));
-        }
-    }
-    let read = |o: &Output| store.read_blob(&o.digest).ok();
-    match rec.kind.as_str() {
-        "image" => {
-            let (config, manifest) = (&rec.outputs["config"], &rec.outputs["manifest"]);
-            let Some(doc) = read(manifest).and_then(|b| image::read::<image::ManifestDoc>("the manifest", &b).ok()) else {
-                return Some("its manifest does not parse".into());
-            };
-            if (doc.config.digest, doc.config.size) != (config.digest, config.size) {
-                return Some("its manifest names another config".into());
-            }
-            if read(config).and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).is_none() {
-                return Some("its config does not parse".into());
-            }
-            doc.layers
-                .iter()
-                .find(|l| store.checked_size(&l.digest) != Some(l.size))
-                .map(|l| format!("layer {} of its manifest is not in the store", l.digest))
-        }
-        "index" => {
-            let Some(doc) = read(&rec.outputs["index"]).and_then(|b| image::read::<image::IndexDoc>("the index", &b).ok()) else {
-                return Some("its index does not parse".into());
-            };
-            doc.manifests
-                .iter()
-                .find(|m| store.checked_size(&m.digest) != Some(m.size))
-                .map(|m| format!("manifest {} of its index is not in the store", m.digest))
-        }
-        crate::base::BASE_FILES_KIND => {
-            read(&rec.outputs["files"]).and_then(|b| crate::base::parse_base_files(&b)).is_none().then(|| "its files do not parse".into())
-        }
-        _ => None,
-    }
-}
+pub use crate::record::shape::TEXT_MEDIA_TYPE;
 
 enum Step {
     Done(NodeIndex, Record, Outcome),
@@ -498,7 +345,7 @@ fn execute_inner(
     let mut done: HashMap<NodeIndex, Record> = HashMap::new();
     let mut counts = Counts { total: order.len(), ..Counts::default() };
     for &n in &order {
-        if let Some(r) = store.lookup(&plan.graph[n].hash)?.filter(|r| fits(&plan.graph[n], r)) {
+        if let Some(r) = store.lookup(&plan.graph[n].hash)?.filter(|r| record::fits(&plan.graph[n].kind.expected(), r)) {
             done.insert(n, r);
         }
     }
@@ -522,7 +369,11 @@ fn execute_inner(
             }
             asked.extend(ask.iter().copied());
             let query = || -> Vec<(NodeIndex, Record)> {
-                ask.par_iter().filter_map(|&n| rc.record(&plan.graph[n].hash).filter(|r| fits(&plan.graph[n], r)).map(|r| (n, r))).collect()
+                ask.par_iter()
+                    .filter_map(|&n| {
+                        rc.record(&plan.graph[n].hash).filter(|r| record::fits(&plan.graph[n].kind.expected(), r)).map(|r| (n, r))
+                    })
+                    .collect()
             };
             offered.extend(match &io_pool {
                 Some(pool) => pool.install(query),
@@ -596,7 +447,7 @@ fn execute_inner(
                     return Ok(Step::Done(n, before, Outcome::Built));
                 }
                 // Another process may have built it while we waited for the lock.
-                if let Some(r) = store.lookup(&drv.hash)?.filter(|r| fits(drv, r)) {
+                if let Some(r) = store.lookup(&drv.hash)?.filter(|r| record::fits(&drv.kind.expected(), r)) {
                     return Ok(Step::Done(n, r, Outcome::Local));
                 }
                 if let (DrvKind::Image(_) | DrvKind::Index(_), Some(rec)) = (&drv.kind, offered.get(&n)) {
@@ -614,7 +465,7 @@ fn execute_inner(
                     return Ok(Step::Done(n, r, Outcome::Built));
                 }
                 if let (Some(rc), Some(rec)) = (remote, offered.get(&n)) {
-                    if rc.fetch_outputs(store, rec, &|name| compose_tree(&rec.kind, name)) {
+                    if rc.fetch_outputs(store, rec) {
                         return Ok(Step::Done(n, rec.clone(), Outcome::Remote));
                     }
                     if deps.len() != plan.dependencies(n).len() {

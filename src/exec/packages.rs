@@ -17,13 +17,10 @@ use crate::hash::Sha256;
 use crate::http::{HttpError, Sink};
 use crate::layer::{self, LayerWriter};
 use crate::plan::{self, BlobDrv, DebLayerDrv, DrvKind, FetchDrv, ImageDrv, MergedLayerDrv, MetaDrv, Plan, PlannedEntry};
+pub use crate::record::shape::{DEB_MEDIA_TYPE, FACTS_MEDIA_TYPE, FILES_MEDIA_TYPE, LICENCES_MEDIA_TYPE};
 use crate::store::{self, Output, Record, Store, StoreError};
 
 use super::{output, BuildError};
-
-pub const DEB_MEDIA_TYPE: &str = "application/vnd.debian.binary-package";
-pub const FILES_MEDIA_TYPE: &str = "application/vnd.compose.layer-files.v1+json";
-pub const LICENCES_MEDIA_TYPE: &str = "application/vnd.compose.licences.v1+json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
@@ -175,9 +172,6 @@ pub fn deb_layer(plan: &Plan, d: &DebLayerDrv, deps: &HashMap<NodeIndex, Record>
     let facts = Output { digest: facts_digest, size: facts_bytes.len() as u64, media_type: FACTS_MEDIA_TYPE.into(), diff_id: None };
     Ok(DebOutputs { layer, files: put_files(store, &files)?, licences: lic, status, facts })
 }
-
-/// Media type of what compose learnt from a package's scripts (JSON [`deb::ScriptFacts`]).
-pub const FACTS_MEDIA_TYPE: &str = "application/vnd.compose.script-facts.v1+json";
 
 /// What a package's layer derivation yields.
 pub struct DebOutputs {

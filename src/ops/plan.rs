@@ -1,7 +1,6 @@
 //! `compose plan`: the DAG, what the store and the shared cache hold, what would run.
 
 use super::{load_and_plan, open_remote, Error, SpecOptions};
-use crate::exec;
 
 /// One node of `compose plan`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -30,7 +29,8 @@ pub fn plan_report(opts: &SpecOptions) -> Result<PlanReport, Error> {
     for n in p.plan.topo_order() {
         let d = &p.plan.graph[n];
         let cached = p.store.lookup(&d.hash)?.is_some();
-        let remote = !cached && remote.as_ref().is_some_and(|r| r.record(&d.hash).is_some_and(|rec| exec::fits(d, &rec)));
+        let remote =
+            !cached && remote.as_ref().is_some_and(|r| r.record(&d.hash).is_some_and(|rec| crate::record::fits(&d.kind.expected(), &rec)));
         nodes.push(PlanNode {
             remote,
             id: n.index(),

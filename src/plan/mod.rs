@@ -15,10 +15,10 @@
 //! This file holds the derivation model, [`plan()`] and [`Plan`]'s queries.
 
 mod accounts;
-mod planner;
 mod describe;
 mod entries;
 mod layering;
+mod planner;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -36,8 +36,8 @@ use crate::spec::{Accounts, Platform, SpecDiagnostic, SpecFile};
 pub use accounts::{meta_entries, MetaInputs};
 pub use entries::merged_usr_path;
 
-use planner::{unit_order, Planner, Unit};
 pub use describe::{describe, slot};
+use planner::{unit_order, Planner, Unit};
 
 /// Default epoch when neither `SOURCE_DATE_EPOCH` nor the spec gives one: 1980-01-01T00:00:00Z
 /// (not 0, which some tools read as "missing").
@@ -306,19 +306,40 @@ pub fn fixed_output_hash(output: &Sha256) -> DrvHash {
 }
 
 impl DrvKind {
-    pub fn name(&self) -> &'static str {
+    /// The kind of record this derivation makes.
+    pub fn record_kind(&self) -> crate::record::Kind {
+        use crate::record::Kind;
         match self {
-            DrvKind::Layer(_) => "layer",
-            DrvKind::Fetch(_) => "fetch",
-            DrvKind::Blob(_) => "blob",
-            DrvKind::DebLayer(_) => "deb",
-            DrvKind::MergedLayer(_) => "merged",
-            DrvKind::Meta(_) => "meta",
-            DrvKind::Image(_) => "image",
-            DrvKind::Index(_) => "index",
-            DrvKind::Step(_) => "step",
-            DrvKind::Scripts(_) => "scripts",
+            DrvKind::Layer(_) => Kind::Layer,
+            DrvKind::Fetch(_) => Kind::Fetch,
+            DrvKind::Blob(_) => Kind::Blob,
+            DrvKind::DebLayer(_) => Kind::Deb,
+            DrvKind::MergedLayer(_) => Kind::Merged,
+            DrvKind::Meta(_) => Kind::Meta,
+            DrvKind::Image(_) => Kind::Image,
+            DrvKind::Index(_) => Kind::Index,
+            DrvKind::Step(_) => Kind::Step,
+            DrvKind::Scripts(_) => Kind::Scripts,
         }
+    }
+
+    /// The word its record names its kind with.
+    pub fn name(&self) -> &'static str {
+        self.record_kind().name()
+    }
+
+    /// What its record must be: the kind, and what this derivation pins of its outputs.
+    pub fn expected(&self) -> crate::record::Expected {
+        use crate::record::Pins;
+        let pins = match self {
+            DrvKind::Fetch(f) => Pins::File { digest: f.sha256, size: f.size },
+            DrvKind::Blob(b) => {
+                Pins::Blob { digest: b.layer.digest, size: b.layer.size, media_type: b.layer.media_type.clone(), diff_id: b.layer.diff_id }
+            }
+            DrvKind::Step(s) => s.pin.map_or(Pins::Nothing, |diff_id| Pins::Tree { diff_id }),
+            kind => kind.compression().map_or(Pins::Nothing, |c| Pins::LayerMedia(c.media_type())),
+        };
+        crate::record::Expected { kind: self.record_kind(), pins }
     }
 
     /// How its `layer` output is compressed, for the kinds with one.
@@ -330,20 +351,6 @@ impl DrvKind {
             DrvKind::Meta(m) => Some(m.compression),
             DrvKind::Scripts(s) => Some(s.compression),
             DrvKind::Fetch(_) | DrvKind::Blob(_) | DrvKind::Image(_) | DrvKind::Index(_) | DrvKind::Step(_) => None,
-        }
-    }
-
-    /// The outputs a record of this kind has, sorted (what `exec::run` produces).
-    pub fn output_names(&self) -> &'static [&'static str] {
-        match self {
-            DrvKind::Layer(_) | DrvKind::Meta(_) => &["layer"],
-            DrvKind::Fetch(_) | DrvKind::Blob(_) => &["file"],
-            DrvKind::DebLayer(_) => &["facts", "files", "layer", "licences", "status"],
-            DrvKind::MergedLayer(_) => &["files", "layer"],
-            DrvKind::Image(_) => &["config", "manifest"],
-            DrvKind::Index(_) => &["index"],
-            DrvKind::Step(_) => &["log", "tree"],
-            DrvKind::Scripts(_) => &["layer", "log"],
         }
     }
 

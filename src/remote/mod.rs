@@ -29,19 +29,19 @@
 pub mod http;
 pub mod netrc;
 pub mod oci;
-pub mod sign;
+pub use crate::record::sign;
+pub use crate::record::{fingerprint, Refused, SignedRecord};
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use crate::hash::{DrvHash, Sha256};
-use crate::store::{Record, Store, RECORD_VERSION};
-use sign::{SecretKey, Signature, TrustedKeys, Verdict};
+use crate::store::{Record, Store};
+use sign::{SecretKey, TrustedKeys};
 
 /// Read-only or read-write use of a remote cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -88,27 +88,6 @@ pub struct BlobFile {
     pub size: u64,
     pub media_type: String,
     pub path: PathBuf,
-}
-
-/// A record as kept on the server: the store's record plus signatures over its
-/// [`fingerprint`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SignedRecord {
-    #[serde(flatten)]
-    pub record: Record,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub signatures: Vec<Signature>,
-}
-
-/// What a signature covers: everything in a record that decides what a derivation produced
-/// (not the informational `inputs`), in a fixed text form independent of JSON formatting.
-pub fn fingerprint(rec: &Record) -> Vec<u8> {
-    let mut s = format!("compose-record;{};{};{};", rec.version, rec.drv.hex(), rec.kind);
-    for (name, o) in &rec.outputs {
-        let diff = o.diff_id.map(|d| d.to_string()).unwrap_or_default();
-        s.push_str(&format!("{name}={}:{}:{}:{diff};", o.digest, o.size, o.media_type));
-    }
-    s.into_bytes()
 }
 
 /// How to reach and trust a remote cache.
@@ -250,31 +229,25 @@ impl RemoteCache {
                 return None;
             }
         };
-        let signed: SignedRecord = serde_json::from_slice(&bytes).ok()?;
-        let rec = signed.record;
-        if rec.version != RECORD_VERSION || rec.drv != *drv || rec.outputs.is_empty() {
-            return None;
-        }
-        if !self.trusted.is_empty() {
-            match self.trusted.verdict(&fingerprint(&rec), &signed.signatures) {
-                Verdict::Trusted(_) => {}
-                Verdict::Unsigned | Verdict::Untrusted | Verdict::BadSignature(_) => {
-                    self.untrusted.fetch_add(1, Ordering::SeqCst);
-                    return None;
-                }
+        match SignedRecord::admit(&bytes, drv, &self.trusted) {
+            Ok(rec) => Some(rec),
+            Err(Refused::Malformed) => None,
+            Err(Refused::Untrusted) => {
+                self.untrusted.fetch_add(1, Ordering::SeqCst);
+                None
             }
         }
-        Some(rec)
     }
 
     /// Fetch every output blob of `rec` into the store, verified, then store the record.
-    /// Outputs for which `tree` says yes are trees compose wrote: checked by the rules of one
+    /// Outputs that are trees compose wrote ([`crate::record::Kind::is_compose_tree`]) are checked by the rules of one
     /// ([`crate::tarcheck::Rules::Compose`]) as they stream in, and refused (never let into the
     /// store) if they break one. False if a blob is missing, damaged or refused, or the server
     /// failed.
-    pub fn fetch_outputs(&self, store: &Store, rec: &Record, tree: &dyn Fn(&str) -> bool) -> bool {
+    pub fn fetch_outputs(&self, store: &Store, rec: &Record) -> bool {
+        let kind = crate::record::Kind::parse(&rec.kind);
         for (name, o) in &rec.outputs {
-            if !self.fetch_blob(store, o, tree(name)) {
+            if !self.fetch_blob(store, o, kind.is_some_and(|k| k.is_compose_tree(name))) {
                 return false;
             }
         }
@@ -465,7 +438,8 @@ impl<W: Write> Write for Verifying<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Output;
+    use crate::store::{Output, RECORD_VERSION};
+    use sign::Verdict;
     use std::collections::BTreeMap;
 
     fn record() -> Record {
