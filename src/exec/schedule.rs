@@ -57,6 +57,22 @@ enum Step {
     Replan(NodeIndex),
 }
 
+/// One execution of a plan: what it was asked for, and what it has found and made so far.
+struct Scheduler<'a> {
+    plan: &'a Plan,
+    store: &'a Store,
+    remote: Option<&'a crate::remote::RemoteCache>,
+    clients: &'a Clients,
+    reporter: &'a dyn Reporter,
+    options: &'a ExecOptions,
+    uploads: &'a std::sync::mpsc::Sender<(Record, bool)>,
+    order: Vec<NodeIndex>,
+    roots: Vec<NodeIndex>,
+    /// Remote requests wait on the network, not the CPU: more in flight than there are cores.
+    io_pool: Option<rayon::ThreadPool>,
+    mismatches: Mutex<Vec<Mismatch>>,
+}
+
 pub(super) fn execute_inner(
     plan: &Plan,
     store: &Store,
@@ -67,183 +83,33 @@ pub(super) fn execute_inner(
     uploads: &std::sync::mpsc::Sender<(Record, bool)>,
 ) -> Result<Executed, BuildError> {
     let order = plan.topo_order();
-    let mut roots = options.roots.clone().unwrap_or_else(|| plan.roots());
-    let check = options.check;
-    if check {
-        // Every step the roots are made from, whatever is cached downstream of it.
-        let mut seen: HashSet<NodeIndex> = HashSet::new();
-        let mut todo = roots.clone();
-        while let Some(n) = todo.pop() {
-            if seen.insert(n) {
-                todo.extend(plan.dependencies(n));
-            }
-        }
-        roots.extend(seen.into_iter().filter(|&n| matches!(plan.graph[n].kind, DrvKind::Step(_))));
-    }
-    let mismatches: Mutex<Vec<Mismatch>> = Mutex::new(Vec::new());
+    let roots = roots(plan, options);
+    let mut s =
+        Scheduler { plan, store, remote, clients, reporter, options, uploads, order, roots, io_pool: None, mismatches: Mutex::default() };
+    let mut counts = Counts { total: s.order.len(), ..Counts::default() };
     let mut done: HashMap<NodeIndex, Record> = HashMap::new();
-    let mut counts = Counts { total: order.len(), ..Counts::default() };
-    for &n in &order {
+    for &n in &s.order {
         if let Some(r) = store.lookup(&plan.graph[n].hash)?.filter(|r| record::fits(&plan.graph[n].kind.expected(), r)) {
             done.insert(n, r);
         }
     }
-    // Remote requests wait on the network, not the CPU: more in flight than there are cores.
-    let io_pool = remote
-        .filter(|_| done.len() < order.len())
+    s.io_pool = remote
+        .filter(|_| done.len() < s.order.len())
         .and_then(|_| rayon::ThreadPoolBuilder::new().num_threads(REMOTE_REQUESTS).thread_name(|i| format!("remote-{i}")).build().ok());
-    // What the remote cache offers, asked top-down in rounds: only for derivations this build
-    // needs given the answers so far (an image found remotely spares asking about the files and
-    // packages it was made from). Records only; blobs are fetched later.
-    let mut offered: HashMap<NodeIndex, Record> = HashMap::new();
-    if let Some(rc) = remote {
-        let mut asked: HashSet<NodeIndex> = HashSet::new();
-        loop {
-            let ask: Vec<NodeIndex> = needed(plan, &order, &roots, &done, &offered, Some(&asked), check)
-                .into_iter()
-                .filter(|n| !done.contains_key(n) && !asked.contains(n))
-                .collect();
-            if ask.is_empty() || !rc.usable() {
-                break;
-            }
-            asked.extend(ask.iter().copied());
-            let query = || -> Vec<(NodeIndex, Record)> {
-                ask.par_iter()
-                    .filter_map(|&n| {
-                        rc.record(&plan.graph[n].hash).filter(|r| record::fits(&plan.graph[n].kind.expected(), r)).map(|r| (n, r))
-                    })
-                    .collect()
-            };
-            offered.extend(match &io_pool {
-                Some(pool) => pool.install(query),
-                None => query(),
-            });
-        }
-    }
-    if check {
+    let mut offered = s.ask_remote(&done);
+    if options.check {
         // Steps run again whatever the caches hold; what they held is compared below.
         offered.retain(|n, _| !matches!(plan.graph[*n].kind, DrvKind::Step(_)));
         done.retain(|n, _| !matches!(plan.graph[*n].kind, DrvKind::Step(_)));
     }
-    let need = needed(plan, &order, &roots, &done, &offered, None, check);
-    reporter.planned(order.len(), need.iter().filter(|n| !done.contains_key(n) && !offered.contains_key(n)).count());
-    for &n in &order {
-        if let Some(r) = done.get(&n) {
-            counts.local += 1;
-            reporter.finished(&plan.graph[n], Outcome::Local, main_size(r));
-            // Results built before this store used the cache (or while it was down) are shared
-            // too; a marker in the store says which the cache already has.
-            if let Some(rc) = remote.filter(|rc| rc.mode() == crate::remote::Mode::ReadWrite) {
-                if !rc.known_to_have(store, &r.drv) {
-                    let _ = uploads.send((r.clone(), true));
-                }
-            }
-        }
-    }
-    // Waves by depth: every node's dependencies are in earlier waves.
-    let mut depth: HashMap<NodeIndex, usize> = HashMap::new();
-    for &n in &order {
-        let d = plan.dependencies(n).iter().map(|p| depth[p] + 1).max().unwrap_or(0);
-        depth.insert(n, d);
-    }
-    let max_depth = depth.values().copied().max().unwrap_or(0);
+    let need = needed(plan, &s.order, &s.roots, &done, &offered, None, options.check);
+    reporter.planned(s.order.len(), need.iter().filter(|n| !done.contains_key(n) && !offered.contains_key(n)).count());
+    s.report_stored(&done, &mut counts);
     let records = Mutex::new(done);
     // Each pass runs what is needed; a remote record that turns out unusable (a damaged or
     // missing blob, a server that died) is dropped and the needs are worked out again.
     loop {
-        let need = {
-            let done = records.lock().unwrap_or_else(|e| e.into_inner());
-            needed(plan, &order, &roots, &done, &offered, None, check)
-        };
-        let mut replan = Vec::new();
-        for wave in 0..=max_depth {
-            let todo: Vec<NodeIndex> = {
-                let done = records.lock().unwrap_or_else(|e| e.into_inner());
-                order.iter().copied().filter(|n| depth[n] == wave && need.contains(n) && !done.contains_key(n)).collect()
-            };
-            let step = |&n: &NodeIndex| -> Result<Step, BuildError> {
-                let drv = &plan.graph[n];
-                let deps: HashMap<NodeIndex, Record> = {
-                    let done = records.lock().unwrap_or_else(|e| e.into_inner());
-                    plan.dependencies(n).into_iter().filter_map(|d| done.get(&d).map(|r| (d, r.clone()))).collect()
-                };
-                let _guard = store.lock_derivation(&drv.hash)?;
-                if let (true, DrvKind::Step(_), Some(before)) = (check, &drv.kind, store.lookup(&drv.hash)?) {
-                    // `--check`: run it again and compare; what the store has stays.
-                    reporter.started(drv);
-                    let again = run(plan, n, &deps, store, clients, options, reporter)?;
-                    let (a, b) = (output(&before, "tree")?, output(&again, "tree")?);
-                    if a.diff_id != b.diff_id {
-                        let path = trees::first_difference(store, a, b)?.unwrap_or_else(|| "(the tree's encoding)".into());
-                        let show = |o: &Output| o.diff_id.map(|d| d.to_string()).unwrap_or_default();
-                        mismatches.lock().unwrap_or_else(|e| e.into_inner()).push(Mismatch {
-                            step: drv.name.clone(),
-                            path,
-                            before: show(a),
-                            after: show(b),
-                        });
-                    }
-                    return Ok(Step::Done(n, before, Outcome::Built));
-                }
-                // Another process may have built it while we waited for the lock.
-                if let Some(r) = store.lookup(&drv.hash)?.filter(|r| record::fits(&drv.kind.expected(), r)) {
-                    return Ok(Step::Done(n, r, Outcome::Local));
-                }
-                if let (DrvKind::Image(_) | DrvKind::Index(_), Some(rec)) = (&drv.kind, offered.get(&n)) {
-                    // An image or index is checked by making it again from its layers' records
-                    // (milliseconds, no download): a cache cannot make it name other blobs.
-                    let r = run(plan, n, &deps, store, clients, options, reporter)?;
-                    store.put_record(&r)?;
-                    if r.outputs == rec.outputs {
-                        if let Some(rc) = remote {
-                            store.mark_shared(&rc.id(), &r.drv);
-                        }
-                        return Ok(Step::Done(n, r, Outcome::Remote));
-                    }
-                    let _ = uploads.send((r.clone(), false));
-                    return Ok(Step::Done(n, r, Outcome::Built));
-                }
-                if let (Some(rc), Some(rec)) = (remote, offered.get(&n)) {
-                    if rc.fetch_outputs(store, rec) {
-                        return Ok(Step::Done(n, rec.clone(), Outcome::Remote));
-                    }
-                    if deps.len() != plan.dependencies(n).len() {
-                        return Ok(Step::Replan(n));
-                    }
-                }
-                reporter.started(drv);
-                let r = run(plan, n, &deps, store, clients, options, reporter)?;
-                store.put_record(&r)?;
-                let _ = uploads.send((r.clone(), false));
-                Ok(Step::Done(n, r, Outcome::Built))
-            };
-            // Downloads wait on the network: they go first, many at once, on the I/O pool;
-            // builds then share the cores.
-            let (fetch, build): (Vec<NodeIndex>, Vec<NodeIndex>) = todo.iter().partition(|n| offered.contains_key(n));
-            let mut results: Vec<Result<Step, BuildError>> = match &io_pool {
-                Some(pool) if !fetch.is_empty() => pool.install(|| fetch.par_iter().map(step).collect()),
-                _ => fetch.par_iter().map(step).collect(),
-            };
-            results.extend(build.par_iter().map(step).collect::<Vec<_>>());
-            let mut done = records.lock().unwrap_or_else(|e| e.into_inner());
-            for r in results {
-                match r? {
-                    Step::Done(n, rec, outcome) => {
-                        match outcome {
-                            Outcome::Built => counts.built += 1,
-                            Outcome::Local => counts.local += 1,
-                            Outcome::Remote => counts.remote += 1,
-                        }
-                        reporter.finished(&plan.graph[n], outcome, main_size(&rec));
-                        done.insert(n, rec);
-                    }
-                    Step::Replan(n) => replan.push(n),
-                }
-            }
-            if !replan.is_empty() {
-                break;
-            }
-        }
+        let replan = s.pass(&records, &offered, &mut counts)?;
         if replan.is_empty() {
             break;
         }
@@ -256,11 +122,317 @@ pub(super) fn execute_inner(
     }
     let records = records.into_inner().unwrap_or_else(|e| e.into_inner());
     counts.skipped = counts.total.saturating_sub(counts.local + counts.remote + counts.built);
-    let mut mismatches = mismatches.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut mismatches = s.mismatches.into_inner().unwrap_or_else(|e| e.into_inner());
     mismatches.sort_by(|a, b| a.step.cmp(&b.step));
     Ok(Executed { records, counts, mismatches })
 }
 
+/// What to build: the options' roots or the plan's; with `--check`, also every step they are
+/// made from, whatever is cached downstream of it.
+fn roots(plan: &Plan, options: &ExecOptions) -> Vec<NodeIndex> {
+    let mut roots = options.roots.clone().unwrap_or_else(|| plan.roots());
+    if options.check {
+        let mut seen: HashSet<NodeIndex> = HashSet::new();
+        let mut todo = roots.clone();
+        while let Some(n) = todo.pop() {
+            if seen.insert(n) {
+                todo.extend(plan.dependencies(n));
+            }
+        }
+        roots.extend(seen.into_iter().filter(|&n| matches!(plan.graph[n].kind, DrvKind::Step(_))));
+    }
+    roots
+}
+
+/// Waves by depth: every node's dependencies are in earlier waves.
+fn depths(plan: &Plan, order: &[NodeIndex]) -> HashMap<NodeIndex, usize> {
+    let mut depth: HashMap<NodeIndex, usize> = HashMap::new();
+    for &n in order {
+        let d = plan.dependencies(n).iter().map(|p| depth[p] + 1).max().unwrap_or(0);
+        depth.insert(n, d);
+    }
+    depth
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Scheduler<'_> {
+    /// What the remote cache offers, asked top-down in rounds: only for derivations this build
+    /// needs given the answers so far (an image found remotely spares asking about the files and
+    /// packages it was made from). Records only; blobs are fetched later.
+    fn ask_remote(&self, done: &HashMap<NodeIndex, Record>) -> HashMap<NodeIndex, Record> {
+        let mut offered: HashMap<NodeIndex, Record> = HashMap::new();
+        let Some(rc) = self.remote else { return offered };
+        let plan = self.plan;
+        let mut asked: HashSet<NodeIndex> = HashSet::new();
+        loop {
+            let ask: Vec<NodeIndex> = needed(plan, &self.order, &self.roots, done, &offered, Some(&asked), self.options.check)
+                .into_iter()
+                .filter(|n| !done.contains_key(n) && !asked.contains(n))
+                .collect();
+            if ask.is_empty() || !rc.usable() {
+                return offered;
+            }
+            asked.extend(ask.iter().copied());
+            let query = || -> Vec<(NodeIndex, Record)> {
+                ask.par_iter()
+                    .filter_map(|&n| {
+                        rc.record(&plan.graph[n].hash).filter(|r| record::fits(&plan.graph[n].kind.expected(), r)).map(|r| (n, r))
+                    })
+                    .collect()
+            };
+            offered.extend(match &self.io_pool {
+                Some(pool) => pool.install(query),
+                None => query(),
+            });
+        }
+    }
+
+    /// Report what the store already has; results built before this store used the cache (or
+    /// while it was down) are shared too: a marker in the store says which the cache already has.
+    fn report_stored(&self, done: &HashMap<NodeIndex, Record>, counts: &mut Counts) {
+        for &n in &self.order {
+            if let Some(r) = done.get(&n) {
+                counts.local += 1;
+                self.reporter.finished(&self.plan.graph[n], Outcome::Local, main_size(r));
+                if let Some(rc) = self.remote.filter(|rc| rc.mode() == crate::remote::Mode::ReadWrite) {
+                    if !rc.known_to_have(self.store, &r.drv) {
+                        let _ = self.uploads.send((r.clone(), true));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Run what is needed, wave by wave; returns the derivations whose remote record turned out
+    /// unusable while their dependencies are missing (empty when all is done).
+    fn pass(
+        &self,
+        records: &Mutex<HashMap<NodeIndex, Record>>,
+        offered: &HashMap<NodeIndex, Record>,
+        counts: &mut Counts,
+    ) -> Result<Vec<NodeIndex>, BuildError> {
+        let depth = depths(self.plan, &self.order);
+        let max_depth = depth.values().copied().max().unwrap_or(0);
+        let need = needed(self.plan, &self.order, &self.roots, &lock(records), offered, None, self.options.check);
+        let mut replan = Vec::new();
+        for wave in 0..=max_depth {
+            let todo: Vec<NodeIndex> = {
+                let done = lock(records);
+                self.order.iter().copied().filter(|n| depth[n] == wave && need.contains(n) && !done.contains_key(n)).collect()
+            };
+            let step = |n: &NodeIndex| self.one(*n, records, offered);
+            // Downloads wait on the network: they go first, many at once, on the I/O pool;
+            // builds then share the cores.
+            let (fetch, build): (Vec<NodeIndex>, Vec<NodeIndex>) = todo.iter().partition(|n| offered.contains_key(n));
+            let mut results: Vec<Result<Step, BuildError>> = match &self.io_pool {
+                Some(pool) if !fetch.is_empty() => pool.install(|| fetch.par_iter().map(step).collect()),
+                _ => fetch.par_iter().map(step).collect(),
+            };
+            results.extend(build.par_iter().map(step).collect::<Vec<_>>());
+            let mut done = lock(records);
+            for r in results {
+                match r? {
+                    Step::Done(n, rec, outcome) => {
+                        match outcome {
+                            Outcome::Built => counts.built += 1,
+                            Outcome::Local => counts.local += 1,
+                            Outcome::Remote => counts.remote += 1,
+                        }
+                        self.reporter.finished(&self.plan.graph[n], outcome, main_size(&rec));
+                        done.insert(n, rec);
+                    }
+                    Step::Replan(n) => replan.push(n),
+                }
+            }
+            if !replan.is_empty() {
+                break;
+            }
+        }
+        Ok(replan)
+    }
+
+    /// Obtain derivation `n`, under its build lock: from the store (another process may have
+    /// built it meanwhile), the remote cache, or by running it.
+    fn one(
+        &self,
+        n: NodeIndex,
+        records: &Mutex<HashMap<NodeIndex, Record>>,
+        offered: &HashMap<NodeIndex, Record>,
+    ) -> Result<Step, BuildError> {
+        let (plan, store) = (self.plan, self.store);
+        let drv = &plan.graph[n];
+        let deps: HashMap<NodeIndex, Record> = {
+            let done = lock(records);
+            plan.dependencies(n).into_iter().filter_map(|d| done.get(&d).map(|r| (d, r.clone()))).collect()
+        };
+        let _guard = store.lock_derivation(&drv.hash)?;
+        if let (true, DrvKind::Step(_), Some(before)) = (self.options.check, &drv.kind, store.lookup(&drv.hash)?) {
+            return self.check_again(n, &deps, before);
+        }
+        if let Some(r) = store.lookup(&drv.hash)?.filter(|r| record::fits(&drv.kind.expected(), r)) {
+            return Ok(Step::Done(n, r, Outcome::Local));
+        }
+        if let (DrvKind::Image(_) | DrvKind::Index(_), Some(rec)) = (&drv.kind, offered.get(&n)) {
+            return self.remake(n, &deps, rec);
+        }
+        if let (Some(rc), Some(rec)) = (self.remote, offered.get(&n)) {
+            if rc.fetch_outputs(store, rec) {
+                return Ok(Step::Done(n, rec.clone(), Outcome::Remote));
+            }
+            if deps.len() != plan.dependencies(n).len() {
+                return Ok(Step::Replan(n));
+            }
+        }
+        self.reporter.started(drv);
+        let r = self.run(n, &deps)?;
+        store.put_record(&r)?;
+        let _ = self.uploads.send((r.clone(), false));
+        Ok(Step::Done(n, r, Outcome::Built))
+    }
+
+    fn run(&self, n: NodeIndex, deps: &HashMap<NodeIndex, Record>) -> Result<Record, BuildError> {
+        run(self.plan, n, deps, self.store, self.clients, self.options, self.reporter)
+    }
+
+    /// `--check`: run step `n` again and compare its tree with what the store has, which stays.
+    fn check_again(&self, n: NodeIndex, deps: &HashMap<NodeIndex, Record>, before: Record) -> Result<Step, BuildError> {
+        let drv = &self.plan.graph[n];
+        self.reporter.started(drv);
+        let again = self.run(n, deps)?;
+        let (a, b) = (output(&before, "tree")?, output(&again, "tree")?);
+        if a.diff_id != b.diff_id {
+            let path = trees::first_difference(self.store, a, b)?.unwrap_or_else(|| "(the tree's encoding)".into());
+            let show = |o: &Output| o.diff_id.map(|d| d.to_string()).unwrap_or_default();
+            lock(&self.mismatches).push(Mismatch { step: drv.name.clone(), path, before: show(a), after: show(b) });
+        }
+        Ok(Step::Done(n, before, Outcome::Built))
+    }
+
+    /// An image or index a cache offers is checked by making it again from its layers' records
+    /// (milliseconds, no download): a cache cannot make it name other blobs.
+    fn remake(&self, n: NodeIndex, deps: &HashMap<NodeIndex, Record>, offered: &Record) -> Result<Step, BuildError> {
+        let r = self.run(n, deps)?;
+        self.store.put_record(&r)?;
+        if r.outputs == offered.outputs {
+            if let Some(rc) = self.remote {
+                self.store.mark_shared(&rc.id(), &r.drv);
+            }
+            return Ok(Step::Done(n, r, Outcome::Remote));
+        }
+        let _ = self.uploads.send((r.clone(), false));
+        Ok(Step::Done(n, r, Outcome::Built))
+    }
+}
+
 fn main_size(r: &Record) -> u64 {
     r.outputs.values().map(|o| o.size).max().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::plan::{plan, PlanInputs, DEFAULT_MAX_LAYERS};
+
+    /// A builder image `b` (not exported), a step `s` run in it, and an image `app` whose files
+    /// copy from the step: `app: image` ← `app: files` ← `step s` ← `b: image` ← `b: files`.
+    const SPEC: &str = r#"
+image "b" { export #false; files { text "/bin/tool" "tool" mode=0o755; } }
+step "s" {
+    image "b"
+    run "tool"
+    output "/out"
+}
+image "app" {
+    files { copy from="s" "/out/bin" to="/bin/"; }
+}
+"#;
+
+    fn the_plan() -> Plan {
+        let spec = crate::spec::parse_str(Path::new("t.kdl"), SPEC).unwrap();
+        let (sources, bases) = (HashMap::new(), HashMap::new());
+        let mirror = |_: &str, _: &str| -> Result<String, String> { Err("offline".into()) };
+        let inputs = PlanInputs {
+            sources: &sources,
+            source_date_epoch: None,
+            layer_format: |_| "test",
+            compression: None,
+            lock: None,
+            mirror: &mirror,
+            max_layers: DEFAULT_MAX_LAYERS,
+            bases: &bases,
+        };
+        plan(&spec, None, &inputs).unwrap()
+    }
+
+    fn node(p: &Plan, name: &str) -> NodeIndex {
+        p.graph.node_indices().find(|&n| p.graph[n].name == name).unwrap_or_else(|| panic!("no derivation `{name}`"))
+    }
+
+    /// Records (their content does not matter to `needed`) for the derivations named.
+    fn records(p: &Plan, names: &[&str]) -> HashMap<NodeIndex, Record> {
+        names
+            .iter()
+            .map(|name| {
+                let n = node(p, name);
+                let outputs = BTreeMap::new();
+                let rec =
+                    Record { version: 1, drv: p.graph[n].hash, kind: p.graph[n].kind.name().into(), outputs, inputs: BTreeMap::new() };
+                (n, rec)
+            })
+            .collect()
+    }
+
+    fn names(p: &Plan, set: &HashSet<NodeIndex>) -> Vec<String> {
+        let mut v: Vec<String> = set.iter().map(|&n| p.graph[n].name.clone()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn with_nothing_cached_everything_below_the_roots_is_needed() {
+        let p = the_plan();
+        let need = needed(&p, &p.topo_order(), &p.roots(), &HashMap::new(), &HashMap::new(), None, false);
+        assert_eq!(need.len(), p.graph.node_count(), "{:?}", names(&p, &need));
+    }
+
+    #[test]
+    fn a_cached_layer_spares_the_step_and_the_builder_image_it_was_made_from() {
+        let p = the_plan();
+        let done = records(&p, &["app: files"]);
+        let need = needed(&p, &p.topo_order(), &p.roots(), &done, &HashMap::new(), None, false);
+        assert!(need.contains(&node(&p, "app: files")), "an image's layers are exported with it: {:?}", names(&p, &need));
+        for spared in ["step s", "b: image", "b: files"] {
+            assert!(!need.contains(&node(&p, spared)), "{spared} is needed: {:?}", names(&p, &need));
+        }
+        // Offered by the remote cache is as good as stored.
+        let need = needed(&p, &p.topo_order(), &p.roots(), &HashMap::new(), &done, None, false);
+        assert!(!need.contains(&node(&p, "step s")));
+    }
+
+    #[test]
+    fn with_check_a_cached_step_runs_again_and_needs_its_image() {
+        let p = the_plan();
+        let done = records(&p, &["app: files", "step s"]);
+        let roots = roots(&p, &ExecOptions { check: true, ..ExecOptions::default() });
+        let need = needed(&p, &p.topo_order(), &roots, &done, &HashMap::new(), None, true);
+        assert!(need.contains(&node(&p, "step s")) && need.contains(&node(&p, "b: image")), "{:?}", names(&p, &need));
+    }
+
+    #[test]
+    fn derivations_not_asked_about_yet_keep_their_dependencies_waiting() {
+        let p = the_plan();
+        let app = node(&p, "app: image");
+        // Only the image has been asked about (and the cache had nothing): its layers are
+        // needed; what they are made from waits for the cache's answer about them.
+        let asked: HashSet<NodeIndex> = [app].into_iter().collect();
+        let need = needed(&p, &p.topo_order(), &p.roots(), &HashMap::new(), &HashMap::new(), Some(&asked), false);
+        assert!(need.contains(&node(&p, "app: files")));
+        assert!(!need.contains(&node(&p, "step s")), "{:?}", names(&p, &need));
+    }
 }
