@@ -12,21 +12,21 @@
 //! | level | module | owns |
 //! |---|---|---|
 //! | 0 | [`util`] | an I/O error with its path, atomic file writes, error chains as one line |
-//! | 0 | [`hash`] | typed digests (`Sha256`, `DrvHash`, `ContentHash`) and the derivation-hash encoding |
-//! | 0 | [`layer`] | reproducible tar layers, cut into chunks compressed with gzip or zstd; image-path rules (parents, merged `/usr`) |
+//! | 0 | [`hash`] | typed digests (`Sha256`, `DrvHash`, `ContentHash`) and the derivation-hash encoding; hashing readers and writers (`HashingWriter`, `CheckedReader`); an open sha256 state (`ShaState`) and chains of it |
+//! | 1 | [`layer`] | reproducible layers: ustar+PAX tar, cut into chunks each compressed with gzip (libdeflate) or zstd, kept chunks reused; image-path rules (parents, merged `/usr`); reading layers back and checking their diff_id |
 //! | 1 | [`reference`] | the OCI reference grammar (hosts, repositories, tags) |
-//! | 1 | [`tarcheck`] | the one reader of layer and tree tars from the store or a cache: the rules each kind of tree keeps, bounds |
+//! | 2 | [`tarcheck`] | the one reader of layer and tree tars from the store or a cache: the rules each kind of tree keeps, bounds |
 //! | 2 | [`spec`] | KDL → typed, checked `SpecFile`, with diagnostics pointing at the bad node |
 //! | 3 | [`import`] | a Dockerfile to a spec, with a note per instruction (`compose import`) |
 //! | 3 | [`lock`] | the lockfile: model, versioned read/write, consistency with the spec |
 //! | 3 | [`oci`] | OCI documents: exact bytes of what we write, typed reading of what others wrote |
-//! | 5 | [`store`] | the content-addressed store (`cache/v1/…`, drawn in its module doc) |
 //! | 4 | [`record`] | records: the type, each kind's shape, whether a record fits its derivation (`fits`), fingerprints and signatures (`record::sign`): the one place that says whether a record is trusted |
 //! | 4 | [`http`] | the HTTP client (mirrors, the HTTP cache): retries, streaming, `file://` |
 //! | 4 | [`registry`] | OCI distribution: pull, push, auth, reference parsing |
+//! | 4 | [`sbom`] | SPDX documents and DEP-5 licence names |
+//! | 5 | [`store`] | the content-addressed store (`cache/v1/…`, drawn in its module doc) |
 //! | 6 | [`trust`] | the deep check of a stored record's blobs (`compose cache verify`): `diff_id`s, the rules of trees compose wrote, manifests and indexes |
 //! | 6 | [`source`] | fingerprints of local files (stat cache) |
-//! | 4 | [`sbom`] | SPDX documents and DEP-5 licence names |
 //! | 6 | [`apt`] | Debian archives: InRelease, indexes, resolver, `.deb` installs |
 //! | 6 | [`clients`] | the network clients of one command, made once from flags and environment |
 //! | 7 | [`base`] | base images (layouts, archives, registries), their layers and files |

@@ -2,28 +2,14 @@
 //! against their planned content, chunks the store keeps reused.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::Write;
 
-use crate::hash::{ContentHash, Sha256};
+use crate::hash::{CheckedReader, Sha256};
 use crate::layer::{self, Compression, LayerWriter};
 use crate::plan::{Content, EntryKind, PlannedEntry};
 use crate::store::{self, Output, Store};
 
 use super::*;
-
-/// A reader that hashes what passes through, to check a local file still has the planned content.
-struct CheckedReader<R> {
-    inner: R,
-    hasher: blake3::Hasher,
-}
-
-impl<R: Read> Read for CheckedReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
 
 /// Writes `entries` as a layer compressed with `codec` into the store, reusing the chunks the
 /// store keeps and keeping the new ones.
@@ -136,15 +122,13 @@ fn write_entries<W: Write>(
                     continue;
                 }
                 let f = File::open(abs).map_err(|source| BuildError::Read { path: abs.clone(), source })?;
-                let mut r = CheckedReader { inner: f, hasher: blake3::Hasher::new() };
+                let mut r = CheckedReader::new(f);
                 w.append(&entry, Some(&mut r)).map_err(|source| match source {
                     layer::LayerError::DataLength { .. } => BuildError::Changed { path: abs.clone() },
                     other => layer_err(other),
                 })?;
                 // The file must be at its end and have the planned content.
-                let mut probe = [0u8; 1];
-                let extra = r.inner.read(&mut probe).map_err(|source| BuildError::Read { path: abs.clone(), source })?;
-                if extra != 0 || ContentHash(*r.hasher.finalize().as_bytes()) != *hash {
+                if !r.ended_with(hash).map_err(|source| BuildError::Read { path: abs.clone(), source })? {
                     return Err(BuildError::Changed { path: abs.clone() });
                 }
             }

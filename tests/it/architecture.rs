@@ -11,9 +11,9 @@ use std::path::Path;
 const LEVELS: &[(&str, u32)] = &[
     ("util", 0),
     ("hash", 0),
-    ("layer", 0),
+    ("layer", 1),
     ("reference", 1),
-    ("tarcheck", 1),
+    ("tarcheck", 2),
     ("spec", 2),
     ("lock", 3),
     ("import", 3),

@@ -4,6 +4,17 @@
 //! derivations), [`ContentHash`] (blake3 fingerprints of local files), and [`Encoder`], the explicit,
 //! versioned, length-prefixed encoding that every derivation hash is computed over. Never use
 //! `std::hash::Hash` for anything that is persisted or shared: its output is not stable.
+//!
+//! Also: hashing what passes through a writer or reader ([`HashingWriter`], [`CheckedReader`],
+//! in `adapters.rs`), and a sha256 whose state is open ([`ShaState`], in `chain.rs`), so that a
+//! layer's digest chain can be compared with a kept one and moved on without hashing.
+
+mod adapters;
+mod chain;
+
+pub use adapters::{CheckedReader, HashingWriter};
+pub use chain::ShaState;
+pub(crate) use chain::StreamHash;
 
 use std::fmt;
 use std::io::{self, Read};
@@ -24,43 +35,6 @@ pub struct DigestParseError {
 /// 64 lower-case hex digits: the text of a sha256 (or blake3) digest.
 pub fn is_sha256_hex(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// A writer that computes the sha256 and length of what passes through it (downloads and
-/// copies verified as they stream into the store).
-pub struct HashingWriter<W> {
-    pub inner: W,
-    hasher: sha2::Sha256,
-    len: u64,
-}
-
-impl<W: io::Write> HashingWriter<W> {
-    pub fn new(inner: W) -> HashingWriter<W> {
-        HashingWriter { inner, hasher: sha2::Sha256::new(), len: 0 }
-    }
-
-    /// Start over (after `inner` was reset for a retry).
-    pub fn restart(&mut self) {
-        self.hasher = sha2::Sha256::new();
-        self.len = 0;
-    }
-
-    /// The digest and length of everything written, and the inner writer.
-    pub fn finish(self) -> (Sha256, u64, W) {
-        (Sha256(self.hasher.finalize().into()), self.len, self.inner)
-    }
-}
-
-impl<W: io::Write> io::Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let k = self.inner.write(buf)?;
-        self.hasher.update(&buf[..k]);
-        self.len += k as u64;
-        Ok(k)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 fn parse_hex32(text: &str) -> Option<[u8; 32]> {
