@@ -43,7 +43,9 @@
 //!   functions);
 //! * `decode` owns the KDL decoder: the vocabulary of node names, usage
 //!   strings, span helpers and the walk from a KDL document to
-//!   [`ImageSpec`]s, collecting every problem as it goes.
+//!   [`ImageSpec`]s, collecting every problem as it goes; its submodules
+//!   decode one kind of node each (the top level, images, accounts, files,
+//!   config, steps, single values).
 
 use std::collections::BTreeMap;
 use std::fmt;
