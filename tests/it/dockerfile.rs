@@ -248,9 +248,9 @@ fn compose_import_translates_the_corpus_and_the_result_runs() {
     let dir = ctx.path("clock");
     let out = ctx.cmd().current_dir(&dir).args(["build"]).output().unwrap();
     assert_success(&out, "build the imported clock spec");
-    let id = crate::steps::podman_run(&ctx, &dir.join("out/clock"), "clock", "latest", &["id"]);
+    let id = podman_run(&ctx, &dir.join("out/clock"), "clock", "latest", &["id"]);
     assert!(id.starts_with("uid=10001(clock) gid=10001(clock)"), "{id}");
-    let tz = crate::steps::podman_run(&ctx, &dir.join("out/clock"), "clock", "latest", &["sh", "-c", "pwd; curl --version | head -1"]);
+    let tz = podman_run(&ctx, &dir.join("out/clock"), "clock", "latest", &["sh", "-c", "pwd; curl --version | head -1"]);
     assert!(tz.starts_with("/var/lib/clock\ncurl "), "{tz}");
 }
 

@@ -233,7 +233,7 @@ fn multi_member_gzip_layers_are_read_by_every_client() {
         Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", layout.display())).arg(ctx.tmp.path().join("bundle")),
     );
     assert_eq!(fs::read_to_string(ctx.tmp.path().join("bundle/rootfs/data/big.txt")).unwrap(), text);
-    let ran = crate::steps::podman_run(&ctx, &layout, "big", "latest", &[]);
+    let ran = podman_run(&ctx, &layout, "big", "latest", &[]);
     assert!(ran.starts_with(&want), "podman: {ran}");
     // compose reads its own layers as a base (its passwd/dpkg reader walks every member).
     ctx.build(&["spec.kdl", "--image", "over"]);
@@ -298,14 +298,14 @@ fn zstd_layers_are_read_by_every_client() {
     let inspect = tool_ok(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:latest", copied.display())));
     let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(v["Digest"], zstd_digest.as_str());
-    let ran = crate::steps::podman_run(&ctx, &layout, "big", "latest", &[]);
+    let ran = podman_run(&ctx, &layout, "big", "latest", &[]);
     assert!(ran.starts_with(&want), "podman: {ran}");
     // compose reads zstd layers as a base.
     ctx.build(&["spec.kdl", "--image", "over"]);
     // The example in specs/ runs.
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/busybox.kdl");
     ctx.build(&[example.to_str().unwrap()]);
-    let ran = crate::steps::podman_run(&ctx, &ctx.path("out/busybox"), "busybox", "1.36", &[]);
+    let ran = podman_run(&ctx, &ctx.path("out/busybox"), "busybox", "1.36", &[]);
     assert!(ran.contains("hello from a compose-built busybox"), "podman: {ran}");
     // As a docker-archive too: `podman load` reads its zstd layers.
     ctx.build(&[example.to_str().unwrap(), "--format", "docker-archive"]);

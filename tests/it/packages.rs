@@ -4,7 +4,7 @@
 use std::fs;
 use std::process::Command;
 
-use crate::aptrepo::{Pkg, Repo, Server};
+use crate::support::aptrepo::{Pkg, Repo, Server};
 use crate::support::*;
 
 const SUITE: &str = "fixture-stable";

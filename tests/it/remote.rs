@@ -4,69 +4,13 @@
 use std::fs;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::aptrepo::{Pkg, Repo, Server};
+use crate::support::nginx::Nginx;
+use crate::support::registry::TestRegistry;
 use crate::support::*;
-
-pub(crate) struct Nginx {
-    child: Option<Child>,
-    pub url: String,
-    pub root: std::path::PathBuf,
-}
-
-impl Nginx {
-    pub(crate) fn start(dir: &Path) -> Nginx {
-        Nginx::start_with(dir, "")
-    }
-
-    /// `extra` goes into the server block, before the WebDAV `location /`.
-    fn start_with(dir: &Path, extra: &str) -> Nginx {
-        let root = dir.join("cache-root");
-        fs::create_dir_all(&root).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let conf = dir.join("nginx.conf");
-        fs::write(
-            &conf,
-            format!(
-                "user root;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  server {{\n    listen 127.0.0.1:{port};\n{extra}\n    location / {{\n      root {r};\n      dav_methods PUT DELETE;\n      create_full_put_path on;\n      client_max_body_size 0;\n    }}\n  }}\n}}\n",
-                d = dir.display(),
-                r = root.display(),
-                extra = extra.replace("ROOT", &root.display().to_string())
-            ),
-        )
-        .unwrap();
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Nginx { child: Some(child), url: format!("http://127.0.0.1:{port}"), root }
-    }
-
-    /// SIGTERM: nginx's master stops its workers too (SIGKILL would leave them serving).
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 const SPEC: &str = r#"
 image "shared" {
@@ -190,7 +134,7 @@ fn stderr_of(out: &std::process::Output) -> String {
 #[test]
 fn registry_cache_machine_b_builds_nothing_machine_a_built() {
     let ctx = TestContext::new();
-    let reg = crate::registry::TestRegistry::start();
+    let reg = TestRegistry::start();
     let addr = reg.addr();
     let url = format!("oci://{addr}/team/build-cache");
     let a = checkout(&ctx.tmp.path().join("machine-a/src"));
@@ -246,7 +190,7 @@ fn registry_cache_machine_b_builds_nothing_machine_a_built() {
     assert_success(&verify, "verify after damaged registry blobs");
 }
 
-fn reg_blob_files(reg: &crate::registry::TestRegistry) -> Vec<std::path::PathBuf> {
+fn reg_blob_files(reg: &TestRegistry) -> Vec<std::path::PathBuf> {
     let root = reg.blob_file(&compose::hash::Sha256::of(b"")).parent().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
     let mut out = Vec::new();
     for d in fs::read_dir(&root).unwrap() {
@@ -520,7 +464,6 @@ fn http_cache_credentials_from_netrc_url_and_environment() {
 
 #[test]
 fn packages_the_mirror_dropped_come_from_the_team_cache() {
-    use crate::aptrepo::{Pkg, Repo, Server};
     let ctx = TestContext::new();
     let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
     let mut repo = Repo::new(&ctx.tmp.path().join("repo"));

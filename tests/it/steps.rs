@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::support::nginx::Nginx;
 use crate::support::*;
 
 /// Copy the example `specs/NAME` to `dest` (a checkout somewhere else).
@@ -44,25 +45,10 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Load `out/<name>` (an OCI layout) into podman as `localhost/<name>:<tag>` and run it.
-pub(crate) fn podman_run(ctx: &TestContext, layout: &Path, name: &str, tag: &str, args: &[&str]) -> String {
-    let archive = ctx.tmp.path().join(format!("{name}.tar"));
-    let _ = fs::remove_file(&archive);
-    run(std::process::Command::new("skopeo")
-        .arg("copy")
-        .arg("-q")
-        .arg(format!("oci:{}:{tag}", layout.display()))
-        .arg(format!("oci-archive:{}:localhost/{name}:{tag}", archive.display())));
-    let podman = Podman::new(ctx.tmp.path());
-    run(podman.cmd().arg("load").arg("-q").arg("-i").arg(&archive));
-    let out = run(podman.cmd().args(["run", "--rm", &format!("localhost/{name}:{tag}")]).args(args));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn go_program_built_in_a_step_runs_reproduces_and_is_shared() {
     let ctx = TestContext::new();
-    let nginx = crate::remote::Nginx::start(&ctx.tmp.path().join("nginx"));
+    let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
     let a = checkout("go-app", &ctx.tmp.path().join("a/checkout"));
     // Machine A: an empty store; what it builds goes to the shared cache.
     let va = build_json(&ctx, &a, "store-a", &["compose.kdl", "--remote-cache", &nginx.url], &[]);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::support::run;
+use super::run;
 
 pub struct Pkg {
     pub name: String,
