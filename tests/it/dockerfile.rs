@@ -68,7 +68,8 @@ fn copy_dot_never_reads_the_store_or_the_outputs_and_honours_an_ignore_file() {
 #[test]
 fn an_unreachable_registry_is_reported_as_a_spec_error() {
     let ctx = TestContext::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = DeadPort::new();
+    let port = dead.port;
     ctx.write("compose.kdl", format!("image \"a\" {{\n    base \"127.0.0.1:{port}/team/app:1\"\n}}\n"));
     let out = ctx.compose(&["build", "--insecure-registry", &format!("127.0.0.1:{port}")]);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -441,8 +441,8 @@ fn mirror_credentials_are_never_printed() {
     let f = Fixture::new();
     f.ctx.write("spec.kdl", spec(&f.repo, "\"tool\""));
     // A mirror that is down, and the real one, both given with credentials.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dead = format!("fixture=http://bob:s3cr3t@127.0.0.1:{port}");
+    let down = DeadPort::new();
+    let dead = format!("fixture=http://bob:s3cr3t@127.0.0.1:{}", down.port);
     let out = f.ctx.compose(&["build", "spec.kdl", "--mirror", &dead]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");

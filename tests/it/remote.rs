@@ -2,12 +2,11 @@
 //! builds nothing that machine A built; damaged blobs and dead servers never fail a build.
 
 use std::fs;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use crate::support::aptrepo::{Pkg, Repo, Server};
+use crate::support::misbehaving::misbehaving;
 use crate::support::nginx::Nginx;
 use crate::support::registry::TestRegistry;
 use crate::support::*;
@@ -297,60 +296,6 @@ fn bad_remote_cache_settings_are_usage_errors() {
     }
     let out = run_in(&ctx, &dir, "store", &["cache", "keygen", "bad name"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
-}
-
-const MISBEHAVING: &str = r#"
-import http.server, os, socketserver, sys, time
-root, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def do_HEAD(self): self.serve(False)
-    def do_GET(self): self.serve(True)
-    def serve(self, body):
-        if mode == "hang":
-            time.sleep(3600)
-        if mode == "huge" and "/ac/" in self.path:
-            data = b"x" * (2 << 20)
-            self.send_response(200); self.send_header("Content-Length", str(len(data))); self.end_headers()
-            if body: self.wfile.write(data)
-            return
-        path = os.path.join(root, self.path.lstrip("/"))
-        if not os.path.isfile(path):
-            self.send_response(404); self.send_header("Content-Length", "0"); self.end_headers(); return
-        data = open(path, "rb").read()
-        self.send_response(200); self.send_header("Content-Length", str(len(data))); self.end_headers()
-        if not body: return
-        if mode == "die" and "/cas/" in self.path:
-            # Killed in the middle of sending a blob.
-            self.wfile.write(data[: len(data) // 2]); self.wfile.flush()
-            os._exit(1)
-        self.wfile.write(data)
-class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-S(("127.0.0.1", port), H).serve_forever()
-"#;
-
-/// A cache server that dies mid-build (`die`) or never answers (`hang`), serving `root`.
-fn misbehaving(ctx: &TestContext, root: &Path, mode: &str) -> (std::process::Child, String) {
-    let script = ctx.tmp.path().join("misbehaving.py");
-    fs::write(&script, MISBEHAVING).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("python3")
-        .arg(&script)
-        .arg(root)
-        .arg(port.to_string())
-        .arg(mode)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, format!("http://127.0.0.1:{port}"))
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::children::Running;
 use crate::support::*;
 
 const TOOLS: &str = r#"
@@ -292,16 +293,6 @@ step "sleeper" {
 image "slept" { files { copy from="sleeper" "/out" to="/x" } }
 "#;
 
-/// A child process killed when dropped (a failed assertion must not leave a build running).
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `compose build` of `image` and returns it once its step printed `started`.
 fn start_sleeper(ctx: &TestContext) -> Running {
     let mut child = ctx.cmd().args(["build", "spec.kdl", "--image", "slept"]).stderr(Stdio::piped()).spawn().unwrap();
@@ -314,7 +305,7 @@ fn start_sleeper(ctx: &TestContext) -> Running {
             }
         }
     });
-    let child = Running(child);
+    let child = Running::new(child);
     rx.recv_timeout(Duration::from_secs(300)).expect("the step starts");
     child
 }
@@ -331,18 +322,18 @@ fn sigint_during_a_step_stops_all_of_it_and_kill_9_leftovers_go_with_the_next_bu
     assert!(!processes_with(&marker).is_empty(), "the step runs");
     // SAFETY: kill takes no pointers; the pid is our child's.
     unsafe {
-        libc::kill(child.0.id() as libc::pid_t, libc::SIGINT);
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
     }
     let left = wait_gone(&marker, Duration::from_secs(5));
     assert_eq!(left, Vec::<String>::new(), "processes of the step outlived the interrupt");
-    let status = child.0.wait().unwrap();
+    let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{status}");
 
     // kill -9: compose cannot clean up; the next build that opens the store alone kills what
     // was left, and builds.
     let mut child = start_sleeper(&ctx);
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
     let out = ctx.compose(&["cache", "stats"]);
     assert_success(&out, "cache stats");
     let left = wait_gone(&marker, Duration::from_secs(5));

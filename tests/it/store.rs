@@ -4,6 +4,7 @@ use std::fs;
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::children::Running;
 use crate::support::*;
 
 /// A spec with enough data (~24 MiB over 4 layers) that a build takes a while.
@@ -60,7 +61,7 @@ fn builds_killed_at_random_points_leave_a_valid_store() {
         if round % 2 == 0 {
             let _ = fs::remove_dir_all(&ctx.cache);
         }
-        let mut child = ctx.cmd().args(["build", "crash.kdl"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = Running::new(ctx.cmd().args(["build", "crash.kdl"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
         std::thread::sleep(delay);
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
@@ -111,7 +112,8 @@ fn two_builds_of_different_specs_share_a_store_at_once() {
             .replace("    files {", "    layer \"shared\" { text \"/shared\" \"same in both\\n\" }\n    files {");
         fs::write(&p, s).unwrap();
     }
-    let spawn = |spec: &str| ctx.cmd().args(["build", "--json", spec]).stderr(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let spawn =
+        |spec: &str| Running::new(ctx.cmd().args(["build", "--json", spec]).stderr(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap());
     let a = spawn("one.kdl");
     let b = spawn("two.kdl");
     let a = a.wait_with_output().unwrap();
@@ -274,8 +276,9 @@ fn concurrent_builds_of_one_spec_into_one_out_all_succeed() {
     ctx.write("spec.kdl", spec);
     let reference = ctx.build(&["spec.kdl"]);
     for round in 0..10 {
-        let children: Vec<_> =
-            (0..8).map(|_| ctx.cmd().args(["build", "spec.kdl"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()).collect();
+        let children: Vec<_> = (0..8)
+            .map(|_| Running::new(ctx.cmd().args(["build", "spec.kdl"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()))
+            .collect();
         for c in children {
             let out = c.wait_with_output().unwrap();
             assert_success(&out, &format!("round {round}"));

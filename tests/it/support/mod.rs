@@ -1,5 +1,10 @@
 //! Test support: an isolated context per test (temp dir, own store, fixed environment), helpers to
 //! write fixture trees and run the real `compose` binary and the real tools that check its output.
+//! The real components the tests start have a file each: the fixture apt repository and its HTTP
+//! server (`aptrepo`), nginx as the shared cache (`nginx`), a cache server that misbehaves on
+//! purpose (`misbehaving`), docker-registry (`registry`), podman (`podman`); `children` holds
+//! what they share: a kill-on-drop guard for child processes and the ways a server's port is found
+//! without a race. Test files import from here, never from each other.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -7,10 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 pub mod aptrepo;
+pub mod children;
+pub mod misbehaving;
 pub mod nginx;
 pub mod podman;
 pub mod registry;
 
+pub use children::DeadPort;
 pub use podman::{podman_run, Podman};
 
 pub const COMPOSE: &str = env!("CARGO_BIN_EXE_compose");

@@ -2,7 +2,7 @@
 //! 127.0.0.1 with its own data directory, optionally behind HTTP basic auth, stopped on drop.
 
 use std::io::{BufRead, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 use compose::hash::Sha256;
 use compose::registry::{AuthConfig, Registry, RegistryOptions};
 
+use super::children::listening_port;
+
 pub struct TestRegistry {
     dir: tempfile::TempDir,
+    /// 0 until the registry first started and picked its port.
     port: u16,
+    /// The `auth:` section of its configuration, if any.
+    auth: String,
     child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
 }
 
 pub fn require(tool: &str) {
@@ -44,19 +44,23 @@ impl TestRegistry {
             std::fs::write(&file, &out.stdout).expect("write htpasswd");
             auth = format!("auth:\n  htpasswd:\n    realm: x\n    path: {}\n", file.display());
         }
-        let port = free_port();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
-             delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
-            dir.path().join("data").display()
-        );
-        std::fs::write(dir.path().join("config.yml"), config).expect("write config");
-        let mut reg = TestRegistry { dir, port, child: None };
+        let mut reg = TestRegistry { dir, port: 0, auth, child: None };
         reg.spawn();
         reg
     }
 
+    /// Starts the registry: the first time on port 0, so that it binds a free port itself and
+    /// keeps it (read from the kernel's table of listening sockets); after `stop`, on that same
+    /// port again, since clients hold its address.
     pub fn spawn(&mut self) {
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
+             delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{}\n{}",
+            self.dir.path().join("data").display(),
+            self.port,
+            self.auth
+        );
+        std::fs::write(self.dir.path().join("config.yml"), config).expect("write config");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("registry.log")).expect("log file");
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -72,7 +76,10 @@ impl TestRegistry {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("docker-registry exited with {status}: {}", self.log());
             }
-            if self.answers() {
+            if self.port == 0 {
+                self.port = self.child.as_ref().and_then(|c| listening_port(c.id())).unwrap_or(0);
+            }
+            if self.port != 0 && self.answers() {
                 return;
             }
             assert!(Instant::now() < deadline, "docker-registry did not answer: {}", self.log());
