@@ -10,16 +10,13 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::children::Running;
+use crate::support::steps::busybox_tools;
 use crate::support::*;
 
-const TOOLS: &str = r#"
-image "tools" {
-    export #false
-    repository "debian" suite="bookworm" components="main" keyring="/usr/share/keyrings/debian-archive-keyring.gpg"
-    packages "busybox-static" "keyutils"
-    files { symlink "/bin/sh" target="busybox" }
+/// The image the steps run in: busybox, and keyutils for the keyring probes.
+fn tools() -> String {
+    busybox_tools("keyutils")
 }
-"#;
 
 /// Tries each escape and writes what held and what did not to /out/report (never failing, so
 /// the report is seen whole). `$1` is the host key the step must not reach.
@@ -159,10 +156,11 @@ fn hostile_steps_are_contained_and_the_host_is_unchanged() {
     let _unmount = Unmount(hostdir.join("sub"));
     ctx.write("probe.sh", PROBE);
     ctx.write("probe-net.sh", PROBE_NET);
+    let tools = tools();
     ctx.write(
         "spec.kdl",
         format!(
-            r#"{TOOLS}
+            r#"{tools}
 step "hermetic" {{
     image "tools"
     copy "probe.sh" to="/in/probe.sh"
@@ -314,7 +312,8 @@ fn start_sleeper(ctx: &TestContext) -> Running {
 fn sigint_during_a_step_stops_all_of_it_and_kill_9_leftovers_go_with_the_next_build() {
     let ctx = TestContext::new();
     let mark = format!("17{}", std::process::id() % 10000);
-    ctx.write("spec.kdl", format!("{TOOLS}{}", SLEEPER.replace("MARK", &mark)));
+    let tools = tools();
+    ctx.write("spec.kdl", format!("{tools}{}", SLEEPER.replace("MARK", &mark)));
     let marker = format!("sleep {mark}");
 
     // SIGINT, as a terminal sends it: within 5 s no process of the step remains.
@@ -350,10 +349,11 @@ fn secrets_reach_the_step_and_no_key_output_log_or_record() {
     // A key file: a tool prints it a line at a time.
     let lines = ["-----BEGIN KEY-----", "bGluZS1vbmUtb2YtdGhlLWtleQ", "-----END KEY-----"];
     ctx.write("key.pem", format!("{}\n", lines.join("\n")));
+    let tools = tools();
     ctx.write(
         "spec.kdl",
         format!(
-            r#"{TOOLS}
+            r#"{tools}
 step "uses" {{
     image "tools"
     secret "token" env="TOKEN"
@@ -426,10 +426,11 @@ image "used" {{ files {{ copy from="uses" "/out" to="/x" }} }}
 fn the_store_is_private_and_a_tampered_rootfs_never_reaches_a_step() {
     use std::os::unix::fs::PermissionsExt;
     let ctx = TestContext::new();
+    let tools = tools();
     ctx.write(
         "spec.kdl",
         format!(
-            r#"{TOOLS}
+            r#"{tools}
 step "first" {{
     image "tools"
     run "sh" "-c" "busybox ls /etc > /out/etc"

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::support::nginx::Nginx;
+use crate::support::steps::busybox_tools;
 use crate::support::*;
 
 /// Copy the example `specs/NAME` to `dest` (a checkout somewhere else).
@@ -121,14 +122,12 @@ fn python_app_pins_wheels_installs_them_hermetically_and_rebuilds_offline() {
     assert_eq!((offline["derivations"]["built"].as_u64(), digest(&offline)), (Some(0), digest(&first)), "{offline}");
 }
 
-const TOOLS: &str = r#"
-image "tools" {
-    export #false
-    repository "debian" suite="bookworm" components="main" keyring="/usr/share/keyrings/debian-archive-keyring.gpg"
-    packages "busybox-static" "coreutils"
-    files { symlink "/bin/sh" target="busybox" }
+/// The spec of the steps below: busybox and coreutils (its `date` prints nanoseconds) as the image.
+fn tools_spec() -> String {
+    format!("{}{STEPS}", busybox_tools("coreutils"))
 }
-step "online" {
+
+const STEPS: &str = r#"step "online" {
     image "tools"
     run "busybox" "wget" "-q" "-O" "/out/page" "http://example.com/"
     output "/out"
@@ -172,7 +171,7 @@ image "fetched" { files { copy from="fetch" "/out/download" to="/download" } }
 #[test]
 fn failing_changing_and_nondeterministic_steps_are_caught() {
     let ctx = TestContext::new();
-    ctx.write("spec.kdl", TOOLS);
+    ctx.write("spec.kdl", tools_spec());
     ctx.write("a.txt", "a\n");
     ctx.write("b.txt", "b\n");
     let root = ctx.root.clone();
@@ -250,7 +249,7 @@ fn failing_changing_and_nondeterministic_steps_are_caught() {
     for d in [ctx.tmp.path(), nobody.as_path()] {
         fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
     }
-    fs::write(nobody.join("spec.kdl"), TOOLS).unwrap();
+    fs::write(nobody.join("spec.kdl"), tools_spec()).unwrap();
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", COMPOSE, "build", "spec.kdl", "--image", "uses-boom"])
         .current_dir(&nobody)

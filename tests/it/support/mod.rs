@@ -2,9 +2,10 @@
 //! write fixture trees and run the real `compose` binary and the real tools that check its output.
 //! The real components the tests start have a file each: the fixture apt repository and its HTTP
 //! server (`aptrepo`), nginx as the shared cache (`nginx`), a cache server that misbehaves on
-//! purpose (`misbehaving`), docker-registry (`registry`), podman (`podman`); `children` holds
-//! what they share: a kill-on-drop guard for child processes and the ways a server's port is found
-//! without a race. Test files import from here, never from each other.
+//! purpose (`misbehaving`), docker-registry (`registry`), podman (`podman`), the busybox image
+//! steps run in (`steps`); `children` holds what they share: a kill-on-drop guard for child
+//! processes and the ways a server's port is found without a race. Test files import from here,
+//! never from each other.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -17,6 +18,7 @@ pub mod misbehaving;
 pub mod nginx;
 pub mod podman;
 pub mod registry;
+pub mod steps;
 
 pub use children::DeadPort;
 pub use podman::{podman_run, Podman};
