@@ -1,5 +1,5 @@
-//! A Dockerfile user's first hour (issue 13): what got in the way of users coming from
-//! Dockerfiles, one regression test each.
+//! A Dockerfile user's first hour: what got in the way of users coming from Dockerfiles, one
+//! regression test each.
 
 use std::fs;
 

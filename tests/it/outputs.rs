@@ -198,9 +198,9 @@ fn first_layer(layout: &Path) -> (serde_json::Value, std::path::PathBuf, String)
     (manifest, layer, diff_id)
 }
 
-/// Issue 14: a layer is one gzip member per chunk (libdeflate). Every reader must read
-/// them all: GNU gzip, Python's gzip, oci-image-tool, umoci (which checks the diff_id), skopeo,
-/// podman load and run, and compose's own readers (a base made of such layers).
+/// A layer is one gzip member per chunk (libdeflate). Every reader must read them all: GNU gzip,
+/// Python's gzip, oci-image-tool, umoci (which checks the diff_id), skopeo, podman load and run,
+/// and compose's own readers (a base made of such layers).
 #[test]
 fn multi_member_gzip_layers_are_read_by_every_client() {
     let ctx = TestContext::new();
@@ -239,9 +239,9 @@ fn multi_member_gzip_layers_are_read_by_every_client() {
     ctx.build(&["spec.kdl", "--image", "over"]);
 }
 
-/// Issue 14: `compression "zstd"` (or `--compression zstd`) gives zstd layers, a frame per chunk,
-/// under `application/vnd.oci.image.layer.v1.tar+zstd`. The zstd tool, umoci (which checks the
-/// diff_id), skopeo, podman and compose itself (a zstd image as a base) read them.
+/// `compression "zstd"` (or `--compression zstd`) gives zstd layers, a frame per chunk, under
+/// `application/vnd.oci.image.layer.v1.tar+zstd`. The zstd tool, umoci (which checks the diff_id),
+/// skopeo, podman and compose itself (a zstd image as a base) read them.
 #[test]
 fn zstd_layers_are_read_by_every_client() {
     let ctx = TestContext::new();

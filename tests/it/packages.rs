@@ -417,8 +417,8 @@ fn variant_essential_adds_the_essential_packages() {
     assert!(!f.locked_names().iter().any(|n| n.starts_with("ess=")), "{:?}", f.locked_names());
 }
 
-/// Issue 12, defect 5: the signed Release's Suite/Codename was not checked against the suite
-/// asked for, so a mirror could serve another suite's validly signed release (a downgrade).
+/// The signed Release's Suite/Codename was not checked against the suite asked for, so a mirror
+/// could serve another suite's validly signed release (a downgrade).
 #[test]
 fn signed_release_for_another_suite_is_refused() {
     let f = Fixture::new();
@@ -434,8 +434,8 @@ fn signed_release_for_another_suite_is_refused() {
     assert!(!f.ctx.path("spec.kdl.lock").exists(), "nothing is locked");
 }
 
-/// Issue 12, defect 6: mirror credentials were printed in errors (`failed to fetch
-/// http://bob:s3cr3t@…/InRelease`, `… from http://bob:s3cr3t@…/pool/…deb does not match`).
+/// Mirror credentials were printed in errors (`failed to fetch http://bob:s3cr3t@…/InRelease`, `…
+/// from http://bob:s3cr3t@…/pool/…deb does not match`).
 #[test]
 fn mirror_credentials_are_never_printed() {
     let f = Fixture::new();

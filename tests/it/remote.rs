@@ -507,9 +507,9 @@ fn remote_records(nginx: &Nginx) -> Vec<(std::path::PathBuf, serde_json::Value)>
     v
 }
 
-/// Issue 12, defect 3: an unsigned image record whose `manifest` names another blob that
-/// exists (a layer) made the build fail, and every later build of that store too, and
-/// `cache verify --repair` did not find it.
+/// An unsigned image record whose `manifest` names another blob that exists (a layer) made the
+/// build fail, and every later build of that store too, and `cache verify --repair` did not find
+/// it.
 #[test]
 fn one_bad_remote_record_never_bricks_a_store() {
     let ctx = TestContext::new();
@@ -569,9 +569,9 @@ fn one_bad_remote_record_never_bricks_a_store() {
     assert_eq!((va2["derivations"]["built"].as_u64(), va2["images"][0]["digest"].clone()), (Some(1), va["images"][0]["digest"].clone()));
 }
 
-/// Issue 12, defect 4: an unsigned layer record with another `diff_id` or media type gave a
-/// wrong image with exit 0. Such records are refused (the diff_id is checked as the layer
-/// streams in) and the layers built here.
+/// An unsigned layer record with another `diff_id` or media type gave a wrong image with exit 0.
+/// Such records are refused (the diff_id is checked as the layer streams in) and the layers built
+/// here.
 #[test]
 fn unsigned_remote_records_are_checked_against_their_derivation() {
     let ctx = TestContext::new();

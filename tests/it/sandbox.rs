@@ -1,7 +1,7 @@
-//! The step sandbox against hostile steps (issue 20), with runc and busybox from the archive this
-//! machine's apt uses: every escape a step tries fails or is contained, limits stop what runs
-//! away, an interrupted build leaves no process behind, secrets reach the step and nothing else,
-//! and the host is unchanged afterwards.
+//! The step sandbox against hostile steps, with runc and busybox from the archive this machine's
+//! apt uses: every escape a step tries fails or is contained, limits stop what runs away, an
+//! interrupted build leaves no process behind, secrets reach the step and nothing else, and the
+//! host is unchanged afterwards.
 
 use std::fs;
 use std::io::BufRead;

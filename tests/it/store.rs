@@ -36,9 +36,9 @@ fn verify(ctx: &TestContext) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The crash and corruption loop (issue 12): cold builds SIGKILLed at random points, the store
-/// verified, now and then a blob damaged, then built again: the reference digest every time, an
-/// export whose blobs match, and nothing temporary left behind by the next successful build.
+/// The crash and corruption loop: cold builds SIGKILLed at random points, the store verified, now
+/// and then a blob damaged, then built again: the reference digest every time, an export whose
+/// blobs match, and nothing temporary left behind by the next successful build.
 #[test]
 fn builds_killed_at_random_points_leave_a_valid_store() {
     let ctx = TestContext::new();
@@ -182,9 +182,9 @@ fn writable(p: &std::path::Path) {
     fs::set_permissions(p, fs::Permissions::from_mode(0o644)).unwrap();
 }
 
-/// Issue 12, defect 1: a store blob with a flipped byte, cut short, or replaced by a symlink or
-/// a directory was exported with exit 0 (or failed every build). Each is found, removed and made
-/// again: the build prints the right digest and exports blobs that match it.
+/// A store blob with a flipped byte, cut short, or replaced by a symlink or a directory was
+/// exported with exit 0 (or failed every build). Each is found, removed and made again: the build
+/// prints the right digest and exports blobs that match it.
 #[test]
 fn a_damaged_store_blob_is_never_exported() {
     let ctx = TestContext::new();
@@ -235,9 +235,9 @@ fn a_damaged_store_blob_is_never_exported() {
         .arg(format!("oci:{}:t", ctx.tmp.path().join("copy").display())));
 }
 
-/// Issue 12, defect 2: `out/` blobs were hard links to the store's, so writing into an exported
-/// image damaged the store. Exports share no file with the store; a no-op build leaves an intact
-/// export alone, repairs a damaged one, and a changed image reuses the unchanged blobs.
+/// `out/` blobs were hard links to the store's, so writing into an exported image damaged the
+/// store. Exports share no file with the store; a no-op build leaves an intact export alone,
+/// repairs a damaged one, and a changed image reuses the unchanged blobs.
 #[test]
 fn out_blobs_are_not_hard_links_to_store_blobs() {
     use std::os::unix::fs::MetadataExt;
@@ -266,9 +266,9 @@ fn out_blobs_are_not_hard_links_to_store_blobs() {
     assert_layout_blobs_match(&out, "after a change");
 }
 
-/// Issue 12, defect 7: concurrent builds of one spec into one `out/` failed now and then
-/// ("failed to move aside `out/NAME`"). Warm, so the builds are all exports and collide most:
-/// eight at once of a spec of six images, ten times (the old code failed about 10 of 80).
+/// Concurrent builds of one spec into one `out/` failed now and then ("failed to move aside
+/// `out/NAME`"). Warm, so the builds are all exports and collide most: eight at once of a spec of
+/// six images, ten times (the old code failed about 10 of 80).
 #[test]
 fn concurrent_builds_of_one_spec_into_one_out_all_succeed() {
     let ctx = TestContext::new();
@@ -290,8 +290,8 @@ fn concurrent_builds_of_one_spec_into_one_out_all_succeed() {
     }
 }
 
-/// Issue 12, defect 9: what killed builds leave (temporary files in the store, half-written
-/// exports in `out/`) was never removed but by `gc`. The next build removes it.
+/// What killed builds leave (temporary files in the store, half-written exports in `out/`) was
+/// never removed but by `gc`. The next build removes it.
 #[test]
 fn leftovers_of_killed_builds_are_removed_by_the_next_build() {
     let ctx = TestContext::new();
@@ -316,10 +316,10 @@ fn leftovers_of_killed_builds_are_removed_by_the_next_build() {
     assert_eq!(out, [".compose-lock", "keep-me.txt", "l"]);
 }
 
-/// Issue 14: a one-file change in a big layer compresses only the chunks around that file; the
-/// rest come from the store's kept chunks. The layer is byte-identical to one built in an empty
-/// store, for gzip and zstd, and a kept chunk that no longer checks out (its pointer moved to
-/// other bytes) is compressed again rather than used.
+/// A one-file change in a big layer compresses only the chunks around that file; the rest come from
+/// the store's kept chunks. The layer is byte-identical to one built in an empty store, for gzip
+/// and zstd, and a kept chunk that no longer checks out (its pointer moved to other bytes) is
+/// compressed again rather than used.
 #[test]
 fn a_changed_file_reuses_the_other_chunks_and_changes_no_byte() {
     let ctx = TestContext::new();
