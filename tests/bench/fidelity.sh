@@ -4,7 +4,7 @@
 #
 #   tests/bench/fidelity.sh [WORKDIR] [SET...]
 #
-# A SET is a comma-separated package list; by default the five sets of issue 11. MODE=run
+# A SET is a comma-separated package list; by default the five sets below. MODE=run
 # compares `maintainer-scripts "run"` instead of the default (emulate). Both sides
 # get the Essential set (`variant "essential"` / `--variant=essential`), the same suite
 # (bookworm + bookworm-security from the host's apt mirror) and SOURCE_DATE_EPOCH. Needs root,

@@ -10,10 +10,10 @@
 #                                        25: a rebuild redoes one layer, so it costs ~1/PARTS of cold)
 #   peak RSS of a cold build             goal < 200 MiB
 #   single-layer compressible tree (64 MiB of repetitive text and some random files, one layer):
-#   cold build / (tar -c | gzip -6)      goal <= 0.25 (issue 14)
-#   zstd (--compression zstd), cold build / (tar -c | gzip -6), both trees: goal <= 0.1 (issue 14)
+#   cold build / (tar -c | gzip -6)      goal <= 0.25
+#   zstd (--compression zstd), cold build / (tar -c | gzip -6), both trees: goal <= 0.1
 #   one layer of both trees (~254 MiB): one changed file / that layer's cold build: goal < 0.1
-#                                        (chunk reuse, issue 14), for a file 70% into the layer
+#                                        (chunk reuse), for a file 70% into the layer
 #                                        and for its first file (the worst case); peak RSS
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)

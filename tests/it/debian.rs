@@ -121,8 +121,8 @@ fn two_platforms_resolve_per_architecture_into_one_index() {
     run(std::process::Command::new("skopeo").args(["inspect", "--override-arch", "arm64"]).arg(format!("oci:{}:latest", layout.display())));
 }
 
-/// Issue 11, default mode (no maintainer script runs): what apt-installed images have and
-/// programs rely on — Debian's users, alternatives, CA hash links, Java's cacerts, dpkg's
+/// Images built in the default mode (no maintainer script runs) have what apt-installed images have
+/// and programs rely on — Debian's users, alternatives, CA hash links, Java's cacerts, dpkg's
 /// database, base-files' layout — checked by the programs themselves under podman.
 #[test]
 fn default_mode_images_work_like_apt_installed_ones() {
@@ -193,9 +193,9 @@ java /tmp/T.java
     assert!(cas > 100, "Java's default truststore holds {cas} CAs:\n{text}");
 }
 
-/// Issue 11, `maintainer-scripts "run"`: `dpkg --configure -a` in the build sandbox over the
-/// packages; nginx's postinst enables its default site, so it serves its page; the captured layer
-/// (and so the image) is the same from two empty stores.
+/// `maintainer-scripts "run"` runs `dpkg --configure -a` in the build sandbox over the packages;
+/// nginx's postinst enables its default site, so it serves its page; the captured layer (and so the
+/// image) is the same from two empty stores.
 #[test]
 fn scripts_mode_configures_packages_and_reproduces() {
     let ctx = TestContext::new();

@@ -1,5 +1,5 @@
-//! A Dockerfile user's first hour (issue 13): what got in the way of users coming from
-//! Dockerfiles, one regression test each.
+//! A Dockerfile user's first hour: what got in the way of users coming from Dockerfiles, one
+//! regression test each.
 
 use std::fs;
 
@@ -68,7 +68,8 @@ fn copy_dot_never_reads_the_store_or_the_outputs_and_honours_an_ignore_file() {
 #[test]
 fn an_unreachable_registry_is_reported_as_a_spec_error() {
     let ctx = TestContext::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = DeadPort::new();
+    let port = dead.port;
     ctx.write("compose.kdl", format!("image \"a\" {{\n    base \"127.0.0.1:{port}/team/app:1\"\n}}\n"));
     let out = ctx.compose(&["build", "--insecure-registry", &format!("127.0.0.1:{port}")]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -248,9 +249,9 @@ fn compose_import_translates_the_corpus_and_the_result_runs() {
     let dir = ctx.path("clock");
     let out = ctx.cmd().current_dir(&dir).args(["build"]).output().unwrap();
     assert_success(&out, "build the imported clock spec");
-    let id = crate::steps::podman_run(&ctx, &dir.join("out/clock"), "clock", "latest", &["id"]);
+    let id = podman_run(&ctx, &dir.join("out/clock"), "clock", "latest", &["id"]);
     assert!(id.starts_with("uid=10001(clock) gid=10001(clock)"), "{id}");
-    let tz = crate::steps::podman_run(&ctx, &dir.join("out/clock"), "clock", "latest", &["sh", "-c", "pwd; curl --version | head -1"]);
+    let tz = podman_run(&ctx, &dir.join("out/clock"), "clock", "latest", &["sh", "-c", "pwd; curl --version | head -1"]);
     assert!(tz.starts_with("/var/lib/clock\ncurl "), "{tz}");
 }
 

@@ -6,7 +6,6 @@
 
 mod support;
 
-mod aptrepo;
 mod architecture;
 mod bases;
 mod cli_errors;

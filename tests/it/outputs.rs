@@ -198,9 +198,9 @@ fn first_layer(layout: &Path) -> (serde_json::Value, std::path::PathBuf, String)
     (manifest, layer, diff_id)
 }
 
-/// Issue 14: a layer is one gzip member per chunk (libdeflate). Every reader must read
-/// them all: GNU gzip, Python's gzip, oci-image-tool, umoci (which checks the diff_id), skopeo,
-/// podman load and run, and compose's own readers (a base made of such layers).
+/// A layer is one gzip member per chunk (libdeflate). Every reader must read them all: GNU gzip,
+/// Python's gzip, oci-image-tool, umoci (which checks the diff_id), skopeo, podman load and run,
+/// and compose's own readers (a base made of such layers).
 #[test]
 fn multi_member_gzip_layers_are_read_by_every_client() {
     let ctx = TestContext::new();
@@ -233,15 +233,15 @@ fn multi_member_gzip_layers_are_read_by_every_client() {
         Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", layout.display())).arg(ctx.tmp.path().join("bundle")),
     );
     assert_eq!(fs::read_to_string(ctx.tmp.path().join("bundle/rootfs/data/big.txt")).unwrap(), text);
-    let ran = crate::steps::podman_run(&ctx, &layout, "big", "latest", &[]);
+    let ran = podman_run(&ctx, &layout, "big", "latest", &[]);
     assert!(ran.starts_with(&want), "podman: {ran}");
     // compose reads its own layers as a base (its passwd/dpkg reader walks every member).
     ctx.build(&["spec.kdl", "--image", "over"]);
 }
 
-/// Issue 14: `compression "zstd"` (or `--compression zstd`) gives zstd layers, a frame per chunk,
-/// under `application/vnd.oci.image.layer.v1.tar+zstd`. The zstd tool, umoci (which checks the
-/// diff_id), skopeo, podman and compose itself (a zstd image as a base) read them.
+/// `compression "zstd"` (or `--compression zstd`) gives zstd layers, a frame per chunk, under
+/// `application/vnd.oci.image.layer.v1.tar+zstd`. The zstd tool, umoci (which checks the diff_id),
+/// skopeo, podman and compose itself (a zstd image as a base) read them.
 #[test]
 fn zstd_layers_are_read_by_every_client() {
     let ctx = TestContext::new();
@@ -298,14 +298,14 @@ fn zstd_layers_are_read_by_every_client() {
     let inspect = tool_ok(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:latest", copied.display())));
     let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(v["Digest"], zstd_digest.as_str());
-    let ran = crate::steps::podman_run(&ctx, &layout, "big", "latest", &[]);
+    let ran = podman_run(&ctx, &layout, "big", "latest", &[]);
     assert!(ran.starts_with(&want), "podman: {ran}");
     // compose reads zstd layers as a base.
     ctx.build(&["spec.kdl", "--image", "over"]);
     // The example in specs/ runs.
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/busybox.kdl");
     ctx.build(&[example.to_str().unwrap()]);
-    let ran = crate::steps::podman_run(&ctx, &ctx.path("out/busybox"), "busybox", "1.36", &[]);
+    let ran = podman_run(&ctx, &ctx.path("out/busybox"), "busybox", "1.36", &[]);
     assert!(ran.contains("hello from a compose-built busybox"), "podman: {ran}");
     // As a docker-archive too: `podman load` reads its zstd layers.
     ctx.build(&[example.to_str().unwrap(), "--format", "docker-archive"]);

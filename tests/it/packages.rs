@@ -4,7 +4,7 @@
 use std::fs;
 use std::process::Command;
 
-use crate::aptrepo::{Pkg, Repo, Server};
+use crate::support::aptrepo::{Pkg, Repo, Server};
 use crate::support::*;
 
 const SUITE: &str = "fixture-stable";
@@ -417,8 +417,8 @@ fn variant_essential_adds_the_essential_packages() {
     assert!(!f.locked_names().iter().any(|n| n.starts_with("ess=")), "{:?}", f.locked_names());
 }
 
-/// Issue 12, defect 5: the signed Release's Suite/Codename was not checked against the suite
-/// asked for, so a mirror could serve another suite's validly signed release (a downgrade).
+/// The signed Release's Suite/Codename was not checked against the suite asked for, so a mirror
+/// could serve another suite's validly signed release (a downgrade).
 #[test]
 fn signed_release_for_another_suite_is_refused() {
     let f = Fixture::new();
@@ -434,15 +434,15 @@ fn signed_release_for_another_suite_is_refused() {
     assert!(!f.ctx.path("spec.kdl.lock").exists(), "nothing is locked");
 }
 
-/// Issue 12, defect 6: mirror credentials were printed in errors (`failed to fetch
-/// http://bob:s3cr3t@…/InRelease`, `… from http://bob:s3cr3t@…/pool/…deb does not match`).
+/// Mirror credentials were printed in errors (`failed to fetch http://bob:s3cr3t@…/InRelease`, `…
+/// from http://bob:s3cr3t@…/pool/…deb does not match`).
 #[test]
 fn mirror_credentials_are_never_printed() {
     let f = Fixture::new();
     f.ctx.write("spec.kdl", spec(&f.repo, "\"tool\""));
     // A mirror that is down, and the real one, both given with credentials.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dead = format!("fixture=http://bob:s3cr3t@127.0.0.1:{port}");
+    let down = DeadPort::new();
+    let dead = format!("fixture=http://bob:s3cr3t@127.0.0.1:{}", down.port);
     let out = f.ctx.compose(&["build", "spec.kdl", "--mirror", &dead]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");

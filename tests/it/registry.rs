@@ -2,14 +2,15 @@
 //! (CNCF distribution 2.8) on 127.0.0.1, one per test, with its own data directory; `skopeo`
 //! checks what landed. Needs `apt-get install -y docker-registry skopeo apache2-utils`.
 
-use std::io::{BufRead, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use compose::hash::Sha256;
-use compose::registry::{AuthConfig, Registry, RegistryError, RegistryOptions};
+use compose::registry::{AuthConfig, RegistryError};
+
+use crate::support::registry::{require, TestRegistry};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -17,126 +18,6 @@ const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 
 const MIB: u64 = 1 << 20;
-
-// ---------------------------------------------------------------------------------------------
-// A registry process.
-
-pub(crate) struct TestRegistry {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
-
-fn require(tool: &str) {
-    let found = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false);
-    assert!(found, "`{tool}` is not installed: apt-get install -y docker-registry skopeo apache2-utils");
-}
-
-impl TestRegistry {
-    pub(crate) fn start() -> TestRegistry {
-        Self::start_with(None)
-    }
-
-    /// With `Some((user, pass))`, the registry wants HTTP basic auth (htpasswd, bcrypt).
-    pub(crate) fn start_with(users: Option<(&str, &str)>) -> TestRegistry {
-        require("docker-registry");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut auth = String::new();
-        if let Some((user, pass)) = users {
-            require("htpasswd");
-            let out = Command::new("htpasswd").args(["-Bbn", user, pass]).output().expect("htpasswd");
-            assert!(out.status.success());
-            let file = dir.path().join("htpasswd");
-            std::fs::write(&file, &out.stdout).expect("write htpasswd");
-            auth = format!("auth:\n  htpasswd:\n    realm: x\n    path: {}\n", file.display());
-        }
-        let port = free_port();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
-             delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
-            dir.path().join("data").display()
-        );
-        std::fs::write(dir.path().join("config.yml"), config).expect("write config");
-        let mut reg = TestRegistry { dir, port, child: None };
-        reg.spawn();
-        reg
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("registry.log")).expect("log file");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(self.dir.path().join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("docker-registry exited with {status}: {}", self.log());
-            }
-            if self.answers() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "docker-registry did not answer: {}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// `GET /v2/` answers 200 or 401.
-    fn answers(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        if s.write_all(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
-            return false;
-        }
-        let mut line = String::new();
-        let _ = std::io::BufReader::new(s).read_line(&mut line);
-        line.starts_with("HTTP/1.") && (line.contains(" 200") || line.contains(" 401"))
-    }
-
-    pub(crate) fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-
-    pub(crate) fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data").join("docker/registry/v2")
-    }
-
-    pub(crate) fn blob_file(&self, d: &Sha256) -> PathBuf {
-        let hex = d.hex();
-        self.data().join("blobs/sha256").join(&hex[..2]).join(hex).join("data")
-    }
-
-    fn client(&self, auth: AuthConfig) -> Registry {
-        Registry::new(RegistryOptions { insecure: vec![self.addr()], auth, timeouts: None }).expect("client")
-    }
-}
-
-impl Drop for TestRegistry {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn anonymous() -> AuthConfig {
     AuthConfig::from_env(&|_| None, None).expect("empty auth config")

@@ -2,71 +2,14 @@
 //! builds nothing that machine A built; damaged blobs and dead servers never fail a build.
 
 use std::fs;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use crate::support::aptrepo::{Pkg, Repo, Server};
+use crate::support::misbehaving::misbehaving;
+use crate::support::nginx::Nginx;
+use crate::support::registry::TestRegistry;
 use crate::support::*;
-
-pub(crate) struct Nginx {
-    child: Option<Child>,
-    pub url: String,
-    pub root: std::path::PathBuf,
-}
-
-impl Nginx {
-    pub(crate) fn start(dir: &Path) -> Nginx {
-        Nginx::start_with(dir, "")
-    }
-
-    /// `extra` goes into the server block, before the WebDAV `location /`.
-    fn start_with(dir: &Path, extra: &str) -> Nginx {
-        let root = dir.join("cache-root");
-        fs::create_dir_all(&root).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let conf = dir.join("nginx.conf");
-        fs::write(
-            &conf,
-            format!(
-                "user root;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  server {{\n    listen 127.0.0.1:{port};\n{extra}\n    location / {{\n      root {r};\n      dav_methods PUT DELETE;\n      create_full_put_path on;\n      client_max_body_size 0;\n    }}\n  }}\n}}\n",
-                d = dir.display(),
-                r = root.display(),
-                extra = extra.replace("ROOT", &root.display().to_string())
-            ),
-        )
-        .unwrap();
-        let child = Command::new("nginx")
-            .arg("-c")
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Nginx { child: Some(child), url: format!("http://127.0.0.1:{port}"), root }
-    }
-
-    /// SIGTERM: nginx's master stops its workers too (SIGKILL would leave them serving).
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 const SPEC: &str = r#"
 image "shared" {
@@ -190,7 +133,7 @@ fn stderr_of(out: &std::process::Output) -> String {
 #[test]
 fn registry_cache_machine_b_builds_nothing_machine_a_built() {
     let ctx = TestContext::new();
-    let reg = crate::registry::TestRegistry::start();
+    let reg = TestRegistry::start();
     let addr = reg.addr();
     let url = format!("oci://{addr}/team/build-cache");
     let a = checkout(&ctx.tmp.path().join("machine-a/src"));
@@ -246,7 +189,7 @@ fn registry_cache_machine_b_builds_nothing_machine_a_built() {
     assert_success(&verify, "verify after damaged registry blobs");
 }
 
-fn reg_blob_files(reg: &crate::registry::TestRegistry) -> Vec<std::path::PathBuf> {
+fn reg_blob_files(reg: &TestRegistry) -> Vec<std::path::PathBuf> {
     let root = reg.blob_file(&compose::hash::Sha256::of(b"")).parent().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
     let mut out = Vec::new();
     for d in fs::read_dir(&root).unwrap() {
@@ -353,60 +296,6 @@ fn bad_remote_cache_settings_are_usage_errors() {
     }
     let out = run_in(&ctx, &dir, "store", &["cache", "keygen", "bad name"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
-}
-
-const MISBEHAVING: &str = r#"
-import http.server, os, socketserver, sys, time
-root, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def do_HEAD(self): self.serve(False)
-    def do_GET(self): self.serve(True)
-    def serve(self, body):
-        if mode == "hang":
-            time.sleep(3600)
-        if mode == "huge" and "/ac/" in self.path:
-            data = b"x" * (2 << 20)
-            self.send_response(200); self.send_header("Content-Length", str(len(data))); self.end_headers()
-            if body: self.wfile.write(data)
-            return
-        path = os.path.join(root, self.path.lstrip("/"))
-        if not os.path.isfile(path):
-            self.send_response(404); self.send_header("Content-Length", "0"); self.end_headers(); return
-        data = open(path, "rb").read()
-        self.send_response(200); self.send_header("Content-Length", str(len(data))); self.end_headers()
-        if not body: return
-        if mode == "die" and "/cas/" in self.path:
-            # Killed in the middle of sending a blob.
-            self.wfile.write(data[: len(data) // 2]); self.wfile.flush()
-            os._exit(1)
-        self.wfile.write(data)
-class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-S(("127.0.0.1", port), H).serve_forever()
-"#;
-
-/// A cache server that dies mid-build (`die`) or never answers (`hang`), serving `root`.
-fn misbehaving(ctx: &TestContext, root: &Path, mode: &str) -> (std::process::Child, String) {
-    let script = ctx.tmp.path().join("misbehaving.py");
-    fs::write(&script, MISBEHAVING).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new("python3")
-        .arg(&script)
-        .arg(root)
-        .arg(port.to_string())
-        .arg(mode)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, format!("http://127.0.0.1:{port}"))
 }
 
 #[test]
@@ -520,7 +409,6 @@ fn http_cache_credentials_from_netrc_url_and_environment() {
 
 #[test]
 fn packages_the_mirror_dropped_come_from_the_team_cache() {
-    use crate::aptrepo::{Pkg, Repo, Server};
     let ctx = TestContext::new();
     let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
     let mut repo = Repo::new(&ctx.tmp.path().join("repo"));
@@ -619,9 +507,9 @@ fn remote_records(nginx: &Nginx) -> Vec<(std::path::PathBuf, serde_json::Value)>
     v
 }
 
-/// Issue 12, defect 3: an unsigned image record whose `manifest` names another blob that
-/// exists (a layer) made the build fail, and every later build of that store too, and
-/// `cache verify --repair` did not find it.
+/// An unsigned image record whose `manifest` names another blob that exists (a layer) made the
+/// build fail, and every later build of that store too, and `cache verify --repair` did not find
+/// it.
 #[test]
 fn one_bad_remote_record_never_bricks_a_store() {
     let ctx = TestContext::new();
@@ -681,9 +569,9 @@ fn one_bad_remote_record_never_bricks_a_store() {
     assert_eq!((va2["derivations"]["built"].as_u64(), va2["images"][0]["digest"].clone()), (Some(1), va["images"][0]["digest"].clone()));
 }
 
-/// Issue 12, defect 4: an unsigned layer record with another `diff_id` or media type gave a
-/// wrong image with exit 0. Such records are refused (the diff_id is checked as the layer
-/// streams in) and the layers built here.
+/// An unsigned layer record with another `diff_id` or media type gave a wrong image with exit 0.
+/// Such records are refused (the diff_id is checked as the layer streams in) and the layers built
+/// here.
 #[test]
 fn unsigned_remote_records_are_checked_against_their_derivation() {
     let ctx = TestContext::new();

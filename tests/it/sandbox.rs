@@ -1,7 +1,7 @@
-//! The step sandbox against hostile steps (issue 20), with runc and busybox from the archive this
-//! machine's apt uses: every escape a step tries fails or is contained, limits stop what runs
-//! away, an interrupted build leaves no process behind, secrets reach the step and nothing else,
-//! and the host is unchanged afterwards.
+//! The step sandbox against hostile steps, with runc and busybox from the archive this machine's
+//! apt uses: every escape a step tries fails or is contained, limits stop what runs away, an
+//! interrupted build leaves no process behind, secrets reach the step and nothing else, and the
+//! host is unchanged afterwards.
 
 use std::fs;
 use std::io::BufRead;
@@ -9,16 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::children::Running;
+use crate::support::steps::busybox_tools;
 use crate::support::*;
 
-const TOOLS: &str = r#"
-image "tools" {
-    export #false
-    repository "debian" suite="bookworm" components="main" keyring="/usr/share/keyrings/debian-archive-keyring.gpg"
-    packages "busybox-static" "keyutils"
-    files { symlink "/bin/sh" target="busybox" }
+/// The image the steps run in: busybox, and keyutils for the keyring probes.
+fn tools() -> String {
+    busybox_tools("keyutils")
 }
-"#;
 
 /// Tries each escape and writes what held and what did not to /out/report (never failing, so
 /// the report is seen whole). `$1` is the host key the step must not reach.
@@ -158,10 +156,11 @@ fn hostile_steps_are_contained_and_the_host_is_unchanged() {
     let _unmount = Unmount(hostdir.join("sub"));
     ctx.write("probe.sh", PROBE);
     ctx.write("probe-net.sh", PROBE_NET);
+    let tools = tools();
     ctx.write(
         "spec.kdl",
         format!(
-            r#"{TOOLS}
+            r#"{tools}
 step "hermetic" {{
     image "tools"
     copy "probe.sh" to="/in/probe.sh"
@@ -292,16 +291,6 @@ step "sleeper" {
 image "slept" { files { copy from="sleeper" "/out" to="/x" } }
 "#;
 
-/// A child process killed when dropped (a failed assertion must not leave a build running).
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `compose build` of `image` and returns it once its step printed `started`.
 fn start_sleeper(ctx: &TestContext) -> Running {
     let mut child = ctx.cmd().args(["build", "spec.kdl", "--image", "slept"]).stderr(Stdio::piped()).spawn().unwrap();
@@ -314,7 +303,7 @@ fn start_sleeper(ctx: &TestContext) -> Running {
             }
         }
     });
-    let child = Running(child);
+    let child = Running::new(child);
     rx.recv_timeout(Duration::from_secs(300)).expect("the step starts");
     child
 }
@@ -323,7 +312,8 @@ fn start_sleeper(ctx: &TestContext) -> Running {
 fn sigint_during_a_step_stops_all_of_it_and_kill_9_leftovers_go_with_the_next_build() {
     let ctx = TestContext::new();
     let mark = format!("17{}", std::process::id() % 10000);
-    ctx.write("spec.kdl", format!("{TOOLS}{}", SLEEPER.replace("MARK", &mark)));
+    let tools = tools();
+    ctx.write("spec.kdl", format!("{tools}{}", SLEEPER.replace("MARK", &mark)));
     let marker = format!("sleep {mark}");
 
     // SIGINT, as a terminal sends it: within 5 s no process of the step remains.
@@ -331,18 +321,18 @@ fn sigint_during_a_step_stops_all_of_it_and_kill_9_leftovers_go_with_the_next_bu
     assert!(!processes_with(&marker).is_empty(), "the step runs");
     // SAFETY: kill takes no pointers; the pid is our child's.
     unsafe {
-        libc::kill(child.0.id() as libc::pid_t, libc::SIGINT);
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
     }
     let left = wait_gone(&marker, Duration::from_secs(5));
     assert_eq!(left, Vec::<String>::new(), "processes of the step outlived the interrupt");
-    let status = child.0.wait().unwrap();
+    let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "{status}");
 
     // kill -9: compose cannot clean up; the next build that opens the store alone kills what
     // was left, and builds.
     let mut child = start_sleeper(&ctx);
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
     let out = ctx.compose(&["cache", "stats"]);
     assert_success(&out, "cache stats");
     let left = wait_gone(&marker, Duration::from_secs(5));
@@ -359,10 +349,11 @@ fn secrets_reach_the_step_and_no_key_output_log_or_record() {
     // A key file: a tool prints it a line at a time.
     let lines = ["-----BEGIN KEY-----", "bGluZS1vbmUtb2YtdGhlLWtleQ", "-----END KEY-----"];
     ctx.write("key.pem", format!("{}\n", lines.join("\n")));
+    let tools = tools();
     ctx.write(
         "spec.kdl",
         format!(
-            r#"{TOOLS}
+            r#"{tools}
 step "uses" {{
     image "tools"
     secret "token" env="TOKEN"
@@ -435,10 +426,11 @@ image "used" {{ files {{ copy from="uses" "/out" to="/x" }} }}
 fn the_store_is_private_and_a_tampered_rootfs_never_reaches_a_step() {
     use std::os::unix::fs::PermissionsExt;
     let ctx = TestContext::new();
+    let tools = tools();
     ctx.write(
         "spec.kdl",
         format!(
-            r#"{TOOLS}
+            r#"{tools}
 step "first" {{
     image "tools"
     run "sh" "-c" "busybox ls /etc > /out/etc"

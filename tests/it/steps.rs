@@ -6,6 +6,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::support::nginx::Nginx;
+use crate::support::steps::busybox_tools;
 use crate::support::*;
 
 /// Copy the example `specs/NAME` to `dest` (a checkout somewhere else).
@@ -44,25 +46,10 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Load `out/<name>` (an OCI layout) into podman as `localhost/<name>:<tag>` and run it.
-pub(crate) fn podman_run(ctx: &TestContext, layout: &Path, name: &str, tag: &str, args: &[&str]) -> String {
-    let archive = ctx.tmp.path().join(format!("{name}.tar"));
-    let _ = fs::remove_file(&archive);
-    run(std::process::Command::new("skopeo")
-        .arg("copy")
-        .arg("-q")
-        .arg(format!("oci:{}:{tag}", layout.display()))
-        .arg(format!("oci-archive:{}:localhost/{name}:{tag}", archive.display())));
-    let podman = Podman::new(ctx.tmp.path());
-    run(podman.cmd().arg("load").arg("-q").arg("-i").arg(&archive));
-    let out = run(podman.cmd().args(["run", "--rm", &format!("localhost/{name}:{tag}")]).args(args));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn go_program_built_in_a_step_runs_reproduces_and_is_shared() {
     let ctx = TestContext::new();
-    let nginx = crate::remote::Nginx::start(&ctx.tmp.path().join("nginx"));
+    let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
     let a = checkout("go-app", &ctx.tmp.path().join("a/checkout"));
     // Machine A: an empty store; what it builds goes to the shared cache.
     let va = build_json(&ctx, &a, "store-a", &["compose.kdl", "--remote-cache", &nginx.url], &[]);
@@ -135,14 +122,12 @@ fn python_app_pins_wheels_installs_them_hermetically_and_rebuilds_offline() {
     assert_eq!((offline["derivations"]["built"].as_u64(), digest(&offline)), (Some(0), digest(&first)), "{offline}");
 }
 
-const TOOLS: &str = r#"
-image "tools" {
-    export #false
-    repository "debian" suite="bookworm" components="main" keyring="/usr/share/keyrings/debian-archive-keyring.gpg"
-    packages "busybox-static" "coreutils"
-    files { symlink "/bin/sh" target="busybox" }
+/// The spec of the steps below: busybox and coreutils (its `date` prints nanoseconds) as the image.
+fn tools_spec() -> String {
+    format!("{}{STEPS}", busybox_tools("coreutils"))
 }
-step "online" {
+
+const STEPS: &str = r#"step "online" {
     image "tools"
     run "busybox" "wget" "-q" "-O" "/out/page" "http://example.com/"
     output "/out"
@@ -186,7 +171,7 @@ image "fetched" { files { copy from="fetch" "/out/download" to="/download" } }
 #[test]
 fn failing_changing_and_nondeterministic_steps_are_caught() {
     let ctx = TestContext::new();
-    ctx.write("spec.kdl", TOOLS);
+    ctx.write("spec.kdl", tools_spec());
     ctx.write("a.txt", "a\n");
     ctx.write("b.txt", "b\n");
     let root = ctx.root.clone();
@@ -264,7 +249,7 @@ fn failing_changing_and_nondeterministic_steps_are_caught() {
     for d in [ctx.tmp.path(), nobody.as_path()] {
         fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
     }
-    fs::write(nobody.join("spec.kdl"), TOOLS).unwrap();
+    fs::write(nobody.join("spec.kdl"), tools_spec()).unwrap();
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", COMPOSE, "build", "spec.kdl", "--image", "uses-boom"])
         .current_dir(&nobody)

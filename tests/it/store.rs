@@ -4,6 +4,7 @@ use std::fs;
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::children::Running;
 use crate::support::*;
 
 /// A spec with enough data (~24 MiB over 4 layers) that a build takes a while.
@@ -35,9 +36,9 @@ fn verify(ctx: &TestContext) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The crash and corruption loop (issue 12): cold builds SIGKILLed at random points, the store
-/// verified, now and then a blob damaged, then built again: the reference digest every time, an
-/// export whose blobs match, and nothing temporary left behind by the next successful build.
+/// The crash and corruption loop: cold builds SIGKILLed at random points, the store verified, now
+/// and then a blob damaged, then built again: the reference digest every time, an export whose
+/// blobs match, and nothing temporary left behind by the next successful build.
 #[test]
 fn builds_killed_at_random_points_leave_a_valid_store() {
     let ctx = TestContext::new();
@@ -60,7 +61,7 @@ fn builds_killed_at_random_points_leave_a_valid_store() {
         if round % 2 == 0 {
             let _ = fs::remove_dir_all(&ctx.cache);
         }
-        let mut child = ctx.cmd().args(["build", "crash.kdl"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = Running::new(ctx.cmd().args(["build", "crash.kdl"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
         std::thread::sleep(delay);
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
@@ -111,7 +112,8 @@ fn two_builds_of_different_specs_share_a_store_at_once() {
             .replace("    files {", "    layer \"shared\" { text \"/shared\" \"same in both\\n\" }\n    files {");
         fs::write(&p, s).unwrap();
     }
-    let spawn = |spec: &str| ctx.cmd().args(["build", "--json", spec]).stderr(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let spawn =
+        |spec: &str| Running::new(ctx.cmd().args(["build", "--json", spec]).stderr(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap());
     let a = spawn("one.kdl");
     let b = spawn("two.kdl");
     let a = a.wait_with_output().unwrap();
@@ -180,9 +182,9 @@ fn writable(p: &std::path::Path) {
     fs::set_permissions(p, fs::Permissions::from_mode(0o644)).unwrap();
 }
 
-/// Issue 12, defect 1: a store blob with a flipped byte, cut short, or replaced by a symlink or
-/// a directory was exported with exit 0 (or failed every build). Each is found, removed and made
-/// again: the build prints the right digest and exports blobs that match it.
+/// A store blob with a flipped byte, cut short, or replaced by a symlink or a directory was
+/// exported with exit 0 (or failed every build). Each is found, removed and made again: the build
+/// prints the right digest and exports blobs that match it.
 #[test]
 fn a_damaged_store_blob_is_never_exported() {
     let ctx = TestContext::new();
@@ -233,9 +235,9 @@ fn a_damaged_store_blob_is_never_exported() {
         .arg(format!("oci:{}:t", ctx.tmp.path().join("copy").display())));
 }
 
-/// Issue 12, defect 2: `out/` blobs were hard links to the store's, so writing into an exported
-/// image damaged the store. Exports share no file with the store; a no-op build leaves an intact
-/// export alone, repairs a damaged one, and a changed image reuses the unchanged blobs.
+/// `out/` blobs were hard links to the store's, so writing into an exported image damaged the
+/// store. Exports share no file with the store; a no-op build leaves an intact export alone,
+/// repairs a damaged one, and a changed image reuses the unchanged blobs.
 #[test]
 fn out_blobs_are_not_hard_links_to_store_blobs() {
     use std::os::unix::fs::MetadataExt;
@@ -264,9 +266,9 @@ fn out_blobs_are_not_hard_links_to_store_blobs() {
     assert_layout_blobs_match(&out, "after a change");
 }
 
-/// Issue 12, defect 7: concurrent builds of one spec into one `out/` failed now and then
-/// ("failed to move aside `out/NAME`"). Warm, so the builds are all exports and collide most:
-/// eight at once of a spec of six images, ten times (the old code failed about 10 of 80).
+/// Concurrent builds of one spec into one `out/` failed now and then ("failed to move aside
+/// `out/NAME`"). Warm, so the builds are all exports and collide most: eight at once of a spec of
+/// six images, ten times (the old code failed about 10 of 80).
 #[test]
 fn concurrent_builds_of_one_spec_into_one_out_all_succeed() {
     let ctx = TestContext::new();
@@ -274,8 +276,9 @@ fn concurrent_builds_of_one_spec_into_one_out_all_succeed() {
     ctx.write("spec.kdl", spec);
     let reference = ctx.build(&["spec.kdl"]);
     for round in 0..10 {
-        let children: Vec<_> =
-            (0..8).map(|_| ctx.cmd().args(["build", "spec.kdl"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()).collect();
+        let children: Vec<_> = (0..8)
+            .map(|_| Running::new(ctx.cmd().args(["build", "spec.kdl"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()))
+            .collect();
         for c in children {
             let out = c.wait_with_output().unwrap();
             assert_success(&out, &format!("round {round}"));
@@ -287,8 +290,8 @@ fn concurrent_builds_of_one_spec_into_one_out_all_succeed() {
     }
 }
 
-/// Issue 12, defect 9: what killed builds leave (temporary files in the store, half-written
-/// exports in `out/`) was never removed but by `gc`. The next build removes it.
+/// What killed builds leave (temporary files in the store, half-written exports in `out/`) was
+/// never removed but by `gc`. The next build removes it.
 #[test]
 fn leftovers_of_killed_builds_are_removed_by_the_next_build() {
     let ctx = TestContext::new();
@@ -313,10 +316,10 @@ fn leftovers_of_killed_builds_are_removed_by_the_next_build() {
     assert_eq!(out, [".compose-lock", "keep-me.txt", "l"]);
 }
 
-/// Issue 14: a one-file change in a big layer compresses only the chunks around that file; the
-/// rest come from the store's kept chunks. The layer is byte-identical to one built in an empty
-/// store, for gzip and zstd, and a kept chunk that no longer checks out (its pointer moved to
-/// other bytes) is compressed again rather than used.
+/// A one-file change in a big layer compresses only the chunks around that file; the rest come from
+/// the store's kept chunks. The layer is byte-identical to one built in an empty store, for gzip
+/// and zstd, and a kept chunk that no longer checks out (its pointer moved to other bytes) is
+/// compressed again rather than used.
 #[test]
 fn a_changed_file_reuses_the_other_chunks_and_changes_no_byte() {
     let ctx = TestContext::new();

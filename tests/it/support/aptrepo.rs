@@ -5,15 +5,14 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 
-use crate::support::run;
+use super::children::{first_line, Running};
+use super::run;
 
 pub struct Pkg {
     pub name: String,
@@ -150,37 +149,32 @@ impl Repo {
     }
 }
 
-/// A static HTTP server (python3's http.server) on a free loopback port, stopped on drop.
+/// A static HTTP server (python3's http.server) on loopback, stopped on drop. It binds port 0
+/// itself and prints the port it got ("Serving HTTP on 127.0.0.1 port N (…"), so no other
+/// process can take the port between choosing and binding it.
 pub struct Server {
-    child: Child,
+    _child: Running,
     pub url: String,
 }
 
 impl Server {
     pub fn start(root: &Path) -> Server {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let child = Command::new("python3")
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
-            .arg(root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 -m http.server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "fixture HTTP server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Server { child, url: format!("http://127.0.0.1:{port}") }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut child = Running::new(
+            Command::new("python3")
+                .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
+                .arg(root)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("python3 -m http.server"),
+        );
+        let line = first_line(&mut child).unwrap_or_default();
+        let port: u16 = line
+            .split(" port ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("fixture HTTP server did not start: {line:?}"));
+        Server { _child: child, url: format!("http://127.0.0.1:{port}") }
     }
 }

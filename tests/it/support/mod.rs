@@ -1,10 +1,27 @@
 //! Test support: an isolated context per test (temp dir, own store, fixed environment), helpers to
 //! write fixture trees and run the real `compose` binary and the real tools that check its output.
+//! The real components the tests start have a file each: the fixture apt repository and its HTTP
+//! server (`aptrepo`), nginx as the shared cache (`nginx`), a cache server that misbehaves on
+//! purpose (`misbehaving`), docker-registry (`registry`), podman (`podman`), the busybox image
+//! steps run in (`steps`); `children` holds what they share: a kill-on-drop guard for child
+//! processes and the ways a server's port is found without a race. Test files import from here,
+//! never from each other.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+pub mod aptrepo;
+pub mod children;
+pub mod misbehaving;
+pub mod nginx;
+pub mod podman;
+pub mod registry;
+pub mod steps;
+
+pub use children::DeadPort;
+pub use podman::{podman_run, Podman};
 
 pub const COMPOSE: &str = env!("CARGO_BIN_EXE_compose");
 
@@ -114,39 +131,4 @@ pub fn tree_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
         }
     }
     v
-}
-
-/// A podman configured for these machines (runc, lowered ulimits, no network), with its own
-/// storage under the test's directory.
-pub struct Podman {
-    root: PathBuf,
-    conf: PathBuf,
-}
-
-impl Podman {
-    pub fn new(base: &Path) -> Podman {
-        let root = base.join("podman");
-        fs::create_dir_all(&root).expect("mkdir");
-        let conf = root.join("containers.conf");
-        fs::write(
-            &conf,
-            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\nnetns = \"none\"\n\
-             [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
-        )
-        .expect("write containers.conf");
-        Podman { root, conf }
-    }
-
-    pub fn cmd(&self) -> Command {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", &self.conf)
-            .arg("--root")
-            .arg(self.root.join("storage"))
-            .arg("--runroot")
-            .arg(self.root.join("run"))
-            .arg("--storage-driver")
-            .arg("vfs")
-            .stdin(Stdio::null());
-        c
-    }
 }
