@@ -24,16 +24,19 @@ use crate::plan::{Derivation, Plan};
 use crate::store::{Record, Store, StoreError};
 
 mod assemble;
+pub mod executor;
+mod job;
 mod layers;
 pub mod packages;
 mod run;
 pub mod sandbox;
 mod schedule;
+mod scripts;
 mod seccomp;
 mod step;
 pub mod trees;
 
-pub use step::shell_words;
+pub use job::shell_words;
 
 /// How a derivation's output was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,12 +37,14 @@ pub(super) fn run(
             outputs.insert("layer".to_string(), layer_with_copies(plan, &drv.name, l, deps, store)?);
         }
         DrvKind::Scripts(sc) => {
-            let (log, layer) = step::run_scripts(drv, sc, deps, store, reporter)?;
+            let runc = local_executor(&format!("maintainer scripts of {}", sc.image))?;
+            let (log, layer) = super::scripts::run_scripts(&runc, drv, sc, deps, store, reporter)?;
             outputs.insert("log".to_string(), log);
             outputs.insert("layer".to_string(), layer);
         }
         DrvKind::Step(s) => {
-            let (log, tree) = step::run_step(drv, s, deps, store, &options.secrets, reporter)?;
+            let runc = local_executor(&s.step)?;
+            let (log, tree) = step::run_step(&runc, drv, s, deps, store, &options.secrets, reporter)?;
             outputs.insert("log".to_string(), log);
             outputs.insert("tree".to_string(), tree);
         }
@@ -172,4 +174,9 @@ fn drop_tree(store: &Store, source: &Derivation, e: BuildError) -> BuildError {
             source.name
         ),
     }
+}
+
+/// The executor jobs run with: runc on this machine (found, and checked usable, when a job needs it).
+fn local_executor(job: &str) -> Result<super::executor::Runc, BuildError> {
+    super::executor::Runc::find().map_err(|e| BuildError::Sandbox { step: job.to_string(), source: e })
 }

@@ -12,7 +12,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufReader};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{output, BuildError};
@@ -279,7 +279,30 @@ fn remove(p: &Path) {
 /// FIFOs and sockets are refused, naming `what` the directory is ("the output of step x") and
 /// the entry's path as the step sees it (`shown`, the directory's path, then the entry's).
 pub fn scan_tree(dir: &Path, shown: &str, what: &str) -> Result<Vec<PlannedEntry>, BuildError> {
-    let shown = shown.trim_end_matches('/');
+    walk(dir, &Walk { shown, what, overlay_upper: false, skip: &|_| false })
+}
+
+/// How [`walk`] reads a directory.
+pub struct Walk<'a> {
+    /// The directory's path as the job saw it, for messages.
+    pub shown: &'a str,
+    /// What the directory is, for messages ("the output of step x").
+    pub what: &'a str,
+    /// It is an overlay's upper directory: a 0:0 character device is a deletion (written as a
+    /// `.wh.NAME` whiteout) and an opaque directory gets a `.wh..wh..opq` entry.
+    pub overlay_upper: bool,
+    /// Paths (relative, without a leading `/`) left out (only the entry itself: say so of what
+    /// is below it too, to leave that out).
+    pub skip: &'a dyn Fn(&str) -> bool,
+}
+
+/// The one walker of a job's tree (a step's output, the changes of maintainer scripts): the
+/// entries of `dir` (not itself), byte-sorted by path, as paths below `/`, with modes, numeric
+/// owners and sizes as found; hard links become separate regular files. One policy for names and
+/// special files: a name that is not UTF-8 is refused, and so are devices, FIFOs and sockets
+/// (but an overlay's whiteouts, with [`Walk::overlay_upper`]).
+pub fn walk(dir: &Path, w: &Walk<'_>) -> Result<Vec<PlannedEntry>, BuildError> {
+    let shown = w.shown.trim_end_matches('/');
     let mut out = Vec::new();
     for e in walkdir::WalkDir::new(dir).min_depth(1).follow_links(false).follow_root_links(false) {
         let e = e.map_err(|e| {
@@ -289,12 +312,28 @@ pub fn scan_tree(dir: &Path, shown: &str, what: &str) -> Result<Vec<PlannedEntry
         let rel = e.path().strip_prefix(dir).unwrap_or(e.path());
         let Some(rel) = rel.to_str() else {
             return Err(BuildError::Tree {
-                message: format!("`{}` in {what} has a name that is not UTF-8", e.path().display()),
+                message: format!("`{}` in {} has a name that is not UTF-8", e.path().display(), w.what),
                 source: io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"),
             });
         };
+        if (w.skip)(rel) {
+            continue;
+        }
         let meta = e.path().symlink_metadata().map_err(io_error(e.path(), "cannot read"))?;
         let ft = meta.file_type();
+        let path = format!("/{rel}");
+        let marker = |path: String| PlannedEntry {
+            path,
+            kind: EntryKind::File { size: 0, content: Content::Inline(std::sync::Arc::new(Vec::new())) },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+        };
+        if w.overlay_upper && ft.is_char_device() && meta.rdev() == 0 {
+            let (parent, name) = path.rsplit_once('/').unwrap_or(("", &path));
+            out.push(marker(format!("{parent}/.wh.{name}")));
+            continue;
+        }
         let kind = if ft.is_dir() {
             EntryKind::Dir
         } else if ft.is_symlink() {
@@ -304,15 +343,29 @@ pub fn scan_tree(dir: &Path, shown: &str, what: &str) -> Result<Vec<PlannedEntry
             EntryKind::File { size: meta.len(), content: Content::Tree { abs: e.path().to_path_buf() } }
         } else {
             return Err(BuildError::Tree {
-                message: format!("`{shown}/{rel}` in {what} is a device, FIFO or socket; a tree holds files, directories and symlinks"),
+                message: format!("`{shown}/{rel}` in {} is a device, FIFO or socket; a tree holds files, directories and symlinks", w.what),
                 source: io::Error::new(io::ErrorKind::InvalidData, "special file"),
             });
         };
         let mode = if ft.is_symlink() { 0o777 } else { meta.mode() & 0o7777 };
-        out.push(PlannedEntry { path: format!("/{rel}"), kind, mode, uid: meta.uid(), gid: meta.gid() });
+        out.push(PlannedEntry { path: path.clone(), kind, mode, uid: meta.uid(), gid: meta.gid() });
+        if w.overlay_upper && ft.is_dir() && opaque(e.path()) {
+            out.push(marker(format!("{path}/.wh..wh..opq")));
+        }
     }
     out.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     Ok(out)
+}
+
+/// Is `dir` an overlayfs opaque directory (`trusted.overlay.opaque` = `y`)?
+fn opaque(dir: &Path) -> bool {
+    let (Ok(path), Ok(name)) = (std::ffi::CString::new(dir.display().to_string()), std::ffi::CString::new("trusted.overlay.opaque")) else {
+        return false;
+    };
+    let mut buf = [0u8; 4];
+    // SAFETY: valid NUL-terminated strings and a buffer of the length given.
+    let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    n == 1 && buf[0] == b'y'
 }
 
 /// Most symlinks followed resolving one path (the kernel's own bound, `ELOOP`).
