@@ -360,117 +360,23 @@ fn oom_kills(cgroup: &str) -> u64 {
 /// Run one command in the sandbox; `line` gets each line it prints (stdout and stderr, as they
 /// come). Returns how it ended: its exit code, and whether the sandbox stopped it at a limit.
 pub fn run(runc: &Path, work: &Path, c: &Command1<'_>, line: &mut dyn FnMut(&str)) -> Result<Ended, SandboxError> {
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| SandboxError::Io { action, path, source }
-    };
     let bundle = work.join(format!("bundle-{}", RUNS.fetch_add(1, Ordering::Relaxed)));
-    std::fs::create_dir_all(&bundle).map_err(io("create", &bundle))?;
     let state = work.join(crate::store::RUNC_STATE);
     let id = format!("compose-{}-{}", std::process::id(), RUNS.fetch_add(1, Ordering::Relaxed));
     let cgroup = cgroup_path(&id);
-    let config_path = bundle.join("config.json");
-    let bytes = serde_json::to_vec_pretty(&config(c, &cgroup)).unwrap_or_default();
-    std::fs::write(&config_path, bytes).map_err(io("write", &config_path))?;
-    let mut child = {
-        let mut running = live();
-        if interrupted() {
-            return Err(SandboxError::Interrupted);
-        }
-        let mut cmd = Command::new(runc);
-        cmd.arg("--root").arg(&state).args(["run", "--bundle"]).arg(&bundle).arg(&id);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        // runc dies with compose (the next build kills what it ran, from its state).
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(io("run", runc))?;
-        running.push((runc.to_path_buf(), state.clone(), id.clone()));
-        child
-    };
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let pipes: Vec<Box<dyn Read + Send>> = [
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let readers: Vec<_> = pipes
-        .into_iter()
-        .map(|p| {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(p);
-                let mut buf = Vec::new();
-                loop {
-                    buf.clear();
-                    // A line without an end is passed on every 64 KiB rather than held whole.
-                    match (&mut r).take(64 * 1024).read_until(b'\n', &mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            let s = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
-                            if tx.send(s).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    drop(tx);
+    let mut child = spawn(runc, &bundle, &state, &id, &config(c, &cgroup))?;
+    let lines = forward_output(&mut child);
     // The watchdog: time, disk and the store's floor, checked until the command ends.
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let watchdog = {
-        let (runc, state, id, upper, limits, cgroup) =
-            (runc.to_path_buf(), state.clone(), id.clone(), c.upper.to_path_buf(), *c.limits, cgroup.clone());
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            let mut tick = Duration::from_millis(200);
-            let mut oom = 0;
-            loop {
-                let stop = if interrupted() {
-                    Some(Stopped::Interrupted)
-                } else if started.elapsed() >= limits.time {
-                    Some(Stopped::Time(limits.time))
-                } else if let Some(free) = below_floor(&upper) {
-                    Some(Stopped::StoreFull { free })
-                } else if let Some(limit) = limits.disk {
-                    // A walk of the writes costs what they hold: look less often when it is long.
-                    let t = Instant::now();
-                    let n = used(&upper);
-                    tick = (t.elapsed() * 20).clamp(Duration::from_millis(200), Duration::from_secs(5));
-                    (n > limit).then_some(Stopped::Disk { limit, used: n })
-                } else {
-                    None
-                };
-                oom = oom.max(oom_kills(&cgroup));
-                if let Some(stop) = stop {
-                    kill(&runc, &state, &id);
-                    return (Some(stop), oom > 0);
-                }
-                let left = limits.time.saturating_sub(started.elapsed());
-                match done_rx.recv_timeout(tick.min(left.max(Duration::from_millis(10)))) {
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                    // Ended: a last look, as the cgroup may still hold its count.
-                    _ => return (None, oom.max(oom_kills(&cgroup)) > 0),
-                }
-            }
-        })
+        let container = Container { runc: runc.to_path_buf(), state: state.clone(), id: id.clone(), cgroup };
+        let (upper, limits) = (c.upper.to_path_buf(), *c.limits);
+        std::thread::spawn(move || watch(&container, &upper, limits, &done_rx))
     };
-    for l in rx {
+    for l in lines {
         line(&l);
     }
-    for r in readers {
-        let _ = r.join();
-    }
-    let status = child.wait().map_err(io("wait for", runc));
+    let status = child.wait().map_err(|source| SandboxError::Io { action: "wait for", path: runc.to_path_buf(), source });
     let _ = done_tx.send(());
     let (stopped, out_of_memory) = watchdog.join().unwrap_or((None, false));
     // runc removes a container that ran to its end; make sure of it.
@@ -483,6 +389,116 @@ pub fn run(runc: &Path, work: &Path, c: &Command1<'_>, line: &mut dyn FnMut(&str
     let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     let stopped = stopped.or_else(|| interrupted().then_some(Stopped::Interrupted));
     Ok(Ended { code, stopped, out_of_memory })
+}
+
+/// Write the bundle's `config.json` and start `runc run` on it, registered as live (so an
+/// interruption kills it) and dying with compose.
+fn spawn(runc: &Path, bundle: &Path, state: &Path, id: &str, config: &serde_json::Value) -> Result<std::process::Child, SandboxError> {
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SandboxError::Io { action, path, source }
+    };
+    std::fs::create_dir_all(bundle).map_err(io("create", bundle))?;
+    let config_path = bundle.join("config.json");
+    let bytes = serde_json::to_vec_pretty(config).unwrap_or_default();
+    std::fs::write(&config_path, bytes).map_err(io("write", &config_path))?;
+    let mut running = live();
+    if interrupted() {
+        return Err(SandboxError::Interrupted);
+    }
+    let mut cmd = Command::new(runc);
+    cmd.arg("--root").arg(state).args(["run", "--bundle"]).arg(bundle).arg(id);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // runc dies with compose (the next build kills what it ran, from its state).
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(io("run", runc))?;
+    running.push((runc.to_path_buf(), state.to_path_buf(), id.to_string()));
+    Ok(child)
+}
+
+/// The lines `child` prints on stdout and stderr, as they come, until both close.
+fn forward_output(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let pipes: Vec<Box<dyn Read + Send>> = [
+        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for p in pipes {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(p);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                // A line without an end is passed on every 64 KiB rather than held whole.
+                match (&mut r).take(64 * 1024).read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let s = String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string();
+                        if tx.send(s).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    rx
+}
+
+/// A running container: how to kill it, and its cgroup.
+struct Container {
+    runc: PathBuf,
+    state: PathBuf,
+    id: String,
+    cgroup: String,
+}
+
+/// Watch a running command until `done` says it ended: stop it at its time or disk limit, at the
+/// store's floor, or when the build is interrupted. Returns why it was stopped, and whether the
+/// kernel killed a process of it for want of memory.
+fn watch(c: &Container, upper: &Path, limits: Limits, done: &std::sync::mpsc::Receiver<()>) -> (Option<Stopped>, bool) {
+    let started = Instant::now();
+    let mut tick = Duration::from_millis(200);
+    let mut oom = 0;
+    loop {
+        let stop = if interrupted() {
+            Some(Stopped::Interrupted)
+        } else if started.elapsed() >= limits.time {
+            Some(Stopped::Time(limits.time))
+        } else if let Some(free) = below_floor(upper) {
+            Some(Stopped::StoreFull { free })
+        } else if let Some(limit) = limits.disk {
+            // A walk of the writes costs what they hold: look less often when it is long.
+            let t = Instant::now();
+            let n = used(upper);
+            tick = (t.elapsed() * 20).clamp(Duration::from_millis(200), Duration::from_secs(5));
+            (n > limit).then_some(Stopped::Disk { limit, used: n })
+        } else {
+            None
+        };
+        oom = oom.max(oom_kills(&c.cgroup));
+        if let Some(stop) = stop {
+            kill(&c.runc, &c.state, &c.id);
+            return (Some(stop), oom > 0);
+        }
+        let left = limits.time.saturating_sub(started.elapsed());
+        match done.recv_timeout(tick.min(left.max(Duration::from_millis(10)))) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            // Ended: a last look, as the cgroup may still hold its count.
+            _ => return (None, oom.max(oom_kills(&c.cgroup)) > 0),
+        }
+    }
 }
 
 /// Mount an overlay of `lower` (leftmost on top) with `upper` and `work` at `target`.
