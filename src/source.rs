@@ -277,7 +277,7 @@ fn compose_made(dir: &Path) -> Option<&'static str> {
     if fs::symlink_metadata(dir.join(".compose-lock")).is_ok_and(|m| m.is_file()) {
         return Some("a compose output directory");
     }
-    let keys = fs::read_dir(dir.join("keys")).into_iter().flatten().flatten();
+    let keys = fs::read_dir(crate::store::Layout::keys(dir)).into_iter().flatten().flatten();
     if keys.filter(|e| e.file_name().as_encoded_bytes().ends_with(b".secret")).any(|e| is_secret_key(&e.path())) {
         return Some("a compose store (it holds signing keys)");
     }

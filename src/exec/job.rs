@@ -215,7 +215,7 @@ impl Log {
     pub(super) fn keep(&mut self, store: &Store, drv: &Derivation) -> Option<PathBuf> {
         use std::io::Write;
         self.file.flush().ok()?;
-        let dir = store.dir().join("logs");
+        let dir = store.layout().logs();
         fs::create_dir_all(&dir).ok()?;
         let path = dir.join(format!("{}.log", drv.hash.hex()));
         fs::copy(self.tmp.path(), &path).ok()?;

@@ -24,7 +24,7 @@ use crate::tarcheck::{self, Checked, Kind, Rules, WalkError};
 
 /// Where an image's unpacked root filesystems are kept, by manifest digest.
 fn rootfs_cache(store: &Store) -> PathBuf {
-    store.dir().join("rootfs")
+    store.layout().rootfs()
 }
 
 /// An I/O failure on `path` as a build error: `what` ("cannot read") and the path.

@@ -8,7 +8,7 @@ use crate::clients::Clients;
 
 /// Where `compose cache keygen` puts secret keys, and where builds look for one to sign with.
 pub fn keys_dir(cache_dir: &Path) -> PathBuf {
-    cache_dir.join("keys")
+    crate::store::Layout::keys(cache_dir)
 }
 
 /// The remote cache of these options, with its trusted keys and signing key.

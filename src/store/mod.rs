@@ -1,10 +1,13 @@
 //! The local content-addressed store (default `cache/`).
 //!
-//! Owns the on-disk layout below, atomic writes, locking, `verify`, `gc` and `stats`:
+//! Owns the on-disk layout below (its folder names are spelled in [`Layout`] alone), atomic
+//! writes, locking, `verify`, `gc` and `stats`; kept chunks are the `chunks` submodule's, cleaning up after
+//! killed builds the `clean` one's:
 //!
 //! ```text
 //! cache/
 //! ├── README.md                      (describes this layout; not used by compose)
+//! ├── keys/<name>.secret             signing keys `compose cache keygen` writes (0600)
 //! └── v1/                            store format version; another version lives beside it; 0700: the
 //!     │                              store is its owner's alone (unpacked images hold setuid programs)
 //!     ├── lock                       shared-locked by every build, exclusively by `gc`
@@ -14,7 +17,7 @@
 //!     ├── locks/<drv-hex>            per-derivation build locks (two processes never build one twice)
 //!     ├── shared/<remote-id>/<drv-hex>  empty markers: this record is known to be in that remote cache
 //!     ├── names/<key>.json           per spec file: derivation name → the hash last built under it (`compose explain`)
-//!     ├── verified/<hex>             symlinks to `INODE-SIZE-MTIME-CTIME`: the identity blob <hex> had when last hashed
+//!     ├── verified/<hex>             symlinks to `DEV-INODE-SIZE-MTIME-CTIME` (times with nanoseconds): the identity blob <hex> had when last hashed
 //!     ├── exports/<key>.json         what compose last wrote at an output path, with each file's identity
 //!     ├── chunks/<key-hex>           kept compressed layer chunks: `BLOB-HEX OFFSET LEN BLAKE3-HEX [MEMO… SUM]`,
 //!     │                              where in a stored layer blob the chunk with that key (`layer::chunk_key`)
@@ -69,12 +72,19 @@ use crate::hash::{DrvHash, Sha256};
 pub use crate::record::{Output, Record, RECORD_VERSION};
 use crate::util::IoError;
 
+mod chunks;
+mod clean;
+mod layout;
+
+use chunks::{ChunkPointer, StoreChunks, MAX_CHUNK_BYTES};
+use clean::*;
+pub use clean::{remove_any, remove_step_cgroups, step_cgroup};
+pub use layout::{Layout, RUNC_STATE, STORE_VERSION, UNPACKING_PREFIX};
+
 fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StoreError + 'p {
     crate::util::io_err(action, path)
 }
 
-/// Store format version; the store lives in `<root>/v<STORE_VERSION>/`.
-pub const STORE_VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
@@ -98,14 +108,11 @@ pub enum StoreError {
 pub struct Store {
     root: PathBuf,
     dir: PathBuf,
+    layout: Layout,
     _lock: File,
     /// Leftovers of killed builds removed when the store was opened (alone on it).
     cleaned: u64,
 }
-
-/// The prefix of the directory an image is unpacked into (in `rootfs/`) before it is renamed to
-/// its manifest's digest: one found while no build runs is a killed build's leftover.
-pub const UNPACKING_PREFIX: &str = ".unpack-";
 
 /// Counts reported by `compose cache stats`.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -120,94 +127,6 @@ pub struct Stats {
 use crate::util::file_identity as identity;
 
 /// Open `p` for reading without following a symlink at its last component.
-/// Where a kept chunk's compressed bytes are: a range of a stored layer blob, and their blake3;
-/// and where the layer's digests went over it (its memo), when the line's own sum checks out.
-struct ChunkPointer {
-    blob: Sha256,
-    offset: u64,
-    len: u64,
-    check: [u8; 32],
-    memo: Option<crate::layer::ChunkMemo>,
-}
-
-/// Longest chunk pointer accepted: a chunk's compressed bytes are at most about its 1 MiB of
-/// input (incompressible data grows by a few bytes per block).
-const MAX_CHUNK_BYTES: u64 = 2 << 20;
-
-impl ChunkPointer {
-    /// `BLOB OFFSET LEN CHECK [TAR-BEFORE TAR-AFTER BLOB-BEFORE BLOB-AFTER SUM]`, SUM being the
-    /// first 16 bytes of blake3 over the key and the rest of the line: a memo is trusted only
-    /// whole (a wrong one would give a layer a wrong digest).
-    fn parse(key: &str, text: &str) -> Option<ChunkPointer> {
-        let f: Vec<&str> = text.trim_end().split(' ').collect();
-        if f.len() != 4 && f.len() != 9 {
-            return None;
-        }
-        let blob = Sha256::from_hex(f[0]).ok()?;
-        let offset = f[1].parse().ok()?;
-        let len = f[2].parse().ok()?;
-        let mut check = [0u8; 32];
-        hex::decode_to_slice(f[3], &mut check).ok()?;
-        let memo = (f.len() == 9 && f[8] == Self::sum(key, &f[..8].join(" "))).then(|| {
-            let s = |i: usize| crate::layer::ShaState::decode(f[i]);
-            Some(crate::layer::ChunkMemo { tar: (s(4)?, s(5)?), blob: (s(6)?, s(7)?) })
-        });
-        (len <= MAX_CHUNK_BYTES).then_some(ChunkPointer { blob, offset, len, check, memo: memo.flatten() })
-    }
-
-    fn sum(key: &str, fields: &str) -> String {
-        let mut h = blake3::Hasher::new();
-        h.update(key.as_bytes()).update(b" ").update(fields.as_bytes());
-        hex::encode(&h.finalize().as_bytes()[..16])
-    }
-
-    fn line(key: &str, blob: &Sha256, c: &crate::layer::ChunkRecord) -> String {
-        let mut fields = format!("{} {} {} {}", blob.hex(), c.offset, c.len, hex::encode(c.check));
-        if let Some(m) = &c.memo {
-            for s in [m.tar.0, m.tar.1, m.blob.0, m.blob.1] {
-                fields.push(' ');
-                fields.push_str(&s.encode());
-            }
-            let sum = Self::sum(key, &fields);
-            fields.push(' ');
-            fields.push_str(&sum);
-        }
-        fields.push('\n');
-        fields
-    }
-}
-
-/// The store's kept chunks as a [`crate::layer::ChunkCache`]: a chunk is read from the layer blob
-/// it was written into and handed out only when its bytes still hash to what was kept.
-struct StoreChunks {
-    dir: PathBuf,
-}
-
-impl crate::layer::ChunkCache for StoreChunks {
-    fn get(&self, key: &crate::layer::ChunkKey) -> Option<crate::layer::Kept> {
-        use std::os::unix::fs::FileExt;
-        let name = hex::encode(key);
-        let text = fs::read_to_string(self.dir.join("chunks").join(&name)).ok()?;
-        let p = ChunkPointer::parse(&name, &text)?;
-        let f = open_nofollow(&self.dir.join("blobs/sha256").join(p.blob.hex())).ok()?;
-        let mut bytes = vec![0u8; usize::try_from(p.len).ok()?];
-        f.read_exact_at(&mut bytes, p.offset).ok()?;
-        // The bytes are always checked: a blob's verified marker vouches for the blob it names
-        // (its bytes are its digest's), not for the range a pointer line says the chunk is at.
-        (*blake3::hash(&bytes).as_bytes() == p.check).then_some(crate::layer::Kept { bytes, memo: p.memo })
-    }
-}
-
-/// Where the verified marker of blob `d` of the store in `dir` (`ROOT/v1`) lives.
-fn marker_path_in(dir: &Path, d: &Sha256) -> PathBuf {
-    dir.join("verified").join(d.hex())
-}
-
-/// Blob `d` still has the identity it had when it was last hashed (see `verified/`).
-fn marker_matches_in(dir: &Path, d: &Sha256, meta: &fs::Metadata) -> bool {
-    fs::read_link(marker_path_in(dir, d)).is_ok_and(|t| t.as_os_str() == identity(meta).as_str())
-}
-
 fn open_nofollow(p: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(p)
@@ -238,41 +157,41 @@ pub struct GcReport {
 impl Store {
     /// Open (creating if needed) the store at `root`, taking a shared lock.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        let dir = root.join(format!("v{STORE_VERSION}"));
+        let layout = Layout::of_root(root);
+        let dir = layout.dir().to_path_buf();
         fs::create_dir_all(&dir).map_err(io_err("create store directory", &dir))?;
         private(root, &dir)?;
-        for sub in ["blobs/sha256", "records", "stat", "locks", "tmp", "verified", "chunks"] {
-            let p = dir.join(sub);
+        for p in layout.made_on_open() {
             fs::create_dir_all(&p).map_err(io_err("create store directory", &p))?;
         }
-        let lock_path = dir.join("lock");
+        let lock_path = layout.lock();
         let lock =
             File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err("open store lock", &lock_path))?;
         // Alone on the store (no build, no gc holds its lock): whatever `tmp/` holds was left by
         // builds that were killed; remove it, then share the store as every build does.
         let mut cleaned = 0;
         if lock.try_lock().is_ok() {
-            cleaned = clean_dir(&dir.join("tmp")) + clean_unpacking(&dir.join("rootfs"));
+            cleaned = clean_dir(&layout.tmp()) + clean_unpacking(&layout.rootfs());
         }
         lock.lock_shared().map_err(io_err("lock", &lock_path))?;
-        Ok(Store { root: root.to_path_buf(), dir, _lock: lock, cleaned })
+        Ok(Store { root: root.to_path_buf(), dir, layout, _lock: lock, cleaned })
     }
 
     /// Does `dir` hold a store (the `v1/lock` every store has from when it was first opened)?
     pub fn is_store_root(dir: &Path) -> bool {
-        fs::symlink_metadata(dir.join(format!("v{STORE_VERSION}")).join("lock")).is_ok_and(|m| m.is_file())
+        fs::symlink_metadata(Layout::of_root(dir).lock()).is_ok_and(|m| m.is_file())
     }
 
     /// The compressed layer chunks this store keeps, for [`crate::layer::LayerWriter::with`].
     pub fn chunk_cache(&self) -> std::sync::Arc<dyn crate::layer::ChunkCache> {
-        std::sync::Arc::new(StoreChunks { dir: self.dir.clone() })
+        std::sync::Arc::new(StoreChunks { layout: self.layout.clone() })
     }
 
     /// Keeps the chunks of stored layer blob `blob` with where its digests went over them,
     /// except those the store keeps as they are already (reused, with the same memo). Best
     /// effort: a chunk not kept is compressed (and hashed) again next time.
     pub fn keep_chunks(&self, blob: &Sha256, chunks: &[crate::layer::ChunkRecord]) {
-        let dir = self.dir.join("chunks");
+        let dir = self.layout.chunks();
         for c in chunks.iter().filter(|c| c.len <= MAX_CHUNK_BYTES) {
             let held = c.reused && c.memo_held;
             // Under its key, and under its key by content (found before its files are read).
@@ -287,6 +206,11 @@ impl Store {
         }
     }
 
+    /// Where each of the store's folders is.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     /// The versioned directory (`ROOT/v1`) everything of this store lives in.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -297,12 +221,12 @@ impl Store {
     }
 
     pub fn blob_path(&self, d: &Sha256) -> PathBuf {
-        self.dir.join("blobs/sha256").join(d.hex())
+        self.layout.blob(d)
     }
 
     /// Where blob `d` lives in the store at `root` (which need not be open).
     pub fn blob_path_in(root: &Path, d: &Sha256) -> PathBuf {
-        root.join(format!("v{STORE_VERSION}")).join("blobs/sha256").join(d.hex())
+        Layout::of_root(root).blob(d)
     }
 
     /// Drop derivation `d`'s record (its blobs stay, for gc): the next build makes it again.
@@ -311,13 +235,12 @@ impl Store {
     }
 
     fn record_path(&self, d: &DrvHash) -> PathBuf {
-        let h = d.hex();
-        self.dir.join("records").join(&h[..2]).join(format!("{h}.json"))
+        self.layout.record(d)
     }
 
     /// Where the stat cache `key` of the store at `root` lives (the store need not exist yet).
     pub fn stat_cache_path_in(root: &Path, key: &str) -> PathBuf {
-        root.join(format!("v{STORE_VERSION}")).join("stat").join(format!("{key}.bin"))
+        Layout::of_root(root).stat_cache(key)
     }
 
     /// Is blob `d` in the store, with the right content? A file hashed before and unchanged
@@ -358,11 +281,11 @@ impl Store {
 
     /// Was blob `d` hashed when its file looked as `meta` says?
     fn marker_matches(&self, d: &Sha256, meta: &fs::Metadata) -> bool {
-        marker_matches_in(&self.dir, d, meta)
+        fs::read_link(self.layout.marker(d)).is_ok_and(|t| t.as_os_str() == identity(meta).as_str())
     }
 
     fn marker_path(&self, d: &Sha256) -> PathBuf {
-        marker_path_in(&self.dir, d)
+        self.layout.marker(d)
     }
 
     /// Remember that blob `d` matched its digest when its file had identity `id`. Best effort:
@@ -370,7 +293,7 @@ impl Store {
     fn mark_verified(&self, d: &Sha256, id: &str) {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = self.dir.join("tmp").join(format!("v-{}-{n}", std::process::id()));
+        let tmp = self.layout.tmp().join(format!("v-{}-{n}", std::process::id()));
         if std::os::unix::fs::symlink(id, &tmp).is_ok() && fs::rename(&tmp, self.marker_path(d)).is_err() {
             let _ = fs::remove_file(&tmp);
         }
@@ -389,12 +312,12 @@ impl Store {
 
     /// The store's directory for temporary files (same filesystem as the blobs).
     pub fn tmp_dir(&self) -> PathBuf {
-        self.dir.join("tmp")
+        self.layout.tmp()
     }
 
     /// A new temporary file in the store's `tmp/` directory.
     pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
-        let tmp = self.dir.join("tmp");
+        let tmp = self.layout.tmp();
         tempfile::Builder::new().prefix("w-").tempfile_in(&tmp).map_err(io_err("create a temporary file in", &tmp))
     }
 
@@ -471,7 +394,7 @@ impl Store {
     }
 
     fn shared_marker(&self, remote: &str, drv: &DrvHash) -> PathBuf {
-        self.dir.join("shared").join(remote).join(drv.hex())
+        self.layout.shared().join(remote).join(drv.hex())
     }
 
     /// Is the record of `drv` known to be in remote cache `remote` (an id of the cache's URL)?
@@ -513,7 +436,7 @@ impl Store {
             return Ok(());
         }
         let p = self.names_path(key);
-        let dir = self.dir.join("names");
+        let dir = self.layout.names();
         if fs::symlink_metadata(&dir).is_ok_and(|m| !m.is_dir()) {
             remove_any(&dir);
         }
@@ -532,7 +455,7 @@ impl Store {
 
     /// Remember what was written at output path `dest`.
     pub fn set_export_state(&self, dest: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-        let dir = self.dir.join("exports");
+        let dir = self.layout.exports();
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         self.write_atomic(&self.export_path(dest), bytes)
     }
@@ -544,11 +467,11 @@ impl Store {
             _ => dest.to_path_buf(),
         };
         let key = blake3::hash(full.as_os_str().as_encoded_bytes()).to_hex();
-        self.dir.join("exports").join(format!("{}.json", &key[..32]))
+        self.layout.exports().join(format!("{}.json", &key[..32]))
     }
 
     fn names_path(&self, key: &str) -> PathBuf {
-        self.dir.join("names").join(format!("{}.json", &blake3::hash(key.as_bytes()).to_hex()[..32]))
+        self.layout.names().join(format!("{}.json", &blake3::hash(key.as_bytes()).to_hex()[..32]))
     }
 
     /// Write a small file atomically (temporary file + rename).
@@ -558,14 +481,14 @@ impl Store {
 
     /// Take the per-derivation build lock (blocks while another process builds `drv`).
     pub fn lock_derivation(&self, drv: &DrvHash) -> Result<File, StoreError> {
-        let p = self.dir.join("locks").join(drv.hex());
+        let p = self.layout.locks().join(drv.hex());
         let f = File::options().create(true).truncate(false).write(true).open(&p).map_err(io_err("open derivation lock", &p))?;
         f.lock().map_err(io_err("lock", &p))?;
         Ok(f)
     }
 
     fn list_blobs(&self) -> Result<Vec<(Sha256, PathBuf)>, StoreError> {
-        let dir = self.dir.join("blobs/sha256");
+        let dir = self.layout.blobs();
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
             let e = e.map_err(io_err("list", &dir))?;
@@ -579,7 +502,7 @@ impl Store {
     }
 
     fn list_records(&self) -> Result<Vec<PathBuf>, StoreError> {
-        let dir = self.dir.join("records");
+        let dir = self.layout.records();
         let mut out = Vec::new();
         for shard in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
             let shard = shard.map_err(io_err("list", &dir))?.path();
@@ -609,7 +532,7 @@ impl Store {
         }
         s.records = self.list_records()?.len() as u64;
         s.stat_caches = self.count_dir("stat");
-        s.temp_files = self.count_dir("tmp") + unpacking(&self.dir.join("rootfs")).len() as u64;
+        s.temp_files = self.count_dir("tmp") + unpacking(&self.layout.rootfs()).len() as u64;
         Ok(s)
     }
 
@@ -691,7 +614,7 @@ impl Store {
     /// written within `max_age`), and leftover temporary files. Waits for running builds to end:
     /// it upgrades this store's shared lock to an exclusive one.
     pub fn gc(&self, max_age: Duration) -> Result<GcReport, StoreError> {
-        let lock_path = self.dir.join("lock");
+        let lock_path = self.layout.lock();
         self._lock.lock().map_err(io_err("lock", &lock_path))?;
         let result = self.gc_locked(max_age);
         // Back to shared, as the rest of this store's life expects.
@@ -730,13 +653,13 @@ impl Store {
             report.bytes_freed += n;
         }
         // With what opening the store removed (`compose cache gc` opens it just before).
-        report.temp_removed += self.cleaned + clean_dir(&self.dir.join("tmp")) + clean_unpacking(&self.dir.join("rootfs"));
-        let locks = self.dir.join("locks");
+        report.temp_removed += self.cleaned + clean_dir(&self.layout.tmp()) + clean_unpacking(&self.layout.rootfs());
+        let locks = self.layout.locks();
         for e in fs::read_dir(&locks).map_err(io_err("list", &locks))?.flatten() {
             let _ = fs::remove_file(e.path());
         }
         // Chunks kept in blobs that are gone.
-        if let Ok(rd) = fs::read_dir(self.dir.join("chunks")) {
+        if let Ok(rd) = fs::read_dir(self.layout.chunks()) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let blob = fs::read_to_string(e.path()).ok().and_then(|t| ChunkPointer::parse(&name, &t)).map(|p| p.blob);
@@ -759,22 +682,22 @@ impl Store {
         }
         // Images unpacked for build steps are a cache of blobs the store holds: made again when
         // a step needs them. Logs of failed steps go when old.
-        remove_any(&self.dir.join("rootfs"));
-        if let Ok(rd) = fs::read_dir(self.dir.join("logs")) {
+        remove_any(&self.layout.rootfs());
+        if let Ok(rd) = fs::read_dir(self.layout.logs()) {
             for e in rd.flatten() {
                 if is_old(&e.path()) {
                     let _ = fs::remove_file(e.path());
                 }
             }
         }
-        let stat = self.dir.join("stat");
+        let stat = self.layout.stat();
         for e in fs::read_dir(&stat).map_err(io_err("list", &stat))?.flatten() {
             if is_old(&e.path()) {
                 let _ = fs::remove_file(e.path());
             }
         }
         // Markers are hints; dropping them all only costs a question per record next time.
-        let _ = fs::remove_dir_all(self.dir.join("shared"));
+        let _ = fs::remove_dir_all(self.layout.shared());
         Ok(report)
     }
 }
@@ -800,168 +723,6 @@ fn private(root: &Path, dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Where, in a build step's work directory under `tmp/`, the sandbox keeps runc's state: the
-/// containers a killed build left running are found there and killed.
-pub const RUNC_STATE: &str = "runc-state";
-
-/// The cgroup (below each hierarchy's root) the sandbox runs container `id` in.
-pub fn step_cgroup(id: &str) -> String {
-    format!("/compose/{id}")
-}
-
-/// Remove container `id`'s cgroups where runc left them (it was killed before it could), waiting
-/// up to a second for its killed processes to leave them.
-pub fn remove_step_cgroups(id: &str) {
-    let rel = step_cgroup(id);
-    let mut dirs: Vec<PathBuf> = vec![PathBuf::from(format!("/sys/fs/cgroup{rel}"))];
-    for h in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-        dirs.push(h.path().join(rel.trim_start_matches('/')));
-    }
-    dirs.retain(|d| d.is_dir());
-    for _ in 0..20 {
-        dirs.retain(|d| fs::remove_dir(d).is_err() && d.is_dir());
-        if dirs.is_empty() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Kill every container whose runc state lies in a work directory under `dir` (a store's
-/// `tmp/`): what a killed compose left running. Only the process runc started is killed (its
-/// start time must match), and with it, as the init of its PID namespace, all of the step; its
-/// cgroups go too.
-fn reap_containers(dir: &Path) {
-    for work in fs::read_dir(dir).into_iter().flatten().flatten() {
-        for c in fs::read_dir(work.path().join(RUNC_STATE)).into_iter().flatten().flatten() {
-            let Ok(text) = fs::read_to_string(c.path().join("state.json")) else { continue };
-            let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-            let pid = doc.get("init_process_pid").and_then(|v| v.as_i64()).unwrap_or(0);
-            let start = doc.get("init_process_start").and_then(|v| v.as_u64());
-            // Field 22 of /proc/PID/stat, after the command's name in parentheses.
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let started = stat.rsplit_once(") ").and_then(|(_, rest)| rest.split(' ').nth(19)).and_then(|v| v.parse::<u64>().ok());
-            if pid > 1 && start.is_some() && started == start {
-                // SAFETY: kill takes no pointers; the pid is the container's init, checked by its start time.
-                unsafe {
-                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
-                }
-            }
-            if let Some(id) = c.file_name().to_str() {
-                remove_step_cgroups(id);
-            }
-        }
-    }
-}
-
-/// Remove everything in `dir` (a store's `tmp/`): files, build steps' work directories (their
-/// containers killed and their overlay mounts detached first, left by a killed build) and
-/// directories made read-only by what ran in them. Returns how many entries went.
-fn clean_dir(dir: &Path) -> u64 {
-    let entries: Vec<fs::DirEntry> = fs::read_dir(dir).into_iter().flatten().flatten().collect();
-    if entries.is_empty() {
-        // The usual case, on every build's start: no mount table to read.
-        return 0;
-    }
-    reap_containers(dir);
-    unmount_below(dir);
-    let mut n = 0;
-    for e in entries {
-        let p = e.path();
-        if fs::remove_file(&p).is_ok() {
-            n += 1;
-        } else {
-            make_writable(&p);
-            if fs::remove_dir_all(&p).is_ok() {
-                n += 1;
-            }
-        }
-    }
-    n
-}
-
-/// The directories of images being unpacked in `rootfs` (see [`UNPACKING_PREFIX`]).
-fn unpacking(rootfs: &Path) -> Vec<PathBuf> {
-    let rd = fs::read_dir(rootfs).into_iter().flatten().flatten();
-    rd.filter(|e| e.file_name().as_encoded_bytes().starts_with(UNPACKING_PREFIX.as_bytes())).map(|e| e.path()).collect()
-}
-
-/// Remove the half-unpacked images a killed build left in `rootfs` (alone on the store: nobody
-/// is unpacking). Returns how many went.
-fn clean_unpacking(rootfs: &Path) -> u64 {
-    unpacking(rootfs).iter().filter(|p| remove_any(p)).count() as u64
-}
-
-/// Remove whatever is at `p`: a file, a symlink, or a directory tree (made writable first, as
-/// what was unpacked or run in it may have left it read-only). True if it went.
-pub fn remove_any(p: &Path) -> bool {
-    match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => {
-            make_writable(p);
-            fs::remove_dir_all(p).is_ok()
-        }
-        Ok(_) => fs::remove_file(p).is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// Detach every mount below `dir` (deepest first).
-fn unmount_below(dir: &Path) {
-    let Ok(dir) = dir.canonicalize() else { return };
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return };
-    let mut points: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape_mountinfo(m)))
-        .filter(|m| m.starts_with(&dir) && *m != dir)
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for p in points {
-        if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) {
-            // SAFETY: a valid NUL-terminated path; umount2 only reads it.
-            unsafe {
-                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
-            }
-        }
-    }
-}
-
-/// `/proc/self/mountinfo` writes space, tab, newline and backslash in paths as `\ooo`.
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Give the owner write (and search) permission on every directory below `p`, so that it can
-/// be removed by a user other than root.
-fn make_writable(p: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(m) = fs::symlink_metadata(p) else { return };
-    if !m.is_dir() {
-        return;
-    }
-    let _ = fs::set_permissions(p, fs::Permissions::from_mode(m.permissions().mode() | 0o700));
-    for e in fs::read_dir(p).into_iter().flatten().flatten() {
-        make_writable(&e.path());
-    }
-}
-
-fn set_readonly(p: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(p, fs::Permissions::from_mode(0o444)).map_err(io_err("set permissions of", p))
-}
-
 /// Read a whole small file; `None` if it does not exist.
 pub fn read_optional(p: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     match File::open(p) {
@@ -982,110 +743,4 @@ pub fn buffered(tmp: &tempfile::NamedTempFile) -> Result<BufWriter<File>, StoreE
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_round_trip_and_missing_blob_is_a_miss() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let d = store.put_bytes(b"hello").unwrap();
-        let drv = DrvHash([7; 32]);
-        let mut outputs = BTreeMap::new();
-        outputs.insert("blob".to_string(), Output { digest: d, size: 5, media_type: "x".into(), diff_id: None });
-        let rec = Record { version: RECORD_VERSION, drv, kind: "t".into(), outputs, inputs: BTreeMap::new() };
-        store.put_record(&rec).unwrap();
-        assert_eq!(store.lookup(&drv).unwrap(), Some(rec));
-        assert!(store.verify(false, &|_, _| None).unwrap().damage.is_empty());
-        let p = store.blob_path(&d);
-        fs::remove_file(&p).unwrap();
-        assert_eq!(store.lookup(&drv).unwrap(), None);
-        let report = store.verify(true, &|_, _| None).unwrap();
-        assert_eq!(report.damage.len(), 1, "{:?}", report.damage);
-    }
-
-    /// Defect 4g: a chunk pointer whose range did not hash to its recorded blake3 was used when
-    /// the blob's verified marker matched. The marker vouches for the blob, not for the range.
-    #[test]
-    fn a_chunk_pointer_is_used_only_when_its_range_hashes_to_its_check() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let data: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
-        let blob = store.put_bytes(&data).unwrap();
-        let p = store.blob_path(&blob);
-        assert!(marker_matches_in(store.dir(), &blob, &fs::symlink_metadata(&p).unwrap()), "the blob is verified");
-        let state = crate::layer::ShaState::default();
-        let chunk = |offset: u64, check: [u8; 32]| crate::layer::ChunkRecord {
-            key: [9; 32],
-            offset,
-            len: 100,
-            check,
-            reused: false,
-            memo: Some(crate::layer::ChunkMemo { tar: (state, state), blob: (state, state) }),
-            memo_held: false,
-            alias: None,
-        };
-        let right = *blake3::hash(&data[100..200]).as_bytes();
-        store.keep_chunks(&blob, &[chunk(100, right)]);
-        let cache = store.chunk_cache();
-        assert_eq!(cache.get(&[9; 32]).map(|k| k.bytes), Some(data[100..200].to_vec()));
-        // A whole line (its sum checks out) naming another range: never used.
-        store.keep_chunks(&blob, &[chunk(101, right)]);
-        assert_eq!(cache.get(&[9; 32]), None);
-    }
-
-    #[test]
-    fn verify_detects_corrupt_blob() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let d = store.put_bytes(b"hello").unwrap();
-        let p = store.blob_path(&d);
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
-        fs::write(&p, b"jello").unwrap();
-        let report = store.verify(true, &|_, _| None).unwrap();
-        assert_eq!(report.damage.len(), 1);
-        assert!(!p.exists());
-    }
-
-    fn age(p: &Path, days: u64) {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(p).unwrap().permissions().mode();
-        fs::set_permissions(p, fs::Permissions::from_mode(0o644)).unwrap();
-        let old = SystemTime::now() - Duration::from_secs(86_400 * days);
-        File::options().write(true).open(p).unwrap().set_modified(old).unwrap();
-        fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
-    }
-
-    #[test]
-    fn gc_keeps_what_recent_records_name_and_removes_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let orphan = store.put_bytes(b"orphan").unwrap();
-        let fresh_orphan = store.put_bytes(b"fresh orphan").unwrap();
-        let kept = store.put_bytes(b"kept").unwrap();
-        let stale = store.put_bytes(b"stale").unwrap();
-        let record = |drv: DrvHash, d: Sha256, n: u64| {
-            let mut outputs = BTreeMap::new();
-            outputs.insert("o".to_string(), Output { digest: d, size: n, media_type: "x".into(), diff_id: None });
-            Record { version: RECORD_VERSION, drv, kind: "t".into(), outputs, inputs: BTreeMap::new() }
-        };
-        store.put_record(&record(DrvHash([1; 32]), kept, 4)).unwrap();
-        store.put_record(&record(DrvHash([2; 32]), stale, 5)).unwrap();
-        for d in [orphan, kept, stale] {
-            age(&store.blob_path(&d), 30);
-        }
-        age(&store.record_path(&DrvHash([2; 32])), 30);
-        store.temp_file().unwrap().keep().unwrap();
-        let r = store.gc(Duration::from_secs(86_400 * 7)).unwrap();
-        assert_eq!((r.records_removed, r.records_kept), (1, 1));
-        assert_eq!((r.blobs_removed, r.blobs_kept), (2, 2), "{r:?}");
-        assert_eq!(r.temp_removed, 1);
-        assert!(store.has_blob(&kept) && store.has_blob(&fresh_orphan));
-        assert!(!store.has_blob(&orphan) && !store.has_blob(&stale));
-        assert!(store.lookup(&DrvHash([1; 32])).unwrap().is_some());
-        assert!(store.lookup(&DrvHash([2; 32])).unwrap().is_none());
-        // The store is still usable (shared lock back) after gc.
-        store.put_bytes(b"after").unwrap();
-    }
-}
+mod tests;
