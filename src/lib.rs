@@ -25,7 +25,7 @@
 //! | 4 | [`registry`] | OCI distribution: pull, push, auth, reference parsing |
 //! | 4 | [`source`] | fingerprints of local files (stat cache) |
 //! | 4 | [`sbom`] | SPDX documents and DEP-5 licence names |
-//! | 5 | [`apt`] | Debian archives: InRelease, indexes, resolver, `.deb` installs |
+//! | 5 | [`debian`] | Debian archives: InRelease, indexes, resolver, `.deb` installs |
 //! | 5 | [`clients`] | the network clients of one command, made once from flags and environment |
 //! | 6 | [`base`] | base images (layouts, archives, registries), their layers and files |
 //! | 6 | [`resolution`] | a spec's packages → pinned lockfile entries |
@@ -47,7 +47,7 @@
 //! - layers: `layer::LAYER_FORMAT_ID` and `layer::ZSTD_LAYER_FORMAT_ID` name the tar rules, the
 //!   chunking and the compressor, and one of them is part of every layer's derivation hash.
 
-pub mod apt;
+pub mod debian;
 pub mod base;
 pub mod exec;
 pub mod clients;

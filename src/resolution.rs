@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::apt::repo::{self, RepoError, RepoSource};
-use crate::apt::resolve::{self, Request, ResolveError, ResolveOptions, Universe};
-use crate::apt::sources::{self, Mirror, SourcesError};
-use crate::apt::{debian_arch, types::Package};
+use crate::debian::repo::{self, RepoError, RepoSource};
+use crate::debian::resolve::{self, Request, ResolveError, ResolveOptions, Universe};
+use crate::debian::sources::{self, Mirror, SourcesError};
+use crate::debian::{debian_arch, types::Package};
 use crate::http::HttpError;
 use crate::lock::{requests_of, ImageLock, PackageLock, PlatformLock, RepositoryLock};
 use crate::spec::{ImageSpec, Platform, SpecDiagnostic, SpecFile};
@@ -132,7 +132,7 @@ pub fn resolve_image(
             }
         }
         let options = ResolveOptions { add_essential: image.variant != crate::spec::Variant::Custom };
-        let base: Vec<(String, crate::apt::types::Version, String)> = installed
+        let base: Vec<(String, crate::debian::types::Version, String)> = installed
             .get(&platform.to_string())
             .map(|l| l.iter().filter_map(|(n, v, a)| v.parse().ok().map(|v| (n.clone(), v, a.clone()))).collect())
             .unwrap_or_default();

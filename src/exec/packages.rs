@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use petgraph::graph::NodeIndex;
 
-use crate::apt::deb::{self, DebError, InstallOptions};
+use crate::debian::deb::{self, DebError, InstallOptions};
 use crate::clients::Clients;
 use crate::hash::Sha256;
 use crate::http::{HttpError, Sink};
@@ -331,7 +331,7 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
     paragraphs.sort();
     // update-alternatives, as the packages' postinst would call it: every registration, in
     // package order, kept where its paths exist in the image.
-    let mut registrations: Vec<crate::apt::alternatives::Registration> = Vec::new();
+    let mut registrations: Vec<crate::debian::alternatives::Registration> = Vec::new();
     let mut installed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut ordered: Vec<(String, NodeIndex)> = Vec::new();
     for &n in &m.statuses {
@@ -359,7 +359,7 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
         }
     }
     let exists = |p: &str| installed.contains(p) || plan::merged_usr_path(p).is_some_and(|q| installed.contains(&q));
-    let alternatives = crate::apt::alternatives::resolve(&registrations, &exists);
+    let alternatives = crate::debian::alternatives::resolve(&registrations, &exists);
     let mut status = String::new();
     if let Some(base) = &m.base_status {
         for p in base.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {

@@ -23,7 +23,7 @@ const LEVELS: &[(&str, u32)] = &[
     ("registry", 4),
     ("source", 4),
     ("sbom", 4),
-    ("apt", 5),
+    ("debian", 5),
     ("clients", 5),
     ("base", 6),
     ("resolution", 6),
