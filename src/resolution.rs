@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::debian::repo::{self, RepoError, RepoSource};
+use crate::debian::repository::sources::{self, Mirror, SourcesError};
+use crate::debian::repository::{self, RepoError, RepoSource};
 use crate::debian::resolve::{self, Request, ResolveError, ResolveOptions, Universe};
-use crate::debian::sources::{self, Mirror, SourcesError};
 use crate::debian::{debian_arch, types::Package};
 use crate::http::HttpError;
 use crate::lock::{requests_of, ImageLock, PackageLock, PlatformLock, RepositoryLock};
@@ -109,7 +109,7 @@ pub fn resolve_image(
             let mirror = mirrors.mirror(&r.name, &r.suite)?;
             let src =
                 RepoSource { name: &r.name, suite: &r.suite, components: &r.components, keyring: &keyrings[i], mirror: &mirror, index: i };
-            let l = repo::load(store, http, &src, arch, now).map_err(|e| ResolutionError::Repo(Box::new(e)))?;
+            let l = repository::load(store, http, &src, arch, now).map_err(|e| ResolutionError::Repo(Box::new(e)))?;
             all.extend(l.packages.iter().cloned());
             loaded.push(l);
         }

@@ -6,11 +6,8 @@
 pub mod alternatives;
 pub mod certs;
 pub mod deb;
-pub mod index;
-pub mod release;
-pub mod repo;
+pub mod repository;
 pub mod resolve;
-pub mod sources;
 pub mod types;
 
 /// Map an OCI platform architecture (and variant) to Debian's architecture name.

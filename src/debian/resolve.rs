@@ -215,7 +215,7 @@ fn rel_err(relation: &str, reason: impl Into<String>) -> RelationError {
 
 /// Parses a `Depends:`-style field: `a (>= 1) | b, c:any` (the index parser's grammar).
 pub fn parse_relations(s: &str) -> Result<DepList, RelationError> {
-    super::index::parse_relations(s).map_err(|e| rel_err(s, e.to_string()))
+    super::repository::index::parse_relations(s).map_err(|e| rel_err(s, e.to_string()))
 }
 
 /// Parses a `Conflicts:`/`Breaks:`-style field: a comma-separated list without alternatives.
