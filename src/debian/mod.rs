@@ -1,11 +1,17 @@
-//! Debian repositories (an edge client): where to fetch from ([`sources`]), InRelease
-//! verification and Release parsing ([`release`]), `Packages` indexes ([`index`]), the resolver
-//! ([`resolve`]), reading `.deb`s into layers ([`deb`]), and loading a repository for one
-//! architecture with its indexes cached in the store by sha256 ([`repo`]).
+//! The Debian ecosystem (an edge client), by job:
+//!
+//! - [`repository`]: the repository client: where to fetch from, the keyring and `InRelease`
+//!   verification, the `Release` file, the `Packages` indexes, and loading a repository for one
+//!   architecture with its indexes cached in the store by sha256;
+//! - [`resolve`]: the resolver, from requested names to the closed set of packages to install;
+//! - [`install`]: reading `.deb`s and installing each as one layer with its dpkg database entries;
+//! - the effects of maintainer scripts compose reproduces without running them, one file each:
+//!   [`alternatives`] (`update-alternatives`) and [`certs`] (the CA trust stores);
+//! - [`types`]: the package model they share; and, here, [`debian_arch`].
 
 pub mod alternatives;
 pub mod certs;
-pub mod deb;
+pub mod install;
 pub mod repository;
 pub mod resolve;
 pub mod types;

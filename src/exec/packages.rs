@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use petgraph::graph::NodeIndex;
 
-use crate::debian::deb::{self, DebError, InstallOptions};
+use crate::debian::install::{self, DebError, InstallOptions};
 use crate::clients::Clients;
 use crate::hash::Sha256;
 use crate::http::{HttpError, Sink};
@@ -146,7 +146,7 @@ pub fn deb_layer(plan: &Plan, d: &DebLayerDrv, deps: &HashMap<NodeIndex, Record>
     let spill = store.tmp_dir();
     let writer = LayerWriter::with(sink, d.compression, Some(store.chunk_cache()));
     let (mut sink, installed) =
-        deb::install_layer(&deb, &opts, writer, &spill).map_err(|source| PackageError::Install { package: d.package.clone(), source })?;
+        install::install_layer(&deb, &opts, writer, &spill).map_err(|source| PackageError::Install { package: d.package.clone(), source })?;
     sink.flush().map_err(|source| BuildError::Write { name: d.package.clone(), source })?;
     drop(sink);
     let digest = Sha256(installed.digests.digest);
@@ -176,7 +176,7 @@ pub fn deb_layer(plan: &Plan, d: &DebLayerDrv, deps: &HashMap<NodeIndex, Record>
     Ok(DebOutputs { layer, files: put_files(store, &files)?, licences: lic, status, facts })
 }
 
-/// Media type of what compose learnt from a package's scripts (JSON [`deb::ScriptFacts`]).
+/// Media type of what compose learnt from a package's scripts (JSON [`install::ScriptFacts`]).
 pub const FACTS_MEDIA_TYPE: &str = "application/vnd.compose.script-facts.v1+json";
 
 /// What a package's layer derivation yields.
@@ -307,7 +307,7 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
     let mut masters = None;
     if let Some(n) = m.base_passwd {
         let deb = deb_of(n)?;
-        let files = deb::read_files(&deb, &|p: &str| p.starts_with("/usr/share/base-passwd/") && p.ends_with(".master"))
+        let files = install::read_files(&deb, &|p: &str| p.starts_with("/usr/share/base-passwd/") && p.ends_with(".master"))
             .map_err(|source| PackageError::Install { package: "base-passwd".into(), source })?;
         let get = |name: &str| files.iter().find(|(p, _)| p.ends_with(name)).map(|(_, b)| String::from_utf8_lossy(b).into_owned());
         if let (Some(p), Some(g)) = (get("/passwd.master"), get("/group.master")) {
@@ -317,7 +317,7 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
     let mut certificates = Vec::new();
     if let Some(n) = m.ca_certificates {
         let deb = deb_of(n)?;
-        certificates = deb::read_files(&deb, &|p: &str| p.starts_with("/usr/share/ca-certificates/") && p.ends_with(".crt"))
+        certificates = install::read_files(&deb, &|p: &str| p.starts_with("/usr/share/ca-certificates/") && p.ends_with(".crt"))
             .map_err(|source| PackageError::Install { package: "ca-certificates".into(), source })?;
     }
     // dpkg's status file: every package's paragraph, by name (an external base's own first).
@@ -347,7 +347,7 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
     for (_, n) in &ordered {
         let Some(rec) = deps.get(n) else { continue };
         let bytes = store.read_blob(&output(rec, "facts")?.digest)?;
-        let facts: deb::ScriptFacts = serde_json::from_slice(&bytes).map_err(|e| PackageError::Files(e.to_string()))?;
+        let facts: install::ScriptFacts = serde_json::from_slice(&bytes).map_err(|e| PackageError::Files(e.to_string()))?;
         registrations.extend(facts.alternatives);
         for (trigger, noawait) in facts.interests {
             let who = if noawait { format!("{}/noawait", facts.db_name) } else { facts.db_name.clone() };
