@@ -1,5 +1,5 @@
 //! Resolution: turning an image's repositories and package requests into lockfile pins, per
-//! platform, with the Debian client in [`crate::apt`].
+//! platform, with the Debian client in [`crate::debian`].
 //!
 //! Owns the choice of mirror and keyring for each repository (the spec's `keyring`, resolved
 //! against the spec directory; the mirror from `--mirror`, `COMPOSE_MIRROR_<NAME>` or the host's

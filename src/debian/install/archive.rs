@@ -241,7 +241,7 @@ fn collect_files(deb: &Path, want: &dyn Fn(&str) -> bool) -> Result<Collected, D
 
 /// Reads the regular files (hardlinks resolved) of a `.deb`'s data whose normalized image path
 /// (`/usr/share/base-passwd/passwd.master`, as in the package: no merged-/usr rewrite) `want`
-/// accepts, as (path, bytes) sorted by path. Names are checked as by [`install_layer`]; a path
+/// accepts, as (path, bytes) sorted by path. Names are checked as by [`super::install_layer`]; a path
 /// listed twice yields its last contents.
 pub fn read_files(deb: &Path, want: &dyn Fn(&str) -> bool) -> Result<Vec<(String, Vec<u8>)>, DebError> {
     let (mut found, links) = collect_files(deb, want)?;
