@@ -27,7 +27,7 @@
 //! | 5 | [`store`] | the content-addressed store (`cache/v1/…`, drawn in its module doc) |
 //! | 6 | [`trust`] | the deep check of a stored record's blobs (`compose cache verify`): `diff_id`s, the rules of trees compose wrote, manifests and indexes |
 //! | 6 | [`source`] | fingerprints of local files (stat cache) |
-//! | 6 | [`apt`] | Debian archives: InRelease, indexes, resolver, `.deb` installs |
+//! | 6 | [`debian`] | the Debian ecosystem: repositories (sources, InRelease, indexes), the resolver, the installer (`.deb`s into layers) and the maintainer scripts' effects (alternatives, certificates) |
 //! | 6 | [`clients`] | the network clients of one command, made once from flags and environment |
 //! | 7 | [`base`] | base images (layouts, archives, registries), their layers and files |
 //! | 7 | [`resolution`] | a spec's packages → pinned lockfile entries |
@@ -49,9 +49,9 @@
 //! - layers: `layer::LAYER_FORMAT_ID` and `layer::ZSTD_LAYER_FORMAT_ID` name the tar rules, the
 //!   chunking and the compressor, and one of them is part of every layer's derivation hash.
 
-pub mod apt;
 pub mod base;
 pub mod clients;
+pub mod debian;
 pub mod exec;
 pub mod hash;
 pub mod http;

@@ -82,7 +82,7 @@ struct SpecArgs {
 }
 
 fn parse_mirror(s: &str) -> Result<(String, String), String> {
-    compose::apt::sources::parse_mirror_flag(s).map_err(|e| e.to_string())
+    compose::debian::repository::sources::parse_mirror_flag(s).map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -1,5 +1,5 @@
 //! Resolution: turning an image's repositories and package requests into lockfile pins, per
-//! platform, with the Debian client in [`crate::apt`].
+//! platform, with the Debian client in [`crate::debian`].
 //!
 //! Owns the choice of mirror and keyring for each repository (the spec's `keyring`, resolved
 //! against the spec directory; the mirror from `--mirror`, `COMPOSE_MIRROR_<NAME>` or the host's
@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::apt::repo::{self, RepoError, RepoSource};
-use crate::apt::resolve::{self, Request, ResolveError, ResolveOptions, Universe};
-use crate::apt::sources::{self, Mirror, SourcesError};
-use crate::apt::{debian_arch, types::Package};
+use crate::debian::repository::sources::{self, Mirror, SourcesError};
+use crate::debian::repository::{self, RepoError, RepoSource};
+use crate::debian::resolve::{self, Request, ResolveError, ResolveOptions, Universe};
+use crate::debian::{debian_arch, types::Package};
 use crate::http::HttpError;
 use crate::lock::{requests_of, ImageLock, PackageLock, PlatformLock, RepositoryLock};
 use crate::spec::{ImageSpec, Platform, SpecDiagnostic, SpecFile};
@@ -109,7 +109,7 @@ pub fn resolve_image(
             let mirror = mirrors.mirror(&r.name, &r.suite)?;
             let src =
                 RepoSource { name: &r.name, suite: &r.suite, components: &r.components, keyring: &keyrings[i], mirror: &mirror, index: i };
-            let l = repo::load(store, http, &src, arch, now).map_err(|e| ResolutionError::Repo(Box::new(e)))?;
+            let l = repository::load(store, http, &src, arch, now).map_err(|e| ResolutionError::Repo(Box::new(e)))?;
             all.extend(l.packages.iter().cloned());
             loaded.push(l);
         }
@@ -132,7 +132,7 @@ pub fn resolve_image(
             }
         }
         let options = ResolveOptions { add_essential: image.variant != crate::spec::Variant::Custom };
-        let base: Vec<(String, crate::apt::types::Version, String)> = installed
+        let base: Vec<(String, crate::debian::types::Version, String)> = installed
             .get(&platform.to_string())
             .map(|l| l.iter().filter_map(|(n, v, a)| v.parse().ok().map(|v| (n.clone(), v, a.clone()))).collect())
             .unwrap_or_default();

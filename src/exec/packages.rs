@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use petgraph::graph::NodeIndex;
 
-use crate::apt::deb::{self, DebError, InstallOptions};
 use crate::clients::Clients;
+use crate::debian::install::{self, DebError, InstallOptions};
 use crate::hash::Sha256;
 use crate::http::{HttpError, Sink};
 use crate::layer::{self, LayerWriter};
@@ -142,8 +142,8 @@ pub fn deb_layer(plan: &Plan, d: &DebLayerDrv, deps: &HashMap<NodeIndex, Record>
     let opts = InstallOptions { epoch: d.epoch, merged_usr: d.merged_usr, emulate: d.emulate, keep: vec![copyright.clone()] };
     let spill = store.tmp_dir();
     let writer = LayerWriter::with(sink, d.compression, Some(store.chunk_cache()));
-    let (mut sink, installed) =
-        deb::install_layer(&deb, &opts, writer, &spill).map_err(|source| PackageError::Install { package: d.package.clone(), source })?;
+    let (mut sink, installed) = install::install_layer(&deb, &opts, writer, &spill)
+        .map_err(|source| PackageError::Install { package: d.package.clone(), source })?;
     sink.flush().map_err(|source| BuildError::Write { name: d.package.clone(), source })?;
     drop(sink);
     let digest = Sha256(installed.digests.digest);
@@ -301,7 +301,7 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
     let mut masters = None;
     if let Some(n) = m.base_passwd {
         let deb = deb_of(n)?;
-        let files = deb::read_files(&deb, &|p: &str| p.starts_with("/usr/share/base-passwd/") && p.ends_with(".master"))
+        let files = install::read_files(&deb, &|p: &str| p.starts_with("/usr/share/base-passwd/") && p.ends_with(".master"))
             .map_err(|source| PackageError::Install { package: "base-passwd".into(), source })?;
         let get = |name: &str| files.iter().find(|(p, _)| p.ends_with(name)).map(|(_, b)| String::from_utf8_lossy(b).into_owned());
         if let (Some(p), Some(g)) = (get("/passwd.master"), get("/group.master")) {
@@ -311,7 +311,7 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
     let mut certificates = Vec::new();
     if let Some(n) = m.ca_certificates {
         let deb = deb_of(n)?;
-        certificates = deb::read_files(&deb, &|p: &str| p.starts_with("/usr/share/ca-certificates/") && p.ends_with(".crt"))
+        certificates = install::read_files(&deb, &|p: &str| p.starts_with("/usr/share/ca-certificates/") && p.ends_with(".crt"))
             .map_err(|source| PackageError::Install { package: "ca-certificates".into(), source })?;
     }
     // dpkg's status file: every package's paragraph, by name (an external base's own first).
@@ -325,7 +325,7 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
     paragraphs.sort();
     // update-alternatives, as the packages' postinst would call it: every registration, in
     // package order, kept where its paths exist in the image.
-    let mut registrations: Vec<crate::apt::alternatives::Registration> = Vec::new();
+    let mut registrations: Vec<crate::debian::alternatives::Registration> = Vec::new();
     let mut installed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut ordered: Vec<(String, NodeIndex)> = Vec::new();
     for &n in &m.statuses {
@@ -341,7 +341,7 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
     for (_, n) in &ordered {
         let Some(rec) = deps.get(n) else { continue };
         let bytes = store.read_blob(&output(rec, "facts")?.digest)?;
-        let facts: deb::ScriptFacts = serde_json::from_slice(&bytes).map_err(|e| PackageError::Files(e.to_string()))?;
+        let facts: install::ScriptFacts = serde_json::from_slice(&bytes).map_err(|e| PackageError::Files(e.to_string()))?;
         registrations.extend(facts.alternatives);
         for (trigger, noawait) in facts.interests {
             let who = if noawait { format!("{}/noawait", facts.db_name) } else { facts.db_name.clone() };
@@ -353,7 +353,7 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
         }
     }
     let exists = |p: &str| installed.contains(p) || plan::merged_usr_path(p).is_some_and(|q| installed.contains(&q));
-    let alternatives = crate::apt::alternatives::resolve(&registrations, &exists);
+    let alternatives = crate::debian::alternatives::resolve(&registrations, &exists);
     let mut status = String::new();
     if let Some(base) = &m.base_status {
         for p in base.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {

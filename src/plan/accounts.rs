@@ -10,7 +10,7 @@ use miette::SourceSpan;
 
 use super::entries::LayerEntries;
 use super::{Content, EntryKind, PlannedEntry};
-use crate::apt::certs;
+use crate::debian::certs;
 use crate::hash::Encoder;
 use crate::spec::{Accounts, Owner};
 
@@ -48,7 +48,7 @@ pub struct MetaInputs<'a> {
     /// `/var/lib/dpkg/triggers/NAME` files: (name, content).
     pub triggers: Vec<(String, String)>,
     /// What update-alternatives would have set up (links and its database).
-    pub alternatives: Vec<crate::apt::alternatives::Alternative>,
+    pub alternatives: Vec<crate::debian::alternatives::Alternative>,
     /// Write Java's `cacerts` (ca-certificates-java is installed).
     pub java_cacerts: bool,
     /// The date of generated entries (the keystore's).

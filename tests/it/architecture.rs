@@ -25,7 +25,7 @@ const LEVELS: &[(&str, u32)] = &[
     ("store", 5),
     ("source", 6),
     ("trust", 6),
-    ("apt", 6),
+    ("debian", 6),
     ("clients", 6),
     ("base", 7),
     ("resolution", 7),

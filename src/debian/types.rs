@@ -1,5 +1,6 @@
 //! Shared types of the Debian side: packages as the `Packages` index describes them, and their
-//! relationships. Parsed by `index`, consumed by `resolve`, `deb` and the planner.
+//! relationships. Parsed by `repository::index`, consumed by `resolve` and by `crate::resolution`,
+//! which turns a resolution into lockfile entries.
 
 use std::fmt;
 

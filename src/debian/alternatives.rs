@@ -39,28 +39,154 @@ type Command = Vec<Word>;
 
 /// Split a script into simple commands (separators: newline, `;`, `&&`, `||`, `|`, `&`).
 fn commands(script: &str) -> Vec<Command> {
-    let mut out: Vec<Command> = Vec::new();
-    let mut cmd: Command = Vec::new();
-    let mut word: Word = Vec::new();
-    let mut lit = String::new();
-    let chars: Vec<char> = script.chars().collect();
+    let mut lexer = Lexer { chars: script.chars().collect(), out: Vec::new(), cmd: Vec::new(), word: Vec::new(), lit: String::new() };
     let mut i = 0;
-    let flush_lit = |lit: &mut String, word: &mut Word, quoted: bool| {
-        if !lit.is_empty() {
-            word.push(Part::Lit(std::mem::take(lit), quoted));
+    while i < lexer.chars.len() {
+        i = lexer.step(i);
+    }
+    lexer.end_word();
+    lexer.end_command();
+    lexer.out
+}
+
+/// The state of [`commands`]: the commands read so far, the command, word and unquoted literal
+/// being read.
+struct Lexer {
+    chars: Vec<char>,
+    out: Vec<Command>,
+    cmd: Command,
+    word: Word,
+    lit: String,
+}
+
+impl Lexer {
+    /// Reads what starts at `chars[i]`; returns the index after it.
+    fn step(&mut self, i: usize) -> usize {
+        let chars = &self.chars;
+        let c = chars[i];
+        match c {
+            '\\' if chars.get(i + 1) == Some(&'\n') => i + 2,
+            '\\' => {
+                if let Some(&n) = chars.get(i + 1) {
+                    self.lit.push(n);
+                }
+                i + 2
+            }
+            '#' if self.lit.is_empty() && self.word.is_empty() => {
+                let mut i = i;
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+                i
+            }
+            '\'' => {
+                let close = chars[i + 1..].iter().position(|&c| c == '\'').map_or(chars.len(), |p| i + 1 + p);
+                let quoted: String = chars[i + 1..close.min(chars.len())].iter().collect();
+                self.flush_lit();
+                self.word.push(Part::Lit(quoted, true));
+                close + 1
+            }
+            '"' => {
+                self.flush_lit();
+                self.double_quoted(i)
+            }
+            '`' => {
+                let close = self.backquote_end(i);
+                self.flush_lit();
+                self.word.push(Part::Unknown);
+                close + 1
+            }
+            '$' => {
+                self.flush_lit();
+                let (p, next) = self.dollar(i, false);
+                self.word.push(p);
+                next
+            }
+            ' ' | '\t' => {
+                self.end_word();
+                i + 1
+            }
+            '\n' | ';' | '&' | '|' => {
+                self.end_word();
+                self.end_command();
+                i + 1
+            }
+            _ => {
+                self.lit.push(c);
+                i + 1
+            }
         }
-    };
-    let end_word = |lit: &mut String, word: &mut Word, cmd: &mut Command| {
-        flush_lit(lit, word, false);
-        if !word.is_empty() {
-            cmd.push(std::mem::take(word));
+    }
+
+    fn flush_lit(&mut self) {
+        if !self.lit.is_empty() {
+            self.word.push(Part::Lit(std::mem::take(&mut self.lit), false));
         }
-    };
-    // `$name`, `${name…}`, `$(…)`, `$((…))` starting at chars[i] == '$'; returns the part and the
-    // index after it.
-    let dollar = |i: usize, quoted: bool| -> (Part, usize) {
-        let next = chars.get(i + 1).copied();
-        match next {
+    }
+
+    fn end_word(&mut self) {
+        self.flush_lit();
+        if !self.word.is_empty() {
+            self.cmd.push(std::mem::take(&mut self.word));
+        }
+    }
+
+    fn end_command(&mut self) {
+        if !self.cmd.is_empty() {
+            self.out.push(std::mem::take(&mut self.cmd));
+        }
+    }
+
+    /// The index of the backquote closing the one at `chars[i]` (the end when there is none).
+    fn backquote_end(&self, i: usize) -> usize {
+        self.chars[i + 1..].iter().position(|&c| c == '`').map_or(self.chars.len(), |p| i + 1 + p)
+    }
+
+    /// Reads the double-quoted string starting at `chars[i] == '"'` into the word; returns the
+    /// index after its closing quote.
+    fn double_quoted(&mut self, i: usize) -> usize {
+        // An empty "" is still a word.
+        self.word.push(Part::Lit(String::new(), true));
+        let mut j = i + 1;
+        let mut q = String::new();
+        while j < self.chars.len() && self.chars[j] != '"' {
+            match self.chars[j] {
+                '\\' if j + 1 < self.chars.len() && "$`\"\\\n".contains(self.chars[j + 1]) => {
+                    if self.chars[j + 1] != '\n' {
+                        q.push(self.chars[j + 1]);
+                    }
+                    j += 2;
+                }
+                '$' => {
+                    if !q.is_empty() {
+                        self.word.push(Part::Lit(std::mem::take(&mut q), true));
+                    }
+                    let (p, next) = self.dollar(j, true);
+                    self.word.push(p);
+                    j = next;
+                }
+                '`' => {
+                    let close = self.backquote_end(j);
+                    self.word.push(Part::Unknown);
+                    j = close + 1;
+                }
+                other => {
+                    q.push(other);
+                    j += 1;
+                }
+            }
+        }
+        if !q.is_empty() {
+            self.word.push(Part::Lit(q, true));
+        }
+        j + 1
+    }
+
+    /// `$name`, `${name…}`, `$(…)`, `$((…))` starting at `chars[i] == '$'`; returns the part and
+    /// the index after it.
+    fn dollar(&self, i: usize, quoted: bool) -> (Part, usize) {
+        let chars = &self.chars;
+        match chars.get(i + 1).copied() {
             Some('(') => {
                 let mut depth = 0;
                 let mut j = i + 1;
@@ -96,100 +222,7 @@ fn commands(script: &str) -> Vec<Command> {
             Some(c) if c.is_ascii_digit() || "@*#?$!-".contains(c) => (Part::Var(c.to_string(), quoted), i + 2),
             _ => (Part::Lit("$".into(), quoted), i + 1),
         }
-    };
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            '\\' if chars.get(i + 1) == Some(&'\n') => i += 2,
-            '\\' => {
-                if let Some(&n) = chars.get(i + 1) {
-                    lit.push(n);
-                }
-                i += 2;
-            }
-            '#' if lit.is_empty() && word.is_empty() => {
-                while i < chars.len() && chars[i] != '\n' {
-                    i += 1;
-                }
-            }
-            '\'' => {
-                flush_lit(&mut lit, &mut word, false);
-                let close = chars[i + 1..].iter().position(|&c| c == '\'').map_or(chars.len(), |p| i + 1 + p);
-                word.push(Part::Lit(chars[i + 1..close.min(chars.len())].iter().collect(), true));
-                i = close + 1;
-            }
-            '"' => {
-                flush_lit(&mut lit, &mut word, false);
-                // An empty "" is still a word.
-                word.push(Part::Lit(String::new(), true));
-                let mut j = i + 1;
-                let mut q = String::new();
-                while j < chars.len() && chars[j] != '"' {
-                    match chars[j] {
-                        '\\' if j + 1 < chars.len() && "$`\"\\\n".contains(chars[j + 1]) => {
-                            if chars[j + 1] != '\n' {
-                                q.push(chars[j + 1]);
-                            }
-                            j += 2;
-                        }
-                        '$' => {
-                            if !q.is_empty() {
-                                word.push(Part::Lit(std::mem::take(&mut q), true));
-                            }
-                            let (p, next) = dollar(j, true);
-                            word.push(p);
-                            j = next;
-                        }
-                        '`' => {
-                            let close = chars[j + 1..].iter().position(|&c| c == '`').map_or(chars.len(), |p| j + 1 + p);
-                            word.push(Part::Unknown);
-                            j = close + 1;
-                        }
-                        other => {
-                            q.push(other);
-                            j += 1;
-                        }
-                    }
-                }
-                if !q.is_empty() {
-                    word.push(Part::Lit(q, true));
-                }
-                i = j + 1;
-            }
-            '`' => {
-                flush_lit(&mut lit, &mut word, false);
-                let close = chars[i + 1..].iter().position(|&c| c == '`').map_or(chars.len(), |p| i + 1 + p);
-                word.push(Part::Unknown);
-                i = close + 1;
-            }
-            '$' => {
-                flush_lit(&mut lit, &mut word, false);
-                let (p, next) = dollar(i, false);
-                word.push(p);
-                i = next;
-            }
-            ' ' | '\t' => {
-                end_word(&mut lit, &mut word, &mut cmd);
-                i += 1;
-            }
-            '\n' | ';' | '&' | '|' => {
-                end_word(&mut lit, &mut word, &mut cmd);
-                if !cmd.is_empty() {
-                    out.push(std::mem::take(&mut cmd));
-                }
-                i += 1;
-            }
-            _ => {
-                lit.push(c);
-                i += 1;
-            }
-        }
     }
-    end_word(&mut lit, &mut word, &mut cmd);
-    if !cmd.is_empty() {
-        out.push(cmd);
-    }
-    out
 }
 
 /// The fields of a word (unquoted variables split on whitespace); `None` when it holds an

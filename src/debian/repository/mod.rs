@@ -1,9 +1,18 @@
-//! Loading one Debian repository for one architecture: fetch `InRelease` from the mirror, verify
-//! it against the repository's keyring, then fetch (or find in the store, by sha256) each
-//! component's `Packages` index, check it against the Release, and parse it.
+//! The repository client: where a repository is fetched from ([`sources`]), the trust anchor
+//! (the keyring and the `InRelease` signature, [`inrelease`]), the signed `Release` file
+//! ([`release`]), the `Packages` indexes ([`index`]), and, here, loading one repository for one
+//! architecture with all of them ([`load`]).
 //!
-//! Indexes are kept in the store as ordinary blobs, addressed by the sha256 the signed Release
-//! gives, so a second resolution of the same Release fetches only `InRelease`.
+//! [`load`] fetches `InRelease` from the mirror, verifies it against the repository's keyring,
+//! then fetches (or finds in the store, by sha256) each component's `Packages` index, checks it
+//! against the Release, and parses it. Indexes are kept in the store as ordinary blobs, addressed
+//! by the sha256 the signed Release gives, so a second resolution of the same Release fetches
+//! only `InRelease`.
+
+pub mod index;
+pub mod inrelease;
+pub mod release;
+pub mod sources;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -12,10 +21,12 @@ use crate::hash::Sha256;
 use crate::http::{Http, HttpError};
 use crate::store::{Store, StoreError};
 
-use super::index::{self, IndexError};
-use super::release::{self, Keyring, ReleaseError};
-use super::sources::Mirror;
-use super::types::Package;
+use crate::debian::types::Package;
+
+use index::IndexError;
+use inrelease::Keyring;
+use release::ReleaseError;
+use sources::Mirror;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -100,7 +111,7 @@ pub fn load(store: &Store, http: &Http, src: &RepoSource<'_>, arch: &str, now: S
         mirror: shown.clone(),
         source: Box::new(source),
     };
-    let text = release::verify_inrelease(&inrelease, &keyring, now).map_err(release_err)?;
+    let text = inrelease::verify_inrelease(&inrelease, &keyring, now).map_err(release_err)?;
     let release_sha256 = Sha256::of(&text).hex();
     let text = String::from_utf8_lossy(&text).into_owned();
     let rel = release::parse_release(&text).map_err(release_err)?;

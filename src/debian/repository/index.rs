@@ -12,7 +12,7 @@ use std::io::Read;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::types::{ArchQual, Dep, DepList, MultiArch, Op, Package, Provide, Version};
+use crate::debian::types::{ArchQual, Dep, DepList, MultiArch, Op, Package, Provide, Version};
 
 #[derive(Debug, Error)]
 pub enum IndexError {
