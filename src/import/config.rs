@@ -81,7 +81,8 @@ fn arg(ins: &Instr, stage: &mut Stage, global_args: &[(String, String)]) -> (boo
     (true, message)
 }
 
-/// `ENV`: `config env`, ARGs in the values resolved, ENVs left for compose to expand: (exact, message).
+/// `ENV`: `config env`, ARGs in the values resolved, ENVs left for compose to expand: (exact,
+/// message).
 fn env(ins: &Instr, stage: &mut Stage) -> (bool, String) {
     let args = ins.args.as_str();
     let line = ins.line;
