@@ -3,6 +3,7 @@
 //! references.
 
 use crate::spec::values as check;
+use crate::util::Expansion;
 
 /// A name usable for an image or step: lowercase letters, digits, `-`, starting with a letter,
 /// at most 100 characters (room for the suffixes import adds).
@@ -111,32 +112,9 @@ pub(super) fn registry_ref(image: &str) -> Result<String, String> {
     }
 }
 
-/// `${VAR}` and `$VAR` of `args` replaced, other references kept as written.
+/// `${VAR}` and `$VAR` of `args` replaced (the first of a name counting), other references
+/// kept as written.
 pub(super) fn expand_args_only(v: &str, args: &[(String, String)]) -> String {
     // Every name the ARGs define is replaced; a name only ENV defines stays a reference.
-    if args.is_empty() || !v.contains('$') {
-        return v.to_string();
-    }
-    let mut out = v.to_string();
-    for (k, val) in args {
-        out = out.replace(&format!("${{{k}}}"), val);
-        // `$NAME` only when not followed by more name characters.
-        let pat = format!("${k}");
-        let mut s = String::new();
-        let mut rest = out.as_str();
-        while let Some(i) = rest.find(&pat) {
-            let (before, from) = rest.split_at(i);
-            let after = from.get(pat.len()..).unwrap_or("");
-            s.push_str(before);
-            if after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
-                s.push_str(&pat);
-            } else {
-                s.push_str(val);
-            }
-            rest = after;
-        }
-        s.push_str(rest);
-        out = s;
-    }
-    out
+    crate::util::expand(v, Expansion::KNOWN_NAMES, |name: &str| args.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()))
 }
