@@ -259,7 +259,7 @@ pub fn redact_url(url: &str) -> String {
 mod redact_tests {
     use super::redact_url;
 
-    /// Issue 12, defect 6: mirror credentials were printed in errors.
+    /// Defect: a mirror's credentials (`http://user:pass@host/…`) were printed in errors.
     #[test]
     fn mirror_credentials_are_never_printed() {
         assert_eq!(redact_url("http://bob:s3cr3t@127.0.0.1:8080/pool/a.deb"), "http://***@127.0.0.1:8080/pool/a.deb");
