@@ -74,20 +74,8 @@ pub(super) fn instructions(text: &str) -> (Vec<Instr>, Vec<Note>) {
         let trimmed = line.trim_start();
         if directives {
             if let Some(d) = trimmed.strip_prefix('#') {
-                if let Some((k, v)) = d.split_once('=') {
-                    if k.trim().eq_ignore_ascii_case("escape") {
-                        match v.trim() {
-                            "\\" => escape = '\\',
-                            "`" => escape = '`',
-                            other => notes.push(Note {
-                                line: i + 1,
-                                instruction: line.chars().take(80).collect(),
-                                exact: false,
-                                message: format!("not followed: the escape character is `\\` or `` ` ``, not `{other}`; `\\` is used"),
-                            }),
-                        }
-                        continue;
-                    }
+                if escape_directive(d, i + 1, line, &mut escape, &mut notes) {
+                    continue;
                 }
             } else if !trimmed.is_empty() {
                 directives = false;
@@ -114,17 +102,7 @@ pub(super) fn instructions(text: &str) -> (Vec<Instr>, Vec<Note>) {
         let mut ins = split_instr(n, acc);
         if matches!(ins.keyword.as_str(), "RUN" | "COPY" | "ADD") {
             for (word, strip) in heredoc_words(&ins.args) {
-                let mut body = String::new();
-                let mut closed = false;
-                for (_, l) in lines.by_ref() {
-                    let l = if strip { l.trim_start_matches('\t') } else { l };
-                    if l == word {
-                        closed = true;
-                        break;
-                    }
-                    body.push_str(l);
-                    body.push('\n');
-                }
+                let (body, closed) = heredoc_body(&word, strip, lines.by_ref().map(|(_, l)| l));
                 if !closed {
                     ins.heredoc_problem = Some(format!("the here-document `{word}` has no end: it takes the rest of the file"));
                 }
@@ -137,6 +115,41 @@ pub(super) fn instructions(text: &str) -> (Vec<Instr>, Vec<Note>) {
         out.push(split_instr(n, acc));
     }
     (out, notes)
+}
+
+/// Reads the parser directive `# d` on `line` (its number `n`): an `escape=` sets `escape`
+/// (noted when it is neither `\\` nor `` ` ``). Whether it was one.
+fn escape_directive(d: &str, n: usize, line: &str, escape: &mut char, notes: &mut Vec<Note>) -> bool {
+    let Some((k, v)) = d.split_once('=') else { return false };
+    if !k.trim().eq_ignore_ascii_case("escape") {
+        return false;
+    }
+    match v.trim() {
+        "\\" => *escape = '\\',
+        "`" => *escape = '`',
+        other => notes.push(Note {
+            line: n,
+            instruction: line.chars().take(80).collect(),
+            exact: false,
+            message: format!("not followed: the escape character is `\\` or `` ` ``, not `{other}`; `\\` is used"),
+        }),
+    }
+    true
+}
+
+/// A here-document's body: the `lines` up to the one that is `word` (leading tabs stripped
+/// when `strip`), each with a newline after it; and whether that line came.
+fn heredoc_body<'a>(word: &str, strip: bool, lines: impl Iterator<Item = &'a str>) -> (String, bool) {
+    let mut body = String::new();
+    for l in lines {
+        let l = if strip { l.trim_start_matches('\t') } else { l };
+        if l == word {
+            return (body, true);
+        }
+        body.push_str(l);
+        body.push('\n');
+    }
+    (body, false)
 }
 
 pub(super) fn split_instr(line: usize, text: String) -> Instr {
