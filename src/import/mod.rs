@@ -23,6 +23,11 @@
 //! one KDL string (control characters escaped), never spliced into the text. A value the spec
 //! would refuse is not written but noted, and what is written is parsed before it is returned:
 //! whatever still fails is dropped and noted, so import always gives a spec compose reads.
+//!
+//! Its parts: `parse` reads the Dockerfile into instructions; `stage` holds what is known of
+//! each stage and reads `FROM`; `config` translates the other instructions, `copy` `COPY` and
+//! `ADD`, `run` `RUN` (whose parts `classify` reads); `values` makes names, paths and references
+//! fit for the spec; `emit` turns the stages into the spec's nodes and `writer` writes them.
 
 mod classify;
 mod config;
