@@ -623,25 +623,9 @@ fn build_args(doc: &mut KdlDocument, given: &[(String, String)], dec: &mut Decod
 /// `s` with each `${NAME}` of a declared argument replaced by its value, in one pass: what a
 /// value holds is never replaced again.
 fn substitute(s: &str, values: &[(String, String)]) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        let value = after.find('}').and_then(|j| values.iter().find(|(k, _)| *k == after[..j]).map(|(_, v)| (v, j)));
-        match value {
-            Some((v, j)) => {
-                out.push_str(v);
-                rest = &after[j + 1..];
-            }
-            None => {
-                out.push_str("${");
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
+    crate::util::expand(s, crate::util::Expansion::KNOWN_BRACED, |name: &str| {
+        values.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    })
 }
 
 /// [`parse_str`] with build arguments.
