@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::exec::BuildError;
 use crate::clients::Clients;
+use crate::exec::BuildError;
 use crate::image::{Format, ImageError};
 use crate::lock::{LockError, Lockfile};
 use crate::plan::Plan;

@@ -15,10 +15,10 @@
 //! This file holds the derivation model, [`plan()`] and [`Plan`]'s queries.
 
 mod accounts;
-mod planner;
 mod describe;
 mod entries;
 mod layering;
+mod planner;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -36,8 +36,8 @@ use crate::spec::{Accounts, Platform, SpecDiagnostic, SpecFile};
 pub use accounts::{meta_entries, MetaInputs};
 pub use entries::merged_usr_path;
 
-use planner::{unit_order, Planner, Unit};
 pub use describe::{describe, slot};
+use planner::{unit_order, Planner, Unit};
 
 /// Default epoch when neither `SOURCE_DATE_EPOCH` nor the spec gives one: 1980-01-01T00:00:00Z
 /// (not 0, which some tools read as "missing").

@@ -32,6 +32,7 @@ const LEVELS: &[(&str, u32)] = &[
     ("exec", 8),
     ("image", 9),
     ("ops", 10),
+    ("cli", 11),
 ];
 
 fn uses(code: &str) -> Vec<String> {
