@@ -8,7 +8,8 @@
 //! the resolution of owners against `accounts`. Does no I/O: local files arrive already fingerprinted
 //! from [`crate::source`].
 //!
-//! Submodules: `planner` turns each spec image into derivations (the `Planner`, image order);
+//! Submodules: `planner` turns each spec image into derivations (the `Planner`, image order),
+//! `step` each step (its recipe and pin);
 //! `entries` merges file operations into one layer's sorted entry list; `layering` plans the
 //! package layers (popularity order under the layer budget, merged layer, the metadata layer's
 //! derivation); `accounts` resolves owners and writes passwd/group and the metadata layer's entries.
@@ -19,6 +20,7 @@ mod describe;
 mod entries;
 mod layering;
 mod planner;
+mod step;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
