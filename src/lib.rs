@@ -5,7 +5,7 @@
 //! Data flows one way: `spec.kdl` → [`spec`] → [`base`] + [`source`] + [`resolution`]/[`lock`]
 //! → [`plan`] (a DAG of derivations) → [`exec`] (store ▸ remote ▸ run, in parallel) →
 //! [`image`] (finished images and their exports) → [`ops`] (one operation per command) →
-//! `main.rs` (flags in, output out: the only place that prints).
+//! the binary, `main.rs` and `cli/` (flags in, output out: the only place that prints).
 //!
 //! A module may use only modules of a lower level (`tests/it/architecture.rs` holds this):
 //!
@@ -36,6 +36,7 @@
 //! | 9 | [`exec`] | executing a plan: lookups, parallel runs, records, progress through `Reporter`; build steps (`exec::sandbox`: runc, its hardening, limits and interruption; `exec::seccomp`: Docker's default profile; `exec::trees`: unpacked images, sealed, and captured outputs) |
 //! | 10 | [`image`] | finished images; OCI layout, archives, registry push |
 //! | 11 | [`ops`] | each command's operation: build, lock, plan, explain, cache |
+//! | 12 | `cli` | the binary's, not the library's (`src/main.rs` declares it): the flags, each command's call into [`ops`] and its output, one file per command; the only place that prints |
 //!
 //! # On-disk formats
 //!

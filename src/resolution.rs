@@ -61,6 +61,58 @@ pub fn resolve_image(
     if image.packages.is_empty() {
         return Ok(lock);
     }
+    let keyrings = keyrings(spec, image)?;
+    let http = clients.http()?;
+    let now = SystemTime::now();
+    for platform in &image.platforms {
+        let arch = debian_arch(&platform.architecture, platform.variant.as_deref()).ok_or_else(|| {
+            crate::spec::SpecError::from_diagnostic(spec.diagnostic(
+                "compose::spec::bad_platform",
+                image.span,
+                format!("no Debian architecture for platform `{platform}`"),
+                "this image",
+                None,
+            ))
+        })?;
+        let mut loaded = Vec::new();
+        let mut all: Vec<Package> = Vec::new();
+        for (i, r) in image.repositories.iter().enumerate() {
+            let mirror = mirrors.mirror(&r.name, &r.suite)?;
+            let src =
+                RepoSource { name: &r.name, suite: &r.suite, components: &r.components, keyring: &keyrings[i], mirror: &mirror, index: i };
+            let l = repository::load(store, http, &src, arch, now).map_err(|e| ResolutionError::Repo(Box::new(e)))?;
+            all.extend(l.packages.iter().cloned());
+            loaded.push(l);
+        }
+        let requests = requests_with_variant(image, &all, arch);
+        let universe = Universe::new(all, arch);
+        let options = ResolveOptions { add_essential: image.variant != crate::spec::Variant::Custom };
+        let base: Vec<(String, crate::debian::types::Version, String)> = installed
+            .get(&platform.to_string())
+            .map(|l| l.iter().filter_map(|(n, v, a)| v.parse().ok().map(|v| (n.clone(), v, a.clone()))).collect())
+            .unwrap_or_default();
+        let resolution =
+            resolve::resolve(&universe, &requests, &base, &options).map_err(|e| resolve_diagnostic(spec, image, platform, e))?;
+        let selected: Vec<&Package> = resolution.packages.iter().map(|&id| universe.get(id)).collect();
+        let packages = package_pins(image, &selected);
+        let repositories = loaded
+            .iter()
+            .map(|l| RepositoryLock {
+                name: l.name.clone(),
+                suite: l.suite.clone(),
+                release_sha256: l.release_sha256.clone(),
+                date: l.date.clone(),
+            })
+            .collect();
+        lock.platforms.insert(platform.to_string(), PlatformLock { repositories, packages });
+    }
+    Ok(lock)
+}
+
+/// The keyring of each of the image's repositories (relative paths against the spec's
+/// directory); an image with packages and no repository, or a repository without a keyring, is
+/// an error.
+fn keyrings(spec: &SpecFile, image: &ImageSpec) -> Result<Vec<PathBuf>, ResolutionError> {
     let mut diags: Vec<SpecDiagnostic> = Vec::new();
     if image.repositories.is_empty() {
         diags.push(spec.diagnostic(
@@ -91,100 +143,67 @@ pub fn resolve_image(
         }
     }
     spec.report(diags)?;
-    let http = clients.http()?;
-    let now = SystemTime::now();
-    for platform in &image.platforms {
-        let arch = debian_arch(&platform.architecture, platform.variant.as_deref()).ok_or_else(|| {
-            crate::spec::SpecError::from_diagnostic(spec.diagnostic(
-                "compose::spec::bad_platform",
-                image.span,
-                format!("no Debian architecture for platform `{platform}`"),
-                "this image",
-                None,
-            ))
-        })?;
-        let mut loaded = Vec::new();
-        let mut all: Vec<Package> = Vec::new();
-        for (i, r) in image.repositories.iter().enumerate() {
-            let mirror = mirrors.mirror(&r.name, &r.suite)?;
-            let src =
-                RepoSource { name: &r.name, suite: &r.suite, components: &r.components, keyring: &keyrings[i], mirror: &mirror, index: i };
-            let l = repository::load(store, http, &src, arch, now).map_err(|e| ResolutionError::Repo(Box::new(e)))?;
-            all.extend(l.packages.iter().cloned());
-            loaded.push(l);
-        }
-        // `variant "minbase"`: every `Priority: required` package of this architecture, and apt.
-        let mut extra: BTreeSet<String> = BTreeSet::new();
-        if image.variant == crate::spec::Variant::Minbase {
-            extra.extend(
-                all.iter()
-                    .filter(|p| p.priority.as_deref() == Some("required") && (p.architecture == arch || p.architecture == "all"))
-                    .map(|p| p.name.clone()),
-            );
-            extra.insert("apt".to_string());
-        }
-        let universe = Universe::new(all, arch);
-        let mut requests: Vec<Request> =
-            image.packages.iter().map(|p| Request { name: p.name.clone(), version: p.version.clone() }).collect();
-        for name in extra {
-            if !requests.iter().any(|r| r.name == name) {
-                requests.push(Request { name, version: None });
-            }
-        }
-        let options = ResolveOptions { add_essential: image.variant != crate::spec::Variant::Custom };
-        let base: Vec<(String, crate::debian::types::Version, String)> = installed
-            .get(&platform.to_string())
-            .map(|l| l.iter().filter_map(|(n, v, a)| v.parse().ok().map(|v| (n.clone(), v, a.clone()))).collect())
-            .unwrap_or_default();
-        let resolution =
-            resolve::resolve(&universe, &requests, &base, &options).map_err(|e| resolve_diagnostic(spec, image, platform, e))?;
-        let selected: Vec<&Package> = resolution.packages.iter().map(|&id| universe.get(id)).collect();
-        let names: BTreeSet<&str> = selected.iter().map(|p| p.name.as_str()).collect();
-        // Which selected package satisfies a relation name (directly or as a provider).
-        let mut provides: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for p in &selected {
-            provides.entry(p.name.as_str()).or_default().insert(p.name.as_str());
-            for pr in &p.provides {
-                provides.entry(pr.name.as_str()).or_default().insert(p.name.as_str());
-            }
-        }
-        let packages = selected
-            .iter()
-            .map(|p| {
-                let mut depends: BTreeSet<String> = BTreeSet::new();
-                for group in p.depends.iter().chain(p.pre_depends.iter()) {
-                    if let Some(by) = group.iter().find_map(|d| provides.get(d.name.as_str())) {
-                        depends.extend(by.iter().filter(|n| **n != p.name).map(|n| n.to_string()));
-                    }
-                }
-                PackageLock {
-                    name: p.name.clone(),
-                    version: p.version.to_string(),
-                    architecture: p.architecture.clone(),
-                    sha256: p.sha256.clone(),
-                    size: p.size,
-                    filename: p.filename.clone(),
-                    repository: image.repositories[p.repository].name.clone(),
-                    depends: depends.into_iter().collect(),
-                    source: p.source.clone(),
-                    homepage: p.homepage.clone(),
-                    maintainer: p.maintainer.clone(),
-                    replaces: p.replaces.iter().map(|d| d.name.clone()).filter(|n| names.contains(n.as_str())).collect(),
-                }
-            })
-            .collect();
-        let repositories = loaded
-            .iter()
-            .map(|l| RepositoryLock {
-                name: l.name.clone(),
-                suite: l.suite.clone(),
-                release_sha256: l.release_sha256.clone(),
-                date: l.date.clone(),
-            })
-            .collect();
-        lock.platforms.insert(platform.to_string(), PlatformLock { repositories, packages });
+    Ok(keyrings)
+}
+
+/// What the resolver is asked for: the image's packages and, with `variant "minbase"`, every
+/// `Priority: required` package of this architecture, and apt.
+fn requests_with_variant(image: &ImageSpec, all: &[Package], arch: &str) -> Vec<Request> {
+    let mut extra: BTreeSet<String> = BTreeSet::new();
+    if image.variant == crate::spec::Variant::Minbase {
+        extra.extend(
+            all.iter()
+                .filter(|p| p.priority.as_deref() == Some("required") && (p.architecture == arch || p.architecture == "all"))
+                .map(|p| p.name.clone()),
+        );
+        extra.insert("apt".to_string());
     }
-    Ok(lock)
+    let mut requests: Vec<Request> = image.packages.iter().map(|p| Request { name: p.name.clone(), version: p.version.clone() }).collect();
+    for name in extra {
+        if !requests.iter().any(|r| r.name == name) {
+            requests.push(Request { name, version: None });
+        }
+    }
+    requests
+}
+
+/// The lockfile's pin of each selected package, with its dependencies and `Replaces` among the
+/// selected set.
+fn package_pins(image: &ImageSpec, selected: &[&Package]) -> Vec<PackageLock> {
+    let names: BTreeSet<&str> = selected.iter().map(|p| p.name.as_str()).collect();
+    // Which selected package satisfies a relation name (directly or as a provider).
+    let mut provides: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for p in selected {
+        provides.entry(p.name.as_str()).or_default().insert(p.name.as_str());
+        for pr in &p.provides {
+            provides.entry(pr.name.as_str()).or_default().insert(p.name.as_str());
+        }
+    }
+    selected
+        .iter()
+        .map(|p| {
+            let mut depends: BTreeSet<String> = BTreeSet::new();
+            for group in p.depends.iter().chain(p.pre_depends.iter()) {
+                if let Some(by) = group.iter().find_map(|d| provides.get(d.name.as_str())) {
+                    depends.extend(by.iter().filter(|n| **n != p.name).map(|n| n.to_string()));
+                }
+            }
+            PackageLock {
+                name: p.name.clone(),
+                version: p.version.to_string(),
+                architecture: p.architecture.clone(),
+                sha256: p.sha256.clone(),
+                size: p.size,
+                filename: p.filename.clone(),
+                repository: image.repositories[p.repository].name.clone(),
+                depends: depends.into_iter().collect(),
+                source: p.source.clone(),
+                homepage: p.homepage.clone(),
+                maintainer: p.maintainer.clone(),
+                replaces: p.replaces.iter().map(|d| d.name.clone()).filter(|n| names.contains(n.as_str())).collect(),
+            }
+        })
+        .collect()
 }
 
 /// A resolver failure as a diagnostic on the package request it started from.

@@ -2,7 +2,7 @@
 //! it, write the lockfile (or refuse to, with `--locked`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{load_bases, open_store, Error, SpecOptions};
 use crate::base::Bases;
@@ -11,6 +11,9 @@ use crate::lock::{self, Lockfile};
 use crate::resolution::{self, MirrorConfig, ResolutionError};
 use crate::spec::{self, Base, SpecFile};
 use crate::store::Store;
+
+/// The packages a base has installed, per platform: (name, version, architecture).
+type Installed = BTreeMap<String, Vec<(String, String, String)>>;
 
 /// What to do about lockfile entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,80 +45,13 @@ pub fn ensure_locked(
         return Ok(existing);
     }
     let mut lockfile = existing.clone().unwrap_or_default();
-    // Registry bases: the manifest digests found (pinned ones are found again unchanged).
-    for (name, pin) in pins {
-        let entry = lockfile.images.entry(name.clone()).or_default();
-        if entry.base.as_ref() != Some(pin) {
-            if opts.locked {
-                return Err(Error::Locked { path: path.clone(), image: name.clone(), why: format!("base `{}` moved", pin.reference) });
-            }
-            entry.base = Some(pin.clone());
-        }
-    }
-    // Parents first, so a child on `base image=` sees its parent's pins.
-    let mut ordered: Vec<&spec::ImageSpec> = Vec::new();
-    for image in selected {
-        let mut chain = vec![*image];
-        while let Base::Image { name, .. } = &chain[chain.len() - 1].base {
-            match spec.image(name) {
-                Some(p) if chain.len() <= spec.images.len() => chain.push(p),
-                _ => break,
-            }
-        }
-        for i in chain.into_iter().rev() {
-            if !ordered.iter().any(|o| o.name == i.name) {
-                ordered.push(i);
-            }
-        }
-    }
-    for image in ordered.iter().filter(|i| !i.packages.is_empty()) {
-        // What the base already has installed, per platform.
-        let mut installed: BTreeMap<String, Vec<(String, String, String)>> = BTreeMap::new();
-        let mut base_id = Vec::new();
-        for platform in &image.platforms {
-            let p = platform.to_string();
-            let list = match &image.base {
-                Base::Image { name, .. } => lockfile
-                    .images
-                    .get(name)
-                    .and_then(|l| l.platforms.get(&p))
-                    .map(|pl| pl.packages.iter().map(|k| (k.name.clone(), k.version.clone(), k.architecture.clone())).collect())
-                    .unwrap_or_default(),
-                _ => bases.get(&(image.name.clone(), p.clone())).map(|b| crate::base::installed_packages(&b.files)).unwrap_or_default(),
-            };
-            base_id.push(format!("{p}:{}", blake3::hash(format!("{list:?}").as_bytes()).to_hex()));
-            installed.insert(p, list);
-        }
-        let base_key = (!matches!(image.base, Base::Scratch)).then(|| base_id.join(" "));
-        let stale = !lockfile.is_current(image) || lockfile.images.get(&image.name).is_some_and(|l| l.requests.base != base_key);
-        let wanted = match &mode {
-            LockMode::Build => stale,
-            LockMode::Update(names) if names.is_empty() => true,
-            LockMode::Update(names) => {
-                stale
-                    || lockfile
-                        .images
-                        .get(&image.name)
-                        .is_some_and(|l| l.platforms.values().any(|p| p.packages.iter().any(|pkg| names.contains(&pkg.name))))
-            }
-        };
-        if !wanted {
+    pin_bases(&mut lockfile, pins, opts.locked, &path)?;
+    for image in parents_first(spec, selected).iter().filter(|i| !i.packages.is_empty()) {
+        let (installed, base_key) = installed_in_base(image, &lockfile, bases);
+        if !wanted(&lockfile, image, &mode, &base_key) {
             continue;
         }
-        if opts.locked {
-            let why = if lockfile.images.contains_key(&image.name) {
-                "the spec's repositories, packages or platforms changed"
-            } else {
-                "it has no entry for this image"
-            };
-            return Err(Error::Locked { path: path.clone(), image: image.name.clone(), why: why.into() });
-        }
-        if opts.offline {
-            return Err(Error::Usage(format!(
-                "image `{}` needs its packages resolved, which needs the network, but --offline is set",
-                image.name
-            )));
-        }
+        may_resolve(opts, &lockfile, image, &path)?;
         if store.is_none() {
             store = Some(open_store(&opts.cache_dir)?);
         }
@@ -139,6 +75,105 @@ pub fn ensure_locked(
         lockfile.write(&path)?;
     }
     Ok(Some(lockfile))
+}
+
+/// Registry bases: the manifest digests found (pinned ones are found again unchanged) go into
+/// the lockfile; with `--locked`, a base that moved is an error.
+fn pin_bases(lockfile: &mut Lockfile, pins: &BTreeMap<String, lock::BaseLock>, locked: bool, path: &Path) -> Result<(), Error> {
+    for (name, pin) in pins {
+        let entry = lockfile.images.entry(name.clone()).or_default();
+        if entry.base.as_ref() != Some(pin) {
+            if locked {
+                return Err(Error::Locked {
+                    path: path.to_path_buf(),
+                    image: name.clone(),
+                    why: format!("base `{}` moved", pin.reference),
+                });
+            }
+            entry.base = Some(pin.clone());
+        }
+    }
+    Ok(())
+}
+
+/// The selected images with their `base image=` ancestors, parents first, so a child sees its
+/// parent's pins.
+fn parents_first<'s>(spec: &'s SpecFile, selected: &[&'s spec::ImageSpec]) -> Vec<&'s spec::ImageSpec> {
+    let mut ordered: Vec<&spec::ImageSpec> = Vec::new();
+    for image in selected {
+        let mut chain = vec![*image];
+        while let Base::Image { name, .. } = &chain[chain.len() - 1].base {
+            match spec.image(name) {
+                Some(p) if chain.len() <= spec.images.len() => chain.push(p),
+                _ => break,
+            }
+        }
+        for i in chain.into_iter().rev() {
+            if !ordered.iter().any(|o| o.name == i.name) {
+                ordered.push(i);
+            }
+        }
+    }
+    ordered
+}
+
+/// What the base already has installed, per platform (`name`, `version`, `architecture`), and
+/// the key of those lists the lockfile entry records (`None` on scratch).
+fn installed_in_base(image: &spec::ImageSpec, lockfile: &Lockfile, bases: &Bases) -> (Installed, Option<String>) {
+    let mut installed: Installed = BTreeMap::new();
+    let mut base_id = Vec::new();
+    for platform in &image.platforms {
+        let p = platform.to_string();
+        let list = match &image.base {
+            Base::Image { name, .. } => lockfile
+                .images
+                .get(name)
+                .and_then(|l| l.platforms.get(&p))
+                .map(|pl| pl.packages.iter().map(|k| (k.name.clone(), k.version.clone(), k.architecture.clone())).collect())
+                .unwrap_or_default(),
+            _ => bases.get(&(image.name.clone(), p.clone())).map(|b| crate::base::installed_packages(&b.files)).unwrap_or_default(),
+        };
+        base_id.push(format!("{p}:{}", blake3::hash(format!("{list:?}").as_bytes()).to_hex()));
+        installed.insert(p, list);
+    }
+    let base_key = (!matches!(image.base, Base::Scratch)).then(|| base_id.join(" "));
+    (installed, base_key)
+}
+
+/// Whether `image` is to be resolved: its entry is missing or stale, or `--update` asks for it.
+fn wanted(lockfile: &Lockfile, image: &spec::ImageSpec, mode: &LockMode, base_key: &Option<String>) -> bool {
+    let stale = !lockfile.is_current(image) || lockfile.images.get(&image.name).is_some_and(|l| l.requests.base != *base_key);
+    match mode {
+        LockMode::Build => stale,
+        LockMode::Update(names) if names.is_empty() => true,
+        LockMode::Update(names) => {
+            stale
+                || lockfile
+                    .images
+                    .get(&image.name)
+                    .is_some_and(|l| l.platforms.values().any(|p| p.packages.iter().any(|pkg| names.contains(&pkg.name))))
+        }
+    }
+}
+
+/// Refuses to resolve `image` under `--locked` (the lockfile would change) or `--offline` (it
+/// needs the network).
+fn may_resolve(opts: &SpecOptions, lockfile: &Lockfile, image: &spec::ImageSpec, path: &Path) -> Result<(), Error> {
+    if opts.locked {
+        let why = if lockfile.images.contains_key(&image.name) {
+            "the spec's repositories, packages or platforms changed"
+        } else {
+            "it has no entry for this image"
+        };
+        return Err(Error::Locked { path: path.to_path_buf(), image: image.name.clone(), why: why.into() });
+    }
+    if opts.offline {
+        return Err(Error::Usage(format!(
+            "image `{}` needs its packages resolved, which needs the network, but --offline is set",
+            image.name
+        )));
+    }
+    Ok(())
 }
 
 /// `compose lock`: resolve and write the lockfile, running fixed-output steps that have no pin

@@ -136,6 +136,65 @@ nogroup:*:65534:
 
 /// Entries of the metadata layer (sorted, parents first).
 pub fn meta_entries(m: &MetaInputs<'_>) -> Vec<PlannedEntry> {
+    let mut layer = LayerEntries::default();
+    put_layout(&mut layer, m);
+    put_accounts(&mut layer, m);
+    if !m.certificates.is_empty() {
+        put_ca_certificates(&mut layer, m);
+    }
+    if let Some(status) = &m.dpkg_status {
+        put_dpkg_database(&mut layer, status, &m.triggers);
+    }
+    put_alternatives(&mut layer, m);
+    if let Some(tz) = m.timezone {
+        put(&mut layer, symlink("/etc/localtime", &format!("/usr/share/zoneinfo/{tz}")));
+        put(&mut layer, file("/etc/timezone", format!("{tz}\n").into_bytes(), 0o644));
+    }
+    layer.finish()
+}
+
+/// A metadata entry into its layer: it replaces one at the same path, unless one is a
+/// directory and the other not (then it is left out).
+fn put(layer: &mut LayerEntries, e: PlannedEntry) {
+    let _ = layer.insert(e, SourceSpan::from(0..0));
+}
+
+/// A root-owned file of the metadata layer.
+fn file(path: &str, bytes: Vec<u8>, mode: u32) -> PlannedEntry {
+    PlannedEntry {
+        path: path.into(),
+        kind: EntryKind::File { size: bytes.len() as u64, content: Content::Inline(Arc::new(bytes)) },
+        mode,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+/// A directory of the metadata layer.
+fn dir(path: &str, mode: u32, uid: u32, gid: u32) -> PlannedEntry {
+    PlannedEntry { path: path.into(), kind: EntryKind::Dir, mode, uid, gid }
+}
+
+/// A root-owned symbolic link.
+fn symlink(path: &str, target: &str) -> PlannedEntry {
+    PlannedEntry { path: path.into(), kind: EntryKind::Symlink { target: target.into() }, mode: 0o777, uid: 0, gid: 0 }
+}
+
+/// The base layout: the merged-`/usr` links, `/tmp`, `/root` and the working directory.
+fn put_layout(layer: &mut LayerEntries, m: &MetaInputs<'_>) {
+    for (link, target) in m.symlinks {
+        put(layer, symlink(link, target));
+    }
+    put(layer, dir("/tmp", 0o1777, 0, 0));
+    put(layer, dir("/root", 0o700, 0, 0));
+    if let Some(w) = m.workdir {
+        put(layer, dir(w, 0o755, 0, 0));
+    }
+}
+
+/// `/etc/passwd` and `/etc/group` (base-passwd's masters, else the base's, else Debian's, with
+/// `accounts` merged in), the shadow files, and the users' home directories.
+fn put_accounts(layer: &mut LayerEntries, m: &MetaInputs<'_>) {
     let (mut passwd, mut group) = match (&m.masters, m.base_accounts) {
         (Some((p, g)), _) | (None, Some((p, g))) => (p.clone(), g.clone()),
         (None, None) => (DEBIAN_PASSWD.to_string(), DEBIAN_GROUP.to_string()),
@@ -147,131 +206,92 @@ pub fn meta_entries(m: &MetaInputs<'_>) -> Vec<PlannedEntry> {
         );
         group = merge_db(&group, a.groups.iter().map(|g| (g.name.clone(), format!("{}:x:{}:{}", g.name, g.gid, g.members.join(",")))));
     }
-    let file = |path: &str, bytes: Vec<u8>, mode: u32| PlannedEntry {
-        path: path.into(),
-        kind: EntryKind::File { size: bytes.len() as u64, content: Content::Inline(Arc::new(bytes)) },
-        mode,
-        uid: 0,
-        gid: 0,
-    };
-    let dir = |path: &str, mode: u32, uid: u32, gid: u32| PlannedEntry { path: path.into(), kind: EntryKind::Dir, mode, uid, gid };
-    let mut layer = LayerEntries::default();
-    let span = SourceSpan::from(0..0);
-    let mut push = |e: PlannedEntry| {
-        let _ = layer.insert(e, span);
-    };
-    for (link, target) in m.symlinks {
-        push(PlannedEntry { path: link.clone(), kind: EntryKind::Symlink { target: target.clone() }, mode: 0o777, uid: 0, gid: 0 });
-    }
-    push(dir("/tmp", 0o1777, 0, 0));
-    push(dir("/root", 0o700, 0, 0));
-    if let Some(w) = m.workdir {
-        push(dir(w, 0o755, 0, 0));
-    }
     if m.write_accounts {
         if m.accounts.is_some() {
             for e in shadow_entries(&passwd, &group) {
-                push(e);
+                put(layer, e);
             }
         }
-        push(file("/etc/passwd", passwd.into_bytes(), 0o644));
-        push(file("/etc/group", group.into_bytes(), 0o644));
+        put(layer, file("/etc/passwd", passwd.into_bytes(), 0o644));
+        put(layer, file("/etc/group", group.into_bytes(), 0o644));
     }
     if let Some(a) = m.accounts {
         for u in &a.users {
             if u.home == "/" || u.home == "/nonexistent" || !u.home.starts_with('/') || u.home.contains("/..") || u.uid == 0 {
                 continue;
             }
-            push(dir(&u.home, 0o755, u.uid, u.gid));
+            put(layer, dir(&u.home, 0o755, u.uid, u.gid));
         }
     }
-    if !m.certificates.is_empty() {
-        // update-ca-certificates: every certificate, PEM, in the order of its sorted list.
-        let mut bundle = Vec::new();
-        for (_, pem) in &m.certificates {
-            bundle.extend_from_slice(pem);
-            if !pem.ends_with(b"\n") {
-                bundle.push(b'\n');
-            }
-        }
-        push(file("/etc/ssl/certs/ca-certificates.crt", bundle, 0o644));
-        // update-ca-certificates' NAME.pem links, and `openssl rehash`'s HASH.N links to them.
-        let mut hashed: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-        let mut java: Vec<(String, Vec<u8>)> = Vec::new();
-        for (path, pem) in &m.certificates {
-            let name = certs::pem_link_name(path);
-            push(PlannedEntry {
-                path: format!("/etc/ssl/certs/{name}"),
-                kind: EntryKind::Symlink { target: path.clone() },
-                mode: 0o777,
-                uid: 0,
-                gid: 0,
-            });
-            let ders = certs::pem_certificates(pem);
-            if let [der] = ders.as_slice() {
-                if let Some(h) = certs::subject_hash(der) {
-                    hashed.entry(h).or_default().push(name.clone());
-                }
-                java.push((format!("debian:{}", name.to_ascii_lowercase()), der.clone()));
-            }
-        }
-        for (h, mut names) in hashed {
-            names.sort();
-            for (i, name) in names.iter().enumerate() {
-                push(PlannedEntry {
-                    path: format!("/etc/ssl/certs/{h:08x}.{i}"),
-                    kind: EntryKind::Symlink { target: name.clone() },
-                    mode: 0o777,
-                    uid: 0,
-                    gid: 0,
-                });
-            }
-        }
-        if m.java_cacerts {
-            java.sort();
-            push(file("/etc/ssl/certs/java/cacerts", certs::jks(&java, "changeit", m.epoch.saturating_mul(1000)), 0o644));
-        }
-        // As ca-certificates' postinst writes it, header included.
-        let mut conf = String::from(CA_CONF_HEADER);
-        conf.extend(m.certificates.iter().filter_map(|(p, _)| p.strip_prefix("/usr/share/ca-certificates/")).map(|p| format!("{p}\n")));
-        push(file("/etc/ca-certificates.conf", conf.into_bytes(), 0o644));
-    }
-    if let Some(status) = &m.dpkg_status {
-        push(file("/var/lib/dpkg/status", status.clone().into_bytes(), 0o644));
-        // The database layout: `name:arch` files for Multi-Arch: same packages.
-        push(file("/var/lib/dpkg/info/format", b"1\n".to_vec(), 0o644));
-        for (name, text) in &m.triggers {
-            push(file(&format!("/var/lib/dpkg/triggers/{name}"), text.clone().into_bytes(), 0o644));
+}
+
+/// What update-ca-certificates makes: the bundle, a link per certificate and `openssl rehash`'s
+/// links, Java's `cacerts` (when asked), and `/etc/ca-certificates.conf`.
+fn put_ca_certificates(layer: &mut LayerEntries, m: &MetaInputs<'_>) {
+    // update-ca-certificates: every certificate, PEM, in the order of its sorted list.
+    let mut bundle = Vec::new();
+    for (_, pem) in &m.certificates {
+        bundle.extend_from_slice(pem);
+        if !pem.ends_with(b"\n") {
+            bundle.push(b'\n');
         }
     }
-    // update-alternatives: LINK → /etc/alternatives/NAME → PATH, for the master and each
-    // slave, and its database entry.
+    put(layer, file("/etc/ssl/certs/ca-certificates.crt", bundle, 0o644));
+    // update-ca-certificates' NAME.pem links, and `openssl rehash`'s HASH.N links to them.
+    let mut hashed: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    let mut java: Vec<(String, Vec<u8>)> = Vec::new();
+    for (path, pem) in &m.certificates {
+        let name = certs::pem_link_name(path);
+        put(layer, symlink(&format!("/etc/ssl/certs/{name}"), path));
+        let ders = certs::pem_certificates(pem);
+        if let [der] = ders.as_slice() {
+            if let Some(h) = certs::subject_hash(der) {
+                hashed.entry(h).or_default().push(name.clone());
+            }
+            java.push((format!("debian:{}", name.to_ascii_lowercase()), der.clone()));
+        }
+    }
+    for (h, mut names) in hashed {
+        names.sort();
+        for (i, name) in names.iter().enumerate() {
+            put(layer, symlink(&format!("/etc/ssl/certs/{h:08x}.{i}"), name));
+        }
+    }
+    if m.java_cacerts {
+        java.sort();
+        put(layer, file("/etc/ssl/certs/java/cacerts", certs::jks(&java, "changeit", m.epoch.saturating_mul(1000)), 0o644));
+    }
+    // As ca-certificates' postinst writes it, header included.
+    let mut conf = String::from(CA_CONF_HEADER);
+    conf.extend(m.certificates.iter().filter_map(|(p, _)| p.strip_prefix("/usr/share/ca-certificates/")).map(|p| format!("{p}\n")));
+    put(layer, file("/etc/ca-certificates.conf", conf.into_bytes(), 0o644));
+}
+
+/// dpkg's database: the status file, the layout's `info/format`, and the triggers files.
+fn put_dpkg_database(layer: &mut LayerEntries, status: &str, triggers: &[(String, String)]) {
+    put(layer, file("/var/lib/dpkg/status", status.as_bytes().to_vec(), 0o644));
+    // The database layout: `name:arch` files for Multi-Arch: same packages.
+    put(layer, file("/var/lib/dpkg/info/format", b"1\n".to_vec(), 0o644));
+    for (name, text) in triggers {
+        put(layer, file(&format!("/var/lib/dpkg/triggers/{name}"), text.clone().into_bytes(), 0o644));
+    }
+}
+
+/// update-alternatives: LINK → /etc/alternatives/NAME → PATH, for the master and each slave,
+/// and its database entry.
+fn put_alternatives(layer: &mut LayerEntries, m: &MetaInputs<'_>) {
     let merged = m.symlinks.iter().any(|(l, _)| l == "/bin");
-    let link = |path: &str, target: &str| PlannedEntry {
-        path: if merged { crate::layer::merged_usr_path(path) } else { None }.unwrap_or_else(|| path.to_owned()),
-        kind: EntryKind::Symlink { target: target.to_owned() },
-        mode: 0o777,
-        uid: 0,
-        gid: 0,
+    let link = |path: &str, target: &str| {
+        let path = if merged { crate::layer::merged_usr_path(path) } else { None }.unwrap_or_else(|| path.to_owned());
+        symlink(&path, target)
     };
     for a in &m.alternatives {
         for (l, name, path) in std::iter::once((&a.link, &a.name, &a.path)).chain(a.slaves.iter().map(|(l, n, p)| (l, n, p))) {
-            push(link(&format!("/etc/alternatives/{name}"), path));
-            push(link(l, &format!("/etc/alternatives/{name}")));
+            put(layer, link(&format!("/etc/alternatives/{name}"), path));
+            put(layer, link(l, &format!("/etc/alternatives/{name}")));
         }
-        push(file(&format!("/var/lib/dpkg/alternatives/{}", a.name), a.admin.clone().into_bytes(), 0o644));
+        put(layer, file(&format!("/var/lib/dpkg/alternatives/{}", a.name), a.admin.clone().into_bytes(), 0o644));
     }
-    if let Some(tz) = m.timezone {
-        push(PlannedEntry {
-            path: "/etc/localtime".into(),
-            kind: EntryKind::Symlink { target: format!("/usr/share/zoneinfo/{tz}") },
-            mode: 0o777,
-            uid: 0,
-            gid: 0,
-        });
-        push(file("/etc/timezone", format!("{tz}\n").into_bytes(), 0o644));
-    }
-    layer.finish()
 }
 
 /// Replace lines of a passwd/group-style file by name, appending new names in order.

@@ -10,7 +10,7 @@ use petgraph::graph::NodeIndex;
 use super::accounts::encode_accounts;
 use super::planner::{sha_of, Planner};
 use super::{DebLayerDrv, Derivation, DrvKind, FetchDrv, MergedLayerDrv, MetaDrv, PackageLayer};
-use crate::hash::{Encoder, Sha256};
+use crate::hash::{DrvHash, Encoder, Sha256};
 use crate::lock::PackageLock;
 use crate::spec::{Base, ImageSpec, Platform};
 
@@ -69,7 +69,32 @@ impl Planner<'_> {
         other_layers: usize,
         workdir: Option<&str>,
     ) -> (Vec<NodeIndex>, Vec<PackageLayer>, NodeIndex) {
-        let merged_usr = true;
+        let fetches = self.fetches(image, pins);
+        let order = layer_order(pins, &fetches);
+        let budget = self.inputs.max_layers.saturating_sub(other_layers + 1).max(1);
+        let own = if order.len() <= budget { order.len() } else { budget.saturating_sub(1).max(1) };
+        let mut layers = Vec::new();
+        let mut image_layers = Vec::new();
+        for p in &order[..own] {
+            let layer = self.deb_layer(image, p, fetches[p.name.as_str()], epoch);
+            image_layers.push(layer);
+            layers.push(PackageLayer { layer, packages: vec![p.name.clone()], replaces: p.replaces.clone() });
+        }
+        if order.len() > own {
+            let rest = &order[own..];
+            let parts: Vec<NodeIndex> = rest.iter().map(|p| self.deb_layer(image, p, fetches[p.name.as_str()], epoch)).collect();
+            for (p, &layer) in rest.iter().zip(&parts) {
+                layers.push(PackageLayer { layer, packages: vec![p.name.clone()], replaces: p.replaces.clone() });
+            }
+            image_layers.push(self.merged_layer(image, parts));
+        }
+        let meta = self.meta_layer(image, platform, epoch, &fetches, &layers, workdir);
+        (image_layers, layers, meta)
+    }
+
+    /// The fetch derivation of each pinned package, by name (a damaged pin is reported and left
+    /// out).
+    fn fetches<'p>(&mut self, image: &ImageSpec, pins: &'p [PackageLock]) -> BTreeMap<&'p str, NodeIndex> {
         let mut fetches: BTreeMap<&str, NodeIndex> = BTreeMap::new();
         for p in pins {
             let suite = image.repositories.iter().find(|r| r.name == p.repository).map(|r| r.suite.as_str()).unwrap_or("");
@@ -100,71 +125,60 @@ impl Planner<'_> {
             };
             fetches.insert(p.name.as_str(), self.add(drv, &[]));
         }
-        // Popularity: how many pinned packages depend on each, directly or not.
-        let popularity = popularity(pins);
-        let mut order: Vec<&PackageLock> = pins.iter().filter(|p| fetches.contains_key(p.name.as_str())).collect();
-        order.sort_by(|a, b| popularity[b.name.as_str()].cmp(&popularity[a.name.as_str()]).then(a.name.cmp(&b.name)));
-        // A package that `Replaces` another comes after it, so its copy of a shared path wins.
-        for _ in 0..order.len() {
-            let Some((i, j)) = (0..order.len())
-                .find_map(|i| (i + 1..order.len()).rev().find(|&j| order[i].replaces.contains(&order[j].name)).map(|j| (i, j)))
-            else {
-                break;
-            };
-            let p = order.remove(i);
-            order.insert(j, p);
+        fetches
+    }
+
+    /// One package's layer, from its fetched `.deb`.
+    fn deb_layer(&mut self, image: &ImageSpec, p: &PackageLock, fetch: NodeIndex, epoch: u64) -> NodeIndex {
+        let merged_usr = true;
+        let mut e = Encoder::new("deb-layer");
+        // v3: dpkg's info/ files in the layer (was: distroless status.d/), base-files' links,
+        // the status paragraph and alternatives as outputs.
+        e.str(self.format()).u64(epoch).u64(merged_usr as u64).sha256(&sha_of(&self.plan.graph[fetch])).str(DEB_LAYER_FORMAT);
+        if image.run_scripts {
+            e.str("scripts run");
         }
-        let budget = self.inputs.max_layers.saturating_sub(other_layers + 1).max(1);
-        let own = if order.len() <= budget { order.len() } else { budget.saturating_sub(1).max(1) };
-        let mut layers = Vec::new();
-        let deb_layer = |b: &mut Self, p: &PackageLock| -> NodeIndex {
-            let fetch = fetches[p.name.as_str()];
-            let mut e = Encoder::new("deb-layer");
-            // v3: dpkg's info/ files in the layer (was: distroless status.d/), base-files' links,
-            // the status paragraph and alternatives as outputs.
-            e.str(b.format()).u64(epoch).u64(merged_usr as u64).sha256(&sha_of(&b.plan.graph[fetch])).str(DEB_LAYER_FORMAT);
-            if image.run_scripts {
-                e.str("scripts run");
-            }
-            let drv = Derivation {
-                hash: e.finish(),
-                name: format!("{}: package {}={}", image.name, p.name, p.version),
-                kind: DrvKind::DebLayer(DebLayerDrv {
-                    package: format!("{}={}", p.name, p.version),
-                    fetch,
-                    epoch,
-                    merged_usr,
-                    emulate: !image.run_scripts,
-                    compression: b.compression,
-                }),
-            };
-            b.add(drv, &[fetch])
+        let drv = Derivation {
+            hash: e.finish(),
+            name: format!("{}: package {}={}", image.name, p.name, p.version),
+            kind: DrvKind::DebLayer(DebLayerDrv {
+                package: format!("{}={}", p.name, p.version),
+                fetch,
+                epoch,
+                merged_usr,
+                emulate: !image.run_scripts,
+                compression: self.compression,
+            }),
         };
-        let mut image_layers = Vec::new();
-        for p in &order[..own] {
-            let layer = deb_layer(self, p);
-            image_layers.push(layer);
-            layers.push(PackageLayer { layer, packages: vec![p.name.clone()], replaces: p.replaces.clone() });
+        self.add(drv, &[fetch])
+    }
+
+    /// The one layer the packages past the layer budget share.
+    fn merged_layer(&mut self, image: &ImageSpec, parts: Vec<NodeIndex>) -> NodeIndex {
+        let mut e = Encoder::new("merged-layer");
+        e.str(self.format()).list(parts.len());
+        for &n in &parts {
+            e.drv(&self.plan.graph[n].hash);
         }
-        if order.len() > own {
-            let rest = &order[own..];
-            let parts: Vec<NodeIndex> = rest.iter().map(|p| deb_layer(self, p)).collect();
-            for (p, &layer) in rest.iter().zip(&parts) {
-                layers.push(PackageLayer { layer, packages: vec![p.name.clone()], replaces: p.replaces.clone() });
-            }
-            let mut e = Encoder::new("merged-layer");
-            e.str(self.format()).list(parts.len());
-            for &n in &parts {
-                e.drv(&self.plan.graph[n].hash);
-            }
-            let drv = Derivation {
-                hash: e.finish(),
-                name: format!("{}: {} packages merged", image.name, rest.len()),
-                kind: DrvKind::MergedLayer(MergedLayerDrv { parts: parts.clone(), compression: self.compression }),
-            };
-            image_layers.push(self.add(drv, &parts));
-        }
-        // The metadata layer.
+        let drv = Derivation {
+            hash: e.finish(),
+            name: format!("{}: {} packages merged", image.name, parts.len()),
+            kind: DrvKind::MergedLayer(MergedLayerDrv { parts: parts.clone(), compression: self.compression }),
+        };
+        self.add(drv, &parts)
+    }
+
+    /// The metadata layer: what the packages' maintainer scripts would have made (accounts, CA
+    /// bundle, time zone, dpkg's status, the merged-`/usr` links, the working directory).
+    fn meta_layer(
+        &mut self,
+        image: &ImageSpec,
+        platform: &Platform,
+        epoch: u64,
+        fetches: &BTreeMap<&str, NodeIndex>,
+        layers: &[PackageLayer],
+        workdir: Option<&str>,
+    ) -> NodeIndex {
         let mut symlinks = vec![
             ("/bin".to_string(), "usr/bin".to_string()),
             ("/lib".to_string(), "usr/lib".to_string()),
@@ -199,8 +213,17 @@ impl Planner<'_> {
             workdir: workdir.map(str::to_string),
             compression: self.compression,
         };
+        let hash = self.meta_hash(&meta);
+        let mut deps: Vec<NodeIndex> = [meta.base_passwd, meta.ca_certificates].into_iter().flatten().collect();
+        deps.extend(meta.statuses.iter().copied());
+        let drv = Derivation { hash, name: format!("{}: metadata ({platform})", image.name), kind: DrvKind::Meta(Box::new(meta)) };
+        self.add(drv, &deps)
+    }
+
+    /// The metadata layer's derivation hash.
+    fn meta_hash(&self, meta: &MetaDrv) -> DrvHash {
         let mut e = Encoder::new("meta-layer");
-        e.str(self.format()).u64(epoch);
+        e.str(self.format()).u64(meta.epoch);
         for dep in [meta.base_passwd, meta.ca_certificates] {
             match dep {
                 Some(n) => e.sha256(&sha_of(&self.plan.graph[n])),
@@ -238,13 +261,27 @@ impl Planner<'_> {
         if let Some(w) = &meta.workdir {
             e.str("workdir").str(w);
         }
-        let mut deps: Vec<NodeIndex> = [meta.base_passwd, meta.ca_certificates].into_iter().flatten().collect();
-        deps.extend(meta.statuses.iter().copied());
-        let drv =
-            Derivation { hash: e.finish(), name: format!("{}: metadata ({platform})", image.name), kind: DrvKind::Meta(Box::new(meta)) };
-        let meta = self.add(drv, &deps);
-        (image_layers, layers, meta)
+        e.finish()
     }
+}
+
+/// The order of the packages' layers: the most depended-upon first (by name among equals), and
+/// a package that `Replaces` another after it, so its copy of a shared path wins.
+fn layer_order<'p>(pins: &'p [PackageLock], fetches: &BTreeMap<&str, NodeIndex>) -> Vec<&'p PackageLock> {
+    // Popularity: how many pinned packages depend on each, directly or not.
+    let popularity = popularity(pins);
+    let mut order: Vec<&PackageLock> = pins.iter().filter(|p| fetches.contains_key(p.name.as_str())).collect();
+    order.sort_by(|a, b| popularity[b.name.as_str()].cmp(&popularity[a.name.as_str()]).then(a.name.cmp(&b.name)));
+    for _ in 0..order.len() {
+        let Some((i, j)) =
+            (0..order.len()).find_map(|i| (i + 1..order.len()).rev().find(|&j| order[i].replaces.contains(&order[j].name)).map(|j| (i, j)))
+        else {
+            break;
+        };
+        let p = order.remove(i);
+        order.insert(j, p);
+    }
+    order
 }
 
 /// For each pinned package, how many pinned packages depend on it, directly or transitively.

@@ -8,7 +8,8 @@
 //! the resolution of owners against `accounts`. Does no I/O: local files arrive already fingerprinted
 //! from [`crate::source`].
 //!
-//! Submodules: `planner` turns each spec image into derivations (the `Planner`, image order);
+//! Submodules: `planner` turns each spec image into derivations (the `Planner`, image order),
+//! `step` each step (its recipe and pin);
 //! `entries` merges file operations into one layer's sorted entry list; `layering` plans the
 //! package layers (popularity order under the layer budget, merged layer, the metadata layer's
 //! derivation); `accounts` resolves owners and writes passwd/group and the metadata layer's entries.
@@ -19,6 +20,7 @@ mod describe;
 mod entries;
 mod layering;
 mod planner;
+mod step;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -618,8 +620,8 @@ image "pk" {{
         // hello: accounts, files, docs, image; pk: files, 2 fetches, 2 packages, 2 metadata, 2 images, index.
         assert_eq!(a.graph.node_count(), 4 + 10);
         // Pinned across builds too: a change here changes every image digest (update it only
-        // for an intended change of the derivation encoding; last: issue 13, `accounts` also
-        // writes /etc/shadow and /etc/gshadow).
+        // for an intended change of the derivation encoding; last: `accounts` also writes
+        // /etc/shadow and /etc/gshadow).
         assert_eq!(node(&a, "hello: image").hash.hex(), "aa6f9ba15534d6b3800e4156db498381efb4c4afc42821c3b3fcfc936527addb");
     }
 
@@ -810,8 +812,8 @@ image "app" {
         assert!(hashes(&only).contains_key("step s") && !hashes(&only).contains_key("step unused"));
     }
 
-    /// Found by users (issue 12, defect 11): the documented `owner="user:group"` with names from
-    /// `accounts` was refused.
+    /// Found by users: the documented `owner="user:group"` with names from `accounts` was
+    /// refused.
     #[test]
     fn owner_user_group_names_from_accounts_are_accepted() {
         let text = spec_text("docs", "tool")
@@ -825,9 +827,10 @@ image "app" {
         assert_eq!(codes(plan_of(&unknown, None, None)), ["compose::spec::unknown_owner"]);
     }
 
-    /// Issue 13: `owner="5000"` said "numeric owners need a group id" (Docker's `--chown=5000`
-    /// means 5000:5000), and `owner="nobody:nogroup"` was unknown in an image whose packages
-    /// bring Debian's base-passwd users; `accounts` wrote no `/etc/shadow`, so `su` failed.
+    /// Guards three defects: `owner="5000"` said "numeric owners need a group id" (Docker's
+    /// `--chown=5000` means 5000:5000), `owner="nobody:nogroup"` was unknown in an image whose
+    /// packages bring Debian's base-passwd users, and `accounts` wrote no `/etc/shadow`, so `su`
+    /// failed.
     #[test]
     fn owners_and_accounts_as_a_dockerfile_user_writes_them() {
         let text = spec_text("docs", "tool")
@@ -849,7 +852,7 @@ image "app" {
         assert!(acc.entries.iter().any(|e| e.path == "/etc/gshadow"));
     }
 
-    /// Issue 13 (`workdir` made as Docker's WORKDIR): in an image with packages, the metadata
+    /// `workdir` is made as Docker's WORKDIR makes it: in an image with packages, the metadata
     /// layer makes it unless a package ships it; the images without one keep their hashes.
     #[test]
     fn workdir_of_a_packaged_image_is_made_by_the_metadata_layer() {

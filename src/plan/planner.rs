@@ -11,11 +11,11 @@ use super::accounts::{accounts_entries, accounts_text, Ids};
 use super::entries::{join, Conflict, LayerEntries};
 use super::{
     BlobDrv, Content, CopyFrom, Derivation, DrvKind, EntryKind, ImageBase, ImageDrv, IndexDrv, LayerDrv, LayerPart, Plan, PlanInputs,
-    PlannedEntry, PlannedImage, RuntimeConfig, StepDrv, DEFAULT_EPOCH,
+    PlannedEntry, PlannedImage, RuntimeConfig, DEFAULT_EPOCH,
 };
 use crate::hash::{ContentHash, DrvHash, Encoder, Sha256};
 use crate::source::SourceKind;
-use crate::spec::{Base, FileOp, ImageSpec, OwnerSpec, SpecDiagnostic, SpecFile, StepSpec};
+use crate::spec::{Base, FileOp, ImageSpec, OwnerSpec, Platform, SpecDiagnostic, SpecFile, StepSpec};
 
 /// File operations merged into one layer: the entries of those known now, and (with `copy
 /// from=`) every operation in order.
@@ -35,6 +35,14 @@ enum PendingPart {
         span: miette::SourceSpan,
         copy: CopyFrom,
     },
+}
+
+/// What an image's spec adds on every platform (see [`Planner::own_layers`]).
+struct OwnLayers {
+    merged: Vec<Merged>,
+    config: RuntimeConfig,
+    /// The working directory the metadata layer makes (images with packages).
+    workdir: Option<String>,
 }
 
 /// An image or a step of the spec.
@@ -82,6 +90,24 @@ impl Planner<'_> {
     pub(super) fn image(&mut self, image: &ImageSpec, output: bool, export: bool) {
         self.compression = self.inputs.compression.unwrap_or(image.compression);
         let epoch = self.inputs.source_date_epoch.or(image.epoch).unwrap_or(DEFAULT_EPOCH);
+        let own = self.own_layers(image);
+        let mut images = Vec::new();
+        for platform in &image.platforms {
+            if let Some(node) = self.platform_image(image, platform, &own, epoch) {
+                images.push(node);
+            }
+        }
+        if images.is_empty() || !output {
+            return;
+        }
+        let root = self.image_root(image, &images);
+        self.plan.images.push(PlannedImage { name: image.name.clone(), tag: image.tag.clone(), root, export });
+    }
+
+    /// What an image's spec adds on every platform: its file layers (accounts, `files`, each
+    /// `layer`, the working directory), its runtime config, and the workdir the metadata layer
+    /// makes instead when the image has packages.
+    fn own_layers(&mut self, image: &ImageSpec) -> OwnLayers {
         let packaged = !image.packages.is_empty();
         let mut merged: Vec<Merged> = Vec::new();
 
@@ -115,266 +141,181 @@ impl Planner<'_> {
             let _ = layer.insert(PlannedEntry { path: w.clone(), kind: EntryKind::Dir, mode: 0o755, uid: 0, gid: 0 }, image.span);
             merged.push(Merged { what: "workdir".into(), entries: layer.finish(), parts: Vec::new(), merged_usr: false });
         }
-        let mut images = Vec::new();
-        for platform in &image.platforms {
-            // Layers with `copy from=` an image take that image's file system for this platform;
-            // the others are the same derivation on every platform.
-            let mut common = Vec::new();
-            for m in &merged {
-                if let Some(n) = self.layer(&image.name, m, epoch, &platform.to_string()) {
-                    common.push(n);
-                }
-            }
-            let mut layers = Vec::new();
-            let mut packages = Vec::new();
-            let mut base_deps = Vec::new();
-            let base = match &image.base {
-                Base::Scratch => None,
-                Base::Image { name, span } => match self.image_nodes.get(&(name.clone(), platform.to_string())) {
-                    Some(&n) => {
-                        base_deps.push(n);
-                        Some(ImageBase::Image(n))
-                    }
-                    None => {
-                        self.errors.push(self.spec.diagnostic(
-                            "compose::spec::base_platform",
-                            *span,
-                            format!("image `{name}` is not built for {platform}, which `{}` needs", image.name),
-                            "this base",
-                            Some(format!("add \"{platform}\" to the `platforms` of `{name}`")),
-                        ));
-                        continue;
-                    }
-                },
-                _ => match self.inputs.bases.get(&(image.name.clone(), platform.to_string())) {
-                    Some(b) => {
-                        let mut layers = Vec::new();
-                        for l in &b.layers {
-                            let drv = Derivation {
-                                hash: Encoder::new("blob").sha256(&l.digest).finish(),
-                                name: format!("base layer {} of {}", &l.digest.hex()[..12], b.reference),
-                                kind: DrvKind::Blob(BlobDrv { layer: l.clone(), source: b.source.clone(), reference: b.reference.clone() }),
-                            };
-                            let n = self.add(drv, &[]);
-                            base_deps.push(n);
-                            layers.push((l.clone(), n));
-                        }
-                        Some(ImageBase::External { manifest: b.manifest_digest, config: Arc::new(b.config.clone()), layers })
-                    }
-                    None => {
-                        self.errors.push(self.spec.diagnostic(
-                            "compose::spec::base",
-                            image.span,
-                            format!("the base of `{}` was not loaded for {platform}", image.name),
-                            "this image",
-                            None,
-                        ));
-                        continue;
-                    }
-                },
-            };
-            if packaged {
-                let pins = self.inputs.lock.and_then(|l| l.images.get(&image.name)).and_then(|l| l.platforms.get(&platform.to_string()));
-                let Some(pins) = pins else {
-                    self.errors.push(self.spec.diagnostic(
-                        "compose::lock::missing",
-                        image.span,
-                        format!("the lockfile has no packages for image `{}` on {platform}", image.name),
-                        "this image",
-                        Some("run `compose lock` to resolve them".into()),
-                    ));
-                    continue;
-                };
-                let (pkg_layers, per_package, meta) = self.package_layers(
-                    image,
-                    platform,
-                    &pins.packages,
-                    epoch,
-                    common.len() + self.base_layers(base.as_ref()) + usize::from(image.run_scripts),
-                    workdir.as_deref(),
-                );
-                layers.extend(pkg_layers);
-                layers.push(meta);
-                packages = per_package;
-                if image.run_scripts {
-                    layers.push(self.scripts(image, platform, base.clone(), &layers, &packages, epoch, &base_deps));
-                }
-            }
-            layers.extend(common.iter().copied());
-            // The layer budget counts what the base brings (`base image=` chains included).
-            let inherited = self.base_layers(base.as_ref());
-            if inherited + layers.len() > self.inputs.max_layers {
-                self.errors.push(self.spec.diagnostic(
-                    "compose::plan::too_many_layers",
-                    image.span,
-                    format!(
-                        "image `{}` would have {} layers on {platform} ({inherited} from its base), more than the limit of {}",
-                        image.name,
-                        inherited + layers.len(),
-                        self.inputs.max_layers
-                    ),
-                    "this image",
-                    Some("raise --max-layers (engines accept up to 127), or give the image or its base fewer `layer` blocks".into()),
-                ));
-                continue;
-            }
-            let drv = ImageDrv { platform: platform.clone(), base, layers: layers.clone(), packages, config: config.clone(), epoch };
-            let hash = self.image_hash(&drv);
-            let name =
-                if image.platforms.len() > 1 { format!("{}: image {}", image.name, platform) } else { format!("{}: image", image.name) };
-            // The image also needs each package layer's file list (for the conflict check), merged or not.
-            let mut deps = layers.clone();
-            deps.extend(drv.packages.iter().map(|p| p.layer).filter(|n| !layers.contains(n)));
-            deps.extend(base_deps);
-            let node = self.add(Derivation { hash, name, kind: DrvKind::Image(Box::new(drv)) }, &deps);
-            self.image_nodes.insert((image.name.clone(), platform.to_string()), node);
-            let inherited = self.inherited_accounts(image, &platform.to_string());
-            let effective = match &image.accounts {
-                Some(a) => Some(accounts_text(a, inherited.as_ref())),
-                None => inherited,
-            };
-            if let Some(e) = effective {
-                self.accounts_of.insert((image.name.clone(), platform.to_string()), e);
-            }
-            images.push(node);
-        }
-        if images.is_empty() || !output {
-            return;
-        }
-        let root = if images.len() == 1 {
-            images[0]
-        } else {
-            let mut e = Encoder::new("index");
-            e.list(images.len());
-            for &i in &images {
-                e.drv(&self.plan.graph[i].hash);
-            }
-            let drv = Derivation {
-                hash: e.finish(),
-                name: format!("{}: index", image.name),
-                kind: DrvKind::Index(IndexDrv { images: images.clone() }),
-            };
-            self.add(drv, &images)
-        };
-        self.plan.images.push(PlannedImage { name: image.name.clone(), tag: image.tag.clone(), root, export });
+        OwnLayers { merged, config, workdir }
     }
 
-    /// A step: its inputs layer, the image it runs in (for its platform), its recipe and, for a
-    /// fixed-output step, the pin the lockfile holds for that recipe.
-    pub(super) fn step(&mut self, step: &StepSpec) {
-        self.compression = Compression::Gzip;
-        let Some(image) = self.spec.image(&step.image.0) else { return };
-        let Some(platform) = step.platform.clone().or_else(|| image.platforms.first().cloned()) else { return };
-        let Some(&image_node) = self.image_nodes.get(&(image.name.clone(), platform.to_string())) else {
-            self.errors.push(self.spec.diagnostic(
-                "compose::spec::step_platform",
-                step.image.1,
-                format!("image `{}` is not built for {platform}, which step `{}` runs on", image.name, step.name),
-                "this image",
-                Some(format!("add \"{platform}\" to the `platforms` of `{}`, or set the step's `platform`", image.name)),
-            ));
-            return;
-        };
-        let epoch = match &self.plan.graph[image_node].kind {
-            DrvKind::Image(i) => i.epoch,
-            _ => self.inputs.source_date_epoch.unwrap_or(DEFAULT_EPOCH),
-        };
-        let ids = Ids::new(None, None);
-        let mut deps = vec![image_node];
-        let mut inputs = None;
-        if !step.inputs.is_empty() {
-            let Some(m) = self.merge_ops("inputs", &step.inputs, &ids, !image.packages.is_empty()) else {
-                return;
-            };
-            let Some(n) = self.layer(&format!("step {}", step.name), &m, epoch, &platform.to_string()) else { return };
-            inputs = Some(n);
-            deps.push(n);
-        }
-        let mut input_paths: Vec<String> = step
-            .inputs
-            .iter()
-            .filter_map(|op| match op {
-                FileOp::Copy { to, .. } => Some(to.clone()),
-                _ => None,
-            })
-            .collect();
-        input_paths.sort();
-        input_paths.dedup();
-        let mut e = Encoder::new("step");
-        e.str((self.inputs.layer_format)(Compression::Gzip)).drv(&self.plan.graph[image_node].hash).u64(epoch);
-        match inputs {
-            Some(n) => e.drv(&self.plan.graph[n].hash),
-            None => e.opt_str(None),
-        };
-        e.list(input_paths.len());
-        for p in &input_paths {
-            e.str(p);
-        }
-        e.list(step.runs.len());
-        for argv in &step.runs {
-            e.list(argv.len());
-            for a in argv {
-                e.str(a);
+    /// The image derivation of one platform: its base, package layers, own layers and config;
+    /// `None` after reporting an error.
+    fn platform_image(&mut self, image: &ImageSpec, platform: &Platform, own: &OwnLayers, epoch: u64) -> Option<NodeIndex> {
+        // Layers with `copy from=` an image take that image's file system for this platform;
+        // the others are the same derivation on every platform.
+        let mut common = Vec::new();
+        for m in &own.merged {
+            if let Some(n) = self.layer(&image.name, m, epoch, &platform.to_string()) {
+                common.push(n);
             }
         }
-        e.list(step.env.len());
-        for (k, v) in &step.env {
-            e.str(k).str(v);
-        }
-        e.opt_str(step.workdir.as_deref()).u64(step.user.0 as u64).u64(step.user.1 as u64).str(&step.output);
-        e.u64(step.network as u64).list(step.pass_env.len());
-        for v in &step.pass_env {
-            e.str(v);
-        }
-        e.str(super::SANDBOX_ID);
-        // Written only when present, so steps without them keep their keys (and their pins).
-        if !step.secrets.is_empty() {
-            e.str("secrets").list(step.secrets.len());
-            for sec in &step.secrets {
-                e.str(&sec.id).opt_str(sec.env.as_deref()).opt_str(sec.target.as_deref()).u64(sec.required as u64);
-            }
-        }
-        if !step.host_mounts.is_empty() {
-            e.str("host-mounts").list(step.host_mounts.len());
-            for (host, to) in &step.host_mounts {
-                e.str(host).str(to);
-            }
-        }
-        let recipe = e.finish();
-        let pin = if step.network {
-            self.inputs
-                .lock
-                .and_then(|l| l.steps.get(&step.name))
-                .filter(|p| p.recipe == recipe.hex())
-                .and_then(|p| p.output.strip_prefix("sha256:").and_then(|h| Sha256::from_hex(h).ok()))
+        let mut base_deps = Vec::new();
+        let base = self.base_of(image, platform, &mut base_deps)?;
+        let (mut layers, packages) = if image.packages.is_empty() {
+            (Vec::new(), Vec::new())
         } else {
-            None
+            let others = common.len() + self.base_layers(base.as_ref()) + usize::from(image.run_scripts);
+            self.packaged_layers(image, platform, epoch, others, base.as_ref(), own.workdir.as_deref(), &base_deps)?
         };
-        let hash = match &pin {
-            Some(out) => super::fixed_output_hash(out),
-            None => recipe,
+        layers.extend(common.iter().copied());
+        self.check_layer_budget(image, platform, base.as_ref(), layers.len())?;
+        let drv = ImageDrv { platform: platform.clone(), base, layers: layers.clone(), packages, config: own.config.clone(), epoch };
+        let hash = self.image_hash(&drv);
+        let name = if image.platforms.len() > 1 { format!("{}: image {}", image.name, platform) } else { format!("{}: image", image.name) };
+        // The image also needs each package layer's file list (for the conflict check), merged or not.
+        let mut deps = layers.clone();
+        deps.extend(drv.packages.iter().map(|p| p.layer).filter(|n| !layers.contains(n)));
+        deps.extend(base_deps);
+        let node = self.add(Derivation { hash, name, kind: DrvKind::Image(Box::new(drv)) }, &deps);
+        self.image_nodes.insert((image.name.clone(), platform.to_string()), node);
+        self.record_accounts(image, platform);
+        Some(node)
+    }
+
+    /// The base of an image on `platform` (`None` for scratch), adding to `base_deps` the nodes
+    /// it needs; `None` after reporting that it is missing.
+    fn base_of(&mut self, image: &ImageSpec, platform: &Platform, base_deps: &mut Vec<NodeIndex>) -> Option<Option<ImageBase>> {
+        match &image.base {
+            Base::Scratch => Some(None),
+            Base::Image { name, span } => match self.image_nodes.get(&(name.clone(), platform.to_string())) {
+                Some(&n) => {
+                    base_deps.push(n);
+                    Some(Some(ImageBase::Image(n)))
+                }
+                None => {
+                    self.errors.push(self.spec.diagnostic(
+                        "compose::spec::base_platform",
+                        *span,
+                        format!("image `{name}` is not built for {platform}, which `{}` needs", image.name),
+                        "this base",
+                        Some(format!("add \"{platform}\" to the `platforms` of `{name}`")),
+                    ));
+                    None
+                }
+            },
+            _ => match self.inputs.bases.get(&(image.name.clone(), platform.to_string())) {
+                Some(b) => Some(Some(self.external_base(b, base_deps))),
+                None => {
+                    self.errors.push(self.spec.diagnostic(
+                        "compose::spec::base",
+                        image.span,
+                        format!("the base of `{}` was not loaded for {platform}", image.name),
+                        "this image",
+                        None,
+                    ));
+                    None
+                }
+            },
+        }
+    }
+
+    /// A loaded base (registry, layout or archive): a blob derivation per layer, each added to
+    /// `base_deps`.
+    fn external_base(&mut self, b: &crate::base::BaseImage, base_deps: &mut Vec<NodeIndex>) -> ImageBase {
+        let mut layers = Vec::new();
+        for l in &b.layers {
+            let drv = Derivation {
+                hash: Encoder::new("blob").sha256(&l.digest).finish(),
+                name: format!("base layer {} of {}", &l.digest.hex()[..12], b.reference),
+                kind: DrvKind::Blob(BlobDrv { layer: l.clone(), source: b.source.clone(), reference: b.reference.clone() }),
+            };
+            let n = self.add(drv, &[]);
+            base_deps.push(n);
+            layers.push((l.clone(), n));
+        }
+        ImageBase::External { manifest: b.manifest_digest, config: Arc::new(b.config.clone()), layers }
+    }
+
+    /// An image's package layers on `platform`, from the lockfile's pins: the layers (package
+    /// layers, the metadata layer, and the maintainer scripts' layer when they run) and the
+    /// packages each holds; `None` after reporting that the lockfile has no pins for it.
+    #[allow(clippy::too_many_arguments)]
+    fn packaged_layers(
+        &mut self,
+        image: &ImageSpec,
+        platform: &Platform,
+        epoch: u64,
+        other_layers: usize,
+        base: Option<&ImageBase>,
+        workdir: Option<&str>,
+        base_deps: &[NodeIndex],
+    ) -> Option<(Vec<NodeIndex>, Vec<super::PackageLayer>)> {
+        let pins = self.inputs.lock.and_then(|l| l.images.get(&image.name)).and_then(|l| l.platforms.get(&platform.to_string()));
+        let Some(pins) = pins else {
+            self.errors.push(self.spec.diagnostic(
+                "compose::lock::missing",
+                image.span,
+                format!("the lockfile has no packages for image `{}` on {platform}", image.name),
+                "this image",
+                Some("run `compose lock` to resolve them".into()),
+            ));
+            return None;
         };
-        let drv = StepDrv {
-            step: step.name.clone(),
-            image: image_node,
-            inputs,
-            input_paths,
-            runs: step.runs.clone(),
-            env: step.env.clone(),
-            workdir: step.workdir.clone(),
-            user: step.user,
-            output: step.output.clone(),
-            network: step.network,
-            pass_env: step.pass_env.clone(),
-            limits: step.limits.clone(),
-            secrets: step.secrets.clone(),
-            host_mounts: step.host_mounts.clone(),
-            epoch,
-            recipe,
-            pin,
+        let (mut layers, packages, meta) = self.package_layers(image, platform, &pins.packages, epoch, other_layers, workdir);
+        layers.push(meta);
+        if image.run_scripts {
+            layers.push(self.scripts(image, platform, base.cloned(), &layers, &packages, epoch, base_deps));
+        }
+        Some((layers, packages))
+    }
+
+    /// Reports an image with more layers than `--max-layers` allows on `platform` (counting what
+    /// its base brings, `base image=` chains included); `None` then.
+    fn check_layer_budget(&mut self, image: &ImageSpec, platform: &Platform, base: Option<&ImageBase>, own: usize) -> Option<()> {
+        let inherited = self.base_layers(base);
+        if inherited + own <= self.inputs.max_layers {
+            return Some(());
+        }
+        self.errors.push(self.spec.diagnostic(
+            "compose::plan::too_many_layers",
+            image.span,
+            format!(
+                "image `{}` would have {} layers on {platform} ({inherited} from its base), more than the limit of {}",
+                image.name,
+                inherited + own,
+                self.inputs.max_layers
+            ),
+            "this image",
+            Some("raise --max-layers (engines accept up to 127), or give the image or its base fewer `layer` blocks".into()),
+        ));
+        None
+    }
+
+    /// Keeps the `/etc/passwd` and `/etc/group` the image ends up with on `platform`, for the
+    /// images built on it.
+    fn record_accounts(&mut self, image: &ImageSpec, platform: &Platform) {
+        let inherited = self.inherited_accounts(image, &platform.to_string());
+        let effective = match &image.accounts {
+            Some(a) => Some(accounts_text(a, inherited.as_ref())),
+            None => inherited,
         };
-        let n = self.add(Derivation { hash, name: format!("step {}", step.name), kind: DrvKind::Step(Box::new(drv)) }, &deps);
-        self.step_nodes.insert(step.name.clone(), n);
+        if let Some(e) = effective {
+            self.accounts_of.insert((image.name.clone(), platform.to_string()), e);
+        }
+    }
+
+    /// What an output image's name points at: its one platform's image, or an index of them.
+    fn image_root(&mut self, image: &ImageSpec, images: &[NodeIndex]) -> NodeIndex {
+        if images.len() == 1 {
+            return images[0];
+        }
+        let mut e = Encoder::new("index");
+        e.list(images.len());
+        for &i in images {
+            e.drv(&self.plan.graph[i].hash);
+        }
+        let drv = Derivation {
+            hash: e.finish(),
+            name: format!("{}: index", image.name),
+            kind: DrvKind::Index(IndexDrv { images: images.to_vec() }),
+        };
+        self.add(drv, images)
     }
 
     /// `maintainer-scripts "run"`: the packages root (the base, the package layers and the
@@ -383,7 +324,7 @@ impl Planner<'_> {
     fn scripts(
         &mut self,
         image: &ImageSpec,
-        platform: &crate::spec::Platform,
+        platform: &Platform,
         base: Option<ImageBase>,
         layers: &[NodeIndex],
         packages: &[super::PackageLayer],
@@ -487,7 +428,7 @@ impl Planner<'_> {
 
     /// The layer derivation of merged operations on `platform` (`copy from=` an image takes that
     /// image's file system for this platform); `None` after reporting an error.
-    fn layer(&mut self, owner: &str, m: &Merged, epoch: u64, platform: &str) -> Option<NodeIndex> {
+    pub(super) fn layer(&mut self, owner: &str, m: &Merged, epoch: u64, platform: &str) -> Option<NodeIndex> {
         let mut e = Encoder::new("files-layer");
         e.str(self.format()).u64(epoch);
         encode_entries(&mut e, &m.entries);
@@ -663,102 +604,20 @@ impl Planner<'_> {
     }
 
     /// Merge file operations into one layer's sorted entry list.
-    fn merge_ops(&mut self, what: &str, ops: &[FileOp], ids: &Ids, merged_usr: bool) -> Option<Merged> {
+    pub(super) fn merge_ops(&mut self, what: &str, ops: &[FileOp], ids: &Ids, merged_usr: bool) -> Option<Merged> {
         let mut layer = LayerEntries { merged_usr, ..LayerEntries::default() };
         let errors_before = self.errors.len();
         let with_from = ops.iter().any(|op| matches!(op, FileOp::Copy { from: Some(_), .. }));
         let mut parts: Vec<PendingPart> = Vec::new();
         for op in ops {
+            if let FileOp::Copy { from: Some(_), .. } = op {
+                parts.extend(self.copy_from(op, ids));
+                continue;
+            }
             // With `copy from=`, each operation's own entries are kept too, in order.
             let before: Option<std::collections::BTreeMap<String, PlannedEntry>> =
                 with_from.then(|| layer.map.iter().map(|(k, (e, _))| (k.clone(), e.clone())).collect());
-            match op {
-                FileOp::Copy { src, to, to_dir, mode, dir_mode, owner, from: Some((name, at)), .. } => {
-                    let Some((uid, gid)) = self.owner(owner.as_ref(), ids) else { continue };
-                    let src = match self.spec.step(name) {
-                        Some(step) => src.strip_prefix(step.output.as_str()).unwrap_or_default().trim_start_matches('/').to_string(),
-                        None => src.clone(),
-                    };
-                    let copy = CopyFrom {
-                        source: NodeIndex::end(),
-                        src,
-                        to: to.clone(),
-                        to_dir: *to_dir,
-                        mode: *mode,
-                        dir_mode: *dir_mode,
-                        uid,
-                        gid,
-                    };
-                    parts.push(PendingPart::From { name: name.clone(), span: *at, copy });
-                    continue;
-                }
-                FileOp::Copy { src, src_span, to, to_dir, mode, dir_mode, owner, span, from: None } => {
-                    let Some((uid, gid)) = self.owner(owner.as_ref(), ids) else { continue };
-                    let Some(scanned) = self.inputs.sources.get(src) else {
-                        self.errors.push(self.spec.diagnostic(
-                            "compose::spec::source",
-                            *src_span,
-                            format!("copy source `{src}` was not scanned"),
-                            "here",
-                            None,
-                        ));
-                        continue;
-                    };
-                    let dest_root = if scanned.root_is_dir() || !to_dir {
-                        to.clone()
-                    } else {
-                        let base = src.trim_end_matches('/').rsplit('/').next().unwrap_or(src);
-                        join(to, base)
-                    };
-                    for se in &scanned.entries {
-                        let path = if se.rel.is_empty() { dest_root.clone() } else { join(&dest_root, &se.rel) };
-                        let (kind, mode) = match &se.kind {
-                            SourceKind::Dir => (EntryKind::Dir, dir_mode.unwrap_or(0o755)),
-                            SourceKind::Symlink { target } => (EntryKind::Symlink { target: target.clone() }, 0o777),
-                            SourceKind::File { size, hash, executable } => (
-                                EntryKind::File {
-                                    size: *size,
-                                    content: Content::Local { abs: se.abs.clone(), hash: *hash, settled: se.settled.clone() },
-                                },
-                                mode.unwrap_or(if *executable { 0o755 } else { 0o644 }),
-                            ),
-                        };
-                        let entry = PlannedEntry { path, kind, mode, uid, gid };
-                        if let Err(msg) = layer.insert(entry, *span) {
-                            self.errors.push(self.conflict(msg));
-                        }
-                    }
-                }
-                FileOp::Text { path, content, mode, owner, span } => {
-                    let Some((uid, gid)) = self.owner(owner.as_ref(), ids) else { continue };
-                    let bytes = Arc::new(content.as_bytes().to_vec());
-                    let entry = PlannedEntry {
-                        path: path.clone(),
-                        kind: EntryKind::File { size: bytes.len() as u64, content: Content::Inline(bytes) },
-                        mode: mode.unwrap_or(0o644),
-                        uid,
-                        gid,
-                    };
-                    if let Err(msg) = layer.insert(entry, *span) {
-                        self.errors.push(self.conflict(msg));
-                    }
-                }
-                FileOp::Symlink { path, target, owner, span } => {
-                    let Some((uid, gid)) = self.owner(owner.as_ref(), ids) else { continue };
-                    let entry =
-                        PlannedEntry { path: path.clone(), kind: EntryKind::Symlink { target: target.clone() }, mode: 0o777, uid, gid };
-                    if let Err(msg) = layer.insert(entry, *span) {
-                        self.errors.push(self.conflict(msg));
-                    }
-                }
-                FileOp::Dir { path, mode, owner, span } => {
-                    let Some((uid, gid)) = self.owner(owner.as_ref(), ids) else { continue };
-                    let entry = PlannedEntry { path: path.clone(), kind: EntryKind::Dir, mode: mode.unwrap_or(0o755), uid, gid };
-                    if let Err(msg) = layer.insert(entry, *span) {
-                        self.errors.push(self.conflict(msg));
-                    }
-                }
-            }
+            self.merge_op(&mut layer, op, ids);
             if let Some(before) = before {
                 let changed: Vec<PlannedEntry> =
                     layer.map.iter().filter(|(k, (e, _))| before.get(*k) != Some(e)).map(|(_, (e, _))| e.clone()).collect();
@@ -769,6 +628,94 @@ impl Planner<'_> {
             return None;
         }
         Some(Merged { what: what.to_string(), entries: layer.finish(), parts, merged_usr })
+    }
+
+    /// A `copy from=` a step or an image: the part it becomes (its source is resolved per
+    /// platform); `None` after reporting an unknown owner.
+    fn copy_from(&mut self, op: &FileOp, ids: &Ids) -> Option<PendingPart> {
+        let FileOp::Copy { src, to, to_dir, mode, dir_mode, owner, from: Some((name, at)), .. } = op else { return None };
+        let (uid, gid) = self.owner(owner.as_ref(), ids)?;
+        let src = match self.spec.step(name) {
+            Some(step) => src.strip_prefix(step.output.as_str()).unwrap_or_default().trim_start_matches('/').to_string(),
+            None => src.clone(),
+        };
+        let copy = CopyFrom { source: NodeIndex::end(), src, to: to.clone(), to_dir: *to_dir, mode: *mode, dir_mode: *dir_mode, uid, gid };
+        Some(PendingPart::From { name: name.clone(), span: *at, copy })
+    }
+
+    /// One operation whose entries are known now, into `layer` (errors reported).
+    fn merge_op(&mut self, layer: &mut LayerEntries, op: &FileOp, ids: &Ids) {
+        match op {
+            // Planned as a part of its own (`copy_from`).
+            FileOp::Copy { from: Some(_), .. } => {}
+            FileOp::Copy { from: None, .. } => self.copy_local(layer, op, ids),
+            FileOp::Text { path, content, mode, owner, span } => {
+                let Some((uid, gid)) = self.owner(owner.as_ref(), ids) else { return };
+                let bytes = Arc::new(content.as_bytes().to_vec());
+                let entry = PlannedEntry {
+                    path: path.clone(),
+                    kind: EntryKind::File { size: bytes.len() as u64, content: Content::Inline(bytes) },
+                    mode: mode.unwrap_or(0o644),
+                    uid,
+                    gid,
+                };
+                self.insert(layer, entry, *span);
+            }
+            FileOp::Symlink { path, target, owner, span } => {
+                let Some((uid, gid)) = self.owner(owner.as_ref(), ids) else { return };
+                let entry = PlannedEntry { path: path.clone(), kind: EntryKind::Symlink { target: target.clone() }, mode: 0o777, uid, gid };
+                self.insert(layer, entry, *span);
+            }
+            FileOp::Dir { path, mode, owner, span } => {
+                let Some((uid, gid)) = self.owner(owner.as_ref(), ids) else { return };
+                let entry = PlannedEntry { path: path.clone(), kind: EntryKind::Dir, mode: mode.unwrap_or(0o755), uid, gid };
+                self.insert(layer, entry, *span);
+            }
+        }
+    }
+
+    /// A `copy` of local files: an entry for each file the scan found, under the destination.
+    fn copy_local(&mut self, layer: &mut LayerEntries, op: &FileOp, ids: &Ids) {
+        let FileOp::Copy { src, src_span, to, to_dir, mode, dir_mode, owner, span, from: None } = op else { return };
+        let Some((uid, gid)) = self.owner(owner.as_ref(), ids) else { return };
+        let Some(scanned) = self.inputs.sources.get(src) else {
+            self.errors.push(self.spec.diagnostic(
+                "compose::spec::source",
+                *src_span,
+                format!("copy source `{src}` was not scanned"),
+                "here",
+                None,
+            ));
+            return;
+        };
+        let dest_root = if scanned.root_is_dir() || !to_dir {
+            to.clone()
+        } else {
+            let base = src.trim_end_matches('/').rsplit('/').next().unwrap_or(src);
+            join(to, base)
+        };
+        for se in &scanned.entries {
+            let path = if se.rel.is_empty() { dest_root.clone() } else { join(&dest_root, &se.rel) };
+            let (kind, mode) = match &se.kind {
+                SourceKind::Dir => (EntryKind::Dir, dir_mode.unwrap_or(0o755)),
+                SourceKind::Symlink { target } => (EntryKind::Symlink { target: target.clone() }, 0o777),
+                SourceKind::File { size, hash, executable } => (
+                    EntryKind::File {
+                        size: *size,
+                        content: Content::Local { abs: se.abs.clone(), hash: *hash, settled: se.settled.clone() },
+                    },
+                    mode.unwrap_or(if *executable { 0o755 } else { 0o644 }),
+                ),
+            };
+            self.insert(layer, PlannedEntry { path, kind, mode, uid, gid }, *span);
+        }
+    }
+
+    /// Puts an entry in the layer, reporting a conflict with what is there.
+    fn insert(&mut self, layer: &mut LayerEntries, entry: PlannedEntry, span: miette::SourceSpan) {
+        if let Err(msg) = layer.insert(entry, span) {
+            self.errors.push(self.conflict(msg));
+        }
     }
 
     fn conflict(&self, c: Conflict) -> SpecDiagnostic {

@@ -34,6 +34,7 @@ const LEVELS: &[(&str, u32)] = &[
     ("exec", 9),
     ("image", 10),
     ("ops", 11),
+    ("cli", 12),
 ];
 
 fn uses(code: &str) -> Vec<String> {

@@ -1,0 +1,23 @@
+//! `compose explain`: why each derivation the next build would run is not in the store.
+
+use std::io::Write;
+
+use compose::ops;
+
+use crate::cli::args::{spec_options, SpecArgs};
+
+pub fn run(stdout: &mut impl Write, spec: &SpecArgs, json: bool) -> Result<(), ops::Error> {
+    let e = ops::explain(&spec_options(spec)?)?;
+    if json {
+        let _ = writeln!(stdout, "{}", serde_json::to_string_pretty(&e).unwrap_or_default());
+    } else {
+        for r in &e.rebuild {
+            let _ = writeln!(stdout, "{} ({}):", r.name, r.kind);
+            for why in &r.reasons {
+                let _ = writeln!(stdout, "    {why}");
+            }
+        }
+        let _ = writeln!(stdout, "{} of {} derivations would run; {} are in the store", e.rebuild.len(), e.derivations, e.cached);
+    }
+    Ok(())
+}
