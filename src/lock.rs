@@ -327,7 +327,7 @@ mod tests {
         assert_eq!(path_for(Path::new("a/spec.kdl")), Path::new("a/spec.kdl.lock"));
     }
 
-    /// Issue 12, defect 10: a lockfile package name with a newline, or a version with U+202E,
+    /// Guards against this: a lockfile package name with a newline, or a version with U+202E,
     /// was accepted and copied into the SBOM.
     #[test]
     fn lockfile_fields_that_would_corrupt_line_based_formats_are_refused() {

@@ -102,6 +102,10 @@ pub enum BuildError {
         #[source]
         source: io::Error,
     },
+    /// A tree (an image's, a step's output, what maintainer scripts left) that breaks a rule;
+    /// the message says which, and there is no other cause to show.
+    #[error("{0}")]
+    BadTree(String),
     #[error("{message}")]
     CopyFrom { message: String },
     #[error("step `{step}` cannot run: {}", crate::util::chain_message(source))]

@@ -48,14 +48,11 @@ pub fn run_scripts(
     let lower = trees::image_rootfs(store, root)?;
     for need in ["/usr/bin/dpkg", "/bin/sh"] {
         if trees::resolve_in(&lower, need)?.symlink_metadata().is_err() {
-            return Err(BuildError::Tree {
-                message: format!(
-                    "image `{}`: maintainer-scripts \"run\" needs dpkg and a shell, and the image has no `{need}`; \
+            return Err(BuildError::BadTree(format!(
+                "image `{}`: maintainer-scripts \"run\" needs dpkg and a shell, and the image has no `{need}`; \
                      add `variant \"essential\"` (or the packages dpkg and dash)",
-                    sc.image
-                ),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "missing"),
-            });
+                sc.image
+            )));
         }
     }
     let mut root = Root::prepare(executor, store, "scripts-", format!("maintainer scripts of {}", sc.image), &lower, |_, upper| {

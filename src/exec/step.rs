@@ -338,10 +338,10 @@ fn binds(s: &StepDrv, inputs: &Path, reporter: &dyn Reporter) -> Result<Vec<Bind
         .collect();
     for (host, _) in &s.host_mounts {
         if fs::symlink_metadata(host).is_err() {
-            return Err(BuildError::Tree {
-                message: format!("step `{}`: `mount-from-host \"{host}\"`: there is no such path on this host", s.step),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "not found"),
-            });
+            return Err(BuildError::BadTree(format!(
+                "step `{}`: `mount-from-host \"{host}\"`: there is no such path on this host",
+                s.step
+            )));
         }
     }
     if let Some(account) = host_account(s.user.0) {
@@ -368,10 +368,7 @@ fn capture(drv: &Derivation, s: &StepDrv, root: &Root<'_>, log: &mut Log, store:
     let captured = trees::resolve_in(&root.rootfs, &s.output)?;
     if !captured.symlink_metadata().is_ok_and(|m| m.is_dir()) {
         log.keep(store, drv);
-        return Err(BuildError::Tree {
-            message: format!("step `{}`: its output `{}` is not a directory when it ends", s.step, s.output),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not a directory"),
-        });
+        return Err(BuildError::BadTree(format!("step `{}`: its output `{}` is not a directory when it ends", s.step, s.output)));
     }
     let tree = trees::capture(&drv.name, &s.output, &captured, s.epoch, store)?;
     if let (Some(pin), Some(got)) = (s.pin, tree.diff_id) {

@@ -198,14 +198,11 @@ fn unpack_with(blob: &Path, media_type: &str, dest: &Path, how: &Unpack<'_>) -> 
 
 /// A tree that breaks the rules of its kind, as a build error.
 fn refused(blob: &Path, r: tarcheck::Refused) -> BuildError {
-    BuildError::Tree {
-        message: format!(
-            "the tree in `{}` is refused: {r} (a store that took it from a shared cache before compose checked trees: \
+    BuildError::BadTree(format!(
+        "the tree in `{}` is refused: {r} (a store that took it from a shared cache before compose checked trees: \
              `compose cache verify --repair` removes it)",
-            blob.display()
-        ),
-        source: io::Error::new(io::ErrorKind::InvalidData, "refused"),
-    }
+        blob.display()
+    ))
 }
 
 /// Unpack into the empty directory `dest` only what copies of `srcs` (paths in the tree, as
@@ -311,10 +308,7 @@ pub fn walk(dir: &Path, w: &Walk<'_>) -> Result<Vec<PlannedEntry>, BuildError> {
         })?;
         let rel = e.path().strip_prefix(dir).unwrap_or(e.path());
         let Some(rel) = rel.to_str() else {
-            return Err(BuildError::Tree {
-                message: format!("`{}` in {} has a name that is not UTF-8", e.path().display(), w.what),
-                source: io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"),
-            });
+            return Err(BuildError::BadTree(format!("`{}` in {} has a name that is not UTF-8", e.path().display(), w.what)));
         };
         if (w.skip)(rel) {
             continue;
@@ -342,10 +336,10 @@ pub fn walk(dir: &Path, w: &Walk<'_>) -> Result<Vec<PlannedEntry>, BuildError> {
         } else if ft.is_file() {
             EntryKind::File { size: meta.len(), content: Content::Tree { abs: e.path().to_path_buf() } }
         } else {
-            return Err(BuildError::Tree {
-                message: format!("`{shown}/{rel}` in {} is a device, FIFO or socket; a tree holds files, directories and symlinks", w.what),
-                source: io::Error::new(io::ErrorKind::InvalidData, "special file"),
-            });
+            return Err(BuildError::BadTree(format!(
+                "`{shown}/{rel}` in {} is a device, FIFO or socket; a tree holds files, directories and symlinks",
+                w.what
+            )));
         };
         let mode = if ft.is_symlink() { 0o777 } else { meta.mode() & 0o7777 };
         out.push(PlannedEntry { path: path.clone(), kind, mode, uid: meta.uid(), gid: meta.gid() });
@@ -392,10 +386,10 @@ pub fn resolve_in(root: &Path, path: &str) -> Result<PathBuf, BuildError> {
         candidate.push(&p);
         match fs::read_link(&candidate) {
             Ok(_) if links >= MAX_LINKS => {
-                return Err(BuildError::Tree {
-                    message: format!("`{path}` in `{}` passes through more than {MAX_LINKS} symbolic links", root.display()),
-                    source: io::Error::from_raw_os_error(libc::ELOOP),
-                })
+                return Err(BuildError::BadTree(format!(
+                    "`{path}` in `{}` passes through more than {MAX_LINKS} symbolic links",
+                    root.display()
+                )))
             }
             Ok(target) => {
                 links += 1;
@@ -448,10 +442,7 @@ pub fn copy_entries(c: &CopyFrom, root: &Path, what: &str, shown: &str) -> Resul
         } else if meta.is_file() {
             EntryKind::File { size: meta.len(), content: Content::Tree { abs: abs.clone() } }
         } else {
-            return Err(BuildError::Tree {
-                message: format!("`{shown}` in {what} is a device, FIFO or socket"),
-                source: io::Error::new(io::ErrorKind::InvalidData, "special file"),
-            });
+            return Err(BuildError::BadTree(format!("`{shown}` in {what} is a device, FIFO or socket")));
         };
         let mode = if meta.file_type().is_symlink() { 0o777 } else { meta.mode() & 0o7777 };
         out.push(fix(PlannedEntry { path: String::new(), kind, mode, uid: 0, gid: 0 }, path));
@@ -470,15 +461,12 @@ pub fn capture(name: &str, output: &str, dir: &Path, epoch: u64, store: &Store) 
         .map(|e| 512 + if let EntryKind::File { size, .. } = e.kind { size.div_ceil(512).saturating_mul(512) } else { 0 })
         .fold(0u64, u64::saturating_add);
     if entries.len() as u64 > tarcheck::MAX_TREE_ENTRIES || bytes > tarcheck::MAX_TREE_BYTES {
-        return Err(BuildError::Tree {
-            message: format!(
-                "the output of {name} is too big to keep: {} entries, {bytes} bytes as a tar (a tree holds at most {} entries and {} GiB)",
-                entries.len(),
-                tarcheck::MAX_TREE_ENTRIES,
-                tarcheck::MAX_TREE_BYTES >> 30
-            ),
-            source: io::Error::new(io::ErrorKind::InvalidData, "too big"),
-        });
+        return Err(BuildError::BadTree(format!(
+            "the output of {name} is too big to keep: {} entries, {bytes} bytes as a tar (a tree holds at most {} entries and {} GiB)",
+            entries.len(),
+            tarcheck::MAX_TREE_ENTRIES,
+            tarcheck::MAX_TREE_BYTES >> 30
+        )));
     }
     super::build_layer(name, &entries, epoch, crate::layer::Compression::Gzip, store)
 }
@@ -640,7 +628,7 @@ mod tests {
         v
     }
 
-    /// Defect 4a: `copy from="STEP" "/out/small"` unpacked the whole step tree (a 6-byte file
+    /// Guards against this: `copy from="STEP" "/out/small"` unpacked the whole step tree (a 6-byte file
     /// beside a 10 GiB one: 84 s and 12.9 GB written). Only what the copies take is written:
     /// the tree's directories and symlinks, the files below where each source leads (through a
     /// symlink elsewhere in the tree too), and the targets of hard links among them.

@@ -19,7 +19,7 @@ fn records_round_trip_and_missing_blob_is_a_miss() {
     assert_eq!(report.damage.len(), 1, "{:?}", report.damage);
 }
 
-/// Defect 4g: a chunk pointer whose range did not hash to its recorded blake3 was used when
+/// Guards against this: a chunk pointer whose range did not hash to its recorded blake3 was used when
 /// the blob's verified marker matched. The marker vouches for the blob, not for the range.
 #[test]
 fn a_chunk_pointer_is_used_only_when_its_range_hashes_to_its_check() {

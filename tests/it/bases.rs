@@ -112,7 +112,7 @@ fn a_bad_local_base_is_a_spec_error() {
     assert!(!ctx.path("out").exists());
 }
 
-/// Defect 2: `cache verify` failed on every store that built on an external base ("unknown
+/// Guards against this: `cache verify` failed on every store that built on an external base ("unknown
 /// kind `base-files`", the record remembering the files compose read from the base), and
 /// `--repair` removed the record only for the next build to write it again.
 #[test]

@@ -101,7 +101,7 @@ fn unknown_image_and_bad_flags_are_usage_errors() {
     assert!(!ctx.path("out").exists());
 }
 
-/// Defect 4e: a copy source that changed while it was read exited 2, the code of a wrong spec;
+/// Guards against this: a copy source that changed while it was read exited 2, the code of a wrong spec;
 /// nothing is wrong with the spec, so it exits 1, saying the file changed since it was read.
 /// (`/proc/self/status` says it is empty and then reads as more: as a file written meanwhile.)
 #[test]

@@ -687,7 +687,7 @@ fn retree(path: &Path, rec: &serde_json::Value, blob: &[u8], diff_id: &str) {
     fs::write(path, serde_json::to_vec(&rec).unwrap()).unwrap();
 }
 
-/// Defect 1 (High): one unsigned remote `step` record whose tree held `..`, an absolute path, a
+/// Guards against this: one unsigned remote `step` record whose tree held `..`, an absolute path, a
 /// hard link out, a device, or was not a tar passed the record checks; that build and every
 /// later one failed, even without the remote, `cache verify --repair` saw nothing and gc kept
 /// it. Such trees are refused as they stream in (the step runs here), and one already in a
@@ -779,7 +779,7 @@ fn hostile_remote_step_records_never_brick_a_store() {
     assert!(va2["derivations"]["built"].as_u64().unwrap() >= 2, "{va2}");
 }
 
-/// Defect 4a: `copy from="STEP" "/out/small"` unpacked the whole step tree (a 6-byte file beside
+/// Guards against this: `copy from="STEP" "/out/small"` unpacked the whole step tree (a 6-byte file beside
 /// a 10 GiB one: 84 s and 12.9 GB written). Here the step's tree (from the cache) holds 2 GiB of
 /// zeros beside `hello`, and compose may write no file past 512 MiB: only `hello` is unpacked.
 #[test]

@@ -398,7 +398,7 @@ fn a_changed_file_reuses_the_other_chunks_and_changes_no_byte() {
     assert_success(&verify, "cache verify");
 }
 
-/// Defect 4b: an unpack killed half-way left `cache/v1/rootfs/.unpack-*` (55 MB each), which
+/// Guards against this: an unpack killed half-way left `cache/v1/rootfs/.unpack-*` (55 MB each), which
 /// `gc` did not count, and builds never removed. The next build alone on the store removes them,
 /// and `gc` counts them (`cache stats` counts them as temporary files while a build runs).
 #[test]
@@ -424,7 +424,7 @@ fn killed_unpacks_are_removed_and_counted() {
     assert!(!dir.exists());
 }
 
-/// Defect 4c: a `names/` entry (what `compose explain` compares with) that was a directory made
+/// Guards against this: a `names/` entry (what `compose explain` compares with) that was a directory made
 /// the build fail after building. It is replaced; so is a `names` that is a file.
 #[test]
 fn a_names_entry_in_the_way_never_fails_the_build() {
@@ -463,7 +463,7 @@ fn layer_paths(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
-/// Defect 3: `copy "."` shipped the spec directory's own store (`cache/keys/dev.secret`, a
+/// Guards against this: `copy "."` shipped the spec directory's own store (`cache/keys/dev.secret`, a
 /// signing key) when the build used another `--cache-dir`: a directory copy left out only this
 /// build's store and output. It never takes a compose store (known by its `v1/lock`, or a key in
 /// its `keys/`) or output directory (its `.compose-lock`), wherever it is, and says so.
