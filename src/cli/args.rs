@@ -117,6 +117,9 @@ pub enum Command {
         check: bool,
     },
     /// Build (if needed) and push an image of the spec to a registry.
+    // `push [SPEC] REF`: an optional positional before the required one (`push REF` takes the
+    // default spec).
+    #[command(allow_missing_positional = true)]
     Push {
         #[command(flatten)]
         spec: SpecArgs,

@@ -87,6 +87,19 @@ fn spec_that_cannot_be_read() {
     assert!(!ctx.path("out").exists() && !ctx.cache.exists());
 }
 
+/// Guards against this: `compose push REF`, as the spec's `push [SPEC] REF` allows, took REF for
+/// the spec and failed for want of a reference (and a debug build panicked on the argument order).
+#[test]
+fn push_takes_the_spec_as_optional_before_the_reference() {
+    let ctx = TestContext::new();
+    let out = ctx.compose(&["push", "127.0.0.1:9/app:v1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("compose.kdl"), "the default spec is read: {stderr}");
+    let out = ctx.compose(&["push", "other.kdl", "127.0.0.1:9/app:v1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("other.kdl"));
+}
+
 #[test]
 fn unknown_image_and_bad_flags_are_usage_errors() {
     let ctx = TestContext::new();
