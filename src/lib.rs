@@ -53,6 +53,7 @@
 pub mod base;
 pub mod clients;
 pub mod debian;
+pub mod entry;
 pub mod exec;
 pub mod hash;
 pub mod http;

@@ -11,6 +11,7 @@
 
 pub mod alternatives;
 pub mod certs;
+pub mod effects;
 pub mod install;
 pub mod repository;
 pub mod resolve;

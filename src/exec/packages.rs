@@ -298,16 +298,10 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
         let rec = deps.get(&n).ok_or_else(|| BuildError::MissingOutput("package download".into(), "file"))?;
         Ok(store.blob_path(&output(rec, "file")?.digest))
     };
-    let mut masters = None;
-    if let Some(n) = m.base_passwd {
-        let deb = deb_of(n)?;
-        let files = install::read_files(&deb, &|p: &str| p.starts_with("/usr/share/base-passwd/") && p.ends_with(".master"))
-            .map_err(|source| PackageError::Install { package: "base-passwd".into(), source })?;
-        let get = |name: &str| files.iter().find(|(p, _)| p.ends_with(name)).map(|(_, b)| String::from_utf8_lossy(b).into_owned());
-        if let (Some(p), Some(g)) = (get("/passwd.master"), get("/group.master")) {
-            masters = Some((p, g));
-        }
-    }
+    let masters = match m.base_passwd {
+        Some(n) => masters(&deb_of(n)?)?,
+        None => None,
+    };
     let mut certificates = Vec::new();
     if let Some(n) = m.ca_certificates {
         let deb = deb_of(n)?;
@@ -354,20 +348,7 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
     }
     let exists = |p: &str| installed.contains(p) || plan::merged_usr_path(p).is_some_and(|q| installed.contains(&q));
     let alternatives = crate::debian::alternatives::resolve(&registrations, &exists);
-    let mut status = String::new();
-    if let Some(base) = &m.base_status {
-        for p in base.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
-            status.push_str(p);
-            status.push_str("\n\n");
-        }
-    }
-    for (_, p) in &paragraphs {
-        // `maintainer-scripts "run"`: unpacked, for `dpkg --configure -a` to configure.
-        let p = if m.unpacked { p.replacen("\nStatus: install ok installed\n", "\nStatus: install ok unpacked\n", 1) } else { p.clone() };
-        status.push_str(p.trim_end());
-        status.push_str("\n\n");
-    }
-    let dpkg_status = (!m.statuses.is_empty() || m.base_status.is_some()).then_some(status);
+    let dpkg_status = (!m.statuses.is_empty() || m.base_status.is_some()).then(|| status_text(m, &paragraphs));
     // A link path a package ships as a file of its own stays that file.
     let alternatives: Vec<_> = alternatives.into_iter().filter(|a| !exists(&a.link)).collect();
     let mut triggers: Vec<(String, String)> = named.into_iter().collect();
@@ -377,21 +358,51 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
     }
     // `config { workdir }`, as Docker's WORKDIR makes it, when no package ships it.
     let workdir = m.workdir.as_deref().filter(|w| !exists(w) && !installed.iter().any(|p| p.starts_with(&format!("{w}/"))));
-    Ok(plan::meta_entries(&plan::MetaInputs {
-        workdir,
+    let effects = crate::debian::effects::Effects {
+        certificates,
+        java_cacerts: m.java_cacerts,
+        epoch: m.epoch,
         dpkg_status,
         triggers,
         alternatives,
-        java_cacerts: m.java_cacerts,
-        epoch: m.epoch,
+        merged_usr: m.symlinks.iter().any(|(l, _)| l == "/bin"),
+    };
+    Ok(plan::meta_entries(&plan::MetaInputs {
+        workdir,
         accounts: m.accounts.as_ref(),
         base_accounts: m.base_accounts.as_ref(),
         write_accounts: m.write_accounts,
         masters,
-        certificates,
         timezone: m.timezone.as_deref(),
         symlinks: &m.symlinks,
+        packages: crate::debian::effects::entries(&effects),
     }))
+}
+
+/// base-passwd's `passwd.master` and `group.master`, from its `.deb`.
+fn masters(deb: &std::path::Path) -> Result<Option<(String, String)>, BuildError> {
+    let files = install::read_files(deb, &|p: &str| p.starts_with("/usr/share/base-passwd/") && p.ends_with(".master"))
+        .map_err(|source| PackageError::Install { package: "base-passwd".into(), source })?;
+    let get = |name: &str| files.iter().find(|(p, _)| p.ends_with(name)).map(|(_, b)| String::from_utf8_lossy(b).into_owned());
+    Ok(get("/passwd.master").zip(get("/group.master")))
+}
+
+/// dpkg's status file: an external base's paragraphs first, then every package's by name
+/// (unpacked, with `maintainer-scripts "run"`, for `dpkg --configure -a` to configure).
+fn status_text(m: &MetaDrv, paragraphs: &[(String, String)]) -> String {
+    let mut status = String::new();
+    if let Some(base) = &m.base_status {
+        for p in base.split("\n\n").map(str::trim).filter(|p| !p.is_empty()) {
+            status.push_str(p);
+            status.push_str("\n\n");
+        }
+    }
+    for (_, p) in paragraphs {
+        let p = if m.unpacked { p.replacen("\nStatus: install ok installed\n", "\nStatus: install ok unpacked\n", 1) } else { p.clone() };
+        status.push_str(p.trim_end());
+        status.push_str("\n\n");
+    }
+    status
 }
 
 /// No two package layers of an image may ship one path with different content, unless one of

@@ -23,13 +23,12 @@ mod planner;
 mod step;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::base::{BaseImage, BaseLayer, BlobSource};
-use crate::hash::{ContentHash, DrvHash, Sha256};
+use crate::hash::{DrvHash, Sha256};
 use crate::layer::Compression;
 use crate::lock::Lockfile;
 use crate::source::Scanned;
@@ -53,36 +52,7 @@ pub const SANDBOX_ID: &str = "runc/oci-bundle/overlay/v1";
 /// Identity of the layer byte format (tar rules + compressor); part of every layer's hash.
 pub type CompressorId = &'static str;
 
-/// What an entry in a planned layer is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EntryKind {
-    Dir,
-    File { size: u64, content: Content },
-    Symlink { target: String },
-}
-
-/// Where a planned file's bytes come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Content {
-    /// Generated or written in the spec.
-    Inline(Arc<Vec<u8>>),
-    /// A local file; `abs` says where to read it and is never hashed; while it has identity
-    /// `settled` (see [`crate::source::SourceEntry::settled`]) it has content `hash`.
-    Local { abs: PathBuf, hash: ContentHash, settled: Option<String> },
-    /// A file of a tree made during the build (a step's output, an image's file system), read
-    /// as it is: its identity is the derivation that made the tree.
-    Tree { abs: PathBuf },
-}
-
-/// One entry of a planned layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedEntry {
-    pub path: String,
-    pub kind: EntryKind,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-}
+pub use crate::entry::{Content, EntryKind, PlannedEntry};
 
 /// A layer built from files: its entries, byte-sorted by path, parents first.
 #[derive(Debug, Clone)]

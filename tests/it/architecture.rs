@@ -13,6 +13,7 @@ const LEVELS: &[(&str, u32)] = &[
     ("hash", 0),
     ("layer", 1),
     ("reference", 1),
+    ("entry", 1),
     ("tarcheck", 2),
     ("spec", 2),
     ("lock", 3),
@@ -35,6 +36,16 @@ const LEVELS: &[(&str, u32)] = &[
     ("image", 10),
     ("ops", 11),
     ("cli", 12),
+];
+
+/// The package ecosystems: each a folder of its own, none using another, none used by the planner
+/// (which gets what an ecosystem leaves in an image as entries, and its pins through the lock).
+const ECOSYSTEMS: &[&str] = &["debian"];
+
+/// Edges the levels allow but the design does not: (user, used, why).
+const FORBIDDEN: &[(&str, &str, &str)] = &[
+    ("remote", "trust", "a shared cache moves bytes; whether to believe a record is `record`'s and `trust`'s"),
+    ("plan", "exec", "planning does no I/O"),
 ];
 
 fn uses(code: &str) -> Vec<String> {
@@ -107,7 +118,33 @@ fn modules_only_use_those_below_them() {
         }
     }
     assert!(files > 30, "read only {files} files of {}", src.display());
+    climbs.extend(forbidden_edges());
     assert!(climbs.is_empty(), "imports that climb back up:\n{}", climbs.join("\n"));
+}
+
+/// The edges between folders the design forbids whatever their levels: an ecosystem using
+/// another, the planner using an ecosystem, and [`FORBIDDEN`].
+fn forbidden_edges() -> Vec<String> {
+    let mut found = Vec::new();
+    for (rel, text) in sources() {
+        let module = rel.split(['/', '.']).next().unwrap_or_default().to_string();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            for used in uses(line) {
+                let ecosystem_edge =
+                    ECOSYSTEMS.contains(&used.as_str()) && used != module && (ECOSYSTEMS.contains(&module.as_str()) || module == "plan");
+                if ecosystem_edge {
+                    found.push(format!("{rel}:{}: `{module}` uses the ecosystem `{used}`: ecosystems stand alone", i + 1));
+                }
+                if let Some((_, _, why)) = FORBIDDEN.iter().find(|(from, to, _)| *from == module && *to == used) {
+                    found.push(format!("{rel}:{}: `{module}` uses `{used}`: {why}", i + 1));
+                }
+            }
+        }
+    }
+    found
 }
 
 #[test]
