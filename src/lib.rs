@@ -2,6 +2,9 @@
 //!
 //! # Architecture
 //!
+//! The design (data flow, derivations, execution, ecosystems, reproducibility, the store, the
+//! threat model) is `docs/architecture.md`; this is the module map.
+//!
 //! Data flows one way: `spec.kdl` → [`spec`] → [`base`] + [`source`] + [`resolution`]/[`lock`]
 //! → [`plan`] (a DAG of derivations) → [`exec`] (store ▸ remote ▸ run, in parallel) →
 //! [`image`] (finished images and their exports) → [`ops`] (one operation per command) →
@@ -14,6 +17,7 @@
 //! | 0 | [`util`] | an I/O error with its path, atomic file writes, error chains as one line |
 //! | 0 | [`hash`] | typed digests (`Sha256`, `DrvHash`, `ContentHash`) and the derivation-hash encoding; hashing readers and writers (`HashingWriter`, `CheckedReader`); an open sha256 state (`ShaState`) and chains of it |
 //! | 1 | [`layer`] | reproducible layers: ustar+PAX tar, cut into chunks each compressed with gzip (libdeflate) or zstd, kept chunks reused; image-path rules (parents, merged `/usr`); reading layers back and checking their diff_id |
+//! | 1 | [`entry`] | the entries of a layer as planned (path, kind, where a file's bytes come from, mode, owners): what the planner, the ecosystems' effects and the executor speak |
 //! | 1 | [`reference`] | the OCI reference grammar (hosts, repositories, tags) |
 //! | 2 | [`tarcheck`] | the one reader of layer and tree tars from the store or a cache: the rules each kind of tree keeps, bounds |
 //! | 2 | [`spec`] | KDL → typed, checked `SpecFile`, with diagnostics pointing at the bad node |
@@ -27,13 +31,13 @@
 //! | 5 | [`store`] | the content-addressed store (`cache/v1/…`, drawn in its module doc) |
 //! | 6 | [`trust`] | the deep check of a stored record's blobs (`compose cache verify`): `diff_id`s, the rules of trees compose wrote, manifests and indexes |
 //! | 6 | [`source`] | fingerprints of local files (stat cache) |
-//! | 6 | [`debian`] | the Debian ecosystem: repositories (sources, InRelease, indexes), the resolver, the installer (`.deb`s into layers) and the maintainer scripts' effects (alternatives, certificates) |
+//! | 6 | [`debian`] (an ecosystem) | the Debian ecosystem: repositories (sources, InRelease, indexes), the resolver, the installer (`.deb`s into layers) and the maintainer scripts' effects (alternatives, certificates) |
 //! | 6 | [`clients`] | the network clients of one command, made once from flags and environment |
 //! | 7 | [`base`] | base images (layouts, archives, registries), their layers and files |
 //! | 7 | [`resolution`] | a spec's packages → pinned lockfile entries |
 //! | 7 | [`remote`] | shared caches (HTTP, OCI registry): moving records and blobs; whether to believe them is [`record`]'s |
 //! | 8 | [`plan`] | the derivation model, the DAG, `DrvHash`es, layering and file-op rules; no I/O |
-//! | 9 | [`exec`] | executing a plan: lookups, parallel runs, records, progress through `Reporter`; build steps (`exec::sandbox`: runc, its hardening, limits and interruption; `exec::seccomp`: Docker's default profile; `exec::trees`: unpacked images, sealed, and captured outputs) |
+//! | 9 | [`exec`] | executing a plan: the scheduler (`exec::schedule`: needs, lookups, parallel runs), each kind's operation (`exec::run`), layers and images; jobs (steps and maintainer scripts: `exec::job`) through the `exec::executor::Executor` seam, runc behind it (`exec::sandbox`: hardening, limits, interruption; `exec::seccomp`); trees (`exec::trees`: unpacked images, sealed, the one walker); progress through `Reporter` |
 //! | 10 | [`image`] | finished images; OCI layout, archives, registry push |
 //! | 11 | [`ops`] | each command's operation: build, lock, plan, explain, cache |
 //! | 12 | `cli` | the binary's, not the library's (`src/main.rs` declares it): the flags, each command's call into [`ops`] and its output, one file per command; the only place that prints |

@@ -6,7 +6,6 @@
 //!
 //! ```text
 //! cache/
-//! ├── README.md                      (describes this layout; not used by compose)
 //! ├── keys/<name>.secret             signing keys `compose cache keygen` writes (0600)
 //! └── v1/                            store format version; another version lives beside it; 0700: the
 //!     │                              store is its owner's alone (unpacked images hold setuid programs)
