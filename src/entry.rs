@@ -38,3 +38,21 @@ pub struct PlannedEntry {
     pub uid: u32,
     pub gid: u32,
 }
+
+impl PlannedEntry {
+    /// A root-owned file holding `bytes`.
+    pub fn file(path: &str, bytes: Vec<u8>, mode: u32) -> PlannedEntry {
+        PlannedEntry {
+            path: path.into(),
+            kind: EntryKind::File { size: bytes.len() as u64, content: Content::Inline(Arc::new(bytes)) },
+            mode,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    /// A root-owned symbolic link to `target`.
+    pub fn symlink(path: &str, target: &str) -> PlannedEntry {
+        PlannedEntry { path: path.into(), kind: EntryKind::Symlink { target: target.into() }, mode: 0o777, uid: 0, gid: 0 }
+    }
+}

@@ -14,7 +14,7 @@
 //!
 //! | level | module | owns |
 //! |---|---|---|
-//! | 0 | [`util`] | an I/O error with its path, atomic file writes, error chains as one line |
+//! | 0 | [`util`] | an I/O error with its path, atomic file writes, error chains as one line, the one `$` expander (`util::expand`: Docker's ENV, import's ARGs, the spec's `${NAME}`) |
 //! | 0 | [`hash`] | typed digests (`Sha256`, `DrvHash`, `ContentHash`) and the derivation-hash encoding; hashing readers and writers (`HashingWriter`, `CheckedReader`); an open sha256 state (`ShaState`) and chains of it |
 //! | 1 | [`layer`] | reproducible layers: ustar+PAX tar, cut into chunks each compressed with gzip (libdeflate) or zstd, kept chunks reused; image-path rules (parents, merged `/usr`); reading layers back and checking their diff_id |
 //! | 1 | [`entry`] | the entries of a layer as planned (path, kind, where a file's bytes come from, mode, owners): what the planner, the ecosystems' effects and the executor speak |

@@ -5,10 +5,9 @@
 //! entries; the planner puts them in the metadata layer without knowing whose they are.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use super::{alternatives::Alternative, certs};
-use crate::entry::{Content, EntryKind, PlannedEntry};
+use crate::entry::PlannedEntry;
 
 /// What the build read out of an image's packages, for the metadata layer.
 #[derive(Debug, Clone, Default)]
@@ -43,22 +42,6 @@ pub fn entries(e: &Effects) -> Vec<PlannedEntry> {
     out
 }
 
-/// A root-owned file.
-fn file(path: &str, bytes: Vec<u8>, mode: u32) -> PlannedEntry {
-    PlannedEntry {
-        path: path.into(),
-        kind: EntryKind::File { size: bytes.len() as u64, content: Content::Inline(Arc::new(bytes)) },
-        mode,
-        uid: 0,
-        gid: 0,
-    }
-}
-
-/// A root-owned symbolic link.
-fn symlink(path: &str, target: &str) -> PlannedEntry {
-    PlannedEntry { path: path.into(), kind: EntryKind::Symlink { target: target.into() }, mode: 0o777, uid: 0, gid: 0 }
-}
-
 /// The header ca-certificates' postinst writes at the top of `/etc/ca-certificates.conf`.
 const CA_CONF_HEADER: &str = "# This file lists certificates that you wish to use or to ignore to be
 # installed in /etc/ssl/certs.
@@ -84,13 +67,13 @@ fn put_ca_certificates(layer: &mut Vec<PlannedEntry>, m: &Effects) {
             bundle.push(b'\n');
         }
     }
-    layer.push(file("/etc/ssl/certs/ca-certificates.crt", bundle, 0o644));
+    layer.push(PlannedEntry::file("/etc/ssl/certs/ca-certificates.crt", bundle, 0o644));
     // update-ca-certificates' NAME.pem links, and `openssl rehash`'s HASH.N links to them.
     let mut hashed: BTreeMap<u32, Vec<String>> = BTreeMap::new();
     let mut java: Vec<(String, Vec<u8>)> = Vec::new();
     for (path, pem) in &m.certificates {
         let name = certs::pem_link_name(path);
-        layer.push(symlink(&format!("/etc/ssl/certs/{name}"), path));
+        layer.push(PlannedEntry::symlink(&format!("/etc/ssl/certs/{name}"), path));
         let ders = certs::pem_certificates(pem);
         if let [der] = ders.as_slice() {
             if let Some(h) = certs::subject_hash(der) {
@@ -102,26 +85,26 @@ fn put_ca_certificates(layer: &mut Vec<PlannedEntry>, m: &Effects) {
     for (h, mut names) in hashed {
         names.sort();
         for (i, name) in names.iter().enumerate() {
-            layer.push(symlink(&format!("/etc/ssl/certs/{h:08x}.{i}"), name));
+            layer.push(PlannedEntry::symlink(&format!("/etc/ssl/certs/{h:08x}.{i}"), name));
         }
     }
     if m.java_cacerts {
         java.sort();
-        layer.push(file("/etc/ssl/certs/java/cacerts", certs::jks(&java, "changeit", m.epoch.saturating_mul(1000)), 0o644));
+        layer.push(PlannedEntry::file("/etc/ssl/certs/java/cacerts", certs::jks(&java, "changeit", m.epoch.saturating_mul(1000)), 0o644));
     }
     // As ca-certificates' postinst writes it, header included.
     let mut conf = String::from(CA_CONF_HEADER);
     conf.extend(m.certificates.iter().filter_map(|(p, _)| p.strip_prefix("/usr/share/ca-certificates/")).map(|p| format!("{p}\n")));
-    layer.push(file("/etc/ca-certificates.conf", conf.into_bytes(), 0o644));
+    layer.push(PlannedEntry::file("/etc/ca-certificates.conf", conf.into_bytes(), 0o644));
 }
 
 /// dpkg's database: the status file, the layout's `info/format`, and the triggers files.
 fn put_dpkg_database(layer: &mut Vec<PlannedEntry>, status: &str, triggers: &[(String, String)]) {
-    layer.push(file("/var/lib/dpkg/status", status.as_bytes().to_vec(), 0o644));
+    layer.push(PlannedEntry::file("/var/lib/dpkg/status", status.as_bytes().to_vec(), 0o644));
     // The database layout: `name:arch` files for Multi-Arch: same packages.
-    layer.push(file("/var/lib/dpkg/info/format", b"1\n".to_vec(), 0o644));
+    layer.push(PlannedEntry::file("/var/lib/dpkg/info/format", b"1\n".to_vec(), 0o644));
     for (name, text) in triggers {
-        layer.push(file(&format!("/var/lib/dpkg/triggers/{name}"), text.clone().into_bytes(), 0o644));
+        layer.push(PlannedEntry::file(&format!("/var/lib/dpkg/triggers/{name}"), text.clone().into_bytes(), 0o644));
     }
 }
 
@@ -131,20 +114,21 @@ fn put_alternatives(layer: &mut Vec<PlannedEntry>, m: &Effects) {
     let merged = m.merged_usr;
     let link = |path: &str, target: &str| {
         let path = if merged { crate::layer::merged_usr_path(path) } else { None }.unwrap_or_else(|| path.to_owned());
-        symlink(&path, target)
+        PlannedEntry::symlink(&path, target)
     };
     for a in &m.alternatives {
         for (l, name, path) in std::iter::once((&a.link, &a.name, &a.path)).chain(a.slaves.iter().map(|(l, n, p)| (l, n, p))) {
             layer.push(link(&format!("/etc/alternatives/{name}"), path));
             layer.push(link(l, &format!("/etc/alternatives/{name}")));
         }
-        layer.push(file(&format!("/var/lib/dpkg/alternatives/{}", a.name), a.admin.clone().into_bytes(), 0o644));
+        layer.push(PlannedEntry::file(&format!("/var/lib/dpkg/alternatives/{}", a.name), a.admin.clone().into_bytes(), 0o644));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::{Content, EntryKind};
 
     fn text_of(entries: &[PlannedEntry], path: &str) -> Option<String> {
         entries.iter().find(|e| e.path == path).and_then(|e| match &e.kind {

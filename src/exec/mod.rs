@@ -1,15 +1,14 @@
 //! Executing a plan: store lookups, then the missing derivations, in parallel.
 //!
-//! Owns the execution order (dependencies first; independent derivations run at the same time
-//! on rayon's pool, whose size is `--jobs`), the store ▸ execute lookup stack, the per-derivation
-//! build lock (two processes never build the same derivation twice), progress reporting through
-//! [`Reporter`], and assembling a finished image (the blobs an export needs) from store records.
-//!
-//! It also says which records fit their derivation, wherever they come from: [`fits`] (from the
-//! record alone, for every lookup: kind, output names and media types, what the derivation pins)
-//! and [`crate::trust::problem`] (from the blobs, for `compose cache verify`: `diff_id`s, manifests, and
-//! trees compose wrote, which must keep [`crate::tarcheck::Rules::Compose`]). A remote record's
-//! trees are checked by those rules as they stream in.
+//! Owns the types a build reports and returns ([`Reporter`], [`Outcome`], [`BuildError`],
+//! [`Executed`]) and [`execute`]; the parts, one job a file: `schedule` (what a build needs, the
+//! lookup stack store ▸ shared cache ▸ run, the parallel runs under per-derivation build locks),
+//! `run` (what running each kind of derivation means), `layers` and `assemble` (writing layers
+//! and images into the store), `packages` (package layers), `job`, `step` and `scripts` (jobs
+//! run through the [`executor`] seam, runc behind it: [`sandbox`], `seccomp`) and [`trees`]
+//! (unpacked images, captured outputs, the one walker). Whether a record fits its derivation is
+//! [`crate::record`]'s to say, for every lookup; a remote record's trees are checked by the rules
+//! of [`crate::tarcheck`] as they stream in.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;

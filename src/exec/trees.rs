@@ -307,12 +307,13 @@ pub fn walk(dir: &Path, w: &Walk<'_>) -> Result<Vec<PlannedEntry>, BuildError> {
             io_error(&path, "cannot read")(e.into())
         })?;
         let rel = e.path().strip_prefix(dir).unwrap_or(e.path());
+        // What is left out is left out whatever its name (the scripts' noise under `tmp/`…).
+        if (w.skip)(&rel.to_string_lossy()) {
+            continue;
+        }
         let Some(rel) = rel.to_str() else {
             return Err(BuildError::BadTree(format!("`{}` in {} has a name that is not UTF-8", e.path().display(), w.what)));
         };
-        if (w.skip)(rel) {
-            continue;
-        }
         let meta = e.path().symlink_metadata().map_err(io_error(e.path(), "cannot read"))?;
         let ft = meta.file_type();
         let path = format!("/{rel}");
@@ -524,7 +525,30 @@ pub fn first_difference(store: &Store, a: &Output, b: &Output) -> Result<Option<
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::ffi::OsStrExt as _;
+
     use super::*;
+
+    /// Guards against this: the scripts' walk dropped a name that is not UTF-8 where a step's
+    /// refused it; one walker now refuses it everywhere, but what a walk leaves out (the scripts'
+    /// noise) is left out whatever its name.
+    #[test]
+    fn one_walk_refuses_names_that_are_not_utf8_except_where_it_looks_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = std::ffi::OsStr::from_bytes(b"x\xff");
+        fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        fs::write(dir.path().join("tmp").join(bad), b"noise").unwrap();
+        fs::write(dir.path().join("kept"), b"kept").unwrap();
+        let skip = |rel: &str| rel == "tmp" || rel.starts_with("tmp/");
+        let scripts = Walk { shown: "", what: "the changes of the maintainer scripts", overlay_upper: true, skip: &skip };
+        let entries = walk(dir.path(), &scripts).unwrap();
+        assert_eq!(entries.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(), ["/kept"]);
+        fs::write(dir.path().join(bad), b"kept?").unwrap();
+        let err = walk(dir.path(), &scripts).unwrap_err().to_string();
+        assert!(err.contains("in the changes of the maintainer scripts has a name that is not UTF-8"), "{err}");
+        let err = scan_tree(dir.path(), "/out", "the output of step s").unwrap_err().to_string();
+        assert!(err.contains("in the output of step s has a name that is not UTF-8"), "{err}");
+    }
 
     /// A plain tar of (path, kind) entries: `Some(target)` makes a symlink, `None` a file
     /// holding its path.

@@ -119,8 +119,8 @@ pub fn meta_entries(m: &MetaInputs<'_>) -> Vec<PlannedEntry> {
         put(&mut layer, e.clone());
     }
     if let Some(tz) = m.timezone {
-        put(&mut layer, symlink("/etc/localtime", &format!("/usr/share/zoneinfo/{tz}")));
-        put(&mut layer, file("/etc/timezone", format!("{tz}\n").into_bytes(), 0o644));
+        put(&mut layer, PlannedEntry::symlink("/etc/localtime", &format!("/usr/share/zoneinfo/{tz}")));
+        put(&mut layer, PlannedEntry::file("/etc/timezone", format!("{tz}\n").into_bytes(), 0o644));
     }
     layer.finish()
 }
@@ -131,31 +131,15 @@ fn put(layer: &mut LayerEntries, e: PlannedEntry) {
     let _ = layer.insert(e, SourceSpan::from(0..0));
 }
 
-/// A root-owned file of the metadata layer.
-fn file(path: &str, bytes: Vec<u8>, mode: u32) -> PlannedEntry {
-    PlannedEntry {
-        path: path.into(),
-        kind: EntryKind::File { size: bytes.len() as u64, content: Content::Inline(Arc::new(bytes)) },
-        mode,
-        uid: 0,
-        gid: 0,
-    }
-}
-
 /// A directory of the metadata layer.
 fn dir(path: &str, mode: u32, uid: u32, gid: u32) -> PlannedEntry {
     PlannedEntry { path: path.into(), kind: EntryKind::Dir, mode, uid, gid }
 }
 
-/// A root-owned symbolic link.
-fn symlink(path: &str, target: &str) -> PlannedEntry {
-    PlannedEntry { path: path.into(), kind: EntryKind::Symlink { target: target.into() }, mode: 0o777, uid: 0, gid: 0 }
-}
-
 /// The base layout: the merged-`/usr` links, `/tmp`, `/root` and the working directory.
 fn put_layout(layer: &mut LayerEntries, m: &MetaInputs<'_>) {
     for (link, target) in m.symlinks {
-        put(layer, symlink(link, target));
+        put(layer, PlannedEntry::symlink(link, target));
     }
     put(layer, dir("/tmp", 0o1777, 0, 0));
     put(layer, dir("/root", 0o700, 0, 0));
@@ -184,8 +168,8 @@ fn put_accounts(layer: &mut LayerEntries, m: &MetaInputs<'_>) {
                 put(layer, e);
             }
         }
-        put(layer, file("/etc/passwd", passwd.into_bytes(), 0o644));
-        put(layer, file("/etc/group", group.into_bytes(), 0o644));
+        put(layer, PlannedEntry::file("/etc/passwd", passwd.into_bytes(), 0o644));
+        put(layer, PlannedEntry::file("/etc/group", group.into_bytes(), 0o644));
     }
     if let Some(a) = m.accounts {
         for u in &a.users {
