@@ -73,7 +73,7 @@ print(f"sandbox cost ratio step / podman:   {per_step / podman:.2f}   (goal <= 0
 PY
 
 # The Go example: cold (empty store; packages come from the mirror) and no-op.
-rm -rf go && cp -r "$here/specs/go-app" go
+rm -rf go go-cache go-out && cp -r "$here/specs/go-app" go
 t0=$(date +%s.%N)
 "$compose" build go/compose.kdl --cache-dir go-cache --out go-out >/dev/null 2>&1
 t1=$(date +%s.%N)
