@@ -18,7 +18,7 @@
 //! | 0 | [`hash`] | typed digests (`Sha256`, `DrvHash`, `ContentHash`) and the derivation-hash encoding; hashing readers and writers (`HashingWriter`, `CheckedReader`); an open sha256 state (`ShaState`) and chains of it |
 //! | 1 | [`layer`] | reproducible layers: ustar+PAX tar, cut into chunks each compressed with gzip (libdeflate) or zstd, kept chunks reused; image-path rules (parents, merged `/usr`); reading layers back and checking their diff_id |
 //! | 1 | [`entry`] | the entries of a layer as planned (path, kind, where a file's bytes come from, mode, owners): what the planner, the ecosystems' effects and the executor speak |
-//! | 1 | [`reference`] | the OCI reference grammar (hosts, repositories, tags) |
+//! | 1 | [`reference`](mod@reference) | the OCI reference grammar (hosts, repositories, tags) |
 //! | 2 | [`tarcheck`] | the one reader of layer and tree tars from the store or a cache: the rules each kind of tree keeps, bounds |
 //! | 2 | [`spec`] | KDL → typed, checked `SpecFile`, with diagnostics pointing at the bad node |
 //! | 3 | [`import`] | a Dockerfile to a spec, with a note per instruction (`compose import`) |

@@ -1,6 +1,6 @@
 //! The execution seam: where the commands of a step or of maintainer scripts run.
 //!
-//! A job is prepared the same way whatever runs it ([`super::job`]: a root made of the store's
+//! A job is prepared the same way whatever runs it (`job`: a root made of the store's
 //! trees under an overlay, commands with a fixed environment, a tree captured at the end); an
 //! [`Executor`] mounts that root and runs each command in it to its end. [`Runc`], the local
 //! executor, runs them in runc with the hardening of [`super::sandbox`]; another executor (a

@@ -5,7 +5,7 @@
 //! - namespaces: mount, PID, IPC, UTS, cgroup and, for hermetic steps, network with only `lo`;
 //! - capabilities: Docker's default set; fixed-output steps (on the host's network) without
 //!   `CAP_NET_RAW` and `CAP_MKNOD`; no new privileges;
-//! - Docker's default seccomp profile ([`super::seccomp`]): no new namespaces, mounts, keyrings,
+//! - Docker's default seccomp profile (`seccomp`): no new namespaces, mounts, keyrings,
 //!   `bpf`, modules…; a new session keyring per command;
 //! - a fresh sysfs, read-only, without the cgroup tree; podman's masked and read-only `/proc`
 //!   and `/sys` paths; the devices cgroup denying every device but runc's defaults;

@@ -367,7 +367,7 @@ fn opaque(dir: &Path) -> bool {
 const MAX_LINKS: usize = 40;
 
 /// Resolve `path` (absolute, inside the tree at `root`) following symlinks as the tree's own root
-/// would, never leaving it. A path that needs more than [`MAX_LINKS`] links is refused: what is
+/// would, never leaving it. A path that needs more than `MAX_LINKS` (40) links is refused: what is
 /// left of it could still hold a link the kernel would follow out of the tree.
 pub fn resolve_in(root: &Path, path: &str) -> Result<PathBuf, BuildError> {
     let mut parts: Vec<String> = Vec::new();

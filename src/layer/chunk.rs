@@ -104,7 +104,7 @@ pub struct ChunkRecord {
     /// The kept chunk's memo was this stream's: what the cache holds for it is still right.
     pub memo_held: bool,
     /// For a chunk of whole entries whose data the writer was given as [`KnownFile`]s (or that
-    /// have none): its key by content ([`LayerWriter`] computes it from the headers and the files'
+    /// have none): its key by content ([`LayerWriter`](super::LayerWriter) computes it from the headers and the files'
     /// planned hashes, without reading them), under which it can be found before any is read.
     pub alias: Option<ChunkKey>,
 }

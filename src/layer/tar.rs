@@ -3,7 +3,7 @@
 
 use super::{Entry, EntryKind};
 
-/// Identity of the exact tar bytes [`LayerWriter`] produces for a given list
+/// Identity of the exact tar bytes [`LayerWriter`](super::LayerWriter) produces for a given list
 /// of entries (header format, PAX policy). Change it whenever that could
 /// change.
 pub const TAR_FORMAT_ID: &str = "tar/ustar+pax/v1";

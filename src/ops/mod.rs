@@ -3,8 +3,8 @@
 //!
 //! This module (`mod.rs`) owns what every command shares: the options, the one error type with
 //! its exit codes, and [`load_and_plan`] (parse, load bases, scan sources, lock, plan). Each
-//! command's operation has a file of its own: [`build`] (build and push), [`lock`], [`plan`]
-//! (`compose plan`), [`explain`], [`cache`] (keys and the shared cache).
+//! command's operation has a file of its own: [`build`](mod@build) (build and push), [`lock`](mod@lock), [`plan`]
+//! (`compose plan`), [`explain`](mod@explain), [`cache`] (keys and the shared cache).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -89,7 +89,7 @@ struct HelperAnswer {
     secret: String,
 }
 
-/// The key credentials are stored under: host[:port], lower-case, without scheme or path, with
+/// The key credentials are stored under: `host[:port]`, lower-case, without scheme or path, with
 /// Docker Hub's aliases folded into `docker.io`.
 pub(super) fn normalize_registry(key: &str) -> String {
     let k = key.trim();
