@@ -5,12 +5,12 @@
 //!   architecture with its indexes cached in the store by sha256;
 //! - [`resolve`]: the resolver, from requested names to the closed set of packages to install;
 //! - [`install`]: reading `.deb`s and installing each as one layer with its dpkg database entries;
-//! - the effects of maintainer scripts compose reproduces without running them, one file each:
-//!   [`alternatives`] (`update-alternatives`) and [`certs`] (the CA trust stores);
+//! - [`effects`]: what the package manager and maintainer scripts leave in an image, which
+//!   compose reproduces without running them, one file each: `accounts` (base-passwd),
+//!   `alternatives` (`update-alternatives`), `base_files` (base-files' postinst) and `certs` (the
+//!   CA trust stores), as layer entries the planner puts in the metadata layer;
 //! - [`types`]: the package model they share; and, here, [`debian_arch`].
 
-pub mod alternatives;
-pub mod certs;
 pub mod effects;
 pub mod install;
 pub mod repository;

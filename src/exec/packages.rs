@@ -299,7 +299,8 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
         Ok(store.blob_path(&output(rec, "file")?.digest))
     };
     let masters = match m.base_passwd {
-        Some(n) => masters(&deb_of(n)?)?,
+        Some(n) => crate::debian::effects::accounts::masters(&deb_of(n)?)
+            .map_err(|source| PackageError::Install { package: "base-passwd".into(), source })?,
         None => None,
     };
     let mut certificates = Vec::new();
@@ -319,7 +320,7 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
     paragraphs.sort();
     // update-alternatives, as the packages' postinst would call it: every registration, in
     // package order, kept where its paths exist in the image.
-    let mut registrations: Vec<crate::debian::alternatives::Registration> = Vec::new();
+    let mut registrations: Vec<crate::debian::effects::alternatives::Registration> = Vec::new();
     let mut installed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut ordered: Vec<(String, NodeIndex)> = Vec::new();
     for &n in &m.statuses {
@@ -347,7 +348,7 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
         }
     }
     let exists = |p: &str| installed.contains(p) || plan::merged_usr_path(p).is_some_and(|q| installed.contains(&q));
-    let alternatives = crate::debian::alternatives::resolve(&registrations, &exists);
+    let alternatives = crate::debian::effects::alternatives::resolve(&registrations, &exists);
     let dpkg_status = (!m.statuses.is_empty() || m.base_status.is_some()).then(|| status_text(m, &paragraphs));
     // A link path a package ships as a file of its own stays that file.
     let alternatives: Vec<_> = alternatives.into_iter().filter(|a| !exists(&a.link)).collect();
@@ -376,15 +377,8 @@ pub fn meta_entries(m: &MetaDrv, deps: &HashMap<NodeIndex, Record>, store: &Stor
         timezone: m.timezone.as_deref(),
         symlinks: &m.symlinks,
         packages: crate::debian::effects::entries(&effects),
+        default_accounts: (crate::debian::effects::accounts::DEBIAN_PASSWD, crate::debian::effects::accounts::DEBIAN_GROUP),
     }))
-}
-
-/// base-passwd's `passwd.master` and `group.master`, from its `.deb`.
-fn masters(deb: &std::path::Path) -> Result<Option<(String, String)>, BuildError> {
-    let files = install::read_files(deb, &|p: &str| p.starts_with("/usr/share/base-passwd/") && p.ends_with(".master"))
-        .map_err(|source| PackageError::Install { package: "base-passwd".into(), source })?;
-    let get = |name: &str| files.iter().find(|(p, _)| p.ends_with(name)).map(|(_, b)| String::from_utf8_lossy(b).into_owned());
-    Ok(get("/passwd.master").zip(get("/group.master")))
 }
 
 /// dpkg's status file: an external base's paragraphs first, then every package's by name

@@ -366,6 +366,7 @@ image "app" {
             mirror: &mirror,
             max_layers: DEFAULT_MAX_LAYERS,
             bases: &bases,
+            default_accounts: ("", ""),
         };
         plan(&spec, None, &inputs).unwrap()
     }

@@ -361,6 +361,7 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
         mirror: &mirror,
         max_layers: opts.max_layers,
         bases: &bases,
+        default_accounts: (crate::debian::effects::accounts::DEBIAN_PASSWD, crate::debian::effects::accounts::DEBIAN_GROUP),
     };
     let plan = match crate::plan::plan(&spec, opts.image.as_deref(), &inputs) {
         Ok(p) => p,

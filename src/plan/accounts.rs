@@ -43,72 +43,11 @@ pub struct MetaInputs<'a> {
     /// in the order they are put (a later entry replaces an earlier one at its path): the
     /// ecosystem's to say (`debian::effects`).
     pub packages: Vec<PlannedEntry>,
+    /// passwd and group when neither base-passwd nor the base brings any: the ecosystem's.
+    pub default_accounts: (&'a str, &'a str),
     /// A working directory to make (root, 0755).
     pub workdir: Option<&'a str>,
 }
-
-/// The users every Debian system has: base-passwd's `passwd.master` (bookworm, 3.6.1), for
-/// images whose packages do not include base-passwd and whose base brings no accounts.
-pub const DEBIAN_PASSWD: &str = "root:*:0:0:root:/root:/bin/bash
-daemon:*:1:1:daemon:/usr/sbin:/usr/sbin/nologin
-bin:*:2:2:bin:/bin:/usr/sbin/nologin
-sys:*:3:3:sys:/dev:/usr/sbin/nologin
-sync:*:4:65534:sync:/bin:/bin/sync
-games:*:5:60:games:/usr/games:/usr/sbin/nologin
-man:*:6:12:man:/var/cache/man:/usr/sbin/nologin
-lp:*:7:7:lp:/var/spool/lpd:/usr/sbin/nologin
-mail:*:8:8:mail:/var/mail:/usr/sbin/nologin
-news:*:9:9:news:/var/spool/news:/usr/sbin/nologin
-uucp:*:10:10:uucp:/var/spool/uucp:/usr/sbin/nologin
-proxy:*:13:13:proxy:/bin:/usr/sbin/nologin
-www-data:*:33:33:www-data:/var/www:/usr/sbin/nologin
-backup:*:34:34:backup:/var/backups:/usr/sbin/nologin
-list:*:38:38:Mailing List Manager:/var/list:/usr/sbin/nologin
-irc:*:39:39:ircd:/run/ircd:/usr/sbin/nologin
-_apt:*:42:65534::/nonexistent:/usr/sbin/nologin
-nobody:*:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
-";
-
-/// base-passwd's `group.master` (bookworm, 3.6.1).
-pub const DEBIAN_GROUP: &str = "root:*:0:
-daemon:*:1:
-bin:*:2:
-sys:*:3:
-adm:*:4:
-tty:*:5:
-disk:*:6:
-lp:*:7:
-mail:*:8:
-news:*:9:
-uucp:*:10:
-man:*:12:
-proxy:*:13:
-kmem:*:15:
-dialout:*:20:
-fax:*:21:
-voice:*:22:
-cdrom:*:24:
-floppy:*:25:
-tape:*:26:
-sudo:*:27:
-audio:*:29:
-dip:*:30:
-www-data:*:33:
-backup:*:34:
-operator:*:37:
-list:*:38:
-irc:*:39:
-src:*:40:
-shadow:*:42:
-utmp:*:43:
-video:*:44:
-sasl:*:45:
-plugdev:*:46:
-staff:*:50:
-games:*:60:
-users:*:100:
-nogroup:*:65534:
-";
 
 /// Entries of the metadata layer (sorted, parents first).
 pub fn meta_entries(m: &MetaInputs<'_>) -> Vec<PlannedEntry> {
@@ -153,7 +92,7 @@ fn put_layout(layer: &mut LayerEntries, m: &MetaInputs<'_>) {
 fn put_accounts(layer: &mut LayerEntries, m: &MetaInputs<'_>) {
     let (mut passwd, mut group) = match (&m.masters, m.base_accounts) {
         (Some((p, g)), _) | (None, Some((p, g))) => (p.clone(), g.clone()),
-        (None, None) => (DEBIAN_PASSWD.to_string(), DEBIAN_GROUP.to_string()),
+        (None, None) => (m.default_accounts.0.to_string(), m.default_accounts.1.to_string()),
     };
     if let Some(a) = m.accounts {
         passwd = merge_db(
@@ -569,6 +508,9 @@ mod tests {
         assert_eq!(hash(Some(&base)), hash(Some(&spans_moved)), "spans are not part of the hash");
     }
 
+    const DEFAULT_PASSWD: &str = "root:*:0:0:root:/root:/bin/sh\n";
+    const DEFAULT_GROUP: &str = "root:*:0:\n";
+
     fn meta<'a>(symlinks: &'a [(String, String)]) -> MetaInputs<'a> {
         MetaInputs {
             workdir: None,
@@ -579,6 +521,7 @@ mod tests {
             timezone: None,
             symlinks,
             packages: Vec::new(),
+            default_accounts: (DEFAULT_PASSWD, DEFAULT_GROUP),
         }
     }
 
@@ -613,10 +556,9 @@ mod tests {
             ]
         );
         assert_eq!(entries[0].kind, EntryKind::Symlink { target: "usr/bin".into() });
-        // Without base-passwd and without a base: the users and groups every Debian system has.
-        assert_eq!(text_of(&entries, "/etc/passwd").as_deref(), Some(DEBIAN_PASSWD));
-        assert_eq!(text_of(&entries, "/etc/group").as_deref(), Some(DEBIAN_GROUP));
-        assert!(DEBIAN_PASSWD.contains("\nwww-data:*:33:33:") && DEBIAN_PASSWD.contains("\nnobody:*:65534:"));
+        // Without base-passwd and without a base: the ecosystem's default users and groups.
+        assert_eq!(text_of(&entries, "/etc/passwd").as_deref(), Some(DEFAULT_PASSWD));
+        assert_eq!(text_of(&entries, "/etc/group").as_deref(), Some(DEFAULT_GROUP));
 
         let mut kept = meta(&links);
         kept.write_accounts = false;

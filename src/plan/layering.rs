@@ -363,6 +363,7 @@ image "pk" {
             mirror: &mirror,
             max_layers,
             bases: &bases,
+            default_accounts: ("", ""),
         };
         let mut b = Planner {
             image_nodes: HashMap::new(),

@@ -392,6 +392,10 @@ pub struct PlanInputs<'a> {
     pub max_layers: usize,
     /// External bases, by (image name, platform).
     pub bases: &'a HashMap<(String, String), BaseImage>,
+    /// The passwd and group an image with packages has when neither its packages nor its base
+    /// bring any: the package ecosystem's (Debian's base-passwd defaults). Never hashed: they
+    /// are the ecosystem's constants, named by the layer format.
+    pub default_accounts: (&'a str, &'a str),
 }
 
 /// Default layer budget: below 100 layers in all.
@@ -545,6 +549,11 @@ image "pk" {{
         }
     }
 
+    /// The accounts an image with packages gets from its ecosystem when nothing else brings any
+    /// (a part of Debian's base-passwd defaults).
+    const DEFAULT_ACCOUNTS: (&str, &str) =
+        ("root:*:0:0:root:/root:/bin/bash\nnobody:*:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", "root:*:0:\nnogroup:*:65534:\n");
+
     fn plan_of(text: &str, only: Option<&str>, source_date_epoch: Option<u64>) -> Result<Plan, Vec<SpecDiagnostic>> {
         let spec = crate::spec::parse_str(Path::new("t.kdl"), text).unwrap();
         let lock = lockfile();
@@ -560,6 +569,7 @@ image "pk" {{
             mirror: &mirror,
             max_layers: DEFAULT_MAX_LAYERS,
             bases: &bases,
+            default_accounts: DEFAULT_ACCOUNTS,
         };
         plan(&spec, only, &inputs)
     }
@@ -762,6 +772,7 @@ image "app" {
                 mirror: &mirror,
                 max_layers: DEFAULT_MAX_LAYERS,
                 bases: &bases,
+                default_accounts: DEFAULT_ACCOUNTS,
             };
             plan(&spec, None, &inputs).unwrap()
         };
@@ -799,7 +810,7 @@ image "app" {
 
     /// Guards three defects: `owner="5000"` said "numeric owners need a group id" (Docker's
     /// `--chown=5000` means 5000:5000), `owner="nobody:nogroup"` was unknown in an image whose
-    /// packages bring Debian's base-passwd users, and `accounts` wrote no `/etc/shadow`, so `su`
+    /// packages bring their ecosystem's default users, and `accounts` wrote no `/etc/shadow`, so `su`
     /// failed.
     #[test]
     fn owners_and_accounts_as_a_dockerfile_user_writes_them() {

@@ -112,10 +112,11 @@ impl Planner<'_> {
         let mut merged: Vec<Merged> = Vec::new();
 
         let first = image.platforms.first().map(|p| p.to_string()).unwrap_or_default();
-        // An image with packages gets Debian's base-passwd users and groups (the metadata layer
-        // writes them) unless its base has its own.
-        let debian = || (super::accounts::DEBIAN_PASSWD.to_string(), super::accounts::DEBIAN_GROUP.to_string());
-        let known = self.inherited_accounts(image, &first).or_else(|| packaged.then(debian));
+        // An image with packages gets its ecosystem's default users and groups (the metadata
+        // layer writes them) unless its base has its own.
+        let (passwd, group) = self.inputs.default_accounts;
+        let defaults = || (passwd.to_string(), group.to_string());
+        let known = self.inherited_accounts(image, &first).or_else(|| packaged.then(defaults));
         let ids = Ids::new(image.accounts.as_ref(), known.as_ref());
         if let (Some(accounts), false) = (&image.accounts, packaged) {
             let inherited = self.inherited_accounts(image, &first);

@@ -13,9 +13,10 @@ use crate::layer::{ChunkRecord, Entry, EntryKind, LayerDigests, LayerWriter};
 
 use super::database::{database_entries, dpkg_name};
 use super::scan::{read_package, spill_range, Scanned};
-use super::scripts::{emulate_postinst, script_facts};
+use super::scripts::script_facts;
 use super::tree::{add_missing_parents, check_parents, hardlink_primaries, md5_of, resolve_hardlinks, Kind, Node};
 use super::{entry_err, format_err, io_err, DebError, InstallOptions, InstalledLayer};
+use crate::debian::effects::base_files::emulate_postinst;
 
 /// Streams the package's data tarball into ONE normalized layer written to `sink`, with its
 /// dpkg database entries (see the module documentation for every rule). File contents are

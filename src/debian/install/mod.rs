@@ -82,7 +82,7 @@ mod layer;
 mod names;
 mod scan;
 mod scripts;
-mod tree;
+pub(in crate::debian) mod tree;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -191,7 +191,7 @@ pub struct InstalledLayer {
 pub struct ScriptFacts {
     /// The name dpkg files its database entries under (`name` or `name:arch`).
     pub db_name: String,
-    pub alternatives: Vec<crate::debian::alternatives::Registration>,
+    pub alternatives: Vec<crate::debian::effects::alternatives::Registration>,
     /// `interest` lines of its `triggers` file: (trigger, noawait).
     pub interests: Vec<(String, bool)>,
 }

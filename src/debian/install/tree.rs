@@ -10,7 +10,7 @@ use crate::layer::parent_of;
 use super::{entry_err, DebError, DIR_MODE};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Kind {
+pub(in crate::debian) enum Kind {
     Dir,
     /// Data at `offset..offset + len` of the spill file.
     File {
@@ -26,16 +26,16 @@ pub(super) enum Kind {
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct Node {
-    pub(super) kind: Kind,
-    pub(super) mode: u32,
-    pub(super) uid: u32,
-    pub(super) gid: u32,
-    pub(super) mtime: u64,
+pub(in crate::debian) struct Node {
+    pub(in crate::debian) kind: Kind,
+    pub(in crate::debian) mode: u32,
+    pub(in crate::debian) uid: u32,
+    pub(in crate::debian) gid: u32,
+    pub(in crate::debian) mtime: u64,
     /// The entry's name as in the archive, for messages.
-    pub(super) shown: String,
+    pub(in crate::debian) shown: String,
     /// Moved by the merged-/usr rewrite.
-    pub(super) moved: bool,
+    pub(in crate::debian) moved: bool,
 }
 
 impl Node {

@@ -11,6 +11,8 @@
 //! by a command substitution (`$(…)`) is unknown: an assignment of one is ignored (the variable
 //! keeps its value) and a command using one is skipped.
 
+use super::Effects;
+use crate::entry::PlannedEntry;
 use std::collections::{BTreeMap, HashMap};
 
 /// One `update-alternatives --install` call.
@@ -468,6 +470,23 @@ pub fn resolve(regs: &[Registration], exists: &dyn Fn(&str) -> bool) -> Vec<Alte
         });
     }
     out
+}
+
+/// update-alternatives: LINK → /etc/alternatives/NAME → PATH, for the master and each slave,
+/// and its database entry.
+pub(super) fn put_alternatives(layer: &mut Vec<PlannedEntry>, m: &Effects) {
+    let merged = m.merged_usr;
+    let link = |path: &str, target: &str| {
+        let path = if merged { crate::layer::merged_usr_path(path) } else { None }.unwrap_or_else(|| path.to_owned());
+        PlannedEntry::symlink(&path, target)
+    };
+    for a in &m.alternatives {
+        for (l, name, path) in std::iter::once((&a.link, &a.name, &a.path)).chain(a.slaves.iter().map(|(l, n, p)| (l, n, p))) {
+            layer.push(link(&format!("/etc/alternatives/{name}"), path));
+            layer.push(link(l, &format!("/etc/alternatives/{name}")));
+        }
+        layer.push(PlannedEntry::file(&format!("/var/lib/dpkg/alternatives/{}", a.name), a.admin.clone().into_bytes(), 0o644));
+    }
 }
 
 #[cfg(test)]
