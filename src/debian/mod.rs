@@ -6,9 +6,11 @@
 //! - [`resolve`]: the resolver, from requested names to the closed set of packages to install;
 //! - [`install`]: reading `.deb`s and installing each as one layer with its dpkg database entries;
 //! - [`effects`]: what the package manager and maintainer scripts leave in an image, which
-//!   compose reproduces without running them, one file each: `accounts` (base-passwd),
-//!   `alternatives` (`update-alternatives`), `base_files` (base-files' postinst) and `certs` (the
-//!   CA trust stores), as layer entries the planner puts in the metadata layer;
+//!   compose reproduces without running them, one file each: `accounts` (base-passwd's masters
+//!   and defaults, as passwd and group text for the metadata layer), `alternatives`
+//!   (`update-alternatives`) and `certs` (the CA trust stores), as entries the planner puts in the
+//!   metadata layer, and `base_files` (base-files' postinst, reproduced in that package's own
+//!   layer);
 //! - [`types`]: the package model they share; and, here, [`debian_arch`].
 
 pub mod effects;

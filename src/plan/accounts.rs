@@ -87,7 +87,7 @@ fn put_layout(layer: &mut LayerEntries, m: &MetaInputs<'_>) {
     }
 }
 
-/// `/etc/passwd` and `/etc/group` (base-passwd's masters, else the base's, else Debian's, with
+/// `/etc/passwd` and `/etc/group` (base-passwd's masters, else the base's, else the ecosystem's defaults, with
 /// `accounts` merged in), the shadow files, and the users' home directories.
 fn put_accounts(layer: &mut LayerEntries, m: &MetaInputs<'_>) {
     let (mut passwd, mut group) = match (&m.masters, m.base_accounts) {

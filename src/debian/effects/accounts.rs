@@ -75,3 +75,15 @@ pub fn masters(deb: &Path) -> Result<Option<(String, String)>, DebError> {
     let get = |name: &str| files.iter().find(|(p, _)| p.ends_with(name)).map(|(_, b)| String::from_utf8_lossy(b).into_owned());
     Ok(get("/passwd.master").zip(get("/group.master")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_base_passwds_users_and_groups() {
+        assert!(DEBIAN_PASSWD.starts_with("root:*:0:0:root:/root:/bin/bash\n"));
+        assert!(DEBIAN_PASSWD.contains("\nwww-data:*:33:33:") && DEBIAN_PASSWD.contains("\nnobody:*:65534:65534:"));
+        assert!(DEBIAN_GROUP.starts_with("root:*:0:\n") && DEBIAN_GROUP.contains("\nnogroup:*:65534:\n"));
+    }
+}

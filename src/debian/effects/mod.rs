@@ -1,5 +1,5 @@
 //! What Debian's package manager and maintainer scripts leave in an image beyond the packages'
-//! own files, as entries of the metadata layer: update-ca-certificates' bundle and links (and
+//! own files, mostly as entries of the metadata layer: update-ca-certificates' bundle and links (and
 //! Java's keystore), dpkg's database (status, layout, triggers), update-alternatives' links and
 //! database. The executor reads the facts out of the package layers; [`entries`] turns them into
 //! entries; the planner puts them in the metadata layer without knowing whose they are. One file
