@@ -144,14 +144,57 @@ fn roots(plan: &Plan, options: &ExecOptions) -> Vec<NodeIndex> {
     roots
 }
 
-/// Waves by depth: every node's dependencies are in earlier waves.
-fn depths(plan: &Plan, order: &[NodeIndex]) -> HashMap<NodeIndex, usize> {
-    let mut depth: HashMap<NodeIndex, usize> = HashMap::new();
-    for &n in order {
-        let d = plan.dependencies(n).iter().map(|p| depth[p] + 1).max().unwrap_or(0);
-        depth.insert(n, d);
+/// The derivations a pass runs, each ready once the dependencies it waits for are done.
+struct Queue {
+    /// How many of its dependencies each waiting derivation still waits for.
+    waiting: HashMap<NodeIndex, usize>,
+    /// Who waits for each derivation.
+    dependents: HashMap<NodeIndex, Vec<NodeIndex>>,
+    /// Ready to start, in the order they became ready.
+    ready: Vec<NodeIndex>,
+}
+
+impl Queue {
+    /// The derivations of `order` that `todo` says must run; a dependency that need not run (it
+    /// is done) is not waited for.
+    fn new(plan: &Plan, order: &[NodeIndex], todo: impl Fn(NodeIndex) -> bool) -> Queue {
+        let runs: HashSet<NodeIndex> = order.iter().copied().filter(|&n| todo(n)).collect();
+        let mut q = Queue { waiting: HashMap::new(), dependents: HashMap::new(), ready: Vec::new() };
+        for &n in order.iter().filter(|n| runs.contains(n)) {
+            let deps: Vec<NodeIndex> = plan.dependencies(n).into_iter().filter(|d| runs.contains(d)).collect();
+            for &d in &deps {
+                q.dependents.entry(d).or_default().push(n);
+            }
+            match deps.len() {
+                0 => q.ready.push(n),
+                k => {
+                    q.waiting.insert(n, k);
+                }
+            }
+        }
+        q
     }
-    depth
+
+    /// The ready derivations `start` accepts (it says no when their kind has no free slot); the
+    /// others stay ready.
+    fn take_ready(&mut self, mut start: impl FnMut(NodeIndex) -> bool) -> Vec<NodeIndex> {
+        let (go, stay): (Vec<NodeIndex>, Vec<NodeIndex>) = self.ready.iter().partition(|&&n| start(n));
+        self.ready = stay;
+        go
+    }
+
+    /// `n` is done: what waited only for it is ready.
+    fn done(&mut self, n: NodeIndex) {
+        for d in self.dependents.remove(&n).unwrap_or_default() {
+            if let Some(k) = self.waiting.get_mut(&d) {
+                *k -= 1;
+                if *k == 0 {
+                    self.waiting.remove(&d);
+                    self.ready.push(d);
+                }
+            }
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -206,52 +249,65 @@ impl Scheduler<'_> {
         }
     }
 
-    /// Run what is needed, wave by wave; returns the derivations whose remote record turned out
-    /// unusable while their dependencies are missing (empty when all is done).
+    /// Run what is needed, each derivation as soon as its dependencies are done (as Nix, Bazel
+    /// and BuildKit do): at most `--jobs` builds and [`REMOTE_REQUESTS`] downloads at once.
+    /// Returns the derivations whose remote record turned out unusable while their dependencies
+    /// are missing (empty when all is done). After a failure or such a record nothing new starts;
+    /// what runs is waited for.
     fn pass(
         &self,
         records: &Mutex<HashMap<NodeIndex, Record>>,
         offered: &HashMap<NodeIndex, Record>,
         counts: &mut Counts,
     ) -> Result<Vec<NodeIndex>, BuildError> {
-        let depth = depths(self.plan, &self.order);
-        let max_depth = depth.values().copied().max().unwrap_or(0);
         let need = needed(self.plan, &self.order, &self.roots, &lock(records), offered, None, self.options.check);
+        let mut queue = Queue::new(self.plan, &self.order, |n| need.contains(&n) && !lock(records).contains_key(&n));
+        let slots = [rayon::current_num_threads().max(1), REMOTE_REQUESTS];
+        let mut running = [0usize; 2];
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Step, BuildError>)>();
         let mut replan = Vec::new();
-        for wave in 0..=max_depth {
-            let todo: Vec<NodeIndex> = {
-                let done = lock(records);
-                self.order.iter().copied().filter(|n| depth[n] == wave && need.contains(n) && !done.contains_key(n)).collect()
-            };
-            let step = |n: &NodeIndex| self.one(*n, records, offered);
-            // Downloads wait on the network: they go first, many at once, on the I/O pool;
-            // builds then share the cores.
-            let (fetch, build): (Vec<NodeIndex>, Vec<NodeIndex>) = todo.iter().partition(|n| offered.contains_key(n));
-            let mut results: Vec<Result<Step, BuildError>> = match &self.io_pool {
-                Some(pool) if !fetch.is_empty() => pool.install(|| fetch.par_iter().map(step).collect()),
-                _ => fetch.par_iter().map(step).collect(),
-            };
-            results.extend(build.par_iter().map(step).collect::<Vec<_>>());
-            let mut done = lock(records);
-            for r in results {
-                match r? {
-                    Step::Done(n, rec, outcome) => {
+        let mut failed: Option<BuildError> = None;
+        std::thread::scope(|scope| {
+            loop {
+                if failed.is_none() && replan.is_empty() {
+                    // Downloads wait on the network, builds share the cores: each has its slots.
+                    for n in queue.take_ready(|n| {
+                        let class = usize::from(offered.contains_key(&n));
+                        (running[class] < slots[class]).then(|| running[class] += 1).is_some()
+                    }) {
+                        let (tx, class) = (tx.clone(), usize::from(offered.contains_key(&n)));
+                        scope.spawn(move || {
+                            let _ = tx.send((class, self.one(n, records, offered)));
+                        });
+                    }
+                }
+                if running == [0, 0] {
+                    break;
+                }
+                let Ok((class, result)) = rx.recv() else { break };
+                running[class] -= 1;
+                match result {
+                    Ok(Step::Done(n, rec, outcome)) => {
                         match outcome {
                             Outcome::Built => counts.built += 1,
                             Outcome::Local => counts.local += 1,
                             Outcome::Remote => counts.remote += 1,
                         }
                         self.reporter.finished(&self.plan.graph[n], outcome, main_size(&rec));
-                        done.insert(n, rec);
+                        lock(records).insert(n, rec);
+                        queue.done(n);
                     }
-                    Step::Replan(n) => replan.push(n),
+                    Ok(Step::Replan(n)) => replan.push(n),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
                 }
             }
-            if !replan.is_empty() {
-                break;
-            }
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(replan),
         }
-        Ok(replan)
     }
 
     /// Obtain derivation `n`, under its build lock: from the store (another process may have
@@ -423,6 +479,26 @@ image "app" {
         let roots = roots(&p, &ExecOptions { check: true, ..ExecOptions::default() });
         let need = needed(&p, &p.topo_order(), &roots, &done, &HashMap::new(), None, true);
         assert!(need.contains(&node(&p, "step s")) && need.contains(&node(&p, "b: image")), "{:?}", names(&p, &need));
+    }
+
+    #[test]
+    fn a_derivation_is_ready_once_what_it_waits_for_is_done_whatever_its_depth() {
+        let p = the_plan();
+        let mut q = Queue::new(&p, &p.topo_order(), |_| true);
+        let first = q.take_ready(|_| true);
+        assert_eq!(first, [node(&p, "b: files")], "only what waits for nothing starts");
+        assert!(q.take_ready(|_| true).is_empty());
+        q.done(node(&p, "b: files"));
+        // A derivation refused a slot stays ready.
+        assert!(q.take_ready(|_| false).is_empty());
+        assert_eq!(q.take_ready(|_| true), [node(&p, "b: image")]);
+        q.done(node(&p, "b: image"));
+        assert_eq!(q.take_ready(|_| true), [node(&p, "step s")]);
+        // What need not run is not waited for: with the step done before the pass, the image's
+        // files start at once.
+        let step = node(&p, "step s");
+        let mut q = Queue::new(&p, &p.topo_order(), |n| n != step && !p.graph[n].name.starts_with("b:"));
+        assert_eq!(q.take_ready(|_| true), [node(&p, "app: files")]);
     }
 
     #[test]

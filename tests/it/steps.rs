@@ -263,3 +263,74 @@ fn failing_changing_and_nondeterministic_steps_are_caught() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("step `boom` cannot run: build steps need root") && err.contains("help: run compose as root"), "{err}");
 }
+
+/// Guards against this: derivations ran in waves by depth, so an image waiting only for a fast
+/// step waited for an unrelated slow step of the same depth, and the fast step was reported with
+/// the slow one's time. The slow step here waits for a gate the test opens only once the other
+/// image is reported built: in waves, the build never gets there. (It reads the gate through
+/// `mount-from-host`, so it is a fixed-output step: a first build with the gate open pins it,
+/// then a build on an empty store runs it again.)
+#[test]
+fn a_derivation_starts_as_soon_as_its_inputs_are_ready() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+
+    use crate::support::children::Running;
+
+    let ctx = TestContext::new();
+    let gate = ctx.tmp.path().join("gate");
+    fs::create_dir_all(&gate).unwrap();
+    ctx.write(
+        "spec.kdl",
+        format!(
+            r#"{tools}
+step "slow" {{
+    image "tools"
+    network #true
+    mount-from-host "{gate}" to="/gate"
+    run "sh" "-c" "while [ ! -e /gate/open ]; do sleep 0.05; done; echo s > /out/s"
+    output "/out"
+}}
+step "fast" {{
+    image "tools"
+    run "sh" "-c" "echo f > /out/f"
+    output "/out"
+}}
+image "app" {{ files {{ copy from="fast" "/out/f" to="/f"; }} }}
+image "other" {{ files {{ copy from="slow" "/out/s" to="/s"; }} }}
+"#,
+            tools = busybox_tools("coreutils"),
+            gate = gate.display()
+        ),
+    );
+    fs::write(gate.join("open"), "").unwrap();
+    ctx.build(&["spec.kdl"]);
+    fs::remove_file(gate.join("open")).unwrap();
+    let empty = ctx.tmp.path().join("empty-store");
+    let mut child = Running::new(
+        ctx.cmd().args(["build", "spec.kdl", "--cache-dir"]).arg(&empty).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap(),
+    );
+    // Should the image wait for the slow step after all, the gate opens anyway after a while, so
+    // that the test fails rather than hangs.
+    let fallback = gate.join("open");
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(300));
+        let _ = fs::write(fallback, "");
+    });
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut app_first = false;
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("built app: image") {
+            // The slow step cannot have ended: its gate is still shut.
+            app_first = !seen.iter().any(|l| l.contains("built step slow"));
+            fs::write(gate.join("open"), "").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{seen:#?}");
+    assert!(app_first, "the image was not reported built while the slow step waited: {seen:#?}");
+    assert!(ctx.path("out/app").exists() && ctx.path("out/other").exists());
+}
