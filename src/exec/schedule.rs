@@ -1,6 +1,7 @@
 //! The scheduler: which derivations a build needs, the lookup stack (the store, then the shared
 //! cache, asked top-down in rounds), and running what is missing in parallel, dependencies first,
-//! each under its per-derivation build lock; with `--check`, steps run again and are compared.
+//! each under its per-derivation build lock; with `--check`, steps and maintainer scripts run
+//! again (twice when the store lacks them) and are compared.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -23,7 +24,7 @@ const REMOTE_REQUESTS: usize = 16;
 /// needs none, except images and indexes, whose dependencies' blobs are exported with them, and
 /// whose packages' layers are wanted whatever the cache has (their licences feed the SBOM).
 /// With `asked`, derivations the remote has not been asked about yet count as cached (their
-/// dependencies wait for the answer). With `check`, steps always run.
+/// dependencies wait for the answer). With `check`, steps and maintainer scripts always run.
 fn needed(
     plan: &Plan,
     order: &[NodeIndex],
@@ -40,7 +41,7 @@ fn needed(
             continue;
         }
         let unknown = asked.is_some_and(|a| !a.contains(&n));
-        let cached = (done.contains_key(&n) || offered.contains_key(&n) || unknown) && !(check && matches!(drv.kind, DrvKind::Step(_)));
+        let cached = (done.contains_key(&n) || offered.contains_key(&n) || unknown) && !(check && checked(&drv.kind));
         if !cached || matches!(drv.kind, DrvKind::Image(_) | DrvKind::Index(_)) {
             need.extend(plan.dependencies(n));
         }
@@ -99,8 +100,8 @@ pub(super) fn execute_inner(
     let mut offered = s.ask_remote(&done);
     if options.check {
         // Steps run again whatever the caches hold; what they held is compared below.
-        offered.retain(|n, _| !matches!(plan.graph[*n].kind, DrvKind::Step(_)));
-        done.retain(|n, _| !matches!(plan.graph[*n].kind, DrvKind::Step(_)));
+        offered.retain(|n, _| !checked(&plan.graph[*n].kind));
+        done.retain(|n, _| !checked(&plan.graph[*n].kind));
     }
     let need = needed(plan, &s.order, &s.roots, &done, &offered, None, options.check);
     reporter.planned(s.order.len(), need.iter().filter(|n| !done.contains_key(n) && !offered.contains_key(n)).count());
@@ -127,6 +128,12 @@ pub(super) fn execute_inner(
     Ok(Executed { records, counts, mismatches })
 }
 
+/// What `--check` runs again and compares: build steps and maintainer scripts (everything else
+/// is made by compose's own code from checked inputs).
+fn checked(kind: &DrvKind) -> bool {
+    matches!(kind, DrvKind::Step(_) | DrvKind::Scripts(_))
+}
+
 /// What to build: the options' roots or the plan's; with `--check`, also every step they are
 /// made from, whatever is cached downstream of it.
 fn roots(plan: &Plan, options: &ExecOptions) -> Vec<NodeIndex> {
@@ -139,7 +146,7 @@ fn roots(plan: &Plan, options: &ExecOptions) -> Vec<NodeIndex> {
                 todo.extend(plan.dependencies(n));
             }
         }
-        roots.extend(seen.into_iter().filter(|&n| matches!(plan.graph[n].kind, DrvKind::Step(_))));
+        roots.extend(seen.into_iter().filter(|&n| checked(&plan.graph[n].kind)));
     }
     roots
 }
@@ -325,7 +332,19 @@ impl Scheduler<'_> {
             plan.dependencies(n).into_iter().filter_map(|d| done.get(&d).map(|r| (d, r.clone()))).collect()
         };
         let _guard = store.lock_derivation(&drv.hash)?;
-        if let (true, DrvKind::Step(_), Some(before)) = (self.options.check, &drv.kind, store.lookup(&drv.hash)?) {
+        if self.options.check && checked(&drv.kind) {
+            // What the store has is compared with a new run; on an empty store, the step runs
+            // twice.
+            let before = match store.lookup(&drv.hash)?.filter(|r| record::fits(&drv.kind.expected(), r)) {
+                Some(r) => r,
+                None => {
+                    self.reporter.started(drv);
+                    let r = self.run(n, &deps)?;
+                    store.put_record(&r)?;
+                    let _ = self.uploads.send((r.clone(), false));
+                    r
+                }
+            };
             return self.check_again(n, &deps, before);
         }
         if let Some(r) = store.lookup(&drv.hash)?.filter(|r| record::fits(&drv.kind.expected(), r)) {
@@ -353,12 +372,14 @@ impl Scheduler<'_> {
         run(self.plan, n, deps, self.store, self.clients, self.options, self.reporter)
     }
 
-    /// `--check`: run step `n` again and compare its tree with what the store has, which stays.
+    /// `--check`: run step `n` (or maintainer scripts) again and compare its tree (its layer) with
+    /// what the store has, which stays.
     fn check_again(&self, n: NodeIndex, deps: &HashMap<NodeIndex, Record>, before: Record) -> Result<Step, BuildError> {
         let drv = &self.plan.graph[n];
         self.reporter.started(drv);
         let again = self.run(n, deps)?;
-        let (a, b) = (output(&before, "tree")?, output(&again, "tree")?);
+        let key = if matches!(drv.kind, DrvKind::Step(_)) { "tree" } else { "layer" };
+        let (a, b) = (output(&before, key)?, output(&again, key)?);
         if a.diff_id != b.diff_id {
             let path = trees::first_difference(self.store, a, b)?.unwrap_or_else(|| "(the tree's encoding)".into());
             let show = |o: &Output| o.diff_id.map(|d| d.to_string()).unwrap_or_default();

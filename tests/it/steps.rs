@@ -225,6 +225,11 @@ fn failing_changing_and_nondeterministic_steps_are_caught() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("step clock (first difference: /now"), "{err}");
     assert!(!err.contains("step stable (first difference"), "{err}");
+    // On an empty store too: a step the store lacks runs twice.
+    let out = compose("store-fresh", &["build", "spec.kdl", "--image", "both", "--check"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("step clock (first difference: /now"), "{err}");
 
     // A fixed-output step is pinned on first run; a different result later names both hashes.
     let first = compose("store", &["build", "spec.kdl", "--image", "fetched"]);
