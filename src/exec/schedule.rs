@@ -267,47 +267,46 @@ impl Scheduler<'_> {
         offered: &HashMap<NodeIndex, Record>,
         counts: &mut Counts,
     ) -> Result<Vec<NodeIndex>, BuildError> {
-        let need = needed(self.plan, &self.order, &self.roots, &lock(records), offered, None, self.options.check);
-        let mut queue = Queue::new(self.plan, &self.order, |n| need.contains(&n) && !lock(records).contains_key(&n));
+        let mut queue = {
+            let done = lock(records);
+            let need = needed(self.plan, &self.order, &self.roots, &done, offered, None, self.options.check);
+            Queue::new(self.plan, &self.order, |n| need.contains(&n) && !done.contains_key(&n))
+        };
+        // Downloads wait on the network, builds share the cores: each class has its slots.
+        let class = |n: NodeIndex| usize::from(offered.contains_key(&n));
         let slots = [rayon::current_num_threads().max(1), REMOTE_REQUESTS];
         let mut running = [0usize; 2];
         let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Step, BuildError>)>();
         let mut replan = Vec::new();
         let mut failed: Option<BuildError> = None;
-        std::thread::scope(|scope| {
-            loop {
-                if failed.is_none() && replan.is_empty() {
-                    // Downloads wait on the network, builds share the cores: each has its slots.
-                    for n in queue.take_ready(|n| {
-                        let class = usize::from(offered.contains_key(&n));
-                        (running[class] < slots[class]).then(|| running[class] += 1).is_some()
-                    }) {
-                        let (tx, class) = (tx.clone(), usize::from(offered.contains_key(&n)));
-                        scope.spawn(move || {
-                            let _ = tx.send((class, self.one(n, records, offered)));
-                        });
-                    }
+        std::thread::scope(|scope| loop {
+            if failed.is_none() && replan.is_empty() {
+                for n in queue.take_ready(|n| (running[class(n)] < slots[class(n)]).then(|| running[class(n)] += 1).is_some()) {
+                    let tx = tx.clone();
+                    scope.spawn(move || {
+                        let _ = tx.send((class(n), self.one(n, records, offered)));
+                    });
                 }
-                if running == [0, 0] {
-                    break;
+            }
+            if running == [0, 0] {
+                break;
+            }
+            let Ok((class, result)) = rx.recv() else { break };
+            running[class] -= 1;
+            match result {
+                Ok(Step::Done(n, rec, outcome)) => {
+                    match outcome {
+                        Outcome::Built => counts.built += 1,
+                        Outcome::Local => counts.local += 1,
+                        Outcome::Remote => counts.remote += 1,
+                    }
+                    self.reporter.finished(&self.plan.graph[n], outcome, main_size(&rec));
+                    lock(records).insert(n, rec);
+                    queue.done(n);
                 }
-                let Ok((class, result)) = rx.recv() else { break };
-                running[class] -= 1;
-                match result {
-                    Ok(Step::Done(n, rec, outcome)) => {
-                        match outcome {
-                            Outcome::Built => counts.built += 1,
-                            Outcome::Local => counts.local += 1,
-                            Outcome::Remote => counts.remote += 1,
-                        }
-                        self.reporter.finished(&self.plan.graph[n], outcome, main_size(&rec));
-                        lock(records).insert(n, rec);
-                        queue.done(n);
-                    }
-                    Ok(Step::Replan(n)) => replan.push(n),
-                    Err(e) => {
-                        failed.get_or_insert(e);
-                    }
+                Ok(Step::Replan(n)) => replan.push(n),
+                Err(e) => {
+                    failed.get_or_insert(e);
                 }
             }
         });
@@ -337,13 +336,7 @@ impl Scheduler<'_> {
             // twice.
             let before = match store.lookup(&drv.hash)?.filter(|r| record::fits(&drv.kind.expected(), r)) {
                 Some(r) => r,
-                None => {
-                    self.reporter.started(drv);
-                    let r = self.run(n, &deps)?;
-                    store.put_record(&r)?;
-                    let _ = self.uploads.send((r.clone(), false));
-                    r
-                }
+                None => self.build(n, &deps)?,
             };
             return self.check_again(n, &deps, before);
         }
@@ -361,11 +354,16 @@ impl Scheduler<'_> {
                 return Ok(Step::Replan(n));
             }
         }
-        self.reporter.started(drv);
-        let r = self.run(n, &deps)?;
-        store.put_record(&r)?;
+        Ok(Step::Done(n, self.build(n, &deps)?, Outcome::Built))
+    }
+
+    /// Run derivation `n` here, store its record and hand it to the uploaders.
+    fn build(&self, n: NodeIndex, deps: &HashMap<NodeIndex, Record>) -> Result<Record, BuildError> {
+        self.reporter.started(&self.plan.graph[n]);
+        let r = self.run(n, deps)?;
+        self.store.put_record(&r)?;
         let _ = self.uploads.send((r.clone(), false));
-        Ok(Step::Done(n, r, Outcome::Built))
+        Ok(r)
     }
 
     fn run(&self, n: NodeIndex, deps: &HashMap<NodeIndex, Record>) -> Result<Record, BuildError> {

@@ -106,7 +106,6 @@ pub enum StoreError {
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
-    dir: PathBuf,
     layout: Layout,
     _lock: File,
     /// Leftovers of killed builds removed when the store was opened (alone on it).
@@ -173,7 +172,7 @@ impl Store {
             cleaned = clean_dir(&layout.tmp()) + clean_unpacking(&layout.rootfs());
         }
         lock.lock_shared().map_err(io_err("lock", &lock_path))?;
-        Ok(Store { root: root.to_path_buf(), dir, layout, _lock: lock, cleaned })
+        Ok(Store { root: root.to_path_buf(), layout, _lock: lock, cleaned })
     }
 
     /// Does `dir` hold a store (the `v1/lock` every store has from when it was first opened)?
@@ -212,7 +211,7 @@ impl Store {
 
     /// The versioned directory (`ROOT/v1`) everything of this store lives in.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.layout.dir()
     }
 
     pub fn root(&self) -> &Path {
@@ -414,7 +413,7 @@ impl Store {
     /// Write `record` atomically. Its blobs must already be in the store.
     pub fn put_record(&self, record: &Record) -> Result<(), StoreError> {
         let p = self.record_path(&record.drv);
-        let parent = p.parent().unwrap_or(&self.dir).to_path_buf();
+        let parent = p.parent().unwrap_or(self.layout.dir()).to_path_buf();
         fs::create_dir_all(&parent).map_err(io_err("create directory", &parent))?;
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| StoreError::BadRecord { path: p.clone(), message: e.to_string() })?;
         self.write_atomic(&p, &bytes)
@@ -519,8 +518,8 @@ impl Store {
         Ok(out)
     }
 
-    fn count_dir(&self, sub: &str) -> u64 {
-        fs::read_dir(self.dir.join(sub)).map(|r| r.count() as u64).unwrap_or(0)
+    fn count_dir(dir: &Path) -> u64 {
+        fs::read_dir(dir).map(|r| r.count() as u64).unwrap_or(0)
     }
 
     pub fn stats(&self) -> Result<Stats, StoreError> {
@@ -530,8 +529,8 @@ impl Store {
             s.blob_bytes += fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
         }
         s.records = self.list_records()?.len() as u64;
-        s.stat_caches = self.count_dir("stat");
-        s.temp_files = self.count_dir("tmp") + unpacking(&self.layout.rootfs()).len() as u64;
+        s.stat_caches = Self::count_dir(&self.layout.stat());
+        s.temp_files = Self::count_dir(&self.layout.tmp()) + unpacking(&self.layout.rootfs()).len() as u64;
         Ok(s)
     }
 
@@ -668,12 +667,12 @@ impl Store {
             }
         }
         // Markers of blobs that are gone, and what was exported long ago.
-        for sub in ["verified", "exports"] {
-            if let Ok(rd) = fs::read_dir(self.dir.join(sub)) {
+        for (dir, markers) in [(self.layout.verified(), true), (self.layout.exports(), false)] {
+            if let Ok(rd) = fs::read_dir(dir) {
                 for e in rd.flatten() {
-                    let gone = sub == "verified"
+                    let gone = markers
                         && e.file_name().to_str().and_then(|n| Sha256::from_hex(n).ok()).is_none_or(|d| !self.blob_path(&d).exists());
-                    if gone || (sub == "exports" && is_old(&e.path())) {
+                    if gone || (!markers && is_old(&e.path())) {
                         let _ = fs::remove_file(e.path());
                     }
                 }
