@@ -66,9 +66,10 @@ pub struct SpecArgs {
     /// Compress every image's layers so, whatever the spec's `compression` says.
     #[arg(long, value_enum, value_name = "gzip|zstd")]
     pub compression: Option<CompressionArg>,
-    /// Most layers an image may have (packages are merged past it).
-    #[arg(long, default_value_t = compose::plan::DEFAULT_MAX_LAYERS as u64, value_parser = clap::value_parser!(u64).range(2..=127))]
-    pub max_layers: u64,
+    /// Most layers an image may have (packages are merged past it); the spec's `build {
+    /// max-layers N }` otherwise, else 99.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=127))]
+    pub max_layers: Option<u64>,
 }
 
 fn parse_mirror(s: &str) -> Result<(String, String), String> {
@@ -245,7 +246,7 @@ pub fn spec_options(a: &SpecArgs) -> Result<SpecOptions, ops::Error> {
     }
     o.locked = a.locked;
     o.offline = a.offline;
-    o.max_layers = a.max_layers as usize;
+    o.max_layers = a.max_layers.map(|n| n as usize);
     o.compression = a.compression.map(|c| match c {
         CompressionArg::Gzip => compose::layer::Compression::Gzip,
         CompressionArg::Zstd => compose::layer::Compression::Zstd,

@@ -26,13 +26,15 @@ pub(super) struct Root<'e> {
     pub dir: PathBuf,
     pub upper: PathBuf,
     pub rootfs: PathBuf,
+    /// The job's `/tmp` (mode 1777), shared by its commands.
+    pub tmp: PathBuf,
     mounted: bool,
     _work: tempfile::TempDir,
 }
 
 impl<'e> Root<'e> {
     /// A work directory `PREFIX…` in the store's `tmp/` holding `upper/` (0755), the overlay's
-    /// work directory and `rootfs/`; `seed` then fills the work directory and the upper one
+    /// work directory, `rootfs/` and the job's `tmp/` (1777, its `/tmp`); `seed` then fills the work directory and the upper one
     /// before anything is mounted and returns the trees to put above `lower`; the overlay is
     /// mounted at `rootfs/`.
     pub fn prepare(
@@ -49,12 +51,13 @@ impl<'e> Root<'e> {
             .tempdir_in(&tmp_root)
             .map_err(trees::io_error(&tmp_root, "cannot create a directory in"))?;
         let dir = work.path().to_path_buf();
-        let (upper, ovl, rootfs) = (dir.join("upper"), dir.join("overlay-work"), dir.join("rootfs"));
-        for d in [&upper, &ovl, &rootfs] {
+        let (upper, ovl, rootfs, tmp) = (dir.join("upper"), dir.join("overlay-work"), dir.join("rootfs"), dir.join("tmp"));
+        for d in [&upper, &ovl, &rootfs, &tmp] {
             fs::create_dir_all(d).map_err(trees::io_error(d, "cannot create"))?;
         }
         fs::set_permissions(&upper, fs::Permissions::from_mode(0o755)).map_err(trees::io_error(&upper, "cannot set the mode of"))?;
-        let mut root = Root { executor, step, dir, upper, rootfs, mounted: false, _work: work };
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).map_err(trees::io_error(&tmp, "cannot set the mode of"))?;
+        let mut root = Root { executor, step, dir, upper, rootfs, tmp, mounted: false, _work: work };
         let above = seed(&root.dir, &root.upper)?;
         let mut lowers: Vec<&Path> = above.iter().map(PathBuf::as_path).collect();
         lowers.push(lower);

@@ -23,6 +23,7 @@ use crate::plan::{Derivation, Plan};
 use crate::store::{Record, Store, StoreError};
 
 mod assemble;
+mod caches;
 pub mod executor;
 mod job;
 mod layers;
@@ -284,5 +285,6 @@ pub use crate::record::shape::TEXT_MEDIA_TYPE;
 use assemble::build_image;
 pub(crate) use layers::build_layer;
 pub(crate) use run::output;
+use caches::CacheUse;
 use run::run;
 use schedule::execute_inner;

@@ -26,6 +26,7 @@ pub(super) fn run(
     clients: &Clients,
     options: &ExecOptions,
     reporter: &dyn Reporter,
+    caches: CacheUse,
 ) -> Result<Record, BuildError> {
     let drv = &plan.graph[n];
     let mut outputs = BTreeMap::new();
@@ -44,7 +45,12 @@ pub(super) fn run(
         }
         DrvKind::Step(s) => {
             let runc = local_executor(&s.step)?;
-            let (log, tree) = step::run_step(&runc, drv, s, deps, store, &options.secrets, reporter)?;
+            let platform = match &plan.graph[s.image].kind {
+                DrvKind::Image(i) => i.platform.to_string(),
+                _ => String::new(),
+            };
+            let how = step::RunWith { executor: &runc, secrets: &options.secrets, platform, caches };
+            let (log, tree) = step::run_step(&how, drv, s, deps, store, reporter)?;
             outputs.insert("log".to_string(), log);
             outputs.insert("tree".to_string(), tree);
         }

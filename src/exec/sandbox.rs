@@ -16,7 +16,8 @@
 //!   command's process tree and refuses new ones; containers left by a killed compose are
 //!   killed by the next build that opens the store alone (their runc state is in its `tmp/`,
 //!   [`crate::store::RUNC_STATE`]);
-//! - a fresh `/tmp`, read-only input and secret mounts, the host's resolver and named settings
+//! - one `/tmp` per job run (a directory of its work directory, shared by its commands), the
+//!   declared caches read-write, read-only input and secret mounts, the host's resolver and named settings
 //!   files for fixed-output steps; finding runc and saying what is missing when it cannot run,
 //!   and streaming a command's output line by line.
 
@@ -117,6 +118,11 @@ pub struct Command1<'a> {
     pub limits: &'a Limits,
     /// Where the command's writes land (the overlay's upper directory), for the disk limit.
     pub upper: &'a Path,
+    /// The job's `/tmp`: one directory for all its commands, fresh for each run of the job,
+    /// counted in its disk limit.
+    pub tmp: &'a Path,
+    /// Read-write bind mounts: the step's declared caches.
+    pub caches: &'a [Bind],
 }
 
 /// Why a command was stopped before it ended by itself.
@@ -228,13 +234,17 @@ fn config(c: &Command1<'_>, cgroup: &str) -> serde_json::Value {
                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}),
+        json!({"destination": "/tmp", "type": "bind", "source": c.tmp, "options": ["rbind", "nosuid", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
     ];
     for b in c.binds {
         // `rro`: read-only all the way down (a plain `ro` leaves mounts below the source writable).
         mounts.push(json!({"destination": b.destination, "type": "bind", "source": b.source,
                            "options": ["rbind", "rro", "nosuid", "nodev"]}));
+    }
+    for b in c.caches {
+        mounts.push(json!({"destination": b.destination, "type": "bind", "source": b.source,
+                           "options": ["rbind", "nosuid", "nodev"]}));
     }
     let l = c.limits;
     let mut memory = json!({"limit": l.memory});
@@ -370,8 +380,8 @@ pub fn run(runc: &Path, work: &Path, c: &Command1<'_>, line: &mut dyn FnMut(&str
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let watchdog = {
         let container = Container { runc: runc.to_path_buf(), state: state.clone(), id: id.clone(), cgroup };
-        let (upper, limits) = (c.upper.to_path_buf(), *c.limits);
-        std::thread::spawn(move || watch(&container, &upper, limits, &done_rx))
+        let (writes, limits) = ([c.upper.to_path_buf(), c.tmp.to_path_buf()], *c.limits);
+        std::thread::spawn(move || watch(&container, &writes, limits, &done_rx))
     };
     for l in lines {
         line(&l);
@@ -464,10 +474,11 @@ struct Container {
     cgroup: String,
 }
 
-/// Watch a running command until `done` says it ended: stop it at its time or disk limit, at the
+/// Watch a running command until `done` says it ended: stop it at its time or disk limit (what it
+/// wrote: `writes`, its upper directory and its `/tmp`), at the
 /// store's floor, or when the build is interrupted. Returns why it was stopped, and whether the
 /// kernel killed a process of it for want of memory.
-fn watch(c: &Container, upper: &Path, limits: Limits, done: &std::sync::mpsc::Receiver<()>) -> (Option<Stopped>, bool) {
+fn watch(c: &Container, writes: &[PathBuf; 2], limits: Limits, done: &std::sync::mpsc::Receiver<()>) -> (Option<Stopped>, bool) {
     let started = Instant::now();
     let mut tick = Duration::from_millis(200);
     let mut oom = 0;
@@ -476,12 +487,12 @@ fn watch(c: &Container, upper: &Path, limits: Limits, done: &std::sync::mpsc::Re
             Some(Stopped::Interrupted)
         } else if started.elapsed() >= limits.time {
             Some(Stopped::Time(limits.time))
-        } else if let Some(free) = below_floor(upper) {
+        } else if let Some(free) = below_floor(&writes[0]) {
             Some(Stopped::StoreFull { free })
         } else if let Some(limit) = limits.disk {
             // A walk of the writes costs what they hold: look less often when it is long.
             let t = Instant::now();
-            let n = used(upper);
+            let n = writes.iter().map(|w| used(w)).sum();
             tick = (t.elapsed() * 20).clamp(Duration::from_millis(200), Duration::from_secs(5));
             (n > limit).then_some(Stopped::Disk { limit, used: n })
         } else {

@@ -360,22 +360,22 @@ impl Scheduler<'_> {
     /// Run derivation `n` here, store its record and hand it to the uploaders.
     fn build(&self, n: NodeIndex, deps: &HashMap<NodeIndex, Record>) -> Result<Record, BuildError> {
         self.reporter.started(&self.plan.graph[n]);
-        let r = self.run(n, deps)?;
+        let r = self.run(n, deps, CacheUse::Kept)?;
         self.store.put_record(&r)?;
         let _ = self.uploads.send((r.clone(), false));
         Ok(r)
     }
 
-    fn run(&self, n: NodeIndex, deps: &HashMap<NodeIndex, Record>) -> Result<Record, BuildError> {
-        run(self.plan, n, deps, self.store, self.clients, self.options, self.reporter)
+    fn run(&self, n: NodeIndex, deps: &HashMap<NodeIndex, Record>, caches: CacheUse) -> Result<Record, BuildError> {
+        run(self.plan, n, deps, self.store, self.clients, self.options, self.reporter, caches)
     }
 
-    /// `--check`: run step `n` (or maintainer scripts) again and compare its tree (its layer) with
-    /// what the store has, which stays.
+    /// `--check`: run step `n` (or maintainer scripts) again, with empty caches, and compare its
+    /// tree (its layer) with what the store has, which stays.
     fn check_again(&self, n: NodeIndex, deps: &HashMap<NodeIndex, Record>, before: Record) -> Result<Step, BuildError> {
         let drv = &self.plan.graph[n];
         self.reporter.started(drv);
-        let again = self.run(n, deps)?;
+        let again = self.run(n, deps, CacheUse::Empty)?;
         let key = if matches!(drv.kind, DrvKind::Step(_)) { "tree" } else { "layer" };
         let (a, b) = (output(&before, key)?, output(&again, key)?);
         if a.diff_id != b.diff_id {
@@ -389,7 +389,7 @@ impl Scheduler<'_> {
     /// An image or index a cache offers is checked by making it again from its layers' records
     /// (milliseconds, no download): a cache cannot make it name other blobs.
     fn remake(&self, n: NodeIndex, deps: &HashMap<NodeIndex, Record>, offered: &Record) -> Result<Step, BuildError> {
-        let r = self.run(n, deps)?;
+        let r = self.run(n, deps, CacheUse::Kept)?;
         self.store.put_record(&r)?;
         if r.outputs == offered.outputs {
             if let Some(rc) = self.remote {

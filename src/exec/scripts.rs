@@ -90,6 +90,8 @@ pub fn run_scripts(
         binds: &[],
         limits: &limits,
         upper: &root.upper,
+        tmp: &root.tmp,
+        caches: &[],
     };
     let ctx = Context { drv, store, reporter, redact: &|l| l.to_string() };
     command(&root, &cmd, false, &mut log, &ctx)?;

@@ -1,6 +1,6 @@
 //! A build step as a job: its image's root filesystem (unpacked once, shared read-only) under an
-//! overlay with its inputs on top; its environment, limits, read-only mounts and secrets; its
-//! output captured as a normalised tree, and a fixed-output step's result checked against its
+//! overlay with its inputs on top; its environment, limits, read-only mounts, secrets and
+//! declared caches (`super::caches`); its output captured as a normalised tree, and a fixed-output step's result checked against its
 //! pin. Preparing the root and running the commands is [`super::job`]'s, for scripts too.
 
 use std::collections::HashMap;
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use petgraph::graph::NodeIndex;
 
+use super::caches::{self, CacheUse};
 use super::executor::Executor;
 use super::job::{command, make_dir, Context, Log, Root};
 use super::sandbox::{self, Bind, Command1};
@@ -259,16 +260,25 @@ impl Present {
     }
 }
 
-/// Run step `s` (derivation `drv`) through `executor`; returns its log and its tree.
-pub fn run_step(
-    executor: &dyn Executor,
+/// How a step runs: through what, with which secrets, on which platform, with which caches.
+pub(super) struct RunWith<'a> {
+    pub executor: &'a dyn Executor,
+    pub secrets: &'a super::Secrets,
+    /// The platform of the image it runs in (`linux/arm64`).
+    pub platform: String,
+    pub caches: CacheUse,
+}
+
+/// Run step `s` (derivation `drv`); returns its log and its tree.
+pub(super) fn run_step(
+    how: &RunWith<'_>,
     drv: &Derivation,
     s: &StepDrv,
     deps: &HashMap<NodeIndex, Record>,
     store: &Store,
-    secrets: &super::Secrets,
     reporter: &dyn Reporter,
 ) -> Result<(Output, Output), BuildError> {
+    let (executor, secrets) = (how.executor, how.secrets);
     let missing = |what: &'static str| BuildError::MissingOutput(format!("the image of step {}", s.step), what);
     let image = deps.get(&s.image).ok_or_else(|| missing("manifest"))?;
     let lower = trees::image_rootfs(store, image)?;
@@ -296,8 +306,13 @@ pub fn run_step(
         let dir = dir.join("inputs");
         fs::create_dir_all(&dir).map_err(trees::io_error(&dir, "cannot create"))?;
         trees::unpack(&store.blob_path(&layer.digest), &layer.media_type, &dir)?;
+        cache_mount_points(s, &dir)?;
+        if how.caches == CacheUse::Kept && !s.caches.is_empty() {
+            caches::freshen_inputs(s, &how.platform, store, &dir)?;
+        }
         Ok(vec![dir])
     })?;
+    let mounted = caches::mount(s, &how.platform, how.caches, store, &root.dir)?;
     let binds = binds(s, &root.dir.join("inputs"), reporter)?;
     let present = present_secrets(s, secrets, &root.dir.join("secrets"), &root.rootfs)?;
     let binds: Vec<Bind> = binds.into_iter().chain(present.binds.iter().cloned()).collect();
@@ -319,12 +334,38 @@ pub fn run_step(
             binds: &binds,
             limits: &limits,
             upper: &root.upper,
+            tmp: &root.tmp,
+            caches: &mounted.binds,
         };
         command(&root, &cmd, !s.network, &mut log, &ctx)?;
     }
     present.unmake();
     let tree = capture(drv, s, &root, &mut log, store)?;
     Ok((log.commit(store)?, tree))
+}
+
+/// The mount point of each cache inside an input directory (`/src/target` in `/src`), made in the
+/// unpacked inputs: the inputs are mounted read-only, and nothing of them may lie where a cache
+/// would hide it.
+fn cache_mount_points(s: &StepDrv, inputs: &Path) -> Result<(), BuildError> {
+    for c in &s.caches {
+        if !s.input_paths.iter().any(|p| c.path.starts_with(&format!("{}/", p.trim_end_matches('/')))) {
+            continue;
+        }
+        let at = inputs.join(c.path.trim_start_matches('/'));
+        match at.symlink_metadata() {
+            Err(_) => make_dir(&at, 0o755)?,
+            Ok(m) if m.is_dir() && fs::read_dir(&at).map_or(true, |mut d| d.next().is_none()) => {}
+            Ok(_) => {
+                return Err(BuildError::BadTree(format!(
+                    "step `{}`: its inputs hold `{}`, where its cache is mounted: the cache would hide it (leave it out of the \
+                     copy, e.g. with an ignore file, or move the cache)",
+                    s.step, c.path
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The read-only mounts of a step: its inputs; a fixed-output step's host settings; each

@@ -175,8 +175,8 @@ pub struct SpecOptions {
     pub locked: bool,
     /// Use no network.
     pub offline: bool,
-    /// Layer budget per image.
-    pub max_layers: usize,
+    /// `--max-layers`: layer budget per image, over the spec's `build { max-layers }`.
+    pub max_layers: Option<usize>,
     /// `--compression`: every image's layers compressed so, whatever the spec says.
     pub compression: Option<crate::layer::Compression>,
     /// Root of the filesystem whose apt sources give mirrors (`/`).
@@ -229,7 +229,6 @@ impl SpecOptions {
             spec,
             cache_dir,
             out_dir: PathBuf::from("out"),
-            max_layers: crate::plan::DEFAULT_MAX_LAYERS,
             host_root: PathBuf::from("/"),
             ..Default::default()
         }
@@ -359,7 +358,7 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
         compression: opts.compression,
         lock: lockfile.as_ref(),
         mirror: &mirror,
-        max_layers: opts.max_layers,
+        max_layers: opts.max_layers.or(spec.build.max_layers).unwrap_or(crate::plan::DEFAULT_MAX_LAYERS),
         bases: &bases,
         default_accounts: (crate::debian::effects::accounts::DEBIAN_PASSWD, crate::debian::effects::accounts::DEBIAN_GROUP),
     };

@@ -213,17 +213,19 @@ impl Planner<'_> {
             workdir: workdir.map(str::to_string),
             compression: self.compression,
         };
-        let hash = self.meta_hash(&meta);
+        let hash = self.meta_hash(&meta, self.format(), &|n| self.plan.graph[n].hash);
         let mut deps: Vec<NodeIndex> = [meta.base_passwd, meta.ca_certificates].into_iter().flatten().collect();
         deps.extend(meta.statuses.iter().copied());
         let drv = Derivation { hash, name: format!("{}: metadata ({platform})", image.name), kind: DrvKind::Meta(Box::new(meta)) };
         self.add(drv, &deps)
     }
 
-    /// The metadata layer's derivation hash.
-    fn meta_hash(&self, meta: &MetaDrv) -> DrvHash {
+    /// The metadata layer's derivation hash in layer format `format`, naming the package layers
+    /// it lists by `drv` (their derivation hashes; their content ids for the root file system's
+    /// identity, see `rootfs`).
+    pub(super) fn meta_hash(&self, meta: &MetaDrv, format: &str, drv: &dyn Fn(NodeIndex) -> DrvHash) -> DrvHash {
         let mut e = Encoder::new("meta-layer");
-        e.str(self.format()).u64(meta.epoch);
+        e.str(format).u64(meta.epoch);
         for dep in [meta.base_passwd, meta.ca_certificates] {
             match dep {
                 Some(n) => e.sha256(&sha_of(&self.plan.graph[n])),
@@ -249,7 +251,7 @@ impl Planner<'_> {
         if !meta.statuses.is_empty() || meta.base_status.is_some() {
             e.str(META_LAYER_FORMAT).list(meta.statuses.len());
             for &n in &meta.statuses {
-                e.drv(&self.plan.graph[n].hash);
+                e.drv(&drv(n));
             }
             e.opt_str(meta.base_status.as_deref().map(String::as_str));
             e.u64(meta.java_cacerts as u64);

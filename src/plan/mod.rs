@@ -9,7 +9,8 @@
 //! from [`crate::source`].
 //!
 //! Submodules: `planner` turns each spec image into derivations (the `Planner`, image order),
-//! `step` each step (its recipe and pin);
+//! `step` each step (its recipe and pin), `rootfs` the identity of an image's root file system
+//! that steps are keyed by (not its layering nor its compression);
 //! `entries` merges file operations into one layer's sorted entry list; `layering` plans the
 //! package layers (popularity order under the layer budget, merged layer, the metadata layer's
 //! derivation); `accounts` resolves owners and writes passwd/group and the metadata layer's entries.
@@ -20,6 +21,7 @@ mod describe;
 mod entries;
 mod layering;
 mod planner;
+mod rootfs;
 mod step;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -46,8 +48,9 @@ pub const DEFAULT_EPOCH: u64 = 315_532_800;
 
 /// Identity of the step runner: the sandbox configuration steps run under (runc, namespaces, the
 /// fixed environment, how outputs are captured). Part of every step's hash; changed by hand when
-/// any of that changes.
-pub const SANDBOX_ID: &str = "runc/oci-bundle/overlay/v1";
+/// any of that changes. v2: one `/tmp` per step run, shared by its commands (was a new tmpfs for
+/// each command).
+pub const SANDBOX_ID: &str = "runc/oci-bundle/overlay/v2";
 
 /// Identity of the layer byte format (tar rules + compressor); part of every layer's hash.
 pub type CompressorId = &'static str;
@@ -119,6 +122,8 @@ pub struct StepDrv {
     pub secrets: Vec<crate::spec::SecretSpec>,
     /// Host paths mounted read-only (fixed-output steps): (host, destination).
     pub host_mounts: Vec<(String, String)>,
+    /// Directories kept between its runs on this machine (not part of its key).
+    pub caches: Vec<crate::spec::CacheSpec>,
     pub epoch: u64,
     /// The input-addressed hash of the recipe (the derivation hash of a hermetic step).
     pub recipe: DrvHash,
@@ -152,6 +157,9 @@ pub struct ImageDrv {
     pub packages: Vec<PackageLayer>,
     pub config: RuntimeConfig,
     pub epoch: u64,
+    /// What its root file system holds, however it is layered and compressed (`rootfs`): what
+    /// steps and maintainer scripts running over it are keyed by.
+    pub rootfs: DrvHash,
 }
 
 /// A multi-platform index over per-platform images.

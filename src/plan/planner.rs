@@ -166,7 +166,8 @@ impl Planner<'_> {
         };
         layers.extend(common.iter().copied());
         self.check_layer_budget(image, platform, base.as_ref(), layers.len())?;
-        let drv = ImageDrv { platform: platform.clone(), base, layers: layers.clone(), packages, config: own.config.clone(), epoch };
+        let rootfs = self.rootfs_id(platform, base.as_ref(), &layers, &own.config.env);
+        let drv = ImageDrv { platform: platform.clone(), base, layers: layers.clone(), packages, config: own.config.clone(), epoch, rootfs };
         let hash = self.image_hash(&drv);
         let name = if image.platforms.len() > 1 { format!("{}: image {}", image.name, platform) } else { format!("{}: image", image.name) };
         // The image also needs each package layer's file list (for the conflict check), merged or not.
@@ -283,7 +284,7 @@ impl Planner<'_> {
                 self.inputs.max_layers
             ),
             "this image",
-            Some("raise --max-layers (engines accept up to 127), or give the image or its base fewer `layer` blocks".into()),
+            Some("raise the budget with `build { max-layers N }` in the spec or --max-layers (engines accept up to 127), or give the image or its base fewer `layer` blocks".into()),
         ));
         None
     }
@@ -332,8 +333,10 @@ impl Planner<'_> {
         epoch: u64,
         base_deps: &[NodeIndex],
     ) -> NodeIndex {
+        let rootfs = self.rootfs_id(platform, base.as_ref(), layers, &[]);
         let root = ImageDrv {
             platform: platform.clone(),
+            rootfs,
             base,
             layers: layers.to_vec(),
             packages: packages.to_vec(),
@@ -347,7 +350,7 @@ impl Planner<'_> {
         let name = format!("{}: packages root ({platform})", image.name);
         let root = self.add(Derivation { hash, name, kind: DrvKind::Image(Box::new(root)) }, &deps);
         let mut e = Encoder::new("scripts");
-        e.str(super::SCRIPTS_FORMAT).str(super::SANDBOX_ID).str(self.format()).drv(&self.plan.graph[root].hash).u64(epoch);
+        e.str(super::SCRIPTS_FORMAT).str(super::SANDBOX_ID).str(self.format()).drv(&self.image_rootfs(root)).u64(epoch);
         let drv = super::ScriptsDrv { image: image.name.clone(), root, epoch, compression: self.compression };
         let name = format!("{}: maintainer scripts ({platform})", image.name);
         self.add(Derivation { hash: e.finish(), name, kind: DrvKind::Scripts(drv) }, &[root])
@@ -771,7 +774,7 @@ pub(super) fn unit_order<'s>(spec: &'s SpecFile, only: Option<&str>) -> Vec<Unit
 }
 
 /// The encoding of a layer's entries, for its hash.
-fn encode_entries(e: &mut Encoder, entries: &[PlannedEntry]) {
+pub(super) fn encode_entries(e: &mut Encoder, entries: &[PlannedEntry]) {
     e.list(entries.len());
     for entry in entries {
         e.str(&entry.path).u64(entry.mode as u64).u64(entry.uid as u64).u64(entry.gid as u64);

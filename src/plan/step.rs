@@ -64,6 +64,7 @@ impl Planner<'_> {
             limits: step.limits.clone(),
             secrets: step.secrets.clone(),
             host_mounts: step.host_mounts.clone(),
+            caches: step.caches.clone(),
             epoch,
             recipe,
             pin,
@@ -83,7 +84,8 @@ impl Planner<'_> {
         input_paths: &[String],
     ) -> DrvHash {
         let mut e = Encoder::new("step");
-        e.str((self.inputs.layer_format)(Compression::Gzip)).drv(&self.plan.graph[image_node].hash).u64(epoch);
+        // The builder by what its root file system holds, not by how it is layered or compressed.
+        e.str((self.inputs.layer_format)(Compression::Gzip)).drv(&self.image_rootfs(image_node)).u64(epoch);
         match inputs {
             Some(n) => e.drv(&self.plan.graph[n].hash),
             None => e.opt_str(None),

@@ -43,7 +43,8 @@ fn known_names_help(name: &str, known: &[&str], what: &str) -> String {
 // The vocabulary
 // ---------------------------------------------------------------------------
 
-const TOP_CHILDREN: &[&str] = &["arg", "image", "step"];
+const TOP_CHILDREN: &[&str] = &["arg", "build", "image", "step"];
+const BUILD_CHILDREN: &[&str] = &["max-layers", "compression", "epoch"];
 pub(super) const IMAGE_CHILDREN: &[&str] = &[
     "tag",
     "platforms",
@@ -77,6 +78,7 @@ pub(super) const STEP_CHILDREN: &[&str] = &[
     "limits",
     "secret",
     "mount-from-host",
+    "cache",
 ];
 const LIMIT_CHILDREN: &[&str] = &["pids", "memory", "cpus", "time", "disk"];
 const ACCOUNT_CHILDREN: &[&str] = &["group", "user"];
@@ -90,6 +92,8 @@ const USAGE_PLATFORMS: &str = "platforms \"linux/amd64\" \"linux/arm64\"";
 const USAGE_BASE: &str =
     "base \"REGISTRY/REPO:TAG\" (or \"oci:PATH\", \"oci-archive:PATH\", \"docker-archive:PATH\", \"scratch\"), or base image=\"OTHER\"";
 const USAGE_EPOCH: &str = "epoch 1700000000";
+const USAGE_BUILD: &str = "build { max-layers 8; compression \"zstd\"; epoch 1700000000 }";
+const USAGE_MAX_LAYERS: &str = "max-layers 8 (from 2 to 127)";
 const USAGE_REPOSITORY: &str = "repository \"debian\" suite=\"bookworm\" components=\"main\" keyring=\"/path/to/keyring.gpg\"";
 const USAGE_PACKAGES: &str = "packages \"busybox-static\" \"ca-certificates=20230311\"";
 const USAGE_ACCOUNTS: &str = "accounts { group ...; user ... }";
@@ -113,6 +117,7 @@ const USAGE_COMPRESSION: &str = "compression \"zstd\" (or \"gzip\")";
 const USAGE_PASS_ENV: &str = "pass-env \"PIP_INDEX_URL\" \"HTTPS_PROXY\"";
 const USAGE_LIMITS: &str = "limits { pids 4096; memory \"4GiB\"; cpus 2; time \"30m\"; disk \"10GiB\" }";
 const USAGE_SECRET: &str = "secret \"npm-token\" env=\"NPM_TOKEN\" (or target=\"/run/secrets/npm-token\", required=#false)";
+const USAGE_CACHE: &str = "cache \"/root/.cargo/registry\" \"/src/target\" sharing=\"locked\" (or \"shared\", \"private\")";
 const USAGE_HOST_MOUNT: &str = "mount-from-host \"/run/host.sock\" to=\"/run/host.sock\"";
 const USAGE_TEXT: &str = "text \"/PATH\" \"CONTENT\" mode=0o644 owner=\"NAME\"";
 const USAGE_SYMLINK: &str = "symlink \"/PATH\" target=\"TARGET\" owner=\"NAME\"";
@@ -171,6 +176,8 @@ fn head_span(n: &KdlNode) -> SourceSpan {
 pub(super) struct Decoder {
     pub(super) source: NamedSource<Arc<String>>,
     pub(super) diags: Vec<SpecDiagnostic>,
+    /// The top-level `build` block, read before the images (it gives their defaults).
+    pub(super) build: super::BuildOptions,
 }
 
 /// A node being decoded.

@@ -83,6 +83,19 @@ pub struct SpecFile {
     pub images: Vec<ImageSpec>,
     /// The `step` nodes, in file order (v1.1). Names are unique among images and steps.
     pub steps: Vec<StepSpec>,
+    /// The top-level `build` block: options that change outputs, kept with the spec so that
+    /// every teammate builds the same thing.
+    pub build: BuildOptions,
+}
+
+/// `build { max-layers N; compression "…"; epoch N }`. A flag (`--max-layers`,
+/// `--compression`) or `SOURCE_DATE_EPOCH` wins over it; an image's own `compression` and
+/// `epoch` win over it for that image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildOptions {
+    pub max_layers: Option<usize>,
+    pub compression: Option<crate::layer::Compression>,
+    pub epoch: Option<u64>,
 }
 
 /// One `step` node: commands run in a sandbox over an image of the file, yielding a directory
@@ -118,6 +131,41 @@ pub struct StepSpec {
     /// `mount-from-host "HOST" to="DEST"`: host paths mounted read-only (fixed-output steps only;
     /// a documented hole in the sandbox).
     pub host_mounts: Vec<(String, String)>,
+    /// `cache "/PATH"… sharing="…"`: directories kept between runs of the step on this machine;
+    /// never part of its key nor of its output.
+    pub caches: Vec<CacheSpec>,
+}
+
+/// One directory a step declares as a cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSpec {
+    /// Absolute and normalized; not `/`, not under `/tmp`, `/proc`, `/sys` or `/dev`, and apart
+    /// from the step's output and inputs.
+    pub path: String,
+    pub sharing: Sharing,
+    pub span: SourceSpan,
+}
+
+/// How runs of a step at once use its cache (BuildKit's `sharing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sharing {
+    /// One run at a time; the others wait (the default: tools rarely expect company).
+    #[default]
+    Locked,
+    /// Every run at once.
+    Shared,
+    /// A run that finds it in use gets another copy of its own.
+    Private,
+}
+
+impl Sharing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sharing::Locked => "locked",
+            Sharing::Shared => "shared",
+            Sharing::Private => "private",
+        }
+    }
 }
 
 /// A step's `limits` block. None of it is part of the step's key.
@@ -632,7 +680,7 @@ fn substitute(s: &str, values: &[(String, String)]) -> String {
 pub fn parse_str_with(path: &Path, text: &str, args: &[(String, String)]) -> Result<SpecFile, SpecError> {
     let text = Arc::new(text.to_owned());
     let source = NamedSource::new(path.display().to_string(), text.clone());
-    let mut dec = Decoder { source: source.clone(), diags: Vec::new() };
+    let mut dec = Decoder { source: source.clone(), diags: Vec::new(), build: BuildOptions::default() };
     if let Some((offset, what)) = too_deep(&text) {
         dec.push(
             "compose::spec::too_deep",
@@ -668,7 +716,7 @@ pub fn parse_str_with(path: &Path, text: &str, args: &[(String, String)]) -> Res
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    Ok(SpecFile { path: path.to_path_buf(), dir, source, images, steps })
+    Ok(SpecFile { path: path.to_path_buf(), dir, source, images, steps, build: dec.build })
 }
 
 impl SpecFile {

@@ -113,6 +113,11 @@ impl Layout {
         self.dir.join("rootfs")
     }
 
+    /// Steps' declared caches (see `store::caches`).
+    pub fn caches(&self) -> PathBuf {
+        self.dir.join("caches")
+    }
+
     /// The whole logs of failed steps.
     pub fn logs(&self) -> PathBuf {
         self.dir.join("logs")

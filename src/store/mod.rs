@@ -71,12 +71,14 @@ use crate::hash::{DrvHash, Sha256};
 pub use crate::record::{Output, Record, RECORD_VERSION};
 use crate::util::IoError;
 
+mod caches;
 mod chunks;
 mod clean;
 mod layout;
 
 use chunks::{ChunkPointer, StoreChunks, MAX_CHUNK_BYTES};
 use clean::*;
+pub use caches::{CacheLease, CacheStats};
 pub use clean::{remove_any, remove_step_cgroups, step_cgroup};
 pub use layout::{Layout, RUNC_STATE, STORE_VERSION, UNPACKING_PREFIX};
 
@@ -120,9 +122,17 @@ pub struct Stats {
     pub records: u64,
     pub stat_caches: u64,
     pub temp_files: u64,
+    /// Steps' declared caches: instances and bytes.
+    pub caches: u64,
+    pub cache_bytes: u64,
 }
 
 use crate::util::file_identity as identity;
+
+/// Bytes under `dir`, files by apparent size; what cannot be read counts nothing.
+pub(crate) fn tree_bytes(dir: &Path) -> u64 {
+    walkdir::WalkDir::new(dir).follow_links(false).into_iter().flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+}
 
 /// Open `p` for reading without following a symlink at its last component.
 fn open_nofollow(p: &Path) -> io::Result<File> {
@@ -150,6 +160,9 @@ pub struct GcReport {
     pub temp_removed: u64,
     pub records_kept: u64,
     pub blobs_kept: u64,
+    /// Steps' cache instances unused for longer than the age, removed; and those kept.
+    pub caches_removed: u64,
+    pub caches_kept: u64,
 }
 
 impl Store {
@@ -531,6 +544,8 @@ impl Store {
         s.records = self.list_records()?.len() as u64;
         s.stat_caches = Self::count_dir(&self.layout.stat());
         s.temp_files = Self::count_dir(&self.layout.tmp()) + unpacking(&self.layout.rootfs()).len() as u64;
+        let c = self.cache_stats();
+        (s.caches, s.cache_bytes) = (c.caches, c.cache_bytes);
         Ok(s)
     }
 
@@ -650,6 +665,9 @@ impl Store {
             report.blobs_removed += 1;
             report.bytes_freed += n;
         }
+        let (removed, kept, freed) = self.gc_caches(max_age);
+        (report.caches_removed, report.caches_kept) = (removed, kept);
+        report.bytes_freed += freed;
         // With what opening the store removed (`compose cache gc` opens it just before).
         report.temp_removed += self.cleaned + clean_dir(&self.layout.tmp()) + clean_unpacking(&self.layout.rootfs());
         let locks = self.layout.locks();

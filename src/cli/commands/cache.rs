@@ -35,13 +35,15 @@ pub fn gc(stdout: &mut impl Write, cache_dir: &Path, max_age_days: f64) -> Resul
     let r = store.gc(age).map_err(ops::Error::from)?;
     let _ = writeln!(
         stdout,
-        "removed {} records and {} blobs ({}), {} temporary files; kept {} records and {} blobs",
+        "removed {} records, {} blobs and {} step caches ({}), {} temporary files; kept {} records, {} blobs and {} step caches",
         r.records_removed,
         r.blobs_removed,
+        r.caches_removed,
         human(r.bytes_freed),
         r.temp_removed,
         r.records_kept,
-        r.blobs_kept
+        r.blobs_kept,
+        r.caches_kept
     );
     Ok(())
 }
@@ -69,11 +71,13 @@ pub fn stats(stdout: &mut impl Write, cache_dir: &Path, json: bool) -> Result<()
     } else {
         let _ = writeln!(
             stdout,
-            "{}: {} blobs ({}), {} records, {} stat caches, {} temporary files",
+            "{}: {} blobs ({}), {} records, {} step caches ({}), {} stat caches, {} temporary files",
             cache_dir.display(),
             s.blobs,
             human(s.blob_bytes),
             s.records,
+            s.caches,
+            human(s.cache_bytes),
             s.stat_caches,
             s.temp_files
         );

@@ -9,7 +9,11 @@ use kdl::KdlDocument;
 use miette::SourceSpan;
 
 use super::super::{Base, FileOp, ImageSpec, Repository, StepSpec, Variant};
-use super::{known_names_help, Decoder, Seen, TOP_CHILDREN, USAGE_IMAGE, USAGE_REPOSITORY};
+use kdl::KdlNode;
+
+use super::{
+    known_names_help, Decoder, Seen, BUILD_CHILDREN, TOP_CHILDREN, USAGE_BUILD, USAGE_IMAGE, USAGE_MAX_LAYERS, USAGE_REPOSITORY,
+};
 
 /// A `base image=` child installs from its ancestors' repositories too: each repository its
 /// parent chain names that it does not name itself is appended (nearest ancestor first), with the
@@ -38,8 +42,15 @@ impl Decoder {
         let mut steps: Vec<StepSpec> = Vec::new();
         // Images and steps share one namespace: `copy from="NAME"` names either.
         let mut names: Seen<String> = Seen::new();
+        let mut builds = Seen::new();
+        for n in doc.nodes().iter().filter(|n| n.name().value() == "build") {
+            if self.once(&mut builds, n) {
+                self.build_block(n);
+            }
+        }
         for n in doc.nodes() {
             let (name, name_span, what) = match n.name().value() {
+                "build" => continue,
                 "image" => {
                     let (img, name_span) = self.image(n);
                     let name = img.name.clone();
@@ -109,6 +120,41 @@ impl Decoder {
             }
         }
         (images, steps)
+    }
+
+    /// The top-level `build { … }` block, into `self.build`.
+    fn build_block(&mut self, kdl: &KdlNode) {
+        let node = self.open(kdl, USAGE_BUILD);
+        self.props(&node, &[]);
+        self.args(&node, 0, Some(0), "");
+        let mut seen = Seen::new();
+        for c in kdl.children().map_or(&[][..], |d| d.nodes()) {
+            if BUILD_CHILDREN.contains(&c.name().value()) && !self.once(&mut seen, c) {
+                continue;
+            }
+            match c.name().value() {
+                "max-layers" => {
+                    let node = self.open(c, USAGE_MAX_LAYERS);
+                    self.leaf(&node);
+                    self.props(&node, &[]);
+                    let args = self.args(&node, 1, Some(1), "a number of layers");
+                    let Some(e) = args.first() else { continue };
+                    match self.unsigned(e, "the layer budget", 127) {
+                        Some(n) if n >= 2 => self.build.max_layers = Some(n as usize),
+                        Some(_) => self.push(
+                            "compose::spec::bad_max_layers",
+                            "`max-layers` is at least 2",
+                            vec![(super::value_span(e), "too few".to_owned())],
+                            Some(format!("usage: {USAGE_MAX_LAYERS}")),
+                        ),
+                        None => {}
+                    }
+                }
+                "compression" => self.build.compression = self.compression(c),
+                "epoch" => self.build.epoch = self.epoch(c),
+                _ => self.unknown_node(c, "build", BUILD_CHILDREN),
+            }
+        }
     }
 
     /// A step's `image` names an image of the file; `copy from=` names an image or a step; no

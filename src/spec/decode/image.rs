@@ -57,6 +57,9 @@ impl Decoder {
         let name = name_entry.and_then(|e| self.name(e, "image"));
         let name_span = name.as_ref().and(name_entry.map(value_span));
         let mut img = default_image(name.unwrap_or_default(), node.head);
+        // The `build` block's defaults; the image's own nodes override them.
+        img.compression = self.build.compression.unwrap_or(Compression::Gzip);
+        img.epoch = self.build.epoch;
         let mut names = ImageNames { singletons: Seen::new(), packages: Seen::new(), layers: Seen::new() };
         let children = kdl.children().map_or(&[][..], |d| d.nodes());
         for c in children {
@@ -195,7 +198,7 @@ impl Decoder {
     }
 
     /// `compression "gzip"` or `"zstd"`.
-    fn compression(&mut self, c: &KdlNode) -> Option<Compression> {
+    pub(super) fn compression(&mut self, c: &KdlNode) -> Option<Compression> {
         let e = self.single_string(c, USAGE_COMPRESSION, "`gzip` or `zstd`")?;
         let name = e.value().as_string().unwrap_or_default();
         let codec = Compression::parse(name);
@@ -314,7 +317,7 @@ impl Decoder {
         }
     }
 
-    fn epoch(&mut self, kdl: &KdlNode) -> Option<u64> {
+    pub(super) fn epoch(&mut self, kdl: &KdlNode) -> Option<u64> {
         let node = self.open(kdl, USAGE_EPOCH);
         self.leaf(&node);
         self.props(&node, &[]);

@@ -1,14 +1,14 @@
 //! A `step` block: its children (image, platform, inputs, environment, user,
-//! commands, output, network, pass-env), the checks on the whole step, and
-//! its `limits`, `secret` and `mount-from-host` nodes.
+//! commands, output, network, pass-env), the checks on the whole step (where its inputs,
+//! output and caches may go), and its `limits`, `secret`, `mount-from-host` and `cache` nodes.
 
 use kdl::{KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
 
 use super::super::values::{byte_size, go_duration, owner, platform};
-use super::super::{FileOp, Owner, Platform, SecretSpec, StepLimits, StepSpec};
+use super::super::{CacheSpec, FileOp, Owner, Platform, SecretSpec, Sharing, StepLimits, StepSpec};
 use super::{
-    head_span, value_span, Decoder, Node, Seen, LIMIT_CHILDREN, STEP_CHILDREN, USAGE_HOST_MOUNT, USAGE_LIMITS, USAGE_NETWORK, USAGE_OUTPUT,
+    head_span, value_span, Decoder, Node, Seen, LIMIT_CHILDREN, STEP_CHILDREN, USAGE_CACHE, USAGE_HOST_MOUNT, USAGE_LIMITS, USAGE_NETWORK, USAGE_OUTPUT,
     USAGE_PASS_ENV, USAGE_RUN, USAGE_SECRET, USAGE_STEP, USAGE_STEP_IMAGE, USAGE_STEP_PLATFORM, USAGE_STEP_USER,
 };
 
@@ -28,12 +28,37 @@ struct StepBody {
     /// A `run` was refused (so its absence is not reported as well).
     bad_run: bool,
     output: Option<String>,
+    output_span: Option<SourceSpan>,
     network: bool,
     pass_env: Vec<String>,
     limits: StepLimits,
     secrets: Vec<SecretSpec>,
     host_mounts: Vec<(String, String)>,
+    caches: Vec<CacheSpec>,
 }
+
+/// Where a step's inputs, output and caches cannot go: the step's own `/tmp` (empty at each run)
+/// and the kernel's file systems.
+const RESERVED: &[(&str, &str)] = &[
+    ("/tmp", "`/tmp` is the step's own, empty at each run of it"),
+    ("/proc", "`/proc` is the kernel's"),
+    ("/sys", "`/sys` is the kernel's"),
+    ("/dev", "`/dev` is the sandbox's"),
+];
+
+/// Is `p` `dir` or below it?
+fn under(p: &str, dir: &str) -> bool {
+    dir == "/" || p == dir || p.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Where a step input lands.
+fn input_path(op: &FileOp) -> &str {
+    match op {
+        FileOp::Copy { to, .. } => to,
+        FileOp::Text { path, .. } | FileOp::Symlink { path, .. } | FileOp::Dir { path, .. } => path,
+    }
+}
+
 impl Decoder {
     /// A `step` block, and the span of its name.
     pub(super) fn step(&mut self, kdl: &KdlNode) -> Option<(StepSpec, SourceSpan)> {
@@ -67,6 +92,8 @@ impl Decoder {
             limits,
             secrets,
             host_mounts,
+            caches,
+            output_span: _,
         } = body;
         let step = StepSpec {
             name: name?,
@@ -84,6 +111,7 @@ impl Decoder {
             limits,
             secrets,
             host_mounts,
+            caches,
         };
         Some((step, value_span(name_e?)))
     }
@@ -116,6 +144,7 @@ impl Decoder {
             "output" => {
                 if let Some(p) = self.step_output(c) {
                     body.output = Some(p);
+                    body.output_span = c.entries().first().map(value_span);
                 }
             }
             "network" => {
@@ -127,6 +156,7 @@ impl Decoder {
             "limits" => body.limits = self.limits(c),
             "secret" => self.add_secret(c, &mut body.secrets),
             "mount-from-host" => body.host_mounts.extend(self.host_mount(c)),
+            "cache" => self.caches(c, &mut body.caches),
             _ => self.unknown_node(c, "step", STEP_CHILDREN),
         }
     }
@@ -152,6 +182,7 @@ impl Decoder {
                 Some("a hermetic step sees no host environment; add `network #true` to make it fixed-output".to_owned()),
             );
         }
+        self.check_places(body);
         if !body.network && !body.host_mounts.is_empty() {
             self.push(
                 "compose::spec::host_mount_hermetic",
@@ -162,6 +193,84 @@ impl Decoder {
                         .to_owned(),
                 ),
             );
+        }
+    }
+
+    /// Where a step's inputs, output and caches go: none in a reserved place, no cache at, above
+    /// or below the output (it would be captured), and no input at or below a cache (it would be
+    /// hidden).
+    fn check_places(&mut self, body: &StepBody) {
+        let mut places: Vec<(&str, SourceSpan, &str)> = body.inputs.iter().map(|op| (input_path(op), op.span(), "an input")).collect();
+        if let (Some(o), Some(span)) = (&body.output, body.output_span) {
+            places.push((o.as_str(), span, "the output"));
+        }
+        places.extend(body.caches.iter().map(|c| (c.path.as_str(), c.span, "a cache")));
+        for &(path, span, what) in &places {
+            if let Some((dir, why)) = RESERVED.iter().find(|(dir, _)| under(path, dir)) {
+                self.push(
+                    "compose::spec::reserved_path",
+                    format!("{what} of a step cannot be under `{dir}`: {why}"),
+                    vec![(span, format!("`{path}`"))],
+                    Some("use a directory of its own, such as /src, /out or /cache".to_owned()),
+                );
+            }
+        }
+        // A cache may lie inside an input directory (`/src/target` in `/src`): it is mounted
+        // over it. An input at or below a cache would be hidden by it.
+        for cache in &body.caches {
+            let clash = places.iter().find(|(p, _, what)| match *what {
+                "the output" => under(p, &cache.path) || under(&cache.path, p),
+                "an input" => under(p, &cache.path),
+                _ => false,
+            });
+            if let Some((p, span, what)) = clash {
+                self.push(
+                    "compose::spec::cache_overlap",
+                    format!("cache `{}` overlaps {what} of the step (`{p}`)", cache.path),
+                    vec![(cache.span, "this cache".to_owned()), (*span, what.to_string())],
+                    Some("a cache stays out of the step's output and hides what is below it: give it a directory of its own".to_owned()),
+                );
+            }
+        }
+    }
+
+    /// A step's `cache "/PATH"… sharing="…"` onto `caches`, each path once and none inside another.
+    fn caches(&mut self, c: &KdlNode, caches: &mut Vec<CacheSpec>) {
+        let node = self.open(c, USAGE_CACHE);
+        self.leaf(&node);
+        let props = self.props(&node, &["sharing"]);
+        let args = self.args(&node, 1, None, "a directory");
+        let sharing = match props.get("sharing") {
+            None => Sharing::default(),
+            Some(e) => match self.string(e, "`sharing`") {
+                Some("locked") => Sharing::Locked,
+                Some("shared") => Sharing::Shared,
+                Some("private") => Sharing::Private,
+                Some(other) => {
+                    self.push(
+                        "compose::spec::bad_sharing",
+                        format!("unknown cache sharing `{other}`"),
+                        vec![(value_span(e), "expected \"locked\", \"shared\" or \"private\"".to_owned())],
+                        Some(format!("usage: {USAGE_CACHE}")),
+                    );
+                    return;
+                }
+                None => return,
+            },
+        };
+        for e in args {
+            let Some(path) = self.file_path(e, "the cache directory") else { continue };
+            let span = value_span(e);
+            if let Some(other) = caches.iter().find(|x| under(&x.path, &path) || under(&path, &x.path)) {
+                let message = if other.path == path {
+                    format!("cache `{path}` is given twice")
+                } else {
+                    format!("caches `{}` and `{path}` are one inside the other", other.path)
+                };
+                self.push("compose::spec::duplicate_cache", message, vec![(span, "this one".to_owned()), (other.span, "and this one".to_owned())], None);
+                continue;
+            }
+            caches.push(CacheSpec { path, sharing, span });
         }
     }
 

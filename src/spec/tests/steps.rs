@@ -204,3 +204,63 @@ step "s" {
         ],
     );
 }
+
+#[test]
+fn step_caches_and_the_build_block_decode() {
+    let spec = parse_ok(
+        r#"build { max-layers 8; compression "zstd"; epoch 1700000000; }
+image "b" { }
+image "own" { compression "gzip"; epoch 5; }
+step "s" {
+    image "b"
+    copy "src" to="/src"
+    cache "/root/.cargo/registry" "/src/target" sharing="shared"
+    cache "/var/cache/go"
+    run "true"
+    output "/out"
+}
+"#,
+    );
+    let s = spec.step("s").unwrap();
+    let caches: Vec<(&str, crate::spec::Sharing)> = s.caches.iter().map(|c| (c.path.as_str(), c.sharing)).collect();
+    use crate::spec::Sharing::*;
+    assert_eq!(caches, [("/root/.cargo/registry", Shared), ("/src/target", Shared), ("/var/cache/go", Locked)]);
+    assert_eq!(spec.build.max_layers, Some(8));
+    let b = spec.image("b").unwrap();
+    assert_eq!((b.compression, b.epoch), (crate::layer::Compression::Zstd, Some(1_700_000_000)));
+    let own = spec.image("own").unwrap();
+    assert_eq!((own.compression, own.epoch), (crate::layer::Compression::Gzip, Some(5)));
+}
+
+#[test]
+fn step_places_under_tmp_and_overlapping_caches_are_refused() {
+    check(
+        "spec_step_places",
+        r#"build { max-layers 1; jobs 2; }
+build { }
+image "b" { }
+step "s" {
+    image "b"
+    copy "src" to="/tmp/src"
+    text "/src/target/x" "hidden by the cache"
+    cache "/tmp/cache"
+    cache "/src/target" "/src/target"
+    cache "/out/cache"
+    cache "/a" "/a/b" sharing="sometimes"
+    run "true"
+    output "/tmp/out"
+}
+"#,
+        &[
+            "bad_max_layers",
+            "unknown_node",
+            "duplicate_node",
+            "reserved_path",
+            "reserved_path",
+            "cache_overlap",
+            "duplicate_cache",
+            "bad_sharing",
+            "reserved_path",
+        ],
+    );
+}
