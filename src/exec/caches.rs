@@ -62,7 +62,8 @@ pub(super) fn mount(s: &StepDrv, platform: &str, how: CacheUse, store: &Store, w
             CacheUse::Empty => {
                 let dir = work.join("caches").join(i.to_string());
                 fs::create_dir_all(&dir).map_err(trees::io_error(&dir, "cannot create"))?;
-                std::os::unix::fs::chown(&dir, Some(s.user.0), Some(s.user.1)).map_err(trees::io_error(&dir, "cannot change the owner of"))?;
+                std::os::unix::fs::chown(&dir, Some(s.user.0), Some(s.user.1))
+                    .map_err(trees::io_error(&dir, "cannot change the owner of"))?;
                 dir
             }
         };

@@ -283,8 +283,8 @@ const UPLOADERS: usize = 4;
 pub use crate::record::shape::TEXT_MEDIA_TYPE;
 
 use assemble::build_image;
+use caches::CacheUse;
 pub(crate) use layers::build_layer;
 pub(crate) use run::output;
-use caches::CacheUse;
 use run::run;
 use schedule::execute_inner;

@@ -225,13 +225,7 @@ pub fn parse_secret(arg: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(
 
 impl SpecOptions {
     pub fn new(spec: PathBuf, cache_dir: PathBuf) -> SpecOptions {
-        SpecOptions {
-            spec,
-            cache_dir,
-            out_dir: PathBuf::from("out"),
-            host_root: PathBuf::from("/"),
-            ..Default::default()
-        }
+        SpecOptions { spec, cache_dir, out_dir: PathBuf::from("out"), host_root: PathBuf::from("/"), ..Default::default() }
     }
 }
 

@@ -167,7 +167,8 @@ impl Planner<'_> {
         layers.extend(common.iter().copied());
         self.check_layer_budget(image, platform, base.as_ref(), layers.len())?;
         let rootfs = self.rootfs_id(platform, base.as_ref(), &layers, &own.config.env);
-        let drv = ImageDrv { platform: platform.clone(), base, layers: layers.clone(), packages, config: own.config.clone(), epoch, rootfs };
+        let drv =
+            ImageDrv { platform: platform.clone(), base, layers: layers.clone(), packages, config: own.config.clone(), epoch, rootfs };
         let hash = self.image_hash(&drv);
         let name = if image.platforms.len() > 1 { format!("{}: image {}", image.name, platform) } else { format!("{}: image", image.name) };
         // The image also needs each package layer's file list (for the conflict check), merged or not.

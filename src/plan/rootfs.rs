@@ -12,8 +12,8 @@
 
 use petgraph::graph::NodeIndex;
 
-use super::planner::{encode_entries, sha_of, Planner};
 use super::layering::DEB_LAYER_FORMAT;
+use super::planner::{encode_entries, sha_of, Planner};
 use super::{DrvKind, ImageBase, LayerPart, Platform, SANDBOX_ID, SCRIPTS_FORMAT};
 use crate::hash::{DrvHash, Encoder};
 

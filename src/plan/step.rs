@@ -18,6 +18,10 @@ impl Planner<'_> {
         let Some(image) = self.spec.image(&step.image.0) else { return };
         let Some(platform) = step.platform.clone().or_else(|| image.platforms.first().cloned()) else { return };
         let Some(&image_node) = self.image_nodes.get(&(image.name.clone(), platform.to_string())) else {
+            // The image is meant for this platform but could not be planned: that is reported.
+            if image.platforms.contains(&platform) {
+                return;
+            }
             self.errors.push(self.spec.diagnostic(
                 "compose::spec::step_platform",
                 step.image.1,

@@ -42,7 +42,8 @@ impl Store {
         }
         let open = |n: u32| -> Result<(File, PathBuf), StoreError> {
             let lock_path = root.join(format!("{n}.lock"));
-            let f = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err("open cache lock", &lock_path))?;
+            let f =
+                File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err("open cache lock", &lock_path))?;
             Ok((f, root.join(n.to_string())))
         };
         let (lock, dir) = match sharing {
@@ -76,6 +77,8 @@ impl Store {
             fs::rename(&part, &dir).map_err(io_err("create cache directory", &dir))?;
         }
         let _ = lock.set_modified(SystemTime::now());
+        // Absolute: the sandbox resolves a relative path from elsewhere.
+        let dir = fs::canonicalize(&dir).map_err(io_err("resolve", &dir))?;
         Ok(CacheLease { dir, _lock: lock })
     }
 

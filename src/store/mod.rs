@@ -76,9 +76,9 @@ mod chunks;
 mod clean;
 mod layout;
 
+pub use caches::{CacheLease, CacheStats};
 use chunks::{ChunkPointer, StoreChunks, MAX_CHUNK_BYTES};
 use clean::*;
-pub use caches::{CacheLease, CacheStats};
 pub use clean::{remove_any, remove_step_cgroups, step_cgroup};
 pub use layout::{Layout, RUNC_STATE, STORE_VERSION, UNPACKING_PREFIX};
 
@@ -131,7 +131,14 @@ use crate::util::file_identity as identity;
 
 /// Bytes under `dir`, files by apparent size; what cannot be read counts nothing.
 pub(crate) fn tree_bytes(dir: &Path) -> u64 {
-    walkdir::WalkDir::new(dir).follow_links(false).into_iter().flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()
+    walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Open `p` for reading without following a symlink at its last component.

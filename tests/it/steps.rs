@@ -339,3 +339,148 @@ image "other" {{ files {{ copy from="slow" "/out/s" to="/s"; }} }}
     assert!(app_first, "the image was not reported built while the slow step waited: {seen:#?}");
     assert!(ctx.path("out/app").exists() && ctx.path("out/other").exists());
 }
+
+/// Guards against this: a step's key named its builder image's derivation, which depends on how
+/// the image's packages are grouped into layers (`--max-layers`) and compressed: a teammate
+/// without the flag re-ran every step and `compose lock` rewrote each fixed-output step's recipe.
+#[test]
+fn step_keys_ignore_how_the_builder_is_layered_and_compressed() {
+    let ctx = TestContext::new();
+    let spec = format!(
+        r#"{tools}
+step "pinned" {{
+    image "tools"
+    run "sh" "-c" "echo fixed > /out/f"
+    output "/out"
+    network #true
+}}
+step "hermetic" {{
+    image "tools"
+    run "sh" "-c" "ls /usr/bin | wc -l > /out/n"
+    output "/out"
+}}
+image "app" {{ files {{ copy from="pinned" "/out/f" to="/f"; copy from="hermetic" "/out/n" to="/n"; }} }}
+"#,
+        tools = busybox_tools("coreutils")
+    );
+    ctx.write("spec.kdl", &spec);
+    let root = ctx.root.clone();
+    let compose = |args: &[&str]| compose_in(&ctx, &root, "store", args, &[]);
+    let first = compose(&["build", "spec.kdl"]);
+    assert_success(&first, "first build");
+    let lock = fs::read(root.join("spec.kdl.lock")).unwrap();
+    let app = fs::read(root.join("out/app/index.json")).unwrap();
+    for (what, args, text) in [
+        ("--max-layers 4", vec!["build", "spec.kdl", "--max-layers", "4"], spec.clone()),
+        ("--compression zstd", vec!["build", "spec.kdl", "--compression", "zstd"], spec.clone()),
+        ("build { max-layers 4 }", vec!["build", "spec.kdl", "--locked"], format!("build {{ max-layers 4; }}\n{spec}")),
+    ] {
+        ctx.write("spec.kdl", &text);
+        let out = compose(&args);
+        assert_success(&out, what);
+        let err = stderr(&out);
+        // No step runs again: the builder, layered anew, is not even needed.
+        assert!(!err.contains("building step"), "{what}: a step ran again:\n{err}");
+        assert!(err.contains("not needed"), "{what}:\n{err}");
+        assert_eq!(fs::read(root.join("spec.kdl.lock")).unwrap(), lock, "{what}: the lockfile changed");
+        if what.contains("max-layers") {
+            assert_eq!(fs::read(root.join("out/app/index.json")).unwrap(), app, "{what}: the app changed");
+        }
+    }
+    // `compose lock` agrees: nothing to rewrite.
+    ctx.write("spec.kdl", &spec);
+    assert_success(&compose(&["lock", "spec.kdl", "--locked"]), "lock --locked");
+}
+
+/// Guards against this: `/tmp` was a new tmpfs for each `run` of a step (undocumented), so what
+/// one command left there the next could not find; and every compile started cold, with no way
+/// to keep a build tool's cache between runs.
+#[test]
+fn a_step_keeps_its_caches_between_runs_and_its_tmp_across_its_commands() {
+    let ctx = TestContext::new();
+    let spec = format!(
+        r#"{tools}
+step "counted" {{
+    image "tools"
+    copy "a.txt" to="/src/a.txt"
+    copy "b.txt" to="/src/b.txt"
+    cache "/src/cache" "/var/cache/tool"
+    // /tmp is the step run's: empty at its start, shared by its commands.
+    run "sh" "-c" "test ! -e /tmp/t && echo made > /tmp/t"
+    run "sh" "-c" "n=$(cat /var/cache/tool/n 2>/dev/null || echo 0); echo $((n+1)) > /var/cache/tool/n; stat -c '%n %y' /src/a.txt /src/b.txt >> /src/cache/times; cp /tmp/t /src/a.txt /out/"
+    output "/out"
+}}
+step "leaky" {{
+    image "tools"
+    cache "/c"
+    run "sh" "-c" "test -e /c/made-once || /usr/bin/date +%N > /c/made-once; cp /c/made-once /out/"
+    output "/out"
+}}
+image "app" {{ files {{ copy from="counted" "/out" to="/app"; }} }}
+image "leaks" {{ files {{ copy from="leaky" "/out" to="/l"; }} }}
+"#,
+        tools = busybox_tools("coreutils")
+    );
+    ctx.write("spec.kdl", &spec);
+    ctx.write("a.txt", "a\n");
+    ctx.write("b.txt", "b\n");
+    let root = ctx.root.clone();
+    let compose = |store: &str, args: &[&str]| compose_in(&ctx, &root, store, args, &[]);
+    assert_success(&compose("store", &["build", "spec.kdl", "--image", "app"]), "first build");
+    ctx.write("a.txt", "a, edited\n");
+    let second = compose("store", &["build", "spec.kdl", "--image", "app"]);
+    assert_success(&second, "build after an edit");
+    assert!(stderr(&second).contains("building step counted"), "{}", stderr(&second));
+
+    // The cache was kept: the second run counted 2; nothing of it is in the output.
+    let caches = ctx.tmp.path().join("store/v1/caches");
+    let find = |name: &str| {
+        walkdir::WalkDir::new(&caches)
+            .into_iter()
+            .flatten()
+            .find(|e| e.file_name() == name)
+            .map(|e| e.into_path())
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    assert_eq!(fs::read_to_string(find("n")).unwrap(), "2\n");
+    run(std::process::Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:latest", root.join("out/app").display()))
+        .arg(ctx.tmp.path().join("bundle")));
+    let app = ctx.tmp.path().join("bundle/rootfs/app");
+    let mut shipped: Vec<String> = fs::read_dir(&app).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    shipped.sort();
+    assert_eq!(shipped, ["a.txt", "t"]);
+    assert_eq!(fs::read_to_string(app.join("a.txt")).unwrap(), "a, edited\n");
+    // The edited input looked newer to the step than before; the other kept its time.
+    let times = fs::read_to_string(find("times")).unwrap();
+    let lines: Vec<&str> = times.lines().collect();
+    assert_eq!(lines.len(), 4, "{times}");
+    assert_ne!(lines[0], lines[2], "the edited file kept its time: {times}");
+    assert_eq!(lines[1], lines[3], "the unchanged file got a new time: {times}");
+
+    // --check runs it with empty caches: same output, so it passes; on an empty store too.
+    for store in ["store", "store-fresh"] {
+        let out = compose(store, &["build", "spec.kdl", "--image", "app", "--check"]);
+        assert_success(&out, &format!("--check ({store})"));
+    }
+    assert_eq!(fs::read_to_string(find("n")).unwrap(), "2\n", "--check used the kept cache");
+
+    // A step whose output depends on its cache is caught by --check.
+    assert_success(&compose("store", &["build", "spec.kdl", "--image", "leaks"]), "build leaks");
+    let out = compose("store", &["build", "spec.kdl", "--image", "leaks", "--check"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("step leaky (first difference: /made-once"), "{err}");
+
+    // `cache stats` counts the caches; `cache gc` keeps recent ones and removes old ones.
+    let stats = compose("store", &["cache", "stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["caches"], 3, "{stats}");
+    let gc = compose("store", &["cache", "gc"]);
+    assert!(String::from_utf8_lossy(&gc.stdout).contains("kept") && find("n").exists());
+    let gc = compose("store", &["cache", "gc", "--max-age-days", "0"]);
+    assert_success(&gc, "gc");
+    assert!(String::from_utf8_lossy(&gc.stdout).contains("3 step caches"), "{}", String::from_utf8_lossy(&gc.stdout));
+    assert!(walkdir::WalkDir::new(&caches).into_iter().flatten().all(|e| e.file_name() != "n"));
+}

@@ -11,9 +11,7 @@ use miette::SourceSpan;
 use super::super::{Base, FileOp, ImageSpec, Repository, StepSpec, Variant};
 use kdl::KdlNode;
 
-use super::{
-    known_names_help, Decoder, Seen, BUILD_CHILDREN, TOP_CHILDREN, USAGE_BUILD, USAGE_IMAGE, USAGE_MAX_LAYERS, USAGE_REPOSITORY,
-};
+use super::{known_names_help, Decoder, Seen, BUILD_CHILDREN, TOP_CHILDREN, USAGE_BUILD, USAGE_IMAGE, USAGE_MAX_LAYERS, USAGE_REPOSITORY};
 
 /// A `base image=` child installs from its ancestors' repositories too: each repository its
 /// parent chain names that it does not name itself is appended (nearest ancestor first), with the

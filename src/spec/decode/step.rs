@@ -8,8 +8,8 @@ use miette::SourceSpan;
 use super::super::values::{byte_size, go_duration, owner, platform};
 use super::super::{CacheSpec, FileOp, Owner, Platform, SecretSpec, Sharing, StepLimits, StepSpec};
 use super::{
-    head_span, value_span, Decoder, Node, Seen, LIMIT_CHILDREN, STEP_CHILDREN, USAGE_CACHE, USAGE_HOST_MOUNT, USAGE_LIMITS, USAGE_NETWORK, USAGE_OUTPUT,
-    USAGE_PASS_ENV, USAGE_RUN, USAGE_SECRET, USAGE_STEP, USAGE_STEP_IMAGE, USAGE_STEP_PLATFORM, USAGE_STEP_USER,
+    head_span, value_span, Decoder, Node, Seen, LIMIT_CHILDREN, STEP_CHILDREN, USAGE_CACHE, USAGE_HOST_MOUNT, USAGE_LIMITS, USAGE_NETWORK,
+    USAGE_OUTPUT, USAGE_PASS_ENV, USAGE_RUN, USAGE_SECRET, USAGE_STEP, USAGE_STEP_IMAGE, USAGE_STEP_PLATFORM, USAGE_STEP_USER,
 };
 
 /// The children of a step that may be given once.
@@ -267,7 +267,12 @@ impl Decoder {
                 } else {
                     format!("caches `{}` and `{path}` are one inside the other", other.path)
                 };
-                self.push("compose::spec::duplicate_cache", message, vec![(span, "this one".to_owned()), (other.span, "and this one".to_owned())], None);
+                self.push(
+                    "compose::spec::duplicate_cache",
+                    message,
+                    vec![(span, "this one".to_owned()), (other.span, "and this one".to_owned())],
+                    None,
+                );
                 continue;
             }
             caches.push(CacheSpec { path, sharing, span });
