@@ -4,7 +4,7 @@
 //!
 //! Inputs are unpacked with every mtime at the epoch, so an edited source would look older than
 //! what the cache built from it. With caches kept, each input file gets the time it was last seen
-//! to change: the ledger `caches/<step id>/inputs` remembers, per path, the content hash and the
+//! to change: the ledger `inputs` beside the step's first cache remembers, per path, the content hash and the
 //! time given; a file whose content is new gets the time of this run. None of it reaches a key or
 //! an output (trees are captured with their mtimes at the epoch); a tool that judged wrongly
 //! would be caught by `--check`, which runs with empty caches.
@@ -35,26 +35,31 @@ pub(super) struct Mounted {
     _leases: Vec<CacheLease>,
 }
 
-/// The id of step `s`'s caches on `platform` (one cache per path within it): the step's name,
-/// its platform and its user. Another spec with a step of the same name shares them, as
-/// BuildKit's cache ids are shared: a cache only saves time.
-fn step_id(s: &StepDrv, platform: &str) -> String {
+/// The id of step `s`'s caches on `platform` (one cache per path within it): whose they are (the
+/// spec file), the step's name, its platform and its user. A cache is trusted as the step's
+/// earlier runs are: another spec, whatever its steps are named, never sees it.
+fn step_id(s: &StepDrv, platform: &str, scope: &str) -> String {
     let mut e = Encoder::new("step-caches/v1");
-    e.str(&s.step).str(platform).u64(s.user.0 as u64).u64(s.user.1 as u64);
+    e.str(scope).str(&s.step).str(platform).u64(s.user.0 as u64).u64(s.user.1 as u64);
+    e.finish().hex()[..32].to_string()
+}
+
+/// The id of the cache of `path` among a step's (`step_id`).
+fn cache_id(step_id: &str, path: &str) -> String {
+    let mut e = Encoder::new("cache/v1");
+    e.str(step_id).str(path);
     e.finish().hex()[..32].to_string()
 }
 
 /// Lease (or make empty, under `work`) each cache of step `s` running on `platform`.
-pub(super) fn mount(s: &StepDrv, platform: &str, how: CacheUse, store: &Store, work: &Path) -> Result<Mounted, BuildError> {
+pub(super) fn mount(s: &StepDrv, platform: &str, scope: &str, how: CacheUse, store: &Store, work: &Path) -> Result<Mounted, BuildError> {
     let mut m = Mounted { binds: Vec::new(), _leases: Vec::new() };
-    let id = step_id(s, platform);
+    let id = step_id(s, platform, scope);
     for (i, c) in s.caches.iter().enumerate() {
         let source = match how {
             CacheUse::Kept => {
-                let mut e = Encoder::new("cache/v1");
-                e.str(&id).str(&c.path);
-                let about = format!("step `{}` ({platform}, uid {}): {}\n", s.step, s.user.0, c.path);
-                let lease = store.lease_cache(&e.finish().hex()[..32], &about, c.sharing, s.user)?;
+                let about = format!("{scope}: step `{}` ({platform}, uid {}): {}\n", s.step, s.user.0, c.path);
+                let lease = store.lease_cache(&cache_id(&id, &c.path), &about, c.sharing, s.user)?;
                 let dir = lease.dir.clone();
                 m._leases.push(lease);
                 dir
@@ -74,8 +79,10 @@ pub(super) fn mount(s: &StepDrv, platform: &str, how: CacheUse, store: &Store, w
 
 /// Give the input files unpacked at `inputs` the times they last changed, by step `s`'s ledger on
 /// `platform`: unchanged files keep the time they had, changed and new ones get now.
-pub(super) fn freshen_inputs(s: &StepDrv, platform: &str, store: &Store, inputs: &Path) -> Result<(), BuildError> {
-    let ledger_path = store.cache_file(&step_id(s, platform), "inputs");
+pub(super) fn freshen_inputs(s: &StepDrv, platform: &str, scope: &str, store: &Store, inputs: &Path) -> Result<(), BuildError> {
+    // Beside the step's first cache, so that it goes with it.
+    let Some(first) = s.caches.first() else { return Ok(()) };
+    let ledger_path = store.cache_file(&cache_id(&step_id(s, platform, scope), &first.path), "inputs");
     let old: BTreeMap<String, (String, u64, u32)> =
         fs::read(&ledger_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();

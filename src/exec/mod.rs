@@ -167,6 +167,9 @@ pub struct ExecOptions {
     pub check: bool,
     /// Values of the steps' secrets (`--secret`).
     pub secrets: Secrets,
+    /// Whose steps' caches these are: the spec file's canonical path. Another spec's steps never
+    /// see them, whatever their names.
+    pub cache_scope: String,
 }
 
 /// Secret values by id, given to the build (`--secret`), never part of a key, an output, a log or
@@ -216,6 +219,18 @@ pub struct Executed {
     pub counts: Counts,
     /// With `--check`: steps whose output differed.
     pub mismatches: Vec<Mismatch>,
+    /// With `--check`: what was compared, and what was not run again.
+    pub check: Option<CheckReport>,
+}
+
+/// What `--check` did: the steps and maintainer-scripts layers it ran again and compared (by
+/// name), and what it did not run again: downloads (checked against their pinned digests
+/// instead) and what compose makes itself from checked inputs (layers, images, indexes).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CheckReport {
+    pub compared: Vec<String>,
+    pub downloads: usize,
+    pub made_by_compose: usize,
 }
 
 /// Run `plan` against `store`, with `remote` as the second level of the lookup stack.

@@ -49,7 +49,7 @@ pub(super) fn run(
                 DrvKind::Image(i) => i.platform.to_string(),
                 _ => String::new(),
             };
-            let how = step::RunWith { executor: &runc, secrets: &options.secrets, platform, caches };
+            let how = step::RunWith { executor: &runc, secrets: &options.secrets, platform, scope: &options.cache_scope, caches };
             let (log, tree) = step::run_step(&how, drv, s, deps, store, reporter)?;
             outputs.insert("log".to_string(), log);
             outputs.insert("tree".to_string(), tree);

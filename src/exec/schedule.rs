@@ -72,6 +72,8 @@ struct Scheduler<'a> {
     /// Remote requests wait on the network, not the CPU: more in flight than there are cores.
     io_pool: Option<rayon::ThreadPool>,
     mismatches: Mutex<Vec<Mismatch>>,
+    /// `--check`: the derivations run again and compared.
+    compared: Mutex<Vec<String>>,
 }
 
 pub(super) fn execute_inner(
@@ -85,8 +87,20 @@ pub(super) fn execute_inner(
 ) -> Result<Executed, BuildError> {
     let order = plan.topo_order();
     let roots = roots(plan, options);
-    let mut s =
-        Scheduler { plan, store, remote, clients, reporter, options, uploads, order, roots, io_pool: None, mismatches: Mutex::default() };
+    let mut s = Scheduler {
+        plan,
+        store,
+        remote,
+        clients,
+        reporter,
+        options,
+        uploads,
+        order,
+        roots,
+        io_pool: None,
+        mismatches: Mutex::default(),
+        compared: Mutex::default(),
+    };
     let mut counts = Counts { total: s.order.len(), ..Counts::default() };
     let mut done: HashMap<NodeIndex, Record> = HashMap::new();
     for &n in &s.order {
@@ -125,7 +139,19 @@ pub(super) fn execute_inner(
     counts.skipped = counts.total.saturating_sub(counts.local + counts.remote + counts.built);
     let mut mismatches = s.mismatches.into_inner().unwrap_or_else(|e| e.into_inner());
     mismatches.sort_by(|a, b| a.step.cmp(&b.step));
-    Ok(Executed { records, counts, mismatches })
+    let check = options.check.then(|| {
+        let mut report = CheckReport { compared: s.compared.into_inner().unwrap_or_else(|e| e.into_inner()), ..CheckReport::default() };
+        report.compared.sort();
+        for n in records.keys() {
+            match &plan.graph[*n].kind {
+                DrvKind::Fetch(_) | DrvKind::Blob(_) => report.downloads += 1,
+                k if !checked(k) => report.made_by_compose += 1,
+                _ => {}
+            }
+        }
+        report
+    });
+    Ok(Executed { records, counts, mismatches, check })
 }
 
 /// What `--check` runs again and compares: build steps and maintainer scripts (everything else
@@ -378,6 +404,7 @@ impl Scheduler<'_> {
         let again = self.run(n, deps, CacheUse::Empty)?;
         let key = if matches!(drv.kind, DrvKind::Step(_)) { "tree" } else { "layer" };
         let (a, b) = (output(&before, key)?, output(&again, key)?);
+        lock(&self.compared).push(drv.name.clone());
         if a.diff_id != b.diff_id {
             let path = trees::first_difference(self.store, a, b)?.unwrap_or_else(|| "(the tree's encoding)".into());
             let show = |o: &Output| o.diff_id.map(|d| d.to_string()).unwrap_or_default();

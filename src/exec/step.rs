@@ -266,6 +266,8 @@ pub(super) struct RunWith<'a> {
     pub secrets: &'a super::Secrets,
     /// The platform of the image it runs in (`linux/arm64`).
     pub platform: String,
+    /// Whose its caches are (`ExecOptions::cache_scope`).
+    pub scope: &'a str,
     pub caches: CacheUse,
 }
 
@@ -308,11 +310,11 @@ pub(super) fn run_step(
         trees::unpack(&store.blob_path(&layer.digest), &layer.media_type, &dir)?;
         cache_mount_points(s, &dir)?;
         if how.caches == CacheUse::Kept && !s.caches.is_empty() {
-            caches::freshen_inputs(s, &how.platform, store, &dir)?;
+            caches::freshen_inputs(s, &how.platform, how.scope, store, &dir)?;
         }
         Ok(vec![dir])
     })?;
-    let mounted = caches::mount(s, &how.platform, how.caches, store, &root.dir)?;
+    let mounted = caches::mount(s, &how.platform, how.scope, how.caches, store, &root.dir)?;
     let binds = binds(s, &root.dir.join("inputs"), reporter)?;
     let present = present_secrets(s, secrets, &root.dir.join("secrets"), &root.rootfs)?;
     let binds: Vec<Bind> = binds.into_iter().chain(present.binds.iter().cloned()).collect();
@@ -352,11 +354,27 @@ fn cache_mount_points(s: &StepDrv, inputs: &Path) -> Result<(), BuildError> {
         if !s.input_paths.iter().any(|p| c.path.starts_with(&format!("{}/", p.trim_end_matches('/')))) {
             continue;
         }
-        let at = inputs.join(c.path.trim_start_matches('/'));
+        // Component by component, never through a link: the inputs are the spec's, and a link
+        // among them points wherever it likes on this host.
+        let mut at = inputs.to_path_buf();
+        for part in c.path.trim_start_matches('/').split('/') {
+            at.push(part);
+            match at.symlink_metadata() {
+                Err(_) => make_dir(&at, 0o755)?,
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(BuildError::BadTree(format!(
+                        "step `{}`: its inputs hold `{}` (not a directory) on the way to its cache `{}`",
+                        s.step,
+                        at.strip_prefix(inputs).map(|p| format!("/{}", p.display())).unwrap_or_default(),
+                        c.path
+                    )))
+                }
+            }
+        }
         match at.symlink_metadata() {
-            Err(_) => make_dir(&at, 0o755)?,
             Ok(m) if m.is_dir() && fs::read_dir(&at).map_or(true, |mut d| d.next().is_none()) => {}
-            Ok(_) => {
+            _ => {
                 return Err(BuildError::BadTree(format!(
                     "step `{}`: its inputs hold `{}`, where its cache is mounted: the cache would hide it (leave it out of the \
                      copy, e.g. with an ignore file, or move the cache)",

@@ -31,6 +31,14 @@ pub struct BuildSummary {
     /// `--check`: steps whose output differed when run again.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mismatches: Vec<exec::Mismatch>,
+    /// `--check`: what was compared and what was not run again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<exec::CheckReport>,
+}
+
+/// Whose the steps' caches are: the spec file, by its canonical path (as given if it has none).
+fn cache_scope(spec: &std::path::Path) -> String {
+    std::fs::canonicalize(spec).unwrap_or_else(|_| spec.to_path_buf()).display().to_string()
 }
 
 /// `compose build`.
@@ -45,7 +53,8 @@ pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummar
     let remote = open_remote(&opts.spec, &planned.clients)?;
     let planned = pin_steps(&opts.spec, planned, remote.as_ref(), reporter)?;
     // Exporting and pushing overlap with writing results back to the remote cache.
-    let options = exec::ExecOptions { roots: None, check: opts.check, secrets: opts.spec.secrets.clone() };
+    let options =
+        exec::ExecOptions { roots: None, check: opts.check, secrets: opts.spec.secrets.clone(), cache_scope: cache_scope(&opts.spec.spec) };
     let summary = exec::execute_then(&planned.plan, &planned.store, remote.as_ref(), &planned.clients, reporter, &options, |ex| {
         export_all(opts, &planned, ex, reporter)
     })?;
@@ -79,7 +88,12 @@ pub fn pin_steps(
             step_name(first)
         )));
     }
-    let options = exec::ExecOptions { roots: Some(unpinned.clone()), check: false, secrets: opts.secrets.clone() };
+    let options = exec::ExecOptions {
+        roots: Some(unpinned.clone()),
+        check: false,
+        secrets: opts.secrets.clone(),
+        cache_scope: cache_scope(&opts.spec),
+    };
     let ex = exec::execute_then(&planned.plan, &planned.store, remote, &planned.clients, reporter, &options, Ok::<_, Error>)?;
     let mut lockfile = lock::Lockfile::read(&path)?.unwrap_or_default();
     for n in unpinned {
@@ -150,7 +164,7 @@ fn export_all(opts: &BuildOptions, planned: &Planned, ex: exec::Executed, report
     if let Err(e) = planned.store.set_last_built(&super::explain::spec_key(&opts.spec.spec), &names) {
         reporter.warning(&format!("cannot remember what was built, for `compose explain`: {}", crate::util::chain_message(&e)));
     }
-    Ok(BuildSummary { images, derivations: ex.counts, hashed_files: planned.scanner_stats.0, mismatches: ex.mismatches })
+    Ok(BuildSummary { images, derivations: ex.counts, hashed_files: planned.scanner_stats.0, mismatches: ex.mismatches, check: ex.check })
 }
 
 /// `out/<image>.spdx.json`, for images with packages.

@@ -463,6 +463,9 @@ image "leaks" {{ files {{ copy from="leaky" "/out" to="/l"; }} }}
     for store in ["store", "store-fresh"] {
         let out = compose(store, &["build", "spec.kdl", "--image", "app", "--check"]);
         assert_success(&out, &format!("--check ({store})"));
+        // It says what it compared and what it did not run again.
+        let err = stderr(&out);
+        assert!(err.contains("checked: 1 ran again with empty caches and reproduced (step counted); not run again: "), "{err}");
     }
     assert_eq!(fs::read_to_string(find("n")).unwrap(), "2\n", "--check used the kept cache");
 
@@ -483,4 +486,33 @@ image "leaks" {{ files {{ copy from="leaky" "/out" to="/l"; }} }}
     assert_success(&gc, "gc");
     assert!(String::from_utf8_lossy(&gc.stdout).contains("3 step caches"), "{}", String::from_utf8_lossy(&gc.stdout));
     assert!(walkdir::WalkDir::new(&caches).into_iter().flatten().all(|e| e.file_name() != "n"));
+
+    // A cache inside the inputs is mounted on a directory made in them, never through a link of
+    // theirs (here to the host's /etc, where it would have made a directory as root).
+    let probe = Path::new("/etc/compose-cache-escape-probe");
+    let _ = fs::remove_dir(probe);
+    fs::create_dir_all(root.join("d")).unwrap();
+    ctx.write("d/x", "x\n");
+    ctx.write(
+        "escape.kdl",
+        format!(
+            r#"{tools}
+step "escape" {{
+    image "tools"
+    copy "d/" to="/src"
+    symlink "/src/lnk" target="/etc"
+    cache "/src/lnk/compose-cache-escape-probe"
+    run "true"
+    output "/out"
+}}
+image "e" {{ files {{ copy from="escape" "/out" to="/e"; }} }}
+"#,
+            tools = busybox_tools("coreutils")
+        ),
+    );
+    let out = compose("store", &["build", "escape.kdl"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!probe.exists(), "a cache's mount point was made through an input's link, on the host");
+    assert!(err.contains("on the way to its cache `/src/lnk/compose-cache-escape-probe`"), "{err}");
 }

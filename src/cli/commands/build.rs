@@ -44,6 +44,18 @@ pub fn run(stdout: &mut impl Write, spec: &SpecArgs, flags: Flags) -> Result<(),
         c.remote,
         if c.skipped > 0 { format!(", {} not needed", c.skipped) } else { String::new() }
     ));
+    if let Some(r) = &summary.check {
+        let compared = if r.compared.is_empty() {
+            "nothing to run again (no steps, no maintainer scripts)".to_string()
+        } else {
+            format!("{} ran again with empty caches and reproduced ({})", r.compared.len(), r.compared.join(", "))
+        };
+        progress.line(format!(
+            "checked: {compared}; not run again: {} downloads (checked against their pinned digests) and {} layers, images \
+             and indexes (made by compose from checked inputs)",
+            r.downloads, r.made_by_compose
+        ));
+    }
     if json {
         let _ = writeln!(stdout, "{}", serde_json::to_string(&summary).unwrap_or_default());
     } else {
