@@ -36,8 +36,8 @@
 //! | 7 | [`base`] | base images (layouts, archives, registries), their layers and files |
 //! | 7 | [`resolution`] | a spec's packages → pinned lockfile entries |
 //! | 7 | [`remote`] | shared caches (HTTP, OCI registry): moving records and blobs; whether to believe them is [`record`]'s |
-//! | 8 | [`plan`] | the derivation model, the DAG, `DrvHash`es, layering and file-op rules; no I/O |
-//! | 9 | [`exec`] | executing a plan: the scheduler (`exec::schedule`: needs, lookups, parallel runs), each kind's operation (`exec::run`), layers and images; jobs (steps and maintainer scripts: `exec::job`) through the `exec::executor::Executor` seam, runc behind it (`exec::sandbox`: hardening, limits, interruption; `exec::seccomp`); trees (`exec::trees`: unpacked images, sealed, the one walker); progress through `Reporter` |
+//! | 8 | [`plan`] | the derivation model, the DAG, `DrvHash`es, layering and file-op rules, the root file system identity steps are keyed by; no I/O |
+//! | 9 | [`exec`] | executing a plan: the scheduler (`exec::schedule`: needs, lookups, parallel runs), each kind's operation (`exec::run`), layers and images; jobs (steps and maintainer scripts: `exec::job`) through the `exec::executor::Executor` seam, runc behind it (`exec::sandbox`: hardening, limits, interruption; `exec::seccomp`); steps' declared caches (`exec::caches`); trees (`exec::trees`: unpacked images, sealed, the one walker); progress through `Reporter` |
 //! | 10 | [`image`] | finished images; OCI layout, archives, registry push |
 //! | 11 | [`ops`] | each command's operation: build, lock, plan, explain, cache |
 //! | 12 | `cli` | the binary's, not the library's (`src/main.rs` declares it): the flags, each command's call into [`ops`] and its output, one file per command; the only place that prints |
@@ -47,7 +47,7 @@
 //! All versioned; an unknown version is refused with a clear error:
 //! - the store, `cache/v1/` (blobs, records, stat caches, locks, remote markers, names, unpacked
 //!   images, failed steps' logs, verified-blob markers, what was exported where, kept compressed
-//!   chunks): [`store`];
+//!   chunks, steps' declared caches): [`store`];
 //! - an output directory: the exports and `.compose-lock` (serialises exports into it): [`image`];
 //! - the lockfile, `SPEC.lock` (`version` field; packages, base digests, fixed-output steps' pins): [`lock`];
 //! - records (`version` field, outputs by name, inputs in words): [`record::Record`];

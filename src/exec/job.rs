@@ -77,6 +77,8 @@ impl<'e> Root<'e> {
 impl Drop for Root<'_> {
     fn drop(&mut self) {
         self.unmount();
+        // However deep a step left its `/tmp` or upper directory.
+        crate::store::remove_any(&self.dir);
     }
 }
 

@@ -18,16 +18,26 @@ pub(crate) fn output<'r>(r: &'r Record, key: &'static str) -> Result<&'r Output,
     r.outputs.get(key).ok_or_else(|| BuildError::MissingOutput(r.drv.to_string(), key))
 }
 
-pub(super) fn run(
-    plan: &Plan,
-    n: NodeIndex,
-    deps: &HashMap<NodeIndex, Record>,
-    store: &Store,
-    clients: &Clients,
-    options: &ExecOptions,
-    reporter: &dyn Reporter,
-    caches: CacheUse,
-) -> Result<Record, BuildError> {
+/// The platform step `s` runs on: its image's.
+pub(super) fn step_platform(plan: &Plan, s: &crate::plan::StepDrv) -> String {
+    match &plan.graph[s.image].kind {
+        DrvKind::Image(i) => i.platform.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// What running a derivation uses: the plan, the store, the clients, the options, the reporter.
+pub(super) struct With<'a> {
+    pub plan: &'a Plan,
+    pub store: &'a Store,
+    pub clients: &'a Clients,
+    pub options: &'a ExecOptions,
+    pub reporter: &'a dyn Reporter,
+}
+
+/// Run derivation `n` (a step with `caches`) over its dependencies' records.
+pub(super) fn run(with: &With<'_>, n: NodeIndex, deps: &HashMap<NodeIndex, Record>, caches: CacheUse) -> Result<Record, BuildError> {
+    let With { plan, store, clients, options, reporter } = *with;
     let drv = &plan.graph[n];
     let mut outputs = BTreeMap::new();
     match &drv.kind {
@@ -45,10 +55,7 @@ pub(super) fn run(
         }
         DrvKind::Step(s) => {
             let runc = local_executor(&s.step)?;
-            let platform = match &plan.graph[s.image].kind {
-                DrvKind::Image(i) => i.platform.to_string(),
-                _ => String::new(),
-            };
+            let platform = step_platform(plan, s);
             let how = step::RunWith { executor: &runc, secrets: &options.secrets, platform, scope: &options.cache_scope, caches };
             let (log, tree) = step::run_step(&how, drv, s, deps, store, reporter)?;
             outputs.insert("log".to_string(), log);

@@ -74,6 +74,10 @@ struct Scheduler<'a> {
     mismatches: Mutex<Vec<Mismatch>>,
     /// `--check`: the derivations run again and compared.
     compared: Mutex<Vec<String>>,
+    /// The steps with declared caches.
+    cache_steps: HashSet<NodeIndex>,
+    /// `--check`: steps with caches whose output differed without them.
+    untrusted: Mutex<Vec<NodeIndex>>,
 }
 
 pub(super) fn execute_inner(
@@ -87,6 +91,7 @@ pub(super) fn execute_inner(
 ) -> Result<Executed, BuildError> {
     let order = plan.topo_order();
     let roots = roots(plan, options);
+    let cache_steps: HashSet<NodeIndex> = order.iter().copied().filter(|&n| with_caches(&plan.graph[n].kind)).collect();
     let mut s = Scheduler {
         plan,
         store,
@@ -100,6 +105,8 @@ pub(super) fn execute_inner(
         io_pool: None,
         mismatches: Mutex::default(),
         compared: Mutex::default(),
+        cache_steps,
+        untrusted: Mutex::default(),
     };
     let mut counts = Counts { total: s.order.len(), ..Counts::default() };
     let mut done: HashMap<NodeIndex, Record> = HashMap::new();
@@ -124,7 +131,13 @@ pub(super) fn execute_inner(
     // Each pass runs what is needed; a remote record that turns out unusable (a damaged or
     // missing blob, a server that died) is dropped and the needs are worked out again.
     loop {
-        let replan = s.pass(&records, &offered, &mut counts)?;
+        let replan = match s.pass(&records, &offered, &mut counts) {
+            Ok(r) => r,
+            Err(e) => {
+                s.forget_untrusted();
+                return Err(e);
+            }
+        };
         if replan.is_empty() {
             break;
         }
@@ -137,6 +150,7 @@ pub(super) fn execute_inner(
     }
     let records = records.into_inner().unwrap_or_else(|e| e.into_inner());
     counts.skipped = counts.total.saturating_sub(counts.local + counts.remote + counts.built);
+    s.forget_untrusted();
     let mut mismatches = s.mismatches.into_inner().unwrap_or_else(|e| e.into_inner());
     mismatches.sort_by(|a, b| a.step.cmp(&b.step));
     let check = options.check.then(|| {
@@ -152,6 +166,11 @@ pub(super) fn execute_inner(
         report
     });
     Ok(Executed { records, counts, mismatches, check })
+}
+
+/// A step with declared caches.
+fn with_caches(kind: &DrvKind) -> bool {
+    matches!(kind, DrvKind::Step(s) if !s.caches.is_empty())
 }
 
 /// What `--check` runs again and compares: build steps and maintainer scripts (everything else
@@ -275,7 +294,7 @@ impl Scheduler<'_> {
                 self.reporter.finished(&self.plan.graph[n], Outcome::Local, main_size(r));
                 if let Some(rc) = self.remote.filter(|rc| rc.mode() == crate::remote::Mode::ReadWrite) {
                     if !rc.known_to_have(self.store, &r.drv) {
-                        let _ = self.uploads.send((r.clone(), true));
+                        self.share(n, r, true);
                     }
                 }
             }
@@ -388,12 +407,20 @@ impl Scheduler<'_> {
         self.reporter.started(&self.plan.graph[n]);
         let r = self.run(n, deps, CacheUse::Kept)?;
         self.store.put_record(&r)?;
-        let _ = self.uploads.send((r.clone(), false));
+        // What a step made with its caches kept is not offered to the team, nor what is made
+        // from it: a cache may have changed it. `--check` offers it once a run with empty caches
+        // reproduced it.
+        if with_caches(&self.plan.graph[n].kind) {
+            self.store.mark_unverified(&r.drv);
+        }
+        self.share(n, &r, false);
         Ok(r)
     }
 
     fn run(&self, n: NodeIndex, deps: &HashMap<NodeIndex, Record>, caches: CacheUse) -> Result<Record, BuildError> {
-        run(self.plan, n, deps, self.store, self.clients, self.options, self.reporter, caches)
+        let with =
+            super::run::With { plan: self.plan, store: self.store, clients: self.clients, options: self.options, reporter: self.reporter };
+        run(&with, n, deps, caches)
     }
 
     /// `--check`: run step `n` (or maintainer scripts) again, with empty caches, and compare its
@@ -408,7 +435,22 @@ impl Scheduler<'_> {
         if a.diff_id != b.diff_id {
             let path = trees::first_difference(self.store, a, b)?.unwrap_or_else(|| "(the tree's encoding)".into());
             let show = |o: &Output| o.diff_id.map(|d| d.to_string()).unwrap_or_default();
-            lock(&self.mismatches).push(Mismatch { step: drv.name.clone(), path, before: show(a), after: show(b) });
+            // A step with caches that differs without them: neither what it stored nor its
+            // caches are trusted any more; the next build runs it afresh.
+            let mut step = drv.name.clone();
+            if let DrvKind::Step(s) = &drv.kind {
+                if !s.caches.is_empty() {
+                    // Nothing made from it is shared meanwhile; at the end of the build, its
+                    // record and every record made from it go, and its caches are emptied.
+                    self.store.mark_unverified(&drv.hash);
+                    lock(&self.untrusted).push(n);
+                    step.push_str(" (with its caches kept; they were emptied and its stored output dropped)");
+                }
+            }
+            lock(&self.mismatches).push(Mismatch { step, path, before: show(a), after: show(b) });
+        } else if with_caches(&drv.kind) {
+            self.store.clear_unverified(&before.drv);
+            self.share(n, &before, false);
         }
         Ok(Step::Done(n, before, Outcome::Built))
     }
@@ -424,8 +466,54 @@ impl Scheduler<'_> {
             }
             return Ok(Step::Done(n, r, Outcome::Remote));
         }
-        let _ = self.uploads.send((r.clone(), false));
+        self.share(n, &r, false);
         Ok(Step::Done(n, r, Outcome::Built))
+    }
+
+    /// Drop the records of the steps whose caches made their output differ, and of everything
+    /// made from them, and empty those caches: the next build runs them afresh.
+    fn forget_untrusted(&self) {
+        let mut todo: Vec<NodeIndex> = lock(&self.untrusted).clone();
+        let mut seen = HashSet::new();
+        while let Some(m) = todo.pop() {
+            if !seen.insert(m) {
+                continue;
+            }
+            let drv = &self.plan.graph[m];
+            self.store.forget(&drv.hash);
+            if let DrvKind::Step(s) = &drv.kind {
+                if !s.caches.is_empty() {
+                    super::caches::forget(s, &super::run::step_platform(self.plan, s), &self.options.cache_scope, self.store);
+                }
+            }
+            todo.extend(self.plan.graph.neighbors_directed(m, petgraph::Direction::Outgoing));
+        }
+    }
+
+    /// Hand record `r` of derivation `n` to the uploaders (`stored`: it was in the store before
+    /// this build), unless it is made from the output of a step with caches not yet reproduced
+    /// without them.
+    fn share(&self, n: NodeIndex, r: &Record, stored: bool) {
+        if self.cache_steps.is_empty() || !self.unverified_below(n) {
+            let _ = self.uploads.send((r.clone(), stored));
+        }
+    }
+
+    /// Is `n`, or anything it is made from, a step's output made with kept caches and not
+    /// reproduced without them?
+    fn unverified_below(&self, n: NodeIndex) -> bool {
+        let mut seen = HashSet::new();
+        let mut todo = vec![n];
+        while let Some(m) = todo.pop() {
+            if !seen.insert(m) {
+                continue;
+            }
+            if self.cache_steps.contains(&m) && self.store.is_unverified(&self.plan.graph[m].hash) {
+                return true;
+            }
+            todo.extend(self.plan.dependencies(m));
+        }
+        false
     }
 }
 

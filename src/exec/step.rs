@@ -295,6 +295,9 @@ pub(super) fn run_step(
         Some(n) => Some(output(deps.get(&n).ok_or_else(|| missing("inputs"))?, "layer")?),
         None => None,
     };
+    // The caches first: the inputs' times are decided under their leases.
+    let waiting = |path: &str| reporter.step_line(drv, &format!("waiting for its cache `{path}`, which another build is using"));
+    let leased = caches::lease(s, &how.platform, how.scope, how.caches, store, &waiting)?;
     let root = Root::prepare(executor, store, "step-", s.step.clone(), &lower, |dir, upper| {
         // The output directory, empty and the step user's; a home for root.
         let out_dir = upper.join(s.output.trim_start_matches('/'));
@@ -309,12 +312,11 @@ pub(super) fn run_step(
         fs::create_dir_all(&dir).map_err(trees::io_error(&dir, "cannot create"))?;
         trees::unpack(&store.blob_path(&layer.digest), &layer.media_type, &dir)?;
         cache_mount_points(s, &dir)?;
-        if how.caches == CacheUse::Kept && !s.caches.is_empty() {
-            caches::freshen_inputs(s, &how.platform, how.scope, store, &dir)?;
-        }
+        caches::settle_directories(&dir, s.epoch)?;
+        leased.freshen_inputs(&dir)?;
         Ok(vec![dir])
     })?;
-    let mounted = caches::mount(s, &how.platform, how.scope, how.caches, store, &root.dir)?;
+    let cache_binds = leased.binds(s, &root.dir, &root.rootfs)?;
     let binds = binds(s, &root.dir.join("inputs"), reporter)?;
     let present = present_secrets(s, secrets, &root.dir.join("secrets"), &root.rootfs)?;
     let binds: Vec<Bind> = binds.into_iter().chain(present.binds.iter().cloned()).collect();
@@ -337,7 +339,7 @@ pub(super) fn run_step(
             limits: &limits,
             upper: &root.upper,
             tmp: &root.tmp,
-            caches: &mounted.binds,
+            caches: &cache_binds,
         };
         command(&root, &cmd, !s.network, &mut log, &ctx)?;
     }

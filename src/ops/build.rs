@@ -36,9 +36,16 @@ pub struct BuildSummary {
     pub check: Option<exec::CheckReport>,
 }
 
-/// Whose the steps' caches are: the spec file, by its canonical path (as given if it has none).
+/// Whose the steps' caches are: the spec file, by its directory's canonical path and its name as
+/// given. Not by what a symlinked spec points at: its sources and lockfile are found beside the
+/// link, so two links are two projects.
 fn cache_scope(spec: &std::path::Path) -> String {
-    std::fs::canonicalize(spec).unwrap_or_else(|_| spec.to_path_buf()).display().to_string()
+    let dir = match spec.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    dir.join(spec.file_name().unwrap_or_default()).display().to_string()
 }
 
 /// `compose build`.

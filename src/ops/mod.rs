@@ -87,7 +87,7 @@ pub enum Error {
         help: Option<String>,
     },
     #[error("{} step(s) are not reproducible: {}", .0.len(), .0.iter().map(|m| format!("{} (first difference: {}; {} then {})", m.step, m.path, m.before, m.after)).collect::<Vec<_>>().join("; "))]
-    #[diagnostic(code(compose::check), help("a step must give the same bytes from the same inputs: look for clocks, random numbers, unordered output or host data in what it writes"))]
+    #[diagnostic(code(compose::check), help("a step must give the same bytes from the same inputs: look for clocks, random numbers, unordered output or host data in what it writes; with caches, for what it takes from them, and for input mtimes written into its output (tar, zip, .pyc: a changed input has the time it changed while caches are kept)"))]
     NotReproducible(Vec<crate::exec::Mismatch>),
     #[error("fixed-output step `{step}` has no pin in `{path}` for its current recipe, and --locked forbids changing the lockfile")]
     #[diagnostic(code(compose::lock::locked), help("run `compose lock` (or build without --locked) to run it and pin its result"))]
@@ -290,8 +290,11 @@ fn source_date_epoch() -> Result<Option<u64>, Error> {
         Ok(v) => v
             .trim()
             .parse::<u64>()
+            .ok()
+            // Up to the end of year 9999: image configs write it as an RFC 3339 date.
+            .filter(|&t| t <= 253_402_300_799)
             .map(Some)
-            .map_err(|_| Error::Usage(format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds since 1970"))),
+            .ok_or_else(|| Error::Usage(format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds since 1970 before year 10000"))),
     }
 }
 

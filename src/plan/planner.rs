@@ -455,6 +455,13 @@ impl Planner<'_> {
                         None => self.image_nodes.get(&(name.clone(), platform.to_string())).copied(),
                     };
                     let Some(source) = source else {
+                        // A step or an image meant for this platform that could not be
+                        // planned: that is reported already.
+                        let meant = self.spec.step(name).is_some()
+                            || self.spec.image(name).is_some_and(|i| i.platforms.iter().any(|p| p.to_string() == platform));
+                        if meant && !self.errors.is_empty() {
+                            return None;
+                        }
                         self.errors.push(self.spec.diagnostic(
                             "compose::spec::from_platform",
                             *span,

@@ -33,7 +33,15 @@ pub struct CacheStats {
 impl Store {
     /// Lease an instance of cache `id` (`about` says what it is), as `sharing` says, making it
     /// (owned by `owner`, mode 0755) if it is new; its last use is now.
-    pub fn lease_cache(&self, id: &str, about: &str, sharing: Sharing, owner: (u32, u32)) -> Result<CacheLease, StoreError> {
+    /// `waiting` is called once, before waiting, when another build holds it.
+    pub fn lease_cache(
+        &self,
+        id: &str,
+        about: &str,
+        sharing: Sharing,
+        owner: (u32, u32),
+        waiting: &dyn Fn(),
+    ) -> Result<CacheLease, StoreError> {
         let root = self.layout.caches().join(id);
         fs::create_dir_all(&root).map_err(io_err("create cache directory", &root))?;
         let about_path = root.join("about");
@@ -49,12 +57,18 @@ impl Store {
         let (lock, dir) = match sharing {
             Sharing::Locked => {
                 let (f, dir) = open(0)?;
-                f.lock().map_err(io_err("lock cache", &dir))?;
+                if f.try_lock().is_err() {
+                    waiting();
+                    f.lock().map_err(io_err("lock cache", &dir))?;
+                }
                 (f, dir)
             }
             Sharing::Shared => {
                 let (f, dir) = open(0)?;
-                f.lock_shared().map_err(io_err("lock cache", &dir))?;
+                if f.try_lock_shared().is_err() {
+                    waiting();
+                    f.lock_shared().map_err(io_err("lock cache", &dir))?;
+                }
                 (f, dir)
             }
             Sharing::Private => {
@@ -80,6 +94,36 @@ impl Store {
         // Absolute: the sandbox resolves a relative path from elsewhere.
         let dir = fs::canonicalize(&dir).map_err(io_err("resolve", &dir))?;
         Ok(CacheLease { dir, _lock: lock })
+    }
+
+    /// Empty cache `id`: each instance is taken exclusively (waiting for the builds using it),
+    /// then removed with the step's input ledger.
+    pub fn clear_cache(&self, id: &str) {
+        let root = self.layout.caches().join(id);
+        for (dir, lock) in instances_of(&root) {
+            if let Ok(f) = File::options().create(true).truncate(false).write(true).open(&lock) {
+                let _ = f.lock();
+                super::remove_any(&dir);
+            }
+        }
+        let _ = fs::remove_file(root.join("inputs"));
+    }
+
+    /// Mark the record of `drv` as made with kept caches, not reproduced without them yet: it,
+    /// and what is made from it, are not offered to a team cache.
+    pub fn mark_unverified(&self, drv: &crate::hash::DrvHash) {
+        let dir = self.layout.unverified();
+        let _ = fs::create_dir_all(&dir);
+        let _ = File::create(dir.join(drv.hex()));
+    }
+
+    /// `drv`'s output was reproduced with empty caches.
+    pub fn clear_unverified(&self, drv: &crate::hash::DrvHash) {
+        let _ = fs::remove_file(self.layout.unverified().join(drv.hex()));
+    }
+
+    pub fn is_unverified(&self, drv: &crate::hash::DrvHash) -> bool {
+        self.layout.unverified().join(drv.hex()).exists()
     }
 
     /// The file a cache's companion state lives in (`name` in `caches/<id>/`): the input mtimes
@@ -115,6 +159,8 @@ impl Store {
                 let _ = fs::remove_file(&lock);
                 removed += 1;
                 freed += bytes;
+            } else {
+                kept += 1;
             }
             // A cache with no instance left goes whole.
             if instances_of(&root).is_empty() {

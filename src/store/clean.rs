@@ -72,13 +72,8 @@ pub(super) fn clean_dir(dir: &Path) -> u64 {
     let mut n = 0;
     for e in entries {
         let p = e.path();
-        if fs::remove_file(&p).is_ok() {
+        if fs::remove_file(&p).is_ok() || remove_any(&p) {
             n += 1;
-        } else {
-            make_writable(&p);
-            if fs::remove_dir_all(&p).is_ok() {
-                n += 1;
-            }
         }
     }
     n
@@ -100,13 +95,59 @@ pub(super) fn clean_unpacking(rootfs: &Path) -> u64 {
 /// what was unpacked or run in it may have left it read-only). True if it went.
 pub fn remove_any(p: &Path) -> bool {
     match fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => {
-            make_writable(p);
-            fs::remove_dir_all(p).is_ok()
-        }
+        Ok(m) if m.is_dir() => remove_tree(p),
         Ok(_) => fs::remove_file(p).is_ok(),
         Err(_) => false,
     }
+}
+
+/// Remove the directory tree at `root`, however deep, with a few file descriptors and short
+/// paths: each directory below its first level is moved up to that level before it is emptied
+/// (a step can leave a chain of directories 20,000 deep, past `PATH_MAX` and the open-file limit
+/// a recursive removal needs), and each is made writable first. Never follows a link. True if
+/// it went.
+fn remove_tree(root: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let writable = |d: &Path| {
+        if let Ok(m) = fs::symlink_metadata(d) {
+            let _ = fs::set_permissions(d, fs::Permissions::from_mode(m.permissions().mode() | 0o700));
+        }
+    };
+    let mut moved = 0u64;
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        writable(&dir);
+        let entries: Vec<fs::DirEntry> = match fs::read_dir(&dir) {
+            Ok(rd) => rd.flatten().collect(),
+            Err(_) => continue,
+        };
+        for e in entries {
+            let p = e.path();
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if !is_dir {
+                let _ = fs::remove_file(&p);
+            } else if dir == root {
+                todo.push(p);
+            } else {
+                // Up to the first level, under a name nothing there has.
+                loop {
+                    moved += 1;
+                    let to = root.join(format!(".compose-rm-{moved}"));
+                    if to.symlink_metadata().is_err() {
+                        if fs::rename(&p, &to).is_ok() {
+                            todo.push(to);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        // Empty now: what was below it is on the first level, still to do.
+        if dir != *root {
+            let _ = fs::remove_dir(&dir);
+        }
+    }
+    fs::remove_dir(root).is_ok()
 }
 
 /// Detach every mount below `dir` (deepest first).
@@ -145,20 +186,6 @@ pub(super) fn unescape_mountinfo(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Give the owner write (and search) permission on every directory below `p`, so that it can
-/// be removed by a user other than root.
-pub(super) fn make_writable(p: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(m) = fs::symlink_metadata(p) else { return };
-    if !m.is_dir() {
-        return;
-    }
-    let _ = fs::set_permissions(p, fs::Permissions::from_mode(m.permissions().mode() | 0o700));
-    for e in fs::read_dir(p).into_iter().flatten().flatten() {
-        make_writable(&e.path());
-    }
 }
 
 pub(super) fn set_readonly(p: &Path) -> Result<(), StoreError> {

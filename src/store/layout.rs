@@ -113,6 +113,12 @@ impl Layout {
         self.dir.join("rootfs")
     }
 
+    /// Markers of step records made with kept caches and not yet reproduced without them: they
+    /// and what is made from them stay on this machine.
+    pub fn unverified(&self) -> PathBuf {
+        self.dir.join("unverified")
+    }
+
     /// Steps' declared caches (see `store::caches`).
     pub fn caches(&self) -> PathBuf {
         self.dir.join("caches")

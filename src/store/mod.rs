@@ -1,8 +1,8 @@
 //! The local content-addressed store (default `cache/`).
 //!
 //! Owns the on-disk layout below (its folder names are spelled in [`Layout`] alone), atomic
-//! writes, locking, `verify`, `gc` and `stats`; kept chunks are the `chunks` submodule's, cleaning up after
-//! killed builds the `clean` one's:
+//! writes, locking, `verify`, `gc` and `stats`; kept chunks are the `chunks` submodule's, steps'
+//! declared caches the `caches` one's, cleaning up after killed builds the `clean` one's:
 //!
 //! ```text
 //! cache/
@@ -27,6 +27,9 @@
 //!     ├── rootfs/<manifest-hex>.seal the identity of every entry of that tree when it was unpacked:
 //!     │                              a tree that no longer matches is unpacked again before use
 //!     ├── logs/<drv-hex>.log         the whole log of a step that failed (gc drops old ones)
+//!     ├── caches/<id>/               a step's declared cache (`caches` submodule): instances `<n>/`
+//!     │                              (mounted read-write into the step), `<n>.lock` (leases; mtime =
+//!     │                              last use, for gc), `about`, `inputs` (the step's input mtimes)
 //!     └── tmp/                       temporary files, renamed into place when complete; steps' work
 //!                                    directories (their runc state in `runc-state/`)
 //! ```
@@ -323,8 +326,7 @@ impl Store {
         let _ = fs::remove_file(self.marker_path(d));
         let p = self.blob_path(d);
         if fs::remove_file(&p).is_err() {
-            make_writable(&p);
-            let _ = fs::remove_dir_all(&p);
+            remove_any(&p);
         }
     }
 

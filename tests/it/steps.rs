@@ -51,8 +51,10 @@ fn go_program_built_in_a_step_runs_reproduces_and_is_shared() {
     let ctx = TestContext::new();
     let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
     let a = checkout("go-app", &ctx.tmp.path().join("a/checkout"));
-    // Machine A: an empty store; what it builds goes to the shared cache.
-    let va = build_json(&ctx, &a, "store-a", &["compose.kdl", "--remote-cache", &nginx.url], &[]);
+    // Machine A (CI): an empty store; what it builds goes to the shared cache. The step keeps
+    // Go's build cache, so only `--check` (which runs it again with an empty one and compares)
+    // shares its output.
+    let va = build_json(&ctx, &a, "store-a", &["compose.kdl", "--remote-cache", &nginx.url, "--check"], &[]);
     assert_eq!(va["derivations"]["built"], va["derivations"]["total"], "{va}");
     assert_eq!(va["images"].as_array().unwrap().len(), 1, "the builder image is not exported: {va}");
     assert!(!a.join("out/go-builder").exists());
@@ -469,14 +471,36 @@ image "leaks" {{ files {{ copy from="leaky" "/out" to="/l"; }} }}
     }
     assert_eq!(fs::read_to_string(find("n")).unwrap(), "2\n", "--check used the kept cache");
 
-    // A step whose output depends on its cache is caught by --check.
+    // A step whose output depends on its cache is caught by --check, which drops what it
+    // stored and empties its caches: the next build runs it afresh.
     assert_success(&compose("store", &["build", "spec.kdl", "--image", "leaks"]), "build leaks");
     let out = compose("store", &["build", "spec.kdl", "--image", "leaks", "--check"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("step leaky (first difference: /made-once"), "{err}");
+    assert!(
+        err.contains("step leaky (with its caches kept; they were emptied and its stored output dropped) (first difference: /made-once"),
+        "{err}"
+    );
+    let again = compose("store", &["build", "spec.kdl", "--image", "leaks"]);
+    assert_success(&again, "build after the caches were emptied");
+    assert!(stderr(&again).contains("building step leaky"), "{}", stderr(&again));
 
     // `cache stats` counts the caches; `cache gc` keeps recent ones and removes old ones.
+    // What a step made with its caches kept stays on this machine, with what is made from it;
+    // `--check` shares it once reproduced without them.
+    let nginx = Nginx::start(&ctx.tmp.path().join("nginx"));
+    ctx.write("a.txt", "a, shared\n");
+    assert_success(&compose("store", &["build", "spec.kdl", "--image", "app", "--remote-cache", &nginx.url]), "build, rw cache");
+    let teammate =
+        compose("store-teammate", &["build", "spec.kdl", "--image", "app", "--remote-cache", &nginx.url, "--remote-cache-mode", "ro"]);
+    assert_success(&teammate, "teammate");
+    assert!(stderr(&teammate).contains("building step counted"), "an output made with kept caches was shared:\n{}", stderr(&teammate));
+    assert_success(&compose("store", &["build", "spec.kdl", "--image", "app", "--remote-cache", &nginx.url, "--check"]), "check, rw cache");
+    let teammate =
+        compose("store-teammate-2", &["build", "spec.kdl", "--image", "app", "--remote-cache", &nginx.url, "--remote-cache-mode", "ro"]);
+    assert_success(&teammate, "teammate after --check");
+    assert!(!stderr(&teammate).contains("building step"), "{}", stderr(&teammate));
+
     let stats = compose("store", &["cache", "stats", "--json"]);
     let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
     assert_eq!(stats["caches"], 3, "{stats}");
@@ -515,4 +539,48 @@ image "e" {{ files {{ copy from="escape" "/out" to="/e"; }} }}
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!probe.exists(), "a cache's mount point was made through an input's link, on the host");
     assert!(err.contains("on the way to its cache `/src/lnk/compose-cache-escape-probe`"), "{err}");
+
+    // Nor can a link of the image move a cache into its /tmp or its output.
+    for (target, says) in [("/tmp", "leads through a link to `/tmp/x`, under `/tmp`"), ("/out", "overlaps the step's output `/out`")] {
+        ctx.write(
+            "moved.kdl",
+            format!(
+                r#"{tools}
+image "linked" {{ export #false; base image="tools"; files {{ symlink "/q" target="{target}"; }} }}
+step "moved" {{
+    image "linked"
+    cache "/q/x"
+    run "true"
+    output "/out"
+}}
+image "m" {{ files {{ copy from="moved" "/out" to="/m"; }} }}
+"#,
+                tools = busybox_tools("coreutils")
+            ),
+        );
+        let out = compose("store", &["build", "moved.kdl"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+
+    // A step that writes its inputs' mtimes into its output (tar) reproduces on its first run
+    // with a cache: files seen for the first time keep the epoch.
+    ctx.write(
+        "tar.kdl",
+        format!(
+            r#"{tools}
+step "archive" {{
+    image "tools"
+    copy "a.txt" to="/src/a.txt"
+    cache "/var/cache/unused"
+    run "sh" "-c" "tar -cf /out/src.tar -C /src ."
+    output "/out"
+}}
+image "t" {{ files {{ copy from="archive" "/out" to="/t"; }} }}
+"#,
+            tools = busybox_tools("coreutils")
+        ),
+    );
+    assert_success(&compose("store", &["build", "tar.kdl", "--check"]), "tar of inputs, first run with a cache, --check");
 }

@@ -137,12 +137,12 @@ impl Decoder {
                     self.props(&node, &[]);
                     let args = self.args(&node, 1, Some(1), "a number of layers");
                     let Some(e) = args.first() else { continue };
-                    match self.unsigned(e, "the layer budget", 127) {
-                        Some(n) if n >= 2 => self.build.max_layers = Some(n as usize),
-                        Some(_) => self.push(
+                    match self.unsigned(e, "the layer budget", u64::MAX) {
+                        Some(n @ 2..=127) => self.build.max_layers = Some(n as usize),
+                        Some(n) => self.push(
                             "compose::spec::bad_max_layers",
-                            "`max-layers` is at least 2",
-                            vec![(super::value_span(e), "too few".to_owned())],
+                            format!("`max-layers` is from 2 to 127, not {n}"),
+                            vec![(super::value_span(e), if n < 2 { "too few" } else { "more than engines accept" }.to_owned())],
                             Some(format!("usage: {USAGE_MAX_LAYERS}")),
                         ),
                         None => {}

@@ -18,6 +18,9 @@ use super::{
 const IMAGE_SINGLETONS: &[&str] =
     &["tag", "platforms", "base", "epoch", "accounts", "config", "export", "variant", "maintainer-scripts", "compression"];
 
+/// The last second of year 9999, the latest time an RFC 3339 date can say.
+const MAX_EPOCH: u64 = 253_402_300_799;
+
 /// An image before its children are read: every default.
 fn default_image(name: String, span: SourceSpan) -> ImageSpec {
     ImageSpec {
@@ -323,7 +326,8 @@ impl Decoder {
         self.props(&node, &[]);
         let args = self.args(&node, 1, Some(1), "a time in seconds");
         let e = args.first()?;
-        self.unsigned(e, "the epoch", u64::MAX)
+        // Up to the end of year 9999: image configs write it as an RFC 3339 date.
+        self.unsigned(e, "the epoch", MAX_EPOCH)
     }
 
     fn repository(&mut self, kdl: &KdlNode) -> Option<Repository> {

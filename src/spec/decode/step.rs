@@ -183,6 +183,7 @@ impl Decoder {
             );
         }
         self.check_places(body);
+        self.check_cache_host_mounts(body);
         if !body.network && !body.host_mounts.is_empty() {
             self.push(
                 "compose::spec::host_mount_hermetic",
@@ -229,6 +230,20 @@ impl Decoder {
                     format!("cache `{}` overlaps {what} of the step (`{p}`)", cache.path),
                     vec![(cache.span, "this cache".to_owned()), (*span, what.to_string())],
                     Some("a cache stays out of the step's output and hides what is below it: give it a directory of its own".to_owned()),
+                );
+            }
+        }
+    }
+
+    /// No cache at, above or below a `mount-from-host` destination (the host's files, read-only).
+    fn check_cache_host_mounts(&mut self, body: &StepBody) {
+        for cache in &body.caches {
+            if let Some((_, to)) = body.host_mounts.iter().find(|(_, to)| under(to, &cache.path) || under(&cache.path, to)) {
+                self.push(
+                    "compose::spec::cache_overlap",
+                    format!("cache `{}` overlaps the host mount at `{to}`", cache.path),
+                    vec![(cache.span, "this cache".to_owned())],
+                    Some("a host mount is read-only and the host's: give the cache a directory of its own".to_owned()),
                 );
             }
         }
