@@ -84,6 +84,18 @@ impl Reporter for Progress {
     fn warning(&self, message: &str) {
         self.line(format!("warning: {message}"));
     }
+    fn waiting(&self, running: &[&Derivation], waiting: usize) {
+        // Only what takes time is worth a line: a step or scripts.
+        let slow: Vec<&str> = running
+            .iter()
+            .filter(|d| matches!(d.kind, compose::plan::DrvKind::Step(_) | compose::plan::DrvKind::Scripts(_)))
+            .map(|d| d.name.as_str())
+            .collect();
+        if !slow.is_empty() && slow.len() == running.len() {
+            let s = if waiting == 1 { "" } else { "s" };
+            self.line(format!("  waiting: {waiting} derivation{s} wait for {}", slow.join(", ")));
+        }
+    }
     fn step_line(&self, drv: &Derivation, line: &str) {
         let name = drv.name.strip_prefix("step ").unwrap_or(&drv.name);
         self.line(format!("[{name}] {line}"));

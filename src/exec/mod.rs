@@ -60,6 +60,9 @@ pub trait Reporter: Sync {
     fn warning(&self, _message: &str) {}
     /// A line a build step printed (stdout or stderr).
     fn step_line(&self, _drv: &Derivation, _line: &str) {}
+    /// Nothing more can start: `waiting` derivations wait for what is `running` (said when what
+    /// runs changes and something waits).
+    fn waiting(&self, _running: &[&Derivation], _waiting: usize) {}
 }
 
 /// A reporter that reports nothing.

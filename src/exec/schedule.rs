@@ -324,13 +324,22 @@ impl Scheduler<'_> {
         let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Step, BuildError>)>();
         let mut replan = Vec::new();
         let mut failed: Option<BuildError> = None;
+        // What runs now, and what was last said to be waited for.
+        let mut in_flight: Vec<NodeIndex> = Vec::new();
+        let mut said: Vec<NodeIndex> = Vec::new();
         std::thread::scope(|scope| loop {
             if failed.is_none() && replan.is_empty() {
                 for n in queue.take_ready(|n| (running[class(n)] < slots[class(n)]).then(|| running[class(n)] += 1).is_some()) {
+                    in_flight.push(n);
                     let tx = tx.clone();
                     scope.spawn(move || {
                         let _ = tx.send((class(n), self.one(n, records, offered)));
                     });
+                }
+                if queue.ready.is_empty() && !queue.waiting.is_empty() && !in_flight.is_empty() && in_flight != said {
+                    said = in_flight.clone();
+                    let names: Vec<&Derivation> = in_flight.iter().map(|&n| &self.plan.graph[n]).collect();
+                    self.reporter.waiting(&names, queue.waiting.len());
                 }
             }
             if running == [0, 0] {
@@ -338,6 +347,11 @@ impl Scheduler<'_> {
             }
             let Ok((class, result)) = rx.recv() else { break };
             running[class] -= 1;
+            let ended = match &result {
+                Ok(Step::Done(n, ..)) | Ok(Step::Replan(n)) => Some(*n),
+                Err(_) => None,
+            };
+            in_flight.retain(|&m| Some(m) != ended);
             match result {
                 Ok(Step::Done(n, rec, outcome)) => {
                     match outcome {

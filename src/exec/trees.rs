@@ -89,11 +89,18 @@ pub fn image_rootfs(store: &Store, image: &Record) -> Result<PathBuf, BuildError
 /// the tree (a write, a `chmod`, an entry added, removed or renamed) changes an entry's change
 /// time or the entries, and so the seal; reading does not.
 pub fn seal(dir: &Path) -> io::Result<String> {
-    let mut h = blake3::Hasher::new();
+    use rayon::prelude::*;
+    // The names first (reading directories), then every entry's status on all cores: a builder
+    // image holds tens of thousands of files, and every step over it checks them.
+    let mut paths = Vec::new();
     for e in walkdir::WalkDir::new(dir).sort_by_file_name().follow_links(false) {
-        let e = e.map_err(io::Error::from)?;
-        let m = e.metadata().map_err(io::Error::from)?;
-        h.update(e.path().strip_prefix(dir).unwrap_or(e.path()).as_os_str().as_encoded_bytes());
+        paths.push(e.map_err(io::Error::from)?.into_path());
+    }
+    let stats: Vec<io::Result<fs::Metadata>> = paths.par_iter().map(|p| fs::symlink_metadata(p)).collect();
+    let mut h = blake3::Hasher::new();
+    for (path, m) in paths.iter().zip(stats) {
+        let m = m?;
+        h.update(path.strip_prefix(dir).unwrap_or(path).as_os_str().as_encoded_bytes());
         h.update(&[0]);
         for v in [
             u64::from(m.mode()),

@@ -339,6 +339,8 @@ image "other" {{ files {{ copy from="slow" "/out/s" to="/s"; }} }}
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{seen:#?}");
     assert!(app_first, "the image was not reported built while the slow step waited: {seen:#?}");
+    // Progress says what waits for what.
+    assert!(seen.iter().any(|l| l.contains("derivations wait for step slow")), "{seen:#?}");
     assert!(ctx.path("out/app").exists() && ctx.path("out/other").exists());
 }
 
