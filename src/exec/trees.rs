@@ -96,7 +96,7 @@ pub fn seal(dir: &Path) -> io::Result<String> {
     for e in walkdir::WalkDir::new(dir).sort_by_file_name().follow_links(false) {
         paths.push(e.map_err(io::Error::from)?.into_path());
     }
-    let stats: Vec<io::Result<fs::Metadata>> = paths.par_iter().map(|p| fs::symlink_metadata(p)).collect();
+    let stats: Vec<io::Result<fs::Metadata>> = paths.par_iter().map(fs::symlink_metadata).collect();
     let mut h = blake3::Hasher::new();
     for (path, m) in paths.iter().zip(stats) {
         let m = m?;
