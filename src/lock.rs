@@ -48,9 +48,15 @@ pub struct Lockfile {
     pub version: u32,
     /// Per image name.
     pub images: BTreeMap<String, ImageLock>,
-    /// Fixed-output steps (`network #true`), per step name: the output they were pinned to.
+    /// Fixed-output steps (`network #true`), per step name (`NAME@PLATFORM` for a target other
+    /// than the step's first platform): the output they were pinned to.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub steps: BTreeMap<String, StepLock>,
+}
+
+/// The step a pin's name in `steps` is of: `NAME` or `NAME@PLATFORM`.
+pub fn step_of_key(key: &str) -> &str {
+    key.split_once('@').map_or(key, |(name, _)| name)
 }
 
 /// A fixed-output step's pin: the recipe it was run from and the hash of what it yielded.

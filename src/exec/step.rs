@@ -69,16 +69,24 @@ const DIR_VARS: &[&str] = &["SSL_CERT_DIR"];
 /// hide ordinary words.
 const SECRET_MIN: usize = 4;
 
-/// The environment of a step's commands: a fixed base, the image's `Env`, the host's passed
+/// The environment of a step's commands: a fixed base (with the platform it runs on and the one
+/// it builds for, as buildx names them), the image's `Env`, the host's passed
 /// variables (fixed-output steps), then the step's own.
-fn environment(s: &StepDrv, image_env: &[String]) -> Vec<String> {
+fn environment(s: &StepDrv, image_env: &[String], runs_on: &str) -> Vec<String> {
     let home = if s.user.0 == 0 { "/root" } else { "/tmp" };
+    let t = &s.target;
     let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
         ("HOME".into(), home.into()),
         ("TZ".into(), "UTC".into()),
         ("LANG".into(), "C.UTF-8".into()),
         ("SOURCE_DATE_EPOCH".into(), s.epoch.to_string()),
+        // As buildx sets them; the platform it runs on is its image's (never this host's).
+        ("BUILDPLATFORM".into(), runs_on.into()),
+        ("TARGETPLATFORM".into(), t.to_string()),
+        ("TARGETOS".into(), t.os.clone()),
+        ("TARGETARCH".into(), t.architecture.clone()),
+        ("TARGETVARIANT".into(), t.variant.clone().unwrap_or_default()),
     ];
     let set = |env: &mut Vec<(String, String)>, k: &str, v: &str| match env.iter_mut().find(|(n, _)| n == k) {
         Some(slot) => slot.1 = v.to_string(),
@@ -281,6 +289,7 @@ pub(super) fn run_step(
     reporter: &dyn Reporter,
 ) -> Result<(Output, Output), BuildError> {
     let (executor, secrets) = (how.executor, how.secrets);
+    emulation(&s.step, &how.platform)?;
     let missing = |what: &'static str| BuildError::MissingOutput(format!("the image of step {}", s.step), what);
     let image = deps.get(&s.image).ok_or_else(|| missing("manifest"))?;
     let lower = trees::image_rootfs(store, image)?;
@@ -320,7 +329,7 @@ pub(super) fn run_step(
     let binds = binds(s, &root.dir.join("inputs"), reporter)?;
     let present = present_secrets(s, secrets, &root.dir.join("secrets"), &root.rootfs)?;
     let binds: Vec<Bind> = binds.into_iter().chain(present.binds.iter().cloned()).collect();
-    let mut env = environment(s, &image_env);
+    let mut env = environment(s, &image_env, &how.platform);
     env.extend(present.env.iter().map(|(k, v)| format!("{k}={v}")));
     let cwd = s.workdir.clone().unwrap_or_else(|| "/".into());
     let limits = limits_of(s);
@@ -346,6 +355,43 @@ pub(super) fn run_step(
     present.unmake();
     let tree = capture(drv, s, &root, &mut log, store)?;
     Ok((log.commit(store)?, tree))
+}
+
+/// A step running on `platform`, another architecture than this machine's, needs the kernel to
+/// run that architecture's programs: a `binfmt_misc` handler (Debian's qemu-user-static
+/// registers them, with the `F` flag that lets a sandbox use them).
+fn emulation(step: &str, platform: &str) -> Result<(), BuildError> {
+    let here = crate::spec::Platform::build_machine();
+    let arch = platform.split('/').nth(1).unwrap_or_default();
+    if arch.is_empty() || arch == here.architecture {
+        return Ok(());
+    }
+    let qemu = match arch {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "386" => "i386",
+        "arm" => "arm",
+        other => other,
+    };
+    let handler = Path::new("/proc/sys/fs/binfmt_misc").join(format!("qemu-{qemu}"));
+    let text = fs::read_to_string(&handler).unwrap_or_default();
+    let enabled = text.lines().next() == Some("enabled");
+    let fixed = text.lines().any(|l| l.strip_prefix("flags:").is_some_and(|f| f.contains('F')));
+    if enabled && fixed {
+        return Ok(());
+    }
+    let why = if text.is_empty() {
+        format!("no binfmt_misc handler runs {arch} programs here (`{}` is missing)", handler.display())
+    } else if !enabled {
+        format!("the binfmt_misc handler `{}` is disabled", handler.display())
+    } else {
+        format!("the binfmt_misc handler `{}` lacks the F (fix binary) flag a sandbox needs", handler.display())
+    };
+    Err(BuildError::BadTree(format!(
+        "step `{step}` runs on {platform}, and this machine is {here}: {why}. Install Debian's qemu-user-static (it \
+         registers the handlers), or give the step `platform \"build\"` to build for {platform} on this machine \
+         (TARGETARCH and the like say the target)"
+    )))
 }
 
 /// The mount point of each cache inside an input directory (`/src/target` in `/src`), made in the

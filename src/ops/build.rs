@@ -108,12 +108,12 @@ pub fn pin_steps(
         let rec = ex.records.get(&n).ok_or_else(|| Error::Internal(format!("step {} ran but left no record", s.step)))?;
         let tree = exec::output(rec, "tree")?;
         let diff_id = tree.diff_id.ok_or_else(|| Error::Internal(format!("step {} has no diff_id", s.step)))?;
-        lockfile.steps.insert(s.step.clone(), lock::StepLock { recipe: s.recipe.hex(), output: diff_id.to_string() });
+        lockfile.steps.insert(s.lock_key.clone(), lock::StepLock { recipe: s.recipe.hex(), output: diff_id.to_string() });
         // The same result, found under the pinned derivation the next plan will ask for.
         let pinned = crate::store::Record { drv: plan::fixed_output_hash(&diff_id), ..rec.clone() };
         planned.store.put_record(&pinned)?;
     }
-    lockfile.steps.retain(|k, _| planned.spec.step(k).is_some_and(|s| s.network));
+    lockfile.steps.retain(|k, _| planned.spec.step(lock::step_of_key(k)).is_some_and(|s| s.network));
     lockfile.write(&path)?;
     drop(planned);
     let again = load_and_plan(opts)?;

@@ -70,7 +70,7 @@ pub fn ensure_locked(
     // Entries of images and fixed-output steps no longer in the spec are dropped.
     let names: Vec<&str> = spec.images.iter().map(|i| i.name.as_str()).collect();
     lockfile.images.retain(|k, _| names.contains(&k.as_str()));
-    lockfile.steps.retain(|k, _| spec.step(k).is_some_and(|s| s.network));
+    lockfile.steps.retain(|k, _| spec.step(lock::step_of_key(k)).is_some_and(|s| s.network));
     if existing.as_ref() != Some(&lockfile) {
         lockfile.write(&path)?;
     }
@@ -200,7 +200,7 @@ pub fn lock(opts: &SpecOptions, mode: LockMode, reporter: &dyn crate::exec::Repo
         let path = lock::path_for(&opts.spec);
         if let Some(mut l) = Lockfile::read(&path)? {
             let before = l.steps.len();
-            l.steps.retain(|k, _| !(names.is_empty() || names.contains(k)));
+            l.steps.retain(|k, _| !(names.is_empty() || names.iter().any(|n| n == k || n == lock::step_of_key(k))));
             if l.steps.len() != before {
                 if opts.locked {
                     return Err(Error::Locked { path, image: "(steps)".into(), why: "--update re-pins fixed-output steps".into() });

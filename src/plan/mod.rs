@@ -40,7 +40,7 @@ pub use accounts::{meta_entries, MetaInputs};
 pub use entries::merged_usr_path;
 
 pub use describe::{describe, slot};
-use planner::{unit_order, Planner, Unit};
+use planner::{unit_order, Planner};
 
 /// Default epoch when neither `SOURCE_DATE_EPOCH` nor the spec gives one: 1980-01-01T00:00:00Z
 /// (not 0, which some tools read as "missing").
@@ -49,7 +49,8 @@ pub const DEFAULT_EPOCH: u64 = 315_532_800;
 /// Identity of the step runner: the sandbox configuration steps run under (runc, namespaces, the
 /// fixed environment, how outputs are captured). Part of every step's hash; changed by hand when
 /// any of that changes. v2: one `/tmp` per step run, shared by its commands (was a new tmpfs for
-/// each command).
+/// each command); `BUILDPLATFORM`, `TARGETPLATFORM`, `TARGETOS`, `TARGETARCH`, `TARGETVARIANT`
+/// in the fixed environment.
 pub const SANDBOX_ID: &str = "runc/oci-bundle/overlay/v2";
 
 /// Identity of the layer byte format (tar rules + compressor); part of every layer's hash.
@@ -125,6 +126,12 @@ pub struct StepDrv {
     /// Directories kept between its runs on this machine (not part of its key).
     pub caches: Vec<crate::spec::CacheSpec>,
     pub epoch: u64,
+    /// The platform its output is for (`TARGETPLATFORM`): its image's, or with `platform
+    /// "build"`, that of what copies from it.
+    pub target: Platform,
+    /// Its pin's name in the lockfile: the step's name, with `@PLATFORM` for a target other than
+    /// the step's first.
+    pub lock_key: String,
     /// The input-addressed hash of the recipe (the derivation hash of a hermetic step).
     pub recipe: DrvHash,
     /// A fixed-output step's pinned output (`diff_id` of its tree), from the lockfile; `None` when
@@ -424,15 +431,11 @@ pub fn plan(spec: &SpecFile, only: Option<&str>, inputs: &PlanInputs<'_>) -> Res
     };
     // What each image or step uses (bases, step images, `copy from=`) before it; with `only`,
     // what it needs is planned too.
-    for unit in unit_order(spec, only) {
-        match unit {
-            Unit::Image(image) => {
-                let output = only.is_none_or(|n| n == image.name);
-                let export = image.export || only == Some(image.name.as_str());
-                b.image(image, output, export);
-            }
-            Unit::Step(step) => b.step(step),
-        }
+    // Steps are planned for each platform something copies them into (`Planner::step_for`).
+    for image in unit_order(spec, only) {
+        let output = only.is_none_or(|n| n == image.name);
+        let export = image.export || only == Some(image.name.as_str());
+        b.image(image, output, export);
     }
     if b.errors.is_empty() {
         // The builder only adds edges from existing derivations to new ones, so a cycle is a

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::hash::{ContentHash, DrvHash, Encoder, Sha256};
 use crate::source::SourceKind;
-use crate::spec::{Base, FileOp, ImageSpec, OwnerSpec, Platform, SpecDiagnostic, SpecFile, StepSpec};
+use crate::spec::{Base, FileOp, ImageSpec, OwnerSpec, Platform, SpecDiagnostic, SpecFile};
 
 /// File operations merged into one layer: the entries of those known now, and (with `copy
 /// from=`) every operation in order.
@@ -45,11 +45,6 @@ struct OwnLayers {
     workdir: Option<String>,
 }
 
-/// An image or a step of the spec.
-pub(super) enum Unit<'s> {
-    Image(&'s ImageSpec),
-    Step(&'s StepSpec),
-}
 
 pub(super) struct Planner<'a> {
     /// Image derivations by (image name, platform), for `base image="NAME"`.
@@ -61,8 +56,8 @@ pub(super) struct Planner<'a> {
     pub(super) plan: Plan,
     pub(super) by_hash: HashMap<DrvHash, NodeIndex>,
     pub(super) errors: Vec<SpecDiagnostic>,
-    /// Step derivations by step name.
-    pub(super) step_nodes: HashMap<String, NodeIndex>,
+    /// Step derivations by step name and the platform of what copies from it.
+    pub(super) step_nodes: HashMap<(String, String), NodeIndex>,
     /// How the layers being planned are compressed: the image's (or `--compression`); gzip for
     /// a step's inputs and tree.
     pub(super) compression: Compression,
@@ -152,7 +147,7 @@ impl Planner<'_> {
         // the others are the same derivation on every platform.
         let mut common = Vec::new();
         for m in &own.merged {
-            if let Some(n) = self.layer(&image.name, m, epoch, &platform.to_string()) {
+            if let Some(n) = self.layer(&image.name, m, epoch, platform) {
                 common.push(n);
             }
         }
@@ -433,7 +428,8 @@ impl Planner<'_> {
 
     /// The layer derivation of merged operations on `platform` (`copy from=` an image takes that
     /// image's file system for this platform); `None` after reporting an error.
-    pub(super) fn layer(&mut self, owner: &str, m: &Merged, epoch: u64, platform: &str) -> Option<NodeIndex> {
+    pub(super) fn layer(&mut self, owner: &str, m: &Merged, epoch: u64, on: &Platform) -> Option<NodeIndex> {
+        let platform = &on.to_string();
         let mut e = Encoder::new("files-layer");
         e.str(self.format()).u64(epoch);
         encode_entries(&mut e, &m.entries);
@@ -450,15 +446,15 @@ impl Planner<'_> {
                     parts.push(LayerPart::Entries(entries.clone()));
                 }
                 PendingPart::From { name, span, copy } => {
-                    let source = match self.step_nodes.get(name) {
-                        Some(&n) => Some(n),
+                    let source = match self.spec.step(name) {
+                        Some(step) => self.step_for(step, on),
                         None => self.image_nodes.get(&(name.clone(), platform.to_string())).copied(),
                     };
                     let Some(source) = source else {
                         // A step or an image meant for this platform that could not be
                         // planned: that is reported already.
                         let meant = self.spec.step(name).is_some()
-                            || self.spec.image(name).is_some_and(|i| i.platforms.iter().any(|p| p.to_string() == platform));
+                            || self.spec.image(name).is_some_and(|i| i.platforms.iter().any(|p| p == on));
                         if meant && !self.errors.is_empty() {
                             return None;
                         }
@@ -748,7 +744,7 @@ impl Planner<'_> {
 
 /// The images and steps to plan, each after what it uses (its base image, a step's image, the
 /// sources of `copy from=`); with `only`, that image and what it needs.
-pub(super) fn unit_order<'s>(spec: &'s SpecFile, only: Option<&str>) -> Vec<Unit<'s>> {
+pub(super) fn unit_order<'s>(spec: &'s SpecFile, only: Option<&str>) -> Vec<&'s ImageSpec> {
     fn visit(spec: &SpecFile, name: &str, out: &mut Vec<String>, depth: usize) {
         if depth > spec.images.len() + spec.steps.len() || out.iter().any(|n| n == name) {
             return;
@@ -771,14 +767,8 @@ pub(super) fn unit_order<'s>(spec: &'s SpecFile, only: Option<&str>) -> Vec<Unit
             visit(spec, &step.name, &mut names, 0);
         }
     }
-    names
-        .iter()
-        .filter_map(|n| match (spec.image(n), spec.step(n)) {
-            (Some(i), _) => Some(Unit::Image(i)),
-            (None, Some(s)) => Some(Unit::Step(s)),
-            _ => None,
-        })
-        .collect()
+    // Steps are planned when something copies from them, for its platform.
+    names.iter().filter_map(|n| spec.image(n)).collect()
 }
 
 /// The encoding of a layer's entries, for its hash.
@@ -832,10 +822,7 @@ image "root" { }
         let order = |only: Option<&str>| {
             unit_order(&spec, only)
                 .iter()
-                .map(|u| match u {
-                    Unit::Image(i) => i.name.as_str(),
-                    Unit::Step(s) => s.name.as_str(),
-                })
+                .map(|i| i.name.as_str())
                 .collect::<Vec<_>>()
         };
         assert_eq!(order(None), ["root", "middle", "child", "other"]);

@@ -105,7 +105,7 @@ const USAGE_COPY: &str =
     "copy \"SOURCE\" to=\"/DEST\" mode=0o644 dir-mode=0o755 owner=\"NAME\" (or copy from=\"STEP-OR-IMAGE\" \"/PATH\" to=\"/DEST\")";
 const USAGE_STEP: &str = "step \"NAME\" { image \"IMAGE\"; copy ...; run \"PROGRAM\" \"ARG\"...; output \"/out\" }";
 const USAGE_STEP_IMAGE: &str = "image \"NAME\" (an image of this file)";
-const USAGE_STEP_PLATFORM: &str = "platform \"linux/amd64\"";
+const USAGE_STEP_PLATFORM: &str = "platform \"build\" (or one platform, such as \"linux/amd64\")";
 const USAGE_RUN: &str = "run \"go\" \"build\" \"-o\" \"/out/app\" \".\"";
 const USAGE_OUTPUT: &str = "output \"/out\"";
 const USAGE_STEP_USER: &str = "user \"UID:GID\" (numeric, e.g. \"1000:1000\")";

@@ -106,8 +106,8 @@ pub struct StepSpec {
     pub span: SourceSpan,
     /// The image of this file whose root filesystem the commands run in, with the value's span.
     pub image: (String, SourceSpan),
-    /// The platform of that image to run; default its first.
-    pub platform: Option<Platform>,
+    /// Where it runs, for each platform an image copying from it is built for.
+    pub platform: StepPlatform,
     /// Inputs: file operations applied over the root filesystem before the commands run.
     pub inputs: Vec<FileOp>,
     pub workdir: Option<String>,
@@ -134,6 +134,20 @@ pub struct StepSpec {
     /// `cache "/PATH"… sharing="…"`: directories kept between runs of the step on this machine;
     /// never part of its key nor of its output.
     pub caches: Vec<CacheSpec>,
+}
+
+/// Where a step runs for an image of platform P that copies from it (`platform` in a step).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StepPlatform {
+    /// On P, in its image for P (emulated where P is not this machine's): the default.
+    #[default]
+    Target,
+    /// `platform "build"`: on the build machine's platform, once for each P, with
+    /// `TARGETPLATFORM` and the like saying P (a cross build).
+    Build,
+    /// `platform "OS/ARCH"`: on that platform alone, whatever P is (its output is the same for
+    /// every platform, as the spec says by naming one).
+    Fixed(Platform),
 }
 
 /// One directory a step declares as a cache.
@@ -262,6 +276,24 @@ impl Platform {
     /// `linux/amd64`, the default platform.
     pub fn linux_amd64() -> Self {
         Platform { os: "linux".to_owned(), architecture: "amd64".to_owned(), variant: None }
+    }
+
+    /// The platform of the machine compose runs on (Go's names, as OCI's), where steps with
+    /// `platform "build"` run.
+    pub fn build_machine() -> Self {
+        let (architecture, variant) = match std::env::consts::ARCH {
+            "x86_64" => ("amd64", None),
+            "aarch64" => ("arm64", None),
+            "x86" => ("386", None),
+            "arm" => ("arm", Some("v7")),
+            "powerpc64" if cfg!(target_endian = "little") => ("ppc64le", None),
+            "powerpc64" => ("ppc64", None),
+            "s390x" => ("s390x", None),
+            "riscv64" => ("riscv64", None),
+            "loongarch64" => ("loong64", None),
+            other => (other, None),
+        };
+        Platform { os: "linux".to_owned(), architecture: architecture.to_owned(), variant: variant.map(str::to_owned) }
     }
 }
 

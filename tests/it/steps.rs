@@ -586,3 +586,66 @@ image "t" {{ files {{ copy from="archive" "/out" to="/t"; }} }}
     );
     assert_success(&compose("store", &["build", "tar.kdl", "--check"]), "tar of inputs, first run with a cache, --check");
 }
+
+/// Guards against this: a multi-platform image copying from a step shipped the step's one
+/// output, built on the builder's first platform, in every platform (an x86-64 binary in the
+/// arm64 image). A step now runs for each platform that copies from it: on that platform, or
+/// with `platform "build"` on this machine for it (`TARGETARCH`); copying from a step whose image
+/// cannot run for a platform fails at plan time.
+#[test]
+fn a_step_runs_for_each_platform_that_copies_from_it() {
+    let ctx = TestContext::new();
+    let spec = |platform: &str| {
+        format!(
+            r#"image "go-builder" {{
+    export #false
+    repository "debian" suite="bookworm" components="main" keyring="/usr/share/keyrings/debian-archive-keyring.gpg"
+    packages "golang-go" "busybox-static"
+    files {{ symlink "/bin/sh" target="busybox"; }}
+}}
+step "hello-bin" {{
+    image "go-builder"
+    {platform}
+    copy "main.go" to="/src/main.go"
+    text "/src/go.mod" "module example.invalid/hello\n\ngo 1.19\n"
+    workdir "/src"
+    env CGO_ENABLED="0" GOCACHE="/tmp/go-cache" GOFLAGS="-mod=mod" GOPROXY="off"
+    run "sh" "-c" "echo building on $BUILDPLATFORM for $TARGETPLATFORM; GOARCH=$TARGETARCH go build -trimpath -o /out/hello ."
+    output "/out"
+}}
+image "hello" {{
+    platforms "linux/amd64" "linux/arm64"
+    files {{ copy from="hello-bin" "/out/hello" to="/hello" mode=0o755; }}
+}}
+"#
+        )
+    };
+    ctx.write("main.go", "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hello\") }\n");
+
+    // Without saying how, the arm64 image would need the builder on arm64: refused when planning.
+    ctx.write("spec.kdl", spec(""));
+    let out = ctx.cmd().args(["plan", "spec.kdl"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("step `hello-bin` is copied into something built for linux/arm64"), "{err}");
+    assert!(err.contains("platform \"build\""), "{err}");
+
+    // With `platform "build"`: built here twice, once for each target.
+    ctx.write("spec.kdl", spec("platform \"build\""));
+    let out = ctx.cmd().args(["build", "spec.kdl"]).output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("building on linux/amd64 for linux/amd64") && err.contains("building on linux/amd64 for linux/arm64"), "{err}");
+    // Each platform's image holds a binary of its own architecture (ELF e_machine 62, 183).
+    for (arch, machine) in [("amd64", 62u16), ("arm64", 183u16)] {
+        let single = ctx.tmp.path().join(format!("single-{arch}"));
+        run(std::process::Command::new("skopeo")
+            .args(["copy", "-q", "--override-arch", arch])
+            .arg(format!("oci:{}:latest", ctx.path("out/hello").display()))
+            .arg(format!("oci:{}:latest", single.display())));
+        let bundle = ctx.tmp.path().join(format!("bundle-{arch}"));
+        run(std::process::Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", single.display())).arg(&bundle));
+        let elf = fs::read(bundle.join("rootfs/hello")).unwrap();
+        assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), machine, "the {arch} image's binary");
+    }
+}

@@ -6,7 +6,7 @@ use kdl::{KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
 
 use super::super::values::{byte_size, go_duration, owner, platform};
-use super::super::{CacheSpec, FileOp, Owner, Platform, SecretSpec, Sharing, StepLimits, StepSpec};
+use super::super::{CacheSpec, FileOp, Owner, SecretSpec, Sharing, StepLimits, StepPlatform, StepSpec};
 use super::{
     head_span, value_span, Decoder, Node, Seen, LIMIT_CHILDREN, STEP_CHILDREN, USAGE_CACHE, USAGE_HOST_MOUNT, USAGE_LIMITS, USAGE_NETWORK,
     USAGE_OUTPUT, USAGE_PASS_ENV, USAGE_RUN, USAGE_SECRET, USAGE_STEP, USAGE_STEP_IMAGE, USAGE_STEP_PLATFORM, USAGE_STEP_USER,
@@ -19,7 +19,7 @@ const STEP_SINGLETONS: &[&str] = &["image", "platform", "workdir", "user", "outp
 #[derive(Default)]
 struct StepBody {
     image: Option<(String, SourceSpan)>,
-    platform: Option<Platform>,
+    platform: StepPlatform,
     inputs: Vec<FileOp>,
     workdir: Option<String>,
     env: Vec<(String, String)>,
@@ -126,7 +126,7 @@ impl Decoder {
             }
             "platform" => {
                 if let Some(p) = self.step_platform(c) {
-                    body.platform = Some(p);
+                    body.platform = p;
                 }
             }
             "copy" | "text" | "symlink" | "dir" => body.inputs.extend(self.step_input(c)),
@@ -294,11 +294,15 @@ impl Decoder {
         }
     }
 
-    /// A step's `platform "OS/ARCH"`.
-    fn step_platform(&mut self, c: &KdlNode) -> Option<Platform> {
+    /// A step's `platform "build"` or `platform "OS/ARCH"`.
+    fn step_platform(&mut self, c: &KdlNode) -> Option<StepPlatform> {
         let e = self.single_string(c, USAGE_STEP_PLATFORM, "a platform")?;
-        match platform(e.value().as_string().unwrap_or_default()) {
-            Ok(p) => Some(p),
+        let text = e.value().as_string().unwrap_or_default();
+        if text == "build" {
+            return Some(StepPlatform::Build);
+        }
+        match platform(text) {
+            Ok(p) => Some(StepPlatform::Fixed(p)),
             Err(b) => {
                 self.bad("compose::spec::bad_platform", value_span(e), b);
                 None
