@@ -45,7 +45,6 @@ struct OwnLayers {
     workdir: Option<String>,
 }
 
-
 pub(super) struct Planner<'a> {
     /// Image derivations by (image name, platform), for `base image="NAME"`.
     pub(super) image_nodes: HashMap<(String, String), NodeIndex>,
@@ -453,8 +452,8 @@ impl Planner<'_> {
                     let Some(source) = source else {
                         // A step or an image meant for this platform that could not be
                         // planned: that is reported already.
-                        let meant = self.spec.step(name).is_some()
-                            || self.spec.image(name).is_some_and(|i| i.platforms.iter().any(|p| p == on));
+                        let meant =
+                            self.spec.step(name).is_some() || self.spec.image(name).is_some_and(|i| i.platforms.iter().any(|p| p == on));
                         if meant && !self.errors.is_empty() {
                             return None;
                         }
@@ -819,12 +818,7 @@ image "middle" { base image="root"; }
 image "root" { }
 "#;
         let spec = crate::spec::parse_str(Path::new("t.kdl"), text).unwrap();
-        let order = |only: Option<&str>| {
-            unit_order(&spec, only)
-                .iter()
-                .map(|i| i.name.as_str())
-                .collect::<Vec<_>>()
-        };
+        let order = |only: Option<&str>| unit_order(&spec, only).iter().map(|i| i.name.as_str()).collect::<Vec<_>>();
         assert_eq!(order(None), ["root", "middle", "child", "other"]);
         assert_eq!(order(Some("child")), ["root", "middle", "child"]);
         assert_eq!(order(Some("middle")), ["root", "middle"]);
