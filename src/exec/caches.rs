@@ -45,11 +45,16 @@ pub(super) struct Leased {
 }
 
 /// The id of step `s`'s caches on `platform` (one cache per path within it): whose they are (the
-/// spec file), the step's name, its platform and its user. A cache is trusted as the step's
+/// spec file), the step's name, its platform (and target, for a cross build) and its user. A cache is trusted as the step's
 /// earlier runs are: another spec, whatever its steps are named, never sees it.
 fn step_id(s: &StepDrv, platform: &str, scope: &str) -> String {
     let mut e = Encoder::new("step-caches/v1");
     e.str(scope).str(&s.step).str(platform).u64(s.user.0 as u64).u64(s.user.1 as u64);
+    // A cross build's objects are its target's: one cache per target.
+    let target = s.target.to_string();
+    if target != platform {
+        e.str("target").str(&target);
+    }
     e.finish().hex()[..32].to_string()
 }
 

@@ -236,6 +236,17 @@ pub struct CheckReport {
     pub made_by_compose: usize,
 }
 
+/// Can this machine run every step of `plan`? A step on another architecture needs a
+/// `binfmt_misc` handler (see `step::emulation`).
+pub fn check_emulation(plan: &Plan) -> Result<(), BuildError> {
+    for n in plan.graph.node_indices() {
+        if let crate::plan::DrvKind::Step(s) = &plan.graph[n].kind {
+            step::emulation(&s.step, &run::step_platform(plan, s))?;
+        }
+    }
+    Ok(())
+}
+
 /// Run `plan` against `store`, with `remote` as the second level of the lookup stack.
 pub fn execute(
     plan: &Plan,

@@ -74,8 +74,6 @@ struct Scheduler<'a> {
     mismatches: Mutex<Vec<Mismatch>>,
     /// `--check`: the derivations run again and compared.
     compared: Mutex<Vec<String>>,
-    /// The steps with declared caches.
-    cache_steps: HashSet<NodeIndex>,
     /// `--check`: steps with caches whose output differed without them.
     untrusted: Mutex<Vec<NodeIndex>>,
 }
@@ -91,7 +89,6 @@ pub(super) fn execute_inner(
 ) -> Result<Executed, BuildError> {
     let order = plan.topo_order();
     let roots = roots(plan, options);
-    let cache_steps: HashSet<NodeIndex> = order.iter().copied().filter(|&n| with_caches(&plan.graph[n].kind)).collect();
     let mut s = Scheduler {
         plan,
         store,
@@ -105,14 +102,15 @@ pub(super) fn execute_inner(
         io_pool: None,
         mismatches: Mutex::default(),
         compared: Mutex::default(),
-        cache_steps,
         untrusted: Mutex::default(),
     };
     let mut counts = Counts { total: s.order.len(), ..Counts::default() };
     let mut done: HashMap<NodeIndex, Record> = HashMap::new();
     for &n in &s.order {
         if let Some(r) = store.lookup(&plan.graph[n].hash)?.filter(|r| record::fits(&plan.graph[n].kind.expected(), r)) {
-            done.insert(n, r);
+            if s.still_made_from(&r) {
+                done.insert(n, r);
+            }
         }
     }
     s.io_pool = remote
@@ -294,7 +292,7 @@ impl Scheduler<'_> {
                 self.reporter.finished(&self.plan.graph[n], Outcome::Local, main_size(r));
                 if let Some(rc) = self.remote.filter(|rc| rc.mode() == crate::remote::Mode::ReadWrite) {
                     if !rc.known_to_have(self.store, &r.drv) {
-                        self.share(n, r, true);
+                        self.share(r, true);
                     }
                 }
             }
@@ -393,13 +391,13 @@ impl Scheduler<'_> {
         if self.options.check && checked(&drv.kind) {
             // What the store has is compared with a new run; on an empty store, the step runs
             // twice.
-            let before = match store.lookup(&drv.hash)?.filter(|r| record::fits(&drv.kind.expected(), r)) {
+            let before = match store.lookup(&drv.hash)?.filter(|r| record::fits(&drv.kind.expected(), r) && self.still_made_from(r)) {
                 Some(r) => r,
                 None => self.build(n, &deps)?,
             };
             return self.check_again(n, &deps, before);
         }
-        if let Some(r) = store.lookup(&drv.hash)?.filter(|r| record::fits(&drv.kind.expected(), r)) {
+        if let Some(r) = store.lookup(&drv.hash)?.filter(|r| record::fits(&drv.kind.expected(), r) && self.still_made_from(r)) {
             return Ok(Step::Done(n, r, Outcome::Local));
         }
         if let (DrvKind::Image(_) | DrvKind::Index(_), Some(rec)) = (&drv.kind, offered.get(&n)) {
@@ -421,13 +419,8 @@ impl Scheduler<'_> {
         self.reporter.started(&self.plan.graph[n]);
         let r = self.run(n, deps, CacheUse::Kept)?;
         self.store.put_record(&r)?;
-        // What a step made with its caches kept is not offered to the team, nor what is made
-        // from it: a cache may have changed it. `--check` offers it once a run with empty caches
-        // reproduced it.
-        if with_caches(&self.plan.graph[n].kind) {
-            self.store.mark_unverified(&r.drv);
-        }
-        self.share(n, &r, false);
+        self.mark_made_from(n, &r, deps);
+        self.share(&r, false);
         Ok(r)
     }
 
@@ -456,7 +449,7 @@ impl Scheduler<'_> {
                 if !s.caches.is_empty() {
                     // Nothing made from it is shared meanwhile; at the end of the build, its
                     // record and every record made from it go, and its caches are emptied.
-                    self.store.mark_unverified(&drv.hash);
+                    self.store.mark_unverified(&before.drv, &[]);
                     lock(&self.untrusted).push(n);
                     step.push_str(" (with its caches kept; they were emptied and its stored output dropped)");
                 }
@@ -464,7 +457,7 @@ impl Scheduler<'_> {
             lock(&self.mismatches).push(Mismatch { step, path, before: show(a), after: show(b) });
         } else if with_caches(&drv.kind) {
             self.store.clear_unverified(&before.drv);
-            self.share(n, &before, false);
+            self.share(&before, false);
         }
         Ok(Step::Done(n, before, Outcome::Built))
     }
@@ -474,13 +467,14 @@ impl Scheduler<'_> {
     fn remake(&self, n: NodeIndex, deps: &HashMap<NodeIndex, Record>, offered: &Record) -> Result<Step, BuildError> {
         let r = self.run(n, deps, CacheUse::Kept)?;
         self.store.put_record(&r)?;
+        self.mark_made_from(n, &r, deps);
         if r.outputs == offered.outputs {
             if let Some(rc) = self.remote {
                 self.store.mark_shared(&rc.id(), &r.drv);
             }
             return Ok(Step::Done(n, r, Outcome::Remote));
         }
-        self.share(n, &r, false);
+        self.share(&r, false);
         Ok(Step::Done(n, r, Outcome::Built))
     }
 
@@ -504,30 +498,61 @@ impl Scheduler<'_> {
         }
     }
 
-    /// Hand record `r` of derivation `n` to the uploaders (`stored`: it was in the store before
-    /// this build), unless it is made from the output of a step with caches not yet reproduced
-    /// without them.
-    fn share(&self, n: NodeIndex, r: &Record, stored: bool) {
-        if self.cache_steps.is_empty() || !self.unverified_below(n) {
-            let _ = self.uploads.send((r.clone(), stored));
+    /// Note what record `r` of derivation `n` (made from `deps`) was made from that no run
+    /// without caches reproduced: a step's own output when it ran with its caches kept, and
+    /// whatever its dependencies were made from.
+    fn mark_made_from(&self, n: NodeIndex, r: &Record, deps: &HashMap<NodeIndex, Record>) {
+        let mut from: Vec<(crate::hash::DrvHash, crate::hash::Sha256)> = Vec::new();
+        for d in deps.values() {
+            for pair in self.store.unverified(&d.drv).unwrap_or_default() {
+                if !from.contains(&pair) {
+                    from.push(pair);
+                }
+            }
+        }
+        if with_caches(&self.plan.graph[n].kind) {
+            if let Some(id) = r.outputs.get("tree").and_then(|o| o.diff_id) {
+                from.push((r.drv, id));
+            }
+        }
+        if !from.is_empty() {
+            self.store.mark_unverified(&r.drv, &from);
         }
     }
 
-    /// Is `n`, or anything it is made from, a step's output made with kept caches and not
-    /// reproduced without them?
-    fn unverified_below(&self, n: NodeIndex) -> bool {
-        let mut seen = HashSet::new();
-        let mut todo = vec![n];
-        while let Some(m) = todo.pop() {
-            if !seen.insert(m) {
-                continue;
-            }
-            if self.cache_steps.contains(&m) && self.store.is_unverified(&self.plan.graph[m].hash) {
-                return true;
-            }
-            todo.extend(self.plan.dependencies(m));
+    /// Is a record made from unverified step outputs still made from what the store holds? A
+    /// `--check` that found one of them untrustworthy dropped it: what was made from it is
+    /// dropped too (whatever plan it was made in), and made again.
+    fn still_made_from(&self, r: &Record) -> bool {
+        let Some(from) = self.store.unverified(&r.drv) else { return true };
+        let holds = |(d, id): &(crate::hash::DrvHash, crate::hash::Sha256)| {
+            *d == r.drv || matches!(self.store.lookup(d), Ok(Some(s)) if s.outputs.get("tree").and_then(|o| o.diff_id) == Some(*id))
+        };
+        if from.iter().all(holds) {
+            return true;
         }
+        self.store.forget(&r.drv);
         false
+    }
+
+    /// Hand record `r` to the uploaders (`stored`: it was in the store before this build),
+    /// unless it is made from step outputs no run without caches reproduced (a cache may have
+    /// changed them): `--check` shares them once reproduced.
+    fn share(&self, r: &Record, stored: bool) {
+        let shareable = match self.store.unverified(&r.drv) {
+            None => true,
+            Some(from) => {
+                !from.is_empty()
+                    && from.iter().all(|(d, id)| {
+                        *d != r.drv
+                            && self.store.unverified(d).is_none()
+                            && matches!(self.store.lookup(d), Ok(Some(s)) if s.outputs.get("tree").and_then(|o| o.diff_id) == Some(*id))
+                    })
+            }
+        };
+        if shareable {
+            let _ = self.uploads.send((r.clone(), stored));
+        }
     }
 }
 

@@ -360,10 +360,11 @@ pub(super) fn run_step(
 /// A step running on `platform`, another architecture than this machine's, needs the kernel to
 /// run that architecture's programs: a `binfmt_misc` handler (Debian's qemu-user-static
 /// registers them, with the `F` flag that lets a sandbox use them).
-fn emulation(step: &str, platform: &str) -> Result<(), BuildError> {
+pub(super) fn emulation(step: &str, platform: &str) -> Result<(), BuildError> {
     let here = crate::spec::Platform::build_machine();
     let arch = platform.split('/').nth(1).unwrap_or_default();
-    if arch.is_empty() || arch == here.architecture {
+    // An x86-64 kernel runs 386 programs itself.
+    if arch.is_empty() || arch == here.architecture || (here.architecture == "amd64" && arch == "386") {
         return Ok(());
     }
     let qemu = match arch {
@@ -371,6 +372,8 @@ fn emulation(step: &str, platform: &str) -> Result<(), BuildError> {
         "arm64" => "aarch64",
         "386" => "i386",
         "arm" => "arm",
+        "mips64le" => "mips64el",
+        "mipsle" => "mipsel",
         other => other,
     };
     let handler = Path::new("/proc/sys/fs/binfmt_misc").join(format!("qemu-{qemu}"));

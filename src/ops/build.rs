@@ -57,6 +57,8 @@ pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummar
     if opts.push.is_some() && planned.plan.roots().len() > 1 {
         return Err(Error::Usage("--push takes one image, but the spec has several: choose one with --image NAME".into()));
     }
+    // Steps on another architecture need the kernel's help: said before anything is built.
+    exec::check_emulation(&planned.plan)?;
     let remote = open_remote(&opts.spec, &planned.clients)?;
     let planned = pin_steps(&opts.spec, planned, remote.as_ref(), reporter)?;
     // Exporting and pushing overlap with writing results back to the remote cache.
@@ -83,7 +85,7 @@ pub fn pin_steps(
     let Some(&first) = unpinned.first() else { return Ok(planned) };
     let path = lock::path_for(&opts.spec);
     let step_name = |n: petgraph::graph::NodeIndex| match &planned.plan.graph[n].kind {
-        plan::DrvKind::Step(s) => s.step.clone(),
+        plan::DrvKind::Step(s) => s.lock_key.clone(),
         _ => planned.plan.graph[n].name.clone(),
     };
     if opts.locked {

@@ -196,7 +196,7 @@ pub fn lock(opts: &SpecOptions, mode: LockMode, reporter: &dyn crate::exec::Repo
     };
     ensure_locked(&spec, &loaded.needed, opts, &mirrors, mode, &loaded.bases, &loaded.pins, existing, &clients)?;
     // `--update` runs fixed-output steps again: all of them, or those named.
-    if let Some(names) = update_steps {
+    if let Some(names) = update_steps.clone() {
         let path = lock::path_for(&opts.spec);
         if let Some(mut l) = Lockfile::read(&path)? {
             let before = l.steps.len();
@@ -211,6 +211,17 @@ pub fn lock(opts: &SpecOptions, mode: LockMode, reporter: &dyn crate::exec::Repo
     }
     if spec.steps.iter().any(|s| s.network) {
         let planned = super::load_and_plan(opts)?;
+        // What they yielded before is in the store under their recipe: run them again.
+        if let Some(names) = &update_steps {
+            for n in planned.plan.unpinned_steps() {
+                if let crate::plan::DrvKind::Step(s) = &planned.plan.graph[n].kind {
+                    if names.is_empty() || names.iter().any(|x| *x == s.step || *x == s.lock_key) {
+                        planned.store.forget(&planned.plan.graph[n].hash);
+                    }
+                }
+            }
+        }
+        crate::exec::check_emulation(&planned.plan)?;
         let remote = super::open_remote(opts, &planned.clients)?;
         super::build::pin_steps(opts, planned, remote.as_ref(), reporter)?;
     }

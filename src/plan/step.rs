@@ -77,7 +77,9 @@ impl Planner<'_> {
         let mut inputs = None;
         if !step.inputs.is_empty() {
             let m = self.merge_ops("inputs", &step.inputs, &ids, !image.packages.is_empty())?;
-            let n = self.layer(&format!("step {}", step.name), &m, epoch, run)?;
+            // What it copies from is taken for its target, as buildx evaluates a stage it copies
+            // from for the same TARGETPLATFORM: a cross build links the target's libraries.
+            let n = self.layer(&format!("step {}", step.name), &m, epoch, target)?;
             inputs = Some(n);
             deps.push(n);
         }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::{io_err, Store, StoreError};
+use crate::hash::{DrvHash, Sha256};
 use crate::spec::Sharing;
 
 /// A cache instance leased for one run: its directory, and the lock that holds it.
@@ -109,21 +110,34 @@ impl Store {
         let _ = fs::remove_file(root.join("inputs"));
     }
 
-    /// Mark the record of `drv` as made with kept caches, not reproduced without them yet: it,
-    /// and what is made from it, are not offered to a team cache.
-    pub fn mark_unverified(&self, drv: &crate::hash::DrvHash) {
+    /// Mark the record of `drv` as made from outputs of steps run with kept caches that no run
+    /// without them reproduced yet: `made_from` names each such step's record and its tree's
+    /// `diff_id` (a step's own record names itself). Such a record is not offered to a team
+    /// cache, and is used here only while what it was made from is still stored as it was.
+    pub fn mark_unverified(&self, drv: &DrvHash, made_from: &[(DrvHash, Sha256)]) {
         let dir = self.layout.unverified();
         let _ = fs::create_dir_all(&dir);
-        let _ = File::create(dir.join(drv.hex()));
+        let text: String = made_from.iter().map(|(d, id)| format!("{} {}\n", d.hex(), id.hex())).collect();
+        let _ = fs::write(dir.join(drv.hex()), text);
     }
 
-    /// `drv`'s output was reproduced with empty caches.
-    pub fn clear_unverified(&self, drv: &crate::hash::DrvHash) {
+    /// What the record of `drv` was made from that is not verified, if anything (an unreadable
+    /// marker names nothing, and still marks it).
+    pub fn unverified(&self, drv: &DrvHash) -> Option<Vec<(DrvHash, Sha256)>> {
+        let text = fs::read_to_string(self.layout.unverified().join(drv.hex())).ok()?;
+        let pairs = text
+            .lines()
+            .filter_map(|l| {
+                let (d, id) = l.split_once(' ')?;
+                Some((DrvHash::from_hex(d).ok()?, Sha256::from_hex(id).ok()?))
+            })
+            .collect();
+        Some(pairs)
+    }
+
+    /// `drv`'s record was reproduced without caches (or is gone).
+    pub fn clear_unverified(&self, drv: &DrvHash) {
         let _ = fs::remove_file(self.layout.unverified().join(drv.hex()));
-    }
-
-    pub fn is_unverified(&self, drv: &crate::hash::DrvHash) -> bool {
-        self.layout.unverified().join(drv.hex()).exists()
     }
 
     /// The file a cache's companion state lives in (`name` in `caches/<id>/`): the input mtimes

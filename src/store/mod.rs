@@ -253,6 +253,7 @@ impl Store {
     /// Drop derivation `d`'s record (its blobs stay, for gc): the next build makes it again.
     pub fn forget(&self, d: &DrvHash) {
         let _ = fs::remove_file(self.record_path(d));
+        self.clear_unverified(d);
     }
 
     fn record_path(&self, d: &DrvHash) -> PathBuf {

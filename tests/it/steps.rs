@@ -246,8 +246,13 @@ fn failing_changing_and_nondeterministic_steps_are_caught() {
     let out = compose("store-2", &["lock", "spec.kdl", "--update", "fetch"]);
     assert_success(&out, "lock --update fetch");
     let lock: serde_json::Value = serde_json::from_slice(&fs::read(root.join("spec.kdl.lock")).unwrap()).unwrap();
-    assert_ne!(lock["steps"]["fetch"]["output"].as_str().unwrap(), pinned);
+    let repinned = lock["steps"]["fetch"]["output"].as_str().unwrap().to_string();
+    assert_ne!(repinned, pinned);
     assert_success(&compose("store-2", &["build", "spec.kdl", "--image", "fetched", "--locked"]), "build after re-pinning");
+    // Again, with what it yielded last in the store: it runs again all the same.
+    assert_success(&compose("store-2", &["lock", "spec.kdl", "--update", "fetch"]), "lock --update fetch, again");
+    let lock: serde_json::Value = serde_json::from_slice(&fs::read(root.join("spec.kdl.lock")).unwrap()).unwrap();
+    assert_ne!(lock["steps"]["fetch"]["output"].as_str().unwrap(), repinned, "--update took the step's last output from the store");
 
     // Where the sandbox cannot run (here: not root), a step says what it needs.
     use std::os::unix::fs::PermissionsExt;
@@ -503,6 +508,51 @@ image "leaks" {{ files {{ copy from="leaky" "/out" to="/l"; }} }}
     assert_success(&teammate, "teammate after --check");
     assert!(!stderr(&teammate).contains("building step"), "{}", stderr(&teammate));
 
+    // An output a cache changed is never shared, even once the step no longer declares the
+    // cache (its key is the same); and a --check on one image that finds it untrustworthy makes
+    // every image made from it, in this plan or not, be made again.
+    let poison = |cache: &str| {
+        format!(
+            r#"{tools}
+step "p" {{
+    image "tools"
+    {cache}
+    env ROUND="2"
+    run "sh" "-c" "mkdir -p /c; n=$(cat /c/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /c/n; echo poisoned-$n > /out/n"
+    output "/out"
+}}
+image "pa" {{ files {{ copy from="p" "/out/n" to="/n"; }} }}
+image "pb" {{ files {{ copy from="p" "/out/n" to="/n"; }} }}
+"#,
+            tools = busybox_tools("coreutils")
+        )
+    };
+    let digest_of = |store: &str, image: &str, args: &[&str]| {
+        let mut all = vec!["build", "--json", "poison.kdl", "--image", image];
+        all.extend_from_slice(args);
+        let out = compose(store, &all);
+        assert_success(&out, &format!("build {image} in {store}"));
+        digest(&serde_json::from_slice(&out.stdout).unwrap())
+    };
+    ctx.write("poison.kdl", poison("cache \"/c\""));
+    digest_of("store-poison", "pa", &[]);
+    ctx.write("poison.kdl", poison("cache \"/c\"").replace("ROUND=\"2\"", "ROUND=\"3\""));
+    digest_of("store-poison", "pa", &[]);
+    let clean3 = digest_of("store-clean-3", "pb", &[]);
+    assert_ne!(digest_of("store-poison", "pb", &[]), clean3, "the cache did not change the output: no test");
+    ctx.write("poison.kdl", poison("").replace("ROUND=\"2\"", "ROUND=\"3\""));
+    digest_of("store-poison", "pb", &["--remote-cache", &nginx.url]);
+    let fresh = compose(
+        "store-poison-teammate",
+        &["build", "poison.kdl", "--image", "pb", "--remote-cache", &nginx.url, "--remote-cache-mode", "ro"],
+    );
+    assert_success(&fresh, "teammate of the poisoned store");
+    assert!(stderr(&fresh).contains("building step p"), "a cache-made output was shared once the cache was gone:\n{}", stderr(&fresh));
+    ctx.write("poison.kdl", poison("cache \"/c\"").replace("ROUND=\"2\"", "ROUND=\"3\""));
+    let out = compose("store-poison", &["build", "poison.kdl", "--image", "pa", "--check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(digest_of("store-poison", "pb", &[]), clean3, "an image made from the untrusted output outlived --check");
+
     let stats = compose("store", &["cache", "stats", "--json"]);
     let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
     assert_eq!(stats["caches"], 3, "{stats}");
@@ -615,7 +665,21 @@ step "hello-bin" {{
 }}
 image "hello" {{
     platforms "linux/amd64" "linux/arm64"
-    files {{ copy from="hello-bin" "/out/hello" to="/hello" mode=0o755; }}
+    files {{ copy from="hello-bin" "/out/hello" to="/hello" mode=0o755; copy from="tagged" "/out/tag" to="/tag"; }}
+}}
+// A cross build copying from a cross build takes its output for the same target.
+step "lib" {{
+    image "go-builder"
+    {platform}
+    run "sh" "-c" "echo lib-for-$TARGETARCH > /out/lib"
+    output "/out"
+}}
+step "tagged" {{
+    image "go-builder"
+    {platform}
+    copy from="lib" "/out/lib" to="/in/lib"
+    run "sh" "-c" "echo $TARGETARCH with $(cat /in/lib) > /out/tag"
+    output "/out"
 }}
 "#
         )
@@ -629,6 +693,28 @@ image "hello" {{
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("step `hello-bin` is copied into something built for linux/arm64"), "{err}");
     assert!(err.contains("platform \"build\""), "{err}");
+
+    // With the builder for both platforms, the arm64 run needs the kernel to run arm64 programs:
+    // where no binfmt_misc handler does, that is said before anything is built.
+    if !Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() {
+        ctx.write(
+            "emulated.kdl",
+            r#"image "b" {
+    export #false
+    platforms "linux/amd64" "linux/arm64"
+    repository "debian" suite="bookworm" components="main" keyring="/usr/share/keyrings/debian-archive-keyring.gpg"
+    packages "busybox-static"
+}
+step "s" { image "b"; run "/bin/busybox" "true"; output "/out"; }
+image "e" { platforms "linux/amd64" "linux/arm64"; files { copy from="s" "/out" to="/s"; } }
+"#,
+        );
+        let out = ctx.cmd().args(["build", "emulated.kdl"]).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("step `s` runs on linux/arm64, and this machine is linux/amd64") && err.contains("qemu-user-static"), "{err}");
+        assert!(!err.contains("building step"), "{err}");
+    }
 
     // With `platform "build"`: built here twice, once for each target.
     ctx.write("spec.kdl", spec("platform \"build\""));
@@ -647,5 +733,6 @@ image "hello" {{
         run(std::process::Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", single.display())).arg(&bundle));
         let elf = fs::read(bundle.join("rootfs/hello")).unwrap();
         assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), machine, "the {arch} image's binary");
+        assert_eq!(fs::read_to_string(bundle.join("rootfs/tag")).unwrap(), format!("{arch} with lib-for-{arch}\n"));
     }
 }
