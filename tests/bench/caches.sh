@@ -8,7 +8,8 @@
 # the host's cargo settings, and Go on the host: Debian's golang-go, installed if missing):
 #   Rust: a binary crate (150 serde types) with dependencies (serde, serde_json), built by Debian's cargo-web and
 #         rustc-web in a step with `cache "/src/target"`, its dependencies vendored by a
-#         fixed-output `cargo vendor` step; host: `cargo build --release` (rustup's toolchain)
+#         fixed-output `cargo vendor` step; host: `cargo build --release` (rustup's toolchain),
+#         and the same with Debian's cargo-web/rustc-web (the step's own compiler)
 #   Go:   specs/go-app with `cache "/root/.cache/go-build"`; host: `go build` with the same flags
 #   ratio compose rebuild / host rebuild after a one-line change                goal <= 1.5
 # and checks that `compose build --check` (the steps again, with empty caches) passes.
@@ -19,6 +20,8 @@ runs=${RUNS:-3}
 cargo build --release --locked --manifest-path "$here/Cargo.toml" >&2
 compose="$here/target/release/compose"
 command -v go >/dev/null || apt-get install -y --no-install-recommends golang-go >&2
+# Debian's Rust toolchain on the host too, for the same compiler as the step's.
+[ -x /usr/bin/rustc ] && [ -x /usr/bin/cargo ] || apt-get install -y --no-install-recommends cargo-web rustc-web >&2
 mkdir -p "$work"
 cd "$work"
 
@@ -72,6 +75,7 @@ open(sys.argv[1], "w").write("\n".join(out) + "\n")
 PY
 (cd rust && cargo generate-lockfile -q)
 cp -r rust rust-host
+cp -r rust rust-deb
 cat > rust/compose.kdl <<'EOF'
 image "rust-builder" {
     export #false
@@ -106,12 +110,16 @@ EOF
 rust_build() { "$compose" build rust/compose.kdl --cache-dir rust-cache --out rust-out; }
 rust_cold=$(timed rust_build)
 (cd rust-host && cargo build --release -q)
+deb_cargo() { (cd rust-deb && RUSTC=/usr/bin/rustc /usr/bin/cargo build --release -q); }
+deb_cargo
 rust_compose=()
 rust_host=()
+rust_deb=()
 for i in $(seq 1 "$runs"); do
-    sed -i "s/let edit = [0-9]*;/let edit = $i;/" rust/src/main.rs rust-host/src/main.rs
+    sed -i "s/let edit = [0-9]*;/let edit = $i;/" rust/src/main.rs rust-host/src/main.rs rust-deb/src/main.rs
     rust_compose+=("$(timed rust_build)")
     rust_host+=("$(timed sh -c 'cd rust-host && cargo build --release -q')")
+    rust_deb+=("$(timed deb_cargo)")
 done
 "$compose" build rust/compose.kdl --cache-dir rust-cache --out rust-out --check >/dev/null 2>&1 \
     || { echo "rust: compose build --check failed" >&2; exit 1; }
@@ -137,11 +145,12 @@ done
 "$compose" build go/compose.kdl --cache-dir go-cache --out go-out --check >/dev/null 2>&1 \
     || { echo "go: compose build --check failed" >&2; exit 1; }
 
-python3 - "$rust_cold" "$(median "${rust_compose[@]}")" "$(median "${rust_host[@]}")" \
+python3 - "$rust_cold" "$(median "${rust_compose[@]}")" "$(median "${rust_host[@]}")" "$(median "${rust_deb[@]}")" \
     "$go_cold" "$(median "${go_compose[@]}")" "$(median "${go_host[@]}")" <<'PY'
 import sys
-rc, r, rh, gc, g, gh = map(float, sys.argv[1:])
+rc, r, rh, rd, gc, g, gh = map(float, sys.argv[1:])
 print(f"rust: cold build {rc:.1f} s; one-line change: compose {r:.2f} s, host cargo {rh:.2f} s; ratio {r / rh:.2f} (goal <= 1.5)")
+print(f"      host with the step's own toolchain (Debian's cargo-web/rustc-web) {rd:.2f} s; ratio {r / rd:.2f}")
 print(f"go:   cold build {gc:.1f} s; one-line change: compose {g:.2f} s, host go {gh:.2f} s; ratio {g / gh:.2f} (goal <= 1.5)")
 print("compose build --check (empty caches) passed for both")
 PY
