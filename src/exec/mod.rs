@@ -5,7 +5,8 @@
 //! lookup stack store ▸ shared cache ▸ run, the parallel runs under per-derivation build locks),
 //! `run` (what running each kind of derivation means), `layers` and `assemble` (writing layers
 //! and images into the store), `packages` (package layers), `job`, `step` and `scripts` (jobs
-//! run through the [`executor`] seam, runc behind it: [`sandbox`], `seccomp`) and [`trees`]
+//! run through the [`executor`] seam, runc behind it: [`sandbox`], `seccomp`; `emulation` for
+//! steps of another architecture) and [`trees`]
 //! (unpacked images, captured outputs, the one walker). Whether a record fits its derivation is
 //! [`crate::record`]'s to say, for every lookup; a remote record's trees are checked by the rules
 //! of [`crate::tarcheck`] as they stream in.
@@ -24,6 +25,7 @@ use crate::store::{Record, Store, StoreError};
 
 mod assemble;
 mod caches;
+mod emulation;
 pub mod executor;
 mod job;
 mod layers;
@@ -237,11 +239,14 @@ pub struct CheckReport {
 }
 
 /// Can this machine run every step of `plan`? A step on another architecture needs a
-/// `binfmt_misc` handler (see `step::emulation`).
-pub fn check_emulation(plan: &Plan) -> Result<(), BuildError> {
+/// `binfmt_misc` handler (`emulation`): registered here when missing and possible (what was
+/// registered is said to `reporter`), else the step is refused before anything is built.
+pub fn check_emulation(plan: &Plan, reporter: &dyn Reporter) -> Result<(), BuildError> {
     for n in plan.graph.node_indices() {
         if let crate::plan::DrvKind::Step(s) = &plan.graph[n].kind {
-            step::emulation(&s.step, &run::step_platform(plan, s))?;
+            if let Some(said) = emulation::check(&s.step, &run::step_platform(plan, s), true)? {
+                reporter.warning(&said);
+            }
         }
     }
     Ok(())

@@ -289,7 +289,7 @@ pub(super) fn run_step(
     reporter: &dyn Reporter,
 ) -> Result<(Output, Output), BuildError> {
     let (executor, secrets) = (how.executor, how.secrets);
-    emulation(&s.step, &how.platform)?;
+    super::emulation::check(&s.step, &how.platform, false)?;
     let missing = |what: &'static str| BuildError::MissingOutput(format!("the image of step {}", s.step), what);
     let image = deps.get(&s.image).ok_or_else(|| missing("manifest"))?;
     let lower = trees::image_rootfs(store, image)?;
@@ -355,46 +355,6 @@ pub(super) fn run_step(
     present.unmake();
     let tree = capture(drv, s, &root, &mut log, store)?;
     Ok((log.commit(store)?, tree))
-}
-
-/// A step running on `platform`, another architecture than this machine's, needs the kernel to
-/// run that architecture's programs: a `binfmt_misc` handler (Debian's qemu-user-static
-/// registers them, with the `F` flag that lets a sandbox use them).
-pub(super) fn emulation(step: &str, platform: &str) -> Result<(), BuildError> {
-    let here = crate::spec::Platform::build_machine();
-    let arch = platform.split('/').nth(1).unwrap_or_default();
-    // An x86-64 kernel runs 386 programs itself.
-    if arch.is_empty() || arch == here.architecture || (here.architecture == "amd64" && arch == "386") {
-        return Ok(());
-    }
-    let qemu = match arch {
-        "amd64" => "x86_64",
-        "arm64" => "aarch64",
-        "386" => "i386",
-        "arm" => "arm",
-        "mips64le" => "mips64el",
-        "mipsle" => "mipsel",
-        other => other,
-    };
-    let handler = Path::new("/proc/sys/fs/binfmt_misc").join(format!("qemu-{qemu}"));
-    let text = fs::read_to_string(&handler).unwrap_or_default();
-    let enabled = text.lines().next() == Some("enabled");
-    let fixed = text.lines().any(|l| l.strip_prefix("flags:").is_some_and(|f| f.contains('F')));
-    if enabled && fixed {
-        return Ok(());
-    }
-    let why = if text.is_empty() {
-        format!("no binfmt_misc handler runs {arch} programs here (`{}` is missing)", handler.display())
-    } else if !enabled {
-        format!("the binfmt_misc handler `{}` is disabled", handler.display())
-    } else {
-        format!("the binfmt_misc handler `{}` lacks the F (fix binary) flag a sandbox needs", handler.display())
-    };
-    Err(BuildError::BadTree(format!(
-        "step `{step}` runs on {platform}, and this machine is {here}: {why}. Install Debian's qemu-user-static (it \
-         registers the handlers), or give the step `platform \"build\"` to build for {platform} on this machine \
-         (TARGETARCH and the like say the target)"
-    )))
 }
 
 /// The mount point of each cache inside an input directory (`/src/target` in `/src`), made in the

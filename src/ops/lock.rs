@@ -221,7 +221,7 @@ pub fn lock(opts: &SpecOptions, mode: LockMode, reporter: &dyn crate::exec::Repo
                 }
             }
         }
-        crate::exec::check_emulation(&planned.plan)?;
+        crate::exec::check_emulation(&planned.plan, reporter)?;
         let remote = super::open_remote(opts, &planned.clients)?;
         super::build::pin_steps(opts, planned, remote.as_ref(), reporter)?;
     }

@@ -641,7 +641,8 @@ image "t" {{ files {{ copy from="archive" "/out" to="/t"; }} }}
 /// output, built on the builder's first platform, in every platform (an x86-64 binary in the
 /// arm64 image). A step now runs for each platform that copies from it: on that platform, or
 /// with `platform "build"` on this machine for it (`TARGETARCH`); copying from a step whose image
-/// cannot run for a platform fails at plan time.
+/// is not built for a platform fails at plan time; a step of another architecture is emulated
+/// (Debian's qemu-user-static), or refused before anything is built where it cannot be.
 #[test]
 fn a_step_runs_for_each_platform_that_copies_from_it() {
     let ctx = TestContext::new();
@@ -694,23 +695,47 @@ step "tagged" {{
     assert!(err.contains("step `hello-bin` is copied into something built for linux/arm64"), "{err}");
     assert!(err.contains("platform \"build\""), "{err}");
 
-    // With the builder for both platforms, the arm64 run needs the kernel to run arm64 programs:
-    // where no binfmt_misc handler does, that is said before anything is built.
-    if !Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() {
-        ctx.write(
-            "emulated.kdl",
-            r#"image "b" {
+    // With the builder for both platforms, the arm64 run is emulated: compose registers Debian's
+    // qemu-user-static handler where it is missing (undone below), or, without qemu, says what
+    // is missing before anything is built.
+    let handler = Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64");
+    let had_handler = handler.exists();
+    let qemu = Path::new("/usr/share/binfmts/qemu-aarch64").exists();
+    ctx.write(
+        "emulated.kdl",
+        r#"image "b" {
     export #false
     platforms "linux/amd64" "linux/arm64"
     repository "debian" suite="bookworm" components="main" keyring="/usr/share/keyrings/debian-archive-keyring.gpg"
     packages "busybox-static"
 }
-step "s" { image "b"; run "/bin/busybox" "true"; output "/out"; }
+step "s" { image "b"; run "/bin/busybox" "sh" "-c" "/bin/busybox uname -m > /out/arch; cp /bin/busybox /out/"; output "/out"; }
 image "e" { platforms "linux/amd64" "linux/arm64"; files { copy from="s" "/out" to="/s"; } }
 "#,
-        );
-        let out = ctx.cmd().args(["build", "emulated.kdl"]).output().unwrap();
-        let err = stderr(&out);
+    );
+    let out = ctx.cmd().args(["build", "emulated.kdl"]).output().unwrap();
+    let err = stderr(&out);
+    if !had_handler && handler.exists() {
+        let _ = fs::write(handler, "-1");
+    }
+    if had_handler || qemu {
+        assert!(out.status.success(), "{err}");
+        if !had_handler {
+            assert!(err.contains("registered the binfmt_misc handler qemu-aarch64"), "{err}");
+        }
+        for (arch, uname, machine) in [("amd64", "x86_64", 62u16), ("arm64", "aarch64", 183u16)] {
+            let single = ctx.tmp.path().join(format!("emulated-{arch}"));
+            run(std::process::Command::new("skopeo")
+                .args(["copy", "-q", "--override-arch", arch])
+                .arg(format!("oci:{}:latest", ctx.path("out/e").display()))
+                .arg(format!("oci:{}:latest", single.display())));
+            let bundle = ctx.tmp.path().join(format!("emulated-bundle-{arch}"));
+            run(std::process::Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", single.display())).arg(&bundle));
+            assert_eq!(fs::read_to_string(bundle.join("rootfs/s/arch")).unwrap(), format!("{uname}\n"), "{arch}: where it ran");
+            let elf = fs::read(bundle.join("rootfs/s/busybox")).unwrap();
+            assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), machine, "the {arch} image's busybox");
+        }
+    } else {
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains("step `s` runs on linux/arm64, and this machine is linux/amd64") && err.contains("qemu-user-static"), "{err}");
         assert!(!err.contains("building step"), "{err}");
