@@ -37,7 +37,7 @@
 //! | 7 | [`resolution`] | a spec's packages → pinned lockfile entries |
 //! | 7 | [`remote`] | shared caches (HTTP, OCI registry): moving records and blobs; whether to believe them is [`record`]'s |
 //! | 8 | [`plan`] | the derivation model, the DAG, `DrvHash`es, layering and file-op rules, the root file system identity steps are keyed by; no I/O |
-//! | 9 | [`exec`] | executing a plan: the scheduler (`exec::schedule`: needs, lookups, parallel runs), each kind's operation (`exec::run`), layers and images; jobs (steps and maintainer scripts: `exec::job`) through the `exec::executor::Executor` seam, runc behind it (`exec::sandbox`: hardening, limits, interruption; `exec::seccomp`); steps' declared caches (`exec::caches`); trees (`exec::trees`: unpacked images, sealed, the one walker); progress through `Reporter` |
+//! | 9 | [`exec`] | executing a plan: the scheduler (`exec::schedule`: needs, lookups, parallel runs), each kind's operation (`exec::run`), layers and images; jobs (steps and maintainer scripts: `exec::job`) through the `exec::executor::Executor` seam, runc behind it (`exec::sandbox`: hardening, limits, interruption; `exec::seccomp`); steps' declared caches (`exec::caches`); steps of another architecture (`exec::emulation`); trees (`exec::trees`: unpacked images, sealed, the one walker); progress through `Reporter` |
 //! | 10 | [`image`] | finished images; OCI layout, archives, registry push |
 //! | 11 | [`ops`] | each command's operation: build, lock, plan, explain, cache |
 //! | 12 | `cli` | the binary's, not the library's (`src/main.rs` declares it): the flags, each command's call into [`ops`] and its output, one file per command; the only place that prints |
