@@ -5,11 +5,12 @@
 mod args;
 mod commands;
 mod progress;
+pub mod rootless;
 
 use compose::ops;
 
-pub use args::Cli;
-use args::{CacheAction, Command};
+use args::CacheAction;
+pub use args::{Cli, Command};
 
 /// Runs the parsed command; `Ok` holds the exit code.
 pub fn run(cli: Cli) -> Result<u8, ops::Error> {

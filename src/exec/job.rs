@@ -101,6 +101,15 @@ pub(super) fn make_dir(path: &Path, mode: u32) -> Result<(), BuildError> {
 /// step's error when it did not succeed.
 pub(super) fn command(root: &Root<'_>, cmd: &Command1<'_>, hermetic: bool, log: &mut Log, ctx: &Context<'_>) -> Result<(), BuildError> {
     let (step, drv, store, redact) = (root.step.as_str(), ctx.drv, ctx.store, ctx.redact);
+    if sandbox::rootless() {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            ctx.reporter.warning(
+                "steps run rootless (in a user namespace of this user's): their memory, process and CPU limits cannot be \
+                 enforced without cgroups of their own; their time and disk limits are",
+            )
+        });
+    }
     log.line(&redact(&format!("$ {}", shell_words(cmd.args))));
     let ended = root
         .executor

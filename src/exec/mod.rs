@@ -143,8 +143,9 @@ impl BuildError {
     pub fn help(&self) -> Option<String> {
         match self {
             BuildError::Sandbox { source: sandbox::SandboxError::NotRoot(_), .. } => Some(
-                "run compose as root (as CI jobs do, or with sudo); steps need runc and an overlay mount, and rootless \
-                 steps (user namespaces) are not supported yet"
+                "a user other than root builds steps in a user namespace of its own, over its subordinate ids: give it a \
+                 range in /etc/subuid and /etc/subgid (`usermod --add-subuids 100000-165535 --add-subgids 100000-165535 \
+                 USER`; `useradd` gives new users one) and install Debian's uidmap (newuidmap); or run compose as root"
                     .into(),
             ),
             BuildError::Sandbox { source: sandbox::SandboxError::NoRunc, .. } => {

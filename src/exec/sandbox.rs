@@ -34,7 +34,7 @@ use serde_json::json;
 pub enum SandboxError {
     #[error("build steps run in runc, which was not found on PATH or in /usr/sbin, /usr/bin, /sbin")]
     NoRunc,
-    #[error("build steps need root (runc over an overlay mount); this process runs as uid {0}")]
+    #[error("build steps need root or a user namespace of this user's, and this process (uid {0}) has neither")]
     NotRoot(u32),
     #[error("cannot mount an overlay for the step at `{path}` (build steps need overlayfs)")]
     Overlay {
@@ -217,6 +217,17 @@ fn swap_accounted() -> bool {
     Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() || Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
 
+/// Does this process run in a user namespace (a rootless build, see the CLI's `rootless`)? There
+/// the host's cgroups cannot be written: steps run without cgroup limits.
+pub fn rootless() -> bool {
+    static ROOTLESS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOTLESS.get_or_init(|| {
+        let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+        let first: Vec<&str> = map.split_whitespace().take(3).collect();
+        first != ["0", "0", "4294967295"]
+    })
+}
+
 /// The OCI runtime config of one command, run in cgroup `cgroup`.
 fn config(c: &Command1<'_>, cgroup: &str) -> serde_json::Value {
     let mut namespaces =
@@ -237,6 +248,14 @@ fn config(c: &Command1<'_>, cgroup: &str) -> serde_json::Value {
         json!({"destination": "/tmp", "type": "bind", "source": c.tmp, "options": ["rbind", "nosuid", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
     ];
+    // In a user namespace, a sysfs can only be mounted for a network namespace of its own: a
+    // step on the host's network gets an empty, read-only /sys instead.
+    if c.network && rootless() {
+        mounts.pop();
+        mounts.push(
+            json!({"destination": "/sys", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "noexec", "nodev", "ro", "size=4k"]}),
+        );
+    }
     for b in c.binds {
         // `rro`: read-only all the way down (a plain `ro` leaves mounts below the source writable).
         mounts.push(json!({"destination": b.destination, "type": "bind", "source": b.source,
@@ -259,6 +278,21 @@ fn config(c: &Command1<'_>, cgroup: &str) -> serde_json::Value {
     if let Some(cpus) = l.cpus {
         resources["cpu"] = json!({"quota": (cpus * 100_000.0).round() as i64, "period": 100_000u64});
     }
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "cgroupsPath": cgroup,
+        "resources": resources,
+        "seccomp": super::seccomp::profile(),
+        "maskedPaths": MASKED,
+        "readonlyPaths": READ_ONLY
+    });
+    if rootless() {
+        // No cgroups to write: no limits there (time and disk are the watchdog's).
+        if let Some(l) = linux.as_object_mut() {
+            l.remove("cgroupsPath");
+            l.remove("resources");
+        }
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -274,14 +308,7 @@ fn config(c: &Command1<'_>, cgroup: &str) -> serde_json::Value {
         "root": {"path": c.rootfs, "readonly": false},
         "hostname": "compose",
         "mounts": mounts,
-        "linux": {
-            "namespaces": namespaces,
-            "cgroupsPath": cgroup,
-            "resources": resources,
-            "seccomp": super::seccomp::profile(),
-            "maskedPaths": MASKED,
-            "readonlyPaths": READ_ONLY
-        }
+        "linux": linux
     })
 }
 

@@ -59,6 +59,7 @@ pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummar
     }
     // Steps on another architecture need the kernel's help: said before anything is built.
     exec::check_emulation(&planned.plan, reporter)?;
+
     let remote = open_remote(&opts.spec, &planned.clients)?;
     let planned = pin_steps(&opts.spec, planned, remote.as_ref(), reporter)?;
     // Exporting and pushing overlap with writing results back to the remote cache.

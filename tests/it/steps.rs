@@ -273,7 +273,7 @@ fn failing_changing_and_nondeterministic_steps_are_caught() {
         .unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("step `boom` cannot run: build steps need root") && err.contains("help: run compose as root"), "{err}");
+    assert!(err.contains("step `boom` cannot run: build steps need root or a user namespace") && err.contains("/etc/subuid"), "{err}");
 }
 
 /// Guards against this: derivations ran in waves by depth, so an image waiting only for a fast
@@ -760,4 +760,90 @@ image "e" { platforms "linux/amd64" "linux/arm64"; files { copy from="s" "/out" 
         assert_eq!(u16::from_le_bytes([elf[18], elf[19]]), machine, "the {arch} image's binary");
         assert_eq!(fs::read_to_string(bundle.join("rootfs/tag")).unwrap(), format!("{arch} with lib-for-{arch}\n"));
     }
+}
+
+/// Guards against this: "build steps need root … this process runs as uid 65534": no laptops, no
+/// rootless CI runners. A user with subordinate ids builds steps in a user namespace of its own
+/// (runc inside it), with its own store that no one else can read, and gets root's digests.
+#[test]
+fn a_user_other_than_root_builds_steps_with_roots_digests() {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = TestContext::new();
+    let user = "compose-rootless";
+    if std::process::Command::new("id").arg(user).output().map(|o| !o.status.success()).unwrap_or(true) {
+        run(std::process::Command::new("useradd").args(["-m", user]));
+    }
+    let id = |flag: &str| {
+        String::from_utf8(std::process::Command::new("id").args([flag, user]).output().unwrap().stdout).unwrap().trim().to_string()
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    let dir = ctx.tmp.path().join("rootless");
+    fs::create_dir_all(&dir).unwrap();
+    for d in [ctx.tmp.path(), dir.as_path()] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let spec = format!(
+        r#"{tools}
+step "fetch" {{
+    image "tools"
+    run "sh" "-c" "echo pinned > /out/f"
+    output "/out"
+    network #true
+}}
+step "owners" {{
+    image "tools"
+    copy from="fetch" "/out/f" to="/in/f"
+    cache "/c"
+    run "sh" "-c" "cp /in/f /out/; echo x > /out/owned; chown 1000:1000 /out/owned; echo y > /out/suid; chmod 4755 /out/suid; echo t > /tmp/t; cp /tmp/t /out/; date > /c/stamp"
+    output "/out"
+}}
+image "app" {{ files {{ copy from="owners" "/out" to="/app"; }} }}
+"#,
+        tools = busybox_tools("coreutils")
+    );
+    fs::write(dir.join("spec.kdl"), &spec).unwrap();
+    let as_root = ctx
+        .cmd()
+        .current_dir(&dir)
+        .args(["build", "--json", "spec.kdl", "--cache-dir"])
+        .arg(ctx.tmp.path().join("root-store"))
+        .args(["--out", "root-out"])
+        .output()
+        .unwrap();
+    assert_success(&as_root, "build as root");
+    let root_digest = digest(&serde_json::from_slice(&as_root.stdout).unwrap());
+    fs::remove_file(dir.join("spec.kdl.lock")).unwrap();
+
+    let as_user = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args([&format!("--reuid={uid}"), &format!("--regid={gid}"), "--init-groups", COMPOSE])
+            .args(args)
+            .current_dir(&dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", format!("/home/{user}"))
+            .env("COMPOSE_CACHE_DIR", dir.join("user-store"))
+            .output()
+            .unwrap()
+    };
+    let out = as_user(&["build", "--json", "spec.kdl", "--out", "user-out"]);
+    assert_success(&out, "build as a user");
+    assert_eq!(digest(&serde_json::from_slice(&out.stdout).unwrap()), root_digest, "{}", stderr(&out));
+    assert!(stderr(&out).contains("steps run rootless"), "{}", stderr(&out));
+    // --check runs its steps again, rootless too.
+    assert_success(&as_user(&["build", "spec.kdl", "--out", "user-out", "--check"]), "--check as a user");
+    // Its store is its own: no one else reads it.
+    let store = dir.join("user-store/v1");
+    let m = fs::metadata(&store).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((m.uid().to_string(), m.mode() & 0o777), (uid.clone(), 0o700));
+    let other = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "ls"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(!other.status.success(), "another user read the store");
+    // Everything in it, its steps' caches included, can be removed by its user.
+    assert_success(&as_user(&["cache", "gc", "--max-age-days", "0"]), "gc as a user");
+    assert!(walkdir::WalkDir::new(dir.join("user-store/v1/caches")).into_iter().flatten().all(|e| e.file_name() != "stamp"));
 }

@@ -1,0 +1,52 @@
+//! Rootless builds: a user other than root runs compose in a user namespace of its own, where it
+//! is root over its subordinate ids (`/etc/subuid`, `/etc/subgid`), as rootless podman does.
+//! util-linux's `unshare --map-auto` maps them (through `newuidmap` and `newgidmap`, from
+//! Debian's uidmap), and the namespace has its own mounts: compose unpacks trees with their owners,
+//! mounts overlays and runs runc in it unchanged, and every file it makes is the user's (or one of
+//! the user's subordinate ids) on the host.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+/// Set in the namespace, so that compose enters it once.
+const IN_NAMESPACE: &str = "COMPOSE_USERNS";
+
+/// When this process is not root and may build: run this command again in a user namespace of
+/// its own (this call then never returns but with an error to report). Otherwise nothing.
+pub fn enter() -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if uid == 0 || std::env::var_os(IN_NAMESPACE).is_some() {
+        return None;
+    }
+    let unshare = ["/usr/bin/unshare", "/bin/unshare"].into_iter().map(PathBuf::from).find(|p| p.is_file())?;
+    let user = users_name(uid)?;
+    let has_range = |file: &str| {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(':').next().is_some_and(|n| n == user || n == uid.to_string()))
+    };
+    if !has_range("/etc/subuid") || !has_range("/etc/subgid") {
+        // Builds without steps need no namespace; a step says what is missing.
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    let err = std::process::Command::new(unshare)
+        .args(["--map-auto", "--map-root-user", "--mount", "--propagation", "private", "--"])
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(IN_NAMESPACE, "1")
+        .exec();
+    Some(format!("cannot run compose in a user namespace of its own (unshare --map-auto): {err}"))
+}
+
+/// The name of user `uid`, from the system's account database.
+fn users_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)? == uid.to_string()).then(|| name.to_string())
+    })
+}
