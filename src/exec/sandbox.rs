@@ -539,16 +539,32 @@ fn watch(c: &Container, writes: &[PathBuf; 2], limits: Limits, done: &std::sync:
     }
 }
 
-/// Mount an overlay of `lower` (leftmost on top) with `upper` and `work` at `target`.
+/// Mount an overlay of `lower` (leftmost on top) with `upper` and `work` at `target`: the kernel's,
+/// or in a user namespace where the kernel refuses it, fuse-overlayfs's.
 pub fn mount_overlay(lower: &[&Path], upper: &Path, work: &Path, target: &Path) -> Result<(), SandboxError> {
     let lowers: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
     let opts = format!("lowerdir={},upperdir={},workdir={}", lowers.join(":"), upper.display(), work.display());
     let cstr = |s: &str| std::ffi::CString::new(s).map_err(|_| SandboxError::Runc(format!("a path holds a NUL byte: {s}")));
     let (src, tgt, fstype, data) = (cstr("overlay")?, cstr(&target.display().to_string())?, cstr("overlay")?, cstr(&opts)?);
-    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
-    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fstype.as_ptr(), 0, data.as_ptr().cast()) };
+    let forced = std::env::var_os("COMPOSE_FUSE_OVERLAYFS").is_some_and(|v| v == "1");
+    let rc = if forced {
+        -1
+    } else {
+        // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+        unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fstype.as_ptr(), 0, data.as_ptr().cast()) }
+    };
     if rc != 0 {
-        return Err(SandboxError::Overlay { path: target.to_path_buf(), source: io::Error::last_os_error() });
+        let source = io::Error::last_os_error();
+        // A kernel that refuses overlayfs in a user namespace: fuse-overlayfs, as rootless
+        // podman does (COMPOSE_FUSE_OVERLAYFS=1 asks for it).
+        if rootless() || forced {
+            if let Ok(status) = Command::new("fuse-overlayfs").arg("-o").arg(&opts).arg(target).stderr(Stdio::null()).status() {
+                if status.success() {
+                    return Ok(());
+                }
+            }
+        }
+        return Err(SandboxError::Overlay { path: target.to_path_buf(), source });
     }
     Ok(())
 }
