@@ -23,8 +23,9 @@ fn main() -> ExitCode {
     // On a terminal, reports wrap to its width; in logs and pipes, lines stay whole (greppable).
     let wrap = std::io::stderr().is_terminal();
     let _ = miette::set_hook(Box::new(move |_| Box::new(miette::MietteHandlerOpts::new().wrap_lines(wrap).build())));
-    // Not root: in a user namespace of its own (all but `import`, which touches no store).
-    if !matches!(cli.command, cli::Command::Import { .. }) {
+    // Not root: the commands that may run steps or remove what they made, in a user namespace
+    // of its own.
+    if cli.command.may_run_steps() {
         if let Some(why) = cli::rootless::enter() {
             eprintln!("error: {why}");
             return ExitCode::from(1);

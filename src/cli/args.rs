@@ -181,6 +181,18 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Does it run build steps, or remove what they made (which, for a user other than root,
+    /// belongs to its subordinate ids)?
+    pub fn may_run_steps(&self) -> bool {
+        match self {
+            Command::Build { .. } | Command::Lock { .. } | Command::Push { .. } => true,
+            Command::Cache { action } => matches!(action, CacheAction::Gc { .. } | CacheAction::Verify { .. }),
+            _ => false,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 pub enum CacheAction {
     /// Re-hash every blob and check every record.

@@ -154,11 +154,22 @@ impl BuildError {
             BuildError::MissingSecret { id, .. } => {
                 Some(format!("give it with `--secret id={id},src=FILE` or `--secret id={id},env=VARIABLE` (or mark it `required=#false`)"))
             }
-            BuildError::StepFailed { hermetic: true, .. } => Some(
-                "the step is hermetic: it has no network. If it downloads something, make it a fixed-output step \
-                 with `network #true` (its result is then pinned in the lockfile)"
-                    .into(),
-            ),
+            BuildError::StepFailed { hermetic, .. } => {
+                let mut help = Vec::new();
+                if *hermetic {
+                    help.push(
+                        "the step is hermetic: it has no network. If it downloads something, make it a fixed-output step \
+                         with `network #true` (its result is then pinned in the lockfile)",
+                    );
+                }
+                if sandbox::rootless() {
+                    help.push(
+                        "it ran rootless, in this user's namespace: only uids and gids 0-65535 exist there (as many as the \
+                         user's subordinate ids), and device nodes cannot be made; as root they can",
+                    );
+                }
+                (!help.is_empty()).then(|| help.join("; "))
+            }
             _ => None,
         }
     }

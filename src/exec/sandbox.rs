@@ -326,13 +326,10 @@ fn live() -> std::sync::MutexGuard<'static, Vec<(PathBuf, PathBuf, String)>> {
 
 /// Kill container `id` and every process in it.
 fn kill(runc: &Path, state: &Path, id: &str) {
-    let _ = Command::new(runc)
-        .arg("--root")
-        .arg(state)
-        .args(["kill", "--all", id, "KILL"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    // Without cgroups (rootless) runc cannot find "all" of them; killing the init of the
+    // container's PID namespace kills every process in it.
+    let args: &[&str] = if rootless() { &["kill", id, "KILL"] } else { &["kill", "--all", id, "KILL"] };
+    let _ = Command::new(runc).arg("--root").arg(state).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status();
 }
 
 /// Stop every running command, with its whole process tree, and refuse to start new ones; returns
@@ -544,9 +541,11 @@ fn watch(c: &Container, writes: &[PathBuf; 2], limits: Limits, done: &std::sync:
 pub fn mount_overlay(lower: &[&Path], upper: &Path, work: &Path, target: &Path) -> Result<(), SandboxError> {
     let lowers: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
     let opts = format!("lowerdir={},upperdir={},workdir={}", lowers.join(":"), upper.display(), work.display());
-    let cstr = |s: &str| std::ffi::CString::new(s).map_err(|_| SandboxError::Runc(format!("a path holds a NUL byte: {s}")));
-    let (src, tgt, fstype, data) = (cstr("overlay")?, cstr(&target.display().to_string())?, cstr("overlay")?, cstr(&opts)?);
     let forced = std::env::var_os("COMPOSE_FUSE_OVERLAYFS").is_some_and(|v| v == "1");
+    // In a user namespace the kernel keeps its marks (opaque directories) in `user.` xattrs.
+    let kernel_opts = if rootless() { format!("{opts},userxattr") } else { opts.clone() };
+    let cstr = |s: &str| std::ffi::CString::new(s).map_err(|_| SandboxError::Runc(format!("a path holds a NUL byte: {s}")));
+    let (src, tgt, fstype, data) = (cstr("overlay")?, cstr(&target.display().to_string())?, cstr("overlay")?, cstr(&kernel_opts)?);
     let rc = if forced {
         -1
     } else {
@@ -558,10 +557,13 @@ pub fn mount_overlay(lower: &[&Path], upper: &Path, work: &Path, target: &Path) 
         // A kernel that refuses overlayfs in a user namespace: fuse-overlayfs, as rootless
         // podman does (COMPOSE_FUSE_OVERLAYFS=1 asks for it).
         if rootless() || forced {
-            if let Ok(status) = Command::new("fuse-overlayfs").arg("-o").arg(&opts).arg(target).stderr(Stdio::null()).status() {
-                if status.success() {
-                    return Ok(());
+            match Command::new("fuse-overlayfs").arg("-o").arg(&opts).arg(target).stdout(Stdio::null()).output() {
+                Ok(out) if out.status.success() => return Ok(()),
+                Ok(out) if forced => {
+                    let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                    return Err(SandboxError::Runc(format!("fuse-overlayfs could not mount the step's root: {why}")));
                 }
+                _ => {}
             }
         }
         return Err(SandboxError::Overlay { path: target.to_path_buf(), source });

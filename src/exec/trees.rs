@@ -361,13 +361,16 @@ pub fn walk(dir: &Path, w: &Walk<'_>) -> Result<Vec<PlannedEntry>, BuildError> {
 
 /// Is `dir` an overlayfs opaque directory (`trusted.overlay.opaque` = `y`)?
 fn opaque(dir: &Path) -> bool {
-    let (Ok(path), Ok(name)) = (std::ffi::CString::new(dir.display().to_string()), std::ffi::CString::new("trusted.overlay.opaque")) else {
-        return false;
-    };
-    let mut buf = [0u8; 4];
-    // SAFETY: valid NUL-terminated strings and a buffer of the length given.
-    let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    n == 1 && buf[0] == b'y'
+    // `trusted.` as root; `user.` in a user namespace (overlayfs's `userxattr`).
+    ["trusted.overlay.opaque", "user.overlay.opaque"].iter().any(|attr| {
+        let (Ok(path), Ok(name)) = (std::ffi::CString::new(dir.display().to_string()), std::ffi::CString::new(*attr)) else {
+            return false;
+        };
+        let mut buf = [0u8; 4];
+        // SAFETY: valid NUL-terminated strings and a buffer of the length given.
+        let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        n == 1 && buf[0] == b'y'
+    })
 }
 
 /// Most symlinks followed resolving one path (the kernel's own bound, `ELOOP`).

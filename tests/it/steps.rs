@@ -794,10 +794,17 @@ step "owners" {{
     image "tools"
     copy from="fetch" "/out/f" to="/in/f"
     cache "/c"
-    run "sh" "-c" "cp /in/f /out/; echo x > /out/owned; chown 1000:1000 /out/owned; echo y > /out/suid; chmod 4755 /out/suid; echo t > /tmp/t; cp /tmp/t /out/; date > /c/stamp"
+    run "sh" "-c" "cp /in/f /out/; echo x > /out/owned; chown 1000:1000 /out/owned; echo y > /out/suid; chmod 4755 /out/suid; echo t > /tmp/t; cp /tmp/t /out/; date > /c/stamp; rm -rf /usr/share/doc"
     output "/out"
 }}
 image "app" {{ files {{ copy from="owners" "/out" to="/app"; }} }}
+step "endless" {{
+    image "tools"
+    limits {{ time "2s"; }}
+    run "sh" "-c" "sleep 600"
+    output "/out"
+}}
+image "never" {{ files {{ copy from="endless" "/out" to="/n"; }} }}
 "#,
         tools = busybox_tools("coreutils")
     );
@@ -805,7 +812,7 @@ image "app" {{ files {{ copy from="owners" "/out" to="/app"; }} }}
     let as_root = ctx
         .cmd()
         .current_dir(&dir)
-        .args(["build", "--json", "spec.kdl", "--cache-dir"])
+        .args(["build", "--json", "spec.kdl", "--image", "app", "--cache-dir"])
         .arg(ctx.tmp.path().join("root-store"))
         .args(["--out", "root-out"])
         .output()
@@ -827,20 +834,24 @@ image "app" {{ files {{ copy from="owners" "/out" to="/app"; }} }}
             .output()
             .unwrap()
     };
-    let out = as_user(&["build", "--json", "spec.kdl", "--out", "user-out"], false);
+    let out = as_user(&["build", "--json", "spec.kdl", "--image", "app", "--out", "user-out"], false);
     assert_success(&out, "build as a user");
     assert_eq!(digest(&serde_json::from_slice(&out.stdout).unwrap()), root_digest, "{}", stderr(&out));
     // The same with fuse-overlayfs, what a kernel refusing overlayfs in a user namespace gets
     // (where users may open /dev/fuse: some machines keep it root's).
     let fuse_open = fs::metadata("/dev/fuse").is_ok_and(|m| m.permissions().mode() & 0o006 == 0o006);
     if fuse_open && Path::new("/usr/bin/fuse-overlayfs").exists() {
-        let fuse = as_user(&["build", "--json", "spec.kdl", "--out", "user-out-fuse"], true);
+        let fuse = as_user(&["build", "--json", "spec.kdl", "--image", "app", "--out", "user-out-fuse"], true);
         assert_success(&fuse, "build as a user, fuse-overlayfs");
         assert_eq!(digest(&serde_json::from_slice(&fuse.stdout).unwrap()), root_digest, "{}", stderr(&fuse));
     }
     assert!(stderr(&out).contains("steps run rootless"), "{}", stderr(&out));
+    // Its limits stop a step (no cgroups here: the container's init is killed).
+    let endless = as_user(&["build", "spec.kdl", "--image", "never", "--out", "user-out"], false);
+    assert_eq!(endless.status.code(), Some(1), "{}", stderr(&endless));
+    assert!(stderr(&endless).contains("ran past its time limit of 2s"), "{}", stderr(&endless));
     // --check runs its steps again, rootless too.
-    assert_success(&as_user(&["build", "spec.kdl", "--out", "user-out", "--check"], false), "--check as a user");
+    assert_success(&as_user(&["build", "spec.kdl", "--image", "app", "--out", "user-out", "--check"], false), "--check as a user");
     // Its store is its own: no one else reads it.
     let store = dir.join("user-store/v1");
     let m = fs::metadata(&store).unwrap();
