@@ -284,3 +284,12 @@ pub fn human_bytes(n: u64) -> String {
         format!("{v:.1} {}", units[u])
     }
 }
+
+/// The name of the host account with uid `uid`, from `/etc/passwd`.
+pub fn account_name(uid: u32) -> Option<String> {
+    let passwd = fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
+    })
+}

@@ -19,7 +19,7 @@ pub fn enter() -> Option<String> {
         return None;
     }
     let unshare = ["/usr/bin/unshare", "/bin/unshare"].into_iter().map(PathBuf::from).find(|p| p.is_file())?;
-    let user = users_name(uid)?;
+    let user = compose::util::account_name(uid)?;
     let has_range = |file: &str| {
         std::fs::read_to_string(file)
             .unwrap_or_default()
@@ -50,14 +50,4 @@ pub fn enter() -> Option<String> {
     let exe = std::env::current_exe().ok()?;
     let err = std::process::Command::new(unshare).args(args).arg("--").arg(exe).args(std::env::args_os().skip(1)).exec();
     Some(format!("cannot run compose in a user namespace of its own (unshare --map-auto): {err}"))
-}
-
-/// The name of user `uid`, from the system's account database.
-fn users_name(uid: u32) -> Option<String> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let mut f = l.split(':');
-        let name = f.next()?;
-        (f.nth(1)? == uid.to_string()).then(|| name.to_string())
-    })
 }

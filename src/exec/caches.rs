@@ -21,6 +21,7 @@ use super::sandbox::Bind;
 use super::{trees, BuildError};
 use crate::hash::Encoder;
 use crate::plan::StepDrv;
+use crate::spec::{path_within as under, STEP_RESERVED};
 use crate::store::{CacheLease, Store};
 
 /// Which caches a run of a step gets.
@@ -111,13 +112,12 @@ impl Leased {
             Ok(rel)
         };
         let output = inside(&s.output)?;
-        let under = |p: &str, dir: &str| p == dir || p.starts_with(&format!("{dir}/"));
         let mut binds = Vec::new();
         for (i, (path, id)) in self.caches.iter().enumerate() {
             let dest = inside(path)?;
             let refuse = |why: String| BuildError::BadTree(format!("step `{}`: its cache `{path}` {why}", s.step));
             if dest != *path {
-                if let Some(dir) = ["/tmp", "/proc", "/sys", "/dev"].into_iter().find(|d| under(&dest, d)) {
+                if let Some((dir, _)) = STEP_RESERVED.iter().find(|(d, _)| under(&dest, d)) {
                     return Err(refuse(format!("leads through a link to `{dest}`, under `{dir}`")));
                 }
             }
@@ -159,10 +159,8 @@ impl Leased {
             }
             let path = e.path();
             let rel = path.strip_prefix(inputs).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-            let mut hasher = blake3::Hasher::new();
             let f = fs::File::open(path).map_err(trees::io_error(path, "cannot read"))?;
-            hasher.update_reader(f).map_err(trees::io_error(path, "cannot read"))?;
-            let hash = hasher.finalize().to_hex().to_string();
+            let hash = crate::hash::ContentHash::of_reader(f).map_err(trees::io_error(path, "cannot read"))?.0.hex();
             let (secs, nanos) = match ledger.get(&rel) {
                 Some((h, secs, nanos)) if *h == hash => (*secs, *nanos),
                 // Seen for the first time on the step's first run: as old as the epoch (what

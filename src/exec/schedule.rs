@@ -525,14 +525,16 @@ impl Scheduler<'_> {
     /// dropped too (whatever plan it was made in), and made again.
     fn still_made_from(&self, r: &Record) -> bool {
         let Some(from) = self.store.unverified(&r.drv) else { return true };
-        let holds = |(d, id): &(crate::hash::DrvHash, crate::hash::Sha256)| {
-            *d == r.drv || matches!(self.store.lookup(d), Ok(Some(s)) if s.outputs.get("tree").and_then(|o| o.diff_id) == Some(*id))
-        };
-        if from.iter().all(holds) {
+        if from.iter().all(|(d, id)| *d == r.drv || self.stored_as(d, id)) {
             return true;
         }
         self.store.forget(&r.drv);
         false
+    }
+
+    /// Does the store still hold step record `d` with the tree `id`?
+    fn stored_as(&self, d: &crate::hash::DrvHash, id: &crate::hash::Sha256) -> bool {
+        matches!(self.store.lookup(d), Ok(Some(s)) if s.outputs.get("tree").and_then(|o| o.diff_id) == Some(*id))
     }
 
     /// Hand record `r` to the uploaders (`stored`: it was in the store before this build),
@@ -542,12 +544,7 @@ impl Scheduler<'_> {
         let shareable = match self.store.unverified(&r.drv) {
             None => true,
             Some(from) => {
-                !from.is_empty()
-                    && from.iter().all(|(d, id)| {
-                        *d != r.drv
-                            && self.store.unverified(d).is_none()
-                            && matches!(self.store.lookup(d), Ok(Some(s)) if s.outputs.get("tree").and_then(|o| o.diff_id) == Some(*id))
-                    })
+                !from.is_empty() && from.iter().all(|(d, id)| *d != r.drv && self.store.unverified(d).is_none() && self.stored_as(d, id))
             }
         };
         if shareable {

@@ -158,17 +158,13 @@ fn host_binds(s: &StepDrv) -> Vec<Bind> {
     binds
 }
 
-/// The host account (from `/etc/passwd`) with uid `uid`, if that is not root: steps run as the
-/// same uid on the host (there is no user namespace yet).
+/// The host account (from `/etc/passwd`) with uid `uid`, if that is not root: when compose runs
+/// as root, steps run as the same uid on the host.
 fn host_account(uid: u32) -> Option<String> {
     if uid == 0 {
         return None;
     }
-    let passwd = fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 2 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
-    })
+    crate::util::account_name(uid)
 }
 
 /// Is `p` (followed to what it names) a regular file, or with `dir` a directory, that every user
@@ -362,7 +358,7 @@ pub(super) fn run_step(
 /// would hide it.
 fn cache_mount_points(s: &StepDrv, inputs: &Path) -> Result<(), BuildError> {
     for c in &s.caches {
-        if !s.input_paths.iter().any(|p| c.path.starts_with(&format!("{}/", p.trim_end_matches('/')))) {
+        if !s.input_paths.iter().any(|p| c.path != *p && crate::spec::path_within(&c.path, p)) {
             continue;
         }
         // Component by component, never through a link: the inputs are the spec's, and a link

@@ -58,8 +58,8 @@ impl Planner<'_> {
         e.finish()
     }
 
-    /// The root file system identity of image node `n` (its derivation hash if it is no image,
-    /// which planning never asks).
+    /// The root file system identity of image node `n`; for any other node (a step, as a `copy
+    /// from=` source), its derivation hash.
     pub(super) fn image_rootfs(&self, n: NodeIndex) -> DrvHash {
         match &self.plan.graph[n].kind {
             DrvKind::Image(i) => i.rootfs,
@@ -84,11 +84,7 @@ impl Planner<'_> {
                             encode_entries(&mut e, entries);
                         }
                         LayerPart::From(c) => {
-                            let source = match &self.plan.graph[c.source].kind {
-                                DrvKind::Image(i) => i.rootfs,
-                                _ => self.plan.graph[c.source].hash,
-                            };
-                            e.str("from").drv(&source).str(&c.src).str(&c.to).u64(c.to_dir as u64);
+                            e.str("from").drv(&self.image_rootfs(c.source)).str(&c.src).str(&c.to).u64(c.to_dir as u64);
                             e.u64(c.mode.map_or(u64::MAX, u64::from))
                                 .u64(c.dir_mode.map_or(u64::MAX, u64::from))
                                 .u64(c.uid as u64)

@@ -150,6 +150,21 @@ pub enum StepPlatform {
     Fixed(Platform),
 }
 
+/// Where a step's inputs, output and caches cannot go, and why: the step's own `/tmp` (empty at
+/// each run) and the kernel's file systems. Checked on the spec, and again where a link in the
+/// step's root leads.
+pub const STEP_RESERVED: &[(&str, &str)] = &[
+    ("/tmp", "`/tmp` is the step's own, empty at each run of it"),
+    ("/proc", "`/proc` is the kernel's"),
+    ("/sys", "`/sys` is the kernel's"),
+    ("/dev", "`/dev` is the sandbox's"),
+];
+
+/// Is the absolute, normalized path `p` the directory `dir` or below it?
+pub fn path_within(p: &str, dir: &str) -> bool {
+    dir == "/" || p == dir || p.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// One directory a step declares as a cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheSpec {

@@ -56,19 +56,13 @@ impl Store {
             Ok((f, root.join(n.to_string())))
         };
         let (lock, dir) = match sharing {
-            Sharing::Locked => {
+            Sharing::Locked | Sharing::Shared => {
                 let (f, dir) = open(0)?;
-                if f.try_lock().is_err() {
+                let exclusive = sharing == Sharing::Locked;
+                let free = if exclusive { f.try_lock().is_ok() } else { f.try_lock_shared().is_ok() };
+                if !free {
                     waiting();
-                    f.lock().map_err(io_err("lock cache", &dir))?;
-                }
-                (f, dir)
-            }
-            Sharing::Shared => {
-                let (f, dir) = open(0)?;
-                if f.try_lock_shared().is_err() {
-                    waiting();
-                    f.lock_shared().map_err(io_err("lock cache", &dir))?;
+                    if exclusive { f.lock() } else { f.lock_shared() }.map_err(io_err("lock cache", &dir))?;
                 }
                 (f, dir)
             }

@@ -126,25 +126,34 @@ done
     || { echo "rust: compose build --check failed" >&2; exit 1; }
 
 # --- Go -----------------------------------------------------------------------------------
+# go_measure NAME EDIT: NAME/ holds the spec (its sources in NAME/src), NAME-host/ the same
+# sources; `EDIT I FILE…` makes change I in the given copies of the edited file. Builds cold,
+# then $runs changes built by compose and by the host's `go build` back to back; checks
+# `--check`; prints the cold time and the two medians.
+go_measure() {
+    local name=$1 edit=$2 compose_t=() host_t=() cold i
+    go_build() { "$compose" build "$name/compose.kdl" --cache-dir "$name-cache" --out "$name-out" "$@"; }
+    go_host_build() {
+        (cd "$name-host" && CGO_ENABLED=0 GOCACHE="$work/$name-host-cache" GOFLAGS=-mod=mod GOPROXY=off \
+            go build -trimpath -buildvcs=false "-ldflags=-s -w -buildid=" -o "$work/$name-host-bin" .)
+    }
+    cold=$(timed go_build)
+    go_host_build
+    for i in $(seq 1 "$runs"); do
+        "$edit" "$i"
+        compose_t+=("$(timed go_build)")
+        host_t+=("$(timed go_host_build)")
+    done
+    go_build --check >/dev/null 2>&1 || { echo "$name: compose build --check failed" >&2; exit 1; }
+    echo "$cold $(median "${compose_t[@]}") $(median "${host_t[@]}")"
+}
+
 rm -rf go go-host go-cache go-out
 cp -r "$here/specs/go-app" go
 cp -r "$here/specs/go-app/src" go-host
-go_build() { "$compose" build go/compose.kdl --cache-dir go-cache --out go-out; }
-go_host_build() {
-    (cd go-host && CGO_ENABLED=0 GOCACHE="$work/go-host-cache" GOFLAGS=-mod=mod GOPROXY=off \
-        go build -trimpath -buildvcs=false "-ldflags=-s -w -buildid=" -o "$work/go-host-bin" .)
-}
-go_cold=$(timed go_build)
-go_host_build
-go_compose=()
-go_host=()
-for i in $(seq 1 "$runs"); do
-    sed -i "s/name := \"[a-z0-9]*\"/name := \"world$i\"/" go/src/main.go go-host/main.go
-    go_compose+=("$(timed go_build)")
-    go_host+=("$(timed go_host_build)")
-done
-"$compose" build go/compose.kdl --cache-dir go-cache --out go-out --check >/dev/null 2>&1 \
-    || { echo "go: compose build --check failed" >&2; exit 1; }
+edit_go() { sed -i "s/name := \"[a-z0-9]*\"/name := \"world$1\"/" go/src/main.go go-host/main.go; }
+go_r=$(go_measure go edit_go)
+read -r go_cold go_compose go_host <<<"$go_r"
 
 # A Go module of some size (40 packages of 100 functions each), the one-line change in a package
 # the program imports, built by the same spec.
@@ -169,26 +178,12 @@ main = ["package main", "", "import (", "\t\"fmt\""] + imports + [")", "", "func
 open(f"{root}/main.go", "w").write("\n".join(main) + "\n")
 PY
 cp -r gobig/src gobig-host
-gobig_build() { "$compose" build gobig/compose.kdl --cache-dir gobig-cache --out gobig-out; }
-gobig_host_build() {
-    (cd gobig-host && CGO_ENABLED=0 GOCACHE="$work/gobig-host-cache" GOFLAGS=-mod=mod GOPROXY=off \
-        go build -trimpath -buildvcs=false "-ldflags=-s -w -buildid=" -o "$work/gobig-host-bin" .)
-}
-gobig_cold=$(timed gobig_build)
-gobig_host_build
-gobig_compose=()
-gobig_host=()
-for i in $(seq 1 "$runs"); do
-    sed -i "s/const Edit = [0-9]*/const Edit = $i/" gobig/src/p7/p.go gobig-host/p7/p.go
-    gobig_compose+=("$(timed gobig_build)")
-    gobig_host+=("$(timed gobig_host_build)")
-done
-"$compose" build gobig/compose.kdl --cache-dir gobig-cache --out gobig-out --check >/dev/null 2>&1 \
-    || { echo "go module: compose build --check failed" >&2; exit 1; }
+edit_gobig() { sed -i "s/const Edit = [0-9]*/const Edit = $1/" gobig/src/p7/p.go gobig-host/p7/p.go; }
+gobig_r=$(go_measure gobig edit_gobig)
+read -r gobig_cold gobig_compose gobig_host <<<"$gobig_r"
 
 python3 - "$rust_cold" "$(median "${rust_compose[@]}")" "$(median "${rust_host[@]}")" "$(median "${rust_deb[@]}")" \
-    "$go_cold" "$(median "${go_compose[@]}")" "$(median "${go_host[@]}")" \
-    "$gobig_cold" "$(median "${gobig_compose[@]}")" "$(median "${gobig_host[@]}")" <<'PY'
+    "$go_cold" "$go_compose" "$go_host" "$gobig_cold" "$gobig_compose" "$gobig_host" <<'PY'
 import sys
 rc, r, rh, rd, gc, g, gh, bc, b, bh = map(float, sys.argv[1:])
 print(f"rust: cold build {rc:.1f} s; one-line change: compose {r:.2f} s, host cargo {rh:.2f} s; ratio {r / rh:.2f} (goal <= 1.5)")

@@ -6,7 +6,9 @@ use kdl::{KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
 
 use super::super::values::{byte_size, go_duration, owner, platform};
-use super::super::{CacheSpec, FileOp, Owner, SecretSpec, Sharing, StepLimits, StepPlatform, StepSpec};
+use super::super::{
+    path_within as under, CacheSpec, FileOp, Owner, SecretSpec, Sharing, StepLimits, StepPlatform, StepSpec, STEP_RESERVED,
+};
 use super::{
     head_span, value_span, Decoder, Node, Seen, LIMIT_CHILDREN, STEP_CHILDREN, USAGE_CACHE, USAGE_HOST_MOUNT, USAGE_LIMITS, USAGE_NETWORK,
     USAGE_OUTPUT, USAGE_PASS_ENV, USAGE_RUN, USAGE_SECRET, USAGE_STEP, USAGE_STEP_IMAGE, USAGE_STEP_PLATFORM, USAGE_STEP_USER,
@@ -35,20 +37,6 @@ struct StepBody {
     secrets: Vec<SecretSpec>,
     host_mounts: Vec<(String, String)>,
     caches: Vec<CacheSpec>,
-}
-
-/// Where a step's inputs, output and caches cannot go: the step's own `/tmp` (empty at each run)
-/// and the kernel's file systems.
-const RESERVED: &[(&str, &str)] = &[
-    ("/tmp", "`/tmp` is the step's own, empty at each run of it"),
-    ("/proc", "`/proc` is the kernel's"),
-    ("/sys", "`/sys` is the kernel's"),
-    ("/dev", "`/dev` is the sandbox's"),
-];
-
-/// Is `p` `dir` or below it?
-fn under(p: &str, dir: &str) -> bool {
-    dir == "/" || p == dir || p.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Where a step input lands.
@@ -207,7 +195,7 @@ impl Decoder {
         }
         places.extend(body.caches.iter().map(|c| (c.path.as_str(), c.span, "a cache")));
         for &(path, span, what) in &places {
-            if let Some((dir, why)) = RESERVED.iter().find(|(dir, _)| under(path, dir)) {
+            if let Some((dir, why)) = STEP_RESERVED.iter().find(|(dir, _)| under(path, dir)) {
                 self.push(
                     "compose::spec::reserved_path",
                     format!("{what} of a step cannot be under `{dir}`: {why}"),
