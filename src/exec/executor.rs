@@ -19,6 +19,9 @@ pub trait Executor: Send + Sync {
     /// Undo [`Executor::mount`] (lazily: a process still holding it cannot keep it busy).
     fn unmount(&self, root: &Path);
 
+    /// [`Executor::unmount`] as a function another thread may call after this executor is gone.
+    fn unmounter(&self) -> fn(&Path);
+
     /// Run one command in its prepared root to its end, passing each line it prints to `line`;
     /// `work` is the job's own directory, for the executor's state.
     fn run(&self, work: &Path, cmd: &Command1<'_>, line: &mut dyn FnMut(&str)) -> Result<Ended, SandboxError>;
@@ -44,6 +47,10 @@ impl Executor for Runc {
 
     fn unmount(&self, root: &Path) {
         sandbox::unmount(root);
+    }
+
+    fn unmounter(&self) -> fn(&Path) {
+        sandbox::unmount
     }
 
     fn run(&self, work: &Path, cmd: &Command1<'_>, line: &mut dyn FnMut(&str)) -> Result<Ended, SandboxError> {

@@ -7,6 +7,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::executor::Executor;
 use super::sandbox::{self, Command1};
@@ -29,7 +30,7 @@ pub(super) struct Root<'e> {
     /// The job's `/tmp` (mode 1777), shared by its commands.
     pub tmp: PathBuf,
     mounted: bool,
-    _work: tempfile::TempDir,
+    _work: Option<tempfile::TempDir>,
 }
 
 impl<'e> Root<'e> {
@@ -57,7 +58,7 @@ impl<'e> Root<'e> {
         }
         fs::set_permissions(&upper, fs::Permissions::from_mode(0o755)).map_err(trees::io_error(&upper, "cannot set the mode of"))?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777)).map_err(trees::io_error(&tmp, "cannot set the mode of"))?;
-        let mut root = Root { executor, step, dir, upper, rootfs, tmp, mounted: false, _work: work };
+        let mut root = Root { executor, step, dir, upper, rootfs, tmp, mounted: false, _work: Some(work) };
         let above = seed(&root.dir, &root.upper)?;
         let mut lowers: Vec<&Path> = above.iter().map(PathBuf::as_path).collect();
         lowers.push(lower);
@@ -75,10 +76,59 @@ impl<'e> Root<'e> {
 }
 
 impl Drop for Root<'_> {
+    /// The root is unmounted and its work directory removed (however deep a step left its `/tmp`
+    /// or upper directory) on a thread of their own: the build goes on meanwhile, and
+    /// [`settle`] waits for them before it returns.
     fn drop(&mut self) {
-        self.unmount();
-        // However deep a step left its `/tmp` or upper directory.
+        let teardown = Teardown {
+            unmount: std::mem::take(&mut self.mounted).then(|| (self.executor.unmounter(), self.rootfs.clone())),
+            dir: self.dir.clone(),
+            _work: self._work.take(),
+        };
+        let slot = Arc::new(Mutex::new(Some(teardown)));
+        let theirs = Arc::clone(&slot);
+        let take = |s: &Mutex<Option<Teardown>>| s.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match std::thread::Builder::new().name("job teardown".into()).spawn(move || take(&theirs).map(Teardown::run)) {
+            Ok(t) => teardowns().push(t),
+            Err(_) => drop(take(&slot).map(Teardown::run)),
+        }
+    }
+}
+
+/// What is left of a job once it is done: its root to unmount and its work directory to remove.
+struct Teardown {
+    /// How to unmount the root, and where it is (none when already unmounted).
+    unmount: Option<(Unmount, PathBuf)>,
+    dir: PathBuf,
+    _work: Option<tempfile::TempDir>,
+}
+
+impl Teardown {
+    fn run(self) {
+        if let Some((unmount, rootfs)) = &self.unmount {
+            unmount(rootfs);
+        }
         crate::store::remove_any(&self.dir);
+    }
+}
+
+/// An executor's unmount ([`Executor::unmounter`]).
+type Unmount = fn(&Path);
+
+/// A teardown under way on its own thread.
+type Pending = std::thread::JoinHandle<Option<()>>;
+
+/// The teardowns of jobs still under way.
+fn teardowns() -> std::sync::MutexGuard<'static, Vec<Pending>> {
+    static TEARDOWNS: Mutex<Vec<Pending>> = Mutex::new(Vec::new());
+    TEARDOWNS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Wait until every job's root is unmounted and its work directory removed.
+pub(super) fn settle() {
+    let pending = std::mem::take(&mut *teardowns());
+    for t in pending {
+        let _ = t.join();
     }
 }
 

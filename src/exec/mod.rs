@@ -312,6 +312,8 @@ pub fn execute_then<T, E: From<BuildError>>(
         let result = execute_inner(plan, store, remote, clients, reporter, options, &tx);
         drop(tx);
         let result = result.map_err(E::from).and_then(then);
+        // Every job's root unmounted and its directory gone before the build returns.
+        job::settle();
         for u in uploaders {
             let _ = u.join();
         }

@@ -413,8 +413,10 @@ pub fn run(runc: &Path, work: &Path, c: &Command1<'_>, line: &mut dyn FnMut(&str
     let status = child.wait().map_err(|source| SandboxError::Io { action: "wait for", path: runc.to_path_buf(), source });
     let _ = done_tx.send(());
     let (stopped, out_of_memory) = watchdog.join().unwrap_or((None, false));
-    // runc removes a container that ran to its end; make sure of it.
-    let _ = Command::new(runc).arg("--root").arg(&state).args(["delete", "--force", &id]).stderr(Stdio::null()).status();
+    // runc removes a container that ran to its end (its state with it); make sure of it.
+    if state.join(&id).symlink_metadata().is_ok() {
+        let _ = Command::new(runc).arg("--root").arg(&state).args(["delete", "--force", &id]).stderr(Stdio::null()).status();
+    }
     crate::store::remove_step_cgroups(&id);
     live().retain(|(_, _, i)| *i != id);
     let _ = std::fs::remove_dir_all(&bundle);
@@ -546,11 +548,18 @@ pub fn mount_overlay(lower: &[&Path], upper: &Path, work: &Path, target: &Path) 
     let kernel_opts = if rootless() { format!("{opts},userxattr") } else { opts.clone() };
     let cstr = |s: &str| std::ffi::CString::new(s).map_err(|_| SandboxError::Runc(format!("a path holds a NUL byte: {s}")));
     let (src, tgt, fstype, data) = (cstr("overlay")?, cstr(&target.display().to_string())?, cstr("overlay")?, cstr(&kernel_opts)?);
+    // `volatile`: the kernel never syncs the upper directory (a job's writes are read once and
+    // thrown away, and a crash leaves only `tmp/` to remove), so neither the job nor its unmount
+    // waits for the disk. A kernel before 5.10 refuses it: the same mount without.
+    let volatile = cstr(&format!("{kernel_opts},volatile"))?;
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+    let mount = |data: &std::ffi::CString| unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fstype.as_ptr(), 0, data.as_ptr().cast()) };
     let rc = if forced {
         -1
+    } else if mount(&volatile) == 0 {
+        0
     } else {
-        // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
-        unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fstype.as_ptr(), 0, data.as_ptr().cast()) }
+        mount(&data)
     };
     if rc != 0 {
         let source = io::Error::last_os_error();

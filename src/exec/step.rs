@@ -284,11 +284,49 @@ pub(super) fn run_step(
     store: &Store,
     reporter: &dyn Reporter,
 ) -> Result<(Output, Output), BuildError> {
-    let (executor, secrets) = (how.executor, how.secrets);
     super::emulation::check(&s.step, &how.platform, false)?;
+    let image = deps.get(&s.image).ok_or_else(|| BuildError::MissingOutput(format!("the image of step {}", s.step), "manifest"))?;
+    // The image's kept tree is checked while a hermetic step runs over it (its result, its
+    // caches' contents and its log are all it can leave, and each is thrown away if the check
+    // fails); a step with the network, secrets or host paths runs only over a checked tree.
+    let (lower, sealing) = if s.network || !s.secrets.is_empty() || !s.host_mounts.is_empty() {
+        (trees::image_rootfs(store, image)?, None)
+    } else {
+        trees::image_rootfs_checked_after(store, image)?
+    };
+    let ran = run_over(how, drv, s, deps, store, reporter, &lower);
+    match sealing.map(|s| s.held(store)) {
+        Some(false) => {
+            // It had changed since it was unpacked: nothing made over it stands, what the step
+            // left in its caches included.
+            reporter.warning(&format!(
+                "the unpacked root filesystem of step `{}`'s image had changed since compose unpacked it: it is unpacked \
+                 again from the store and the step runs again",
+                s.step
+            ));
+            if how.caches == CacheUse::Kept {
+                caches::forget(s, &how.platform, how.scope, store);
+            }
+            let lower = trees::image_rootfs(store, image)?;
+            run_over(how, drv, s, deps, store, reporter, &lower)
+        }
+        _ => ran,
+    }
+}
+
+/// One run of step `s` over `lower`, its image's root filesystem.
+fn run_over(
+    how: &RunWith<'_>,
+    drv: &Derivation,
+    s: &StepDrv,
+    deps: &HashMap<NodeIndex, Record>,
+    store: &Store,
+    reporter: &dyn Reporter,
+    lower: &Path,
+) -> Result<(Output, Output), BuildError> {
+    let (executor, secrets) = (how.executor, how.secrets);
     let missing = |what: &'static str| BuildError::MissingOutput(format!("the image of step {}", s.step), what);
     let image = deps.get(&s.image).ok_or_else(|| missing("manifest"))?;
-    let lower = trees::image_rootfs(store, image)?;
     let config: serde_json::Value =
         serde_json::from_slice(&store.read_blob(&output(image, "config")?.digest)?).map_err(|_| missing("config"))?;
     let image_env: Vec<String> = config
@@ -303,7 +341,7 @@ pub(super) fn run_step(
     // The caches first: the inputs' times are decided under their leases.
     let waiting = |path: &str| reporter.step_line(drv, &format!("waiting for its cache `{path}`, which another build is using"));
     let leased = caches::lease(s, &how.platform, how.scope, how.caches, store, &waiting)?;
-    let root = Root::prepare(executor, store, "step-", s.step.clone(), &lower, |dir, upper| {
+    let root = Root::prepare(executor, store, "step-", s.step.clone(), lower, |dir, upper| {
         // The output directory, empty and the step user's; a home for root.
         let out_dir = upper.join(s.output.trim_start_matches('/'));
         fs::create_dir_all(&out_dir).map_err(trees::io_error(&out_dir, "cannot create"))?;

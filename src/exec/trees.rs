@@ -39,25 +39,89 @@ pub(super) fn io_error(path: &Path, what: &str) -> impl FnOnce(io::Error) -> Bui
 /// seal ([`seal`]) of what it held when made: a tree changed since (by hand, by another program)
 /// is unpacked again from the store's verified blobs before it is used.
 pub fn image_rootfs(store: &Store, image: &Record) -> Result<PathBuf, BuildError> {
+    let (dir, sealing) = rootfs_with(store, image, false)?;
+    debug_assert!(sealing.is_none());
+    Ok(dir)
+}
+
+/// The seal of a kept root filesystem, being checked beside the job that uses the tree
+/// ([`image_rootfs_checked_after`]).
+pub struct Sealing {
+    dir: PathBuf,
+    seal_path: PathBuf,
+    /// The seal the tree had when it was handed out.
+    kept: String,
+    check: std::thread::JoinHandle<bool>,
+}
+
+impl Sealing {
+    /// Whether the tree was as it was sealed. When not, it is moved away (the next use unpacks it
+    /// again) and the caller throws away what it made over it.
+    pub fn held(self, store: &Store) -> bool {
+        if self.check.join().unwrap_or(false) {
+            return true;
+        }
+        let _lock = rootfs_lock(&self.dir);
+        // Unless another job has unpacked it again meanwhile (a new seal).
+        if fs::read_to_string(&self.seal_path).is_ok_and(|s| s == self.kept) {
+            discard_rootfs(store, &self.dir, &self.seal_path);
+        }
+        false
+    }
+}
+
+/// As [`image_rootfs`], but a kept tree is handed out before its seal is checked: the check (a
+/// status of each of tens of thousands of entries, tens of milliseconds) runs on a thread of its
+/// own while the job runs, and the job's result stands only if [`Sealing::held`] says so.
+pub fn image_rootfs_checked_after(store: &Store, image: &Record) -> Result<(PathBuf, Option<Sealing>), BuildError> {
+    rootfs_with(store, image, true)
+}
+
+/// The lock on `dir`'s tree (`DIR.lock`) that one build at a time holds to check, remove or make it.
+fn rootfs_lock(dir: &Path) -> Result<File, BuildError> {
+    let lock_path = dir.with_extension("lock");
+    let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_error(&lock_path, "cannot open"))?;
+    lock.lock().map_err(io_error(&lock_path, "cannot lock"))?;
+    Ok(lock)
+}
+
+/// Move the tree `dir` away and remove it, with its seal.
+fn discard_rootfs(store: &Store, dir: &Path, seal_path: &Path) {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let trash = store.tmp_dir().join(format!("rootfs-{name}-{}", std::process::id()));
+    if fs::rename(dir, &trash).is_ok() {
+        crate::store::remove_any(&trash);
+    }
+    let _ = fs::remove_file(seal_path);
+}
+
+fn rootfs_with(store: &Store, image: &Record, later: bool) -> Result<(PathBuf, Option<Sealing>), BuildError> {
     let manifest = output(image, "manifest")?;
     let parent = rootfs_cache(store);
     fs::create_dir_all(&parent).map_err(io_error(&parent, "cannot create"))?;
     let dir = parent.join(manifest.digest.hex());
     let seal_path = parent.join(format!("{}.seal", manifest.digest.hex()));
     // One build at a time checks, removes or makes this tree; the others wait, then use it.
-    let lock_path = parent.join(format!("{}.lock", manifest.digest.hex()));
-    let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_error(&lock_path, "cannot open"))?;
-    lock.lock().map_err(io_error(&lock_path, "cannot lock"))?;
+    let _lock = rootfs_lock(&dir)?;
     if dir.symlink_metadata().is_ok() {
         let kept = fs::read_to_string(&seal_path).ok();
+        if let (Some(kept), true) = (&kept, later) {
+            let (tree, expected) = (dir.clone(), kept.clone());
+            // One thread, not the build's pool: its workers may all be waiting on jobs.
+            let check = std::thread::spawn(move || seal(&tree).is_ok_and(|s| s == expected));
+            return Ok((dir.clone(), Some(Sealing { dir, seal_path, kept: kept.clone(), check })));
+        }
         if kept.is_some() && kept == seal(&dir).ok() {
-            return Ok(dir);
+            return Ok((dir, None));
         }
         // Changed since it was unpacked, or never sealed: away with it.
-        let trash = store.tmp_dir().join(format!("rootfs-{}-{}", manifest.digest.hex(), std::process::id()));
-        fs::rename(&dir, &trash).map_err(io_error(&dir, "cannot move away"))?;
-        let _ = fs::remove_file(&seal_path);
-        crate::store::remove_any(&trash);
+        discard_rootfs(store, &dir, &seal_path);
+        if dir.symlink_metadata().is_ok() {
+            return Err(BuildError::Tree {
+                message: format!("cannot move away `{}`", dir.display()),
+                source: io::Error::from(io::ErrorKind::AlreadyExists),
+            });
+        }
     }
     let doc: oci::ManifestDoc = oci::read("the manifest", &store.read_blob(&manifest.digest)?)
         .map_err(|_| BuildError::MissingOutput(format!("image {}", manifest.digest), "manifest"))?;
@@ -81,43 +145,73 @@ pub fn image_rootfs(store: &Store, image: &Record) -> Result<PathBuf, BuildError
     let sealed = seal(&dir).map_err(io_error(&dir, "cannot read"))?;
     crate::util::write_atomic(&seal_path, sealed.as_bytes(), 0o600, Some(&store.tmp_dir()))
         .map_err(|e| io_error(&seal_path, "cannot write")(e.source))?;
-    Ok(dir)
+    Ok((dir, None))
 }
 
 /// The identity of every entry of tree `dir`: its path, type and mode, owner, size, inode, link
-/// count, and modification and change times in nanoseconds, hashed in walk order. Any change to
-/// the tree (a write, a `chmod`, an entry added, removed or renamed) changes an entry's change
-/// time or the entries, and so the seal; reading does not.
+/// count, and modification and change times in nanoseconds, hashed in walk order (depth first,
+/// names sorted). Any change to the tree (a write, a `chmod`, an entry added, removed or renamed)
+/// changes an entry's change time or the entries, and so the seal; reading does not. Each
+/// status is taken relative to its directory's descriptor: a builder image holds tens of
+/// thousands of entries, and every step over it checks them.
 pub fn seal(dir: &Path) -> io::Result<String> {
-    use rayon::prelude::*;
-    // The names first (reading directories), then every entry's status on all cores: a builder
-    // image holds tens of thousands of files, and every step over it checks them.
-    let mut paths = Vec::new();
-    for e in walkdir::WalkDir::new(dir).sort_by_file_name().follow_links(false) {
-        paths.push(e.map_err(io::Error::from)?.into_path());
-    }
-    let stats: Vec<io::Result<fs::Metadata>> = paths.par_iter().map(fs::symlink_metadata).collect();
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let root = rustix::fs::open(dir, flags, Mode::empty())?;
     let mut h = blake3::Hasher::new();
-    for (path, m) in paths.iter().zip(stats) {
-        let m = m?;
-        h.update(path.strip_prefix(dir).unwrap_or(path).as_os_str().as_encoded_bytes());
-        h.update(&[0]);
-        for v in [
-            u64::from(m.mode()),
-            u64::from(m.uid()),
-            u64::from(m.gid()),
-            m.size(),
-            m.ino(),
-            m.nlink(),
-            m.mtime() as u64,
-            m.mtime_nsec() as u64,
-            m.ctime() as u64,
-            m.ctime_nsec() as u64,
-        ] {
-            h.update(&v.to_le_bytes());
+    seal_entry(&mut h, b"", &rustix::fs::fstat(&root)?);
+    seal_dir(&root, &mut Vec::new(), &mut h)?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Hash the entries below the open directory `fd`, whose path in the tree is `prefix`.
+fn seal_dir(fd: &std::os::fd::OwnedFd, prefix: &mut Vec<u8>, h: &mut blake3::Hasher) -> io::Result<()> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    let mut names: Vec<std::ffi::CString> = Vec::new();
+    for e in rustix::fs::Dir::read_from(fd)? {
+        let e = e?;
+        let name = e.file_name();
+        if name != c"." && name != c".." {
+            names.push(name.to_owned());
         }
     }
-    Ok(h.finalize().to_hex().to_string())
+    names.sort();
+    for name in names {
+        let st = rustix::fs::statat(fd, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+        let len = prefix.len();
+        if len > 0 {
+            prefix.push(b'/');
+        }
+        prefix.extend_from_slice(name.as_bytes());
+        seal_entry(h, prefix, &st);
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let sub = rustix::fs::openat(fd, name.as_c_str(), flags, Mode::empty())?;
+            seal_dir(&sub, prefix, h)?;
+        }
+        prefix.truncate(len);
+    }
+    Ok(())
+}
+
+/// One entry of a seal: its path in the tree, then its status.
+fn seal_entry(h: &mut blake3::Hasher, path: &[u8], st: &rustix::fs::Stat) {
+    h.update(path);
+    h.update(&[0]);
+    for v in [
+        u64::from(st.st_mode),
+        u64::from(st.st_uid),
+        u64::from(st.st_gid),
+        st.st_size as u64,
+        st.st_ino,
+        st.st_nlink,
+        st.st_mtime as u64,
+        st.st_mtime_nsec,
+        st.st_ctime as u64,
+        st.st_ctime_nsec,
+    ] {
+        h.update(&v.to_le_bytes());
+    }
 }
 
 /// Unpack the tree blob `blob` (a step's output, a step's inputs: a tree compose wrote) into the
@@ -479,7 +573,9 @@ pub fn capture(name: &str, output: &str, dir: &Path, epoch: u64, store: &Store) 
             tarcheck::MAX_TREE_BYTES >> 30
         )));
     }
-    super::build_layer(name, &entries, epoch, crate::layer::Compression::Gzip, store)
+    // zstd: a tree is compose's own, read back by compose (`copy from=`, `--check`), and zstd
+    // writes and reads it several times faster than gzip.
+    super::build_layer(name, &entries, epoch, crate::layer::Compression::Zstd, store)
 }
 
 /// The first path where two captured trees differ, for `--check`.
@@ -766,5 +862,40 @@ mod tests {
         assert_eq!(resolve_in(root.path(), "/bin/sh").unwrap(), root.path().join("usr/bin/sh"));
         assert_eq!(resolve_in(root.path(), "/abs/bin").unwrap(), root.path().join("usr/bin"));
         assert_eq!(resolve_in(root.path(), "/../../etc").unwrap(), root.path().join("etc"));
+    }
+
+    /// The seal is taken relative to each directory's descriptor (issue 22's fixed cost): every
+    /// change a hand or a program can make to the tree still changes it, reading does not, and a
+    /// symlink out of the tree is an entry, never followed.
+    #[test]
+    fn a_seal_sees_every_change_to_a_tree_and_no_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fs::create_dir_all(r.join("usr/bin")).unwrap();
+        fs::write(r.join("usr/bin/tool"), "tool").unwrap();
+        fs::write(r.join("a"), "a").unwrap();
+        std::os::unix::fs::symlink(outside.path(), r.join("out")).unwrap();
+        let first = seal(r).unwrap();
+        let _ = fs::read(r.join("usr/bin/tool")).unwrap();
+        let _ = fs::read_dir(r.join("usr/bin")).unwrap().count();
+        fs::write(outside.path().join("x"), "x").unwrap();
+        assert_eq!(seal(r).unwrap(), first, "reading, and what a link leads to outside, change nothing");
+        let changes: [&dyn Fn(&Path); 5] = [
+            &|r| fs::write(r.join("usr/bin/tool"), "TOOL").unwrap(),
+            &|r| fs::set_permissions(r.join("a"), fs::Permissions::from_mode(0o4755)).unwrap(),
+            &|r| fs::write(r.join("usr/bin/planted"), "").unwrap(),
+            &|r| fs::rename(r.join("a"), r.join("b")).unwrap(),
+            &|r| fs::remove_file(r.join("usr/bin/tool")).unwrap(),
+        ];
+        let mut seen = vec![first];
+        for change in changes {
+            change(r);
+            let now = seal(r).unwrap();
+            assert!(!seen.contains(&now), "a change the seal did not see");
+            seen.push(now);
+        }
+        assert!(seal(&r.join("out")).is_err(), "a tree's root is never a symlink followed");
     }
 }

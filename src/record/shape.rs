@@ -138,7 +138,7 @@ impl Kind {
             out("manifest", Media::Exactly(oci::MANIFEST_MEDIA_TYPE), false),
         ];
         const INDEX: &[OutputShape] = &[out("index", Media::Exactly(oci::INDEX_MEDIA_TYPE), false)];
-        const STEP: &[OutputShape] = &[LOG, out("tree", Media::Exactly(layer::GZIP_MEDIA_TYPE), true)];
+        const STEP: &[OutputShape] = &[LOG, out("tree", Media::OurLayer, true)];
         const SCRIPTS: &[OutputShape] = &[OUR_LAYER, LOG];
         const BASE_FILES: &[OutputShape] = &[out("files", Media::Exactly(BASE_FILES_MEDIA_TYPE), false)];
         match self {
@@ -281,8 +281,11 @@ mod tests {
         let mut extra = step(tree);
         extra.outputs.insert("more".into(), output(TEXT_MEDIA_TYPE, None));
         assert!(!fits(&unpinned, &extra));
+        // Trees are written as zstd; records of gzip ones, made by earlier versions, still fit.
         let zstd_tree = record(Kind::Step, &[("log", output(TEXT_MEDIA_TYPE, None)), ("tree", output(layer::ZSTD_MEDIA_TYPE, Some(tree)))]);
-        assert!(!fits(&unpinned, &zstd_tree));
+        assert!(fits(&unpinned, &zstd_tree));
+        let plain_tree = record(Kind::Step, &[("log", output(TEXT_MEDIA_TYPE, None)), ("tree", output(TEXT_MEDIA_TYPE, Some(tree)))]);
+        assert!(!fits(&unpinned, &plain_tree));
     }
 
     #[test]

@@ -423,7 +423,7 @@ image "used" {{ files {{ copy from="uses" "/out" to="/x" }} }}
 }
 
 #[test]
-fn the_store_is_private_and_a_tampered_rootfs_never_reaches_a_step() {
+fn the_store_is_private_and_a_tampered_rootfs_never_reaches_an_output() {
     use std::os::unix::fs::PermissionsExt;
     let ctx = TestContext::new();
     let tools = tools();
@@ -464,14 +464,17 @@ image "two" {{ files {{ copy from="second" "/out" to="/x" }} }}
         .unwrap();
     assert!(!out.status.success() && stderr(&out).contains("Permission denied"), "{out:?}");
 
-    // Tampering with the unpacked image (a file added, a program changed) never reaches a step:
-    // the tree is unpacked again from the store's verified blobs.
+    // Tampering with the unpacked image (a file added, a program changed) never reaches a step's
+    // output: the tree is unpacked again from the store's verified blobs, and a hermetic step that
+    // ran over it while it was being checked runs again.
     fs::write(rootfs.join("etc/planted"), "evil").unwrap();
     let busybox = rootfs.join("usr/bin/busybox");
     let mut bytes = fs::read(&busybox).unwrap();
     bytes.extend_from_slice(b"planted");
     fs::write(&busybox, &bytes).unwrap();
-    assert_success(&ctx.compose(&["build", "spec.kdl", "--image", "two"]), "build two");
+    let out = ctx.compose(&["build", "spec.kdl", "--image", "two"]);
+    assert_success(&out, "build two");
+    assert!(stderr(&out).contains("had changed since compose unpacked it"), "{}", stderr(&out));
     let layout = ctx.root.join("out/two");
     run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", layout.display())).arg(ctx.tmp.path().join("bundle")));
     let x = ctx.tmp.path().join("bundle/rootfs/x");
