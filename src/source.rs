@@ -13,7 +13,9 @@
 //! writing it and copy the last export into the image), any other compose store or output
 //! directory it finds (one of another `--cache-dir` or `--out`, or left from before: a store is
 //! known by its `v1/lock` or a signing key in its `keys/`, an output directory by its
-//! `.compose-lock`; each is named in a warning), and whatever the spec directory's ignore file lists:
+//! `.compose-lock`; each is named in a warning), version control directories ([`VCS_DIRS`]) and
+//! the spec file and its lockfile unless the ignore file takes them back, and whatever the spec
+//! directory's ignore file lists:
 //! `.composeignore`, or else `.dockerignore`, with `.dockerignore`'s rules (patterns relative to
 //! the spec directory, `*` within one name, `**` across directories, `!` to take back, the last
 //! matching line wins, a matched directory takes everything below it). A source named explicitly
@@ -202,13 +204,22 @@ struct Ignore {
 }
 
 impl Ignore {
-    fn load(dir: &Path) -> Result<Ignore, SourceError> {
+    /// The rules of the spec directory `dir`: first the ones every directory copy has
+    /// ([`VCS_DIRS`] at any depth, and `own`: the spec file and its lockfile), then its ignore
+    /// file's, whose `!` lines may take any of them back.
+    fn load(dir: &Path, own: &[String]) -> Result<Ignore, SourceError> {
+        let mut ig = Ignore::default();
+        let defaults = VCS_DIRS.iter().map(|d| format!("**/{d}")).chain(own.iter().map(|o| globset::escape(o)));
+        for pattern in defaults {
+            if let Ok(glob) = globset::GlobBuilder::new(&pattern).literal_separator(true).build() {
+                ig.rules.push((glob.compile_matcher(), true));
+            }
+        }
         let Some((path, text)) =
             [".composeignore", ".dockerignore"].iter().map(|n| dir.join(n)).find_map(|p| fs::read_to_string(&p).ok().map(|t| (p, t)))
         else {
-            return Ok(Ignore::default());
+            return Ok(ig);
         };
-        let mut ig = Ignore::default();
         for (i, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -265,6 +276,11 @@ impl Ignore {
         ignored
     }
 }
+
+/// Version control directories (and git's `.git` file of a worktree or submodule): never an
+/// image's content unless an ignore file takes them back. They differ between two clones of one
+/// checkout, so an image that held them would differ too.
+pub const VCS_DIRS: &[&str] = &[".git", ".hg", ".svn", ".bzr", ".jj", "_darcs"];
 
 /// What compose made directory `dir` into, if it did: a store (its `v1/lock`, or a signing key
 /// `compose cache keygen` wrote in its `keys/`) or an output directory (the `.compose-lock` every
@@ -324,14 +340,16 @@ struct Pending {
 impl Scanner {
     /// A scanner for sources relative to `spec_dir`, with the stat cache of the store at
     /// `store_root` (read only; nothing is written until [`Scanner::save`]). Directory copies
-    /// never read the store or `out_dir`, nor what the spec directory's ignore file lists.
-    pub fn new(store_root: &Path, spec_dir: &Path, out_dir: &Path) -> Result<Scanner, SourceError> {
+    /// never read the store or `out_dir`, nor what the spec directory's ignore file lists, nor
+    /// (unless it takes them back) version control directories and `own`: the names, in the spec
+    /// directory, of the spec file and its lockfile.
+    pub fn new(store_root: &Path, spec_dir: &Path, out_dir: &Path, own: &[String]) -> Result<Scanner, SourceError> {
         let dir = fs::canonicalize(spec_dir).map_err(io_err("resolve", spec_dir))?;
         let key = blake3::hash(dir.as_os_str().as_encoded_bytes()).to_hex()[..32].to_string();
         let cache_path = Store::stat_cache_path_in(store_root, &key);
         let old = read_optional(&cache_path)?.and_then(|b| decode_stat_cache(&b)).unwrap_or_default();
         let excluded = [store_root, out_dir].iter().filter_map(|p| absolute(p)).collect();
-        let ignore = Ignore::load(&dir)?;
+        let ignore = Ignore::load(&dir, own)?;
         let left_out = Default::default();
         Ok(Scanner { excluded, left_out, ignore, dir, cache_path, old, seen: Vec::new(), hashed_files: 0, hashed_bytes: 0 })
     }

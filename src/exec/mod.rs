@@ -123,7 +123,16 @@ pub enum BuildError {
         "step `{step}` failed: `{command}` exited with code {code}{}\n--- last lines of its log ---\n{tail}",
         log.as_ref().map(|p| format!(" (whole log: {})", p.display())).unwrap_or_default()
     )]
-    StepFailed { step: String, command: String, code: i32, tail: String, log: Option<PathBuf>, hermetic: bool },
+    StepFailed {
+        step: String,
+        command: String,
+        code: i32,
+        tail: String,
+        log: Option<PathBuf>,
+        /// It had no network.
+        hermetic: bool,
+        diagnosis: Box<Diagnosis>,
+    },
     #[error(
         "fixed-output step `{step}` yielded {got}, but the lockfile pins {pinned}: its result changed (a moved download, \
          an unpinned version); if the new result is right, pin it again with `compose lock --update {step}`"
@@ -136,6 +145,17 @@ pub enum BuildError {
     MissingSecret { step: String, id: String },
     #[error("the build was interrupted")]
     Interrupted,
+}
+
+/// What a failed step's log says of why it failed.
+#[derive(Debug, Default)]
+pub struct Diagnosis {
+    /// It tried the network (a name it could not resolve, a network it could not reach).
+    pub network: bool,
+    /// What its image lacked to start the command (a shell, an interpreter).
+    pub missing: Option<String>,
+    /// The image it ran in, as the spec names it.
+    pub image: String,
 }
 
 impl BuildError {
@@ -154,18 +174,27 @@ impl BuildError {
             BuildError::MissingSecret { id, .. } => {
                 Some(format!("give it with `--secret id={id},src=FILE` or `--secret id={id},env=VARIABLE` (or mark it `required=#false`)"))
             }
-            BuildError::StepFailed { hermetic, .. } => {
+            BuildError::StepFailed { hermetic, diagnosis, .. } => {
+                let Diagnosis { network, missing, image } = &**diagnosis;
                 let mut help = Vec::new();
-                if *hermetic {
+                if let Some(what) = missing {
+                    help.push(format!(
+                        "image `{image}` has no {what}: add the package that brings it to that image's `packages` (`dash` \
+                         brings /bin/sh, `bash` /bin/bash, `coreutils` env), or `variant \"essential\"` for a shell and the \
+                         core utilities"
+                    ));
+                } else if *hermetic && *network {
                     help.push(
-                        "the step is hermetic: it has no network. If it downloads something, make it a fixed-output step \
-                         with `network #true` (its result is then pinned in the lockfile)",
+                        "the step is hermetic: it has no network, and its log says it tried to reach one. If it downloads \
+                         something, make it a fixed-output step with `network #true` (its result is then pinned in the lockfile)"
+                            .to_string(),
                     );
                 }
                 if sandbox::rootless() {
                     help.push(
                         "it ran rootless, in this user's namespace: only uids and gids 0-65535 exist there (as many as the \
-                         user's subordinate ids), and device nodes cannot be made; as root they can",
+                         user's subordinate ids), and device nodes cannot be made; as root they can"
+                            .to_string(),
                     );
                 }
                 (!help.is_empty()).then(|| help.join("; "))
@@ -336,3 +365,4 @@ pub(crate) use layers::build_layer;
 pub(crate) use run::output;
 use run::run;
 use schedule::execute_inner;
+pub use schedule::{predict, Prediction};

@@ -56,7 +56,8 @@ pub(super) fn run(with: &With<'_>, n: NodeIndex, deps: &HashMap<NodeIndex, Recor
         DrvKind::Step(s) => {
             let runc = local_executor(&s.step)?;
             let platform = step_platform(plan, s);
-            let how = step::RunWith { executor: &runc, secrets: &options.secrets, platform, scope: &options.cache_scope, caches };
+            let image = plan.graph[s.image].name.trim_end_matches(": image").to_string();
+            let how = step::RunWith { executor: &runc, secrets: &options.secrets, platform, scope: &options.cache_scope, caches, image };
             let (log, tree) = step::run_step(&how, drv, s, deps, store, reporter)?;
             outputs.insert("log".to_string(), log);
             outputs.insert("tree".to_string(), tree);

@@ -105,23 +105,7 @@ pub(super) fn execute_inner(
         untrusted: Mutex::default(),
     };
     let mut counts = Counts { total: s.order.len(), ..Counts::default() };
-    let mut done: HashMap<NodeIndex, Record> = HashMap::new();
-    for &n in &s.order {
-        if let Some(r) = store.lookup(&plan.graph[n].hash)?.filter(|r| record::fits(&plan.graph[n].kind.expected(), r)) {
-            if s.still_made_from(&r) {
-                done.insert(n, r);
-            }
-        }
-    }
-    s.io_pool = remote
-        .filter(|_| done.len() < s.order.len())
-        .and_then(|_| rayon::ThreadPoolBuilder::new().num_threads(REMOTE_REQUESTS).thread_name(|i| format!("remote-{i}")).build().ok());
-    let mut offered = s.ask_remote(&done);
-    if options.check {
-        // Steps run again whatever the caches hold; what they held is compared below.
-        offered.retain(|n, _| !checked(&plan.graph[*n].kind));
-        done.retain(|n, _| !checked(&plan.graph[*n].kind));
-    }
+    let (done, mut offered) = s.look_up()?;
     let need = needed(plan, &s.order, &s.roots, &done, &offered, None, options.check);
     reporter.planned(s.order.len(), need.iter().filter(|n| !done.contains_key(n) && !offered.contains_key(n)).count());
     s.report_stored(&done, &mut counts);
@@ -251,7 +235,89 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Records found for a plan's derivations, by node.
+type Found = HashMap<NodeIndex, Record>;
+
+/// Where each derivation a build of `plan` needs would come from, found as the build finds it
+/// (the store, then the remote cache, asked top-down); nothing is fetched, run or shared.
+#[derive(Debug, Default)]
+pub struct Prediction {
+    /// In the store.
+    pub local: HashSet<NodeIndex>,
+    /// Offered by the remote cache.
+    pub remote: HashSet<NodeIndex>,
+    /// Would run here.
+    pub run: HashSet<NodeIndex>,
+}
+
+/// What a build of `plan` with `options` would take from the store and the remote cache and what
+/// it would run, by the lookups of [`execute_inner`]: `compose explain` and `build` agree.
+pub fn predict(
+    plan: &Plan,
+    store: &Store,
+    remote: Option<&crate::remote::RemoteCache>,
+    clients: &Clients,
+    options: &ExecOptions,
+) -> Result<Prediction, BuildError> {
+    let (uploads, _) = std::sync::mpsc::channel();
+    let mut s = Scheduler {
+        plan,
+        store,
+        remote,
+        clients,
+        reporter: &Silent,
+        options,
+        uploads: &uploads,
+        order: plan.topo_order(),
+        roots: roots(plan, options),
+        io_pool: None,
+        mismatches: Mutex::default(),
+        compared: Mutex::default(),
+        untrusted: Mutex::default(),
+    };
+    let (done, offered) = s.look_up()?;
+    let need = needed(plan, &s.order, &s.roots, &done, &offered, None, options.check);
+    let mut p = Prediction::default();
+    for n in need {
+        let set = if done.contains_key(&n) {
+            &mut p.local
+        } else if offered.contains_key(&n) {
+            &mut p.remote
+        } else {
+            &mut p.run
+        };
+        set.insert(n);
+    }
+    Ok(p)
+}
+
 impl Scheduler<'_> {
+    /// The records the store has for the plan (that fit their derivation and are still made from
+    /// what they were), then what the remote cache offers for the rest; with `--check`, neither
+    /// counts for steps and maintainer scripts.
+    fn look_up(&mut self) -> Result<(Found, Found), BuildError> {
+        let plan = self.plan;
+        let mut done: HashMap<NodeIndex, Record> = HashMap::new();
+        for &n in &self.order {
+            if let Some(r) = self.store.lookup(&plan.graph[n].hash)?.filter(|r| record::fits(&plan.graph[n].kind.expected(), r)) {
+                if self.still_made_from(&r) {
+                    done.insert(n, r);
+                }
+            }
+        }
+        self.io_pool = self
+            .remote
+            .filter(|_| done.len() < self.order.len())
+            .and_then(|_| rayon::ThreadPoolBuilder::new().num_threads(REMOTE_REQUESTS).thread_name(|i| format!("remote-{i}")).build().ok());
+        let mut offered = self.ask_remote(&done);
+        if self.options.check {
+            // Steps run again whatever the caches hold; what they held is compared after.
+            offered.retain(|n, _| !checked(&plan.graph[*n].kind));
+            done.retain(|n, _| !checked(&plan.graph[*n].kind));
+        }
+        Ok((done, offered))
+    }
+
     /// What the remote cache offers, asked top-down in rounds: only for derivations this build
     /// needs given the answers so far (an image found remotely spares asking about the files and
     /// packages it was made from). Records only; blobs are fetched later.
@@ -286,6 +352,11 @@ impl Scheduler<'_> {
     /// Report what the store already has; results built before this store used the cache (or
     /// while it was down) are shared too: a marker in the store says which the cache already has.
     fn report_stored(&self, done: &HashMap<NodeIndex, Record>, counts: &mut Counts) {
+        // A cache wiped or pruned since the markers were written gets again what this build uses.
+        if let Some(rc) = self.remote.filter(|rc| rc.mode() == crate::remote::Mode::ReadWrite) {
+            let drvs: Vec<crate::hash::DrvHash> = self.order.iter().filter_map(|n| done.get(n)).map(|r| r.drv).collect();
+            rc.recheck_markers(self.store, &drvs);
+        }
         for &n in &self.order {
             if let Some(r) = done.get(&n) {
                 counts.local += 1;

@@ -93,7 +93,7 @@ pub fn run_scripts(
         tmp: &root.tmp,
         caches: &[],
     };
-    let ctx = Context { drv, store, reporter, redact: &|l| l.to_string() };
+    let ctx = Context { drv, store, reporter, redact: &|l| l.to_string(), image: &sc.image };
     command(&root, &cmd, false, &mut log, &ctx)?;
     root.unmount();
     let walk = trees::Walk { shown: "", what: "the changes of the maintainer scripts", overlay_upper: true, skip: &scripts_noise };

@@ -273,6 +273,8 @@ pub(super) struct RunWith<'a> {
     /// Whose its caches are (`ExecOptions::cache_scope`).
     pub scope: &'a str,
     pub caches: CacheUse,
+    /// The image it runs in, as the spec names it.
+    pub image: String,
 }
 
 /// Run step `s` (derivation `drv`); returns its log and its tree.
@@ -369,7 +371,7 @@ fn run_over(
     let limits = limits_of(s);
     let mut log = Log::new(store)?;
     let redact = |l: &str| present.redact(l);
-    let ctx = Context { drv, store, reporter, redact: &redact };
+    let ctx = Context { drv, store, reporter, redact: &redact, image: &how.image };
     for argv in &s.runs {
         let cmd = Command1 {
             rootfs: &root.rootfs,

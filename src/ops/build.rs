@@ -61,13 +61,20 @@ pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummar
     exec::check_emulation(&planned.plan, reporter)?;
 
     let remote = open_remote(&opts.spec, &planned.clients)?;
-    let planned = pin_steps(&opts.spec, planned, remote.as_ref(), reporter)?;
+    let (planned, pinning) = pin_steps(&opts.spec, planned, remote.as_ref(), reporter)?;
     // Exporting and pushing overlap with writing results back to the remote cache.
     let options =
         exec::ExecOptions { roots: None, check: opts.check, secrets: opts.spec.secrets.clone(), cache_scope: cache_scope(&opts.spec.spec) };
-    let summary = exec::execute_then(&planned.plan, &planned.store, remote.as_ref(), &planned.clients, reporter, &options, |ex| {
+    let mut summary = exec::execute_then(&planned.plan, &planned.store, remote.as_ref(), &planned.clients, reporter, &options, |ex| {
         export_all(opts, &planned, ex, reporter)
     })?;
+    // What the pinning round ran or fetched counts as that, not as found in the store after.
+    if let Some(p) = pinning {
+        let d = &mut summary.derivations;
+        d.local = d.local.saturating_sub(p.built + p.remote);
+        d.built += p.built;
+        d.remote += p.remote;
+    }
     if !summary.mismatches.is_empty() {
         return Err(Error::NotReproducible(summary.mismatches));
     }
@@ -75,15 +82,16 @@ pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummar
 }
 
 /// Run the fixed-output steps that have no pin for their current recipe, pin what they yield in
-/// the lockfile (refused with `--locked` or `--offline`), and plan again with the pins.
+/// the lockfile (refused with `--locked` or `--offline`), and plan again with the pins; with
+/// what that round counted, when it ran.
 pub fn pin_steps(
     opts: &SpecOptions,
     planned: Planned,
     remote: Option<&crate::remote::RemoteCache>,
     reporter: &dyn Reporter,
-) -> Result<Planned, Error> {
+) -> Result<(Planned, Option<exec::Counts>), Error> {
     let unpinned = planned.plan.unpinned_steps();
-    let Some(&first) = unpinned.first() else { return Ok(planned) };
+    let Some(&first) = unpinned.first() else { return Ok((planned, None)) };
     let path = lock::path_for(&opts.spec);
     let step_name = |n: petgraph::graph::NodeIndex| match &planned.plan.graph[n].kind {
         plan::DrvKind::Step(s) => s.lock_key.clone(),
@@ -123,7 +131,7 @@ pub fn pin_steps(
     if let Some(&n) = again.plan.unpinned_steps().first() {
         return Err(Error::Internal(format!("{} is still unpinned after pinning", again.plan.graph[n].name)));
     }
-    Ok(again)
+    Ok((again, Some(ex.counts)))
 }
 
 /// Export (and push) every image of an executed plan.
@@ -153,7 +161,11 @@ fn export_all(opts: &BuildOptions, planned: &Planned, ex: exec::Executed, report
                     .collect();
                 mount_from.sort();
                 mount_from.dedup();
-                let err = |source: image::PushError| Error::Push { target: target.to_string(), source: Box::new(source) };
+                let err = |source: image::PushError| Error::Push {
+                    target: target.to_string(),
+                    help: super::push_help(target, &source),
+                    source: Box::new(source),
+                };
                 let reg =
                     planned.clients.registry().map_err(|m| err(image::PushError::Registry(crate::registry::RegistryError::Setup(m))))?;
                 Some(image::push(&planned.store, &fin, target, reg, &mount_from).map_err(err)?)

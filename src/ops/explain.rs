@@ -23,8 +23,13 @@ pub struct Rebuild {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Explanation {
     pub derivations: usize,
+    /// What the build would take from the store.
     pub cached: usize,
+    /// What it would take from the remote cache.
+    pub remote: usize,
     pub rebuild: Vec<Rebuild>,
+    /// What the user should hear about the remote cache (a server that failed, records refused).
+    pub warnings: Vec<String>,
 }
 
 /// The key under which builds of this spec remember what they built.
@@ -79,23 +84,21 @@ pub fn diff(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>, plan
 }
 
 /// `compose explain`: plan (resolving and writing the lockfile as a build would), then say for
-/// every derivation not in the store why it is not.
+/// every derivation the build would run why: it finds them as the build does (the store, then
+/// the remote cache, top-down, only what it needs), so the two agree.
 pub fn explain(opts: &SpecOptions) -> Result<Explanation, Error> {
     let p = load_and_plan(opts)?;
+    let remote = super::open_remote(opts, &p.clients)?;
+    let predicted = crate::exec::predict(&p.plan, &p.store, remote.as_ref(), &p.clients, &crate::exec::ExecOptions::default())?;
     let last = p.store.last_built(&spec_key(&opts.spec));
     let mut rebuild = Vec::new();
-    let mut cached = 0;
     let order = p.plan.topo_order();
-    for &n in &order {
+    for &n in order.iter().filter(|n| predicted.run.contains(n)) {
         let d = &p.plan.graph[n];
-        if p.store.lookup(&d.hash)?.is_some() {
-            cached += 1;
-            continue;
-        }
         let now = describe(&p.plan, n);
         let previous = last.get(&slot(&p.plan, n)).and_then(|h| p.store.lookup(h).ok().flatten());
         let reasons = match previous {
-            None => vec!["not built before here (nothing in the store to compare with)".to_string()],
+            None => vec!["not built before here (nothing in the store or the remote cache to compare with)".to_string()],
             Some(rec) if rec.inputs.is_empty() => vec!["its last build did not record its inputs".to_string()],
             Some(rec) => {
                 let r = diff(&rec.inputs, &now, &|k| k.contains(':') || k.starts_with("layer ") || k.starts_with("base "));
@@ -112,5 +115,6 @@ pub fn explain(opts: &SpecOptions) -> Result<Explanation, Error> {
         };
         rebuild.push(Rebuild { name: d.name.clone(), kind: kind.into(), hash: d.hash.to_string(), reasons });
     }
-    Ok(Explanation { derivations: order.len(), cached, rebuild })
+    let warnings = remote.map(|r| r.warnings()).unwrap_or_default();
+    Ok(Explanation { derivations: order.len(), cached: predicted.local.len(), remote: predicted.remote.len(), rebuild, warnings })
 }

@@ -107,6 +107,8 @@ pub enum Error {
         target: String,
         #[source]
         source: Box<crate::image::PushError>,
+        #[help]
+        help: Option<String>,
     },
     #[error("cannot resolve the packages of image `{image}`")]
     #[diagnostic(code(compose::resolve))]
@@ -115,6 +117,21 @@ pub enum Error {
         #[source]
         source: Box<ResolutionError>,
     },
+}
+
+/// The help for a push to `target` that failed with `source`: a registry that answers in plain
+/// HTTP where TLS was spoken (rustls's "received corrupt message of type InvalidContentType")
+/// is one to name with `--insecure-registry`.
+pub(crate) fn push_help(target: &str, source: &crate::image::PushError) -> Option<String> {
+    let words = crate::util::chain_message(source);
+    let plain_http = ["InvalidContentType", "corrupt message", "wrong version number", "http2 error: connection error"];
+    plain_http.iter().any(|w| words.contains(w)).then(|| {
+        let host = target.split('/').next().unwrap_or(target);
+        format!(
+            "`{host}` answered in plain HTTP, not TLS: if it is a registry you trust on your own network (a local one on \
+             127.0.0.1:5000), push with `--insecure-registry {host}`"
+        )
+    })
 }
 
 impl From<BuildError> for Error {
@@ -312,7 +329,12 @@ pub fn load_and_plan(opts: &SpecOptions) -> Result<Planned, Error> {
     let clients = Arc::new(opts.clients());
     let crate::base::Loaded { needed, bases, pins } = load_bases(&spec, &selected, opts, existing_lock.as_ref(), false, &clients)?;
     let mut errors: Vec<SpecDiagnostic> = Vec::new();
-    let mut scanner = Scanner::new(&opts.cache_dir, &spec.dir, &opts.out_dir)?;
+    // The spec file and its lockfile are the build's description, not its content.
+    let own: Vec<String> = [opts.spec.clone(), crate::lock::path_for(&opts.spec)]
+        .iter()
+        .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
+        .collect();
+    let mut scanner = Scanner::new(&opts.cache_dir, &spec.dir, &opts.out_dir, &own)?;
     let mut sources: HashMap<String, Scanned> = HashMap::new();
     // Local copy sources of the images and steps planned (`copy from=` reads no local file):
     // without --image, every step is planned.
@@ -393,7 +415,7 @@ fn source_error(spec: &SpecFile, span: miette::SourceSpan, e: SourceError) -> Sp
 
 /// How many images a spec holds (for commands that need one).
 pub fn image_count(opts: &SpecOptions) -> Result<usize, Error> {
-    Ok(spec::parse_file_with(&opts.spec, &opts.args)?.images.len())
+    Ok(spec::parse_file_with(&opts.spec, &opts.args)?.images.iter().filter(|i| i.export).count())
 }
 
 /// Open the store for `compose cache …`.

@@ -115,7 +115,12 @@ pub struct RemoteCache {
     /// Trees refused (they break the rules of a tree compose wrote), and the first reason.
     refused: AtomicUsize,
     first_refusal: Mutex<Option<String>>,
+    /// It had lost records the store's markers said it held ([`RemoteCache::recheck_markers`]).
+    lost: AtomicBool,
 }
+
+/// Records asked for at most when checking that a cache still holds what the markers say.
+pub const MARKER_SAMPLE: usize = 8;
 
 impl std::fmt::Debug for RemoteCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -149,6 +154,7 @@ impl RemoteCache {
             damaged: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
             first_refusal: Mutex::new(None),
+            lost: AtomicBool::new(false),
         }
     }
 
@@ -164,6 +170,33 @@ impl RemoteCache {
     /// Does the store know that this cache holds the record of `drv`?
     pub fn known_to_have(&self, store: &Store, drv: &DrvHash) -> bool {
         store.is_shared(&self.id(), drv)
+    }
+
+    /// Does the cache still hold what the store's markers say it was given? Of `drvs` (records a
+    /// build uses), those the markers say it holds are asked for, [`MARKER_SAMPLE`] of them spread
+    /// over the list: one missing (a wiped or pruned cache) and every marker of this cache is
+    /// forgotten, so that the build shares again all it uses. True when they were.
+    pub fn recheck_markers(&self, store: &Store, drvs: &[DrvHash]) -> bool {
+        let marked: Vec<&DrvHash> = drvs.iter().filter(|d| self.known_to_have(store, d)).collect();
+        if marked.is_empty() || !self.usable() {
+            return false;
+        }
+        let every = marked.len().div_ceil(MARKER_SAMPLE).max(1);
+        for d in marked.iter().step_by(every) {
+            match self.backend.get_record(d) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    store.forget_shared(&self.id());
+                    self.lost.store(true, Ordering::SeqCst);
+                    return true;
+                }
+                Err(e) => {
+                    self.fail(e);
+                    return false;
+                }
+            }
+        }
+        false
     }
 
     fn fail(&self, message: String) {
@@ -185,6 +218,11 @@ impl RemoteCache {
         let url = self.backend.describe();
         if let Some(f) = self.first_failure.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             out.push(format!("remote cache {url} is not used for the rest of this build: {f}"));
+        }
+        if self.lost.load(Ordering::SeqCst) {
+            out.push(format!(
+                "remote cache {url} had lost records this store gave it (it was wiped or pruned): this build gave it again all it used"
+            ));
         }
         let n = self.untrusted.load(Ordering::SeqCst);
         if n > 0 {

@@ -43,7 +43,7 @@ fn known_names_help(name: &str, known: &[&str], what: &str) -> String {
 // The vocabulary
 // ---------------------------------------------------------------------------
 
-const TOP_CHILDREN: &[&str] = &["arg", "build", "image", "step"];
+const TOP_CHILDREN: &[&str] = &["arg", "build", "image", "repository", "step"];
 const BUILD_CHILDREN: &[&str] = &["max-layers", "compression", "epoch"];
 pub(super) const IMAGE_CHILDREN: &[&str] = &[
     "tag",

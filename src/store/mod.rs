@@ -433,6 +433,12 @@ impl Store {
         let _ = File::create(&p);
     }
 
+    /// Forget every marker of remote cache `remote`: it lost what they say it holds (it was
+    /// wiped or pruned); what builds use is shared with it again.
+    pub fn forget_shared(&self, remote: &str) {
+        remove_any(&self.layout.shared().join(remote));
+    }
+
     /// Write `record` atomically. Its blobs must already be in the store.
     pub fn put_record(&self, record: &Record) -> Result<(), StoreError> {
         let p = self.record_path(&record.drv);

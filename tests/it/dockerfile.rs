@@ -2,12 +2,18 @@
 //! regression test each.
 
 use std::fs;
+use std::path::Path;
+use std::process::Command;
 
 use crate::support::*;
 
 /// Every path in the layers of the single-platform layout `out/NAME`, in order, as the tar says.
 pub fn layer_paths(ctx: &TestContext, name: &str) -> Vec<String> {
-    let dir = ctx.path(&format!("out/{name}"));
+    layer_paths_at(&ctx.path(&format!("out/{name}")))
+}
+
+/// Every path in the layers of the single-platform layout `dir`, in order.
+fn layer_paths_at(dir: &Path) -> Vec<String> {
     let index: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
     let blob = |d: &serde_json::Value| dir.join("blobs/sha256").join(d.as_str().unwrap().trim_start_matches("sha256:"));
     let manifest: serde_json::Value = serde_json::from_slice(&fs::read(blob(&index["manifests"][0]["digest"])).unwrap()).unwrap();
@@ -45,7 +51,7 @@ fn copy_dot_never_reads_the_store_or_the_outputs_and_honours_an_ignore_file() {
     assert_eq!(first["images"][0]["digest"], second["images"][0]["digest"]);
     assert_eq!(second["derivations"]["built"], 0, "{second}");
     let paths = layer_paths(&ctx, "app");
-    for want in ["app/main.py", "app/keep.log", "app/src/deep.log", "app/compose.kdl"] {
+    for want in ["app/main.py", "app/keep.log", "app/src/deep.log"] {
         assert!(paths.iter().any(|p| p == want), "{want} missing from {paths:?}");
     }
     for never in ["app/cache", "app/out", "app/debug.log", "app/node_modules"] {
@@ -61,6 +67,54 @@ fn copy_dot_never_reads_the_store_or_the_outputs_and_honours_an_ignore_file() {
     build();
     let paths = layer_paths(&ctx, "app");
     assert!(paths.iter().any(|p| p == "app/debug.log") && !paths.iter().any(|p| p.starts_with("app/node_modules")), "{paths:?}");
+}
+
+/// `copy "."` shipped the checkout: `.git`, the spec and its lockfile (and, with `--out`
+/// elsewhere, an earlier export). `.git` differs between two clones of one commit, so a second
+/// machine built another digest. Directory copies leave them out; an ignore file takes them back.
+#[test]
+fn copy_dot_shipped_the_checkout_and_two_clones_built_two_digests() {
+    let ctx = TestContext::new();
+    let a = ctx.path("a");
+    fs::create_dir_all(&a).unwrap();
+    fs::write(a.join("compose.kdl"), "image \"app\" {\n    files { copy \".\" to=\"/app\" }\n}\n").unwrap();
+    fs::write(a.join("main.py"), "print('hi')\n").unwrap();
+    let git = |dir: &Path, args: &[&str]| {
+        run(Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "init.defaultBranch=main"])
+            .args(args));
+    };
+    git(&a, &["init", "-q"]);
+    git(&a, &["add", "."]);
+    git(&a, &["commit", "-q", "-m", "one"]);
+    // An earlier export in the spec directory, before the next builds write elsewhere.
+    assert_success(&ctx.compose(&["build", "a/compose.kdl", "--out", "a/out", "--format", "docker-archive"]), "archive");
+    let build = |dir: &Path| -> String {
+        let spec = dir.join("compose.kdl");
+        let out = ctx.compose(&["build", "--json", spec.to_str().unwrap(), "--out", ctx.path("elsewhere").to_str().unwrap()]);
+        assert_success(&out, "build");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["images"][0]["digest"].as_str().unwrap().to_string()
+    };
+    let first = build(&a);
+    let paths = layer_paths_at(&ctx.path("elsewhere/app"));
+    assert!(paths.iter().any(|p| p == "app/main.py"), "{paths:?}");
+    for never in ["app/.git", "app/compose.kdl", "app/out"] {
+        assert!(!paths.iter().any(|p| p.starts_with(never)), "{never} copied: {paths:?}");
+    }
+    // A second clone, with a history of its own since: the same image.
+    let b = ctx.path("b");
+    run(Command::new("git").args(["clone", "-q"]).arg(&a).arg(&b));
+    git(&b, &["commit", "-q", "--allow-empty", "-m", "two"]);
+    assert_eq!(build(&b), first, "two clones of one tree build one digest");
+    // An ignore file takes any of them back.
+    fs::write(b.join(".composeignore"), "!.git\n!compose.kdl\n").unwrap();
+    assert_ne!(build(&b), first);
+    let paths = layer_paths_at(&ctx.path("elsewhere/app"));
+    for back in ["app/.git/HEAD", "app/compose.kdl"] {
+        assert!(paths.iter().any(|p| p == back), "`!` took {back} back: {paths:?}");
+    }
 }
 
 /// An unreachable registry was reported as a spec error (exit 2, "base image … is not valid").

@@ -475,6 +475,25 @@ image "bbx" {
 }
 "#;
 
+/// `compose push REF` demanded `--image` when the spec exported one image (a builder beside
+/// it, `export #false`, counted too); against a plain-HTTP registry the error was rustls's
+/// "received corrupt message of type InvalidContentType", with no word of `--insecure-registry`.
+#[test]
+fn push_demanded_image_for_one_exported_image_and_hid_the_plain_http_cause() {
+    let reg = TestRegistry::start();
+    let addr = reg.addr();
+    let ctx = crate::support::TestContext::new();
+    ctx.write("compose.kdl", format!("{PUSH_SPEC}\nimage \"builder\" {{\n    export #false\n    files {{ text \"/b\" \"b\" }}\n}}\n"));
+    let target = format!("{addr}/team/one:t1");
+    let out = ctx.compose(&["push", &target]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("push with `--insecure-registry {addr}`")), "{err}");
+    let out = ctx.compose(&["push", &target, "--insecure-registry", &addr]);
+    crate::support::assert_success(&out, "compose push REF with the default spec");
+    assert!(!skopeo_raw(&target, None).is_empty());
+}
+
 #[test]
 fn build_push_repush_and_pull_with_podman() {
     let reg = TestRegistry::start();

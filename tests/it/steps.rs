@@ -276,6 +276,88 @@ fn failing_changing_and_nondeterministic_steps_are_caught() {
     assert!(err.contains("step `boom` cannot run: build steps need root or a user namespace") && err.contains("/etc/subuid"), "{err}");
 }
 
+/// `--json` undercounted: after a fixed-output step was pinned it reported the last planning
+/// round alone ("5 built" while the log listed 38 "built" lines). It counts every derivation
+/// the command ran, across rounds.
+#[test]
+fn json_counted_only_the_last_planning_round() {
+    let ctx = TestContext::new();
+    ctx.write("spec.kdl", tools_spec());
+    let out = ctx.compose(&["build", "--json", "spec.kdl", "--image", "fetched"]);
+    assert_success(&out, "build fetched");
+    let err = stderr(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let built_lines = err.lines().filter(|l| l.trim_start().starts_with("built ")).count() as u64;
+    assert!(built_lines > 2, "{err}");
+    assert_eq!(v["derivations"]["built"].as_u64().unwrap(), built_lines, "{v}\n{err}");
+    let d = &v["derivations"];
+    let sum = ["built", "local", "remote", "skipped"].iter().map(|k| d[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum, d["total"].as_u64().unwrap(), "{v}");
+}
+
+/// Every failing hermetic step ended with the network hint ("the step is hermetic: it has no
+/// network…"), for a missing file as for a missing shell; and an image of packages without a
+/// shell failed with the kernel's words alone ("exec …: no such file or directory"). The hint now
+/// comes when the log shows a network was tried; a missing shell or interpreter is named with
+/// the image that lacks it and what brings it.
+#[test]
+fn every_failing_hermetic_step_ended_with_the_network_hint() {
+    let ctx = TestContext::new();
+    let spec = format!(
+        r#"{}
+image "bare" {{
+    export #false
+    repository "debian" suite="bookworm" components="main" keyring="/usr/share/keyrings/debian-archive-keyring.gpg"
+    packages "busybox-static"
+}}
+step "missing" {{
+    image "tools"
+    run "cat" "/in/nothing"
+    output "/out"
+}}
+step "online" {{
+    image "tools"
+    run "busybox" "wget" "-q" "-O" "/out/page" "http://example.com/"
+    output "/out"
+}}
+step "shell" {{
+    image "bare"
+    run "sh" "-c" "true"
+    output "/out"
+}}
+step "script" {{
+    image "bare"
+    copy "run.sh" to="/run.sh" mode=0o755
+    run "/run.sh"
+    output "/out"
+}}
+image "a" {{ files {{ copy from="missing" "/out" to="/a" }} }}
+image "b" {{ files {{ copy from="online" "/out" to="/b" }} }}
+image "c" {{ files {{ copy from="shell" "/out" to="/c" }} }}
+image "d" {{ files {{ copy from="script" "/out" to="/d" }} }}
+"#,
+        busybox_tools("coreutils")
+    );
+    ctx.write("spec.kdl", spec);
+    ctx.write("run.sh", "#!/bin/sh\necho hi\n");
+    let fails = |image: &str| {
+        let out = ctx.compose(&["build", "spec.kdl", "--image", image]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        err
+    };
+    let err = fails("a");
+    assert!(err.contains("No such file or directory") && !err.contains("no network"), "{err}");
+    let err = fails("b");
+    assert!(err.contains("bad address") && err.contains("it has no network, and its log says it tried to reach one"), "{err}");
+    let err = fails("c");
+    assert!(err.contains("image `bare` has no `sh` on the step's PATH") && err.contains("`dash`"), "{err}");
+    assert!(!err.contains("no network"), "{err}");
+    let err = fails("d");
+    assert!(err.contains("image `bare` has no `/bin/sh`, which `/run.sh` names in its first line"), "{err}");
+    assert!(!err.contains("no network"), "{err}");
+}
+
 /// Guards against this: derivations ran in waves by depth, so an image waiting only for a fast
 /// step waited for an unrelated slow step of the same depth, and the fast step was reported with
 /// the slow one's time. The slow step here waits for a gate the test opens only once the other

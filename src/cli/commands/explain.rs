@@ -17,7 +17,11 @@ pub fn run(stdout: &mut impl Write, spec: &SpecArgs, json: bool) -> Result<(), o
                 let _ = writeln!(stdout, "    {why}");
             }
         }
-        let _ = writeln!(stdout, "{} of {} derivations would run; {} are in the store", e.rebuild.len(), e.derivations, e.cached);
+        let remote = if e.remote > 0 { format!(", {} in the remote cache", e.remote) } else { String::new() };
+        let _ = writeln!(stdout, "{} of {} derivations would run; {} are in the store{remote}", e.rebuild.len(), e.derivations, e.cached);
+    }
+    for w in &e.warnings {
+        eprintln!("warning: {w}");
     }
     Ok(())
 }

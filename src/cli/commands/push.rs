@@ -21,7 +21,7 @@ pub fn run(stdout: &mut impl Write, spec: &SpecArgs, reference: String, json: bo
         check: false,
     };
     if opts.spec.image.is_none() && ops::image_count(&opts.spec)? > 1 {
-        return Err(ops::Error::Usage("the spec has several images: choose one with --image NAME".into()));
+        return Err(ops::Error::Usage("the spec exports several images: choose one with --image NAME".into()));
     }
     let progress = Progress::new();
     let summary = ops::build(&opts, &progress);

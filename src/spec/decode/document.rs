@@ -46,9 +46,22 @@ impl Decoder {
                 self.build_block(n);
             }
         }
+        // Top-level repositories: every image's that lists packages, unless it has its own of
+        // that name.
+        let mut shared: Vec<crate::spec::Repository> = Vec::new();
+        let mut repository_names: Seen<String> = Seen::new();
+        for n in doc.nodes().iter().filter(|n| n.name().value() == "repository") {
+            let Some(r) = self.repository(n) else { continue };
+            if let Some(first) = repository_names.first(r.name.clone(), r.span) {
+                let message = format!("repository `{}` is defined more than once at the top level", r.name);
+                self.duplicate("compose::spec::duplicate_repository", message, r.span, first, "defined");
+                continue;
+            }
+            shared.push(r);
+        }
         for n in doc.nodes() {
             let (name, name_span, what) = match n.name().value() {
-                "build" => continue,
+                "build" | "repository" => continue,
                 "image" => {
                     let (img, name_span) = self.image(n);
                     let name = img.name.clone();
@@ -89,6 +102,13 @@ impl Decoder {
         self.check_bases(&images);
         self.check_steps(&images, &steps);
         if self.diags.is_empty() {
+            for img in images.iter_mut().filter(|i| !i.packages.is_empty()) {
+                for r in &shared {
+                    if !img.repositories.iter().any(|mine| mine.name == r.name) {
+                        img.repositories.push(r.clone());
+                    }
+                }
+            }
             inherit_repositories(&mut images);
             for img in &images {
                 if img.run_scripts && img.packages.is_empty() {
@@ -112,7 +132,7 @@ impl Decoder {
                         "compose::spec::no_repository",
                         format!("image `{}` lists packages but has no `repository` to install them from", img.name),
                         vec![(first.span, "no repository to install this from".to_owned())],
-                        Some(format!("add one to the image (or to its `base image=`): {USAGE_REPOSITORY}")),
+                        Some(format!("add one to the image, to its `base image=` or to the top level (every image's): {USAGE_REPOSITORY}")),
                     );
                 }
             }

@@ -330,7 +330,7 @@ impl Decoder {
         self.unsigned(e, "the epoch", MAX_EPOCH)
     }
 
-    fn repository(&mut self, kdl: &KdlNode) -> Option<Repository> {
+    pub(super) fn repository(&mut self, kdl: &KdlNode) -> Option<Repository> {
         let node = self.open(kdl, USAGE_REPOSITORY);
         self.leaf(&node);
         let props = self.props(&node, &["suite", "components", "keyring"]);

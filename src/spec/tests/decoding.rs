@@ -290,6 +290,34 @@ fn debian_without_debian_security_warns_once() {
     assert_eq!(spec.image("b").unwrap().repositories.len(), 1);
 }
 
+/// The same `repository` lines were repeated in every image (about 8 lines per app): a top-level
+/// `repository` is every image's that lists packages; an image's own of the same name wins; a
+/// top-level name given twice is an error.
+#[test]
+fn repetition_the_same_repository_lines_in_every_image() {
+    let spec = parse_ok(
+        "repository \"debian\" suite=\"bookworm\" components=\"main\"\n\
+         repository \"extra\" suite=\"x\" components=\"main contrib\"\n\
+         image \"a\" {\n    packages \"curl\"\n}\n\
+         image \"b\" {\n    repository \"debian\" suite=\"trixie\" components=\"main\"\n    packages \"less\"\n}\n\
+         image \"c\" {\n    files { text \"/x\" \"x\" }\n}\n",
+    );
+    let suites = |name: &str| -> Vec<(String, String)> {
+        spec.image(name).unwrap().repositories.iter().map(|r| (r.name.clone(), r.suite.clone())).collect()
+    };
+    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(suites("a"), [pair("debian", "bookworm"), pair("extra", "x")]);
+    assert_eq!(suites("b"), [pair("debian", "trixie"), pair("extra", "x")]);
+    assert!(suites("c").is_empty(), "an image without packages installs nothing");
+    let e = parse_err(
+        "repository \"debian\" suite=\"bookworm\" components=\"main\"\n\
+         repository \"debian\" suite=\"trixie\" components=\"main\"\n\
+         image \"a\" {\n    packages \"curl\"\n}\n",
+    );
+    assert_eq!(codes(&e), ["duplicate_repository"]);
+    assert!(render(&e).contains("repository `debian` is defined more than once at the top level"), "{}", render(&e));
+}
+
 #[test]
 fn variants() {
     let spec = parse_ok(
