@@ -211,6 +211,8 @@ pub struct ExecOptions {
     pub roots: Option<Vec<NodeIndex>>,
     /// `--check`: run cached steps again and compare their outputs.
     pub check: bool,
+    /// Run these again and compare too (fixed-output steps being pinned: a pin must reproduce).
+    pub check_also: Vec<NodeIndex>,
     /// Values of the steps' secrets (`--secret`).
     pub secrets: Secrets,
     /// Whose steps' caches these are: the spec file's canonical path. Another spec's steps never

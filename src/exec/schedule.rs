@@ -24,7 +24,8 @@ const REMOTE_REQUESTS: usize = 16;
 /// needs none, except images and indexes, whose dependencies' blobs are exported with them, and
 /// whose packages' layers are wanted whatever the cache has (their licences feed the SBOM).
 /// With `asked`, derivations the remote has not been asked about yet count as cached (their
-/// dependencies wait for the answer). With `check`, steps and maintainer scripts always run.
+/// dependencies wait for the answer). Those `check` names always run (`--check`: steps and
+/// maintainer scripts).
 fn needed(
     plan: &Plan,
     order: &[NodeIndex],
@@ -32,7 +33,7 @@ fn needed(
     done: &HashMap<NodeIndex, Record>,
     offered: &HashMap<NodeIndex, Record>,
     asked: Option<&HashSet<NodeIndex>>,
-    check: bool,
+    check: &dyn Fn(NodeIndex) -> bool,
 ) -> HashSet<NodeIndex> {
     let mut need: HashSet<NodeIndex> = roots.iter().copied().collect();
     for &n in order.iter().rev() {
@@ -41,7 +42,7 @@ fn needed(
             continue;
         }
         let unknown = asked.is_some_and(|a| !a.contains(&n));
-        let cached = (done.contains_key(&n) || offered.contains_key(&n) || unknown) && !(check && checked(&drv.kind));
+        let cached = (done.contains_key(&n) || offered.contains_key(&n) || unknown) && !check(n);
         if !cached || matches!(drv.kind, DrvKind::Image(_) | DrvKind::Index(_)) {
             need.extend(plan.dependencies(n));
         }
@@ -106,7 +107,7 @@ pub(super) fn execute_inner(
     };
     let mut counts = Counts { total: s.order.len(), ..Counts::default() };
     let (done, mut offered) = s.look_up()?;
-    let need = needed(plan, &s.order, &s.roots, &done, &offered, None, options.check);
+    let need = needed(plan, &s.order, &s.roots, &done, &offered, None, &|n| checks(plan, options, n));
     reporter.planned(s.order.len(), need.iter().filter(|n| !done.contains_key(n) && !offered.contains_key(n)).count());
     s.report_stored(&done, &mut counts);
     let records = Mutex::new(done);
@@ -159,6 +160,11 @@ fn with_caches(kind: &DrvKind) -> bool {
 /// is made by compose's own code from checked inputs).
 fn checked(kind: &DrvKind) -> bool {
     matches!(kind, DrvKind::Step(_) | DrvKind::Scripts(_))
+}
+
+/// Does this build run `n` again and compare (`--check`, or a fixed-output step being pinned)?
+fn checks(plan: &Plan, options: &ExecOptions, n: NodeIndex) -> bool {
+    options.check && checked(&plan.graph[n].kind) || options.check_also.contains(&n)
 }
 
 /// What to build: the options' roots or the plan's; with `--check`, also every step they are
@@ -276,7 +282,7 @@ pub fn predict(
         untrusted: Mutex::default(),
     };
     let (done, offered) = s.look_up()?;
-    let need = needed(plan, &s.order, &s.roots, &done, &offered, None, options.check);
+    let need = needed(plan, &s.order, &s.roots, &done, &offered, None, &|n| checks(plan, options, n));
     let mut p = Prediction::default();
     for n in need {
         let set = if done.contains_key(&n) {
@@ -310,11 +316,9 @@ impl Scheduler<'_> {
             .filter(|_| done.len() < self.order.len())
             .and_then(|_| rayon::ThreadPoolBuilder::new().num_threads(REMOTE_REQUESTS).thread_name(|i| format!("remote-{i}")).build().ok());
         let mut offered = self.ask_remote(&done);
-        if self.options.check {
-            // Steps run again whatever the caches hold; what they held is compared after.
-            offered.retain(|n, _| !checked(&plan.graph[*n].kind));
-            done.retain(|n, _| !checked(&plan.graph[*n].kind));
-        }
+        // What is checked runs again whatever the caches hold; what they held is compared after.
+        offered.retain(|n, _| !checks(plan, self.options, *n));
+        done.retain(|n, _| !checks(plan, self.options, *n));
         Ok((done, offered))
     }
 
@@ -327,10 +331,11 @@ impl Scheduler<'_> {
         let plan = self.plan;
         let mut asked: HashSet<NodeIndex> = HashSet::new();
         loop {
-            let ask: Vec<NodeIndex> = needed(plan, &self.order, &self.roots, done, &offered, Some(&asked), self.options.check)
-                .into_iter()
-                .filter(|n| !done.contains_key(n) && !asked.contains(n))
-                .collect();
+            let ask: Vec<NodeIndex> =
+                needed(plan, &self.order, &self.roots, done, &offered, Some(&asked), &|n| checks(plan, self.options, n))
+                    .into_iter()
+                    .filter(|n| !done.contains_key(n) && !asked.contains(n))
+                    .collect();
             if ask.is_empty() || !rc.usable() {
                 return offered;
             }
@@ -383,7 +388,7 @@ impl Scheduler<'_> {
     ) -> Result<Vec<NodeIndex>, BuildError> {
         let mut queue = {
             let done = lock(records);
-            let need = needed(self.plan, &self.order, &self.roots, &done, offered, None, self.options.check);
+            let need = needed(self.plan, &self.order, &self.roots, &done, offered, None, &|n| checks(self.plan, self.options, n));
             Queue::new(self.plan, &self.order, |n| need.contains(&n) && !done.contains_key(&n))
         };
         // Downloads wait on the network, builds share the cores: each class has its slots.
@@ -459,7 +464,7 @@ impl Scheduler<'_> {
             plan.dependencies(n).into_iter().filter_map(|d| done.get(&d).map(|r| (d, r.clone()))).collect()
         };
         let _guard = store.lock_derivation(&drv.hash)?;
-        if self.options.check && checked(&drv.kind) {
+        if checks(plan, self.options, n) {
             // What the store has is compared with a new run; on an empty store, the step runs
             // twice.
             let before = match store.lookup(&drv.hash)?.filter(|r| record::fits(&drv.kind.expected(), r) && self.still_made_from(r)) {
@@ -695,7 +700,7 @@ image "app" {
     #[test]
     fn with_nothing_cached_everything_below_the_roots_is_needed() {
         let p = the_plan();
-        let need = needed(&p, &p.topo_order(), &p.roots(), &HashMap::new(), &HashMap::new(), None, false);
+        let need = needed(&p, &p.topo_order(), &p.roots(), &HashMap::new(), &HashMap::new(), None, &|_| false);
         assert_eq!(need.len(), p.graph.node_count(), "{:?}", names(&p, &need));
     }
 
@@ -703,13 +708,13 @@ image "app" {
     fn a_cached_layer_spares_the_step_and_the_builder_image_it_was_made_from() {
         let p = the_plan();
         let done = records(&p, &["app: files"]);
-        let need = needed(&p, &p.topo_order(), &p.roots(), &done, &HashMap::new(), None, false);
+        let need = needed(&p, &p.topo_order(), &p.roots(), &done, &HashMap::new(), None, &|_| false);
         assert!(need.contains(&node(&p, "app: files")), "an image's layers are exported with it: {:?}", names(&p, &need));
         for spared in ["step s", "b: image", "b: files"] {
             assert!(!need.contains(&node(&p, spared)), "{spared} is needed: {:?}", names(&p, &need));
         }
         // Offered by the remote cache is as good as stored.
-        let need = needed(&p, &p.topo_order(), &p.roots(), &HashMap::new(), &done, None, false);
+        let need = needed(&p, &p.topo_order(), &p.roots(), &HashMap::new(), &done, None, &|_| false);
         assert!(!need.contains(&node(&p, "step s")));
     }
 
@@ -718,7 +723,7 @@ image "app" {
         let p = the_plan();
         let done = records(&p, &["app: files", "step s"]);
         let roots = roots(&p, &ExecOptions { check: true, ..ExecOptions::default() });
-        let need = needed(&p, &p.topo_order(), &roots, &done, &HashMap::new(), None, true);
+        let need = needed(&p, &p.topo_order(), &roots, &done, &HashMap::new(), None, &|n| checked(&p.graph[n].kind));
         assert!(need.contains(&node(&p, "step s")) && need.contains(&node(&p, "b: image")), "{:?}", names(&p, &need));
     }
 
@@ -749,7 +754,7 @@ image "app" {
         // Only the image has been asked about (and the cache had nothing): its layers are
         // needed; what they are made from waits for the cache's answer about them.
         let asked: HashSet<NodeIndex> = [app].into_iter().collect();
-        let need = needed(&p, &p.topo_order(), &p.roots(), &HashMap::new(), &HashMap::new(), Some(&asked), false);
+        let need = needed(&p, &p.topo_order(), &p.roots(), &HashMap::new(), &HashMap::new(), Some(&asked), &|_| false);
         assert!(need.contains(&node(&p, "app: files")));
         assert!(!need.contains(&node(&p, "step s")), "{:?}", names(&p, &need));
     }

@@ -63,8 +63,12 @@ pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummar
     let remote = open_remote(&opts.spec, &planned.clients)?;
     let (planned, pinning) = pin_steps(&opts.spec, planned, remote.as_ref(), reporter)?;
     // Exporting and pushing overlap with writing results back to the remote cache.
-    let options =
-        exec::ExecOptions { roots: None, check: opts.check, secrets: opts.spec.secrets.clone(), cache_scope: cache_scope(&opts.spec.spec) };
+    let options = exec::ExecOptions {
+        check: opts.check,
+        secrets: opts.spec.secrets.clone(),
+        cache_scope: cache_scope(&opts.spec.spec),
+        ..Default::default()
+    };
     let mut summary = exec::execute_then(&planned.plan, &planned.store, remote.as_ref(), &planned.clients, reporter, &options, |ex| {
         export_all(opts, &planned, ex, reporter)
     })?;
@@ -106,13 +110,20 @@ pub fn pin_steps(
             step_name(first)
         )));
     }
+    // Each runs twice, and a pin only of what it gives both times: a result that differs (a
+    // `pip install` that byte-compiles, a tool that writes the time) would fail every later
+    // build on another machine.
     let options = exec::ExecOptions {
         roots: Some(unpinned.clone()),
-        check: false,
+        check_also: unpinned.clone(),
         secrets: opts.secrets.clone(),
         cache_scope: cache_scope(&opts.spec),
+        ..Default::default()
     };
     let ex = exec::execute_then(&planned.plan, &planned.store, remote, &planned.clients, reporter, &options, Ok::<_, Error>)?;
+    if !ex.mismatches.is_empty() {
+        return Err(Error::PinNotReproducible(ex.mismatches));
+    }
     let mut lockfile = lock::Lockfile::read(&path)?.unwrap_or_default();
     for n in unpinned {
         let plan::DrvKind::Step(s) = &planned.plan.graph[n].kind else { continue };

@@ -89,6 +89,9 @@ pub enum Error {
     #[error("{} step(s) are not reproducible: {}", .0.len(), .0.iter().map(|m| format!("{} (first difference: {}; {} then {})", m.step, m.path, m.before, m.after)).collect::<Vec<_>>().join("; "))]
     #[diagnostic(code(compose::check), help("a step must give the same bytes from the same inputs: look for clocks, random numbers, unordered output or host data in what it writes; with caches, for what it takes from them, and for input mtimes written into its output (tar, zip, .pyc: a changed input has the time it changed while caches are kept)"))]
     NotReproducible(Vec<crate::exec::Mismatch>),
+    #[error("{} fixed-output step(s) gave another result when run again, so there is nothing to pin: {}", .0.len(), .0.iter().map(|m| format!("{} (first difference: {}; {} then {})", m.step, m.path, m.before, m.after)).collect::<Vec<_>>().join("; "))]
+    #[diagnostic(code(compose::lock::not_reproducible), help("a fixed-output step must give the same bytes each time it runs. The usual causes: pip byte-compiles (`pip install --no-compile`, or `env PYTHONDONTWRITEBYTECODE=\"1\"`); npm/yarn write timestamps or caches into the output (`npm ci --no-audit --no-fund`, keep `~/.npm` and yarn's cache out of `output`); archives and logs hold times (`tar --mtime=@0 --sort=name`, `zip -X`); downloads of a moving version (pin it)"))]
+    PinNotReproducible(Vec<crate::exec::Mismatch>),
     #[error("fixed-output step `{step}` has no pin in `{path}` for its current recipe, and --locked forbids changing the lockfile")]
     #[diagnostic(code(compose::lock::locked), help("run `compose lock` (or build without --locked) to run it and pin its result"))]
     StepUnpinned { path: PathBuf, step: String },

@@ -120,6 +120,84 @@ fn a_wiped_team_cache_stayed_hollow() {
     assert_eq!(vb["derivations"]["built"], 0, "{vb}");
 }
 
+/// The fenced block of `lang` in docs/team-cache.md.
+fn doc_block(lang: &str) -> String {
+    let doc = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/team-cache.md")).unwrap();
+    let start = doc.find(&format!("```{lang}\n")).unwrap_or_else(|| panic!("no {lang} block")) + lang.len() + 4;
+    doc[start..start + doc[start..].find("```").unwrap()].to_string()
+}
+
+/// The README named nginx WebDAV and registries for the team cache but showed no setup, and a
+/// first try failed with 500 until nginx could write its root. docs/team-cache.md has both
+/// setups; this runs them as written (paths, port and password file substituted), with nginx's
+/// workers as Debian's `www-data`: a root they cannot write fails uploads with 500 (a warning;
+/// the build goes on), the page's `install -d -o www-data` fixes it, and machine B then builds
+/// nothing. The registry's configuration serves an `oci://` cache behind its password.
+#[test]
+fn the_team_cache_setup_in_the_docs_works() {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = TestContext::new();
+    // www-data must reach the server's directories, as it does /srv and /var/lib.
+    fs::set_permissions(ctx.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = ctx.tmp.path().join("nginx");
+    let (root, body, htpasswd) = (dir.join("srv/compose-cache"), dir.join("compose-cache-body"), dir.join("compose-cache.htpasswd"));
+    fs::create_dir_all(&root).unwrap();
+    for d in [&dir, &dir.join("srv")] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    run(Command::new("htpasswd").args(["-B", "-b", "-c"]).arg(&htpasswd).args(["ci", "s3cret"]));
+    let block = doc_block("nginx");
+    let server = |port: u16| {
+        block
+            .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"))
+            .replace("/srv/compose-cache", root.to_str().unwrap())
+            .replace("/var/lib/nginx/compose-cache-body", body.to_str().unwrap())
+            .replace("/etc/nginx/compose-cache.htpasswd", htpasswd.to_str().unwrap())
+    };
+    let nginx = Nginx::start_server(&dir, "www-data", &root, &server);
+    let url = nginx.url.replace("http://", "http://ci:s3cret@");
+    let a = checkout(&ctx.tmp.path().join("machine-a/src"));
+    let b = checkout(&ctx.tmp.path().join("machine-b/src"));
+    // Before the page's `install -d -o www-data`: nginx cannot write its root.
+    let out = run_in(&ctx, &a, "store-a0", &["build", "spec.kdl", "--remote-cache", &url], &[]);
+    assert_success(&out, "a build with a cache that cannot write");
+    assert!(stderr_of(&out).contains("500"), "{}", stderr_of(&out));
+    run(Command::new("install").args(["-d", "-o", "www-data", "-g", "www-data", "-m", "0750"]).arg(&root).arg(&body));
+    build(&ctx, &a, "store-a", &["--remote-cache", &url]);
+    assert_eq!(fs::read_dir(root.join("ac")).unwrap().count(), 3, "records written back");
+    let vb = build(&ctx, &b, "store-b", &["--remote-cache", &url, "--remote-cache-mode", "ro"]);
+    assert_eq!((vb["derivations"]["built"].as_u64(), vb["derivations"]["remote"].as_u64()), (Some(0), Some(3)), "{vb}");
+    // Without the password: refused, said, built here.
+    let out = run_in(&ctx, &b, "store-c", &["build", "spec.kdl", "--json", "--remote-cache", &nginx.url], &[]);
+    assert_eq!(json_of(&out, "without the password")["derivations"]["built"], 3);
+    assert!(stderr_of(&out).contains("401"), "{}", stderr_of(&out));
+
+    // The registry, with the page's configuration and a password of its own.
+    let yaml = doc_block("yaml");
+    let reg_htpasswd = ctx.tmp.path().join("registry.htpasswd");
+    run(Command::new("htpasswd").args(["-B", "-b", "-c"]).arg(&reg_htpasswd).args(["ci", "s3cret"]));
+    let reg = TestRegistry::start_config(&|data: &Path| {
+        yaml.replace("/var/lib/docker-registry", data.join("data").to_str().unwrap())
+            .replace("addr: :5000", "addr: 127.0.0.1:PORT")
+            .replace("/etc/docker/registry/htpasswd", reg_htpasswd.to_str().unwrap())
+    });
+    let addr = reg.addr();
+    let auth = ctx.tmp.path().join("auth.json");
+    let token = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode("ci:s3cret")
+    };
+    fs::write(&auth, format!("{{\"auths\": {{\"{addr}\": {{\"auth\": \"{token}\"}}}}}}")).unwrap();
+    let auth_env = [("REGISTRY_AUTH_FILE", auth.to_str().unwrap())];
+    let oci = format!("oci://{addr}/team/compose-cache");
+    let out =
+        run_in(&ctx, &a, "store-ra", &["build", "spec.kdl", "--json", "--remote-cache", &oci, "--insecure-registry", &addr], &auth_env);
+    assert_eq!(json_of(&out, "machine A, registry")["derivations"]["built"], 3);
+    let args = ["build", "spec.kdl", "--json", "--remote-cache", &oci, "--insecure-registry", &addr, "--remote-cache-mode", "ro"];
+    let vb = json_of(&run_in(&ctx, &b, "store-rb", &args, &auth_env), "machine B, registry");
+    assert_eq!((vb["derivations"]["built"].as_u64(), vb["derivations"]["remote"].as_u64()), (Some(0), Some(3)), "{vb}");
+}
+
 #[test]
 fn machine_b_builds_nothing_machine_a_built() {
     let ctx = TestContext::new();

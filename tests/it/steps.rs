@@ -124,9 +124,54 @@ fn python_app_pins_wheels_installs_them_hermetically_and_rebuilds_offline() {
     assert_eq!((offline["derivations"]["built"].as_u64(), digest(&offline)), (Some(0), digest(&first)), "{offline}");
 }
 
+/// A fixed-output step whose result differs from run to run was pinned on its first run, and
+/// every later build elsewhere failed against that pin. Pinning runs it twice and refuses a
+/// result that differs, naming the first differing path and the usual fixes: here a `pip
+/// install` that byte-compiles with timestamps (`SOURCE_DATE_EPOCH` cleared, as many build
+/// scripts do), whose `.pyc` files hold the time their sources were written.
+#[test]
+fn a_pip_install_that_byte_compiles_was_pinned() {
+    let ctx = TestContext::new();
+    let dir = checkout("python-app", &ctx.root);
+    let mut spec = fs::read_to_string(dir.join("compose.kdl")).unwrap();
+    spec.push_str(
+        r#"
+step "installed" {
+    image "py-builder"
+    copy from="wheels" "/out" to="/wheels"
+    copy "requirements.txt" to="/src/requirements.txt"
+    env SOURCE_DATE_EPOCH=""
+    run "python3" "-c" "import time; time.sleep(1.2)"
+    run "pip3" "install" "--no-index" "--no-deps" "--find-links=/wheels" "--require-hashes" "-r" "/src/requirements.txt" "--target" "/out/site-packages"
+    output "/out"
+    network #true
+}
+image "installed-app" { files { copy from="installed" "/out/site-packages" to="/lib" } }
+"#,
+    );
+    fs::write(dir.join("compose.kdl"), spec).unwrap();
+    let out = compose_in(&ctx, &dir, "store", &["build", "compose.kdl", "--image", "installed-app"], &host_pip_env());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("fixed-output step(s) gave another result when run again") && err.contains("installed (first difference: "),
+        "{err}"
+    );
+    assert!(err.contains(".pyc;"), "the differing .pyc is named: {err}");
+    assert!(err.contains("pip install --no-compile"), "{err}");
+    let lock: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("compose.kdl.lock")).unwrap()).unwrap();
+    assert!(lock["steps"].get("installed").is_none(), "nothing pinned: {lock}");
+}
+
 /// The spec of the steps below: busybox and coreutils (its `date` prints nanoseconds) as the image.
 fn tools_spec() -> String {
     format!("{}{STEPS}", busybox_tools("coreutils"))
+}
+
+/// [`tools_spec`] in `dir`, its `fetch` step reading `dir/upstream` (written with `value`).
+fn write_tools_spec(dir: &Path, value: &str) {
+    fs::write(dir.join("upstream"), value).unwrap();
+    fs::write(dir.join("spec.kdl"), tools_spec().replace("UPSTREAM", dir.join("upstream").to_str().unwrap())).unwrap();
 }
 
 const STEPS: &str = r#"step "online" {
@@ -154,7 +199,9 @@ step "stable" {
 }
 step "fetch" {
     image "tools"
-    run "sh" "-c" "cat /proc/sys/kernel/random/uuid > /out/download"
+    // What it "downloads" is the host file `upstream` (the test changes it between builds).
+    mount-from-host "UPSTREAM" to="/upstream"
+    run "sh" "-c" "cat /upstream > /out/download"
     output "/out"
     network #true
 }
@@ -173,7 +220,7 @@ image "fetched" { files { copy from="fetch" "/out/download" to="/download" } }
 #[test]
 fn failing_changing_and_nondeterministic_steps_are_caught() {
     let ctx = TestContext::new();
-    ctx.write("spec.kdl", tools_spec());
+    write_tools_spec(&ctx.root, "one\n");
     ctx.write("a.txt", "a\n");
     ctx.write("b.txt", "b\n");
     let root = ctx.root.clone();
@@ -238,6 +285,7 @@ fn failing_changing_and_nondeterministic_steps_are_caught() {
     assert_success(&first, "build fetched");
     let lock: serde_json::Value = serde_json::from_slice(&fs::read(root.join("spec.kdl.lock")).unwrap()).unwrap();
     let pinned = lock["steps"]["fetch"]["output"].as_str().unwrap().to_string();
+    fs::write(root.join("upstream"), "two\n").unwrap();
     let out = compose("store-2", &["build", "spec.kdl", "--image", "fetched"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -250,6 +298,7 @@ fn failing_changing_and_nondeterministic_steps_are_caught() {
     assert_ne!(repinned, pinned);
     assert_success(&compose("store-2", &["build", "spec.kdl", "--image", "fetched", "--locked"]), "build after re-pinning");
     // Again, with what it yielded last in the store: it runs again all the same.
+    fs::write(root.join("upstream"), "three\n").unwrap();
     assert_success(&compose("store-2", &["lock", "spec.kdl", "--update", "fetch"]), "lock --update fetch, again");
     let lock: serde_json::Value = serde_json::from_slice(&fs::read(root.join("spec.kdl.lock")).unwrap()).unwrap();
     assert_ne!(lock["steps"]["fetch"]["output"].as_str().unwrap(), repinned, "--update took the step's last output from the store");
@@ -261,7 +310,7 @@ fn failing_changing_and_nondeterministic_steps_are_caught() {
     for d in [ctx.tmp.path(), nobody.as_path()] {
         fs::set_permissions(d, fs::Permissions::from_mode(0o777)).unwrap();
     }
-    fs::write(nobody.join("spec.kdl"), tools_spec()).unwrap();
+    write_tools_spec(&nobody, "one\n");
     let out = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", COMPOSE, "build", "spec.kdl", "--image", "uses-boom"])
         .current_dir(&nobody)
@@ -282,7 +331,7 @@ fn failing_changing_and_nondeterministic_steps_are_caught() {
 #[test]
 fn json_counted_only_the_last_planning_round() {
     let ctx = TestContext::new();
-    ctx.write("spec.kdl", tools_spec());
+    write_tools_spec(&ctx.root, "one\n");
     let out = ctx.compose(&["build", "--json", "spec.kdl", "--image", "fetched"]);
     assert_success(&out, "build fetched");
     let err = stderr(&out);

@@ -28,16 +28,29 @@ impl Nginx {
     pub fn start_with(dir: &Path, extra: &str) -> Nginx {
         let root = dir.join("cache-root");
         fs::create_dir_all(&root).unwrap();
+        let server = |port: u16| {
+            format!(
+                "  client_body_temp_path {d}/body;\n  server {{\n    listen 127.0.0.1:{port};\n{extra}\n    location / {{\n      root {r};\n      dav_methods PUT DELETE;\n      create_full_put_path on;\n      client_max_body_size 0;\n    }}\n  }}\n",
+                d = dir.display(),
+                r = root.display(),
+                extra = extra.replace("ROOT", &root.display().to_string())
+            )
+        };
+        Nginx::start_server(dir, "root", &root, &server)
+    }
+
+    /// nginx with the `http` block's contents `server(port)` (a `server` block listening on
+    /// 127.0.0.1:port), its workers running as `user`, serving the cache directory `root`.
+    pub fn start_server(dir: &Path, user: &str, root: &Path, server: &dyn Fn(u16) -> String) -> Nginx {
         for _ in 0..10 {
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let conf = dir.join("nginx.conf");
             fs::write(
                 &conf,
                 format!(
-                    "user root;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  server {{\n    listen 127.0.0.1:{port};\n{extra}\n    location / {{\n      root {r};\n      dav_methods PUT DELETE;\n      create_full_put_path on;\n      client_max_body_size 0;\n    }}\n  }}\n}}\n",
+                    "user {user};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log {d}/access.log;\n{}}}\n",
+                    server(port),
                     d = dir.display(),
-                    r = root.display(),
-                    extra = extra.replace("ROOT", &root.display().to_string())
                 ),
             )
             .unwrap();
@@ -52,7 +65,7 @@ impl Nginx {
                 .spawn()
                 .expect("nginx");
             // Stopped on drop from here on, if it does not start.
-            let mut nginx = Nginx { child: Some(child), url: format!("http://127.0.0.1:{port}"), root: root.clone() };
+            let mut nginx = Nginx { child: Some(child), url: format!("http://127.0.0.1:{port}"), root: root.to_path_buf() };
             if nginx.bound(dir, port) {
                 return nginx;
             }

@@ -18,6 +18,8 @@ pub struct TestRegistry {
     port: u16,
     /// The `auth:` section of its configuration, if any.
     auth: String,
+    /// A whole configuration instead, `PORT` standing for the port.
+    config: Option<String>,
     child: Option<Child>,
 }
 
@@ -44,7 +46,18 @@ impl TestRegistry {
             std::fs::write(&file, &out.stdout).expect("write htpasswd");
             auth = format!("auth:\n  htpasswd:\n    realm: x\n    path: {}\n", file.display());
         }
-        let mut reg = TestRegistry { dir, port: 0, auth, child: None };
+        let mut reg = TestRegistry { dir, port: 0, auth, config: None, child: None };
+        reg.spawn();
+        reg
+    }
+
+    /// With the configuration `config(data directory)`, whose `PORT` is the port it listens on
+    /// (127.0.0.1).
+    pub fn start_config(config: &dyn Fn(&std::path::Path) -> String) -> TestRegistry {
+        require("docker-registry");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Some(config(dir.path()));
+        let mut reg = TestRegistry { dir, port: 0, auth: String::new(), config, child: None };
         reg.spawn();
         reg
     }
@@ -60,6 +73,10 @@ impl TestRegistry {
             self.port,
             self.auth
         );
+        let config = match &self.config {
+            Some(c) => c.replace("PORT", &self.port.to_string()),
+            None => config,
+        };
         std::fs::write(self.dir.path().join("config.yml"), config).expect("write config");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("registry.log")).expect("log file");
         let child = Command::new("docker-registry")
