@@ -509,6 +509,16 @@ impl Registry {
         Ok(Fetched { digest, media_type, bytes: bytes.to_vec() })
     }
 
+    /// Does `repo_ref` (`REGISTRY/REPO`) have blob `digest`? (A HEAD request.)
+    pub fn has_blob(&self, repo_ref: &str, digest: &Sha256) -> Result<bool, RegistryError> {
+        let parsed = parse_repo(repo_ref)?;
+        let t = self.target(parsed.with_tag_latest(), format!("blob {digest} of {repo_ref}"))?;
+        self.block_on(async {
+            self.ensure_auth(&t, RegistryOperation::Pull).await?;
+            self.client.blob_exists(&t.reference, &digest.to_string()).await.map_err(|e| t.err(e))
+        })
+    }
+
     /// Stream blob `digest` of `repo_ref` (`REGISTRY/REPO`) into `sink`, verifying its sha256
     /// (and `size`, when given); returns the bytes written. On error the sink may hold part of
     /// the blob (or all of it, when the digest does not match): discard what it holds.

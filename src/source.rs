@@ -391,6 +391,9 @@ impl Scanner {
     /// Does the spec directory's ignore file leave out `path`?
     fn ignored(&self, path: &Path, is_dir: bool) -> bool {
         match path.strip_prefix(&self.dir).ok().and_then(|r| r.to_str()) {
+            // Outside the spec directory (an absolute source) no ignore file applies: the
+            // version control directories are left out all the same.
+            None => path.file_name().and_then(|n| n.to_str()).is_some_and(|n| VCS_DIRS.contains(&n)),
             // An ignored directory is still walked when a `!` line may take back something below
             // it (one naming a path inside it, or starting with a wildcard).
             Some(rel) if !rel.is_empty() => {

@@ -203,7 +203,7 @@ pub(super) fn command(root: &Root<'_>, cmd: &Command1<'_>, hermetic: bool, log: 
             )
         }
         None => {
-            let missing = missing_program(log, &root.rootfs);
+            let cannot_start = log.not_started.first().and_then(|l| super::diagnose::start_failure(l, &root.rootfs, ctx.image));
             return Err(BuildError::StepFailed {
                 step: step.to_string(),
                 command,
@@ -211,7 +211,7 @@ pub(super) fn command(root: &Root<'_>, cmd: &Command1<'_>, hermetic: bool, log: 
                 tail,
                 log: kept,
                 hermetic,
-                diagnosis: Box::new(super::Diagnosis { network: log.network, missing, image: ctx.image.to_string() }),
+                diagnosis: Box::new(super::Diagnosis { network: log.network, cannot_start }),
             });
         }
     };
@@ -251,75 +251,6 @@ pub(super) struct Log {
     not_started: Vec<String>,
 }
 
-/// What a line of a failed command's log says of the network: a resolver or connect failure, as
-/// libc, curl, Go, Node, Python, apt, cargo and pip word them.
-fn tried_network(line: &str) -> bool {
-    const SIGNS: &[&str] = &[
-        "name resolution",
-        "resolve host",
-        "temporary failure resolving",
-        "could not resolve",
-        "couldn't resolve",
-        "name or service not known",
-        "no address associated with hostname",
-        "getaddrinfo",
-        "eai_again",
-        "enotfound",
-        "no such host",
-        "network is unreachable",
-        "enetunreach",
-        "failed to establish a new connection",
-        "dial tcp",
-        "dial udp",
-        "bad address",
-    ];
-    let lower = line.to_ascii_lowercase();
-    SIGNS.iter().any(|s| lower.contains(s))
-}
-
-/// Does `line` say a program could not be started?
-fn not_started(line: &str) -> bool {
-    line.contains("unable to start container process: exec")
-        || line.starts_with("exec ") && line.ends_with(": no such file or directory")
-        || line.contains("env: '") && line.ends_with("': No such file or directory")
-}
-
-/// What a failed command lacked, from its log (runc's and `env`'s words) and its root: a program
-/// not on its PATH, a program path that is not there, or the interpreter a script's first line
-/// names.
-fn missing_program(log: &Log, rootfs: &Path) -> Option<String> {
-    // runc's words come as logfmt, quotes escaped.
-    let line = &log.not_started.first()?.replace("\\\"", "\"");
-    let quoted = |after: &str| line.split_once(after).and_then(|(_, rest)| rest.split_once('"')).map(|(name, _)| name.to_string());
-    if line.contains("executable file not found in $PATH") {
-        return quoted("exec: \"").map(|name| format!("`{name}` on the step's PATH"));
-    }
-    if let Some((_, rest)) = line.split_once("env: '") {
-        let name = rest.trim_end_matches("': No such file or directory");
-        return Some(format!("`{name}` (which a script runs through `env`)"));
-    }
-    if let Some(path) = quoted("exec: \"") {
-        return Some(format!("`{path}`"));
-    }
-    // `exec /usr/bin/npm: no such file or directory`: the file is there, what starts it is not.
-    let after = line.split_once("process: exec ").map_or_else(|| line.strip_prefix("exec "), |(_, rest)| Some(rest))?;
-    let path = after.split_once(": no such file or directory")?.0.trim();
-    let head: Vec<u8> = {
-        use std::io::Read;
-        let mut buf = Vec::new();
-        let f = fs::File::open(trees::resolve_in(rootfs, path).ok()?).ok()?;
-        f.take(256).read_to_end(&mut buf).ok()?;
-        buf
-    };
-    let Some(first) = head.strip_prefix(b"#!") else {
-        return Some(format!("the program loader or a shared library `{path}` needs (is it built for this image's libc?)"));
-    };
-    let first = String::from_utf8_lossy(first.split(|b| *b == b'\n').next().unwrap_or_default()).to_string();
-    let mut words = first.split_whitespace();
-    let interpreter = words.next().unwrap_or_default().to_string();
-    Some(format!("`{interpreter}`, which `{path}` names in its first line"))
-}
-
 /// Longest line of a log kept as is; longer ones are cut (the file keeps them whole).
 const LINE_MAX: usize = 4096;
 
@@ -333,8 +264,8 @@ impl Log {
     pub(super) fn line(&mut self, line: &str) {
         use std::io::Write;
         let _ = writeln!(self.file, "{line}");
-        self.network |= tried_network(line);
-        if self.not_started.len() < 4 && not_started(line) {
+        self.network |= super::diagnose::tried_network(line);
+        if self.not_started.len() < 4 && super::diagnose::not_started(line) {
             self.not_started.push(line.to_string());
         }
         if self.tail.len() == TAIL {

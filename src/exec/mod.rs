@@ -25,6 +25,7 @@ use crate::store::{Record, Store, StoreError};
 
 mod assemble;
 mod caches;
+mod diagnose;
 mod emulation;
 pub mod executor;
 mod job;
@@ -152,10 +153,8 @@ pub enum BuildError {
 pub struct Diagnosis {
     /// It tried the network (a name it could not resolve, a network it could not reach).
     pub network: bool,
-    /// What its image lacked to start the command (a shell, an interpreter).
-    pub missing: Option<String>,
-    /// The image it ran in, as the spec names it.
-    pub image: String,
+    /// Why the command could not start, and what to do (`diagnose::start_failure`).
+    pub cannot_start: Option<String>,
 }
 
 impl BuildError {
@@ -175,14 +174,10 @@ impl BuildError {
                 Some(format!("give it with `--secret id={id},src=FILE` or `--secret id={id},env=VARIABLE` (or mark it `required=#false`)"))
             }
             BuildError::StepFailed { hermetic, diagnosis, .. } => {
-                let Diagnosis { network, missing, image } = &**diagnosis;
+                let Diagnosis { network, cannot_start } = &**diagnosis;
                 let mut help = Vec::new();
-                if let Some(what) = missing {
-                    help.push(format!(
-                        "image `{image}` has no {what}: add the package that brings it to that image's `packages` (`dash` \
-                         brings /bin/sh, `bash` /bin/bash, `coreutils` env), or `variant \"essential\"` for a shell and the \
-                         core utilities"
-                    ));
+                if let Some(why) = cannot_start {
+                    help.push(why.clone());
                 } else if *hermetic && *network {
                     help.push(
                         "the step is hermetic: it has no network, and its log says it tried to reach one. If it downloads \

@@ -121,7 +121,8 @@ fn layer_with_copies(
     deps: &HashMap<NodeIndex, Record>,
     store: &Store,
 ) -> Result<Output, BuildError> {
-    let mut unpacked: HashMap<NodeIndex, (PathBuf, Option<tempfile::TempDir>)> = HashMap::new();
+    // Each source's tree, and what keeps it: a step's unpacked tree, or an image's kept one in use.
+    let mut unpacked: HashMap<NodeIndex, (PathBuf, Option<tempfile::TempDir>, Option<trees::InUse>)> = HashMap::new();
     // What this layer copies from each step: only that is unpacked.
     let mut wanted: HashMap<NodeIndex, Vec<&str>> = HashMap::new();
     for part in &l.parts {
@@ -148,13 +149,16 @@ fn layer_with_copies(
                             let srcs = wanted.get(&c.source).map(Vec::as_slice).unwrap_or_default();
                             trees::unpack_for(&store.blob_path(&tree.digest), &tree.media_type, dir.path(), srcs)
                                 .map_err(|e| drop_tree(store, source, e))?;
-                            (dir.path().to_path_buf(), Some(dir))
+                            (dir.path().to_path_buf(), Some(dir), None)
                         }
-                        _ => (trees::image_rootfs(store, rec)?, None),
+                        _ => {
+                            let tree = trees::image_rootfs(store, rec)?;
+                            (tree.to_path_buf(), None, Some(tree))
+                        }
                     };
                     slot.insert(entry);
                 }
-                let root = unpacked.get(&c.source).map(|(p, _)| p.clone()).unwrap_or_default();
+                let root = unpacked.get(&c.source).map(|(p, _, _)| p.clone()).unwrap_or_default();
                 let (what, shown) = match &source.kind {
                     DrvKind::Step(s) if c.src.is_empty() => (format!("the output of step `{}`", s.step), s.output.clone()),
                     DrvKind::Step(s) => {

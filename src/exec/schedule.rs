@@ -359,8 +359,8 @@ impl Scheduler<'_> {
     fn report_stored(&self, done: &HashMap<NodeIndex, Record>, counts: &mut Counts) {
         // A cache wiped or pruned since the markers were written gets again what this build uses.
         if let Some(rc) = self.remote.filter(|rc| rc.mode() == crate::remote::Mode::ReadWrite) {
-            let drvs: Vec<crate::hash::DrvHash> = self.order.iter().filter_map(|n| done.get(n)).map(|r| r.drv).collect();
-            rc.recheck_markers(self.store, &drvs);
+            let records: Vec<&Record> = self.order.iter().filter_map(|n| done.get(n)).collect();
+            rc.recheck_markers(self.store, &records);
         }
         for &n in &self.order {
             if let Some(r) = done.get(&n) {

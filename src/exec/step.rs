@@ -297,7 +297,7 @@ pub(super) fn run_step(
         trees::image_rootfs_checked_after(store, image)?
     };
     let ran = run_over(how, drv, s, deps, store, reporter, &lower);
-    match sealing.map(|s| s.held(store)) {
+    match sealing.map(|s| s.held(store, lower)) {
         Some(false) => {
             // It had changed since it was unpacked: nothing made over it stands, what the step
             // left in its caches included.

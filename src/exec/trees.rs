@@ -38,10 +38,24 @@ pub(super) fn io_error(path: &Path, what: &str) -> impl FnOnce(io::Error) -> Bui
 /// steps run over it through an overlay). Made once per manifest and kept in the store, with a
 /// seal ([`seal`]) of what it held when made: a tree changed since (by hand, by another program)
 /// is unpacked again from the store's verified blobs before it is used.
-pub fn image_rootfs(store: &Store, image: &Record) -> Result<PathBuf, BuildError> {
-    let (dir, sealing) = rootfs_with(store, image, false)?;
+pub fn image_rootfs(store: &Store, image: &Record) -> Result<InUse, BuildError> {
+    let (tree, sealing) = rootfs_with(store, image, false)?;
     debug_assert!(sealing.is_none());
-    Ok(dir)
+    Ok(tree)
+}
+
+/// An unpacked root filesystem in use: while this lives, it holds the tree's lock shared, and no
+/// build moves the tree away (that takes the lock exclusively, so waits for every job over it).
+pub struct InUse {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl std::ops::Deref for InUse {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.dir
+    }
 }
 
 /// The seal of a kept root filesystem, being checked beside the job that uses the tree
@@ -55,12 +69,14 @@ pub struct Sealing {
 }
 
 impl Sealing {
-    /// Whether the tree was as it was sealed. When not, it is moved away (the next use unpacks it
-    /// again) and the caller throws away what it made over it.
-    pub fn held(self, store: &Store) -> bool {
+    /// Whether the tree was as it was sealed, once the job that used it (`tree`) is done. When
+    /// not, it is moved away (the next use unpacks it again), once no other job is over it, and
+    /// the caller throws away what it made over it.
+    pub fn held(self, store: &Store, tree: InUse) -> bool {
         if self.check.join().unwrap_or(false) {
             return true;
         }
+        drop(tree);
         let _lock = rootfs_lock(&self.dir);
         // Unless another job has unpacked it again meanwhile (a new seal).
         if fs::read_to_string(&self.seal_path).is_ok_and(|s| s == self.kept) {
@@ -73,11 +89,11 @@ impl Sealing {
 /// As [`image_rootfs`], but a kept tree is handed out before its seal is checked: the check (a
 /// status of each of tens of thousands of entries, tens of milliseconds) runs on a thread of its
 /// own while the job runs, and the job's result stands only if [`Sealing::held`] says so.
-pub fn image_rootfs_checked_after(store: &Store, image: &Record) -> Result<(PathBuf, Option<Sealing>), BuildError> {
+pub fn image_rootfs_checked_after(store: &Store, image: &Record) -> Result<(InUse, Option<Sealing>), BuildError> {
     rootfs_with(store, image, true)
 }
 
-/// The lock on `dir`'s tree (`DIR.lock`) that one build at a time holds to check, remove or make it.
+/// The lock on `dir`'s tree (`DIR.lock`), taken exclusively: to remove or make the tree.
 fn rootfs_lock(dir: &Path) -> Result<File, BuildError> {
     let lock_path = dir.with_extension("lock");
     let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_error(&lock_path, "cannot open"))?;
@@ -95,32 +111,54 @@ fn discard_rootfs(store: &Store, dir: &Path, seal_path: &Path) {
     let _ = fs::remove_file(seal_path);
 }
 
-fn rootfs_with(store: &Store, image: &Record, later: bool) -> Result<(PathBuf, Option<Sealing>), BuildError> {
+fn rootfs_with(store: &Store, image: &Record, later: bool) -> Result<(InUse, Option<Sealing>), BuildError> {
     let manifest = output(image, "manifest")?;
     let parent = rootfs_cache(store);
     fs::create_dir_all(&parent).map_err(io_error(&parent, "cannot create"))?;
     let dir = parent.join(manifest.digest.hex());
     let seal_path = parent.join(format!("{}.seal", manifest.digest.hex()));
-    // One build at a time checks, removes or makes this tree; the others wait, then use it.
-    let _lock = rootfs_lock(&dir)?;
-    if dir.symlink_metadata().is_ok() {
-        let kept = fs::read_to_string(&seal_path).ok();
-        if let (Some(kept), true) = (&kept, later) {
-            let (tree, expected) = (dir.clone(), kept.clone());
-            // One thread, not the build's pool: its workers may all be waiting on jobs.
-            let check = std::thread::spawn(move || {
-                // Behind the step's own processes for the CPU: it is their time it must not take.
-                // SAFETY: setpriority on the calling thread (who = 0) touches no memory.
-                unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
-                seal(&tree).is_ok_and(|s| s == expected)
-            });
-            return Ok((dir.clone(), Some(Sealing { dir, seal_path, kept: kept.clone(), check })));
+    let lock_path = dir.with_extension("lock");
+    loop {
+        // Jobs over the tree hold its lock shared (any number at once); checking it needs no
+        // more. Removing or making it takes the lock exclusively, once no job is over it.
+        let lock =
+            File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_error(&lock_path, "cannot open"))?;
+        lock.lock_shared().map_err(io_error(&lock_path, "cannot lock"))?;
+        if let (true, Ok(kept)) = (dir.symlink_metadata().is_ok(), fs::read_to_string(&seal_path)) {
+            if later {
+                let (checked, expected) = (dir.clone(), kept.clone());
+                // One thread, not the build's pool: its workers may all be waiting on jobs.
+                let check = std::thread::spawn(move || {
+                    // Behind the step's own processes for the CPU: it is their time it must not take.
+                    // SAFETY: setpriority on the calling thread (who = 0) touches no memory.
+                    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+                    seal(&checked).is_ok_and(|s| s == expected)
+                });
+                let sealing = Sealing { dir: dir.clone(), seal_path: seal_path.clone(), kept, check };
+                return Ok((InUse { dir: dir.clone(), _lock: lock }, Some(sealing)));
+            }
+            if seal(&dir).is_ok_and(|s| s == kept) {
+                return Ok((InUse { dir: dir.clone(), _lock: lock }, None));
+            }
         }
-        if kept.is_some() && kept == seal(&dir).ok() {
-            return Ok((dir, None));
+        drop(lock);
+        let exclusive = rootfs_lock(&dir)?;
+        ready_tree(store, manifest, &dir, &seal_path)?;
+        drop(exclusive);
+    }
+}
+
+/// Under the tree's exclusive lock: the tree `dir` as sealed, unpacked again if it changed (or
+/// first made).
+fn ready_tree(store: &Store, manifest: &Output, dir: &Path, seal_path: &Path) -> Result<(), BuildError> {
+    let parent = rootfs_cache(store);
+    if dir.symlink_metadata().is_ok() {
+        let kept = fs::read_to_string(seal_path).ok();
+        if kept.is_some() && kept == seal(dir).ok() {
+            return Ok(());
         }
         // Changed since it was unpacked, or never sealed: away with it.
-        discard_rootfs(store, &dir, &seal_path);
+        discard_rootfs(store, dir, seal_path);
         if dir.symlink_metadata().is_ok() {
             return Err(BuildError::Tree {
                 message: format!("cannot move away `{}`", dir.display()),
@@ -146,11 +184,11 @@ fn rootfs_with(store: &Store, image: &Record, later: bool) -> Result<(PathBuf, O
         let how = Unpack { rules: Rules::Foreign, whiteouts: true, select: None };
         unpack_with(&blob, l.media_type.as_deref().unwrap_or(crate::layer::GZIP_MEDIA_TYPE), &root, &how)?;
     }
-    fs::rename(&root, &dir).map_err(io_error(&dir, "cannot move an unpacked image to"))?;
-    let sealed = seal(&dir).map_err(io_error(&dir, "cannot read"))?;
-    crate::util::write_atomic(&seal_path, sealed.as_bytes(), 0o600, Some(&store.tmp_dir()))
-        .map_err(|e| io_error(&seal_path, "cannot write")(e.source))?;
-    Ok((dir, None))
+    fs::rename(&root, dir).map_err(io_error(dir, "cannot move an unpacked image to"))?;
+    let sealed = seal(dir).map_err(io_error(dir, "cannot read"))?;
+    crate::util::write_atomic(seal_path, sealed.as_bytes(), 0o600, Some(&store.tmp_dir()))
+        .map_err(|e| io_error(seal_path, "cannot write")(e.source))?;
+    Ok(())
 }
 
 /// The identity of every entry of tree `dir`: its path, type and mode, owner, size, inode, link

@@ -54,8 +54,18 @@ pub fn build(opts: &BuildOptions, reporter: &dyn Reporter) -> Result<BuildSummar
     for w in planned.spec.warnings().iter().chain(&planned.warnings) {
         reporter.warning(w);
     }
-    if opts.push.is_some() && planned.plan.roots().len() > 1 {
-        return Err(Error::Usage("--push takes one image, but the spec has several: choose one with --image NAME".into()));
+    if opts.push.is_some() {
+        match planned.plan.roots().len() {
+            1 => {}
+            0 => {
+                return Err(Error::Usage(
+                    "there is nothing to push: no image of the build is exported (each has `export #false`); remove that from \
+                     the one to push"
+                        .into(),
+                ))
+            }
+            _ => return Err(Error::Usage("--push takes one image, but the spec exports several: choose one with --image NAME".into())),
+        }
     }
     // Steps on another architecture need the kernel's help: said before anything is built.
     exec::check_emulation(&planned.plan, reporter)?;

@@ -103,7 +103,16 @@ impl HttpCache {
     /// A message for a refused or failed answer.
     fn status_message(&self, method: &str, url: &str, status: reqwest::StatusCode) -> String {
         let mut m = format!("{method} {url} answered {status}");
-        if matches!(status.as_u16(), 401 | 403) {
+        if status.as_u16() == 403 && !self.auth_source.is_empty() {
+            m.push_str(&format!(
+                "; check the credentials from {}, and that the server may read and write its files (its own permissions)",
+                self.auth_source
+            ));
+        } else if status.as_u16() == 403 {
+            m.push_str("; the server may not read or write its files (its own permissions), or wants credentials");
+        } else if status.is_server_error() {
+            m.push_str("; the server failed: its error log says why (for nginx WebDAV, often a cache root it cannot write)");
+        } else if status.as_u16() == 401 {
             if self.auth_source.is_empty() {
                 m.push_str(
                     "; give credentials in the URL, COMPOSE_REMOTE_CACHE_TOKEN, COMPOSE_REMOTE_CACHE_USER/_PASSWORD or a netrc entry",
@@ -171,6 +180,10 @@ impl super::Backend for HttpCache {
             Ok(r) => Err(self.status_message("GET", &url, r.status())),
             Err(e) => Err(describe(&e)),
         }
+    }
+
+    fn has_blob(&self, digest: &Sha256) -> Result<bool, String> {
+        self.head(&format!("{}/cas/{}", self.shown, digest.hex()))
     }
 
     fn get_blob(&self, digest: &Sha256, size: u64, sink: &mut dyn Write) -> Result<bool, BlobError> {

@@ -74,6 +74,8 @@ pub trait Backend: Send + Sync {
     fn describe(&self) -> &str;
     /// The stored record of `drv` (exact bytes), or None if there is none.
     fn get_record(&self, drv: &DrvHash) -> Result<Option<Vec<u8>>, String>;
+    /// Does the server have blob `digest`? (No body moves: a HEAD.)
+    fn has_blob(&self, digest: &Sha256) -> Result<bool, String>;
     /// Stream blob `digest` (of `size` bytes) into `sink`. Ok(false): the server lacks it.
     fn get_blob(&self, digest: &Sha256, size: u64, sink: &mut dyn Write) -> Result<bool, BlobError>;
     /// Publish `record` (exact bytes) for `drv` after the blobs it names (digest, size, media
@@ -172,19 +174,25 @@ impl RemoteCache {
         store.is_shared(&self.id(), drv)
     }
 
-    /// Does the cache still hold what the store's markers say it was given? Of `drvs` (records a
-    /// build uses), those the markers say it holds are asked for, [`MARKER_SAMPLE`] of them spread
-    /// over the list: one missing (a wiped or pruned cache) and every marker of this cache is
-    /// forgotten, so that the build shares again all it uses. True when they were.
-    pub fn recheck_markers(&self, store: &Store, drvs: &[DrvHash]) -> bool {
-        let marked: Vec<&DrvHash> = drvs.iter().filter(|d| self.known_to_have(store, d)).collect();
+    /// Does the cache still hold what the store's markers say it was given? Of `records` (those
+    /// a build uses), the ones the markers say it holds are asked for, [`MARKER_SAMPLE`] of them
+    /// spread over the list, each with its largest blob: one missing (a wiped or pruned cache)
+    /// and every marker of this cache is forgotten, so that the build shares again all it uses.
+    /// True when they were.
+    pub fn recheck_markers(&self, store: &Store, records: &[&Record]) -> bool {
+        let marked: Vec<&&Record> = records.iter().filter(|r| self.known_to_have(store, &r.drv)).collect();
         if marked.is_empty() || !self.usable() {
             return false;
         }
         let every = marked.len().div_ceil(MARKER_SAMPLE).max(1);
-        for d in marked.iter().step_by(every) {
-            match self.backend.get_record(d) {
-                Ok(Some(_)) => {}
+        for r in marked.iter().step_by(every) {
+            let held = self.backend.get_record(&r.drv).and_then(|rec| match (rec, r.outputs.values().max_by_key(|o| o.size)) {
+                (Some(_), Some(o)) => self.backend.has_blob(&o.digest).map(|b| b.then_some(())),
+                (Some(_), None) => Ok(Some(())),
+                (None, _) => Ok(None),
+            });
+            match held {
+                Ok(Some(())) => {}
                 Ok(None) => {
                     store.forget_shared(&self.id());
                     self.lost.store(true, Ordering::SeqCst);
@@ -220,9 +228,9 @@ impl RemoteCache {
             out.push(format!("remote cache {url} is not used for the rest of this build: {f}"));
         }
         if self.lost.load(Ordering::SeqCst) {
-            out.push(format!(
-                "remote cache {url} had lost records this store gave it (it was wiped or pruned): this build gave it again all it used"
-            ));
+            let then =
+                if self.usable() { "this build gave it again all it used" } else { "builds give it again all they use once it works" };
+            out.push(format!("remote cache {url} had lost records this store gave it (it was wiped or pruned): {then}"));
         }
         let n = self.untrusted.load(Ordering::SeqCst);
         if n > 0 {
@@ -392,7 +400,9 @@ impl RemoteCache {
         if self.mode != Mode::ReadWrite || !self.usable() {
             return;
         }
-        if check {
+        // Once the cache was found to have lost some of what it was given, a record it still has
+        // may name blobs it lost: those are given again (`put` skips the blobs it has).
+        if check && !self.lost.load(Ordering::SeqCst) {
             match self.backend.get_record(&rec.drv) {
                 Ok(Some(_)) => {
                     store.mark_shared(&self.id(), &rec.drv);

@@ -147,6 +147,10 @@ impl super::Backend for OciCache {
         }
     }
 
+    fn has_blob(&self, digest: &Sha256) -> Result<bool, String> {
+        self.registry()?.has_blob(&self.repo, digest).map_err(|e| e.to_string())
+    }
+
     fn put(&self, store: &Store, drv: &DrvHash, blobs: &[BlobFile], record: &[u8]) -> Result<(), String> {
         let empty = store.put_bytes(b"{}").map_err(|e| e.to_string())?;
         let mut all: Vec<(Sha256, u64, std::path::PathBuf)> = vec![(empty, 2, store.blob_path(&empty))];

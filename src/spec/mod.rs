@@ -833,13 +833,15 @@ impl SpecFile {
                     continue;
                 }
                 let security = format!("{}-security", r.suite);
-                if !img.repositories.iter().any(|o| o.suite == security) {
-                    missing.entry(r.suite.clone()).or_default().push(img.name.as_str());
+                let images = missing.entry(r.suite.clone()).or_default();
+                if !img.repositories.iter().any(|o| o.suite == security) && !images.contains(&img.name.as_str()) {
+                    images.push(img.name.as_str());
                 }
             }
         }
         missing
             .into_iter()
+            .filter(|(_, images)| !images.is_empty())
             .map(|(suite, images)| {
                 format!(
                     "{} install{} from Debian `{suite}` without `{suite}-security`: security updates are missed; add \

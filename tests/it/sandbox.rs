@@ -424,6 +424,63 @@ image "used" {{ files {{ copy from="uses" "/out" to="/x" }} }}
 
 #[test]
 fn the_store_is_private_and_a_tampered_rootfs_never_reaches_an_output() {
+    tampered_rootfs_scenarios();
+}
+
+/// From the attack review of issue 22: a build that found the builder's tree tampered with
+/// removed it while another build's step was still running over it, and that step's output,
+/// made over a vanishing tree, was kept and shared. Jobs now hold the tree's lock shared; the
+/// removal waits for them.
+#[test]
+fn a_tree_found_changed_was_removed_under_another_builds_step() {
+    let ctx = TestContext::new();
+    let tools = tools();
+    ctx.write(
+        "spec.kdl",
+        format!(
+            r#"{tools}
+step "long" {{
+    image "tools"
+    copy "in.txt" to="/in/in.txt"
+    run "sh" "-c" "echo started; busybox sleep 3; busybox ls /usr/bin > /out/listing; busybox md5sum /usr/bin/busybox >> /out/listing"
+    output "/out"
+}}
+step "other" {{
+    image "tools"
+    copy "in.txt" to="/in/in.txt"
+    run "busybox" "true"
+    output "/out"
+}}
+image "x" {{ files {{ copy from="long" "/out" to="/x" }} }}
+image "y" {{ files {{ copy from="other" "/out" to="/y" }} }}
+"#
+        ),
+    );
+    // The builder unpacked and sealed in the store; then a new input, so both steps run again.
+    ctx.write("in.txt", "1\n");
+    ctx.build(&["spec.kdl", "--image", "y"]);
+    ctx.write("in.txt", "2\n");
+    let clean = ctx.build(&["spec.kdl", "--image", "x", "--cache-dir", "clean"]);
+    let mut x = ctx.cmd().args(["build", "spec.kdl", "--image", "x"]).stderr(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let lines = std::io::BufReader::new(x.stderr.take().unwrap()).lines().map_while(Result::ok);
+    let mut seen = Vec::new();
+    for l in lines {
+        seen.push(l.clone());
+        if l.contains("[long] started") {
+            break;
+        }
+    }
+    let rootfs = fs::read_dir(ctx.cache.join("v1/rootfs")).unwrap().flatten().find(|e| e.path().is_dir()).unwrap().path();
+    fs::write(rootfs.join("etc/planted"), "x").unwrap();
+    let y = ctx.compose(&["build", "spec.kdl", "--image", "y"]);
+    assert_success(&y, "y, which finds the tree changed");
+    assert!(String::from_utf8_lossy(&y.stderr).contains("had changed since compose unpacked it"), "{y:?}");
+    let out = x.wait_with_output().unwrap();
+    assert!(out.status.success(), "{seen:?}");
+    assert_eq!(last_line(&out), clean, "x's step saw its whole tree");
+}
+
+fn tampered_rootfs_scenarios() {
     use std::os::unix::fs::PermissionsExt;
     let ctx = TestContext::new();
     let tools = tools();
