@@ -101,32 +101,22 @@ fn a_wiped_team_cache_stayed_hollow() {
     let records = || fs::read_dir(nginx.root.join("ac")).map(|d| d.count()).unwrap_or(0);
     build(&ctx, &a, "store-a", &["--remote-cache", &url]);
     assert_eq!(records(), 3);
+    // A read-write build of machine A's warm store, which must say the cache lost something.
+    let rebuild = |what: &str| {
+        let out = run_in(&ctx, &a, "store-a", &["build", "spec.kdl", "--remote-cache", &url], &[]);
+        assert_success(&out, what);
+        assert!(stderr_of(&out).contains("had lost records this store gave it"), "{what}: {}", stderr_of(&out));
+    };
+    let blobs = || fs::read_dir(nginx.root.join("cas")).map(|d| d.count()).unwrap_or(0);
+    let before = blobs();
     for e in fs::read_dir(&nginx.root).unwrap() {
         fs::remove_dir_all(e.unwrap().path()).unwrap();
     }
-    let out = ctx
-        .cmd()
-        .current_dir(&a)
-        .env("COMPOSE_CACHE_DIR", ctx.tmp.path().join("store-a"))
-        .args(["build", "spec.kdl", "--remote-cache", &url])
-        .output()
-        .unwrap();
-    assert_success(&out, "build after the wipe");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("had lost records this store gave it"), "{out:?}");
-    assert_eq!(records(), 3, "every record the build used is on the server again");
+    rebuild("build after the wipe");
+    assert_eq!((records(), blobs()), (3, before), "every record and blob the build used is on the server again");
     // Blobs pruned alone (records kept, as `find -atime +30 -delete` may leave them): found too.
-    let blobs = || fs::read_dir(nginx.root.join("cas")).map(|d| d.count()).unwrap_or(0);
-    let before = blobs();
     fs::remove_dir_all(nginx.root.join("cas")).unwrap();
-    let out = ctx
-        .cmd()
-        .current_dir(&a)
-        .env("COMPOSE_CACHE_DIR", ctx.tmp.path().join("store-a"))
-        .args(["build", "spec.kdl", "--remote-cache", &url])
-        .output()
-        .unwrap();
-    assert_success(&out, "build after the blobs went");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("had lost records this store gave it"), "{out:?}");
+    rebuild("build after the blobs went");
     assert_eq!(blobs(), before, "every blob is on the server again");
     // And machine B takes everything from it.
     let b = checkout(&ctx.tmp.path().join("machine-b/src"));
