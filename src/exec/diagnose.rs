@@ -74,10 +74,19 @@ pub(super) fn start_failure(line: &str, rootfs: &Path, image: &str) -> Option<St
     }
     if let Some((_, rest)) = line.split_once("env: '") {
         let name = rest.trim_end_matches("': No such file or directory");
+        if let Some(name) = name.strip_suffix('\r') {
+            return Some(format!(
+                "a script has Windows line endings: `env` looked for `{name}` followed by a carriage return, which no image \
+                 has; convert it to LF line endings"
+            ));
+        }
         return Some(format!("image `{image}` has no `{name}`, which a script runs through `env`: {}", brings(base(name))));
     }
     if let Some(path) = quoted("exec: \"") {
-        return if line.contains("permission denied") {
+        let is_dir = trees::resolve_in(rootfs, &path).is_ok_and(|p| p.is_dir());
+        return if is_dir {
+            Some(format!("`{path}` is a directory, not a program"))
+        } else if line.contains("permission denied") {
             Some(format!("`{path}` is not executable: give it `mode=0o755` where it is copied in, or run it through its interpreter"))
         } else if line.contains("is a directory") {
             Some(format!("`{path}` is a directory, not a program"))
@@ -158,6 +167,9 @@ mod tests {
         assert!(say("exec /elf: no such file or directory").contains("no program loader or shared library that `/elf` needs"));
         assert!(say(&runc("exec: \\\"/s/run\\\": permission denied")).starts_with("`/s/run` is not executable"));
         assert_eq!(say(&runc("exec: \\\"/usr\\\": is a directory")), "`/usr` is a directory, not a program");
+        // runc says "permission denied" for a directory.
+        assert_eq!(say(&runc("exec: \\\"/usr\\\": permission denied")), "`/usr` is a directory, not a program");
+        assert!(say("/usr/bin/env: 'node\r': No such file or directory").starts_with("a script has Windows line endings"));
         assert!(say(&runc("exec: \\\"/gone\\\": stat /gone: no such file or directory")).starts_with("image `tools` has no `/gone`"));
         assert_eq!(
             say("/usr/bin/env: 'ruby': No such file or directory"),
