@@ -296,7 +296,7 @@ pub(super) fn run_step(
     } else {
         trees::image_rootfs_checked_after(store, image)?
     };
-    let ran = run_over(how, drv, s, deps, store, reporter, &lower);
+    let ran = run_over(how, drv, s, (image, deps), store, reporter, &lower);
     match sealing.map(|s| s.held(store, lower)) {
         Some(false) => {
             // It had changed since it was unpacked: nothing made over it stands, what the step
@@ -310,25 +310,25 @@ pub(super) fn run_step(
                 caches::forget(s, &how.platform, how.scope, store);
             }
             let lower = trees::image_rootfs(store, image)?;
-            run_over(how, drv, s, deps, store, reporter, &lower)
+            run_over(how, drv, s, (image, deps), store, reporter, &lower)
         }
         _ => ran,
     }
 }
 
-/// One run of step `s` over `lower`, its image's root filesystem.
+/// One run of step `s` over `lower`, the root filesystem of its image (whose record comes with
+/// the records of what the step needs).
 fn run_over(
     how: &RunWith<'_>,
     drv: &Derivation,
     s: &StepDrv,
-    deps: &HashMap<NodeIndex, Record>,
+    (image, deps): (&Record, &HashMap<NodeIndex, Record>),
     store: &Store,
     reporter: &dyn Reporter,
     lower: &Path,
 ) -> Result<(Output, Output), BuildError> {
     let (executor, secrets) = (how.executor, how.secrets);
     let missing = |what: &'static str| BuildError::MissingOutput(format!("the image of step {}", s.step), what);
-    let image = deps.get(&s.image).ok_or_else(|| missing("manifest"))?;
     let config: serde_json::Value =
         serde_json::from_slice(&store.read_blob(&output(image, "config")?.digest)?).map_err(|_| missing("config"))?;
     let image_env: Vec<String> = config
